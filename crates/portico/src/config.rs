@@ -1,0 +1,278 @@
+//! Gateway configuration: one TOML file plus `PORTICO__SECTION__KEY` environment
+//! overrides, checked completely before any port is bound.
+//!
+//! Secrets never live in this file: the upstream section names a file or an environment
+//! variable to read them from. A bad configuration is reported with the dotted key that
+//! is wrong, and the binary exits with status 64 (`EX_USAGE`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+use url::Url;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub ehr: EhrConfig,
+    pub upstream: portico_upstream::UpstreamConfig,
+}
+
+/// `[server]`: where the gateway listens and how it protects itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind, e.g. `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// The URL clients use to reach the gateway (behind a proxy, the public one). Links
+    /// and redirects the gateway emits are built from it. Defaults to `http://<listen>`.
+    pub public_url: Option<Url>,
+    /// Largest request body accepted, in bytes.
+    pub body_limit_bytes: usize,
+    /// Longest time one request may take end to end, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// How long in-flight requests get to finish after SIGTERM, in milliseconds.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            body_limit_bytes: 1024 * 1024,
+            request_timeout_ms: 30_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// `[log]`: application logs (never patient data, never tokens).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `portico=debug,tower_http=info`.
+    /// `RUST_LOG` overrides it when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: "info".to_owned() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[ehr]`: what kind of EHR sits behind the upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EhrConfig {
+    /// The EHR profile: `generic-r4`, `cerner` or `epic`.
+    pub profile: EhrProfile,
+}
+
+impl Default for EhrConfig {
+    fn default() -> Self {
+        EhrConfig { profile: EhrProfile::GenericR4 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EhrProfile {
+    GenericR4,
+    Cerner,
+    Epic,
+}
+
+/// A configuration problem, naming the key it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Loads `path` (TOML), applies `PORTICO__SECTION__KEY` overrides from the process
+    /// environment, and validates the result.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::from_sources(&text, Env::prefixed("PORTICO__").split("__"))
+    }
+
+    /// Loads from TOML text and an environment provider; the seam tests use.
+    pub fn from_sources(toml: &str, env: Env) -> Result<Config, ConfigError> {
+        let figment = Figment::new().merge(Toml::string(toml)).merge(env);
+        let config: Config = figment.extract().map_err(|e| ConfigError::Invalid(describe(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: relations between keys and value ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let s = &self.server;
+        if s.body_limit_bytes == 0 {
+            problems.push("config key `server.body_limit_bytes`: must be greater than 0".to_owned());
+        }
+        if s.request_timeout_ms == 0 {
+            problems.push("config key `server.request_timeout_ms`: must be greater than 0".to_owned());
+        }
+        if let Some(url) = &s.public_url
+            && !matches!(url.scheme(), "http" | "https")
+        {
+            problems.push("config key `server.public_url`: must be an http or https URL".to_owned());
+        }
+        if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
+            problems.push(format!("config key `log.level`: not a valid filter: {e}"));
+        }
+        // Resolving reads the secret files and variables and parses keys, so a missing
+        // or broken credential stops the process before it binds a port.
+        if let Err(e) = self.upstream.resolve() {
+            problems.push(format!("config: {e}"));
+        }
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
+    }
+
+    /// The public URL of the gateway, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match &self.server.public_url {
+            Some(url) => url.as_str().trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.server.listen),
+        }
+    }
+}
+
+/// Turns figment's errors into one line per problem, each naming the dotted key.
+fn describe(error: figment::Error) -> Vec<String> {
+    error
+        .into_iter()
+        .map(|e| {
+            use figment::error::Kind;
+            let mut key = e.path.join(".");
+            let what = match &e.kind {
+                Kind::UnknownField(field, expected) => {
+                    key = if key.is_empty() { field.clone() } else { format!("{key}.{field}") };
+                    format!("is not a known key (expected one of: {})", expected.join(", "))
+                }
+                Kind::MissingField(field) => {
+                    key = if key.is_empty() { field.to_string() } else { format!("{key}.{field}") };
+                    "is required but missing".to_owned()
+                }
+                other => other.to_string(),
+            };
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("config: {what}{source}")
+            } else {
+                format!("config key `{key}`: {what}{source}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [upstream]
+        base_url = "http://127.0.0.1:8090/fhir"
+        [upstream.auth]
+        type = "none"
+    "#;
+
+    fn no_env() -> Env {
+        Env::prefixed("PORTICO_TEST_NOTHING_SET__").split("__")
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_sources(MINIMAL, no_env()).unwrap();
+        assert_eq!(c.server.listen.port(), 8080);
+        assert_eq!(c.public_url(), "http://127.0.0.1:8080");
+        assert_eq!(c.ehr.profile, EhrProfile::GenericR4);
+        assert_eq!(c.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = format!("{MINIMAL}\n[server]\nlisen = \"0.0.0.0:1\"\n");
+        let err = Config::from_sources(&text, no_env()).unwrap_err().to_string();
+        assert!(err.contains("`server.lisen`"), "{err}");
+        assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let text = format!("{MINIMAL}\n[server]\nlisten = \"not an address\"\n");
+        let err = Config::from_sources(&text, no_env()).unwrap_err().to_string();
+        assert!(err.contains("`server.listen`"), "{err}");
+    }
+
+    #[test]
+    fn missing_section_is_named() {
+        let err = Config::from_sources("", no_env()).unwrap_err().to_string();
+        assert!(err.contains("`upstream`"), "{err}");
+    }
+
+    #[test]
+    fn semantic_checks() {
+        let text = format!("{MINIMAL}\n[server]\nbody_limit_bytes = 0\n");
+        let err = Config::from_sources(&text, no_env()).unwrap_err().to_string();
+        assert!(err.contains("`server.body_limit_bytes`"), "{err}");
+        let text = format!("{MINIMAL}\n[ehr]\nprofile = \"allscripts\"\n");
+        let err = Config::from_sources(&text, no_env()).unwrap_err().to_string();
+        assert!(err.contains("`ehr.profile`"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PORTICO__SERVER__LISTEN", "127.0.0.1:9999");
+            jail.set_env("PORTICO__LOG__FORMAT", "json");
+            let c = Config::from_sources(MINIMAL, Env::prefixed("PORTICO__").split("__")).unwrap();
+            assert_eq!(c.server.listen.port(), 9999);
+            assert_eq!(c.log.format, LogFormat::Json);
+            jail.set_env("PORTICO__SERVER__NOPE", "1");
+            let err = Config::from_sources(MINIMAL, Env::prefixed("PORTICO__").split("__"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("`server.nope`"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite: every crate's unit tests, the integration-test binary (the real
+# router against the sandbox EHR), then a smoke test of `portico demo` driven by a real
+# SMART authorization-code + PKCE login.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo test --workspace --all-targets
+scripts/demo-smoke.sh
