@@ -172,7 +172,7 @@ async fn healthz() -> &'static str {
 
 /// Readiness: the EHR answers its `metadata` and the upstream credential works.
 async fn readyz(State(state): State<AppState>) -> Response {
-    let token = state.client().check_credentials().await;
+    let token = state.client().check_auth().await;
     let metadata = state.upstream().execute(portico_upstream::FhirRequest::capabilities()).await;
     let check = |r: Result<(), String>| match r {
         Ok(()) => serde_json::json!({"status": "ok"}),

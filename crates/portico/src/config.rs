@@ -181,11 +181,11 @@ fn describe(error: figment::Error) -> Vec<String> {
             let mut key = e.path.join(".");
             let what = match &e.kind {
                 Kind::UnknownField(field, expected) => {
-                    key = if key.is_empty() { field.clone() } else { format!("{key}.{field}") };
+                    key = with_field(&e.path, field);
                     format!("is not a known key (expected one of: {})", expected.join(", "))
                 }
                 Kind::MissingField(field) => {
-                    key = if key.is_empty() { field.to_string() } else { format!("{key}.{field}") };
+                    key = with_field(&e.path, field);
                     "is required but missing".to_owned()
                 }
                 other => other.to_string(),
@@ -202,6 +202,16 @@ fn describe(error: figment::Error) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// The dotted key of `field` under `path`; figment sometimes already ends the path
+/// with the field, sometimes not.
+fn with_field(path: &[String], field: &str) -> String {
+    match path.last() {
+        Some(last) if last == field => path.join("."),
+        Some(_) => format!("{}.{field}", path.join(".")),
+        None => field.to_owned(),
+    }
 }
 
 #[cfg(test)]

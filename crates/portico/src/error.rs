@@ -105,6 +105,9 @@ impl From<&UpstreamError> for ApiError {
                 "upstream_auth",
                 "the gateway could not authenticate to the EHR",
             ),
+            // The gateway built a request the client cannot send upstream (an invalid id
+            // that slipped past the handlers' own checks): the client's input was bad.
+            U::InvalidRequest { .. } => ApiError::bad_request("invalid request"),
             U::Server { .. } | U::Connect { .. } | U::MalformedBody { .. } | U::Protocol { .. } => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", "the EHR is unavailable")
             }

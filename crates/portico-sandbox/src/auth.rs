@@ -1,0 +1,1068 @@
+//! The sandbox's SMART on FHIR authorization server.
+//!
+//! It implements what Portico and SMART apps need from a real EHR's authorization
+//! server, strictly enough that client bugs show up here rather than in production:
+//!
+//! - authorization code with PKCE (S256 only) and a required `state`; codes are single
+//!   use, live about a minute and are bound to the client, the redirect URI and the
+//!   code challenge; an unverified redirect URI is never redirected to;
+//! - `refresh_token` with rotation: each refresh token works once, and presenting a
+//!   spent one revokes every token descended from the same login;
+//! - `client_credentials` with `client_secret_basic`, `client_secret_post` and
+//!   `private_key_jwt` (RS256/384/512, PS*, ES256, ES384), with `jti` replay protection;
+//! - RS256 JWT access tokens (and OpenID Connect id tokens) signed by a key generated
+//!   in memory at start and published at `/auth/jwks`.
+//!
+//! Granted scopes are always a subset of the requested ones ([`scopes`]). Every login is
+//! a patient login (the sandbox has no practitioner users), so authorization-code tokens
+//! always carry `patient` and `fhirUser`. Tokens, codes and secrets are never logged.
+
+mod handlers;
+mod keys;
+mod scopes;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, Validation};
+use parking_lot::{Mutex, RwLock};
+use rand::RngCore as _;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+pub use handlers::router;
+pub use keys::KeyError;
+
+use crate::{ClientInfo, PatientSummary};
+use keys::{ClientKey, SigningKey};
+
+/// The public SMART app client: no secret, any loopback redirect URI.
+pub const DEMO_APP: &str = "demo-app";
+/// The gateway's portal (BFF) login client: confidential, loopback `/auth/callback`.
+pub const PORTAL_CLIENT: &str = "portico-portal";
+/// The gateway's own system client: confidential, `client_credentials`.
+pub const SYSTEM_CLIENT: &str = "portico-system";
+/// `client_assertion_type` of `private_key_jwt` (RFC 7523).
+pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+const CODE_LIFETIME: Duration = Duration::from_secs(60);
+const OFFLINE_REFRESH_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+const ONLINE_REFRESH_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// SMART Backend Services: an assertion's `exp` is at most five minutes ahead.
+const MAX_ASSERTION_LIFETIME_SECS: i64 = 300;
+const ASSERTION_LEEWAY_SECS: u64 = 5;
+const PURGE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Where the authorization server lives and how long its access tokens last.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// `http://127.0.0.1:PORT`: the issuer is `base_url + "/auth"`, the FHIR base (the
+    /// tokens' `aud`) is `base_url + "/fhir"`.
+    pub base_url: String,
+    pub token_lifetime: Duration,
+}
+
+impl AuthConfig {
+    /// A config with one-hour access tokens.
+    pub fn new(base_url: impl Into<String>) -> AuthConfig {
+        AuthConfig { base_url: base_url.into(), token_lifetime: Duration::from_secs(3600) }
+    }
+}
+
+/// OAuth grant types a client may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantType {
+    AuthorizationCode,
+    RefreshToken,
+    ClientCredentials,
+}
+
+/// A client registration.
+///
+/// A client is *public* when it has neither a secret nor a public key; public clients
+/// may only use the authorization code (and refresh) grants. Redirect URIs match
+/// exactly, except with `allow_loopback_any_port`, which follows RFC 8252 §7.3: an
+/// `http` URI on `127.0.0.1`, `localhost` or `[::1]` matches on any port when its path
+/// and query equal those of a registered loopback URI, or whatever its path when the
+/// client registered no redirect URI at all.
+#[derive(Clone, Default)]
+pub struct ClientRegistration {
+    pub client_id: String,
+    /// Shared secret for `client_secret_basic` / `client_secret_post`.
+    pub secret: Option<String>,
+    /// Public key for `private_key_jwt`: SPKI `PUBLIC KEY` (RSA or EC) or `RSA PUBLIC KEY`.
+    pub public_key_pem: Option<String>,
+    /// Public key(s) for `private_key_jwt` as a JWK or a JWK Set.
+    pub public_key_jwk: Option<Value>,
+    pub redirect_uris: Vec<String>,
+    pub allow_loopback_any_port: bool,
+    pub grant_types: Vec<GrantType>,
+    /// Literal scopes and resource-scope patterns (`patient/*.*`, `system/*.read`).
+    pub allowed_scopes: Vec<String>,
+    /// What the client is for, printed by `portico demo`.
+    pub description: String,
+}
+
+impl std::fmt::Debug for ClientRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientRegistration")
+            .field("client_id", &self.client_id)
+            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
+            .field("public_key_pem", &self.public_key_pem.is_some())
+            .field("public_key_jwk", &self.public_key_jwk.is_some())
+            .field("redirect_uris", &self.redirect_uris)
+            .field("allow_loopback_any_port", &self.allow_loopback_any_port)
+            .field("grant_types", &self.grant_types)
+            .field("allowed_scopes", &self.allowed_scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientRegistration {
+    /// What a patient-facing client may be granted.
+    pub fn patient_scopes() -> Vec<String> {
+        ["openid", "fhirUser", "launch/patient", "offline_access", "online_access", "patient/*.*"]
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }
+
+    /// What a system (backend services) client may be granted.
+    pub fn system_scopes() -> Vec<String> {
+        vec!["system/*.*".to_owned()]
+    }
+
+    /// A SMART Backend Services client authenticating with `private_key_jwt`.
+    pub fn backend_service(client_id: impl Into<String>, public_key_pem: impl Into<String>) -> ClientRegistration {
+        ClientRegistration {
+            client_id: client_id.into(),
+            public_key_pem: Some(public_key_pem.into()),
+            grant_types: vec![GrantType::ClientCredentials],
+            allowed_scopes: Self::system_scopes(),
+            description: "backend service (private_key_jwt)".to_owned(),
+            ..ClientRegistration::default()
+        }
+    }
+
+    fn is_public(&self) -> bool {
+        self.secret.is_none() && self.public_key_pem.is_none() && self.public_key_jwk.is_none()
+    }
+}
+
+/// What a verified access token says.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AccessClaims {
+    pub sub: String,
+    pub client_id: String,
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient: Option<String>,
+    #[serde(rename = "fhirUser", default, skip_serializing_if = "Option::is_none")]
+    pub fhir_user: Option<String>,
+    pub exp: i64,
+}
+
+/// Why an access token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("token is malformed")]
+    Malformed,
+    #[error("token algorithm {0} is not accepted")]
+    UnsupportedAlgorithm(String),
+    #[error("token was signed with an unknown key")]
+    UnknownKey,
+    #[error("token signature is invalid")]
+    InvalidSignature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token was not issued by this server for this fhir base")]
+    WrongIssuerOrAudience,
+    #[error("token claims are invalid")]
+    InvalidClaims,
+}
+
+/// RFC 6749 error codes used by the endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorCode {
+    InvalidRequest,
+    InvalidClient,
+    InvalidGrant,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    UnsupportedResponseType,
+    InvalidScope,
+    ServerError,
+}
+
+impl ErrorCode {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidClient => "invalid_client",
+            ErrorCode::InvalidGrant => "invalid_grant",
+            ErrorCode::UnauthorizedClient => "unauthorized_client",
+            ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            ErrorCode::UnsupportedResponseType => "unsupported_response_type",
+            ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::ServerError => "server_error",
+        }
+    }
+}
+
+/// An OAuth error response: a code and a human-readable description.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}: {description}", code.as_str())]
+pub(crate) struct OAuthError {
+    pub(crate) code: ErrorCode,
+    pub(crate) description: String,
+}
+
+fn oauth(code: ErrorCode, description: impl Into<String>) -> OAuthError {
+    OAuthError { code, description: description.into() }
+}
+
+/// Form or query parameters, empty values dropped (RFC 6749 §3.1), repeats refused.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// Parses `application/x-www-form-urlencoded`; `Err` names a repeated parameter.
+    pub(crate) fn parse(raw: &[u8]) -> Result<Params, String> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (name, value) in url::form_urlencoded::parse(raw) {
+            if value.is_empty() {
+                continue;
+            }
+            if out.iter().any(|(n, _)| *n == name) {
+                return Err(name.into_owned());
+            }
+            out.push((name.into_owned(), value.into_owned()));
+        }
+        Ok(Params(out))
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+}
+
+/// What `/auth/authorize` should do with a request.
+#[derive(Debug)]
+pub(crate) enum AuthorizeOutcome {
+    /// 302 to this URL (a code, or an error once the redirect URI is trusted).
+    Redirect(String),
+    /// Show the patient picker; the request is otherwise valid.
+    PickPatient { client_id: String, scope: String },
+    /// The client or redirect URI cannot be trusted: answer here, never redirect.
+    Reject(OAuthError),
+}
+
+struct Client {
+    reg: ClientRegistration,
+    keys: Vec<ClientKey>,
+}
+
+impl Client {
+    fn id(&self) -> &str {
+        &self.reg.client_id
+    }
+
+    fn allows(&self, grant: GrantType) -> bool {
+        self.reg.grant_types.contains(&grant)
+    }
+
+    fn redirect_allowed(&self, uri: &str) -> bool {
+        if self.reg.redirect_uris.iter().any(|r| r == uri) {
+            return true;
+        }
+        if !self.reg.allow_loopback_any_port {
+            return false;
+        }
+        let Some(url) = loopback_http(uri) else {
+            return false;
+        };
+        if self.reg.redirect_uris.is_empty() {
+            return true;
+        }
+        self.reg
+            .redirect_uris
+            .iter()
+            .filter_map(|r| loopback_http(r))
+            .any(|registered| registered.path() == url.path() && registered.query() == url.query())
+    }
+}
+
+/// Parses `uri` and returns it when it is a plain `http` URI on a loopback host.
+fn loopback_http(uri: &str) -> Option<url::Url> {
+    let url = url::Url::parse(uri).ok()?;
+    let loopback = match url.host()? {
+        url::Host::Domain(domain) => domain == "localhost",
+        url::Host::Ipv4(ip) => ip == std::net::Ipv4Addr::LOCALHOST,
+        url::Host::Ipv6(ip) => ip == std::net::Ipv6Addr::LOCALHOST,
+    };
+    let plain = url.scheme() == "http" && url.username().is_empty() && url.password().is_none();
+    (loopback && plain && url.fragment().is_none()).then_some(url)
+}
+
+struct CodeGrant {
+    client_id: String,
+    redirect_uri: String,
+    code_challenge: String,
+    scopes: Vec<String>,
+    patient: String,
+    nonce: Option<String>,
+    expires: Instant,
+}
+
+struct RefreshGrant {
+    client_id: String,
+    scopes: Vec<String>,
+    patient: Option<String>,
+    family: u64,
+    expires: Instant,
+}
+
+/// Mutable grant state, behind one lock.
+struct GrantState {
+    codes: HashMap<String, CodeGrant>,
+    refresh: HashMap<String, RefreshGrant>,
+    /// Rotated refresh tokens: presenting one again revokes its family.
+    spent_refresh: HashMap<String, (u64, Instant)>,
+    /// `(client_id, jti)` of accepted client assertions, with their `exp`.
+    jtis: HashMap<(String, String), i64>,
+    next_family: u64,
+    last_purge: Instant,
+}
+
+impl GrantState {
+    fn purge(&mut self, now: Instant) {
+        if now.duration_since(self.last_purge) < PURGE_INTERVAL {
+            return;
+        }
+        self.last_purge = now;
+        self.codes.retain(|_, c| c.expires > now);
+        self.refresh.retain(|_, r| r.expires > now);
+        self.spent_refresh.retain(|_, (_, expires)| *expires > now);
+        let unix = unix_now();
+        self.jtis.retain(|_, exp| *exp + ASSERTION_LEEWAY_SECS as i64 >= unix);
+    }
+}
+
+/// Access-token claims as signed.
+#[derive(serde::Serialize)]
+struct TokenClaims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    sub: &'a str,
+    client_id: &'a str,
+    exp: i64,
+    iat: i64,
+    jti: String,
+    scope: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patient: Option<&'a str>,
+    #[serde(rename = "fhirUser", skip_serializing_if = "Option::is_none")]
+    fhir_user: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct IdTokenClaims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    sub: &'a str,
+    exp: i64,
+    iat: i64,
+    #[serde(rename = "fhirUser")]
+    fhir_user: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
+}
+
+#[derive(serde::Deserialize)]
+struct AssertionClaims {
+    exp: i64,
+    jti: Option<String>,
+}
+
+/// The authorization server: clients, keys, codes and refresh tokens.
+pub struct AuthServer {
+    config: AuthConfig,
+    issuer: String,
+    fhir_base: String,
+    token_url: String,
+    key: SigningKey,
+    patients: Vec<PatientSummary>,
+    patient_ids: HashSet<String>,
+    clients: RwLock<Vec<Arc<Client>>>,
+    state: Mutex<GrantState>,
+}
+
+impl std::fmt::Debug for AuthServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthServer")
+            .field("issuer", &self.issuer)
+            .field("kid", &self.key.kid())
+            .field("patients", &self.patients.len())
+            .field("clients", &self.clients.read().len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Compares secrets without leaking where they differ (or their lengths).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let (da, db) = (Sha256::digest(a), Sha256::digest(b));
+    da.iter().zip(db.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// RFC 7636 §4.1: 43 to 128 unreserved characters.
+fn valid_code_verifier(verifier: &str) -> bool {
+    (43..=128).contains(&verifier.len())
+        && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// A S256 challenge is the unpadded base64url of a SHA-256 digest: 43 characters.
+fn valid_s256_challenge(challenge: &str) -> bool {
+    challenge.len() == 43 && challenge.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+}
+
+impl AuthServer {
+    /// Builds the server with a fresh signing key and the three standard clients
+    /// (`demo-app`, `portico-portal`, `portico-system`; the latter two with random secrets).
+    pub fn new(config: AuthConfig, patients: Vec<PatientSummary>) -> AuthServer {
+        let base = config.base_url.trim_end_matches('/').to_owned();
+        let issuer = format!("{base}/auth");
+        let server = AuthServer {
+            fhir_base: format!("{base}/fhir"),
+            token_url: format!("{issuer}/token"),
+            issuer,
+            config,
+            key: SigningKey::generate(),
+            patient_ids: patients.iter().map(|p| p.id.clone()).collect(),
+            patients,
+            clients: RwLock::new(Vec::new()),
+            state: Mutex::new(GrantState {
+                codes: HashMap::new(),
+                refresh: HashMap::new(),
+                spent_refresh: HashMap::new(),
+                jtis: HashMap::new(),
+                next_family: 1,
+                last_purge: Instant::now(),
+            }),
+        };
+        for reg in Self::standard_clients() {
+            server.register_client(reg);
+        }
+        server
+    }
+
+    fn standard_clients() -> Vec<ClientRegistration> {
+        vec![
+            ClientRegistration {
+                client_id: DEMO_APP.to_owned(),
+                allow_loopback_any_port: true,
+                grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+                allowed_scopes: ClientRegistration::patient_scopes(),
+                description: "public SMART app client: no secret, PKCE, any http://127.0.0.1 or http://localhost redirect URI"
+                    .to_owned(),
+                ..ClientRegistration::default()
+            },
+            ClientRegistration {
+                client_id: PORTAL_CLIENT.to_owned(),
+                secret: Some(random_token()),
+                redirect_uris: vec![
+                    "http://127.0.0.1/auth/callback".to_owned(),
+                    "http://localhost/auth/callback".to_owned(),
+                ],
+                allow_loopback_any_port: true,
+                grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+                allowed_scopes: ClientRegistration::patient_scopes(),
+                description: "the gateway's portal login (confidential, redirect to a loopback /auth/callback)".to_owned(),
+                ..ClientRegistration::default()
+            },
+            ClientRegistration {
+                client_id: SYSTEM_CLIENT.to_owned(),
+                secret: Some(random_token()),
+                grant_types: vec![GrantType::ClientCredentials],
+                allowed_scopes: ClientRegistration::system_scopes(),
+                description: "the gateway's system access (client_credentials, system/*.read system/*.write)".to_owned(),
+                ..ClientRegistration::default()
+            },
+        ]
+    }
+
+    /// The issuer, `base_url + "/auth"`.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The FHIR base the tokens are for, `base_url + "/fhir"`.
+    pub fn fhir_base(&self) -> &str {
+        &self.fhir_base
+    }
+
+    /// The token endpoint, also the required `aud` of client assertions.
+    pub fn token_url(&self) -> &str {
+        &self.token_url
+    }
+
+    /// The patients one can log in as.
+    pub fn patients(&self) -> &[PatientSummary] {
+        &self.patients
+    }
+
+    /// The registered clients, in registration order.
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        self.clients
+            .read()
+            .iter()
+            .map(|c| ClientInfo {
+                client_id: c.reg.client_id.clone(),
+                client_secret: c.reg.secret.clone(),
+                description: c.reg.description.clone(),
+            })
+            .collect()
+    }
+
+    /// Registers (or replaces) a client. A client whose public key cannot be parsed is
+    /// not registered at all (it must not silently become a public client); use
+    /// [`AuthServer::try_register_client`] to see why.
+    pub fn register_client(&self, client: ClientRegistration) {
+        if let Err(error) = self.try_register_client(client.clone()) {
+            tracing::warn!(client_id = %client.client_id, %error, "client not registered");
+        }
+    }
+
+    /// Registers (or replaces) a client, failing on an unusable public key.
+    pub fn try_register_client(&self, client: ClientRegistration) -> Result<(), KeyError> {
+        let mut keys = Vec::new();
+        if let Some(pem) = &client.public_key_pem {
+            keys.push(ClientKey::from_pem(pem)?);
+        }
+        if let Some(jwk) = &client.public_key_jwk {
+            keys.extend(ClientKey::from_jwk_value(jwk)?);
+        }
+        let entry = Arc::new(Client { reg: client, keys });
+        let mut clients = self.clients.write();
+        match clients.iter_mut().find(|c| c.id() == entry.id()) {
+            Some(slot) => *slot = entry,
+            None => clients.push(entry),
+        }
+        Ok(())
+    }
+
+    fn client(&self, client_id: &str) -> Option<Arc<Client>> {
+        self.clients.read().iter().find(|c| c.id() == client_id).cloned()
+    }
+
+    /// The published key set.
+    pub fn jwks(&self) -> Value {
+        json!({ "keys": [self.key.public_jwk()] })
+    }
+
+    /// Mints an access token directly (tests and tools). `patient` makes it a patient
+    /// token (`patient`, `fhirUser`, `sub` = the patient id); otherwise `sub` is the client.
+    /// Returns an empty string only if signing fails, which a valid key never does.
+    pub fn issue_access_token(&self, client_id: &str, scope: &str, patient: Option<&str>) -> String {
+        self.mint_access(client_id, scope, patient).unwrap_or_else(|error| {
+            tracing::error!(%error, "signing an access token failed");
+            String::new()
+        })
+    }
+
+    /// Verifies signature, `alg` (RS256 only), `kid`, `iss`, `aud` and `exp`.
+    pub fn verify_access_token(&self, token: &str) -> Result<AccessClaims, AuthError> {
+        let header = token.split('.').next().ok_or(AuthError::Malformed)?;
+        let header: Value = URL_SAFE_NO_PAD
+            .decode(header)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or(AuthError::Malformed)?;
+        match header.get("alg").and_then(Value::as_str) {
+            Some("RS256") => {}
+            Some(other) => return Err(AuthError::UnsupportedAlgorithm(other.chars().take(16).collect())),
+            None => return Err(AuthError::Malformed),
+        }
+        if let Some(kid) = header.get("kid")
+            && kid.as_str() != Some(self.key.kid())
+        {
+            return Err(AuthError::UnknownKey);
+        }
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.leeway = 0;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.fhir_base]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        jsonwebtoken::decode::<AccessClaims>(token, self.key.decoding_key(), &validation)
+            .map(|data| data.claims)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::Expired,
+                    ErrorKind::InvalidSignature => AuthError::InvalidSignature,
+                    ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => AuthError::WrongIssuerOrAudience,
+                    ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => AuthError::InvalidClaims,
+                    _ => AuthError::Malformed,
+                }
+            })
+    }
+
+    fn mint_access(&self, client_id: &str, scope: &str, patient: Option<&str>) -> Result<String, jsonwebtoken::errors::Error> {
+        let iat = unix_now();
+        let claims = TokenClaims {
+            iss: &self.issuer,
+            aud: &self.fhir_base,
+            sub: patient.unwrap_or(client_id),
+            client_id,
+            exp: iat + self.config.token_lifetime.as_secs() as i64,
+            iat,
+            jti: uuid::Uuid::new_v4().to_string(),
+            scope,
+            patient,
+            fhir_user: patient.map(|p| format!("Patient/{p}")),
+        };
+        self.key.sign(&claims)
+    }
+
+    fn mint_id_token(&self, client_id: &str, patient: &str, nonce: Option<&str>) -> Result<String, jsonwebtoken::errors::Error> {
+        let iat = unix_now();
+        let claims = IdTokenClaims {
+            iss: &self.issuer,
+            aud: client_id,
+            sub: patient,
+            exp: iat + self.config.token_lifetime.as_secs() as i64,
+            iat,
+            fhir_user: format!("Patient/{patient}"),
+            nonce,
+        };
+        self.key.sign(&claims)
+    }
+
+    /// Decides what `/auth/authorize` does with `params`.
+    pub(crate) fn authorize(&self, params: &Params) -> AuthorizeOutcome {
+        let Some(client_id) = params.get("client_id") else {
+            return AuthorizeOutcome::Reject(oauth(ErrorCode::InvalidRequest, "client_id is required"));
+        };
+        let Some(client) = self.client(client_id) else {
+            return AuthorizeOutcome::Reject(oauth(ErrorCode::InvalidClient, "unknown client_id"));
+        };
+        let Some(redirect_uri) = params.get("redirect_uri") else {
+            return AuthorizeOutcome::Reject(oauth(ErrorCode::InvalidRequest, "redirect_uri is required"));
+        };
+        if !client.redirect_allowed(redirect_uri) {
+            return AuthorizeOutcome::Reject(oauth(
+                ErrorCode::InvalidRequest,
+                "redirect_uri is not registered for this client",
+            ));
+        }
+        // From here on the redirect URI is trusted: errors go back to the client.
+        let state = params.get("state");
+        let fail = |code: ErrorCode, description: &str| {
+            AuthorizeOutcome::Redirect(redirect_with(redirect_uri, &[
+                ("error", Some(code.as_str())),
+                ("error_description", Some(description)),
+                ("state", state),
+            ]))
+        };
+        match params.get("response_type") {
+            Some("code") => {}
+            Some(_) => return fail(ErrorCode::UnsupportedResponseType, "only response_type=code is supported"),
+            None => return fail(ErrorCode::InvalidRequest, "response_type is required"),
+        }
+        if state.is_none() {
+            return fail(ErrorCode::InvalidRequest, "state is required");
+        }
+        if !client.allows(GrantType::AuthorizationCode) {
+            return fail(ErrorCode::UnauthorizedClient, "client may not use the authorization code grant");
+        }
+        if params.get("code_challenge_method") != Some("S256") {
+            return fail(ErrorCode::InvalidRequest, "code_challenge_method must be S256");
+        }
+        let Some(challenge) = params.get("code_challenge").filter(|c| valid_s256_challenge(c)) else {
+            return fail(ErrorCode::InvalidRequest, "code_challenge is missing or malformed");
+        };
+        if let Some(aud) = params.get("aud")
+            && aud.trim_end_matches('/') != self.fhir_base
+        {
+            return fail(ErrorCode::InvalidRequest, "aud does not name this server's fhir base");
+        }
+        let Some(scope) = params.get("scope") else {
+            return fail(ErrorCode::InvalidScope, "scope is required");
+        };
+        let granted = scopes::grant(&scopes::split(scope), &client.reg.allowed_scopes);
+        if granted.is_empty() {
+            return fail(ErrorCode::InvalidScope, "none of the requested scopes can be granted to this client");
+        }
+        let Some(patient) = params.get("login_hint").filter(|p| self.patient_ids.contains(*p)) else {
+            return AuthorizeOutcome::PickPatient { client_id: client_id.to_owned(), scope: granted.join(" ") };
+        };
+        let code = random_token();
+        let now = Instant::now();
+        {
+            let mut grants = self.state.lock();
+            grants.purge(now);
+            grants.codes.insert(code.clone(), CodeGrant {
+                client_id: client_id.to_owned(),
+                redirect_uri: redirect_uri.to_owned(),
+                code_challenge: challenge.to_owned(),
+                scopes: granted,
+                patient: patient.to_owned(),
+                nonce: params.get("nonce").map(str::to_owned),
+                expires: now + CODE_LIFETIME,
+            });
+        }
+        tracing::debug!(client_id, "authorization code issued");
+        AuthorizeOutcome::Redirect(redirect_with(redirect_uri, &[("code", Some(&code)), ("state", state)]))
+    }
+
+    /// Handles a `/auth/token` request. `basic` is the decoded `Authorization: Basic`
+    /// credential pair, if one was sent.
+    pub(crate) fn token(&self, params: &Params, basic: Option<(String, String)>) -> Result<Value, OAuthError> {
+        let grant_type = params
+            .get("grant_type")
+            .ok_or_else(|| oauth(ErrorCode::InvalidRequest, "grant_type is required"))?;
+        let grant = match grant_type {
+            "authorization_code" => GrantType::AuthorizationCode,
+            "refresh_token" => GrantType::RefreshToken,
+            "client_credentials" => GrantType::ClientCredentials,
+            _ => return Err(oauth(ErrorCode::UnsupportedGrantType, "unsupported grant_type")),
+        };
+        let (client, authenticated) = self.authenticate(params, basic)?;
+        if !client.allows(grant) {
+            return Err(oauth(ErrorCode::UnauthorizedClient, "client may not use this grant type"));
+        }
+        let response = match grant {
+            GrantType::AuthorizationCode => self.exchange_code(&client, params),
+            GrantType::RefreshToken => self.refresh(&client, params),
+            GrantType::ClientCredentials => {
+                if !authenticated {
+                    return Err(oauth(ErrorCode::InvalidClient, "client_credentials needs client authentication"));
+                }
+                self.client_credentials(&client, params)
+            }
+        };
+        if response.is_ok() {
+            tracing::debug!(client_id = %client.id(), grant_type, "tokens issued");
+        }
+        response
+    }
+
+    /// Identifies and authenticates the client. The flag says whether it proved a
+    /// credential (false for a public client naming itself).
+    fn authenticate(&self, params: &Params, basic: Option<(String, String)>) -> Result<(Arc<Client>, bool), OAuthError> {
+        let invalid = |d: &str| oauth(ErrorCode::InvalidClient, d);
+        let form_id = params.get("client_id");
+        let methods = [basic.is_some(), params.get("client_secret").is_some(), params.get("client_assertion").is_some()];
+        if methods.iter().filter(|m| **m).count() > 1 {
+            return Err(oauth(ErrorCode::InvalidRequest, "use exactly one client authentication method"));
+        }
+        if let Some((id, secret)) = basic {
+            if form_id.is_some_and(|f| f != id) {
+                return Err(invalid("client_id does not match the basic credentials"));
+            }
+            let client = self.client(&id).ok_or_else(|| invalid("client authentication failed"))?;
+            return match &client.reg.secret {
+                Some(expected) if constant_time_eq(expected.as_bytes(), secret.as_bytes()) => Ok((client, true)),
+                _ => Err(invalid("client authentication failed")),
+            };
+        }
+        if let Some(secret) = params.get("client_secret") {
+            let id = form_id.ok_or_else(|| oauth(ErrorCode::InvalidRequest, "client_id is required"))?;
+            let client = self.client(id).ok_or_else(|| invalid("client authentication failed"))?;
+            return match &client.reg.secret {
+                Some(expected) if constant_time_eq(expected.as_bytes(), secret.as_bytes()) => Ok((client, true)),
+                _ => Err(invalid("client authentication failed")),
+            };
+        }
+        if let Some(assertion) = params.get("client_assertion") {
+            if params.get("client_assertion_type") != Some(CLIENT_ASSERTION_TYPE) {
+                return Err(oauth(ErrorCode::InvalidRequest, "unsupported client_assertion_type"));
+            }
+            return self.verify_assertion(assertion, form_id).map(|c| (c, true));
+        }
+        let id = form_id.ok_or_else(|| invalid("client authentication is required"))?;
+        let client = self.client(id).ok_or_else(|| invalid("unknown client"))?;
+        if !client.reg.is_public() {
+            return Err(invalid("client authentication is required"));
+        }
+        Ok((client, false))
+    }
+
+    /// `private_key_jwt`: verifies the assertion against the client's registered keys.
+    fn verify_assertion(&self, assertion: &str, form_id: Option<&str>) -> Result<Arc<Client>, OAuthError> {
+        let invalid = |d: &str| oauth(ErrorCode::InvalidClient, d);
+        let header = jsonwebtoken::decode_header(assertion).map_err(|_| invalid("client assertion is malformed"))?;
+        // The issuer is read unverified only to find the key; it is verified below.
+        let unverified: Value = jsonwebtoken::dangerous::insecure_decode_claims(assertion)
+            .map_err(|_| invalid("client assertion is malformed"))?;
+        let client_id = unverified
+            .get("iss")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("client assertion has no iss"))?;
+        if form_id.is_some_and(|f| f != client_id) {
+            return Err(invalid("client_id does not match the assertion issuer"));
+        }
+        let client = self.client(client_id).ok_or_else(|| invalid("client authentication failed"))?;
+        let candidates: Vec<&ClientKey> = client
+            .keys
+            .iter()
+            .filter(|k| k.algorithms.contains(&header.alg))
+            .filter(|k| match (&header.kid, &k.kid) {
+                (Some(wanted), Some(have)) => wanted == have,
+                _ => true,
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Err(invalid("no registered key accepts this assertion's algorithm"));
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = ASSERTION_LEEWAY_SECS;
+        validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+        validation.set_issuer(&[client.id()]);
+        validation.sub = Some(client.id().to_owned());
+        validation.set_audience(&[&self.token_url]);
+        let claims = candidates
+            .iter()
+            .find_map(|k| jsonwebtoken::decode::<AssertionClaims>(assertion, &k.key, &validation).ok())
+            .ok_or_else(|| invalid("client assertion is invalid, expired or not for this token endpoint"))?
+            .claims;
+        let now = unix_now();
+        if claims.exp > now + MAX_ASSERTION_LIFETIME_SECS + ASSERTION_LEEWAY_SECS as i64 {
+            return Err(invalid("client assertion expires more than five minutes ahead"));
+        }
+        let jti = claims.jti.filter(|j| !j.is_empty()).ok_or_else(|| invalid("client assertion has no jti"))?;
+        let mut grants = self.state.lock();
+        grants.purge(Instant::now());
+        let key = (client.id().to_owned(), jti);
+        if grants.jtis.contains_key(&key) {
+            return Err(invalid("client assertion jti was already used"));
+        }
+        grants.jtis.insert(key, claims.exp);
+        drop(grants);
+        Ok(client)
+    }
+
+    fn exchange_code(&self, client: &Client, params: &Params) -> Result<Value, OAuthError> {
+        let code = params.get("code").ok_or_else(|| oauth(ErrorCode::InvalidRequest, "code is required"))?;
+        let redirect_uri = params
+            .get("redirect_uri")
+            .ok_or_else(|| oauth(ErrorCode::InvalidRequest, "redirect_uri is required"))?;
+        let verifier = params
+            .get("code_verifier")
+            .ok_or_else(|| oauth(ErrorCode::InvalidRequest, "code_verifier is required"))?;
+        // Any attempt consumes the code, so a verifier cannot be guessed twice.
+        let grant = {
+            let mut grants = self.state.lock();
+            grants.purge(Instant::now());
+            grants.codes.remove(code)
+        };
+        let invalid = |d: &str| oauth(ErrorCode::InvalidGrant, d);
+        let grant = grant.ok_or_else(|| invalid("authorization code is unknown, expired or already used"))?;
+        if grant.expires <= Instant::now() {
+            return Err(invalid("authorization code is unknown, expired or already used"));
+        }
+        if grant.client_id != client.id() {
+            return Err(invalid("authorization code was issued to another client"));
+        }
+        if grant.redirect_uri != redirect_uri {
+            return Err(invalid("redirect_uri does not match the authorization request"));
+        }
+        let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        if !valid_code_verifier(verifier) || !constant_time_eq(computed.as_bytes(), grant.code_challenge.as_bytes()) {
+            return Err(invalid("code_verifier does not match the code challenge"));
+        }
+        self.issue_tokens(client, &grant.scopes, Some(&grant.patient), grant.nonce.as_deref(), None)
+    }
+
+    fn refresh(&self, client: &Client, params: &Params) -> Result<Value, OAuthError> {
+        let token = params
+            .get("refresh_token")
+            .ok_or_else(|| oauth(ErrorCode::InvalidRequest, "refresh_token is required"))?;
+        let invalid = |d: &str| oauth(ErrorCode::InvalidGrant, d);
+        let now = Instant::now();
+        let grant = {
+            let mut grants = self.state.lock();
+            grants.purge(now);
+            if let Some((family, _)) = grants.spent_refresh.remove(token) {
+                // Reuse of a rotated token: assume theft and end the whole login.
+                grants.refresh.retain(|_, r| r.family != family);
+                tracing::warn!(client_id = %client.id(), "rotated refresh token reused; family revoked");
+                return Err(invalid("refresh token was already used"));
+            }
+            match grants.refresh.get(token) {
+                Some(g) if g.client_id != client.id() => return Err(invalid("refresh token was issued to another client")),
+                Some(g) if g.expires <= now => return Err(invalid("refresh token has expired")),
+                Some(_) => {}
+                None => return Err(invalid("refresh token is unknown")),
+            }
+            let Some(grant) = grants.refresh.remove(token) else {
+                return Err(invalid("refresh token is unknown"));
+            };
+            grants.spent_refresh.insert(token.to_owned(), (grant.family, grant.expires));
+            grant
+        };
+        let scopes = match params.get("scope") {
+            None => grant.scopes.clone(),
+            Some(requested) => {
+                let requested = scopes::split(requested);
+                if !requested.iter().all(|s| scopes::contains(&grant.scopes, s)) {
+                    return Err(oauth(ErrorCode::InvalidScope, "a refresh cannot widen the granted scopes"));
+                }
+                requested
+            }
+        };
+        self.issue_tokens(client, &scopes, grant.patient.as_deref(), None, Some(grant.family))
+    }
+
+    fn client_credentials(&self, client: &Client, params: &Params) -> Result<Value, OAuthError> {
+        let scopes = match params.get("scope") {
+            Some(requested) => scopes::grant(&scopes::split(requested), &client.reg.allowed_scopes),
+            None => client.reg.allowed_scopes.clone(),
+        };
+        if scopes.is_empty() {
+            return Err(oauth(ErrorCode::InvalidScope, "none of the requested scopes can be granted to this client"));
+        }
+        self.issue_tokens(client, &scopes, None, None, None)
+    }
+
+    /// Builds a token response; a refresh token comes with `offline_access` or
+    /// `online_access` for clients allowed to refresh, an id token with `openid`.
+    fn issue_tokens(
+        &self,
+        client: &Client,
+        granted: &[String],
+        patient: Option<&str>,
+        nonce: Option<&str>,
+        family: Option<u64>,
+    ) -> Result<Value, OAuthError> {
+        let signing_failed = |error: jsonwebtoken::errors::Error| {
+            tracing::error!(%error, "signing a token failed");
+            oauth(ErrorCode::ServerError, "token signing failed")
+        };
+        let scope = granted.join(" ");
+        let access = self.mint_access(client.id(), &scope, patient).map_err(signing_failed)?;
+        let mut body = json!({
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": self.config.token_lifetime.as_secs(),
+            "scope": scope,
+        });
+        if let Some(patient) = patient {
+            body["patient"] = json!(patient);
+            body["need_patient_banner"] = json!(false);
+            if scopes::contains(granted, "openid") {
+                body["id_token"] = json!(self.mint_id_token(client.id(), patient, nonce).map_err(signing_failed)?);
+            }
+        }
+        let offline = scopes::contains(granted, "offline_access");
+        if (offline || scopes::contains(granted, "online_access")) && client.allows(GrantType::RefreshToken) {
+            let token = random_token();
+            let lifetime = if offline { OFFLINE_REFRESH_LIFETIME } else { ONLINE_REFRESH_LIFETIME };
+            let mut grants = self.state.lock();
+            let family = family.unwrap_or_else(|| {
+                grants.next_family += 1;
+                grants.next_family
+            });
+            grants.refresh.insert(token.clone(), RefreshGrant {
+                client_id: client.id().to_owned(),
+                scopes: granted.to_vec(),
+                patient: patient.map(str::to_owned),
+                family,
+                expires: Instant::now() + lifetime,
+            });
+            drop(grants);
+            body["refresh_token"] = json!(token);
+        }
+        Ok(body)
+    }
+
+    /// `/auth/.well-known/openid-configuration`.
+    pub(crate) fn openid_configuration(&self) -> Value {
+        json!({
+            "issuer": self.issuer,
+            "authorization_endpoint": format!("{}/authorize", self.issuer),
+            "token_endpoint": self.token_url,
+            "jwks_uri": format!("{}/jwks", self.issuer),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "scopes_supported": ["openid", "fhirUser"],
+            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nonce", "fhirUser"],
+            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+            "token_endpoint_auth_signing_alg_values_supported": ["RS256", "RS384", "ES384"],
+            "code_challenge_methods_supported": ["S256"],
+        })
+    }
+}
+
+/// Appends query parameters (the `None` ones skipped) to a trusted redirect URI.
+fn redirect_with(redirect_uri: &str, pairs: &[(&str, Option<&str>)]) -> String {
+    match url::Url::parse(redirect_uri) {
+        Ok(mut url) => {
+            {
+                let mut query = url.query_pairs_mut();
+                for (name, value) in pairs {
+                    if let Some(value) = value {
+                        query.append_pair(name, value);
+                    }
+                }
+            }
+            url.to_string()
+        }
+        // Only reachable for exact-match registrations that are not absolute URLs.
+        Err(_) => redirect_uri.to_owned(),
+    }
+}
+
+/// The SMART App Launch 2.x discovery document, served at
+/// `/fhir/.well-known/smart-configuration`.
+pub fn smart_configuration(server: &AuthServer) -> Value {
+    json!({
+        "issuer": server.issuer,
+        "jwks_uri": format!("{}/jwks", server.issuer),
+        "authorization_endpoint": format!("{}/authorize", server.issuer),
+        "token_endpoint": server.token_url,
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "RS384", "ES384"],
+        "scopes_supported": [
+            "openid", "fhirUser", "launch/patient", "offline_access", "online_access",
+            "patient/*.read", "patient/*.write", "patient/*.*", "patient/*.rs", "patient/*.cruds",
+            "system/*.read", "system/*.write", "system/*.*", "system/*.rs", "system/*.cruds"
+        ],
+        "response_types_supported": ["code"],
+        "capabilities": [
+            "launch-standalone",
+            "client-public",
+            "client-confidential-symmetric",
+            "client-confidential-asymmetric",
+            "context-standalone-patient",
+            "permission-patient",
+            "permission-v1",
+            "permission-v2",
+            "permission-offline",
+            "permission-online",
+            "sso-openid-connect"
+        ],
+        "code_challenge_methods_supported": ["S256"],
+    })
+}

@@ -1,0 +1,441 @@
+//! Latency and fault knobs, and the request counter.
+//!
+//! Real EHRs are slow, fail, drop connections and send garbage, but never on demand;
+//! these knobs make the sandbox do it on demand. They are settable at runtime from Rust
+//! ([`Faults`]) and over HTTP (`GET`/`PUT /_sandbox/faults`, `GET /_sandbox/stats`,
+//! `POST /_sandbox/stats/reset`), and apply to `/fhir` requests only, never to `/auth`
+//! or `/_sandbox`.
+//!
+//! Semantics:
+//! - the knobs apply to requests whose path contains `path_filter` (all when unset);
+//! - `latency_ms` is added before anything else;
+//! - a failure happens with probability `failure_rate` (always at 1.0, never at 0.0);
+//!   `status500`, `status503` and `reset` answer *without* running the request (nothing
+//!   is written), while `malformed_json` and `slow_body` run it and then mangle or
+//!   trickle its response body;
+//! - every `/fhir` request is counted, by method and resource type (the first path
+//!   segment after `/fhir`, e.g. `Slot` or `metadata`), faulty or not.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{OriginalUri, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use parking_lot::{Mutex, RwLock};
+use portico_fhir::outcome::{IssueCode, error as outcome_error};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// How an injected failure looks to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// 500 with an OperationOutcome.
+    Status500,
+    /// 503 with `Retry-After: 1` and an OperationOutcome.
+    #[default]
+    Status503,
+    /// The connection is dropped without a complete response.
+    Reset,
+    /// 200 with a truncated, invalid JSON body.
+    MalformedJson,
+    /// Headers at once, then the body trickled over `slow_body_ms`.
+    SlowBody,
+}
+
+/// The knobs. `PUT /_sandbox/faults` takes this as JSON (missing fields take defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultConfig {
+    /// Added latency per request, in milliseconds.
+    pub latency_ms: u64,
+    /// Probability of a failure, 0.0 to 1.0.
+    pub failure_rate: f64,
+    pub failure_kind: FailureKind,
+    /// Only requests whose path contains this (e.g. `/Slot`) are affected.
+    pub path_filter: Option<String>,
+    /// How long a `slow_body` response takes to trickle out, in milliseconds.
+    pub slow_body_ms: u64,
+}
+
+impl Default for FaultConfig {
+    fn default() -> Self {
+        FaultConfig {
+            latency_ms: 0,
+            failure_rate: 0.0,
+            failure_kind: FailureKind::default(),
+            path_filter: None,
+            slow_body_ms: 5000,
+        }
+    }
+}
+
+/// Why a fault configuration was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FaultError {
+    #[error("failure_rate must be between 0.0 and 1.0, not {0}")]
+    Rate(f64),
+}
+
+/// Requests counted for one (method, resource type).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RequestCount {
+    pub method: String,
+    pub resource_type: String,
+    pub count: u64,
+}
+
+/// The request counter's state, as served by `GET /_sandbox/stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RequestStats {
+    pub total: u64,
+    pub by_method_and_type: Vec<RequestCount>,
+}
+
+/// The fault knobs and the request counter of one sandbox.
+#[derive(Debug, Default)]
+pub struct Faults {
+    config: RwLock<FaultConfig>,
+    counts: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+/// What to do with one request.
+#[derive(Debug, Clone, PartialEq)]
+struct Decision {
+    latency: Duration,
+    failure: Option<FailureKind>,
+    slow_body: Duration,
+}
+
+impl Faults {
+    /// Knobs with only an added latency.
+    pub fn new(latency: Duration) -> Faults {
+        let faults = Faults::default();
+        faults.set_latency(latency);
+        faults
+    }
+
+    /// The current knobs.
+    pub fn config(&self) -> FaultConfig {
+        self.config.read().clone()
+    }
+
+    /// Replaces every knob.
+    pub fn set(&self, config: FaultConfig) -> Result<(), FaultError> {
+        if !(0.0..=1.0).contains(&config.failure_rate) {
+            return Err(FaultError::Rate(config.failure_rate));
+        }
+        *self.config.write() = config;
+        Ok(())
+    }
+
+    /// Sets the added latency, leaving the other knobs alone.
+    pub fn set_latency(&self, latency: Duration) {
+        self.config.write().latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+    }
+
+    /// Injects failures of `kind` with probability `rate` (clamped to 0.0..=1.0) on
+    /// requests whose path contains `path_filter`, keeping the latency.
+    pub fn inject(&self, kind: FailureKind, rate: f64, path_filter: Option<&str>) {
+        let mut config = self.config.write();
+        config.failure_kind = kind;
+        config.failure_rate = if rate.is_nan() {
+            0.0
+        } else {
+            rate.clamp(0.0, 1.0)
+        };
+        config.path_filter = path_filter.map(str::to_owned);
+    }
+
+    /// Removes every fault and the added latency.
+    pub fn clear(&self) {
+        *self.config.write() = FaultConfig::default();
+    }
+
+    /// The counter's state.
+    pub fn stats(&self) -> RequestStats {
+        let counts = self.counts.lock();
+        RequestStats {
+            total: counts.values().sum(),
+            by_method_and_type: counts
+                .iter()
+                .map(|((method, ty), count)| RequestCount {
+                    method: method.clone(),
+                    resource_type: ty.clone(),
+                    count: *count,
+                })
+                .collect(),
+        }
+    }
+
+    /// How many `/fhir` requests were served since the last reset.
+    pub fn requests(&self) -> u64 {
+        self.counts.lock().values().sum()
+    }
+
+    /// How many `/fhir` requests with this method (`GET`, ...) on this resource type
+    /// (`Slot`, `metadata`, `""` for the base) were served since the last reset.
+    pub fn requests_for(&self, method: &str, resource_type: &str) -> u64 {
+        self.counts
+            .lock()
+            .get(&(method.to_owned(), resource_type.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Zeroes the counter.
+    pub fn reset_stats(&self) {
+        self.counts.lock().clear();
+    }
+
+    fn record(&self, method: &str, resource_type: &str) {
+        *self
+            .counts
+            .lock()
+            .entry((method.to_owned(), resource_type.to_owned()))
+            .or_default() += 1;
+    }
+
+    fn decide(&self, path: &str) -> Decision {
+        let config = self.config.read();
+        let targeted = config
+            .path_filter
+            .as_deref()
+            .is_none_or(|filter| path.contains(filter));
+        if !targeted {
+            return Decision {
+                latency: Duration::ZERO,
+                failure: None,
+                slow_body: Duration::ZERO,
+            };
+        }
+        let fails = config.failure_rate >= 1.0
+            || (config.failure_rate > 0.0 && rand::thread_rng().r#gen::<f64>() < config.failure_rate);
+        Decision {
+            latency: Duration::from_millis(config.latency_ms),
+            failure: fails.then_some(config.failure_kind),
+            slow_body: Duration::from_millis(config.slow_body_ms),
+        }
+    }
+}
+
+/// The resource type a `/fhir` path is about: the first segment after `/fhir`.
+fn resource_type_of(path: &str) -> &str {
+    let rest = path.strip_prefix("/fhir").unwrap_or(path);
+    rest.trim_start_matches('/').split('/').next().unwrap_or("")
+}
+
+fn failure_response(status: StatusCode, message: &str) -> Response {
+    let body = outcome_error(IssueCode::Transient, message).to_string();
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(portico_fhir::FHIR_JSON),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// The `/fhir` middleware: counts the request, then applies latency and faults.
+pub async fn middleware(State(faults): State<Arc<Faults>>, request: Request, next: Next) -> Response {
+    let path = request
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| request.uri().path().to_owned(), |u| u.path().to_owned());
+    faults.record(request.method().as_str(), resource_type_of(&path));
+    let decision = faults.decide(&path);
+    if !decision.latency.is_zero() {
+        tokio::time::sleep(decision.latency).await;
+    }
+    match decision.failure {
+        None => next.run(request).await,
+        Some(FailureKind::Status500) => failure_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "injected fault: internal server error",
+        ),
+        Some(FailureKind::Status503) => failure_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "injected fault: service unavailable",
+        ),
+        Some(FailureKind::Reset) => {
+            // A body that fails before its first byte makes hyper abort the connection.
+            let stream = futures::stream::once(async {
+                Err::<Bytes, std::io::Error>(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected fault: connection reset",
+                ))
+            });
+            let mut response = Response::new(Body::from_stream(stream));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(portico_fhir::FHIR_JSON),
+            );
+            response
+        }
+        Some(FailureKind::MalformedJson) => {
+            let response = next.run(request).await;
+            let (mut parts, body) = response.into_parts();
+            let bytes = axum::body::to_bytes(body, usize::MAX)
+                .await
+                .unwrap_or_default();
+            // Cut the body in half (and never leave it valid): a truncated JSON document.
+            let mut truncated = bytes.slice(..bytes.len() / 2).to_vec();
+            if truncated.is_empty() {
+                truncated.extend_from_slice(b"{\"resourceType\":");
+            }
+            parts.status = StatusCode::OK;
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(portico_fhir::FHIR_JSON),
+            );
+            Response::from_parts(parts, Body::from(truncated))
+        }
+        Some(FailureKind::SlowBody) => {
+            let response = next.run(request).await;
+            let (mut parts, body) = response.into_parts();
+            let bytes = axum::body::to_bytes(body, usize::MAX)
+                .await
+                .unwrap_or_default();
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from_stream(trickle(bytes, decision.slow_body)))
+        }
+    }
+}
+
+/// Streams `bytes` in ten pieces spread evenly over `total`.
+fn trickle(
+    bytes: Bytes,
+    total: Duration,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    const PIECES: usize = 10;
+    let chunk = bytes.len().div_ceil(PIECES).max(1);
+    let pause = total / PIECES as u32;
+    futures::stream::unfold(0usize, move |offset| {
+        let bytes = bytes.clone();
+        async move {
+            if offset >= bytes.len() {
+                return None;
+            }
+            tokio::time::sleep(pause).await;
+            let end = (offset + chunk).min(bytes.len());
+            Some((Ok(bytes.slice(offset..end)), end))
+        }
+    })
+}
+
+/// `/_sandbox/faults` and `/_sandbox/stats` (paths relative to `/_sandbox`).
+pub fn router(faults: Arc<Faults>) -> Router {
+    Router::new()
+        .route("/faults", get(get_faults).put(put_faults))
+        .route("/stats", get(get_stats))
+        .route("/stats/reset", post(reset_stats))
+        .with_state(faults)
+}
+
+async fn get_faults(State(faults): State<Arc<Faults>>) -> Json<FaultConfig> {
+    Json(faults.config())
+}
+
+async fn put_faults(State(faults): State<Arc<Faults>>, body: Bytes) -> Response {
+    let config: FaultConfig = match serde_json::from_slice(&body) {
+        Ok(config) => config,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({"error": format!("invalid fault configuration: {e}")})),
+            )
+                .into_response();
+        }
+    };
+    match faults.set(config) {
+        Ok(()) => Json(faults.config()).into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn get_stats(State(faults): State<Arc<Faults>>) -> Json<RequestStats> {
+    Json(faults.stats())
+}
+
+async fn reset_stats(State(faults): State<Arc<Faults>>) -> StatusCode {
+    faults.reset_stats();
+    StatusCode::NO_CONTENT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_follow_the_knobs() {
+        let faults = Faults::new(Duration::from_millis(7));
+        let d = faults.decide("/fhir/Slot");
+        assert_eq!(d.latency, Duration::from_millis(7));
+        assert_eq!(d.failure, None);
+        faults.inject(FailureKind::Reset, 1.0, Some("/Slot"));
+        assert_eq!(faults.decide("/fhir/Slot").failure, Some(FailureKind::Reset));
+        let other = faults.decide("/fhir/Patient/1");
+        assert_eq!((other.failure, other.latency), (None, Duration::ZERO));
+        faults.inject(FailureKind::Status500, 0.0, None);
+        assert_eq!(faults.decide("/fhir/Slot").failure, None);
+        faults.clear();
+        assert_eq!(faults.config(), FaultConfig::default());
+        assert_eq!(
+            faults.set(FaultConfig {
+                failure_rate: 1.5,
+                ..FaultConfig::default()
+            }),
+            Err(FaultError::Rate(1.5))
+        );
+    }
+
+    #[test]
+    fn config_json_shape() {
+        let config: FaultConfig = serde_json::from_str(
+            r#"{"failure_rate": 1.0, "failure_kind": "malformed_json", "path_filter": "/Slot"}"#,
+        )
+        .unwrap();
+        assert_eq!(config.failure_kind, FailureKind::MalformedJson);
+        assert_eq!(config.latency_ms, 0);
+        assert!(serde_json::from_str::<FaultConfig>(r#"{"bogus": 1}"#).is_err());
+        for (kind, name) in [
+            (FailureKind::Status500, "status500"),
+            (FailureKind::Status503, "status503"),
+            (FailureKind::Reset, "reset"),
+            (FailureKind::SlowBody, "slow_body"),
+        ] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), name);
+        }
+    }
+
+    #[test]
+    fn counter() {
+        let faults = Faults::default();
+        faults.record("GET", resource_type_of("/fhir/Slot"));
+        faults.record("GET", resource_type_of("/fhir/Slot/1/_history"));
+        faults.record("POST", resource_type_of("/Appointment"));
+        faults.record("GET", resource_type_of("/fhir/metadata"));
+        assert_eq!(faults.requests(), 4);
+        assert_eq!(faults.requests_for("GET", "Slot"), 2);
+        assert_eq!(faults.requests_for("POST", "Appointment"), 1);
+        assert_eq!(faults.stats().by_method_and_type.len(), 3);
+        faults.reset_stats();
+        assert_eq!(faults.requests(), 0);
+    }
+}

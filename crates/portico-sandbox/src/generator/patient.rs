@@ -1,0 +1,1119 @@
+//! One patient's record.
+//!
+//! The record is planned first (demographics, conditions, visits, lab panels,
+//! prescriptions) and then emitted, so resources can reference each other by id.
+//! All randomness comes from the patient's own RNG stream.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use chrono::NaiveDate;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+use super::codes::{self, Code, ConditionDef, LabDef, MedicationDef, PanelDef};
+use super::shared::{LOCATION_INFO, ORGANIZATION_ID, ORGANIZATION_NAME, location_id, medication_id};
+use super::{
+    HOSPITAL_LOCATION, STREAM_PATIENT, World, coding, concept, date, days_after, days_before, instant, money,
+    quantity, reference, reference_display, round, stream_seed,
+};
+use crate::PatientSummary;
+
+/// Emits patient `index` (1-based) and returns its summary. Its upcoming appointments
+/// take the booking ordinals `booked_ordinal .. booked_ordinal + upcoming`.
+pub(crate) fn emit(
+    world: &World,
+    index: usize,
+    booked_ordinal: usize,
+    upcoming: usize,
+    sink: &mut dyn FnMut(Value),
+) -> PatientSummary {
+    let mut rng = StdRng::seed_from_u64(stream_seed(world.seed, STREAM_PATIENT, index as u64));
+    let plan = Plan::new(world, index, &mut rng);
+    let mut out = Writer { world, plan: &plan, rng: &mut rng, sink, obs_counter: 0, appt_counter: 0 };
+    out.write_all(booked_ordinal, upcoming);
+    PatientSummary {
+        id: plan.id.clone(),
+        name: format!("{} {}", plan.given, plan.family),
+        birth_date: date(plan.birth_date),
+    }
+}
+
+/// A past visit, emitted as an Encounter (and, when ambulatory, a fulfilled Appointment).
+struct Visit {
+    id: String,
+    class: Code,
+    kind: Code,
+    day: NaiveDate,
+    start: String,
+    end: String,
+    practitioner: usize,
+    location: usize,
+    appointment: Option<String>,
+}
+
+/// A condition chosen for the patient.
+struct ConditionPlan {
+    id: String,
+    def: ConditionDef,
+    onset: NaiveDate,
+}
+
+/// A lab panel drawn at a visit.
+struct PanelPlan {
+    panel: PanelDef,
+    visit: usize,
+}
+
+/// A prescription and its dispensing history.
+struct Prescription {
+    med: MedicationDef,
+    status: &'static str,
+    course: Code,
+    authored: NaiveDate,
+    validity_days: u64,
+    repeats: u32,
+    dispenses: u32,
+}
+
+struct Plan {
+    index: usize,
+    id: String,
+    given: &'static str,
+    family: &'static str,
+    gender: &'static str,
+    birth_date: NaiveDate,
+    age: u32,
+    height_cm: f64,
+    weight_kg: f64,
+    pcp: usize,
+    specialists: Vec<usize>,
+    conditions: Vec<ConditionPlan>,
+    visits: Vec<Visit>,
+    panels: Vec<PanelPlan>,
+    /// Number of vital-sign observations per visit.
+    vitals_per_visit: Vec<usize>,
+    prescriptions: Vec<Prescription>,
+}
+
+const ACTIVE_CLINICAL: Code = Code { code: "active", display: "Active" };
+const RESOLVED_CLINICAL: Code = Code { code: "resolved", display: "Resolved" };
+const CONFIRMED: Code = Code { code: "confirmed", display: "Confirmed" };
+const CONTINUOUS: Code = Code { code: "continuous", display: "Continuous long term therapy" };
+const ACUTE: Code = Code { code: "acute", display: "Short course (acute) therapy" };
+
+impl Plan {
+    fn new(world: &World, index: usize, rng: &mut StdRng) -> Plan {
+        let today = world.today;
+        let female = rng.gen_bool(0.5);
+        let given = if female { pick(rng, &codes::FEMALE_GIVEN) } else { pick(rng, &codes::MALE_GIVEN) };
+        let family = pick(rng, &codes::FAMILY);
+        let age: u32 = if rng.gen_bool(0.1) { rng.gen_range(2..=17) } else { rng.gen_range(18..=90) };
+        let birth_date = days_before(today, u64::from(age) * 365 + rng.gen_range(0..365));
+        let height_cm = if age < 18 {
+            75.0 + f64::from(age) * 5.8 + rng.gen_range(-4.0..4.0)
+        } else if female {
+            rng.gen_range(152.0..176.0)
+        } else {
+            rng.gen_range(164.0..192.0)
+        };
+        let bmi = if age < 18 { rng.gen_range(15.0..21.0) } else { rng.gen_range(19.0..35.0) };
+        let weight_kg = bmi * (height_cm / 100.0) * (height_cm / 100.0);
+
+        let pcp = world.family_medicine[rng.gen_range(0..world.family_medicine.len())];
+        let specialist_count = rng.gen_range(1..=2).min(world.specialists.len());
+        let specialists: Vec<usize> = world.specialists.choose_multiple(rng, specialist_count).copied().collect();
+
+        // Conditions: 2-5 distinct, appropriate for the age.
+        let eligible: Vec<&ConditionDef> = codes::CONDITIONS.iter().filter(|c| c.min_age <= age).collect();
+        let count = rng.gen_range(2..=5).min(eligible.len());
+        let conditions = eligible
+            .choose_multiple(rng, count)
+            .enumerate()
+            .map(|(k, def)| {
+                let onset = if def.chronic {
+                    let max_days = (u64::from(age.saturating_sub(def.min_age)) * 365).clamp(200, 3650);
+                    days_before(today, rng.gen_range(180..max_days))
+                } else {
+                    days_before(today, rng.gen_range(30..1000))
+                };
+                ConditionPlan { id: format!("cond-{index}-{}", k + 1), def: **def, onset }
+            })
+            .collect();
+
+        // Visits: 2-5 over the last three years, oldest first; the first is ambulatory.
+        let visit_count = rng.gen_range(2..=5);
+        let mut days_ago: Vec<u64> = Vec::with_capacity(visit_count);
+        while days_ago.len() < visit_count {
+            let d = rng.gen_range(7..1095);
+            if !days_ago.contains(&d) {
+                days_ago.push(d);
+            }
+        }
+        days_ago.sort_unstable_by(|a, b| b.cmp(a));
+        let mut visits = Vec::with_capacity(visit_count);
+        let mut appointments = 0;
+        for (k, ago) in days_ago.iter().enumerate() {
+            let day = days_before(today, *ago);
+            let roll: f64 = if k == 0 { 0.0 } else { rng.gen_range(0.0..1.0) };
+            let visit = if roll < 0.75 {
+                let practitioner = if rng.gen_bool(0.75) { pcp } else { specialists.first().copied().unwrap_or(pcp) };
+                let hour = rng.gen_range(9..16);
+                let minute = if rng.gen_bool(0.5) { 0 } else { 30 };
+                appointments += 1;
+                Visit {
+                    id: format!("enc-{index}-{}", k + 1),
+                    class: codes::AMBULATORY,
+                    kind: *codes::AMBULATORY_TYPES.choose(rng).unwrap_or(&codes::AMBULATORY_TYPES[0]),
+                    day,
+                    start: instant(day, hour, minute),
+                    end: instant(day, hour, minute + 29),
+                    practitioner,
+                    location: world.practitioners[practitioner].location,
+                    appointment: Some(format!("appt-{index}-{appointments}")),
+                }
+            } else if roll < 0.9 {
+                let hour = rng.gen_range(0..20);
+                Visit {
+                    id: format!("enc-{index}-{}", k + 1),
+                    class: codes::EMERGENCY,
+                    kind: codes::EMERGENCY_TYPE,
+                    day,
+                    start: instant(day, hour, 15),
+                    end: instant(day, hour + rng.gen_range(2..4), 45),
+                    practitioner: rng.gen_range(0..world.practitioners.len()),
+                    location: HOSPITAL_LOCATION,
+                    appointment: None,
+                }
+            } else {
+                let stay = rng.gen_range(2..5);
+                Visit {
+                    id: format!("enc-{index}-{}", k + 1),
+                    class: codes::INPATIENT,
+                    kind: codes::INPATIENT_TYPE,
+                    day,
+                    start: instant(day, 14, 0),
+                    end: instant(days_after(day, stay).min(days_before(today, 1)), 11, 0),
+                    practitioner: rng.gen_range(0..world.practitioners.len()),
+                    location: HOSPITAL_LOCATION,
+                    appointment: None,
+                }
+            };
+            visits.push(visit);
+        }
+
+        // Observations: 10-30 in all. Lab panels first, vitals fill the rest.
+        let target: usize = rng.gen_range(10..=30);
+        let panel_count = rng.gen_range(2..=4);
+        let panels: Vec<PanelPlan> = (0..panel_count)
+            .map(|_| PanelPlan { panel: *pick_ref(rng, &codes::PANELS), visit: rng.gen_range(0..visits.len()) })
+            .collect();
+        let lab_count: usize = panels.iter().map(|p| p.panel.members.len()).sum();
+        let vital_budget = target.saturating_sub(lab_count).clamp(visits.len(), VITAL_KINDS * visits.len());
+        let vitals_per_visit = (0..visits.len())
+            .map(|k| vital_budget / visits.len() + usize::from(k < vital_budget % visits.len()))
+            .collect();
+
+        let prescriptions = plan_prescriptions(rng, today);
+
+        Plan {
+            index,
+            id: format!("pat-{index}"),
+            given,
+            family,
+            gender: if female { "female" } else { "male" },
+            birth_date,
+            age,
+            height_cm,
+            weight_kg,
+            pcp,
+            specialists,
+            conditions,
+            visits,
+            panels,
+            vitals_per_visit,
+            prescriptions,
+        }
+    }
+
+    fn has_condition(&self, snomed: &str) -> bool {
+        self.conditions.iter().any(|c| c.def.snomed.code == snomed)
+    }
+}
+
+/// Three continuous prescriptions, one in each refill situation, plus sometimes a
+/// finished acute course:
+/// 1. refills left: active, valid, fewer completed dispenses than repeats + 1;
+/// 2. none left: active, valid, repeats + 1 completed dispenses;
+/// 3. expired: active but its validity period ended before today.
+fn plan_prescriptions(rng: &mut StdRng, today: NaiveDate) -> Vec<Prescription> {
+    let meds: Vec<MedicationDef> = codes::CHRONIC_MEDICATIONS.choose_multiple(rng, 3).copied().collect();
+    let mut out = Vec::with_capacity(4);
+    if let [first, second, third] = meds.as_slice() {
+        let supply = u64::from(first.supply_days);
+        let repeats = rng.gen_range(2..=5);
+        let max_dispenses = 1 + (300 / supply) as u32;
+        let dispenses = rng.gen_range(1..=repeats.min(max_dispenses));
+        let ago = u64::from(dispenses - 1) * supply + rng.gen_range(3..25);
+        out.push(Prescription {
+            med: *first,
+            status: "active",
+            course: CONTINUOUS,
+            authored: days_before(today, ago),
+            validity_days: 365,
+            repeats,
+            dispenses,
+        });
+
+        let supply = u64::from(second.supply_days);
+        let repeats = rng.gen_range(0..=2);
+        let ago = u64::from(repeats) * supply + rng.gen_range(3..25);
+        out.push(Prescription {
+            med: *second,
+            status: "active",
+            course: CONTINUOUS,
+            authored: days_before(today, ago),
+            validity_days: 365,
+            repeats,
+            dispenses: repeats + 1,
+        });
+
+        let repeats = rng.gen_range(1..=3);
+        out.push(Prescription {
+            med: *third,
+            status: "active",
+            course: CONTINUOUS,
+            authored: days_before(today, rng.gen_range(400..700)),
+            validity_days: 365,
+            repeats,
+            dispenses: rng.gen_range(1..=repeats),
+        });
+    }
+    if rng.gen_bool(0.5) {
+        out.push(Prescription {
+            med: codes::ACUTE_MEDICATION,
+            status: "completed",
+            course: ACUTE,
+            authored: days_before(today, rng.gen_range(40..200)),
+            validity_days: 30,
+            repeats: 0,
+            dispenses: 1,
+        });
+    }
+    out
+}
+
+fn pick<T: Copy>(rng: &mut StdRng, items: &[T]) -> T {
+    items[rng.gen_range(0..items.len())]
+}
+
+fn pick_ref<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
+    &items[rng.gen_range(0..items.len())]
+}
+
+/// Vital signs in the order a visit records them.
+const VITAL_KINDS: usize = 7;
+
+struct Writer<'a> {
+    world: &'a World,
+    plan: &'a Plan,
+    rng: &'a mut StdRng,
+    sink: &'a mut dyn FnMut(Value),
+    obs_counter: usize,
+    appt_counter: usize,
+}
+
+impl Writer<'_> {
+    fn patient_ref(&self) -> Value {
+        reference_display("Patient", &self.plan.id, &format!("{} {}", self.plan.given, self.plan.family))
+    }
+
+    fn practitioner_ref(&self, n: usize) -> Value {
+        let p = &self.world.practitioners[n];
+        reference_display("Practitioner", &p.id, &p.display())
+    }
+
+    fn location_ref(&self, n: usize) -> Value {
+        reference_display("Location", &location_id(n), LOCATION_INFO[n].0)
+    }
+
+    fn organization_ref(&self) -> Value {
+        reference_display("Organization", ORGANIZATION_ID, ORGANIZATION_NAME)
+    }
+
+    fn emit(&mut self, resource: Value) {
+        (self.sink)(resource);
+    }
+
+    fn write_all(&mut self, booked_ordinal: usize, upcoming: usize) {
+        self.write_patient();
+        self.write_coverage();
+        self.write_conditions();
+        self.write_allergies();
+        self.write_visits();
+        self.write_vitals();
+        self.write_labs();
+        self.write_immunizations();
+        self.write_procedures();
+        self.write_prescriptions();
+        self.write_documents();
+        self.write_care_team();
+        self.write_cancelled_appointment();
+        self.write_upcoming(booked_ordinal, upcoming);
+        self.write_threads();
+        self.write_referral();
+        self.write_billing();
+    }
+
+    fn write_patient(&mut self) {
+        let plan = self.plan;
+        let n = plan.index;
+        let (city, state, zip) = codes::CITIES[n % codes::CITIES.len()];
+        let street = pick(self.rng, &codes::STREETS);
+        let house = self.rng.gen_range(1..2000);
+        let phone = format!("555-555-{:04}", (n * 7919) % 10_000);
+        let email = format!("{}.{}{}@example.com", plan.given.to_lowercase(), plan.family.to_lowercase(), n);
+        let resource = json!({
+            "resourceType": "Patient",
+            "id": plan.id,
+            "identifier": [{
+                "use": "usual",
+                "type": concept(codes::V2_0203, Code { code: "MR", display: "Medical record number" }),
+                "system": codes::MRN_SYSTEM,
+                "value": format!("{}", 20_000_000 + n)
+            }],
+            "active": true,
+            "name": [{ "use": "official", "family": plan.family, "given": [plan.given] }],
+            "telecom": [
+                { "system": "phone", "value": phone, "use": "mobile" },
+                { "system": "email", "value": email, "use": "home" }
+            ],
+            "gender": plan.gender,
+            "birthDate": date(plan.birth_date),
+            "address": [{
+                "use": "home",
+                "line": [format!("{house} {street}")],
+                "city": city,
+                "state": state,
+                "postalCode": format!("{zip}{:02}", n % 100),
+                "country": "US"
+            }],
+            "communication": [{
+                "language": { "coding": [{ "system": "urn:ietf:bcp:47", "code": "en-US", "display": "English (United States)" }] },
+                "preferred": true
+            }],
+            "generalPractitioner": [self.practitioner_ref(plan.pcp)],
+            "managingOrganization": self.organization_ref()
+        });
+        self.emit(resource);
+    }
+
+    fn write_coverage(&mut self) {
+        let plan = self.plan;
+        let start = days_before(self.world.today, self.rng.gen_range(200..2000));
+        let resource = json!({
+            "resourceType": "Coverage",
+            "id": format!("cov-{}", plan.index),
+            "status": "active",
+            "type": concept(codes::V3_ACT_CODE, Code { code: "HIP", display: "health insurance plan policy" }),
+            "subscriber": self.patient_ref(),
+            "subscriberId": format!("SBX{:09}", 100_000_000 + plan.index),
+            "beneficiary": self.patient_ref(),
+            "relationship": concept(codes::SUBSCRIBER_RELATIONSHIP, Code { code: "self", display: "Self" }),
+            "period": { "start": date(start) },
+            "payor": [{ "display": "Sandbox Health Plan" }],
+            "class": [{
+                "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/coverage-class", "code": "plan" }] },
+                "value": "SBX-PPO",
+                "name": "Sandbox PPO"
+            }]
+        });
+        self.emit(resource);
+    }
+
+    fn write_conditions(&mut self) {
+        let plan = self.plan;
+        for condition in &plan.conditions {
+            let mut resource = json!({
+                "resourceType": "Condition",
+                "id": condition.id,
+                "clinicalStatus": { "coding": [coding(codes::CONDITION_CLINICAL, if condition.def.chronic { ACTIVE_CLINICAL } else { RESOLVED_CLINICAL })] },
+                "verificationStatus": { "coding": [coding(codes::CONDITION_VERIFICATION, CONFIRMED)] },
+                "category": [concept(codes::CONDITION_CATEGORY, Code { code: "problem-list-item", display: "Problem List Item" })],
+                "code": {
+                    "coding": [coding(codes::SNOMED, condition.def.snomed), coding(codes::ICD10, condition.def.icd10)],
+                    "text": condition.def.snomed.display
+                },
+                "subject": self.patient_ref(),
+                "onsetDateTime": date(condition.onset),
+                "recordedDate": date(condition.onset),
+                "recorder": self.practitioner_ref(plan.pcp),
+                "asserter": self.practitioner_ref(plan.pcp)
+            });
+            if !condition.def.chronic {
+                resource["abatementDateTime"] = json!(date(days_after(condition.onset, self.rng.gen_range(7..21))));
+            }
+            self.emit(resource);
+        }
+    }
+
+    fn write_allergies(&mut self) {
+        let plan = self.plan;
+        let count = self.rng.gen_range(1..=3);
+        let chosen: Vec<codes::AllergyDef> = codes::ALLERGIES.choose_multiple(self.rng, count).copied().collect();
+        for (k, allergy) in chosen.iter().enumerate() {
+            let recorded = days_before(self.world.today, self.rng.gen_range(60..3000).min(u64::from(plan.age) * 365));
+            let resource = json!({
+                "resourceType": "AllergyIntolerance",
+                "id": format!("alg-{}-{}", plan.index, k + 1),
+                "clinicalStatus": { "coding": [coding(codes::ALLERGY_CLINICAL, ACTIVE_CLINICAL)] },
+                "verificationStatus": { "coding": [coding(codes::ALLERGY_VERIFICATION, CONFIRMED)] },
+                "type": "allergy",
+                "category": [allergy.category],
+                "criticality": allergy.criticality,
+                "code": concept(codes::SNOMED, allergy.code),
+                "patient": self.patient_ref(),
+                "recordedDate": date(recorded),
+                "recorder": self.practitioner_ref(plan.pcp),
+                "reaction": [{
+                    "manifestation": [concept(codes::SNOMED, allergy.reaction)],
+                    "severity": if allergy.criticality == "high" { "severe" } else { "mild" }
+                }]
+            });
+            self.emit(resource);
+        }
+    }
+
+    fn write_visits(&mut self) {
+        let plan = self.plan;
+        let chronic: Vec<&ConditionPlan> = plan.conditions.iter().filter(|c| c.def.chronic).collect();
+        for visit in &plan.visits {
+            let mut encounter = json!({
+                "resourceType": "Encounter",
+                "id": visit.id,
+                "status": "finished",
+                "class": { "system": codes::V3_ACT_CODE, "code": visit.class.code, "display": visit.class.display },
+                "type": [concept(codes::SNOMED, visit.kind)],
+                "subject": self.patient_ref(),
+                "participant": [{
+                    "type": [{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PPRF", "display": "primary performer" }] }],
+                    "individual": self.practitioner_ref(visit.practitioner)
+                }],
+                "period": { "start": visit.start, "end": visit.end },
+                "location": [{ "location": self.location_ref(visit.location) }],
+                "serviceProvider": self.organization_ref()
+            });
+            if let Some(condition) = chronic.choose(self.rng) {
+                encounter["reasonReference"] = json!([reference_display("Condition", &condition.id, condition.def.snomed.display)]);
+            }
+            if let Some(appointment) = &visit.appointment {
+                encounter["appointment"] = json!([reference("Appointment", appointment)]);
+            }
+            self.emit(encounter);
+            if let Some(appointment) = &visit.appointment {
+                self.appt_counter += 1;
+                let p = &self.world.practitioners[visit.practitioner];
+                let resource = json!({
+                    "resourceType": "Appointment",
+                    "id": appointment,
+                    "status": "fulfilled",
+                    "serviceType": [concept(codes::SERVICE_TYPE, p.specialty.service_type)],
+                    "specialty": [concept(codes::SNOMED, p.specialty.setting)],
+                    "appointmentType": concept(codes::V2_0276, Code { code: "FOLLOWUP", display: "A follow up visit from a previous appointment" }),
+                    "description": visit.kind.display,
+                    "start": visit.start,
+                    "end": visit.end,
+                    "minutesDuration": 30,
+                    "created": date(days_before(visit.day, self.rng.gen_range(3..40))),
+                    "participant": [
+                        { "actor": self.patient_ref(), "required": "required", "status": "accepted" },
+                        { "actor": self.practitioner_ref(visit.practitioner), "required": "required", "status": "accepted" },
+                        { "actor": self.location_ref(visit.location), "required": "required", "status": "accepted" }
+                    ]
+                });
+                self.emit(resource);
+            }
+        }
+    }
+
+    fn next_observation_id(&mut self) -> String {
+        self.obs_counter += 1;
+        format!("obs-{}-{}", self.plan.index, self.obs_counter)
+    }
+
+    fn vital(&mut self, visit: &Visit, code: Code, value: Option<(f64, &str)>) -> Value {
+        let id = self.next_observation_id();
+        let mut resource = json!({
+            "resourceType": "Observation",
+            "id": id,
+            "status": "final",
+            "category": [concept(codes::OBSERVATION_CATEGORY, Code { code: "vital-signs", display: "Vital Signs" })],
+            "code": concept(codes::LOINC, code),
+            "subject": self.patient_ref(),
+            "encounter": reference("Encounter", &visit.id),
+            "effectiveDateTime": visit.start,
+            "issued": visit.start,
+            "performer": [self.practitioner_ref(visit.practitioner)]
+        });
+        if let Some((value, unit)) = value {
+            resource["valueQuantity"] = quantity(value, unit);
+        }
+        resource
+    }
+
+    fn write_vitals(&mut self) {
+        let plan = self.plan;
+        let hypertensive = plan.has_condition(codes::HYPERTENSION);
+        for (k, visit) in plan.visits.iter().enumerate() {
+            let emergency = visit.class.code != codes::AMBULATORY.code;
+            let weight = round(plan.weight_kg + self.rng.gen_range(-2.0..2.0), 1);
+            for kind in 0..plan.vitals_per_visit[k] {
+                let resource = match kind {
+                    0 => {
+                        let (sys, dia) = if hypertensive {
+                            (self.rng.gen_range(132..168), self.rng.gen_range(82..102))
+                        } else {
+                            (self.rng.gen_range(104..134), self.rng.gen_range(62..84))
+                        };
+                        let mut bp = self.vital(visit, codes::BP_PANEL, None);
+                        bp["component"] = json!([
+                            { "code": concept(codes::LOINC, codes::SYSTOLIC), "valueQuantity": quantity(f64::from(sys), "mm[Hg]") },
+                            { "code": concept(codes::LOINC, codes::DIASTOLIC), "valueQuantity": quantity(f64::from(dia), "mm[Hg]") }
+                        ]);
+                        bp
+                    }
+                    1 => {
+                        let rate = if emergency { self.rng.gen_range(78..118) } else { self.rng.gen_range(56..96) };
+                        self.vital(visit, codes::HEART_RATE, Some((f64::from(rate), "/min")))
+                    }
+                    2 => self.vital(visit, codes::BODY_WEIGHT, Some((weight, "kg"))),
+                    3 => self.vital(visit, codes::BODY_HEIGHT, Some((round(plan.height_cm, 1), "cm"))),
+                    4 => {
+                        let meters = plan.height_cm / 100.0;
+                        self.vital(visit, codes::BMI, Some((round(weight / (meters * meters), 1), "kg/m2")))
+                    }
+                    5 => {
+                        let temp = if emergency { self.rng.gen_range(36.6..38.8) } else { self.rng.gen_range(36.3..37.3) };
+                        self.vital(visit, codes::BODY_TEMPERATURE, Some((round(temp, 1), "Cel")))
+                    }
+                    _ => {
+                        let rate = self.rng.gen_range(12..21);
+                        self.vital(visit, codes::RESPIRATORY_RATE, Some((f64::from(rate), "/min")))
+                    }
+                };
+                self.emit(resource);
+            }
+        }
+    }
+
+    fn lab_value(&mut self, lab: &LabDef) -> f64 {
+        let plan = self.plan;
+        let (low, high) = match lab.code.code {
+            "2339-0" if plan.has_condition(codes::DIABETES) => (118.0, 225.0),
+            "4548-4" if plan.has_condition(codes::DIABETES) => (6.4, 9.6),
+            "2160-0" if plan.has_condition(codes::CKD) => (1.4, 2.7),
+            "2093-3" if plan.has_condition(codes::HYPERLIPIDEMIA) => (215.0, 295.0),
+            "2571-8" if plan.has_condition(codes::HYPERLIPIDEMIA) => (150.0, 320.0),
+            _ => lab.normal,
+        };
+        round(self.rng.gen_range(low..high), lab.decimals)
+    }
+
+    fn write_labs(&mut self) {
+        let plan = self.plan;
+        for (k, panel) in plan.panels.iter().enumerate() {
+            let visit = &plan.visits[panel.visit];
+            let effective = instant(visit.day, 8, 30);
+            let issued = instant(visit.day, 16, 0);
+            let mut results = Vec::with_capacity(panel.panel.members.len());
+            for lab in panel.panel.members {
+                let id = self.next_observation_id();
+                let value = self.lab_value(lab);
+                let (flag, flag_display) = match (lab.low, lab.high) {
+                    (Some(low), _) if value < low => ("L", "Low"),
+                    (_, Some(high)) if value > high => ("H", "High"),
+                    _ => ("N", "Normal"),
+                };
+                let mut range = json!({});
+                if let Some(low) = lab.low {
+                    range["low"] = quantity(low, lab.unit);
+                }
+                if let Some(high) = lab.high {
+                    range["high"] = quantity(high, lab.unit);
+                }
+                let resource = json!({
+                    "resourceType": "Observation",
+                    "id": id,
+                    "status": "final",
+                    "category": [concept(codes::OBSERVATION_CATEGORY, Code { code: "laboratory", display: "Laboratory" })],
+                    "code": concept(codes::LOINC, lab.code),
+                    "subject": self.patient_ref(),
+                    "encounter": reference("Encounter", &visit.id),
+                    "effectiveDateTime": effective,
+                    "issued": issued,
+                    "performer": [self.organization_ref()],
+                    "valueQuantity": quantity(value, lab.unit),
+                    "interpretation": [concept(codes::V3_INTERPRETATION, Code { code: flag, display: flag_display })],
+                    "referenceRange": [range]
+                });
+                results.push(reference_display("Observation", &id, lab.code.display));
+                self.emit(resource);
+            }
+            let report = json!({
+                "resourceType": "DiagnosticReport",
+                "id": format!("dr-{}-{}", plan.index, k + 1),
+                "status": "final",
+                "category": [concept(codes::V2_0074, Code { code: "LAB", display: "Laboratory" })],
+                "code": concept(codes::LOINC, panel.panel.code),
+                "subject": self.patient_ref(),
+                "encounter": reference("Encounter", &visit.id),
+                "effectiveDateTime": effective,
+                "issued": issued,
+                "performer": [self.organization_ref()],
+                "resultsInterpreter": [self.practitioner_ref(visit.practitioner)],
+                "result": results
+            });
+            self.emit(report);
+        }
+    }
+
+    fn write_immunizations(&mut self) {
+        let plan = self.plan;
+        let count = self.rng.gen_range(2..=6);
+        let chosen: Vec<Code> = codes::VACCINES.choose_multiple(self.rng, count).copied().collect();
+        let max_days = (u64::from(plan.age) * 365).clamp(60, 1825);
+        for (k, vaccine) in chosen.iter().enumerate() {
+            let day = days_before(self.world.today, self.rng.gen_range(14..max_days));
+            let location = plan.visits.first().map(|v| v.location).unwrap_or(0);
+            let resource = json!({
+                "resourceType": "Immunization",
+                "id": format!("imm-{}-{}", plan.index, k + 1),
+                "status": "completed",
+                "vaccineCode": concept(codes::CVX, *vaccine),
+                "patient": self.patient_ref(),
+                "occurrenceDateTime": instant(day, self.rng.gen_range(9..17), 0),
+                "recorded": date(day),
+                "primarySource": true,
+                "location": self.location_ref(location),
+                "lotNumber": format!("LOT{:06}", self.rng.gen_range(0..1_000_000)),
+                "route": concept("http://terminology.hl7.org/CodeSystem/v3-RouteOfAdministration", Code { code: "IM", display: "Injection, intramuscular" }),
+                "doseQuantity": quantity(0.5, "mL"),
+                "performer": [{ "actor": self.practitioner_ref(plan.pcp) }]
+            });
+            self.emit(resource);
+        }
+    }
+
+    fn write_procedures(&mut self) {
+        let plan = self.plan;
+        let count = self.rng.gen_range(1..=3);
+        let chosen: Vec<Code> = codes::PROCEDURES.choose_multiple(self.rng, count).copied().collect();
+        for (k, procedure) in chosen.iter().enumerate() {
+            let visit = &plan.visits[self.rng.gen_range(0..plan.visits.len())];
+            let resource = json!({
+                "resourceType": "Procedure",
+                "id": format!("proc-{}-{}", plan.index, k + 1),
+                "status": "completed",
+                "code": concept(codes::SNOMED, *procedure),
+                "subject": self.patient_ref(),
+                "encounter": reference("Encounter", &visit.id),
+                "performedPeriod": { "start": visit.start, "end": visit.end },
+                "performer": [{ "actor": self.practitioner_ref(visit.practitioner) }],
+                "location": self.location_ref(visit.location)
+            });
+            self.emit(resource);
+        }
+    }
+
+    fn write_prescriptions(&mut self) {
+        let plan = self.plan;
+        let today = self.world.today;
+        let mut dispense_counter = 0;
+        for (k, rx) in plan.prescriptions.iter().enumerate() {
+            let mr_id = format!("mr-{}-{}", plan.index, k + 1);
+            let med_id = medication_id(&rx.med);
+            let validity_end = days_after(rx.authored, rx.validity_days);
+            let supply = quantity(f64::from(rx.med.supply_days), "d");
+            let mut supply_duration = supply.clone();
+            supply_duration["unit"] = json!("days");
+            let amount = json!({ "value": rx.med.quantity, "unit": rx.med.unit, "system": codes::UCUM, "code": rx.med.ucum });
+            let resource = json!({
+                "resourceType": "MedicationRequest",
+                "id": mr_id,
+                "status": rx.status,
+                "intent": "order",
+                "category": [concept(codes::MEDREQ_CATEGORY, Code { code: "community", display: "Community" })],
+                "medicationReference": reference_display("Medication", &med_id, rx.med.rxnorm.display),
+                "subject": self.patient_ref(),
+                "authoredOn": date(rx.authored),
+                "requester": self.practitioner_ref(plan.pcp),
+                "courseOfTherapyType": concept(codes::COURSE_OF_THERAPY, rx.course),
+                "dosageInstruction": [{ "text": rx.med.sig }],
+                "dispenseRequest": {
+                    "validityPeriod": { "start": date(rx.authored), "end": date(validity_end) },
+                    "numberOfRepeatsAllowed": rx.repeats,
+                    "quantity": amount,
+                    "expectedSupplyDuration": supply_duration
+                }
+            });
+            self.emit(resource);
+            for fill in 0..rx.dispenses {
+                dispense_counter += 1;
+                let day = days_after(rx.authored, u64::from(fill) * u64::from(rx.med.supply_days) + self.rng.gen_range(0..=2))
+                    .min(today);
+                let (type_code, type_display) = if fill == 0 { ("FF", "First Fill") } else { ("RF", "Refill") };
+                let resource = json!({
+                    "resourceType": "MedicationDispense",
+                    "id": format!("md-{}-{dispense_counter}", plan.index),
+                    "status": "completed",
+                    "medicationReference": reference_display("Medication", &med_id, rx.med.rxnorm.display),
+                    "subject": self.patient_ref(),
+                    "performer": [{ "actor": self.organization_ref() }],
+                    "authorizingPrescription": [reference("MedicationRequest", &mr_id)],
+                    "type": concept(codes::V3_ACT_CODE, Code { code: type_code, display: type_display }),
+                    "quantity": amount,
+                    "daysSupply": supply,
+                    "whenPrepared": instant(day, 10, 0),
+                    "whenHandedOver": instant(day, 15, 30),
+                    "dosageInstruction": [{ "text": rx.med.sig }]
+                });
+                self.emit(resource);
+            }
+        }
+    }
+
+    fn write_documents(&mut self) {
+        let plan = self.plan;
+        let count = self.rng.gen_range(1..=2).min(plan.visits.len());
+        let problems: Vec<&str> = plan.conditions.iter().filter(|c| c.def.chronic).map(|c| c.def.snomed.display).collect();
+        let assessment = if problems.is_empty() { "No chronic problems.".to_owned() } else { format!("{}.", problems.join(", ")) };
+        for k in 0..count {
+            let visit = &plan.visits[plan.visits.len() - 1 - k];
+            let specialist = !self.world.practitioners[visit.practitioner].is_family_medicine();
+            let doc_type = match visit.class.code {
+                "IMP" => codes::DISCHARGE_SUMMARY,
+                "EMER" => codes::HISTORY_AND_PHYSICAL,
+                _ if specialist => codes::CONSULT_NOTE,
+                _ => codes::PROGRESS_NOTE,
+            };
+            let text = format!(
+                "{}\nDate: {}\nEncounter: {}\nAssessment: {}\nPlan: Continue current medications. Follow up in {} months or sooner if symptoms change.\n",
+                doc_type.display,
+                date(visit.day),
+                visit.kind.display,
+                assessment,
+                self.rng.gen_range(1..=6),
+            );
+            let resource = json!({
+                "resourceType": "DocumentReference",
+                "id": format!("doc-{}-{}", plan.index, k + 1),
+                "status": "current",
+                "docStatus": "final",
+                "type": concept(codes::LOINC, doc_type),
+                "category": [concept(codes::DOCREF_CATEGORY, Code { code: "clinical-note", display: "Clinical Note" })],
+                "subject": self.patient_ref(),
+                "date": visit.end,
+                "author": [self.practitioner_ref(visit.practitioner)],
+                "custodian": self.organization_ref(),
+                "description": doc_type.display,
+                "content": [{
+                    "attachment": {
+                        "contentType": "text/plain",
+                        "language": "en-US",
+                        "data": STANDARD.encode(text.as_bytes()),
+                        "title": format!("{} {}", doc_type.display, date(visit.day)),
+                        "creation": visit.end
+                    },
+                    "format": { "system": "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode", "code": "urn:ihe:iti:xds:2017:mimeTypeSufficient", "display": "mimeType Sufficient" }
+                }],
+                "context": {
+                    "encounter": [reference("Encounter", &visit.id)],
+                    "period": { "start": visit.start, "end": visit.end }
+                }
+            });
+            self.emit(resource);
+        }
+    }
+
+    fn write_care_team(&mut self) {
+        let plan = self.plan;
+        let mut participants = vec![json!({
+            "role": [concept(codes::SNOMED, codes::PCP_ROLE)],
+            "member": self.practitioner_ref(plan.pcp)
+        })];
+        for &specialist in &plan.specialists {
+            participants.push(json!({
+                "role": [concept(codes::SNOMED, self.world.practitioners[specialist].specialty.occupation)],
+                "member": self.practitioner_ref(specialist)
+            }));
+        }
+        let start = plan.visits.first().map(|v| v.day).unwrap_or(self.world.today);
+        let resource = json!({
+            "resourceType": "CareTeam",
+            "id": format!("ct-{}", plan.index),
+            "status": "active",
+            "category": [concept(codes::LOINC, codes::LONGITUDINAL_CARE_TEAM)],
+            "name": "Care team",
+            "subject": self.patient_ref(),
+            "period": { "start": date(start) },
+            "participant": participants,
+            "managingOrganization": [self.organization_ref()]
+        });
+        self.emit(resource);
+    }
+
+    fn next_appointment_id(&mut self) -> String {
+        let past = self.plan.visits.iter().filter(|v| v.appointment.is_some()).count();
+        self.appt_counter = self.appt_counter.max(past) + 1;
+        format!("appt-{}-{}", self.plan.index, self.appt_counter)
+    }
+
+    fn write_cancelled_appointment(&mut self) {
+        if !self.rng.gen_bool(0.25) {
+            return;
+        }
+        let plan = self.plan;
+        let id = self.next_appointment_id();
+        let day = days_before(self.world.today, self.rng.gen_range(20..200));
+        let hour = self.rng.gen_range(9..16);
+        let p = &self.world.practitioners[plan.pcp];
+        let resource = json!({
+            "resourceType": "Appointment",
+            "id": id,
+            "status": "cancelled",
+            "cancelationReason": concept(codes::CANCELLATION_REASON, Code { code: "pat", display: "Patient" }),
+            "serviceType": [concept(codes::SERVICE_TYPE, p.specialty.service_type)],
+            "specialty": [concept(codes::SNOMED, p.specialty.setting)],
+            "description": "Routine visit",
+            "start": instant(day, hour, 0),
+            "end": instant(day, hour, 30),
+            "minutesDuration": 30,
+            "created": date(days_before(day, self.rng.gen_range(5..30))),
+            "participant": [
+                { "actor": self.patient_ref(), "required": "required", "status": "declined" },
+                { "actor": self.practitioner_ref(plan.pcp), "required": "required", "status": "accepted" }
+            ]
+        });
+        self.emit(resource);
+    }
+
+    fn write_upcoming(&mut self, booked_ordinal: usize, upcoming: usize) {
+        for k in 0..upcoming {
+            let slot = self.world.slot(self.world.booked_position(booked_ordinal + k));
+            let p = &self.world.practitioners[slot.practitioner];
+            let id = self.next_appointment_id();
+            let resource = json!({
+                "resourceType": "Appointment",
+                "id": id,
+                "status": "booked",
+                "serviceType": [concept(codes::SERVICE_TYPE, p.specialty.service_type)],
+                "specialty": [concept(codes::SNOMED, p.specialty.setting)],
+                "appointmentType": concept(codes::V2_0276, Code { code: "ROUTINE", display: "Routine appointment - default if not valued" }),
+                "description": format!("{} visit", p.specialty.service_type.display),
+                "start": slot.start,
+                "end": slot.end,
+                "minutesDuration": 30,
+                "slot": [reference("Slot", &slot.id)],
+                "created": date(days_before(self.world.today, self.rng.gen_range(1..20))),
+                "participant": [
+                    { "actor": self.patient_ref(), "required": "required", "status": "accepted" },
+                    { "actor": self.practitioner_ref(slot.practitioner), "required": "required", "status": "accepted" },
+                    { "actor": self.location_ref(p.location), "required": "required", "status": "accepted" }
+                ]
+            });
+            self.emit(resource);
+        }
+    }
+
+    fn write_threads(&mut self) {
+        let plan = self.plan;
+        let threads = self.rng.gen_range(1..=2);
+        let topics = thread_topics(plan);
+        let first_topic = self.rng.gen_range(0..topics.len());
+        for t in 0..threads {
+            let practitioner = if t == 0 { plan.pcp } else { plan.specialists.first().copied().unwrap_or(plan.pcp) };
+            let (topic, messages) = &topics[(first_topic + t) % topics.len()];
+            let header_id = format!("comm-{}-{}", plan.index, t + 1);
+            let start = days_before(self.world.today, self.rng.gen_range(5..60));
+            let mut minutes = self.rng.gen_range(8..17u32) * 60;
+            let header = json!({
+                "resourceType": "Communication",
+                "id": header_id,
+                "status": "in-progress",
+                "topic": { "text": topic },
+                "subject": self.patient_ref(),
+                "recipient": [self.patient_ref(), self.practitioner_ref(practitioner)],
+                "sent": instant(start, minutes / 60, minutes % 60)
+            });
+            self.emit(header);
+            let count = self.rng.gen_range(2..=messages.len());
+            let mut previous: Option<String> = None;
+            for (m, text) in messages.iter().take(count).enumerate() {
+                minutes += self.rng.gen_range(20..180);
+                let day = days_after(start, u64::from(minutes / (24 * 60)));
+                let time = minutes % (24 * 60);
+                let from_patient = m % 2 == 0;
+                let (sender, recipient) = if from_patient {
+                    (self.patient_ref(), self.practitioner_ref(practitioner))
+                } else {
+                    (self.practitioner_ref(practitioner), self.patient_ref())
+                };
+                let id = format!("{header_id}-{}", m + 1);
+                let mut message = json!({
+                    "resourceType": "Communication",
+                    "id": id,
+                    "status": "completed",
+                    "partOf": [reference("Communication", &header_id)],
+                    "topic": { "text": topic },
+                    "subject": self.patient_ref(),
+                    "sender": sender,
+                    "recipient": [recipient],
+                    "sent": instant(day, time / 60, time % 60),
+                    "payload": [{ "contentString": text }]
+                });
+                if let Some(previous) = &previous {
+                    message["inResponseTo"] = json!([reference("Communication", previous)]);
+                }
+                self.emit(message);
+                previous = Some(id);
+            }
+        }
+    }
+
+    fn write_referral(&mut self) {
+        let plan = self.plan;
+        let Some(&specialist) = plan.specialists.first() else {
+            return;
+        };
+        if !self.rng.gen_bool(0.4) {
+            return;
+        }
+        let p = &self.world.practitioners[specialist];
+        let mut resource = json!({
+            "resourceType": "ServiceRequest",
+            "id": format!("sr-{}-1", plan.index),
+            "identifier": [{ "system": "urn:ietf:rfc:3986", "value": format!("urn:uuid:{}", uuid_like(self.world.seed, plan.index)) }],
+            "status": "active",
+            "intent": "order",
+            "category": [concept(codes::SNOMED, codes::REFERRAL_CATEGORY)],
+            "code": { "coding": [coding(codes::SNOMED, codes::REFERRAL_CODE)], "text": p.specialty.referral_text },
+            "subject": self.patient_ref(),
+            "authoredOn": date(days_before(self.world.today, self.rng.gen_range(5..60))),
+            "requester": self.practitioner_ref(plan.pcp),
+            "performerType": concept(codes::SNOMED, p.specialty.occupation),
+            "performer": [self.practitioner_ref(specialist)]
+        });
+        if let Some(condition) = plan.conditions.iter().find(|c| c.def.chronic) {
+            resource["reasonReference"] = json!([reference_display("Condition", &condition.id, condition.def.snomed.display)]);
+        }
+        self.emit(resource);
+    }
+
+    fn write_billing(&mut self) {
+        let plan = self.plan;
+        let count = self.rng.gen_range(1..=2).min(plan.visits.len());
+        let account_id = format!("acct-{}", plan.index);
+        let mut balance = 0;
+        for k in 0..count {
+            let visit_index = plan.visits.len() - 1 - k;
+            let visit = &plan.visits[visit_index];
+            let (visit_code, visit_cents) = match visit.class.code {
+                "EMER" => (codes::ED_VISIT, 62_000),
+                "IMP" => (codes::HOSPITAL_CARE, 245_000),
+                _ => (codes::OFFICE_VISIT, 15_000),
+            };
+            let mut lines = vec![(visit_code, visit_cents)];
+            lines.extend(plan.panels.iter().filter(|p| p.visit == visit_index).map(|p| (p.panel.cpt, p.panel.price_cents)));
+            let total: u64 = lines.iter().map(|(_, cents)| cents).sum();
+            balance += total;
+            let line_items: Vec<Value> = lines
+                .iter()
+                .enumerate()
+                .map(|(n, (code, cents))| {
+                    json!({
+                        "sequence": n + 1,
+                        "chargeItemCodeableConcept": concept(codes::CPT, *code),
+                        "priceComponent": [{ "type": "base", "amount": money(*cents) }]
+                    })
+                })
+                .collect();
+            let resource = json!({
+                "resourceType": "Invoice",
+                "id": format!("inv-{}-{}", plan.index, k + 1),
+                "status": "issued",
+                "subject": self.patient_ref(),
+                "recipient": self.patient_ref(),
+                "date": visit.end,
+                "issuer": self.organization_ref(),
+                "account": reference("Account", &account_id),
+                "lineItem": line_items,
+                "totalNet": money(total),
+                "totalGross": money(total),
+                "paymentTerms": "Due within 30 days of the invoice date"
+            });
+            self.emit(resource);
+        }
+        let since = plan.visits.first().map(|v| v.day).unwrap_or(self.world.today);
+        let resource = json!({
+            "resourceType": "Account",
+            "id": account_id,
+            "extension": [{ "url": codes::ACCOUNT_BALANCE_URL, "valueMoney": money(balance) }],
+            "status": "active",
+            "type": concept(codes::V3_ACT_CODE, Code { code: "PBILLACCT", display: "patient billing account" }),
+            "name": "Patient account",
+            "subject": [self.patient_ref()],
+            "servicePeriod": { "start": date(since) },
+            "coverage": [{ "coverage": reference("Coverage", &format!("cov-{}", plan.index)), "priority": 1 }],
+            "owner": self.organization_ref(),
+            "guarantor": [{ "party": self.patient_ref() }]
+        });
+        self.emit(resource);
+    }
+}
+
+/// A stable UUID-shaped string for business identifiers.
+fn uuid_like(seed: u64, index: usize) -> String {
+    let a = stream_seed(seed, 9, index as u64);
+    let b = stream_seed(seed, 10, index as u64);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        b >> 52,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// Conversation templates: a topic and alternating patient / clinician messages.
+fn thread_topics(plan: &Plan) -> Vec<(String, Vec<String>)> {
+    let med = plan.prescriptions.first().map(|rx| rx.med.rxnorm.display).unwrap_or("my medication");
+    vec![
+        (
+            "Question about my medication".to_owned(),
+            vec![
+                format!("Hello, should I take my {med} with food or on an empty stomach?"),
+                "Taking it with a meal is fine and can help avoid an upset stomach.".to_owned(),
+                "Thank you, that helps.".to_owned(),
+                "You're welcome. Let us know if anything changes.".to_owned(),
+            ],
+        ),
+        (
+            "Lab results".to_owned(),
+            vec![
+                "I saw my latest lab results in the portal. Is there anything I should worry about?".to_owned(),
+                "Your results are stable. We will review them together at your next visit.".to_owned(),
+                "Great, see you then.".to_owned(),
+            ],
+        ),
+        (
+            "Follow-up after my visit".to_owned(),
+            vec![
+                "I am feeling better since the visit. Do I still need the follow-up appointment?".to_owned(),
+                "Glad to hear it. Please keep the appointment so we can check your progress.".to_owned(),
+                "Will do.".to_owned(),
+            ],
+        ),
+    ]
+}

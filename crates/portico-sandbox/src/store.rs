@@ -1,0 +1,1276 @@
+//! The sandbox's in-memory, versioned, thread-safe resource store.
+//!
+//! Every version of every resource is kept as compact serialized JSON ([`Bytes`]), never
+//! as a `serde_json::Value`, so that 100k generated patients fit in a few GB; responses
+//! and Bundles are assembled from those bytes without re-parsing. At write time a small
+//! search index is extracted from the resource (see [`crate::search`]): reference
+//! targets, token system/code pairs and strings interned as `u32` atoms, and dates as
+//! epoch-millisecond ranges. Reference fields (and `identifier`) also get an inverted
+//! index, so `Observation?patient=X` touches only X's Observations.
+//!
+//! Invariants:
+//! - the last version of a slot is its current state; a deleted resource's last
+//!   version has no body and the slot's index is empty;
+//! - every posting list of the inverted index is sorted and holds exactly the slots whose
+//!   current index has that (field, atom) entry;
+//! - version numbers of one resource are 1, 2, 3, ... with no gaps, and each write
+//!   (create, update, delete) happens under one write lock together with its checks
+//!   (`If-Match`, `If-None-Exist`), so concurrent writers cannot both win.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use parking_lot::RwLock;
+use portico_fhir::search::DateRange;
+use serde_json::{Map, Value};
+
+use crate::search::{
+    self, Criterion, Extracted, IncludeSpec, SearchQuery, SortBy, StringMatch, TypeInfo,
+};
+
+/// Why a store operation did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("resource type '{0}' is not supported")]
+    UnknownType(String),
+    #[error("{resource_type}/{id} is not known")]
+    NotFound { resource_type: String, id: String },
+    #[error("{resource_type}/{id} has been deleted")]
+    Gone {
+        resource_type: String,
+        id: String,
+        version: u32,
+    },
+    #[error("version mismatch: expected {expected}, the current version is {current}")]
+    VersionMismatch { expected: u32, current: String },
+    #[error("the condition matched {0} resources")]
+    MultipleMatches(usize),
+    #[error("invalid resource: {0}")]
+    Invalid(String),
+}
+
+/// How a version came to be, for `_history` Bundles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Create,
+    Update,
+    Delete,
+}
+
+/// One stored version of a resource.
+#[derive(Debug, Clone)]
+pub struct StoredResource {
+    pub resource_type: &'static str,
+    pub id: String,
+    pub version: u32,
+    /// `meta.lastUpdated` in epoch milliseconds.
+    pub last_updated_ms: i64,
+    pub method: Method,
+    /// The serialized resource; `None` for a deletion.
+    pub body: Option<Bytes>,
+}
+
+impl StoredResource {
+    /// The weak ETag of this version, `W/"n"`.
+    pub fn etag(&self) -> String {
+        format!("W/\"{}\"", self.version)
+    }
+
+    /// `meta.lastUpdated` as a timestamp.
+    pub fn last_updated(&self) -> DateTime<Utc> {
+        Utc.timestamp_millis_opt(self.last_updated_ms)
+            .single()
+            .unwrap_or_default()
+    }
+
+    /// `Type/id`.
+    pub fn relative(&self) -> String {
+        format!("{}/{}", self.resource_type, self.id)
+    }
+}
+
+/// What a (conditional) create did.
+#[derive(Debug, Clone)]
+pub enum Created {
+    /// A new resource was stored.
+    New(StoredResource),
+    /// `If-None-Exist` matched exactly this resource; nothing was stored.
+    Existing(StoredResource),
+}
+
+/// One page of search results.
+#[derive(Debug, Clone, Default)]
+pub struct SearchResult {
+    /// How many resources matched in all.
+    pub total: usize,
+    /// The matches on the requested page, in order.
+    pub matches: Vec<StoredResource>,
+    /// Resources added by `_include` / `_revinclude`.
+    pub includes: Vec<StoredResource>,
+}
+
+/// The most resources `_include`/`_revinclude` add to one page.
+const MAX_INCLUDES: usize = 5000;
+const NO_SYSTEM: u32 = u32::MAX;
+
+/// The store. Cheap to share behind an `Arc`; every method takes `&self`.
+#[derive(Debug)]
+pub struct Store {
+    inner: RwLock<Inner>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::new()
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    tables: Vec<Table>,
+    atoms: Interner,
+}
+
+#[derive(Debug, Default)]
+struct Interner {
+    map: HashMap<Arc<str>, u32>,
+    strings: Vec<Arc<str>>,
+}
+
+impl Interner {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&atom) = self.map.get(s) {
+            return atom;
+        }
+        let atom = self.strings.len() as u32;
+        let s: Arc<str> = Arc::from(s);
+        self.strings.push(s.clone());
+        self.map.insert(s, atom);
+        atom
+    }
+
+    fn get(&self, s: &str) -> Option<u32> {
+        self.map.get(s).copied()
+    }
+
+    fn resolve(&self, atom: u32) -> &str {
+        self.strings.get(atom as usize).map_or("", |s| s)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    by_id: HashMap<Arc<str>, u32>,
+    slots: Vec<Slot>,
+    inverted: HashMap<(u8, u32), Vec<u32>>,
+    live: usize,
+}
+
+#[derive(Debug)]
+struct Slot {
+    id: Arc<str>,
+    versions: Vec<Version>,
+    index: Box<[Entry]>,
+}
+
+impl Slot {
+    fn current(&self) -> Option<&Version> {
+        self.versions.last()
+    }
+
+    fn is_live(&self) -> bool {
+        self.current().is_some_and(|v| v.body.is_some())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Version {
+    number: u32,
+    method: Method,
+    last_updated_ms: i64,
+    body: Option<Bytes>,
+}
+
+#[derive(Debug)]
+enum Entry {
+    Ref { field: u8, atom: u32 },
+    Token { field: u8, system: u32, code: u32 },
+    Date { field: u8, start: i64, end: i64 },
+    Str { field: u8, value: Box<str> },
+}
+
+impl Entry {
+    fn field(&self) -> u8 {
+        match self {
+            Entry::Ref { field, .. }
+            | Entry::Token { field, .. }
+            | Entry::Date { field, .. }
+            | Entry::Str { field, .. } => *field,
+        }
+    }
+
+    /// The inverted-index key of this entry, if its field has one.
+    fn inverted_key(&self, ty: &TypeInfo) -> Option<(u8, u32)> {
+        let field = self.field();
+        if !ty.fields.get(field as usize)?.inverted {
+            return None;
+        }
+        match self {
+            Entry::Ref { atom, .. } => Some((field, *atom)),
+            Entry::Token { code, .. } => Some((field, *code)),
+            _ => None,
+        }
+    }
+}
+
+/// A resource ready to be stored: its serialized bytes and extracted index values.
+struct Prepared {
+    body: Bytes,
+    index: Vec<(u8, Extracted)>,
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn format_instant(ms: i64) -> String {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Sets `id` and `meta.versionId`/`meta.lastUpdated`, extracts the index and serializes.
+fn prepare(
+    ty: &TypeInfo,
+    id: &str,
+    version: u32,
+    last_updated_ms: i64,
+    mut resource: Value,
+) -> Result<Prepared, StoreError> {
+    let Value::Object(map) = &mut resource else {
+        return Err(StoreError::Invalid("a resource is a JSON object".into()));
+    };
+    match map.get_mut("id") {
+        Some(existing) => *existing = Value::String(id.to_owned()),
+        None => {
+            let at = map.keys().position(|k| k == "resourceType").map_or(0, |i| i + 1);
+            map.shift_insert(at, "id".into(), Value::String(id.to_owned()));
+        }
+    }
+    let version_id = Value::String(version.to_string());
+    let last_updated = Value::String(format_instant(last_updated_ms));
+    match map.get_mut("meta") {
+        Some(Value::Object(meta)) => {
+            meta.insert("versionId".into(), version_id);
+            meta.insert("lastUpdated".into(), last_updated);
+        }
+        _ => {
+            let mut meta = Map::new();
+            meta.insert("versionId".into(), version_id);
+            meta.insert("lastUpdated".into(), last_updated);
+            let at = map.keys().position(|k| k == "id").map_or(map.len(), |i| i + 1);
+            map.shift_insert(at, "meta".into(), Value::Object(meta));
+        }
+    }
+    let index = search::extract(ty, &resource);
+    let body = serde_json::to_vec(&resource).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    Ok(Prepared {
+        body: Bytes::from(body.into_boxed_slice()),
+        index,
+    })
+}
+
+fn type_of(name: &str) -> Result<&'static TypeInfo, StoreError> {
+    search::type_info(name).ok_or_else(|| StoreError::UnknownType(name.to_owned()))
+}
+
+impl Store {
+    /// An empty store with a table for every supported type.
+    pub fn new() -> Store {
+        let tables = search::types().iter().map(|_| Table::default()).collect();
+        Store {
+            inner: RwLock::new(Inner {
+                tables,
+                atoms: Interner::default(),
+            }),
+        }
+    }
+
+    /// Stores a generated resource (bulk load at start-up). It must carry `resourceType`
+    /// and `id`; `meta.versionId` becomes "1" (or the next version if the id exists) and
+    /// `meta.lastUpdated` now. The serialization and index extraction happen outside the
+    /// lock.
+    pub fn insert_loaded(&self, resource: Value) -> Result<StoredResource, StoreError> {
+        let ty = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .ok_or_else(|| StoreError::Invalid("missing resourceType".into()))
+            .and_then(type_of)?;
+        let id = resource
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|id| portico_fhir::reference::is_valid_id(id))
+            .ok_or_else(|| StoreError::Invalid("missing or invalid id".into()))?
+            .to_owned();
+        let now = now_ms();
+        let prepared = prepare(ty, &id, 1, now, resource.clone())?;
+        let mut inner = self.inner.write();
+        let next = inner.next_version(ty, &id);
+        let prepared = if next == 1 {
+            prepared
+        } else {
+            prepare(ty, &id, next, now, resource)?
+        };
+        let method = if next == 1 {
+            Method::Create
+        } else {
+            Method::Update
+        };
+        Ok(inner.write_version(ty, &id, Some(prepared), now, method))
+    }
+
+    /// The current version of `ty/id`.
+    pub fn read(&self, ty: &str, id: &str) -> Result<StoredResource, StoreError> {
+        let ty = type_of(ty)?;
+        let inner = self.inner.read();
+        let slot = inner.slot(ty, id)?;
+        let current = inner.export(ty, slot, slot.versions.len() - 1);
+        if current.body.is_none() {
+            return Err(StoreError::Gone {
+                resource_type: ty.name.to_owned(),
+                id: id.to_owned(),
+                version: current.version,
+            });
+        }
+        Ok(current)
+    }
+
+    /// Version `version` of `ty/id`.
+    pub fn vread(&self, ty: &str, id: &str, version: u32) -> Result<StoredResource, StoreError> {
+        let ty = type_of(ty)?;
+        let inner = self.inner.read();
+        let slot = inner.slot(ty, id)?;
+        let Some(pos) = slot.versions.iter().position(|v| v.number == version) else {
+            return Err(StoreError::NotFound {
+                resource_type: ty.name.to_owned(),
+                id: format!("{id}/_history/{version}"),
+            });
+        };
+        let found = inner.export(ty, slot, pos);
+        if found.body.is_none() {
+            return Err(StoreError::Gone {
+                resource_type: ty.name.to_owned(),
+                id: id.to_owned(),
+                version,
+            });
+        }
+        Ok(found)
+    }
+
+    /// Every version of `ty/id`, newest first (deletions included).
+    pub fn history(&self, ty: &str, id: &str) -> Result<Vec<StoredResource>, StoreError> {
+        let ty = type_of(ty)?;
+        let inner = self.inner.read();
+        let slot = inner.slot(ty, id)?;
+        Ok((0..slot.versions.len())
+            .rev()
+            .map(|i| inner.export(ty, slot, i))
+            .collect())
+    }
+
+    /// Creates a resource with a server-assigned id. With `condition` (`If-None-Exist`):
+    /// no match creates, one match returns it without storing anything, more than one is
+    /// [`StoreError::MultipleMatches`]; the check and the write happen under one lock.
+    pub fn create(
+        &self,
+        ty: &str,
+        resource: Value,
+        condition: Option<&SearchQuery>,
+    ) -> Result<Created, StoreError> {
+        let ty = type_of(ty)?;
+        let mut inner = self.inner.write();
+        if let Some(query) = condition {
+            let matches = inner.matching(ty, &query.criteria);
+            match matches.as_slice() {
+                [] => {}
+                [slot] => {
+                    let slot = &inner.tables[ty.index].slots[*slot as usize];
+                    return Ok(Created::Existing(inner.export(
+                        ty,
+                        slot,
+                        slot.versions.len() - 1,
+                    )));
+                }
+                more => return Err(StoreError::MultipleMatches(more.len())),
+            }
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = now_ms();
+        let prepared = prepare(ty, &id, 1, now, resource)?;
+        Ok(Created::New(inner.write_version(
+            ty,
+            &id,
+            Some(prepared),
+            now,
+            Method::Create,
+        )))
+    }
+
+    /// Stores a new version of `ty/id` (creating it with this id if it does not exist or
+    /// was deleted). With `if_match`, the current version must be that one. Returns the
+    /// stored version and whether it was created.
+    pub fn update(
+        &self,
+        ty: &str,
+        id: &str,
+        resource: Value,
+        if_match: Option<u32>,
+    ) -> Result<(StoredResource, bool), StoreError> {
+        let ty = type_of(ty)?;
+        if !portico_fhir::reference::is_valid_id(id) {
+            return Err(StoreError::Invalid(format!("'{id}' is not a valid id")));
+        }
+        let mut inner = self.inner.write();
+        let current = inner
+            .slot(ty, id)
+            .ok()
+            .and_then(|slot| slot.current().map(|v| (v.number, v.body.is_some())));
+        if let Some(expected) = if_match {
+            match current {
+                Some((number, true)) if number == expected => {}
+                Some((number, live)) => {
+                    return Err(StoreError::VersionMismatch {
+                        expected,
+                        current: if live {
+                            number.to_string()
+                        } else {
+                            format!("{number} (deleted)")
+                        },
+                    });
+                }
+                None => {
+                    return Err(StoreError::VersionMismatch {
+                        expected,
+                        current: "none (the resource does not exist)".into(),
+                    });
+                }
+            }
+        }
+        let created = !matches!(current, Some((_, true)));
+        let next = current.map_or(1, |(n, _)| n + 1);
+        let now = now_ms();
+        let prepared = prepare(ty, id, next, now, resource)?;
+        let method = if created {
+            Method::Create
+        } else {
+            Method::Update
+        };
+        Ok((
+            inner.write_version(ty, id, Some(prepared), now, method),
+            created,
+        ))
+    }
+
+    /// Deletes `ty/id` by storing a deletion version. Returns `None` when it was already
+    /// deleted (nothing stored). With `if_match`, the current version must be that one.
+    pub fn delete(
+        &self,
+        ty: &str,
+        id: &str,
+        if_match: Option<u32>,
+    ) -> Result<Option<StoredResource>, StoreError> {
+        let ty = type_of(ty)?;
+        let mut inner = self.inner.write();
+        let slot = inner.slot(ty, id)?;
+        let Some(current) = slot.current() else {
+            return Err(StoreError::NotFound {
+                resource_type: ty.name.to_owned(),
+                id: id.to_owned(),
+            });
+        };
+        let (number, live) = (current.number, current.body.is_some());
+        if let Some(expected) = if_match
+            && (expected != number || !live)
+        {
+            return Err(StoreError::VersionMismatch {
+                expected,
+                current: number.to_string(),
+            });
+        }
+        if !live {
+            return Ok(None);
+        }
+        Ok(Some(inner.write_version(
+            ty,
+            id,
+            None,
+            now_ms(),
+            Method::Delete,
+        )))
+    }
+
+    /// Runs a search: the page `[offset, offset + count)` of the matches in order, and the
+    /// resources its `_include`/`_revinclude` add.
+    pub fn search(&self, query: &SearchQuery) -> SearchResult {
+        let inner = self.inner.read();
+        let ty = query.ty;
+        let mut slots = inner.matching(ty, &query.criteria);
+        let total = slots.len();
+        if query.summary_count {
+            return SearchResult {
+                total,
+                ..SearchResult::default()
+            };
+        }
+        if !query.sort.is_empty() {
+            inner.sort(ty, &mut slots, query);
+        }
+        let page: Vec<u32> = slots
+            .into_iter()
+            .skip(query.offset)
+            .take(query.count)
+            .collect();
+        let table = &inner.tables[ty.index];
+        let matches = page
+            .iter()
+            .map(|&s| {
+                let slot = &table.slots[s as usize];
+                inner.export(ty, slot, slot.versions.len() - 1)
+            })
+            .collect();
+        let includes = if query.include.is_empty() && query.revinclude.is_empty() {
+            Vec::new()
+        } else {
+            inner.includes(ty, &page, query)
+        };
+        SearchResult {
+            total,
+            matches,
+            includes,
+        }
+    }
+
+    /// How many live (not deleted) resources of `ty` there are.
+    pub fn count(&self, ty: &str) -> usize {
+        search::type_info(ty).map_or(0, |t| self.inner.read().tables[t.index].live)
+    }
+
+    /// How many live resources there are in all.
+    pub fn len(&self) -> usize {
+        self.inner.read().tables.iter().map(|t| t.live).sum()
+    }
+
+    /// Whether the store holds no live resource.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The ids of every live resource of `ty`, in creation order.
+    pub fn ids(&self, ty: &str) -> Vec<String> {
+        let Some(info) = search::type_info(ty) else {
+            return Vec::new();
+        };
+        let inner = self.inner.read();
+        inner.tables[info.index]
+            .slots
+            .iter()
+            .filter(|s| s.is_live())
+            .map(|s| s.id.to_string())
+            .collect()
+    }
+}
+
+/// A criterion with its strings resolved to atoms, ready to test against slots.
+enum Compiled<'q> {
+    Id(&'q [String]),
+    LastUpdated(&'q [(portico_fhir::search::Prefix, DateRange)]),
+    Missing {
+        field: u8,
+        targets: &'static [&'static str],
+        missing: bool,
+    },
+    Ref {
+        field: u8,
+        atoms: Vec<u32>,
+    },
+    Token {
+        field: u8,
+        not: bool,
+        /// (system: None = any, Some(NO_SYSTEM) = none; code: None = any).
+        values: Vec<(Option<u32>, Option<u32>)>,
+    },
+    Date {
+        field: u8,
+        values: &'q [(portico_fhir::search::Prefix, DateRange)],
+    },
+    Str {
+        field: u8,
+        mode: StringMatch,
+        values: &'q [String],
+    },
+}
+
+impl Inner {
+    fn slot(&self, ty: &TypeInfo, id: &str) -> Result<&Slot, StoreError> {
+        let table = &self.tables[ty.index];
+        table
+            .by_id
+            .get(id)
+            .map(|&s| &table.slots[s as usize])
+            .ok_or_else(|| StoreError::NotFound {
+                resource_type: ty.name.to_owned(),
+                id: id.to_owned(),
+            })
+    }
+
+    fn next_version(&self, ty: &TypeInfo, id: &str) -> u32 {
+        self.slot(ty, id)
+            .ok()
+            .and_then(|s| s.current())
+            .map_or(1, |v| v.number + 1)
+    }
+
+    fn export(&self, ty: &'static TypeInfo, slot: &Slot, pos: usize) -> StoredResource {
+        let v = &slot.versions[pos];
+        StoredResource {
+            resource_type: ty.name,
+            id: slot.id.to_string(),
+            version: v.number,
+            last_updated_ms: v.last_updated_ms,
+            method: v.method,
+            body: v.body.clone(),
+        }
+    }
+
+    /// Appends a version (a deletion when `prepared` is `None`) and re-indexes the slot.
+    fn write_version(
+        &mut self,
+        ty: &'static TypeInfo,
+        id: &str,
+        prepared: Option<Prepared>,
+        last_updated_ms: i64,
+        method: Method,
+    ) -> StoredResource {
+        let Inner { tables, atoms } = self;
+        let table = &mut tables[ty.index];
+        let slot_no = match table.by_id.get(id) {
+            Some(&s) => s,
+            None => {
+                let s = table.slots.len() as u32;
+                let id: Arc<str> = Arc::from(id);
+                table.slots.push(Slot {
+                    id: id.clone(),
+                    versions: Vec::new(),
+                    index: Box::new([]),
+                });
+                table.by_id.insert(id, s);
+                s
+            }
+        };
+        let was_live = table.slots[slot_no as usize].is_live();
+        // Drop the old index from the inverted lists.
+        let old = std::mem::take(&mut table.slots[slot_no as usize].index);
+        for key in old.iter().filter_map(|e| e.inverted_key(ty)) {
+            if let Some(list) = table.inverted.get_mut(&key) {
+                if let Ok(pos) = list.binary_search(&slot_no) {
+                    list.remove(pos);
+                }
+                if list.is_empty() {
+                    table.inverted.remove(&key);
+                }
+            }
+        }
+        let (body, new_index) = match prepared {
+            Some(p) => {
+                let index: Box<[Entry]> = p
+                    .index
+                    .into_iter()
+                    .map(|(field, value)| match value {
+                        Extracted::Ref(target) => Entry::Ref {
+                            field,
+                            atom: atoms.intern(&target),
+                        },
+                        Extracted::Token(system, code) => Entry::Token {
+                            field,
+                            system: system.map_or(NO_SYSTEM, |s| atoms.intern(&s)),
+                            code: atoms.intern(&code),
+                        },
+                        Extracted::Date(start, end) => Entry::Date { field, start, end },
+                        Extracted::Str(value) => Entry::Str {
+                            field,
+                            value: value.into_boxed_str(),
+                        },
+                    })
+                    .collect();
+                (Some(p.body), index)
+            }
+            None => (None, Box::default()),
+        };
+        for key in new_index.iter().filter_map(|e| e.inverted_key(ty)) {
+            let list = table.inverted.entry(key).or_default();
+            if let Err(pos) = list.binary_search(&slot_no) {
+                list.insert(pos, slot_no);
+            }
+        }
+        let is_live = body.is_some();
+        let slot = &mut table.slots[slot_no as usize];
+        let number = slot.current().map_or(1, |v| v.number + 1);
+        slot.versions.push(Version {
+            number,
+            method,
+            last_updated_ms,
+            body: body.clone(),
+        });
+        slot.index = new_index;
+        match (was_live, is_live) {
+            (false, true) => table.live += 1,
+            (true, false) => table.live -= 1,
+            _ => {}
+        }
+        StoredResource {
+            resource_type: ty.name,
+            id: id.to_owned(),
+            version: number,
+            last_updated_ms,
+            method,
+            body,
+        }
+    }
+
+    fn compile<'q>(&self, criteria: &'q [Criterion]) -> Vec<Compiled<'q>> {
+        criteria
+            .iter()
+            .map(|c| match c {
+                Criterion::Id(ids) => Compiled::Id(ids),
+                Criterion::LastUpdated(values) => Compiled::LastUpdated(values),
+                Criterion::Missing {
+                    field,
+                    targets,
+                    missing,
+                } => Compiled::Missing {
+                    field: *field,
+                    targets,
+                    missing: *missing,
+                },
+                Criterion::Ref { field, values } => Compiled::Ref {
+                    field: *field,
+                    atoms: values.iter().filter_map(|v| self.atoms.get(v)).collect(),
+                },
+                Criterion::Token { field, not, values } => Compiled::Token {
+                    field: *field,
+                    not: *not,
+                    values: values
+                        .iter()
+                        .filter_map(|(system, code)| {
+                            let system = match system.as_deref() {
+                                None => None,
+                                Some("") => Some(NO_SYSTEM),
+                                Some(s) => Some(self.atoms.get(s)?),
+                            };
+                            let code = match code.as_str() {
+                                "" => None,
+                                c => Some(self.atoms.get(c)?),
+                            };
+                            Some((system, code))
+                        })
+                        .collect(),
+                },
+                Criterion::Date { field, values } => Compiled::Date {
+                    field: *field,
+                    values,
+                },
+                Criterion::Str {
+                    field,
+                    mode,
+                    values,
+                } => Compiled::Str {
+                    field: *field,
+                    mode: *mode,
+                    values,
+                },
+            })
+            .collect()
+    }
+
+    /// The live slots of `ty` matching every criterion, in creation order.
+    fn matching(&self, ty: &TypeInfo, criteria: &[Criterion]) -> Vec<u32> {
+        let table = &self.tables[ty.index];
+        let compiled = self.compile(criteria);
+        // Pick the most selective criterion that an index can answer.
+        let mut best: Option<Vec<u32>> = None;
+        for c in &compiled {
+            let candidates = match c {
+                Compiled::Id(ids) => Some(
+                    ids.iter()
+                        .filter_map(|id| table.by_id.get(id.as_str()).copied())
+                        .collect::<Vec<_>>(),
+                ),
+                Compiled::Ref { field, atoms } => Some(union(
+                    atoms
+                        .iter()
+                        .map(|a| table.inverted.get(&(*field, *a)).map_or(&[][..], |v| v)),
+                )),
+                Compiled::Token {
+                    field,
+                    not: false,
+                    values,
+                } if ty.fields[*field as usize].inverted
+                    && values.iter().all(|(_, code)| code.is_some()) =>
+                {
+                    Some(union(values.iter().map(|(_, code)| {
+                        code.and_then(|c| table.inverted.get(&(*field, c)))
+                            .map_or(&[][..], |v| v)
+                    })))
+                }
+                _ => None,
+            };
+            if let Some(mut candidates) = candidates
+                && best.as_ref().is_none_or(|b| candidates.len() < b.len())
+            {
+                candidates.sort_unstable();
+                candidates.dedup();
+                best = Some(candidates);
+            }
+        }
+        let check = |s: &u32| {
+            let slot = &table.slots[*s as usize];
+            slot.is_live() && compiled.iter().all(|c| self.test(slot, c))
+        };
+        match best {
+            Some(candidates) => candidates.into_iter().filter(check).collect(),
+            None => (0..table.slots.len() as u32).filter(check).collect(),
+        }
+    }
+
+    fn test(&self, slot: &Slot, c: &Compiled<'_>) -> bool {
+        match c {
+            Compiled::Id(ids) => ids.iter().any(|id| **id == *slot.id),
+            Compiled::LastUpdated(values) => {
+                let Some(v) = slot.current() else {
+                    return false;
+                };
+                let target = DateRange {
+                    start: v.last_updated_ms,
+                    end: v.last_updated_ms + 1,
+                };
+                values.iter().any(|(p, r)| r.matches(*p, &target))
+            }
+            Compiled::Missing {
+                field,
+                targets,
+                missing,
+            } => {
+                let present = slot.index.iter().any(|e| match e {
+                    Entry::Ref { field: f, atom } if f == field => {
+                        targets.is_empty() || {
+                            let target = self.atoms.resolve(*atom);
+                            targets.iter().any(|t| {
+                                target
+                                    .strip_prefix(t)
+                                    .is_some_and(|rest| rest.starts_with('/'))
+                            })
+                        }
+                    }
+                    e => e.field() == *field && !matches!(e, Entry::Ref { .. }),
+                });
+                present != *missing
+            }
+            Compiled::Ref { field, atoms } => slot.index.iter().any(|e| {
+                matches!(e, Entry::Ref { field: f, atom } if f == field && atoms.contains(atom))
+            }),
+            Compiled::Token { field, not, values } => {
+                let hit = slot.index.iter().any(|e| match e {
+                    Entry::Token {
+                        field: f,
+                        system,
+                        code,
+                    } if f == field => values.iter().any(|(want_system, want_code)| {
+                        want_system.is_none_or(|s| s == *system)
+                            && want_code.is_none_or(|c| c == *code)
+                    }),
+                    _ => false,
+                });
+                hit != *not
+            }
+            Compiled::Date { field, values } => slot.index.iter().any(|e| match e {
+                Entry::Date {
+                    field: f,
+                    start,
+                    end,
+                } if f == field => {
+                    let target = DateRange {
+                        start: *start,
+                        end: *end,
+                    };
+                    values.iter().any(|(p, r)| r.matches(*p, &target))
+                }
+                _ => false,
+            }),
+            Compiled::Str {
+                field,
+                mode,
+                values,
+            } => slot.index.iter().any(|e| match e {
+                Entry::Str { field: f, value } if f == field => {
+                    values.iter().any(|want| match mode {
+                        StringMatch::Exact => **value == **want,
+                        StringMatch::StartsWith => value.to_lowercase().starts_with(want.as_str()),
+                        StringMatch::Contains => value.to_lowercase().contains(want.as_str()),
+                    })
+                }
+                _ => false,
+            }),
+        }
+    }
+
+    fn sort(&self, ty: &TypeInfo, slots: &mut Vec<u32>, query: &SearchQuery) {
+        /// One sort value; `None` (no value) sorts last in either direction.
+        #[derive(PartialEq, Eq, PartialOrd, Ord)]
+        enum Key<'a> {
+            Int(i64),
+            Str(&'a str),
+        }
+        let table = &self.tables[ty.index];
+        let mut keyed: Vec<(Vec<Option<Key<'_>>>, u32)> = slots
+            .iter()
+            .map(|&s| {
+                let slot = &table.slots[s as usize];
+                let keys = query
+                    .sort
+                    .iter()
+                    .map(|k| match k.by {
+                        SortBy::Id => Some(Key::Str(&slot.id)),
+                        SortBy::LastUpdated => slot.current().map(|v| Key::Int(v.last_updated_ms)),
+                        SortBy::Date(field) => {
+                            let starts = slot.index.iter().filter_map(|e| match e {
+                                Entry::Date {
+                                    field: f, start, ..
+                                } if *f == field => Some(*start),
+                                _ => None,
+                            });
+                            let v = if k.descending {
+                                starts.max()
+                            } else {
+                                starts.min()
+                            };
+                            v.map(Key::Int)
+                        }
+                    })
+                    .collect();
+                (keys, s)
+            })
+            .collect();
+        keyed.sort_by(|(ka, a), (kb, b)| {
+            for ((x, y), k) in ka.iter().zip(kb).zip(&query.sort) {
+                let ord = match (x, y) {
+                    (Some(x), Some(y)) if k.descending => y.cmp(x),
+                    (Some(x), Some(y)) => x.cmp(y),
+                    (Some(_), None) => Ordering::Less,
+                    (None, Some(_)) => Ordering::Greater,
+                    (None, None) => Ordering::Equal,
+                };
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+            }
+            // A stable tiebreak, so that paging over a sorted result never repeats.
+            table.slots[*a as usize]
+                .id
+                .cmp(&table.slots[*b as usize].id)
+        });
+        *slots = keyed.into_iter().map(|(_, s)| s).collect();
+    }
+
+    fn includes(&self, ty: &'static TypeInfo, page: &[u32], query: &SearchQuery) -> Vec<StoredResource> {
+        let mut seen: HashSet<(usize, u32)> = page.iter().map(|&s| (ty.index, s)).collect();
+        let mut frontier: Vec<(&'static TypeInfo, u32)> = page.iter().map(|&s| (ty, s)).collect();
+        let mut out = Vec::new();
+        let iterate = query
+            .include
+            .iter()
+            .chain(&query.revinclude)
+            .any(|s| s.iterate);
+        let rounds = if iterate { 4 } else { 1 };
+        for round in 0..rounds {
+            let active = |spec: &&IncludeSpec| round == 0 || spec.iterate;
+            let mut next: Vec<(&'static TypeInfo, u32)> = Vec::new();
+            let mut add = |t: &'static TypeInfo, s: u32, next: &mut Vec<_>| {
+                if seen.len() < MAX_INCLUDES + page.len()
+                    && self.tables[t.index].slots[s as usize].is_live()
+                    && seen.insert((t.index, s))
+                {
+                    next.push((t, s));
+                }
+            };
+            for spec in query.include.iter().filter(active) {
+                for &(src_ty, src) in &frontier {
+                    if src_ty.index != spec.source.index {
+                        continue;
+                    }
+                    let slot = &self.tables[src_ty.index].slots[src as usize];
+                    for e in slot.index.iter() {
+                        let Entry::Ref { field, atom } = e else {
+                            continue;
+                        };
+                        if *field != spec.field {
+                            continue;
+                        }
+                        let target = self.atoms.resolve(*atom);
+                        let Some((tname, tid)) = target.split_once('/') else {
+                            continue;
+                        };
+                        if !spec.targets.is_empty() && !spec.targets.contains(&tname) {
+                            continue;
+                        }
+                        let Some(tinfo) = search::type_info(tname) else {
+                            continue;
+                        };
+                        if let Some(&s) = self.tables[tinfo.index].by_id.get(tid) {
+                            add(tinfo, s, &mut next);
+                        }
+                    }
+                }
+            }
+            for spec in query.revinclude.iter().filter(active) {
+                for &(src_ty, src) in &frontier {
+                    if !spec.targets.is_empty() && !spec.targets.contains(&src_ty.name) {
+                        continue;
+                    }
+                    let slot = &self.tables[src_ty.index].slots[src as usize];
+                    let Some(atom) = self.atoms.get(&format!("{}/{}", src_ty.name, slot.id)) else {
+                        continue;
+                    };
+                    if let Some(list) = self.tables[spec.source.index]
+                        .inverted
+                        .get(&(spec.field, atom))
+                    {
+                        for &s in list {
+                            add(spec.source, s, &mut next);
+                        }
+                    }
+                }
+            }
+            out.extend(next.iter().copied());
+            if next.is_empty() {
+                break;
+            }
+            frontier = next;
+        }
+        out.into_iter()
+            .map(|(t, s)| {
+                let slot = &self.tables[t.index].slots[s as usize];
+                self.export(t, slot, slot.versions.len() - 1)
+            })
+            .collect()
+    }
+}
+
+/// The sorted union of sorted posting lists.
+fn union<'a>(lists: impl Iterator<Item = &'a [u32]>) -> Vec<u32> {
+    let mut out: Vec<u32> = Vec::new();
+    for list in lists {
+        out.extend_from_slice(list);
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// `meta.lastUpdated` formatting, shared with Bundle assembly.
+pub fn instant(ms: i64) -> String {
+    format_instant(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn q(ty: &str, params: &[(&str, &str)]) -> SearchQuery {
+        let pairs: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        SearchQuery::parse(search::type_info(ty).unwrap(), &pairs, false).unwrap()
+    }
+
+    fn obs(id: &str, patient: &str, date: &str) -> Value {
+        json!({"resourceType": "Observation", "id": id, "status": "final",
+               "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+               "subject": {"reference": format!("Patient/{patient}")},
+               "effectiveDateTime": date})
+    }
+
+    fn ids(result: &SearchResult) -> Vec<String> {
+        result.matches.iter().map(|r| r.id.clone()).collect()
+    }
+
+    #[test]
+    fn bulk_load_sets_meta_and_reads_back_bytes() {
+        let store = Store::new();
+        store
+            .insert_loaded(json!({"resourceType": "Patient", "id": "p1", "gender": "female"}))
+            .unwrap();
+        let read = store.read("Patient", "p1").unwrap();
+        assert_eq!(read.version, 1);
+        let body: Value = serde_json::from_slice(read.body.as_ref().unwrap()).unwrap();
+        assert_eq!(body["meta"]["versionId"], "1");
+        assert!(body["meta"]["lastUpdated"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(store.count("Patient"), 1);
+        assert!(matches!(
+            store.insert_loaded(json!({"resourceType": "Patient"})),
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            store.insert_loaded(json!({"resourceType": "Nope", "id": "x"})),
+            Err(StoreError::UnknownType(_))
+        ));
+    }
+
+    #[test]
+    fn versions_delete_and_history() {
+        let store = Store::new();
+        store.insert_loaded(obs("o1", "p1", "2024-01-01")).unwrap();
+        let (v2, created) = store
+            .update("Observation", "o1", obs("o1", "p2", "2024-01-02"), Some(1))
+            .unwrap();
+        assert!(!created);
+        assert_eq!(v2.version, 2);
+        assert!(matches!(
+            store.update("Observation", "o1", obs("o1", "p2", "2024-01-02"), Some(1)),
+            Err(StoreError::VersionMismatch { expected: 1, .. })
+        ));
+        // The inverted index followed the update.
+        assert!(store.search(&q("Observation", &[("patient", "p1")])).matches.is_empty());
+        assert_eq!(ids(&store.search(&q("Observation", &[("patient", "p2")]))), vec!["o1"]);
+        let deleted = store.delete("Observation", "o1", None).unwrap().unwrap();
+        assert_eq!(deleted.version, 3);
+        assert!(store.delete("Observation", "o1", None).unwrap().is_none());
+        assert!(matches!(
+            store.read("Observation", "o1"),
+            Err(StoreError::Gone { version: 3, .. })
+        ));
+        assert!(store.vread("Observation", "o1", 1).is_ok());
+        assert!(matches!(
+            store.vread("Observation", "o1", 3),
+            Err(StoreError::Gone { .. })
+        ));
+        let history = store.history("Observation", "o1").unwrap();
+        assert_eq!(
+            history.iter().map(|h| h.version).collect::<Vec<_>>(),
+            vec![3, 2, 1]
+        );
+        assert!(store.search(&q("Observation", &[("patient", "p2")])).matches.is_empty());
+        assert_eq!(store.count("Observation"), 0);
+        // Updating a deleted resource revives it.
+        let (v4, created) = store
+            .update("Observation", "o1", obs("o1", "p2", "2024-01-02"), None)
+            .unwrap();
+        assert!(created && v4.version == 4);
+    }
+
+    #[test]
+    fn conditional_create() {
+        let store = Store::new();
+        let body = json!({"resourceType": "Task", "status": "requested", "intent": "order",
+                          "identifier": [{"system": "urn:k", "value": "abc"}]});
+        let cond = q("Task", &[("identifier", "urn:k|abc")]);
+        let first = store.create("Task", body.clone(), Some(&cond)).unwrap();
+        let Created::New(first) = first else {
+            panic!("expected a new resource")
+        };
+        let second = store.create("Task", body.clone(), Some(&cond)).unwrap();
+        let Created::Existing(second) = second else {
+            panic!("expected the existing resource")
+        };
+        assert_eq!(first.id, second.id);
+        assert_eq!(store.count("Task"), 1);
+        store.create("Task", body, None).unwrap();
+        assert!(matches!(
+            store.create("Task", json!({"resourceType": "Task"}), Some(&cond)),
+            Err(StoreError::MultipleMatches(2))
+        ));
+    }
+
+    #[test]
+    fn search_semantics() {
+        let store = Store::new();
+        store.insert_loaded(obs("o1", "p1", "2024-01-01")).unwrap();
+        store.insert_loaded(obs("o2", "p1", "2024-03-01T10:00:00Z")).unwrap();
+        store.insert_loaded(obs("o3", "p12", "2024-06-01")).unwrap();
+        // No substring matching of references.
+        assert_eq!(ids(&store.search(&q("Observation", &[("patient", "p1")]))), vec!["o1", "o2"]);
+        assert_eq!(
+            ids(&store.search(&q("Observation", &[("subject", "Patient/p12")]))),
+            vec!["o3"]
+        );
+        assert_eq!(
+            ids(&store.search(&q("Observation", &[("date", "ge2024-02"), ("_sort", "-date")]))),
+            vec!["o3", "o2"]
+        );
+        assert_eq!(
+            ids(&store.search(&q("Observation", &[("date", "lt2024-02,gt2024-05")]))),
+            vec!["o1", "o3"]
+        );
+        assert_eq!(
+            ids(&store.search(&q("Observation", &[("patient", "p1"), ("date", "2024-03")]))),
+            vec!["o2"]
+        );
+        assert_eq!(
+            store.search(&q("Observation", &[("code", "http://loinc.org|8867-4")])).total,
+            3
+        );
+        assert_eq!(store.search(&q("Observation", &[("code", "other|8867-4")])).total, 0);
+        assert_eq!(store.search(&q("Observation", &[("code:not", "8867-4")])).total, 0);
+        assert_eq!(store.search(&q("Observation", &[("part-of:missing", "true")])).total, 3);
+        assert_eq!(store.search(&q("Observation", &[("encounter:missing", "false")])).total, 0);
+        let page = store.search(&q("Observation", &[("_count", "2"), ("_offset", "2")]));
+        assert_eq!((page.total, ids(&page)), (3, vec!["o3".to_string()]));
+        assert_eq!(store.search(&q("Observation", &[("_id", "o2,o3")])).total, 2);
+    }
+
+    #[test]
+    fn includes_and_revincludes() {
+        let store = Store::new();
+        store
+            .insert_loaded(json!({"resourceType": "Schedule", "id": "s1", "actor": [{"reference": "Practitioner/d1"}]}))
+            .unwrap();
+        store
+            .insert_loaded(json!({"resourceType": "Practitioner", "id": "d1"}))
+            .unwrap();
+        for i in 0..3 {
+            store
+                .insert_loaded(json!({"resourceType": "Slot", "id": format!("sl{i}"), "status": "free",
+                    "schedule": {"reference": "Schedule/s1"}, "start": "2030-01-01T10:00:00Z", "end": "2030-01-01T10:30:00Z"}))
+                .unwrap();
+        }
+        let r = store.search(&q(
+            "Slot",
+            &[("_include", "Slot:schedule"), ("_include:iterate", "Schedule:actor")],
+        ));
+        assert_eq!(r.total, 3);
+        let included: Vec<_> = r.includes.iter().map(|i| i.relative()).collect();
+        assert_eq!(included, vec!["Schedule/s1", "Practitioner/d1"]);
+        let r = store.search(&q("Schedule", &[("_revinclude", "Slot:schedule")]));
+        assert_eq!(r.includes.len(), 3);
+    }
+
+    #[test]
+    fn strings() {
+        let store = Store::new();
+        store
+            .insert_loaded(json!({"resourceType": "Patient", "id": "a", "name": [{"family": "Smith", "given": ["Anna"]}]}))
+            .unwrap();
+        store
+            .insert_loaded(json!({"resourceType": "Patient", "id": "b", "name": [{"family": "Smithson", "given": ["Bo"]}]}))
+            .unwrap();
+        assert_eq!(store.search(&q("Patient", &[("family", "smi")])).total, 2);
+        assert_eq!(store.search(&q("Patient", &[("family:exact", "Smith")])).total, 1);
+        assert_eq!(store.search(&q("Patient", &[("name:contains", "nn")])).total, 1);
+        assert_eq!(store.search(&q("Patient", &[("given", "bo")])).total, 1);
+    }
+}

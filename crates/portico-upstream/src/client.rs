@@ -1,0 +1,567 @@
+//! [`FhirClient`]: the FHIR R4 REST client over one pooled reqwest `Client`.
+//!
+//! Invariants:
+//! - every URL is built from the configured base with percent-encoded path segments,
+//!   and resource types, ids and versions are checked (known R4 type, FHIR id syntax)
+//!   before anything is sent, so a request can never address another endpoint;
+//! - a paging link is followed only if it has the base's scheme, host and port, no
+//!   user info, and a path under the base path: the gateway's credential never goes
+//!   anywhere else;
+//! - redirects are not followed (a 3xx is a `Protocol` error), for the same reason;
+//! - the gateway's token (client credentials, Backend Services) is sent in those modes,
+//!   the caller's token only in passthrough mode, and nothing in `none` mode;
+//! - logs carry the interaction kind, resource type, status and latency only: no URL,
+//!   query, body or token.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, header};
+use portico_fhir::reference::is_valid_id;
+use portico_fhir::{FHIR_JSON, JSON_PATCH, resource_types};
+use url::Url;
+
+use crate::FhirUpstream;
+use crate::auth::TokenProvider;
+use crate::capabilities::{Capabilities, CapabilitySummary};
+use crate::config::{ConfigError, ResolvedAuth, ResolvedUpstreamConfig, UpstreamConfig};
+use crate::error::UpstreamError;
+use crate::request::{FhirRequest, Interaction};
+use crate::response::{FhirResponse, parse_etag_version, parse_location};
+use crate::secret::SecretString;
+
+const FORM_URLENCODED: &str = "application/x-www-form-urlencoded";
+
+/// The method, URL and body (with its content type) of an interaction.
+type Plan = (Method, Url, Option<(Bytes, &'static str)>);
+
+#[derive(Debug)]
+enum Credential {
+    None,
+    System(TokenProvider),
+    Passthrough,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: reqwest::Client,
+    /// The service base; its path has no trailing slash (except the root `/`).
+    base: Url,
+    request_timeout: Duration,
+    search_post_threshold: usize,
+    credential: Credential,
+}
+
+/// The upstream FHIR client. Cheap to clone: clones share the connection pool and the
+/// token cache.
+#[derive(Debug, Clone)]
+pub struct FhirClient {
+    inner: Arc<Inner>,
+}
+
+impl FhirClient {
+    /// Builds the client from a resolved configuration.
+    pub fn new(config: ResolvedUpstreamConfig) -> Result<FhirClient, ConfigError> {
+        let build_err = |e: reqwest::Error| ConfigError::HttpClient {
+            detail: crate::error::error_chain(&e),
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .user_agent(config.user_agent.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(build_err)?;
+        let credential = match &config.auth {
+            ResolvedAuth::None => Credential::None,
+            ResolvedAuth::Passthrough => Credential::Passthrough,
+            auth => {
+                // The token client has a whole-request timeout because oauth2 cannot set
+                // one per request; it never follows redirects (RFC 6749 section 3.2).
+                let token_http = reqwest::Client::builder()
+                    .connect_timeout(config.connect_timeout)
+                    .timeout(config.request_timeout)
+                    .user_agent(config.user_agent.clone())
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(build_err)?;
+                match TokenProvider::from_auth(auth, token_http) {
+                    Some(provider) => Credential::System(provider),
+                    None => Credential::None,
+                }
+            }
+        };
+        let mut base = config.base_url;
+        base.set_query(None);
+        base.set_fragment(None);
+        if base.path().len() > 1 && base.path().ends_with('/') {
+            let trimmed = base.path().trim_end_matches('/').to_owned();
+            base.set_path(&trimmed);
+        }
+        Ok(FhirClient {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                request_timeout: config.request_timeout,
+                search_post_threshold: config.search_post_threshold,
+                credential,
+            }),
+        })
+    }
+
+    /// Resolves secrets (files, process environment) and builds the client.
+    pub fn from_config(config: &UpstreamConfig) -> Result<FhirClient, ConfigError> {
+        FhirClient::new(config.resolve()?)
+    }
+
+    /// The configured FHIR base URL.
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base
+    }
+
+    /// The provider of the gateway's own upstream token, in the modes that have one.
+    pub fn token_provider(&self) -> Option<&TokenProvider> {
+        match &self.inner.credential {
+            Credential::System(provider) => Some(provider),
+            _ => None,
+        }
+    }
+
+    /// Checks that the upstream credential works: obtains a token in the client
+    /// credentials and Backend Services modes, succeeds at once otherwise.
+    pub async fn check_auth(&self) -> Result<(), UpstreamError> {
+        match self.token_provider() {
+            Some(provider) => provider.check().await,
+            None => Ok(()),
+        }
+    }
+
+    pub async fn read(&self, resource_type: &str, id: &str) -> Result<FhirResponse, UpstreamError> {
+        self.execute(FhirRequest::read(resource_type, id)).await
+    }
+
+    pub async fn vread(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: &str,
+    ) -> Result<FhirResponse, UpstreamError> {
+        self.execute(FhirRequest::vread(resource_type, id, version))
+            .await
+    }
+
+    pub async fn history(
+        &self,
+        resource_type: &str,
+        id: &str,
+        params: Vec<(String, String)>,
+    ) -> Result<FhirResponse, UpstreamError> {
+        self.execute(FhirRequest::history(resource_type, id, params))
+            .await
+    }
+
+    pub async fn search(
+        &self,
+        resource_type: &str,
+        params: Vec<(String, String)>,
+    ) -> Result<FhirResponse, UpstreamError> {
+        self.execute(FhirRequest::search(resource_type, params))
+            .await
+    }
+
+    pub async fn search_page(&self, url: &str) -> Result<FhirResponse, UpstreamError> {
+        self.execute(FhirRequest::search_page(url)).await
+    }
+
+    pub async fn create(
+        &self,
+        resource_type: &str,
+        body: Bytes,
+        if_none_exist: Option<String>,
+    ) -> Result<FhirResponse, UpstreamError> {
+        let mut request = FhirRequest::create(resource_type, body);
+        if let Some(query) = if_none_exist {
+            request = request.with_if_none_exist(query);
+        }
+        self.execute(request).await
+    }
+
+    pub async fn update(
+        &self,
+        resource_type: &str,
+        id: &str,
+        body: Bytes,
+        if_match: Option<String>,
+    ) -> Result<FhirResponse, UpstreamError> {
+        let mut request = FhirRequest::update(resource_type, id, body);
+        if let Some(etag) = if_match {
+            request = request.with_if_match(etag);
+        }
+        self.execute(request).await
+    }
+
+    pub async fn patch(
+        &self,
+        resource_type: &str,
+        id: &str,
+        json_patch: Bytes,
+        if_match: Option<String>,
+    ) -> Result<FhirResponse, UpstreamError> {
+        let mut request = FhirRequest::patch(resource_type, id, json_patch);
+        if let Some(etag) = if_match {
+            request = request.with_if_match(etag);
+        }
+        self.execute(request).await
+    }
+
+    pub async fn delete(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<FhirResponse, UpstreamError> {
+        self.execute(FhirRequest::delete(resource_type, id)).await
+    }
+
+    /// `GET metadata`, parsed and summarised.
+    pub async fn capabilities(&self) -> Result<Capabilities, UpstreamError> {
+        let response = self.execute(FhirRequest::capabilities()).await?;
+        let statement = response.json()?;
+        let summary = CapabilitySummary::from_statement(&statement)?;
+        Ok(Capabilities { statement, summary })
+    }
+
+    /// Checks that a paging link lies under the configured base (same scheme, host and
+    /// port, no user info, path under the base path) and returns it parsed. Relative
+    /// links are resolved against the base first.
+    pub fn check_page_url(&self, link: &str) -> Result<Url, UpstreamError> {
+        let outside = || UpstreamError::Protocol {
+            detail: "paging link points outside the upstream base url".to_owned(),
+        };
+        let base = &self.inner.base;
+        let mut base_dir = base.clone();
+        if !base_dir.path().ends_with('/') {
+            let with_slash = format!("{}/", base_dir.path());
+            base_dir.set_path(&with_slash);
+        }
+        let url = Url::options()
+            .base_url(Some(&base_dir))
+            .parse(link.trim())
+            .map_err(|_| outside())?;
+        let same_origin = url.scheme() == base.scheme()
+            && url.host() == base.host()
+            && url.port_or_known_default() == base.port_or_known_default();
+        let no_userinfo = url.username().is_empty() && url.password().is_none();
+        let base_path = base.path().trim_end_matches('/');
+        let path = url.path();
+        let under_base = base_path.is_empty()
+            || path == base_path
+            || path
+                .strip_prefix(base_path)
+                .is_some_and(|rest| rest.starts_with('/'));
+        if same_origin && no_userinfo && under_base {
+            Ok(url)
+        } else {
+            Err(outside())
+        }
+    }
+
+    /// `base/segment/segment...`, segments percent-encoded.
+    fn url(&self, segments: &[&str]) -> Result<Url, UpstreamError> {
+        let mut url = self.inner.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| UpstreamError::InvalidRequest {
+                detail: "the upstream base url cannot have a path".to_owned(),
+            })?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    /// The method, URL and body (with its content type) of an interaction.
+    fn plan(&self, interaction: &Interaction) -> Result<Plan, UpstreamError> {
+        Ok(match interaction {
+            Interaction::Read { resource_type, id } => {
+                check_type(resource_type)?;
+                check_id(id, "id")?;
+                (Method::GET, self.url(&[resource_type, id])?, None)
+            }
+            Interaction::VRead {
+                resource_type,
+                id,
+                version,
+            } => {
+                check_type(resource_type)?;
+                check_id(id, "id")?;
+                check_id(version, "version id")?;
+                let url = self.url(&[resource_type, id, "_history", version])?;
+                (Method::GET, url, None)
+            }
+            Interaction::History {
+                resource_type,
+                id,
+                params,
+            } => {
+                check_type(resource_type)?;
+                check_id(id, "id")?;
+                let mut url = self.url(&[resource_type, id, "_history"])?;
+                set_query(&mut url, params);
+                (Method::GET, url, None)
+            }
+            Interaction::Search {
+                resource_type,
+                params,
+            } => {
+                check_type(resource_type)?;
+                let query = encode_query(params);
+                let threshold = self.inner.search_post_threshold;
+                if threshold > 0 && query.len() > threshold {
+                    let url = self.url(&[resource_type, "_search"])?;
+                    (
+                        Method::POST,
+                        url,
+                        Some((Bytes::from(query), FORM_URLENCODED)),
+                    )
+                } else {
+                    let mut url = self.url(&[resource_type])?;
+                    if !query.is_empty() {
+                        url.set_query(Some(&query));
+                    }
+                    (Method::GET, url, None)
+                }
+            }
+            Interaction::SearchPage { url } => (Method::GET, self.check_page_url(url)?, None),
+            Interaction::Create {
+                resource_type,
+                body,
+                ..
+            } => {
+                check_type(resource_type)?;
+                let url = self.url(&[resource_type])?;
+                (Method::POST, url, Some((body.clone(), FHIR_JSON)))
+            }
+            Interaction::Update {
+                resource_type,
+                id,
+                body,
+                ..
+            } => {
+                check_type(resource_type)?;
+                check_id(id, "id")?;
+                let url = self.url(&[resource_type, id])?;
+                (Method::PUT, url, Some((body.clone(), FHIR_JSON)))
+            }
+            Interaction::Patch {
+                resource_type,
+                id,
+                json_patch,
+                ..
+            } => {
+                check_type(resource_type)?;
+                check_id(id, "id")?;
+                let url = self.url(&[resource_type, id])?;
+                (Method::PATCH, url, Some((json_patch.clone(), JSON_PATCH)))
+            }
+            Interaction::Delete { resource_type, id } => {
+                check_type(resource_type)?;
+                check_id(id, "id")?;
+                (Method::DELETE, self.url(&[resource_type, id])?, None)
+            }
+            Interaction::Capabilities => (Method::GET, self.url(&["metadata"])?, None),
+        })
+    }
+
+    /// The request headers other than `Authorization`.
+    fn headers(&self, request: &FhirRequest) -> Result<HeaderMap, UpstreamError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static(FHIR_JSON));
+        if let Some(id) = &request.request_id {
+            headers.insert("x-request-id", header_value(id, "X-Request-Id")?);
+        }
+        if let Some(prefer) = request.prefer {
+            headers.insert("prefer", HeaderValue::from_static(prefer.header_value()));
+        }
+        match &request.interaction {
+            Interaction::Create {
+                if_none_exist: Some(query),
+                ..
+            } => {
+                headers.insert("if-none-exist", header_value(query, "If-None-Exist")?);
+            }
+            Interaction::Update {
+                if_match: Some(etag),
+                ..
+            }
+            | Interaction::Patch {
+                if_match: Some(etag),
+                ..
+            } => {
+                headers.insert(header::IF_MATCH, header_value(etag, "If-Match")?);
+            }
+            _ => {}
+        }
+        Ok(headers)
+    }
+
+    /// The `Authorization` header for this request, if any.
+    async fn authorization(
+        &self,
+        request: &FhirRequest,
+    ) -> Result<Option<HeaderValue>, UpstreamError> {
+        let token: SecretString = match (&self.inner.credential, &request.bearer) {
+            (Credential::None, _) | (Credential::Passthrough, None) => return Ok(None),
+            (Credential::Passthrough, Some(token)) => token.clone(),
+            (Credential::System(provider), _) => provider.token().await?,
+        };
+        let mut value =
+            HeaderValue::try_from(format!("Bearer {}", token.expose())).map_err(|_| {
+                UpstreamError::InvalidRequest {
+                    detail: "bearer token is not a valid header value".to_owned(),
+                }
+            })?;
+        value.set_sensitive(true);
+        Ok(Some(value))
+    }
+
+    async fn send(&self, request: FhirRequest) -> Result<FhirResponse, UpstreamError> {
+        let (method, url, body) = self.plan(&request.interaction)?;
+        let mut headers = self.headers(&request)?;
+        if let Some((_, content_type)) = &body {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        }
+        if let Some(auth) = self.authorization(&request).await? {
+            headers.insert(header::AUTHORIZATION, auth);
+        }
+        let mut builder = self
+            .inner
+            .http
+            .request(method, url)
+            .headers(headers)
+            .timeout(self.inner.request_timeout);
+        if let Some((bytes, _)) = body {
+            builder = builder.body(bytes);
+        }
+
+        let started = Instant::now();
+        let result = self.exchange(builder).await;
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let resource_type = request.resource_type().unwrap_or("");
+        match &result {
+            Ok(response) => tracing::debug!(
+                interaction = request.kind(),
+                resource_type,
+                status = response.status,
+                elapsed_ms,
+                "upstream request"
+            ),
+            Err(err) => tracing::debug!(
+                interaction = request.kind(),
+                resource_type,
+                error = %err,
+                elapsed_ms,
+                "upstream request failed"
+            ),
+        }
+        if let (Err(UpstreamError::Unauthorized { .. }), Credential::System(provider)) =
+            (&result, &self.inner.credential)
+        {
+            // The EHR no longer accepts our token (revoked, rotated keys): fetch a new
+            // one next time instead of failing until it expires.
+            provider.invalidate();
+        }
+        result
+    }
+
+    async fn exchange(
+        &self,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<FhirResponse, UpstreamError> {
+        let response = builder.send().await.map_err(UpstreamError::from_reqwest)?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = |name: http::HeaderName| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().to_owned())
+        };
+        if !(200..300).contains(&status) {
+            // The body only serves to recover an OperationOutcome: if it cannot be read,
+            // the status alone still classifies the failure.
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(UpstreamError::from_status(
+                status,
+                &body,
+                text(header::WWW_AUTHENTICATE),
+                text(header::RETRY_AFTER).as_deref(),
+            ));
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(UpstreamError::from_reqwest)?;
+        let etag = text(header::ETAG);
+        let location = text(header::LOCATION).or_else(|| text(header::CONTENT_LOCATION));
+        let version_id = etag.as_deref().and_then(parse_etag_version).or_else(|| {
+            location
+                .as_deref()
+                .and_then(parse_location)
+                .and_then(|r| r.version)
+        });
+        Ok(FhirResponse {
+            status,
+            body,
+            etag,
+            version_id,
+            location,
+            last_modified: text(header::LAST_MODIFIED),
+            content_type: text(header::CONTENT_TYPE),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl FhirUpstream for FhirClient {
+    async fn execute(&self, request: FhirRequest) -> Result<FhirResponse, UpstreamError> {
+        self.send(request).await
+    }
+}
+
+fn check_type(resource_type: &str) -> Result<(), UpstreamError> {
+    if resource_types::is_known(resource_type) {
+        Ok(())
+    } else {
+        Err(UpstreamError::InvalidRequest {
+            detail: "unknown resource type".to_owned(),
+        })
+    }
+}
+
+fn check_id(id: &str, what: &str) -> Result<(), UpstreamError> {
+    if is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(UpstreamError::InvalidRequest {
+            detail: format!("invalid resource {what}"),
+        })
+    }
+}
+
+fn header_value(value: &str, name: &str) -> Result<HeaderValue, UpstreamError> {
+    HeaderValue::from_str(value).map_err(|_| UpstreamError::InvalidRequest {
+        detail: format!("{name} is not a valid header value"),
+    })
+}
+
+fn encode_query(params: &[(String, String)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish()
+}
+
+fn set_query(url: &mut Url, params: &[(String, String)]) {
+    let query = encode_query(params);
+    if !query.is_empty() {
+        url.set_query(Some(&query));
+    }
+}

@@ -1,0 +1,132 @@
+//! A successful (2xx) upstream response: status, raw body and the headers FHIR gives
+//! meaning to (`ETag`, `Location`, `Last-Modified`, `Content-Type`).
+//!
+//! The body is kept as bytes: the gateway parses only what it needs, and a cache stores
+//! the bytes as they came.
+
+use bytes::Bytes;
+use portico_fhir::reference::Reference;
+use serde_json::Value;
+
+use crate::error::UpstreamError;
+
+/// A 2xx response from the EHR. `Debug` shows the body's length, not its content.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FhirResponse {
+    pub status: u16,
+    pub body: Bytes,
+    /// The raw `ETag` header, e.g. `W/"3"`.
+    pub etag: Option<String>,
+    /// The version id from `ETag` (`W/"3"` → `3`), else from a versioned `Location`.
+    pub version_id: Option<String>,
+    /// The `Location` header (or `Content-Location` when `Location` is absent).
+    pub location: Option<String>,
+    /// The raw `Last-Modified` header.
+    pub last_modified: Option<String>,
+    /// The raw `Content-Type` header.
+    pub content_type: Option<String>,
+}
+
+impl std::fmt::Debug for FhirResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FhirResponse")
+            .field("status", &self.status)
+            .field("body_len", &self.body.len())
+            .field("etag", &self.etag)
+            .field("version_id", &self.version_id)
+            .field("location", &self.location)
+            .field("last_modified", &self.last_modified)
+            .field("content_type", &self.content_type)
+            .finish()
+    }
+}
+
+impl FhirResponse {
+    /// The body as JSON; `MalformedBody` if it is empty or not valid JSON.
+    pub fn json(&self) -> Result<Value, UpstreamError> {
+        if self.body.is_empty() {
+            return Err(UpstreamError::MalformedBody {
+                detail: "empty body where json was expected".to_owned(),
+            });
+        }
+        serde_json::from_slice(&self.body).map_err(|e| UpstreamError::MalformedBody {
+            detail: format!("invalid json at line {} column {}", e.line(), e.column()),
+        })
+    }
+
+    /// The resource named by `Location`: type, id and version if present.
+    pub fn location_reference(&self) -> Option<Reference> {
+        self.location.as_deref().and_then(parse_location)
+    }
+}
+
+/// Parses a `Location`/`Content-Location` value (absolute or relative, with or without
+/// `_history/vid`, query ignored) into a reference.
+pub fn parse_location(location: &str) -> Option<Reference> {
+    let location = location.trim();
+    let without_query = location.split(['?', '#']).next().unwrap_or(location);
+    let trimmed = without_query.trim_end_matches('/');
+    Reference::parse(trimmed).ok()
+}
+
+/// The version id in an ETag: `W/"3"` → `3`, `"3"` → `3`; `None` if empty or unquoted.
+pub fn parse_etag_version(etag: &str) -> Option<String> {
+    let etag = etag.trim();
+    let etag = etag.strip_prefix("W/").unwrap_or(etag);
+    let inner = etag.strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.is_empty()).then(|| inner.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etag_versions() {
+        assert_eq!(parse_etag_version("W/\"3\"").as_deref(), Some("3"));
+        assert_eq!(parse_etag_version("\"abc-1\"").as_deref(), Some("abc-1"));
+        assert_eq!(parse_etag_version(" W/\"12\" ").as_deref(), Some("12"));
+        assert_eq!(parse_etag_version("W/\"\""), None);
+        assert_eq!(parse_etag_version("3"), None);
+    }
+
+    #[test]
+    fn locations() {
+        let r = parse_location("http://ehr.example/fhir/Patient/123/_history/4").unwrap();
+        assert_eq!(
+            (
+                r.resource_type.as_str(),
+                r.id.as_str(),
+                r.version.as_deref()
+            ),
+            ("Patient", "123", Some("4"))
+        );
+        let r = parse_location("Observation/abc").unwrap();
+        assert_eq!(
+            (r.resource_type.as_str(), r.id.as_str()),
+            ("Observation", "abc")
+        );
+        assert_eq!(r.version, None);
+        let r = parse_location("https://ehr.example/fhir/Task/t1/_history/2?_format=json").unwrap();
+        assert_eq!(r.version.as_deref(), Some("2"));
+        assert!(parse_location("https://ehr.example/fhir/").is_none());
+        assert!(parse_location("").is_none());
+    }
+
+    #[test]
+    fn json_errors_are_malformed_body_without_content() {
+        let resp = FhirResponse {
+            status: 200,
+            body: Bytes::from_static(b"{\"secret\": "),
+            etag: None,
+            version_id: None,
+            location: None,
+            last_modified: None,
+            content_type: None,
+        };
+        assert!(!format!("{resp:?}").contains("secret"));
+        let err = resp.json().unwrap_err();
+        assert!(matches!(err, UpstreamError::MalformedBody { .. }));
+        assert!(!err.to_string().contains("secret"));
+    }
+}
