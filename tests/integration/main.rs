@@ -1,1 +1,7 @@
-//! integration tests
+//! Portico's integration tests: one binary that drives the real gateway router and the
+//! real sandbox EHR over loopback sockets.
+
+mod gateway;
+mod smart;
+mod support;
+mod upstream;

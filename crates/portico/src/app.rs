@@ -17,6 +17,8 @@ use portico_upstream::{FhirClient, FhirUpstream, ResolvedUpstreamConfig};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::map_request_body::MapRequestBodyLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -132,14 +134,16 @@ pub fn router(state: AppState) -> Router {
                     tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
                 })
                 .on_request(())
-                .on_response(|res: &Response, latency: Duration, _span: &tracing::Span| {
+                .on_response(|res: &axum::http::Response<_>, latency: Duration, _span: &tracing::Span| {
                     tracing::info!(status = res.status().as_u16(), latency_ms = latency.as_secs_f64() * 1000.0, "served");
                 }),
         )
         .layer(PropagateRequestIdLayer::new(request_id))
-        .layer(middleware::from_fn(log_errors))
+        // Refuses declared-too-large bodies at once (413) and caps streamed ones.
+        .layer(RequestBodyLimitLayer::new(server.body_limit_bytes))
+        .layer(MapRequestBodyLayer::new(Body::new))
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, server.request_timeout()))
-        .layer(axum::extract::DefaultBodyLimit::max(server.body_limit_bytes));
+        .layer(middleware::from_fn(log_errors));
 
     Router::new()
         .route("/healthz", get(healthz))

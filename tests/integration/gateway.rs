@@ -1,0 +1,128 @@
+//! The gateway skeleton: probes, request ids, error formats, limits, shutdown.
+
+use std::net::SocketAddr;
+
+use portico_sandbox::faults::FailureKind;
+use portico_upstream::{ResolvedAuth, SecretString};
+use serde_json::Value;
+
+use crate::support::{TestApp, http_client, sandbox};
+
+#[tokio::test]
+async fn healthz_answers_without_the_ehr() {
+    let app = TestApp::spawn().await;
+    app.sandbox.faults().inject(FailureKind::Status503, 1.0, None);
+    let res = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn readyz_follows_the_ehr() {
+    let app = TestApp::spawn().await;
+    let res = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["checks"]["upstream_metadata"]["status"], "ok");
+
+    // The EHR's metadata fails: not ready, and the failing check is named.
+    app.sandbox.faults().inject(FailureKind::Status503, 1.0, Some("/metadata"));
+    let res = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["checks"]["upstream_metadata"]["status"], "failing");
+    assert_eq!(body["checks"]["upstream_credentials"]["status"], "ok");
+
+    app.sandbox.faults().clear();
+    let res = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn readyz_fails_when_the_upstream_credential_is_refused() {
+    let sandbox = sandbox().await;
+    let (config, mut upstream) =
+        portico::demo::gateway_for_sandbox(&sandbox, SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    if let ResolvedAuth::ClientCredentials { client_secret, .. } = &mut upstream.auth {
+        *client_secret = SecretString::new("not-the-secret");
+    } else {
+        panic!("the demo gateway uses client credentials");
+    }
+    let app = portico::app::App::build_with(config, upstream).await.unwrap();
+    let addr = app.local_addr().unwrap();
+    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    let res = http_client().get(format!("http://{addr}/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["checks"]["upstream_credentials"]["status"], "failing");
+    // The secret never appears in what the probe says.
+    assert!(!body.to_string().contains("not-the-secret"));
+}
+
+#[tokio::test]
+async fn request_ids_are_generated_or_propagated() {
+    let app = TestApp::spawn().await;
+    let res = app.http.get(app.url("/healthz")).send().await.unwrap();
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let res = app.http.get(app.url("/healthz")).header("x-request-id", "abc-123").send().await.unwrap();
+    assert_eq!(res.headers()["x-request-id"], "abc-123");
+}
+
+#[tokio::test]
+async fn errors_use_each_surface_format() {
+    let app = TestApp::spawn().await;
+    let res = app.http.get(app.url("/fhir/NoSuchThing/1")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(res.headers()["content-type"], "application/fhir+json");
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["resourceType"], "OperationOutcome");
+    assert_eq!(body["issue"][0]["code"], "not-found");
+
+    let res = app.http.get(app.url("/api/v1/nothing-here")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "not_found");
+    assert_eq!(body["status"], 404);
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_before_anything_else() {
+    let app = TestApp::spawn().await;
+    app.sandbox.faults().reset_stats();
+    let big = vec![b'x'; 200 * 1024];
+    let res = app
+        .http
+        .post(app.url("/fhir/Observation"))
+        .header("content-type", "application/fhir+json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    assert_eq!(app.sandbox.faults().requests(), 0, "nothing went upstream");
+}
+
+#[tokio::test]
+async fn stops_serving_after_shutdown() {
+    let app = TestApp::spawn().await;
+    let url = app.url("/healthz");
+    assert_eq!(app.http.get(&url).send().await.unwrap().status(), 200);
+    drop(app);
+    let mut refused = false;
+    for _ in 0..50 {
+        if http_client().get(&url).send().await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(refused, "the gateway still answers after shutdown");
+}

@@ -1,0 +1,97 @@
+//! Spawning a sandbox EHR and a gateway in front of it, on free ports.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use portico_sandbox::{Sandbox, SandboxConfig};
+use portico_upstream::{
+    ClientAuthMethod, FhirClient, ResolvedAuth, SecretString, UpstreamAuthConfig, UpstreamConfig,
+};
+use tokio::sync::oneshot;
+
+/// A sandbox with few patients, requiring tokens like a real EHR.
+pub async fn sandbox() -> Sandbox {
+    sandbox_with(SandboxConfig { patients: 5, ..SandboxConfig::default() }).await
+}
+
+pub async fn sandbox_with(config: SandboxConfig) -> Sandbox {
+    Sandbox::start(SocketAddr::from(([127, 0, 0, 1], 0)), config).await.expect("sandbox starts")
+}
+
+/// A running gateway in front of a sandbox.
+pub struct TestApp {
+    pub sandbox: Sandbox,
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_on(sandbox().await).await
+    }
+
+    pub async fn spawn_on(sandbox: Sandbox) -> TestApp {
+        let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (mut config, upstream) =
+            portico::demo::gateway_for_sandbox(&sandbox, listen).expect("gateway config");
+        config.server.body_limit_bytes = 64 * 1024;
+        let app = portico::app::App::build_with(config, upstream).await.expect("gateway builds");
+        let addr = app.local_addr().expect("bound");
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(app.run_until_stopped(async {
+            let _ = rx.await;
+        }));
+        TestApp { sandbox, addr, http: http_client(), stop: Some(tx) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A client that never follows redirects, with a short timeout so that nothing hangs.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+/// The secret of one of the sandbox's registered clients.
+pub fn client_secret(sandbox: &Sandbox, client_id: &str) -> String {
+    sandbox
+        .clients()
+        .into_iter()
+        .find(|c| c.client_id == client_id)
+        .and_then(|c| c.client_secret)
+        .expect("client has a secret")
+}
+
+/// An upstream client for the sandbox using `portico-system`'s client credentials.
+pub fn system_client(sandbox: &Sandbox) -> FhirClient {
+    system_client_with(sandbox, |_| {})
+}
+
+pub fn system_client_with(sandbox: &Sandbox, tweak: impl FnOnce(&mut UpstreamConfig)) -> FhirClient {
+    let mut config = UpstreamConfig::new(sandbox.fhir_base().parse().expect("url"), UpstreamAuthConfig::None);
+    tweak(&mut config);
+    let mut resolved = config.resolve().expect("resolves");
+    resolved.auth = ResolvedAuth::ClientCredentials {
+        token_url: format!("{}/auth/token", sandbox.base_url()).parse().expect("url"),
+        client_id: "portico-system".to_owned(),
+        client_secret: SecretString::new(client_secret(sandbox, "portico-system")),
+        scope: Some("system/*.read system/*.write".to_owned()),
+        client_auth: ClientAuthMethod::Basic,
+    };
+    FhirClient::new(resolved).expect("client")
+}
