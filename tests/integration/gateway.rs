@@ -11,7 +11,9 @@ use crate::support::{TestApp, http_client, sandbox};
 #[tokio::test]
 async fn healthz_answers_without_the_ehr() {
     let app = TestApp::spawn().await;
-    app.sandbox.faults().inject(FailureKind::Status503, 1.0, None);
+    app.sandbox
+        .faults()
+        .inject(FailureKind::Status503, 1.0, None);
     let res = app.http.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.text().await.unwrap(), "ok");
@@ -27,7 +29,9 @@ async fn readyz_follows_the_ehr() {
     assert_eq!(body["checks"]["upstream_metadata"]["status"], "ok");
 
     // The EHR's metadata fails: not ready, and the failing check is named.
-    app.sandbox.faults().inject(FailureKind::Status503, 1.0, Some("/metadata"));
+    app.sandbox
+        .faults()
+        .inject(FailureKind::Status503, 1.0, Some("/metadata"));
     let res = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(res.status(), 503);
     let body: Value = res.json().await.unwrap();
@@ -44,19 +48,26 @@ async fn readyz_follows_the_ehr() {
 async fn readyz_fails_when_the_upstream_credential_is_refused() {
     let sandbox = sandbox().await;
     let (config, mut upstream) =
-        portico::demo::gateway_for_sandbox(&sandbox, SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        portico::demo::gateway_for_sandbox(&sandbox, SocketAddr::from(([127, 0, 0, 1], 0)))
+            .unwrap();
     if let ResolvedAuth::ClientCredentials { client_secret, .. } = &mut upstream.auth {
         *client_secret = SecretString::new("not-the-secret");
     } else {
         panic!("the demo gateway uses client credentials");
     }
-    let app = portico::app::App::build_with(config, upstream).await.unwrap();
+    let app = portico::app::App::build_with(config, upstream)
+        .await
+        .unwrap();
     let addr = app.local_addr().unwrap();
     let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
     }));
-    let res = http_client().get(format!("http://{addr}/readyz")).send().await.unwrap();
+    let res = http_client()
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 503);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["checks"]["upstream_credentials"]["status"], "failing");
@@ -70,14 +81,25 @@ async fn request_ids_are_generated_or_propagated() {
     let res = app.http.get(app.url("/healthz")).send().await.unwrap();
     let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(id.len(), 36, "a UUID: {id}");
-    let res = app.http.get(app.url("/healthz")).header("x-request-id", "abc-123").send().await.unwrap();
+    let res = app
+        .http
+        .get(app.url("/healthz"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.headers()["x-request-id"], "abc-123");
 }
 
 #[tokio::test]
 async fn errors_use_each_surface_format() {
     let app = TestApp::spawn().await;
-    let res = app.http.get(app.url("/fhir/NoSuchThing/1")).send().await.unwrap();
+    let res = app
+        .http
+        .get(app.url("/fhir/NoSuchThing/1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 404);
     assert_eq!(res.headers()["content-type"], "application/fhir+json");
     assert_eq!(res.headers()["cache-control"], "no-store");
@@ -85,7 +107,12 @@ async fn errors_use_each_surface_format() {
     assert_eq!(body["resourceType"], "OperationOutcome");
     assert_eq!(body["issue"][0]["code"], "not-found");
 
-    let res = app.http.get(app.url("/api/v1/nothing-here")).send().await.unwrap();
+    let res = app
+        .http
+        .get(app.url("/api/v1/nothing-here"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 404);
     assert_eq!(res.headers()["content-type"], "application/problem+json");
     let body: Value = res.json().await.unwrap();

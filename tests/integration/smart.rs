@@ -21,11 +21,20 @@ fn pkce() -> Pkce {
     rand::thread_rng().fill_bytes(&mut bytes);
     let verifier = URL_SAFE_NO_PAD.encode(bytes);
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-    Pkce { verifier, challenge }
+    Pkce {
+        verifier,
+        challenge,
+    }
 }
 
 /// Runs `/authorize` with `login_hint` and returns the code from the redirect.
-async fn authorize(http: &reqwest::Client, smart: &Value, fhir: &str, patient: &str, pkce: &Pkce) -> String {
+async fn authorize(
+    http: &reqwest::Client,
+    smart: &Value,
+    fhir: &str,
+    patient: &str,
+    pkce: &Pkce,
+) -> String {
     let res = http
         .get(smart["authorization_endpoint"].as_str().unwrap())
         .query(&[
@@ -50,7 +59,12 @@ async fn authorize(http: &reqwest::Client, smart: &Value, fhir: &str, patient: &
     q["code"].clone()
 }
 
-async fn exchange(http: &reqwest::Client, smart: &Value, code: &str, verifier: &str) -> reqwest::Response {
+async fn exchange(
+    http: &reqwest::Client,
+    smart: &Value,
+    code: &str,
+    verifier: &str,
+) -> reqwest::Response {
     http.post(smart["token_endpoint"].as_str().unwrap())
         .form(&[
             ("grant_type", "authorization_code"),
@@ -77,7 +91,10 @@ async fn standalone_patient_launch_with_pkce() {
         .json()
         .await
         .unwrap();
-    assert_eq!(smart["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+    assert_eq!(
+        smart["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
 
     let patient = sandbox.patients()[1].id.clone();
     let pkce = pkce();
@@ -93,9 +110,17 @@ async fn standalone_patient_launch_with_pkce() {
     // The code is single-use.
     let again = exchange(&http, &smart, &code, &pkce.verifier).await;
     assert_eq!(again.status(), 400);
-    assert_eq!(again.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
 
-    let res = http.get(format!("{fhir}/Patient/{patient}")).bearer_auth(access).send().await.unwrap();
+    let res = http
+        .get(format!("{fhir}/Patient/{patient}"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     let p: Value = res.json().await.unwrap();
     assert_eq!(p["id"], patient.as_str());
@@ -127,7 +152,13 @@ async fn a_wrong_verifier_gets_no_token() {
     let smart = portico_sandbox::auth::smart_configuration(sandbox.auth());
     let pkce = pkce();
     let code = authorize(&http, &smart, &fhir, &sandbox.patients()[0].id, &pkce).await;
-    let res = exchange(&http, &smart, &code, "a-different-verifier-of-sufficient-length-1234567").await;
+    let res = exchange(
+        &http,
+        &smart,
+        &code,
+        "a-different-verifier-of-sufficient-length-1234567",
+    )
+    .await;
     assert_eq!(res.status(), 400);
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_grant");
 }
@@ -136,14 +167,32 @@ async fn a_wrong_verifier_gets_no_token() {
 async fn the_sandbox_fhir_api_requires_a_valid_token() {
     let sandbox = sandbox().await;
     let http = http_client();
-    let url = format!("{}/Patient/{}", sandbox.fhir_base(), sandbox.patients()[0].id);
+    let url = format!(
+        "{}/Patient/{}",
+        sandbox.fhir_base(),
+        sandbox.patients()[0].id
+    );
     let res = http.get(&url).send().await.unwrap();
     assert_eq!(res.status(), 401);
-    assert!(res.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
-    let res = http.get(&url).bearer_auth("not.a.jwt").send().await.unwrap();
+    assert!(
+        res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    let res = http
+        .get(&url)
+        .bearer_auth("not.a.jwt")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
     // metadata stays open, as SMART clients expect.
-    let res = http.get(format!("{}/metadata", sandbox.fhir_base())).send().await.unwrap();
+    let res = http
+        .get(format!("{}/metadata", sandbox.fhir_base()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
 }
 

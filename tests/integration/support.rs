@@ -11,11 +11,17 @@ use tokio::sync::oneshot;
 
 /// A sandbox with few patients, requiring tokens like a real EHR.
 pub async fn sandbox() -> Sandbox {
-    sandbox_with(SandboxConfig { patients: 5, ..SandboxConfig::default() }).await
+    sandbox_with(SandboxConfig {
+        patients: 5,
+        ..SandboxConfig::default()
+    })
+    .await
 }
 
 pub async fn sandbox_with(config: SandboxConfig) -> Sandbox {
-    Sandbox::start(SocketAddr::from(([127, 0, 0, 1], 0)), config).await.expect("sandbox starts")
+    Sandbox::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
+        .await
+        .expect("sandbox starts")
 }
 
 /// A running gateway in front of a sandbox.
@@ -36,13 +42,20 @@ impl TestApp {
         let (mut config, upstream) =
             portico::demo::gateway_for_sandbox(&sandbox, listen).expect("gateway config");
         config.server.body_limit_bytes = 64 * 1024;
-        let app = portico::app::App::build_with(config, upstream).await.expect("gateway builds");
+        let app = portico::app::App::build_with(config, upstream)
+            .await
+            .expect("gateway builds");
         let addr = app.local_addr().expect("bound");
         let (tx, rx) = oneshot::channel();
         tokio::spawn(app.run_until_stopped(async {
             let _ = rx.await;
         }));
-        TestApp { sandbox, addr, http: http_client(), stop: Some(tx) }
+        TestApp {
+            sandbox,
+            addr,
+            http: http_client(),
+            stop: Some(tx),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -82,12 +95,20 @@ pub fn system_client(sandbox: &Sandbox) -> FhirClient {
     system_client_with(sandbox, |_| {})
 }
 
-pub fn system_client_with(sandbox: &Sandbox, tweak: impl FnOnce(&mut UpstreamConfig)) -> FhirClient {
-    let mut config = UpstreamConfig::new(sandbox.fhir_base().parse().expect("url"), UpstreamAuthConfig::None);
+pub fn system_client_with(
+    sandbox: &Sandbox,
+    tweak: impl FnOnce(&mut UpstreamConfig),
+) -> FhirClient {
+    let mut config = UpstreamConfig::new(
+        sandbox.fhir_base().parse().expect("url"),
+        UpstreamAuthConfig::None,
+    );
     tweak(&mut config);
     let mut resolved = config.resolve().expect("resolves");
     resolved.auth = ResolvedAuth::ClientCredentials {
-        token_url: format!("{}/auth/token", sandbox.base_url()).parse().expect("url"),
+        token_url: format!("{}/auth/token", sandbox.base_url())
+            .parse()
+            .expect("url"),
         client_id: "portico-system".to_owned(),
         client_secret: SecretString::new(client_secret(sandbox, "portico-system")),
         scope: Some("system/*.read system/*.write".to_owned()),

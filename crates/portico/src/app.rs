@@ -16,9 +16,11 @@ use axum::routing::get;
 use portico_upstream::{FhirClient, FhirUpstream, ResolvedUpstreamConfig};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::map_request_body::MapRequestBodyLayer;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -42,7 +44,13 @@ impl AppState {
     /// State over a real upstream client.
     pub fn new(config: Config, client: FhirClient) -> Self {
         let client = Arc::new(client);
-        AppState { inner: Arc::new(Inner { config, upstream: client.clone(), client }) }
+        AppState {
+            inner: Arc::new(Inner {
+                config,
+                upstream: client.clone(),
+                client,
+            }),
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -78,12 +86,19 @@ impl App {
 
     /// [`build`](Self::build) with an already resolved upstream configuration: the demo
     /// passes the sandbox's in-memory client secret this way.
-    pub async fn build_with(config: Config, upstream: ResolvedUpstreamConfig) -> anyhow::Result<App> {
+    pub async fn build_with(
+        config: Config,
+        upstream: ResolvedUpstreamConfig,
+    ) -> anyhow::Result<App> {
         let client = FhirClient::new(upstream)?;
         let listener = TcpListener::bind(config.server.listen).await?;
         let shutdown_grace = config.server.shutdown_grace();
         let router = router(AppState::new(config, client));
-        Ok(App { listener, router, shutdown_grace })
+        Ok(App {
+            listener,
+            router,
+            shutdown_grace,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -177,7 +192,10 @@ async fn healthz() -> &'static str {
 /// Readiness: the EHR answers its `metadata` and the upstream credential works.
 async fn readyz(State(state): State<AppState>) -> Response {
     let token = state.client().check_auth().await;
-    let metadata = state.upstream().execute(portico_upstream::FhirRequest::capabilities()).await;
+    let metadata = state
+        .upstream()
+        .execute(portico_upstream::FhirRequest::capabilities())
+        .await;
     let check = |r: Result<(), String>| match r {
         Ok(()) => serde_json::json!({"status": "ok"}),
         Err(e) => serde_json::json!({"status": "failing", "error": e}),
@@ -190,14 +208,26 @@ async fn readyz(State(state): State<AppState>) -> Response {
             "upstream_metadata": check(metadata.map(|_| ()).map_err(|e| e.to_string())),
         }
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, axum::Json(body)).into_response()
 }
 
 async fn fhir_not_found() -> FhirError {
-    FhirError(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such FHIR endpoint on this gateway"))
+    FhirError(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such FHIR endpoint on this gateway",
+    ))
 }
 
 async fn portal_not_found() -> PortalError {
-    PortalError(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such portal API endpoint"))
+    PortalError(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such portal API endpoint",
+    ))
 }

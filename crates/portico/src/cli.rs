@@ -96,7 +96,17 @@ mod tests {
 
     #[test]
     fn demo_flags() {
-        let cli = Cli::try_parse_from(["portico", "demo", "--port", "9000", "--ehr-port", "9001", "--patients", "3"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "portico",
+            "demo",
+            "--port",
+            "9000",
+            "--ehr-port",
+            "9001",
+            "--patients",
+            "3",
+        ])
+        .unwrap();
         match cli.command {
             Command::Demo(d) => {
                 assert_eq!((d.port, d.ehr_port, d.data.patients), (9000, 9001, 3));

@@ -78,7 +78,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: "info".to_owned() }
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
     }
 }
 
@@ -99,7 +102,9 @@ pub struct EhrConfig {
 
 impl Default for EhrConfig {
     fn default() -> Self {
-        EhrConfig { profile: EhrProfile::GenericR4 }
+        EhrConfig {
+            profile: EhrProfile::GenericR4,
+        }
     }
 }
 
@@ -115,7 +120,10 @@ pub enum EhrProfile {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{}", .0.join("\n"))]
     Invalid(Vec<String>),
 }
@@ -124,15 +132,19 @@ impl Config {
     /// Loads `path` (TOML), applies `PORTICO__SECTION__KEY` overrides from the process
     /// environment, and validates the result.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::from_sources(&text, Env::prefixed("PORTICO__").split("__"))
     }
 
     /// Loads from TOML text and an environment provider; the seam tests use.
     pub fn from_sources(toml: &str, env: Env) -> Result<Config, ConfigError> {
         let figment = Figment::new().merge(Toml::string(toml)).merge(env);
-        let config: Config = figment.extract().map_err(|e| ConfigError::Invalid(describe(e)))?;
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(describe(e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -142,15 +154,18 @@ impl Config {
         let mut problems = Vec::new();
         let s = &self.server;
         if s.body_limit_bytes == 0 {
-            problems.push("config key `server.body_limit_bytes`: must be greater than 0".to_owned());
+            problems
+                .push("config key `server.body_limit_bytes`: must be greater than 0".to_owned());
         }
         if s.request_timeout_ms == 0 {
-            problems.push("config key `server.request_timeout_ms`: must be greater than 0".to_owned());
+            problems
+                .push("config key `server.request_timeout_ms`: must be greater than 0".to_owned());
         }
         if let Some(url) = &s.public_url
             && !matches!(url.scheme(), "http" | "https")
         {
-            problems.push("config key `server.public_url`: must be an http or https URL".to_owned());
+            problems
+                .push("config key `server.public_url`: must be an http or https URL".to_owned());
         }
         if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             problems.push(format!("config key `log.level`: not a valid filter: {e}"));
@@ -160,7 +175,11 @@ impl Config {
         if let Err(e) = self.upstream.resolve() {
             problems.push(format!("config: {e}"));
         }
-        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
     }
 
     /// The public URL of the gateway, without a trailing slash.
@@ -182,7 +201,10 @@ fn describe(error: figment::Error) -> Vec<String> {
             let what = match &e.kind {
                 Kind::UnknownField(field, expected) => {
                     key = with_field(&e.path, field);
-                    format!("is not a known key (expected one of: {})", expected.join(", "))
+                    format!(
+                        "is not a known key (expected one of: {})",
+                        expected.join(", ")
+                    )
                 }
                 Kind::MissingField(field) => {
                     key = with_field(&e.path, field);
@@ -241,7 +263,9 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         let text = format!("{MINIMAL}\n[server]\nlisen = \"0.0.0.0:1\"\n");
-        let err = Config::from_sources(&text, no_env()).unwrap_err().to_string();
+        let err = Config::from_sources(&text, no_env())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`server.lisen`"), "{err}");
         assert!(err.contains("listen"), "{err}");
     }
@@ -249,7 +273,9 @@ mod tests {
     #[test]
     fn bad_value_is_named() {
         let text = format!("{MINIMAL}\n[server]\nlisten = \"not an address\"\n");
-        let err = Config::from_sources(&text, no_env()).unwrap_err().to_string();
+        let err = Config::from_sources(&text, no_env())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`server.listen`"), "{err}");
     }
 
@@ -262,14 +288,19 @@ mod tests {
     #[test]
     fn semantic_checks() {
         let text = format!("{MINIMAL}\n[server]\nbody_limit_bytes = 0\n");
-        let err = Config::from_sources(&text, no_env()).unwrap_err().to_string();
+        let err = Config::from_sources(&text, no_env())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`server.body_limit_bytes`"), "{err}");
         let text = format!("{MINIMAL}\n[ehr]\nprofile = \"allscripts\"\n");
-        let err = Config::from_sources(&text, no_env()).unwrap_err().to_string();
+        let err = Config::from_sources(&text, no_env())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`ehr.profile`"), "{err}");
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment::Error
     fn env_overrides_file() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("PORTICO__SERVER__LISTEN", "127.0.0.1:9999");

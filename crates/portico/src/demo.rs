@@ -39,7 +39,10 @@ async fn start_sandbox(port: u16, config: SandboxConfig) -> Result<Sandbox, Exit
     let started = std::time::Instant::now();
     match Sandbox::start(addr, config).await {
         Ok(s) => {
-            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "sandbox EHR ready");
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "sandbox EHR ready"
+            );
             Ok(s)
         }
         Err(e) => {
@@ -75,8 +78,8 @@ pub fn gateway_for_sandbox(
             client_auth: ClientAuthMethod::Basic,
         },
     );
-    let mut resolved = UpstreamConfig::new(upstream.base_url.clone(), UpstreamAuthConfig::None)
-        .resolve()?;
+    let mut resolved =
+        UpstreamConfig::new(upstream.base_url.clone(), UpstreamAuthConfig::None).resolve()?;
     resolved.auth = ResolvedAuth::ClientCredentials {
         token_url,
         client_id: SYSTEM_CLIENT.to_owned(),
@@ -85,7 +88,10 @@ pub fn gateway_for_sandbox(
         client_auth: ClientAuthMethod::Basic,
     };
     let config = Config {
-        server: ServerConfig { listen, ..ServerConfig::default() },
+        server: ServerConfig {
+            listen,
+            ..ServerConfig::default()
+        },
         log: LogConfig::default(),
         ehr: EhrConfig::default(),
         upstream,
@@ -95,7 +101,10 @@ pub fn gateway_for_sandbox(
 
 /// `portico demo`.
 pub async fn run_demo(args: DemoArgs) -> ExitCode {
-    crate::telemetry::init(&LogConfig { level: "info,tower_http=warn".to_owned(), ..LogConfig::default() });
+    crate::telemetry::init(&LogConfig {
+        level: "info,tower_http=warn".to_owned(),
+        ..LogConfig::default()
+    });
     let sandbox = match start_sandbox(args.ehr_port, sandbox_config(&args.data, true)).await {
         Ok(s) => s,
         Err(code) => return code,
@@ -128,7 +137,10 @@ pub async fn run_demo(args: DemoArgs) -> ExitCode {
 
 /// `portico sandbox`.
 pub async fn run_sandbox(args: SandboxArgs) -> ExitCode {
-    crate::telemetry::init(&LogConfig { level: "info,tower_http=warn".to_owned(), ..LogConfig::default() });
+    crate::telemetry::init(&LogConfig {
+        level: "info,tower_http=warn".to_owned(),
+        ..LogConfig::default()
+    });
     let sandbox = match start_sandbox(args.port, sandbox_config(&args.data, !args.no_auth)).await {
         Ok(s) => s,
         Err(code) => return code,
@@ -145,11 +157,22 @@ fn sandbox_banner(sandbox: &Sandbox) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\nSandbox EHR (synthetic data only)");
     let _ = writeln!(out, "  FHIR R4 base        {base}/fhir");
-    let _ = writeln!(out, "  SMART configuration {base}/fhir/.well-known/smart-configuration");
-    let _ = writeln!(out, "  authorize / token   {base}/auth/authorize   {base}/auth/token");
+    let _ = writeln!(
+        out,
+        "  SMART configuration {base}/fhir/.well-known/smart-configuration"
+    );
+    let _ = writeln!(
+        out,
+        "  authorize / token   {base}/auth/authorize   {base}/auth/token"
+    );
     let _ = writeln!(out, "  patients (JSON)     {base}/auth/patients");
     let patients = sandbox.patients();
-    let _ = writeln!(out, "\nDemo patients ({} generated; first {}):", patients.len(), LISTED_PATIENTS.min(patients.len()));
+    let _ = writeln!(
+        out,
+        "\nDemo patients ({} generated; first {}):",
+        patients.len(),
+        LISTED_PATIENTS.min(patients.len())
+    );
     for p in patients.iter().take(LISTED_PATIENTS) {
         let _ = writeln!(out, "  {:<10} {:<28} born {}", p.id, p.name, p.birth_date);
     }
@@ -159,7 +182,11 @@ fn sandbox_banner(sandbox: &Sandbox) -> String {
             Some(s) => format!("secret {s}"),
             None => "public, no secret".to_owned(),
         };
-        let _ = writeln!(out, "  {:<16} {:<26} {}", c.client_id, secret, c.description);
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<26} {}",
+            c.client_id, secret, c.description
+        );
     }
     out
 }
@@ -167,14 +194,27 @@ fn sandbox_banner(sandbox: &Sandbox) -> String {
 fn banner(sandbox: &Sandbox, gateway: SocketAddr) -> String {
     use std::fmt::Write;
     let mut out = sandbox_banner(sandbox);
-    let first = sandbox.patients().first().map(|p| p.id.clone()).unwrap_or_default();
+    let first = sandbox
+        .patients()
+        .first()
+        .map(|p| p.id.clone())
+        .unwrap_or_default();
     let ehr_port = sandbox.addr().port();
     let _ = writeln!(out, "\nGateway: http://{gateway}");
-    let _ = writeln!(out, "  liveness / readiness  http://{gateway}/healthz   http://{gateway}/readyz");
+    let _ = writeln!(
+        out,
+        "  liveness / readiness  http://{gateway}/healthz   http://{gateway}/readyz"
+    );
     let _ = writeln!(out, "\nTry:");
     let _ = writeln!(out, "  curl -s http://{gateway}/readyz");
-    let _ = writeln!(out, "  # log in as {first} (authorization code + PKCE S256, demo-app) and read the record:");
-    let _ = writeln!(out, "  python3 scripts/smart-login.py --ehr http://127.0.0.1:{ehr_port} --patient {first}");
+    let _ = writeln!(
+        out,
+        "  # log in as {first} (authorization code + PKCE S256, demo-app) and read the record:"
+    );
+    let _ = writeln!(
+        out,
+        "  python3 scripts/smart-login.py --ehr http://127.0.0.1:{ehr_port} --patient {first}"
+    );
     let _ = writeln!(out, "\nCtrl-C stops both.");
     out
 }

@@ -26,7 +26,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), retry_after: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     pub fn not_found() -> Self {
@@ -42,7 +47,11 @@ impl ApiError {
     }
 
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
     }
 
     fn issue_code(&self) -> IssueCode {
@@ -84,7 +93,11 @@ impl From<&UpstreamError> for ApiError {
         use UpstreamError as U;
         match e {
             U::NotFound { .. } | U::Gone { .. } => ApiError::not_found(),
-            U::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", "the resource changed; reload and try again"),
+            U::Conflict { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "the resource changed; reload and try again",
+            ),
             U::PreconditionFailed { .. } => ApiError::new(
                 StatusCode::PRECONDITION_FAILED,
                 "version_conflict",
@@ -97,9 +110,17 @@ impl From<&UpstreamError> for ApiError {
             ),
             U::RateLimited { retry_after } => ApiError {
                 retry_after: retry_after.map(|d| d.as_secs().max(1)),
-                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "upstream_busy", "the EHR is busy; try again shortly")
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream_busy",
+                    "the EHR is busy; try again shortly",
+                )
             },
-            U::Timeout => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "the EHR did not answer in time"),
+            U::Timeout => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "the EHR did not answer in time",
+            ),
             U::Unauthorized { .. } | U::Forbidden { .. } | U::Auth { .. } => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "upstream_auth",
@@ -109,7 +130,11 @@ impl From<&UpstreamError> for ApiError {
             // that slipped past the handlers' own checks): the client's input was bad.
             U::InvalidRequest { .. } => ApiError::bad_request("invalid request"),
             U::Server { .. } | U::Connect { .. } | U::MalformedBody { .. } | U::Protocol { .. } => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", "the EHR is unavailable")
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unavailable",
+                    "the EHR is unavailable",
+                )
             }
         }
     }
@@ -136,9 +161,10 @@ impl IntoResponse for FhirError {
         let e = self.0;
         let body = outcome::error(e.issue_code(), &e.message);
         let mut response = (e.status, Json(body)).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(portico_fhir::FHIR_JSON));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(portico_fhir::FHIR_JSON),
+        );
         e.finish(response)
     }
 }
@@ -164,9 +190,10 @@ impl IntoResponse for PortalError {
             "detail": e.message,
         });
         let mut response = (e.status, Json(body)).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         e.finish(response)
     }
 }

@@ -22,6 +22,10 @@ pub fn init(config: &LogConfig) {
         .with_target(true);
     let _ = match config.format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
     };
 }
