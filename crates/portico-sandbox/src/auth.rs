@@ -70,7 +70,10 @@ pub struct AuthConfig {
 impl AuthConfig {
     /// A config with one-hour access tokens.
     pub fn new(base_url: impl Into<String>) -> AuthConfig {
-        AuthConfig { base_url: base_url.into(), token_lifetime: Duration::from_secs(3600) }
+        AuthConfig {
+            base_url: base_url.into(),
+            token_lifetime: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -126,10 +129,17 @@ impl std::fmt::Debug for ClientRegistration {
 impl ClientRegistration {
     /// What a patient-facing client may be granted.
     pub fn patient_scopes() -> Vec<String> {
-        ["openid", "fhirUser", "launch/patient", "offline_access", "online_access", "patient/*.*"]
-            .into_iter()
-            .map(String::from)
-            .collect()
+        [
+            "openid",
+            "fhirUser",
+            "launch/patient",
+            "offline_access",
+            "online_access",
+            "patient/*.*",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect()
     }
 
     /// What a system (backend services) client may be granted.
@@ -138,7 +148,10 @@ impl ClientRegistration {
     }
 
     /// A SMART Backend Services client authenticating with `private_key_jwt`.
-    pub fn backend_service(client_id: impl Into<String>, public_key_pem: impl Into<String>) -> ClientRegistration {
+    pub fn backend_service(
+        client_id: impl Into<String>,
+        public_key_pem: impl Into<String>,
+    ) -> ClientRegistration {
         ClientRegistration {
             client_id: client_id.into(),
             public_key_pem: Some(public_key_pem.into()),
@@ -223,7 +236,10 @@ pub(crate) struct OAuthError {
 }
 
 fn oauth(code: ErrorCode, description: impl Into<String>) -> OAuthError {
-    OAuthError { code, description: description.into() }
+    OAuthError {
+        code,
+        description: description.into(),
+    }
 }
 
 /// Form or query parameters, empty values dropped (RFC 6749 §3.1), repeats refused.
@@ -247,7 +263,10 @@ impl Params {
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -353,7 +372,8 @@ impl GrantState {
         self.refresh.retain(|_, r| r.expires > now);
         self.spent_refresh.retain(|_, (_, expires)| *expires > now);
         let unix = unix_now();
-        self.jtis.retain(|_, exp| *exp + ASSERTION_LEEWAY_SECS as i64 >= unix);
+        self.jtis
+            .retain(|_, exp| *exp + ASSERTION_LEEWAY_SECS as i64 >= unix);
     }
 }
 
@@ -404,6 +424,9 @@ pub struct AuthServer {
     patient_ids: HashSet<String>,
     clients: RwLock<Vec<Arc<Client>>>,
     state: Mutex<GrantState>,
+    /// Other FHIR bases apps may name as `aud` at `/authorize` (a gateway in front of
+    /// the sandbox); tokens still carry the sandbox's own base as `aud`.
+    extra_audiences: RwLock<Vec<String>>,
 }
 
 impl std::fmt::Debug for AuthServer {
@@ -418,7 +441,10 @@ impl std::fmt::Debug for AuthServer {
 }
 
 fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn random_token() -> String {
@@ -430,18 +456,26 @@ fn random_token() -> String {
 /// Compares secrets without leaking where they differ (or their lengths).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let (da, db) = (Sha256::digest(a), Sha256::digest(b));
-    da.iter().zip(db.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    da.iter()
+        .zip(db.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// RFC 7636 §4.1: 43 to 128 unreserved characters.
 fn valid_code_verifier(verifier: &str) -> bool {
     (43..=128).contains(&verifier.len())
-        && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 /// A S256 challenge is the unpadded base64url of a SHA-256 digest: 43 characters.
 fn valid_s256_challenge(challenge: &str) -> bool {
-    challenge.len() == 43 && challenge.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+    challenge.len() == 43
+        && challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }
 
 impl AuthServer {
@@ -467,6 +501,7 @@ impl AuthServer {
                 next_family: 1,
                 last_purge: Instant::now(),
             }),
+            extra_audiences: RwLock::new(Vec::new()),
         };
         for reg in Self::standard_clients() {
             server.register_client(reg);
@@ -570,7 +605,11 @@ impl AuthServer {
     }
 
     fn client(&self, client_id: &str) -> Option<Arc<Client>> {
-        self.clients.read().iter().find(|c| c.id() == client_id).cloned()
+        self.clients
+            .read()
+            .iter()
+            .find(|c| c.id() == client_id)
+            .cloned()
     }
 
     /// The published key set.
@@ -581,11 +620,17 @@ impl AuthServer {
     /// Mints an access token directly (tests and tools). `patient` makes it a patient
     /// token (`patient`, `fhirUser`, `sub` = the patient id); otherwise `sub` is the client.
     /// Returns an empty string only if signing fails, which a valid key never does.
-    pub fn issue_access_token(&self, client_id: &str, scope: &str, patient: Option<&str>) -> String {
-        self.mint_access(client_id, scope, patient).unwrap_or_else(|error| {
-            tracing::error!(%error, "signing an access token failed");
-            String::new()
-        })
+    pub fn issue_access_token(
+        &self,
+        client_id: &str,
+        scope: &str,
+        patient: Option<&str>,
+    ) -> String {
+        self.mint_access(client_id, scope, patient)
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "signing an access token failed");
+                String::new()
+            })
     }
 
     /// Verifies signature, `alg` (RS256 only), `kid`, `iss`, `aud` and `exp`.
@@ -598,7 +643,11 @@ impl AuthServer {
             .ok_or(AuthError::Malformed)?;
         match header.get("alg").and_then(Value::as_str) {
             Some("RS256") => {}
-            Some(other) => return Err(AuthError::UnsupportedAlgorithm(other.chars().take(16).collect())),
+            Some(other) => {
+                return Err(AuthError::UnsupportedAlgorithm(
+                    other.chars().take(16).collect(),
+                ));
+            }
             None => return Err(AuthError::Malformed),
         }
         if let Some(kid) = header.get("kid")
@@ -618,14 +667,23 @@ impl AuthServer {
                 match e.kind() {
                     ErrorKind::ExpiredSignature => AuthError::Expired,
                     ErrorKind::InvalidSignature => AuthError::InvalidSignature,
-                    ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => AuthError::WrongIssuerOrAudience,
-                    ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => AuthError::InvalidClaims,
+                    ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
+                        AuthError::WrongIssuerOrAudience
+                    }
+                    ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => {
+                        AuthError::InvalidClaims
+                    }
                     _ => AuthError::Malformed,
                 }
             })
     }
 
-    fn mint_access(&self, client_id: &str, scope: &str, patient: Option<&str>) -> Result<String, jsonwebtoken::errors::Error> {
+    fn mint_access(
+        &self,
+        client_id: &str,
+        scope: &str,
+        patient: Option<&str>,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let iat = unix_now();
         let claims = TokenClaims {
             iss: &self.issuer,
@@ -642,7 +700,12 @@ impl AuthServer {
         self.key.sign(&claims)
     }
 
-    fn mint_id_token(&self, client_id: &str, patient: &str, nonce: Option<&str>) -> Result<String, jsonwebtoken::errors::Error> {
+    fn mint_id_token(
+        &self,
+        client_id: &str,
+        patient: &str,
+        nonce: Option<&str>,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let iat = unix_now();
         let claims = IdTokenClaims {
             iss: &self.issuer,
@@ -656,16 +719,37 @@ impl AuthServer {
         self.key.sign(&claims)
     }
 
+    /// Lets apps name `fhir_base` (for example a gateway's `/fhir`) as `aud` at
+    /// `/authorize`, besides the sandbox's own FHIR base.
+    pub fn add_audience(&self, fhir_base: &str) {
+        let base = fhir_base.trim_end_matches('/').to_owned();
+        let mut extra = self.extra_audiences.write();
+        if !extra.contains(&base) {
+            extra.push(base);
+        }
+    }
+
+    fn accepts_audience(&self, aud: &str) -> bool {
+        let aud = aud.trim_end_matches('/');
+        aud == self.fhir_base || self.extra_audiences.read().iter().any(|a| a == aud)
+    }
+
     /// Decides what `/auth/authorize` does with `params`.
     pub(crate) fn authorize(&self, params: &Params) -> AuthorizeOutcome {
         let Some(client_id) = params.get("client_id") else {
-            return AuthorizeOutcome::Reject(oauth(ErrorCode::InvalidRequest, "client_id is required"));
+            return AuthorizeOutcome::Reject(oauth(
+                ErrorCode::InvalidRequest,
+                "client_id is required",
+            ));
         };
         let Some(client) = self.client(client_id) else {
             return AuthorizeOutcome::Reject(oauth(ErrorCode::InvalidClient, "unknown client_id"));
         };
         let Some(redirect_uri) = params.get("redirect_uri") else {
-            return AuthorizeOutcome::Reject(oauth(ErrorCode::InvalidRequest, "redirect_uri is required"));
+            return AuthorizeOutcome::Reject(oauth(
+                ErrorCode::InvalidRequest,
+                "redirect_uri is required",
+            ));
         };
         if !client.redirect_allowed(redirect_uri) {
             return AuthorizeOutcome::Reject(oauth(
@@ -676,66 +760,108 @@ impl AuthServer {
         // From here on the redirect URI is trusted: errors go back to the client.
         let state = params.get("state");
         let fail = |code: ErrorCode, description: &str| {
-            AuthorizeOutcome::Redirect(redirect_with(redirect_uri, &[
-                ("error", Some(code.as_str())),
-                ("error_description", Some(description)),
-                ("state", state),
-            ]))
+            AuthorizeOutcome::Redirect(redirect_with(
+                redirect_uri,
+                &[
+                    ("error", Some(code.as_str())),
+                    ("error_description", Some(description)),
+                    ("state", state),
+                ],
+            ))
         };
         match params.get("response_type") {
             Some("code") => {}
-            Some(_) => return fail(ErrorCode::UnsupportedResponseType, "only response_type=code is supported"),
+            Some(_) => {
+                return fail(
+                    ErrorCode::UnsupportedResponseType,
+                    "only response_type=code is supported",
+                );
+            }
             None => return fail(ErrorCode::InvalidRequest, "response_type is required"),
         }
         if state.is_none() {
             return fail(ErrorCode::InvalidRequest, "state is required");
         }
         if !client.allows(GrantType::AuthorizationCode) {
-            return fail(ErrorCode::UnauthorizedClient, "client may not use the authorization code grant");
+            return fail(
+                ErrorCode::UnauthorizedClient,
+                "client may not use the authorization code grant",
+            );
         }
         if params.get("code_challenge_method") != Some("S256") {
-            return fail(ErrorCode::InvalidRequest, "code_challenge_method must be S256");
+            return fail(
+                ErrorCode::InvalidRequest,
+                "code_challenge_method must be S256",
+            );
         }
-        let Some(challenge) = params.get("code_challenge").filter(|c| valid_s256_challenge(c)) else {
-            return fail(ErrorCode::InvalidRequest, "code_challenge is missing or malformed");
+        let Some(challenge) = params
+            .get("code_challenge")
+            .filter(|c| valid_s256_challenge(c))
+        else {
+            return fail(
+                ErrorCode::InvalidRequest,
+                "code_challenge is missing or malformed",
+            );
         };
         if let Some(aud) = params.get("aud")
-            && aud.trim_end_matches('/') != self.fhir_base
+            && !self.accepts_audience(aud)
         {
-            return fail(ErrorCode::InvalidRequest, "aud does not name this server's fhir base");
+            return fail(
+                ErrorCode::InvalidRequest,
+                "aud does not name this server's fhir base",
+            );
         }
         let Some(scope) = params.get("scope") else {
             return fail(ErrorCode::InvalidScope, "scope is required");
         };
         let granted = scopes::grant(&scopes::split(scope), &client.reg.allowed_scopes);
         if granted.is_empty() {
-            return fail(ErrorCode::InvalidScope, "none of the requested scopes can be granted to this client");
+            return fail(
+                ErrorCode::InvalidScope,
+                "none of the requested scopes can be granted to this client",
+            );
         }
-        let Some(patient) = params.get("login_hint").filter(|p| self.patient_ids.contains(*p)) else {
-            return AuthorizeOutcome::PickPatient { client_id: client_id.to_owned(), scope: granted.join(" ") };
+        let Some(patient) = params
+            .get("login_hint")
+            .filter(|p| self.patient_ids.contains(*p))
+        else {
+            return AuthorizeOutcome::PickPatient {
+                client_id: client_id.to_owned(),
+                scope: granted.join(" "),
+            };
         };
         let code = random_token();
         let now = Instant::now();
         {
             let mut grants = self.state.lock();
             grants.purge(now);
-            grants.codes.insert(code.clone(), CodeGrant {
-                client_id: client_id.to_owned(),
-                redirect_uri: redirect_uri.to_owned(),
-                code_challenge: challenge.to_owned(),
-                scopes: granted,
-                patient: patient.to_owned(),
-                nonce: params.get("nonce").map(str::to_owned),
-                expires: now + CODE_LIFETIME,
-            });
+            grants.codes.insert(
+                code.clone(),
+                CodeGrant {
+                    client_id: client_id.to_owned(),
+                    redirect_uri: redirect_uri.to_owned(),
+                    code_challenge: challenge.to_owned(),
+                    scopes: granted,
+                    patient: patient.to_owned(),
+                    nonce: params.get("nonce").map(str::to_owned),
+                    expires: now + CODE_LIFETIME,
+                },
+            );
         }
         tracing::debug!(client_id, "authorization code issued");
-        AuthorizeOutcome::Redirect(redirect_with(redirect_uri, &[("code", Some(&code)), ("state", state)]))
+        AuthorizeOutcome::Redirect(redirect_with(
+            redirect_uri,
+            &[("code", Some(&code)), ("state", state)],
+        ))
     }
 
     /// Handles a `/auth/token` request. `basic` is the decoded `Authorization: Basic`
     /// credential pair, if one was sent.
-    pub(crate) fn token(&self, params: &Params, basic: Option<(String, String)>) -> Result<Value, OAuthError> {
+    pub(crate) fn token(
+        &self,
+        params: &Params,
+        basic: Option<(String, String)>,
+    ) -> Result<Value, OAuthError> {
         let grant_type = params
             .get("grant_type")
             .ok_or_else(|| oauth(ErrorCode::InvalidRequest, "grant_type is required"))?;
@@ -743,18 +869,29 @@ impl AuthServer {
             "authorization_code" => GrantType::AuthorizationCode,
             "refresh_token" => GrantType::RefreshToken,
             "client_credentials" => GrantType::ClientCredentials,
-            _ => return Err(oauth(ErrorCode::UnsupportedGrantType, "unsupported grant_type")),
+            _ => {
+                return Err(oauth(
+                    ErrorCode::UnsupportedGrantType,
+                    "unsupported grant_type",
+                ));
+            }
         };
         let (client, authenticated) = self.authenticate(params, basic)?;
         if !client.allows(grant) {
-            return Err(oauth(ErrorCode::UnauthorizedClient, "client may not use this grant type"));
+            return Err(oauth(
+                ErrorCode::UnauthorizedClient,
+                "client may not use this grant type",
+            ));
         }
         let response = match grant {
             GrantType::AuthorizationCode => self.exchange_code(&client, params),
             GrantType::RefreshToken => self.refresh(&client, params),
             GrantType::ClientCredentials => {
                 if !authenticated {
-                    return Err(oauth(ErrorCode::InvalidClient, "client_credentials needs client authentication"));
+                    return Err(oauth(
+                        ErrorCode::InvalidClient,
+                        "client_credentials needs client authentication",
+                    ));
                 }
                 self.client_credentials(&client, params)
             }
@@ -767,34 +904,57 @@ impl AuthServer {
 
     /// Identifies and authenticates the client. The flag says whether it proved a
     /// credential (false for a public client naming itself).
-    fn authenticate(&self, params: &Params, basic: Option<(String, String)>) -> Result<(Arc<Client>, bool), OAuthError> {
+    fn authenticate(
+        &self,
+        params: &Params,
+        basic: Option<(String, String)>,
+    ) -> Result<(Arc<Client>, bool), OAuthError> {
         let invalid = |d: &str| oauth(ErrorCode::InvalidClient, d);
         let form_id = params.get("client_id");
-        let methods = [basic.is_some(), params.get("client_secret").is_some(), params.get("client_assertion").is_some()];
+        let methods = [
+            basic.is_some(),
+            params.get("client_secret").is_some(),
+            params.get("client_assertion").is_some(),
+        ];
         if methods.iter().filter(|m| **m).count() > 1 {
-            return Err(oauth(ErrorCode::InvalidRequest, "use exactly one client authentication method"));
+            return Err(oauth(
+                ErrorCode::InvalidRequest,
+                "use exactly one client authentication method",
+            ));
         }
         if let Some((id, secret)) = basic {
             if form_id.is_some_and(|f| f != id) {
                 return Err(invalid("client_id does not match the basic credentials"));
             }
-            let client = self.client(&id).ok_or_else(|| invalid("client authentication failed"))?;
+            let client = self
+                .client(&id)
+                .ok_or_else(|| invalid("client authentication failed"))?;
             return match &client.reg.secret {
-                Some(expected) if constant_time_eq(expected.as_bytes(), secret.as_bytes()) => Ok((client, true)),
+                Some(expected) if constant_time_eq(expected.as_bytes(), secret.as_bytes()) => {
+                    Ok((client, true))
+                }
                 _ => Err(invalid("client authentication failed")),
             };
         }
         if let Some(secret) = params.get("client_secret") {
-            let id = form_id.ok_or_else(|| oauth(ErrorCode::InvalidRequest, "client_id is required"))?;
-            let client = self.client(id).ok_or_else(|| invalid("client authentication failed"))?;
+            let id =
+                form_id.ok_or_else(|| oauth(ErrorCode::InvalidRequest, "client_id is required"))?;
+            let client = self
+                .client(id)
+                .ok_or_else(|| invalid("client authentication failed"))?;
             return match &client.reg.secret {
-                Some(expected) if constant_time_eq(expected.as_bytes(), secret.as_bytes()) => Ok((client, true)),
+                Some(expected) if constant_time_eq(expected.as_bytes(), secret.as_bytes()) => {
+                    Ok((client, true))
+                }
                 _ => Err(invalid("client authentication failed")),
             };
         }
         if let Some(assertion) = params.get("client_assertion") {
             if params.get("client_assertion_type") != Some(CLIENT_ASSERTION_TYPE) {
-                return Err(oauth(ErrorCode::InvalidRequest, "unsupported client_assertion_type"));
+                return Err(oauth(
+                    ErrorCode::InvalidRequest,
+                    "unsupported client_assertion_type",
+                ));
             }
             return self.verify_assertion(assertion, form_id).map(|c| (c, true));
         }
@@ -807,9 +967,14 @@ impl AuthServer {
     }
 
     /// `private_key_jwt`: verifies the assertion against the client's registered keys.
-    fn verify_assertion(&self, assertion: &str, form_id: Option<&str>) -> Result<Arc<Client>, OAuthError> {
+    fn verify_assertion(
+        &self,
+        assertion: &str,
+        form_id: Option<&str>,
+    ) -> Result<Arc<Client>, OAuthError> {
         let invalid = |d: &str| oauth(ErrorCode::InvalidClient, d);
-        let header = jsonwebtoken::decode_header(assertion).map_err(|_| invalid("client assertion is malformed"))?;
+        let header = jsonwebtoken::decode_header(assertion)
+            .map_err(|_| invalid("client assertion is malformed"))?;
         // The issuer is read unverified only to find the key; it is verified below.
         let unverified: Value = jsonwebtoken::dangerous::insecure_decode_claims(assertion)
             .map_err(|_| invalid("client assertion is malformed"))?;
@@ -820,7 +985,9 @@ impl AuthServer {
         if form_id.is_some_and(|f| f != client_id) {
             return Err(invalid("client_id does not match the assertion issuer"));
         }
-        let client = self.client(client_id).ok_or_else(|| invalid("client authentication failed"))?;
+        let client = self
+            .client(client_id)
+            .ok_or_else(|| invalid("client authentication failed"))?;
         let candidates: Vec<&ClientKey> = client
             .keys
             .iter()
@@ -831,7 +998,9 @@ impl AuthServer {
             })
             .collect();
         if candidates.is_empty() {
-            return Err(invalid("no registered key accepts this assertion's algorithm"));
+            return Err(invalid(
+                "no registered key accepts this assertion's algorithm",
+            ));
         }
         let mut validation = Validation::new(header.alg);
         validation.leeway = ASSERTION_LEEWAY_SECS;
@@ -841,14 +1010,23 @@ impl AuthServer {
         validation.set_audience(&[&self.token_url]);
         let claims = candidates
             .iter()
-            .find_map(|k| jsonwebtoken::decode::<AssertionClaims>(assertion, &k.key, &validation).ok())
-            .ok_or_else(|| invalid("client assertion is invalid, expired or not for this token endpoint"))?
+            .find_map(|k| {
+                jsonwebtoken::decode::<AssertionClaims>(assertion, &k.key, &validation).ok()
+            })
+            .ok_or_else(|| {
+                invalid("client assertion is invalid, expired or not for this token endpoint")
+            })?
             .claims;
         let now = unix_now();
         if claims.exp > now + MAX_ASSERTION_LIFETIME_SECS + ASSERTION_LEEWAY_SECS as i64 {
-            return Err(invalid("client assertion expires more than five minutes ahead"));
+            return Err(invalid(
+                "client assertion expires more than five minutes ahead",
+            ));
         }
-        let jti = claims.jti.filter(|j| !j.is_empty()).ok_or_else(|| invalid("client assertion has no jti"))?;
+        let jti = claims
+            .jti
+            .filter(|j| !j.is_empty())
+            .ok_or_else(|| invalid("client assertion has no jti"))?;
         let mut grants = self.state.lock();
         grants.purge(Instant::now());
         let key = (client.id().to_owned(), jti);
@@ -861,7 +1039,9 @@ impl AuthServer {
     }
 
     fn exchange_code(&self, client: &Client, params: &Params) -> Result<Value, OAuthError> {
-        let code = params.get("code").ok_or_else(|| oauth(ErrorCode::InvalidRequest, "code is required"))?;
+        let code = params
+            .get("code")
+            .ok_or_else(|| oauth(ErrorCode::InvalidRequest, "code is required"))?;
         let redirect_uri = params
             .get("redirect_uri")
             .ok_or_else(|| oauth(ErrorCode::InvalidRequest, "redirect_uri is required"))?;
@@ -875,21 +1055,34 @@ impl AuthServer {
             grants.codes.remove(code)
         };
         let invalid = |d: &str| oauth(ErrorCode::InvalidGrant, d);
-        let grant = grant.ok_or_else(|| invalid("authorization code is unknown, expired or already used"))?;
+        let grant = grant
+            .ok_or_else(|| invalid("authorization code is unknown, expired or already used"))?;
         if grant.expires <= Instant::now() {
-            return Err(invalid("authorization code is unknown, expired or already used"));
+            return Err(invalid(
+                "authorization code is unknown, expired or already used",
+            ));
         }
         if grant.client_id != client.id() {
             return Err(invalid("authorization code was issued to another client"));
         }
         if grant.redirect_uri != redirect_uri {
-            return Err(invalid("redirect_uri does not match the authorization request"));
+            return Err(invalid(
+                "redirect_uri does not match the authorization request",
+            ));
         }
         let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-        if !valid_code_verifier(verifier) || !constant_time_eq(computed.as_bytes(), grant.code_challenge.as_bytes()) {
+        if !valid_code_verifier(verifier)
+            || !constant_time_eq(computed.as_bytes(), grant.code_challenge.as_bytes())
+        {
             return Err(invalid("code_verifier does not match the code challenge"));
         }
-        self.issue_tokens(client, &grant.scopes, Some(&grant.patient), grant.nonce.as_deref(), None)
+        self.issue_tokens(
+            client,
+            &grant.scopes,
+            Some(&grant.patient),
+            grant.nonce.as_deref(),
+            None,
+        )
     }
 
     fn refresh(&self, client: &Client, params: &Params) -> Result<Value, OAuthError> {
@@ -908,7 +1101,9 @@ impl AuthServer {
                 return Err(invalid("refresh token was already used"));
             }
             match grants.refresh.get(token) {
-                Some(g) if g.client_id != client.id() => return Err(invalid("refresh token was issued to another client")),
+                Some(g) if g.client_id != client.id() => {
+                    return Err(invalid("refresh token was issued to another client"));
+                }
                 Some(g) if g.expires <= now => return Err(invalid("refresh token has expired")),
                 Some(_) => {}
                 None => return Err(invalid("refresh token is unknown")),
@@ -916,7 +1111,9 @@ impl AuthServer {
             let Some(grant) = grants.refresh.remove(token) else {
                 return Err(invalid("refresh token is unknown"));
             };
-            grants.spent_refresh.insert(token.to_owned(), (grant.family, grant.expires));
+            grants
+                .spent_refresh
+                .insert(token.to_owned(), (grant.family, grant.expires));
             grant
         };
         let scopes = match params.get("scope") {
@@ -924,12 +1121,21 @@ impl AuthServer {
             Some(requested) => {
                 let requested = scopes::split(requested);
                 if !requested.iter().all(|s| scopes::contains(&grant.scopes, s)) {
-                    return Err(oauth(ErrorCode::InvalidScope, "a refresh cannot widen the granted scopes"));
+                    return Err(oauth(
+                        ErrorCode::InvalidScope,
+                        "a refresh cannot widen the granted scopes",
+                    ));
                 }
                 requested
             }
         };
-        self.issue_tokens(client, &scopes, grant.patient.as_deref(), None, Some(grant.family))
+        self.issue_tokens(
+            client,
+            &scopes,
+            grant.patient.as_deref(),
+            None,
+            Some(grant.family),
+        )
     }
 
     fn client_credentials(&self, client: &Client, params: &Params) -> Result<Value, OAuthError> {
@@ -938,7 +1144,10 @@ impl AuthServer {
             None => client.reg.allowed_scopes.clone(),
         };
         if scopes.is_empty() {
-            return Err(oauth(ErrorCode::InvalidScope, "none of the requested scopes can be granted to this client"));
+            return Err(oauth(
+                ErrorCode::InvalidScope,
+                "none of the requested scopes can be granted to this client",
+            ));
         }
         self.issue_tokens(client, &scopes, None, None, None)
     }
@@ -958,7 +1167,9 @@ impl AuthServer {
             oauth(ErrorCode::ServerError, "token signing failed")
         };
         let scope = granted.join(" ");
-        let access = self.mint_access(client.id(), &scope, patient).map_err(signing_failed)?;
+        let access = self
+            .mint_access(client.id(), &scope, patient)
+            .map_err(signing_failed)?;
         let mut body = json!({
             "access_token": access,
             "token_type": "Bearer",
@@ -969,25 +1180,37 @@ impl AuthServer {
             body["patient"] = json!(patient);
             body["need_patient_banner"] = json!(false);
             if scopes::contains(granted, "openid") {
-                body["id_token"] = json!(self.mint_id_token(client.id(), patient, nonce).map_err(signing_failed)?);
+                body["id_token"] = json!(
+                    self.mint_id_token(client.id(), patient, nonce)
+                        .map_err(signing_failed)?
+                );
             }
         }
         let offline = scopes::contains(granted, "offline_access");
-        if (offline || scopes::contains(granted, "online_access")) && client.allows(GrantType::RefreshToken) {
+        if (offline || scopes::contains(granted, "online_access"))
+            && client.allows(GrantType::RefreshToken)
+        {
             let token = random_token();
-            let lifetime = if offline { OFFLINE_REFRESH_LIFETIME } else { ONLINE_REFRESH_LIFETIME };
+            let lifetime = if offline {
+                OFFLINE_REFRESH_LIFETIME
+            } else {
+                ONLINE_REFRESH_LIFETIME
+            };
             let mut grants = self.state.lock();
             let family = family.unwrap_or_else(|| {
                 grants.next_family += 1;
                 grants.next_family
             });
-            grants.refresh.insert(token.clone(), RefreshGrant {
-                client_id: client.id().to_owned(),
-                scopes: granted.to_vec(),
-                patient: patient.map(str::to_owned),
-                family,
-                expires: Instant::now() + lifetime,
-            });
+            grants.refresh.insert(
+                token.clone(),
+                RefreshGrant {
+                    client_id: client.id().to_owned(),
+                    scopes: granted.to_vec(),
+                    patient: patient.map(str::to_owned),
+                    family,
+                    expires: Instant::now() + lifetime,
+                },
+            );
             drop(grants);
             body["refresh_token"] = json!(token);
         }

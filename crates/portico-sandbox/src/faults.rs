@@ -217,7 +217,8 @@ impl Faults {
             };
         }
         let fails = config.failure_rate >= 1.0
-            || (config.failure_rate > 0.0 && rand::thread_rng().r#gen::<f64>() < config.failure_rate);
+            || (config.failure_rate > 0.0
+                && rand::thread_rng().r#gen::<f64>() < config.failure_rate);
         Decision {
             latency: Duration::from_millis(config.latency_ms),
             failure: fails.then_some(config.failure_kind),
@@ -248,7 +249,11 @@ fn failure_response(status: StatusCode, message: &str) -> Response {
 }
 
 /// The `/fhir` middleware: counts the request, then applies latency and faults.
-pub async fn middleware(State(faults): State<Arc<Faults>>, request: Request, next: Next) -> Response {
+pub async fn middleware(
+    State(faults): State<Arc<Faults>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let path = request
         .extensions()
         .get::<OriginalUri>()
@@ -389,7 +394,10 @@ mod tests {
         assert_eq!(d.latency, Duration::from_millis(7));
         assert_eq!(d.failure, None);
         faults.inject(FailureKind::Reset, 1.0, Some("/Slot"));
-        assert_eq!(faults.decide("/fhir/Slot").failure, Some(FailureKind::Reset));
+        assert_eq!(
+            faults.decide("/fhir/Slot").failure,
+            Some(FailureKind::Reset)
+        );
         let other = faults.decide("/fhir/Patient/1");
         assert_eq!((other.failure, other.latency), (None, Duration::ZERO));
         faults.inject(FailureKind::Status500, 0.0, None);

@@ -1,7 +1,8 @@
 //! The FHIR R4 REST interactions of the sandbox (`/fhir/...`), following R4 `http.html`
 //! and `search.html`: read, vread, instance `_history`, search (GET and POST
 //! `_search`), create (with `If-None-Exist`), update (with `If-Match`, creating on a
-//! missing id), JSON Patch, delete, and the CapabilityStatement that lists exactly these.
+//! missing id), JSON Patch, delete, batch and transaction Bundles ([`batch`]), and the
+//! CapabilityStatement that lists exactly these.
 //!
 //! Invariants:
 //! - every error is an OperationOutcome with the status R4 prescribes (see [`FhirError`]);
@@ -26,6 +27,8 @@ use serde_json::{Value, json};
 use crate::search::{self, ParamKind, SearchError, SearchQuery, TypeInfo};
 use crate::server::SandboxState;
 use crate::store::{self, Created, Method, SearchResult, StoreError, StoredResource};
+
+mod batch;
 
 /// An error answered as an OperationOutcome.
 #[derive(Debug, Clone)]
@@ -77,12 +80,16 @@ impl From<StoreError> for FhirError {
             StoreError::Gone { .. } => {
                 FhirError::new(StatusCode::GONE, IssueCode::Deleted, message)
             }
-            StoreError::VersionMismatch { .. } => {
-                FhirError::new(StatusCode::PRECONDITION_FAILED, IssueCode::Conflict, message)
-            }
-            StoreError::MultipleMatches(_) => {
-                FhirError::new(StatusCode::PRECONDITION_FAILED, IssueCode::Duplicate, message)
-            }
+            StoreError::VersionMismatch { .. } => FhirError::new(
+                StatusCode::PRECONDITION_FAILED,
+                IssueCode::Conflict,
+                message,
+            ),
+            StoreError::MultipleMatches(_) => FhirError::new(
+                StatusCode::PRECONDITION_FAILED,
+                IssueCode::Duplicate,
+                message,
+            ),
             StoreError::Invalid(_) => FhirError::bad_request(message),
         }
     }
@@ -119,7 +126,7 @@ fn fhir_response(status: StatusCode, body: Body) -> Response {
 /// `metadata` and `.well-known/smart-configuration` are in [`public_router`].
 pub fn router(state: SandboxState) -> Router {
     Router::new()
-        .route("/", post(batch_unsupported))
+        .route("/", post(batch::handle))
         .route("/{ty}", get(search_get).post(create))
         .route("/{ty}/_search", post(search_post))
         .route(
@@ -150,14 +157,6 @@ pub async fn method_not_allowed() -> FhirError {
         StatusCode::METHOD_NOT_ALLOWED,
         IssueCode::NotSupported,
         "method not allowed on this path",
-    )
-}
-
-async fn batch_unsupported() -> FhirError {
-    FhirError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        IssueCode::NotSupported,
-        "batch and transaction Bundles are not supported by this server",
     )
 }
 
@@ -280,7 +279,9 @@ fn check_value(ty: &TypeInfo, value: &Value, bytes: &[u8]) -> Result<(), FhirErr
         )));
     }
     if let Some(id) = value.get("id")
-        && !id.as_str().is_some_and(portico_fhir::reference::is_valid_id)
+        && !id
+            .as_str()
+            .is_some_and(portico_fhir::reference::is_valid_id)
     {
         return Err(FhirError::unprocessable("id is not a valid FHIR id"));
     }
@@ -293,13 +294,14 @@ fn check_value(ty: &TypeInfo, value: &Value, bytes: &[u8]) -> Result<(), FhirErr
     }
     // fhirbolt 0.4 panics on some inputs (for example an empty array); the shape check
     // above rules out the known ones, and a panic still only ever becomes a 422 here.
-    let parsed = std::panic::catch_unwind(|| parse_resource(bytes, Mode::Strict)).map_err(|_| {
-        FhirError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            IssueCode::Structure,
-            "the resource could not be parsed",
-        )
-    })?;
+    let parsed =
+        std::panic::catch_unwind(|| parse_resource(bytes, Mode::Strict)).map_err(|_| {
+            FhirError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                IssueCode::Structure,
+                "the resource could not be parsed",
+            )
+        })?;
     match parsed {
         Ok(_) => Ok(()),
         Err(ParseError::Json(e)) => Err(FhirError::bad_request(format!(
@@ -316,7 +318,13 @@ fn check_value(ty: &TypeInfo, value: &Value, bytes: &[u8]) -> Result<(), FhirErr
 /// The FHIR JSON rules that fhirbolt does not check (or panics on): no empty arrays,
 /// objects or strings, and `null` only inside arrays (R4 `json.html`).
 fn json_shape(value: &Value, path: &str) -> Result<(), String> {
-    let at = |p: &str| if p.is_empty() { "the resource".to_owned() } else { p.to_owned() };
+    let at = |p: &str| {
+        if p.is_empty() {
+            "the resource".to_owned()
+        } else {
+            p.to_owned()
+        }
+    };
     match value {
         Value::Null => Err(format!("null is not allowed at {}", at(path))),
         Value::String(s) if s.trim().is_empty() => {
@@ -484,35 +492,44 @@ async fn history(
     Path((ty, id)): Path<(String, String)>,
 ) -> FhirResult {
     let ty = supported_type(&ty)?;
-    let versions = state.store.history(ty.name, &id)?;
+    Ok(fhir_response(
+        StatusCode::OK,
+        history_bundle(&state, ty, &id)?.into(),
+    ))
+}
+
+/// The `history` Bundle of `ty/id`, newest version first.
+pub(crate) fn history_bundle(
+    state: &SandboxState,
+    ty: &'static TypeInfo,
+    id: &str,
+) -> Result<Vec<u8>, FhirError> {
+    let versions = state.store.history(ty.name, id)?;
     let self_link = format!("{}/{}/{id}/_history", state.fhir_base(), ty.name);
-    let mut out = bundle_head("history", Some(versions.len()), &[("self", self_link)]);
-    for (i, r) in versions.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    let mut bundle = BundleWriter::new("history", Some(versions.len()), &[("self", self_link)]);
+    for r in &versions {
+        let out = bundle.entry();
         let (method, url, status) = match r.method {
             Method::Create => ("POST", r.resource_type.to_owned(), "201 Created"),
             Method::Update => ("PUT", r.relative(), "200 OK"),
             Method::Delete => ("DELETE", r.relative(), "204 No Content"),
         };
         out.extend_from_slice(b"{\"fullUrl\":");
-        push_json(&mut out, &Value::String(state.full_url(r)));
+        push_json(out, &Value::String(state.full_url(r)));
         if let Some(body) = &r.body {
             out.extend_from_slice(b",\"resource\":");
             out.extend_from_slice(body);
         }
         out.extend_from_slice(b",\"request\":");
-        push_json(&mut out, &json!({"method": method, "url": url}));
+        push_json(out, &json!({"method": method, "url": url}));
         out.extend_from_slice(b",\"response\":");
         push_json(
-            &mut out,
+            out,
             &json!({"status": status, "etag": r.etag(), "lastModified": store::instant(r.last_updated_ms)}),
         );
         out.push(b'}');
     }
-    out.extend_from_slice(b"]}");
-    Ok(fhir_response(StatusCode::OK, out.into()))
+    Ok(bundle.finish())
 }
 
 async fn search_get(
@@ -534,7 +551,8 @@ async fn search_post(
     body: Bytes,
 ) -> FhirResult {
     let ty = supported_type(&ty)?;
-    if !body.is_empty() && media_type(&headers).as_deref() != Some("application/x-www-form-urlencoded")
+    if !body.is_empty()
+        && media_type(&headers).as_deref() != Some("application/x-www-form-urlencoded")
     {
         return Err(FhirError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -557,13 +575,22 @@ fn run_search(
     params: &[(String, String)],
     lenient: bool,
 ) -> FhirResult {
-    let query = SearchQuery::parse(ty, params, lenient)?;
-    let store = state.store.clone();
-    let result = store.search(&query);
     Ok(fhir_response(
         StatusCode::OK,
-        searchset(state, &query, &result).into(),
+        search_bundle(state, ty, params, lenient)?.into(),
     ))
+}
+
+/// The `searchset` Bundle of a search.
+pub(crate) fn search_bundle(
+    state: &SandboxState,
+    ty: &'static TypeInfo,
+    params: &[(String, String)],
+    lenient: bool,
+) -> Result<Vec<u8>, FhirError> {
+    let query = SearchQuery::parse(ty, params, lenient)?;
+    let result = state.store.search(&query);
+    Ok(searchset(state, &query, &result))
 }
 
 fn push_json(out: &mut Vec<u8>, value: &Value) {
@@ -571,26 +598,54 @@ fn push_json(out: &mut Vec<u8>, value: &Value) {
     let _ = serde_json::to_writer(&mut *out, value);
 }
 
-/// The opening of a Bundle, up to and including `"entry":[`.
-fn bundle_head(kind: &str, total: Option<usize>, links: &[(&str, String)]) -> Vec<u8> {
-    let mut head = json!({
-        "resourceType": "Bundle",
-        "id": uuid::Uuid::new_v4().to_string(),
-        "meta": {"lastUpdated": store::instant(chrono::Utc::now().timestamp_millis())},
-        "type": kind,
-    });
-    if let Some(total) = total {
-        head["total"] = json!(total);
+/// Writes a Bundle as bytes, splicing stored resources in without re-parsing them.
+/// `entry` is left out when there are no entries (FHIR JSON forbids empty arrays).
+pub(crate) struct BundleWriter {
+    out: Vec<u8>,
+    entries: usize,
+}
+
+impl BundleWriter {
+    pub(crate) fn new(kind: &str, total: Option<usize>, links: &[(&str, String)]) -> BundleWriter {
+        let mut head = json!({
+            "resourceType": "Bundle",
+            "id": uuid::Uuid::new_v4().to_string(),
+            "meta": {"lastUpdated": store::instant(chrono::Utc::now().timestamp_millis())},
+            "type": kind,
+        });
+        if let Some(total) = total {
+            head["total"] = json!(total);
+        }
+        if !links.is_empty() {
+            head["link"] = links
+                .iter()
+                .map(|(relation, url)| json!({"relation": relation, "url": url}))
+                .collect();
+        }
+        let mut out = Vec::with_capacity(4096);
+        push_json(&mut out, &head);
+        out.pop(); // the closing brace
+        BundleWriter { out, entries: 0 }
     }
-    head["link"] = links
-        .iter()
-        .map(|(relation, url)| json!({"relation": relation, "url": url}))
-        .collect();
-    let mut out = Vec::with_capacity(4096);
-    push_json(&mut out, &head);
-    out.pop(); // the closing brace
-    out.extend_from_slice(b",\"entry\":[");
-    out
+
+    /// Starts an entry and returns the buffer to write its JSON object into.
+    pub(crate) fn entry(&mut self) -> &mut Vec<u8> {
+        if self.entries == 0 {
+            self.out.extend_from_slice(b",\"entry\":[");
+        } else {
+            self.out.push(b',');
+        }
+        self.entries += 1;
+        &mut self.out
+    }
+
+    pub(crate) fn finish(mut self) -> Vec<u8> {
+        if self.entries > 0 {
+            self.out.push(b']');
+        }
+        self.out.push(b'}');
+        self.out
+    }
 }
 
 fn page_link(state: &SandboxState, query: &SearchQuery, offset: usize) -> String {
@@ -618,29 +673,162 @@ fn searchset(state: &SandboxState, query: &SearchQuery, result: &SearchResult) -
             ));
         }
     }
-    let mut out = bundle_head("searchset", Some(result.total), &links);
+    let mut bundle = BundleWriter::new("searchset", Some(result.total), &links);
     let entries = result
         .matches
         .iter()
         .map(|r| (r, "match"))
         .chain(result.includes.iter().map(|r| (r, "include")));
-    let mut first = true;
     for (r, mode) in entries {
         let Some(body) = &r.body else { continue };
-        if !first {
-            out.push(b',');
-        }
-        first = false;
+        let out = bundle.entry();
         out.extend_from_slice(b"{\"fullUrl\":");
-        push_json(&mut out, &Value::String(state.full_url(r)));
+        push_json(out, &Value::String(state.full_url(r)));
         out.extend_from_slice(b",\"resource\":");
         out.extend_from_slice(body);
         out.extend_from_slice(b",\"search\":{\"mode\":\"");
         out.extend_from_slice(mode.as_bytes());
         out.extend_from_slice(b"\"}}");
     }
-    out.extend_from_slice(b"]}");
-    out
+    bundle.finish()
+}
+
+/// Parses an `If-None-Exist` value (`identifier=x|y`, optionally with a leading `Type?`).
+pub(crate) fn parse_condition(
+    ty: &'static TypeInfo,
+    value: &str,
+) -> Result<SearchQuery, FhirError> {
+    let value = value.split_once('?').map_or(value, |(_, q)| q);
+    let params = query_pairs(Some(value));
+    if params.is_empty() {
+        return Err(FhirError::bad_request(
+            "If-None-Exist has no search parameters",
+        ));
+    }
+    Ok(SearchQuery::parse(ty, &params, false)?)
+}
+
+/// create: checks the body and stores it (or finds the `If-None-Exist` match).
+pub(crate) fn do_create(
+    state: &SandboxState,
+    ty: &'static TypeInfo,
+    body: &[u8],
+    if_none_exist: Option<&str>,
+) -> Result<(StatusCode, StoredResource), FhirError> {
+    let resource = check_resource(ty, body)?;
+    let condition = if_none_exist
+        .map(|value| parse_condition(ty, value))
+        .transpose()?;
+    Ok(
+        match state.store.create(ty.name, resource, condition.as_ref())? {
+            Created::New(r) => (StatusCode::CREATED, r),
+            Created::Existing(r) => (StatusCode::OK, r),
+        },
+    )
+}
+
+/// The checks of update on its body: a valid resource whose id is the URL's.
+pub(crate) fn check_update(
+    ty: &'static TypeInfo,
+    id: &str,
+    body: &[u8],
+) -> Result<Value, FhirError> {
+    if !portico_fhir::reference::is_valid_id(id) {
+        return Err(FhirError::bad_request(format!(
+            "'{id}' is not a valid FHIR id"
+        )));
+    }
+    let resource = check_resource(ty, body)?;
+    match resource.get("id").and_then(Value::as_str) {
+        None => Err(FhirError::bad_request("the resource has no id")),
+        Some(body_id) if body_id != id => Err(FhirError::bad_request(format!(
+            "the resource id '{body_id}' does not match the URL's '{id}'"
+        ))),
+        Some(_) => Ok(resource),
+    }
+}
+
+/// update: 200 for a new version, 201 when it created the resource.
+pub(crate) fn do_update(
+    state: &SandboxState,
+    ty: &'static TypeInfo,
+    id: &str,
+    body: &[u8],
+    if_match: Option<u32>,
+) -> Result<(StatusCode, StoredResource), FhirError> {
+    let resource = check_update(ty, id, body)?;
+    let (r, created) = state.store.update(ty.name, id, resource, if_match)?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, r))
+}
+
+/// Applies a JSON Patch to the current version of `ty/id` and checks the result.
+/// Returns the patched resource and the version it was made from.
+pub(crate) fn patched(
+    state: &SandboxState,
+    ty: &'static TypeInfo,
+    id: &str,
+    operations: &json_patch::Patch,
+    if_match: Option<u32>,
+) -> Result<(Value, u32), FhirError> {
+    let current = state.store.read(ty.name, id)?;
+    if let Some(expected) = if_match
+        && expected != current.version
+    {
+        return Err(StoreError::VersionMismatch {
+            expected,
+            current: current.version.to_string(),
+        }
+        .into());
+    }
+    let internal = |e: serde_json::Error| {
+        FhirError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            IssueCode::Exception,
+            e.to_string(),
+        )
+    };
+    let bytes = current.body.clone().unwrap_or_default();
+    let mut doc: Value = serde_json::from_slice(&bytes).map_err(internal)?;
+    let before = (doc.get("resourceType").cloned(), doc.get("id").cloned());
+    json_patch::patch(&mut doc, operations)
+        .map_err(|e| FhirError::unprocessable(format!("the patch cannot be applied: {e}")))?;
+    if (doc.get("resourceType").cloned(), doc.get("id").cloned()) != before {
+        return Err(FhirError::unprocessable(
+            "a patch may not change the resource's id or resourceType",
+        ));
+    }
+    let patched = serde_json::to_vec(&doc).map_err(internal)?;
+    check_value(ty, &doc, &patched)?;
+    Ok((doc, current.version))
+}
+
+/// patch: optimistic concurrency on the version that was patched; without `If-Match`,
+/// retried a few times when another writer got in between.
+pub(crate) fn do_patch(
+    state: &SandboxState,
+    ty: &'static TypeInfo,
+    id: &str,
+    operations: &json_patch::Patch,
+    if_match: Option<u32>,
+) -> Result<StoredResource, FhirError> {
+    for _ in 0..5 {
+        let (doc, version) = patched(state, ty, id, operations, if_match)?;
+        match state.store.update(ty.name, id, doc, Some(version)) {
+            Ok((r, _)) => return Ok(r),
+            Err(StoreError::VersionMismatch { .. }) if if_match.is_none() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(FhirError::new(
+        StatusCode::CONFLICT,
+        IssueCode::Conflict,
+        "the resource kept changing while it was being patched",
+    ))
 }
 
 async fn create(
@@ -651,32 +839,22 @@ async fn create(
 ) -> FhirResult {
     let ty = supported_type(&ty)?;
     require_fhir_json(&headers)?;
-    let resource = check_resource(ty, &body)?;
-    let pref = prefer(&headers);
-    let condition = match headers.get("if-none-exist") {
+    let if_none_exist = match headers.get("if-none-exist") {
         None => None,
-        Some(value) => {
-            let value = value
+        Some(value) => Some(
+            value
                 .to_str()
-                .map_err(|_| FhirError::bad_request("If-None-Exist is not valid text"))?;
-            let value = value.split_once('?').map_or(value, |(_, q)| q);
-            let params = query_pairs(Some(value));
-            if params.is_empty() {
-                return Err(FhirError::bad_request("If-None-Exist has no search parameters"));
-            }
-            Some(SearchQuery::parse(ty, &params, false)?)
-        }
+                .map_err(|_| FhirError::bad_request("If-None-Exist is not valid text"))?,
+        ),
     };
-    match state.store.create(ty.name, resource, condition.as_ref())? {
-        Created::New(r) => Ok(resource_response(
-            &state,
-            StatusCode::CREATED,
-            &r,
-            pref.ret,
-            true,
-        )),
-        Created::Existing(r) => Ok(resource_response(&state, StatusCode::OK, &r, pref.ret, true)),
-    }
+    let (status, r) = do_create(&state, ty, &body, if_none_exist)?;
+    Ok(resource_response(
+        &state,
+        status,
+        &r,
+        prefer(&headers).ret,
+        true,
+    ))
 }
 
 async fn update(
@@ -687,27 +865,14 @@ async fn update(
 ) -> FhirResult {
     let ty = supported_type(&ty)?;
     require_fhir_json(&headers)?;
-    if !portico_fhir::reference::is_valid_id(&id) {
-        return Err(FhirError::bad_request(format!("'{id}' is not a valid FHIR id")));
-    }
-    let resource = check_resource(ty, &body)?;
-    match resource.get("id").and_then(Value::as_str) {
-        None => return Err(FhirError::bad_request("the resource has no id")),
-        Some(body_id) if body_id != id => {
-            return Err(FhirError::bad_request(format!(
-                "the resource id '{body_id}' does not match the URL's '{id}'"
-            )));
-        }
-        Some(_) => {}
-    }
-    let expected = if_match(&headers)?;
-    let (r, created) = state.store.update(ty.name, &id, resource, expected)?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(resource_response(&state, status, &r, prefer(&headers).ret, true))
+    let (status, r) = do_update(&state, ty, &id, &body, if_match(&headers)?)?;
+    Ok(resource_response(
+        &state,
+        status,
+        &r,
+        prefer(&headers).ret,
+        true,
+    ))
 }
 
 async fn patch(
@@ -724,55 +889,20 @@ async fn patch(
             "PATCH takes application/json-patch+json",
         ));
     }
-    let operations: json_patch::Patch = serde_json::from_slice(&body)
-        .map_err(|e| FhirError::bad_request(format!("invalid JSON Patch document: {e}")))?;
-    let expected = if_match(&headers)?;
-    // Optimistic concurrency: patch the version we read, store only if it is still
-    // current; without If-Match, retry a few times when another writer got in between.
-    for _ in 0..5 {
-        let current = state.store.read(ty.name, &id)?;
-        if let Some(expected) = expected
-            && expected != current.version
-        {
-            return Err(StoreError::VersionMismatch {
-                expected,
-                current: current.version.to_string(),
-            }
-            .into());
-        }
-        let bytes = current.body.clone().unwrap_or_default();
-        let mut doc: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| FhirError::new(StatusCode::INTERNAL_SERVER_ERROR, IssueCode::Exception, e.to_string()))?;
-        let before = (doc.get("resourceType").cloned(), doc.get("id").cloned());
-        json_patch::patch(&mut doc, &operations)
-            .map_err(|e| FhirError::unprocessable(format!("the patch cannot be applied: {e}")))?;
-        if (doc.get("resourceType").cloned(), doc.get("id").cloned()) != before {
-            return Err(FhirError::unprocessable(
-                "a patch may not change the resource's id or resourceType",
-            ));
-        }
-        let patched = serde_json::to_vec(&doc)
-            .map_err(|e| FhirError::new(StatusCode::INTERNAL_SERVER_ERROR, IssueCode::Exception, e.to_string()))?;
-        check_value(ty, &doc, &patched)?;
-        match state.store.update(ty.name, &id, doc, Some(current.version)) {
-            Ok((r, _)) => {
-                return Ok(resource_response(
-                    &state,
-                    StatusCode::OK,
-                    &r,
-                    prefer(&headers).ret,
-                    false,
-                ));
-            }
-            Err(StoreError::VersionMismatch { .. }) if expected.is_none() => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(FhirError::new(
-        StatusCode::CONFLICT,
-        IssueCode::Conflict,
-        "the resource kept changing while it was being patched",
+    let operations = parse_patch(&body)?;
+    let r = do_patch(&state, ty, &id, &operations, if_match(&headers)?)?;
+    Ok(resource_response(
+        &state,
+        StatusCode::OK,
+        &r,
+        prefer(&headers).ret,
+        false,
     ))
+}
+
+pub(crate) fn parse_patch(body: &[u8]) -> Result<json_patch::Patch, FhirError> {
+    serde_json::from_slice(body)
+        .map_err(|e| FhirError::bad_request(format!("invalid JSON Patch document: {e}")))
 }
 
 async fn delete(
@@ -781,8 +911,7 @@ async fn delete(
     headers: HeaderMap,
 ) -> FhirResult {
     let ty = supported_type(&ty)?;
-    let expected = if_match(&headers)?;
-    let deleted = state.store.delete(ty.name, &id, expected)?;
+    let deleted = state.store.delete(ty.name, &id, if_match(&headers)?)?;
     let mut response = fhir_response(StatusCode::NO_CONTENT, Body::empty());
     if let Some(r) = deleted {
         set_header(&mut response, header::ETAG, &r.etag());
@@ -884,6 +1013,7 @@ pub fn capability_statement(base_url: &str) -> Value {
                 }]
             },
             "resource": resources,
+            "interaction": [{"code": "batch"}, {"code": "transaction"}],
             "searchParam": [
                 {"name": "_count", "type": "number", "documentation": "page size, default 50, at most 1000; 0 means _summary=count"},
                 {"name": "_offset", "type": "number", "documentation": "index of the first match (used by the paging links)"},
@@ -928,7 +1058,10 @@ mod tests {
     #[test]
     fn prefer_header() {
         let mut h = HeaderMap::new();
-        h.insert("prefer", HeaderValue::from_static("return=minimal, handling=lenient"));
+        h.insert(
+            "prefer",
+            HeaderValue::from_static("return=minimal, handling=lenient"),
+        );
         let p = prefer(&h);
         assert_eq!(p.ret, Return::Minimal);
         assert!(p.lenient);
@@ -952,10 +1085,12 @@ mod tests {
             .map(|p| p["name"].as_str().unwrap())
             .collect();
         assert!(names.contains(&"schedule") && names.contains(&"start") && names.contains(&"_id"));
-        assert!(slot["searchInclude"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("Slot:schedule")));
+        assert!(
+            slot["searchInclude"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("Slot:schedule"))
+        );
         let oauth = &rest["security"]["extension"][0]["extension"];
         assert_eq!(oauth[0]["valueUri"], "http://127.0.0.1:1/auth/authorize");
         assert_eq!(oauth[1]["valueUri"], "http://127.0.0.1:1/auth/token");
@@ -963,4 +1098,3 @@ mod tests {
         parse_resource(cs.to_string().as_bytes(), Mode::Strict).unwrap();
     }
 }
-

@@ -329,7 +329,11 @@ pub static TABLE: &[(&str, &[ParamDef])] = &[
             t("class", &["class"]),
             t("type", &["type"]),
             r("participant", &["participant.individual"], ANY),
-            r("practitioner", &["participant.individual"], &["Practitioner"]),
+            r(
+                "practitioner",
+                &["participant.individual"],
+                &["Practitioner"],
+            ),
             t("participant-type", &["participant.type"]),
             r("location", &["location.location"], &["Location"]),
             d("location-period", &["location.period"]),
@@ -341,7 +345,10 @@ pub static TABLE: &[(&str, &[ParamDef])] = &[
             r("part-of", &["partOf"], &["Encounter"]),
             r("account", &["account"], &["Account"]),
             r("appointment", &["appointment"], &["Appointment"]),
-            t("special-arrangement", &["hospitalization.specialArrangement"]),
+            t(
+                "special-arrangement",
+                &["hospitalization.specialArrangement"],
+            ),
         ],
     ),
     (
@@ -935,7 +942,9 @@ fn extract_strings(node: &Value, emit: &mut dyn FnMut(&str)) {
             for part in PARTS {
                 match map.get(*part) {
                     Some(Value::String(s)) => emit(s),
-                    Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).for_each(&mut *emit),
+                    Some(Value::Array(items)) => {
+                        items.iter().filter_map(Value::as_str).for_each(&mut *emit)
+                    }
                     _ => {}
                 }
             }
@@ -1164,7 +1173,10 @@ fn parse_one(
             no_modifier(name)?;
             return match value {
                 "none" | "estimate" | "accurate" => Ok(true),
-                _ => Err(SearchError::invalid(name, "expected none, estimate or accurate")),
+                _ => Err(SearchError::invalid(
+                    name,
+                    "expected none, estimate or accurate",
+                )),
             };
         }
         "_format" => {
@@ -1192,10 +1204,14 @@ fn parse_one(
                         Some(_) => {
                             return Err(SearchError::invalid(
                                 name,
-                                format!("sorting by '{other}' is not supported (date parameters, _id and _lastUpdated are)"),
+                                format!(
+                                    "sorting by '{other}' is not supported (date parameters, _id and _lastUpdated are)"
+                                ),
                             ));
                         }
-                        None => return Err(SearchError::UnknownParameter(format!("_sort={other}"))),
+                        None => {
+                            return Err(SearchError::UnknownParameter(format!("_sort={other}")));
+                        }
                     },
                 };
                 q.sort.push(SortKey { by, descending });
@@ -1228,7 +1244,8 @@ fn parse_one(
         }
         "_lastUpdated" => {
             no_modifier(name)?;
-            q.criteria.push(Criterion::LastUpdated(parse_dates(name, value)?));
+            q.criteria
+                .push(Criterion::LastUpdated(parse_dates(name, value)?));
             return Ok(true);
         }
         _ => {}
@@ -1387,25 +1404,40 @@ fn reference_values(
 fn parse_include(name: &str, value: &str, iterate: bool) -> Result<IncludeSpec, SearchError> {
     let mut parts = value.split(':');
     let (Some(source), Some(pname)) = (parts.next(), parts.next()) else {
-        return Err(SearchError::invalid(name, "expected SourceType:param[:TargetType]"));
+        return Err(SearchError::invalid(
+            name,
+            "expected SourceType:param[:TargetType]",
+        ));
     };
     let target = parts.next();
     if parts.next().is_some() {
-        return Err(SearchError::invalid(name, "expected SourceType:param[:TargetType]"));
+        return Err(SearchError::invalid(
+            name,
+            "expected SourceType:param[:TargetType]",
+        ));
     }
     let Some(source) = type_info(source) else {
-        return Err(SearchError::invalid(name, format!("unsupported resource type '{source}'")));
+        return Err(SearchError::invalid(
+            name,
+            format!("unsupported resource type '{source}'"),
+        ));
     };
     let Some(param) = source.param(pname) else {
         return Err(SearchError::UnknownParameter(format!("{name}={value}")));
     };
     if param.def.kind != ParamKind::Reference {
-        return Err(SearchError::invalid(name, format!("'{pname}' is not a reference parameter")));
+        return Err(SearchError::invalid(
+            name,
+            format!("'{pname}' is not a reference parameter"),
+        ));
     }
     let mut targets: Vec<&'static str> = param.def.targets.to_vec();
     if let Some(target) = target {
         let Some(target_info) = type_info(target) else {
-            return Err(SearchError::invalid(name, format!("unsupported resource type '{target}'")));
+            return Err(SearchError::invalid(
+                name,
+                format!("unsupported resource type '{target}'"),
+            ));
         };
         if !targets.is_empty() && !targets.contains(&target_info.name) {
             return Err(SearchError::invalid(
@@ -1544,9 +1576,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(q.count, MAX_COUNT);
-        assert!(matches!(&q.criteria[0], Criterion::Ref { values, .. } if values == &["Patient/p1"]));
-        assert!(matches!(&q.criteria[1], Criterion::Ref { values, .. } if values == &["Patient/p2"]));
-        assert!(matches!(&q.criteria[2], Criterion::Date { values, .. } if values.len() == 2 && values[0].0 == Prefix::Ge && values[1].0 == Prefix::Lt));
+        assert!(
+            matches!(&q.criteria[0], Criterion::Ref { values, .. } if values == &["Patient/p1"])
+        );
+        assert!(
+            matches!(&q.criteria[1], Criterion::Ref { values, .. } if values == &["Patient/p2"])
+        );
+        assert!(
+            matches!(&q.criteria[2], Criterion::Date { values, .. } if values.len() == 2 && values[0].0 == Prefix::Ge && values[1].0 == Prefix::Lt)
+        );
         assert_eq!(q.sort.len(), 2);
         assert!(q.sort[0].descending);
         assert_eq!(q.include[0].targets, vec!["Practitioner"]);

@@ -103,7 +103,11 @@ pub fn router(state: SandboxState) -> Router {
 }
 
 /// Checks `Authorization: Bearer <token>` against the sandbox's authorization server.
-async fn require_bearer(State(state): State<SandboxState>, mut request: Request, next: Next) -> Response {
+async fn require_bearer(
+    State(state): State<SandboxState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     if !state.require_auth {
         return next.run(request).await;
     }
@@ -117,7 +121,10 @@ async fn require_bearer(State(state): State<SandboxState>, mut request: Request,
         })
         .filter(|t| !t.is_empty());
     let Some(token) = token else {
-        return unauthorized("Bearer realm=\"portico-sandbox\"", "a bearer token is required");
+        return unauthorized(
+            "Bearer realm=\"portico-sandbox\"",
+            "a bearer token is required",
+        );
     };
     match state.auth.verify_access_token(token) {
         Ok(claims) => {
@@ -134,9 +141,10 @@ async fn require_bearer(State(state): State<SandboxState>, mut request: Request,
 fn unauthorized(challenge: &'static str, message: &str) -> Response {
     let mut response =
         FhirError::new(StatusCode::UNAUTHORIZED, IssueCode::Login, message).into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
     response
 }
 

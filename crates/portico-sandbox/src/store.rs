@@ -112,6 +112,68 @@ pub struct SearchResult {
     pub includes: Vec<StoredResource>,
 }
 
+/// One write of a [`Store::transaction`].
+#[derive(Debug, Clone)]
+pub enum TxOp {
+    /// A create with a server-assigned `id`; `full_url` (`urn:uuid:...`) is how other
+    /// entries refer to it; `condition` is its `If-None-Exist`.
+    Create {
+        ty: &'static TypeInfo,
+        id: String,
+        full_url: Option<String>,
+        resource: Value,
+        condition: Option<SearchQuery>,
+    },
+    Update {
+        ty: &'static TypeInfo,
+        id: String,
+        resource: Value,
+        if_match: Option<u32>,
+    },
+    Delete {
+        ty: &'static TypeInfo,
+        id: String,
+        if_match: Option<u32>,
+    },
+}
+
+/// What one [`TxOp`] did.
+#[derive(Debug, Clone)]
+pub enum TxOutcome {
+    Created(StoredResource),
+    /// A conditional create matched this resource.
+    Existing(StoredResource),
+    /// The new version, and whether the update created the resource.
+    Updated(StoredResource, bool),
+    /// The deletion version; `None` when there was nothing to delete.
+    Deleted(Option<StoredResource>),
+}
+
+/// Replaces every `reference` that is a key of `urls` with its value.
+fn rewrite_references(value: &mut Value, urls: &HashMap<String, String>) {
+    if urls.is_empty() {
+        return;
+    }
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                if key == "reference"
+                    && let Value::String(s) = child
+                    && let Some(target) = urls.get(s.as_str())
+                {
+                    *s = target.clone();
+                } else {
+                    rewrite_references(child, urls);
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| rewrite_references(item, urls)),
+        _ => {}
+    }
+}
+
 /// The most resources `_include`/`_revinclude` add to one page.
 const MAX_INCLUDES: usize = 5000;
 const NO_SYSTEM: u32 = u32::MAX;
@@ -169,20 +231,28 @@ struct Table {
     live: usize,
 }
 
+/// One resource: its current version inline (most resources only ever have one), older
+/// versions, and the search index of the current version.
 #[derive(Debug)]
 struct Slot {
     id: Arc<str>,
-    versions: Vec<Version>,
+    current: Version,
+    older: Vec<Version>,
     index: Box<[Entry]>,
 }
 
 impl Slot {
-    fn current(&self) -> Option<&Version> {
-        self.versions.last()
+    fn current(&self) -> &Version {
+        &self.current
     }
 
     fn is_live(&self) -> bool {
-        self.current().is_some_and(|v| v.body.is_some())
+        self.current.body.is_some()
+    }
+
+    /// Every version, oldest first.
+    fn versions(&self) -> impl DoubleEndedIterator<Item = &Version> {
+        self.older.iter().chain(std::iter::once(&self.current))
     }
 }
 
@@ -243,21 +313,25 @@ fn format_instant(ms: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Sets `id` and `meta.versionId`/`meta.lastUpdated`, extracts the index and serializes.
+/// Sets `id` and `meta.versionId`/`meta.lastUpdated` (in place, so a retry can prepare
+/// the same value again), extracts the index and serializes.
 fn prepare(
     ty: &TypeInfo,
     id: &str,
     version: u32,
     last_updated_ms: i64,
-    mut resource: Value,
+    resource: &mut Value,
 ) -> Result<Prepared, StoreError> {
-    let Value::Object(map) = &mut resource else {
+    let Value::Object(map) = resource else {
         return Err(StoreError::Invalid("a resource is a JSON object".into()));
     };
     match map.get_mut("id") {
         Some(existing) => *existing = Value::String(id.to_owned()),
         None => {
-            let at = map.keys().position(|k| k == "resourceType").map_or(0, |i| i + 1);
+            let at = map
+                .keys()
+                .position(|k| k == "resourceType")
+                .map_or(0, |i| i + 1);
             map.shift_insert(at, "id".into(), Value::String(id.to_owned()));
         }
     }
@@ -272,12 +346,15 @@ fn prepare(
             let mut meta = Map::new();
             meta.insert("versionId".into(), version_id);
             meta.insert("lastUpdated".into(), last_updated);
-            let at = map.keys().position(|k| k == "id").map_or(map.len(), |i| i + 1);
+            let at = map
+                .keys()
+                .position(|k| k == "id")
+                .map_or(map.len(), |i| i + 1);
             map.shift_insert(at, "meta".into(), Value::Object(meta));
         }
     }
-    let index = search::extract(ty, &resource);
-    let body = serde_json::to_vec(&resource).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let index = search::extract(ty, resource);
+    let body = serde_json::to_vec(resource).map_err(|e| StoreError::Invalid(e.to_string()))?;
     Ok(Prepared {
         body: Bytes::from(body.into_boxed_slice()),
         index,
@@ -304,7 +381,7 @@ impl Store {
     /// and `id`; `meta.versionId` becomes "1" (or the next version if the id exists) and
     /// `meta.lastUpdated` now. The serialization and index extraction happen outside the
     /// lock.
-    pub fn insert_loaded(&self, resource: Value) -> Result<StoredResource, StoreError> {
+    pub fn insert_loaded(&self, mut resource: Value) -> Result<StoredResource, StoreError> {
         let ty = resource
             .get("resourceType")
             .and_then(Value::as_str)
@@ -317,13 +394,13 @@ impl Store {
             .ok_or_else(|| StoreError::Invalid("missing or invalid id".into()))?
             .to_owned();
         let now = now_ms();
-        let prepared = prepare(ty, &id, 1, now, resource.clone())?;
+        let prepared = prepare(ty, &id, 1, now, &mut resource)?;
         let mut inner = self.inner.write();
         let next = inner.next_version(ty, &id);
         let prepared = if next == 1 {
             prepared
         } else {
-            prepare(ty, &id, next, now, resource)?
+            prepare(ty, &id, next, now, &mut resource)?
         };
         let method = if next == 1 {
             Method::Create
@@ -338,7 +415,7 @@ impl Store {
         let ty = type_of(ty)?;
         let inner = self.inner.read();
         let slot = inner.slot(ty, id)?;
-        let current = inner.export(ty, slot, slot.versions.len() - 1);
+        let current = inner.export(ty, slot, slot.current());
         if current.body.is_none() {
             return Err(StoreError::Gone {
                 resource_type: ty.name.to_owned(),
@@ -354,13 +431,13 @@ impl Store {
         let ty = type_of(ty)?;
         let inner = self.inner.read();
         let slot = inner.slot(ty, id)?;
-        let Some(pos) = slot.versions.iter().position(|v| v.number == version) else {
+        let Some(found) = slot.versions().find(|v| v.number == version) else {
             return Err(StoreError::NotFound {
                 resource_type: ty.name.to_owned(),
                 id: format!("{id}/_history/{version}"),
             });
         };
-        let found = inner.export(ty, slot, pos);
+        let found = inner.export(ty, slot, found);
         if found.body.is_none() {
             return Err(StoreError::Gone {
                 resource_type: ty.name.to_owned(),
@@ -376,9 +453,10 @@ impl Store {
         let ty = type_of(ty)?;
         let inner = self.inner.read();
         let slot = inner.slot(ty, id)?;
-        Ok((0..slot.versions.len())
+        Ok(slot
+            .versions()
             .rev()
-            .map(|i| inner.export(ty, slot, i))
+            .map(|v| inner.export(ty, slot, v))
             .collect())
     }
 
@@ -388,7 +466,7 @@ impl Store {
     pub fn create(
         &self,
         ty: &str,
-        resource: Value,
+        mut resource: Value,
         condition: Option<&SearchQuery>,
     ) -> Result<Created, StoreError> {
         let ty = type_of(ty)?;
@@ -399,18 +477,14 @@ impl Store {
                 [] => {}
                 [slot] => {
                     let slot = &inner.tables[ty.index].slots[*slot as usize];
-                    return Ok(Created::Existing(inner.export(
-                        ty,
-                        slot,
-                        slot.versions.len() - 1,
-                    )));
+                    return Ok(Created::Existing(inner.export(ty, slot, slot.current())));
                 }
                 more => return Err(StoreError::MultipleMatches(more.len())),
             }
         }
         let id = uuid::Uuid::new_v4().to_string();
         let now = now_ms();
-        let prepared = prepare(ty, &id, 1, now, resource)?;
+        let prepared = prepare(ty, &id, 1, now, &mut resource)?;
         Ok(Created::New(inner.write_version(
             ty,
             &id,
@@ -427,7 +501,7 @@ impl Store {
         &self,
         ty: &str,
         id: &str,
-        resource: Value,
+        mut resource: Value,
         if_match: Option<u32>,
     ) -> Result<(StoredResource, bool), StoreError> {
         let ty = type_of(ty)?;
@@ -438,7 +512,7 @@ impl Store {
         let current = inner
             .slot(ty, id)
             .ok()
-            .and_then(|slot| slot.current().map(|v| (v.number, v.body.is_some())));
+            .map(|slot| (slot.current().number, slot.is_live()));
         if let Some(expected) = if_match {
             match current {
                 Some((number, true)) if number == expected => {}
@@ -463,7 +537,7 @@ impl Store {
         let created = !matches!(current, Some((_, true)));
         let next = current.map_or(1, |(n, _)| n + 1);
         let now = now_ms();
-        let prepared = prepare(ty, id, next, now, resource)?;
+        let prepared = prepare(ty, id, next, now, &mut resource)?;
         let method = if created {
             Method::Create
         } else {
@@ -486,13 +560,7 @@ impl Store {
         let ty = type_of(ty)?;
         let mut inner = self.inner.write();
         let slot = inner.slot(ty, id)?;
-        let Some(current) = slot.current() else {
-            return Err(StoreError::NotFound {
-                resource_type: ty.name.to_owned(),
-                id: id.to_owned(),
-            });
-        };
-        let (number, live) = (current.number, current.body.is_some());
+        let (number, live) = (slot.current().number, slot.is_live());
         if let Some(expected) = if_match
             && (expected != number || !live)
         {
@@ -539,7 +607,7 @@ impl Store {
             .iter()
             .map(|&s| {
                 let slot = &table.slots[s as usize];
-                inner.export(ty, slot, slot.versions.len() - 1)
+                inner.export(ty, slot, slot.current())
             })
             .collect();
         let includes = if query.include.is_empty() && query.revinclude.is_empty() {
@@ -552,6 +620,129 @@ impl Store {
             matches,
             includes,
         }
+    }
+
+    /// Applies `ops` atomically: every check (`If-Match`, `If-None-Exist`) is made first,
+    /// under one write lock, and only if all pass are the writes made; otherwise nothing
+    /// is written and the index of the failing op is returned with its error.
+    ///
+    /// `urn:uuid:`/`urn:oid:` references (the `full_url` of a create) are rewritten to
+    /// the `Type/id` each create resolved to. The ops must touch distinct resources.
+    pub fn transaction(&self, ops: Vec<TxOp>) -> Result<Vec<TxOutcome>, (usize, StoreError)> {
+        let mut inner = self.inner.write();
+        // Phase 1: checks, and what each create resolves to.
+        let mut resolved: Vec<Option<StoredResource>> = Vec::with_capacity(ops.len());
+        let mut urls: HashMap<String, String> = HashMap::new();
+        for (i, op) in ops.iter().enumerate() {
+            let mut existing = None;
+            match op {
+                TxOp::Create {
+                    ty,
+                    id,
+                    full_url,
+                    condition,
+                    ..
+                } => {
+                    let mut target = format!("{}/{id}", ty.name);
+                    if let Some(query) = condition {
+                        match inner.matching(ty, &query.criteria).as_slice() {
+                            [] => {}
+                            [slot] => {
+                                let slot = &inner.tables[ty.index].slots[*slot as usize];
+                                let found = inner.export(ty, slot, slot.current());
+                                target = found.relative();
+                                existing = Some(found);
+                            }
+                            more => return Err((i, StoreError::MultipleMatches(more.len()))),
+                        }
+                    }
+                    if let Some(url) = full_url {
+                        urls.insert(url.clone(), target);
+                    }
+                }
+                TxOp::Update {
+                    ty, id, if_match, ..
+                }
+                | TxOp::Delete { ty, id, if_match } => {
+                    if let Some(expected) = if_match {
+                        let current = inner
+                            .slot(ty, id)
+                            .ok()
+                            .filter(|s| s.is_live())
+                            .map(|s| s.current().number);
+                        if current != Some(*expected) {
+                            return Err((
+                                i,
+                                StoreError::VersionMismatch {
+                                    expected: *expected,
+                                    current: current
+                                        .map_or_else(|| "none".to_owned(), |n| n.to_string()),
+                                },
+                            ));
+                        }
+                    }
+                }
+            }
+            resolved.push(existing);
+        }
+        // Phase 2: prepare every body (nothing is written yet, so failures still abort).
+        let now = now_ms();
+        let mut prepared = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            let p = match op {
+                TxOp::Create {
+                    ty, id, resource, ..
+                } if resolved[i].is_none() => {
+                    let mut resource = resource.clone();
+                    rewrite_references(&mut resource, &urls);
+                    Some(prepare(ty, id, 1, now, &mut resource).map_err(|e| (i, e))?)
+                }
+                TxOp::Update {
+                    ty, id, resource, ..
+                } => {
+                    let mut resource = resource.clone();
+                    rewrite_references(&mut resource, &urls);
+                    let next = inner.next_version(ty, id);
+                    Some(prepare(ty, id, next, now, &mut resource).map_err(|e| (i, e))?)
+                }
+                _ => None,
+            };
+            prepared.push(p);
+        }
+        // Phase 3: write.
+        let mut out = Vec::with_capacity(ops.len());
+        for ((op, existing), p) in ops.iter().zip(resolved).zip(prepared) {
+            let outcome = match op {
+                TxOp::Create { ty, id, .. } => match existing {
+                    Some(found) => TxOutcome::Existing(found),
+                    None => TxOutcome::Created(inner.write_version(ty, id, p, now, Method::Create)),
+                },
+                TxOp::Update { ty, id, .. } => {
+                    let created = !inner.slot(ty, id).is_ok_and(Slot::is_live);
+                    let method = if created {
+                        Method::Create
+                    } else {
+                        Method::Update
+                    };
+                    TxOutcome::Updated(inner.write_version(ty, id, p, now, method), created)
+                }
+                TxOp::Delete { ty, id, .. } => {
+                    if inner.slot(ty, id).is_ok_and(Slot::is_live) {
+                        TxOutcome::Deleted(Some(inner.write_version(
+                            ty,
+                            id,
+                            None,
+                            now,
+                            Method::Delete,
+                        )))
+                    } else {
+                        TxOutcome::Deleted(None)
+                    }
+                }
+            };
+            out.push(outcome);
+        }
+        Ok(out)
     }
 
     /// How many live (not deleted) resources of `ty` there are.
@@ -630,12 +821,10 @@ impl Inner {
     fn next_version(&self, ty: &TypeInfo, id: &str) -> u32 {
         self.slot(ty, id)
             .ok()
-            .and_then(|s| s.current())
-            .map_or(1, |v| v.number + 1)
+            .map_or(1, |s| s.current().number + 1)
     }
 
-    fn export(&self, ty: &'static TypeInfo, slot: &Slot, pos: usize) -> StoredResource {
-        let v = &slot.versions[pos];
+    fn export(&self, ty: &'static TypeInfo, slot: &Slot, v: &Version) -> StoredResource {
         StoredResource {
             resource_type: ty.name,
             id: slot.id.to_string(),
@@ -657,23 +846,14 @@ impl Inner {
     ) -> StoredResource {
         let Inner { tables, atoms } = self;
         let table = &mut tables[ty.index];
-        let slot_no = match table.by_id.get(id) {
-            Some(&s) => s,
-            None => {
-                let s = table.slots.len() as u32;
-                let id: Arc<str> = Arc::from(id);
-                table.slots.push(Slot {
-                    id: id.clone(),
-                    versions: Vec::new(),
-                    index: Box::new([]),
-                });
-                table.by_id.insert(id, s);
-                s
-            }
-        };
-        let was_live = table.slots[slot_no as usize].is_live();
+        let existing = table.by_id.get(id).copied();
+        let slot_no = existing.unwrap_or(table.slots.len() as u32);
+        let was_live = existing.is_some_and(|s| table.slots[s as usize].is_live());
         // Drop the old index from the inverted lists.
-        let old = std::mem::take(&mut table.slots[slot_no as usize].index);
+        let old = match existing {
+            Some(s) => std::mem::take(&mut table.slots[s as usize].index),
+            None => Box::default(),
+        };
         for key in old.iter().filter_map(|e| e.inverted_key(ty)) {
             if let Some(list) = table.inverted.get_mut(&key) {
                 if let Ok(pos) = list.binary_search(&slot_no) {
@@ -717,15 +897,31 @@ impl Inner {
             }
         }
         let is_live = body.is_some();
-        let slot = &mut table.slots[slot_no as usize];
-        let number = slot.current().map_or(1, |v| v.number + 1);
-        slot.versions.push(Version {
+        let number = existing.map_or(1, |s| table.slots[s as usize].current().number + 1);
+        let version = Version {
             number,
             method,
             last_updated_ms,
             body: body.clone(),
-        });
-        slot.index = new_index;
+        };
+        match existing {
+            Some(s) => {
+                let slot = &mut table.slots[s as usize];
+                let previous = std::mem::replace(&mut slot.current, version);
+                slot.older.push(previous);
+                slot.index = new_index;
+            }
+            None => {
+                let id: Arc<str> = Arc::from(id);
+                table.slots.push(Slot {
+                    id: id.clone(),
+                    current: version,
+                    older: Vec::new(),
+                    index: new_index,
+                });
+                table.by_id.insert(id, slot_no);
+            }
+        }
         match (was_live, is_live) {
             (false, true) => table.live += 1,
             (true, false) => table.live -= 1,
@@ -809,11 +1005,11 @@ impl Inner {
                         .filter_map(|id| table.by_id.get(id.as_str()).copied())
                         .collect::<Vec<_>>(),
                 ),
-                Compiled::Ref { field, atoms } => Some(union(
-                    atoms
-                        .iter()
-                        .map(|a| table.inverted.get(&(*field, *a)).map_or(&[][..], |v| v)),
-                )),
+                Compiled::Ref { field, atoms } => {
+                    Some(union(atoms.iter().map(|a| {
+                        table.inverted.get(&(*field, *a)).map_or(&[][..], |v| v)
+                    })))
+                }
                 Compiled::Token {
                     field,
                     not: false,
@@ -850,9 +1046,7 @@ impl Inner {
         match c {
             Compiled::Id(ids) => ids.iter().any(|id| **id == *slot.id),
             Compiled::LastUpdated(values) => {
-                let Some(v) = slot.current() else {
-                    return false;
-                };
+                let v = slot.current();
                 let target = DateRange {
                     start: v.last_updated_ms,
                     end: v.last_updated_ms + 1,
@@ -944,7 +1138,7 @@ impl Inner {
                     .iter()
                     .map(|k| match k.by {
                         SortBy::Id => Some(Key::Str(&slot.id)),
-                        SortBy::LastUpdated => slot.current().map(|v| Key::Int(v.last_updated_ms)),
+                        SortBy::LastUpdated => Some(Key::Int(slot.current().last_updated_ms)),
                         SortBy::Date(field) => {
                             let starts = slot.index.iter().filter_map(|e| match e {
                                 Entry::Date {
@@ -985,7 +1179,12 @@ impl Inner {
         *slots = keyed.into_iter().map(|(_, s)| s).collect();
     }
 
-    fn includes(&self, ty: &'static TypeInfo, page: &[u32], query: &SearchQuery) -> Vec<StoredResource> {
+    fn includes(
+        &self,
+        ty: &'static TypeInfo,
+        page: &[u32],
+        query: &SearchQuery,
+    ) -> Vec<StoredResource> {
         let mut seen: HashSet<(usize, u32)> = page.iter().map(|&s| (ty.index, s)).collect();
         let mut frontier: Vec<(&'static TypeInfo, u32)> = page.iter().map(|&s| (ty, s)).collect();
         let mut out = Vec::new();
@@ -1063,7 +1262,7 @@ impl Inner {
         out.into_iter()
             .map(|(t, s)| {
                 let slot = &self.tables[t.index].slots[s as usize];
-                self.export(t, slot, slot.versions.len() - 1)
+                self.export(t, slot, slot.current())
             })
             .collect()
     }
@@ -1145,8 +1344,16 @@ mod tests {
             Err(StoreError::VersionMismatch { expected: 1, .. })
         ));
         // The inverted index followed the update.
-        assert!(store.search(&q("Observation", &[("patient", "p1")])).matches.is_empty());
-        assert_eq!(ids(&store.search(&q("Observation", &[("patient", "p2")]))), vec!["o1"]);
+        assert!(
+            store
+                .search(&q("Observation", &[("patient", "p1")]))
+                .matches
+                .is_empty()
+        );
+        assert_eq!(
+            ids(&store.search(&q("Observation", &[("patient", "p2")]))),
+            vec!["o1"]
+        );
         let deleted = store.delete("Observation", "o1", None).unwrap().unwrap();
         assert_eq!(deleted.version, 3);
         assert!(store.delete("Observation", "o1", None).unwrap().is_none());
@@ -1164,7 +1371,12 @@ mod tests {
             history.iter().map(|h| h.version).collect::<Vec<_>>(),
             vec![3, 2, 1]
         );
-        assert!(store.search(&q("Observation", &[("patient", "p2")])).matches.is_empty());
+        assert!(
+            store
+                .search(&q("Observation", &[("patient", "p2")]))
+                .matches
+                .is_empty()
+        );
         assert_eq!(store.count("Observation"), 0);
         // Updating a deleted resource revives it.
         let (v4, created) = store
@@ -1200,16 +1412,24 @@ mod tests {
     fn search_semantics() {
         let store = Store::new();
         store.insert_loaded(obs("o1", "p1", "2024-01-01")).unwrap();
-        store.insert_loaded(obs("o2", "p1", "2024-03-01T10:00:00Z")).unwrap();
+        store
+            .insert_loaded(obs("o2", "p1", "2024-03-01T10:00:00Z"))
+            .unwrap();
         store.insert_loaded(obs("o3", "p12", "2024-06-01")).unwrap();
         // No substring matching of references.
-        assert_eq!(ids(&store.search(&q("Observation", &[("patient", "p1")]))), vec!["o1", "o2"]);
+        assert_eq!(
+            ids(&store.search(&q("Observation", &[("patient", "p1")]))),
+            vec!["o1", "o2"]
+        );
         assert_eq!(
             ids(&store.search(&q("Observation", &[("subject", "Patient/p12")]))),
             vec!["o3"]
         );
         assert_eq!(
-            ids(&store.search(&q("Observation", &[("date", "ge2024-02"), ("_sort", "-date")]))),
+            ids(&store.search(&q(
+                "Observation",
+                &[("date", "ge2024-02"), ("_sort", "-date")]
+            ))),
             vec!["o3", "o2"]
         );
         assert_eq!(
@@ -1221,16 +1441,41 @@ mod tests {
             vec!["o2"]
         );
         assert_eq!(
-            store.search(&q("Observation", &[("code", "http://loinc.org|8867-4")])).total,
+            store
+                .search(&q("Observation", &[("code", "http://loinc.org|8867-4")]))
+                .total,
             3
         );
-        assert_eq!(store.search(&q("Observation", &[("code", "other|8867-4")])).total, 0);
-        assert_eq!(store.search(&q("Observation", &[("code:not", "8867-4")])).total, 0);
-        assert_eq!(store.search(&q("Observation", &[("part-of:missing", "true")])).total, 3);
-        assert_eq!(store.search(&q("Observation", &[("encounter:missing", "false")])).total, 0);
+        assert_eq!(
+            store
+                .search(&q("Observation", &[("code", "other|8867-4")]))
+                .total,
+            0
+        );
+        assert_eq!(
+            store
+                .search(&q("Observation", &[("code:not", "8867-4")]))
+                .total,
+            0
+        );
+        assert_eq!(
+            store
+                .search(&q("Observation", &[("part-of:missing", "true")]))
+                .total,
+            3
+        );
+        assert_eq!(
+            store
+                .search(&q("Observation", &[("encounter:missing", "false")]))
+                .total,
+            0
+        );
         let page = store.search(&q("Observation", &[("_count", "2"), ("_offset", "2")]));
         assert_eq!((page.total, ids(&page)), (3, vec!["o3".to_string()]));
-        assert_eq!(store.search(&q("Observation", &[("_id", "o2,o3")])).total, 2);
+        assert_eq!(
+            store.search(&q("Observation", &[("_id", "o2,o3")])).total,
+            2
+        );
     }
 
     #[test]
@@ -1250,7 +1495,10 @@ mod tests {
         }
         let r = store.search(&q(
             "Slot",
-            &[("_include", "Slot:schedule"), ("_include:iterate", "Schedule:actor")],
+            &[
+                ("_include", "Slot:schedule"),
+                ("_include:iterate", "Schedule:actor"),
+            ],
         ));
         assert_eq!(r.total, 3);
         let included: Vec<_> = r.includes.iter().map(|i| i.relative()).collect();
@@ -1269,8 +1517,87 @@ mod tests {
             .insert_loaded(json!({"resourceType": "Patient", "id": "b", "name": [{"family": "Smithson", "given": ["Bo"]}]}))
             .unwrap();
         assert_eq!(store.search(&q("Patient", &[("family", "smi")])).total, 2);
-        assert_eq!(store.search(&q("Patient", &[("family:exact", "Smith")])).total, 1);
-        assert_eq!(store.search(&q("Patient", &[("name:contains", "nn")])).total, 1);
+        assert_eq!(
+            store
+                .search(&q("Patient", &[("family:exact", "Smith")]))
+                .total,
+            1
+        );
+        assert_eq!(
+            store
+                .search(&q("Patient", &[("name:contains", "nn")]))
+                .total,
+            1
+        );
         assert_eq!(store.search(&q("Patient", &[("given", "bo")])).total, 1);
+    }
+
+    /// Load-scale check, run by hand in release:
+    /// `SANDBOX_LOAD_PATIENTS=100000 cargo test -p portico-sandbox --release --lib load_scale -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a benchmark: run by hand in release"]
+    fn load_scale() {
+        let patients: usize = std::env::var("SANDBOX_LOAD_PATIENTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
+        let store = Store::new();
+        if std::env::var("SANDBOX_LOAD_MODE").as_deref() == Ok("generate-only") {
+            let started = std::time::Instant::now();
+            let (mut count, mut bytes) = (0usize, 0usize);
+            let config = crate::generator::GeneratorConfig {
+                seed: 42,
+                patients,
+                today: chrono::Utc::now().date_naive(),
+            };
+            crate::generator::generate(&config, &mut |r| {
+                count += 1;
+                bytes += serde_json::to_vec(&r).map_or(0, |v| v.len());
+            });
+            eprintln!(
+                "generated {count} resources ({bytes} bytes serialized) in {:?}",
+                started.elapsed()
+            );
+            return;
+        }
+        let started = std::time::Instant::now();
+        let mut rejected = 0;
+        let config = crate::generator::GeneratorConfig {
+            seed: 42,
+            patients,
+            today: chrono::Utc::now().date_naive(),
+        };
+        let summaries = crate::generator::generate(&config, &mut |r| {
+            if store.insert_loaded(r).is_err() {
+                rejected += 1;
+            }
+        });
+        let loaded = started.elapsed();
+        let rss = std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("VmRSS"))
+            .unwrap_or("")
+            .to_owned();
+        eprintln!(
+            "loaded {} resources for {} patients in {loaded:?} ({rejected} rejected); {rss}",
+            store.len(),
+            summaries.len()
+        );
+        assert_eq!(rejected, 0);
+        let started = std::time::Instant::now();
+        let mut found = 0;
+        for p in summaries.iter().take(1000) {
+            found += store
+                .search(&q(
+                    "Observation",
+                    &[("patient", p.id.as_str()), ("_count", "100")],
+                ))
+                .total;
+        }
+        eprintln!(
+            "1000 Observation?patient= searches in {:?} ({found} matches)",
+            started.elapsed()
+        );
     }
 }

@@ -29,7 +29,10 @@ pub fn router(server: Arc<AuthServer>) -> Router {
         .route("/token", post(token))
         .route("/jwks", get(jwks))
         .route("/patients", get(patients))
-        .route("/.well-known/openid-configuration", get(openid_configuration))
+        .route(
+            "/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
         .with_state(server)
 }
 
@@ -41,24 +44,37 @@ fn no_store(mut response: Response) -> Response {
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn oauth_error_response(error: &OAuthError) -> Response {
     let body = json!({ "error": error.code.as_str(), "error_description": error.description });
     if error.code == ErrorCode::InvalidClient {
         let mut response = json_response(StatusCode::UNAUTHORIZED, &body);
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"portico-sandbox\""));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"portico-sandbox\""),
+        );
         return no_store(response);
     }
-    let status = if error.code == ErrorCode::ServerError { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::BAD_REQUEST };
+    let status = if error.code == ErrorCode::ServerError {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::BAD_REQUEST
+    };
     no_store(json_response(status, &body))
 }
 
 fn wants_html(headers: &HeaderMap) -> bool {
-    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"))
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
 }
 
 /// Escapes text for HTML element content and double- or single-quoted attributes.
@@ -85,7 +101,12 @@ fn html_page(status: StatusCode, title: &str, body: &str) -> Response {
          code{{background:#f3f3f3;padding:0 .2rem}}</style></head><body><main>{body}</main></body></html>\n",
         title = escape(title),
     );
-    let mut response = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response();
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        page,
+    )
+        .into_response();
     response.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
@@ -98,7 +119,11 @@ fn reject(headers: &HeaderMap, error: &OAuthError) -> Response {
     if !wants_html(headers) {
         return oauth_error_response(error);
     }
-    let status = if error.code == ErrorCode::InvalidClient { StatusCode::UNAUTHORIZED } else { StatusCode::BAD_REQUEST };
+    let status = if error.code == ErrorCode::InvalidClient {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::BAD_REQUEST
+    };
     let body = format!(
         "<h1>Authorization request refused</h1><p><code>{}</code>: {}</p>",
         escape(error.code.as_str()),
@@ -107,24 +132,38 @@ fn reject(headers: &HeaderMap, error: &OAuthError) -> Response {
     html_page(status, "Authorization error", &body)
 }
 
-async fn authorize(State(server): State<Arc<AuthServer>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+async fn authorize(
+    State(server): State<Arc<AuthServer>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let params = match Params::parse(query.unwrap_or_default().as_bytes()) {
         Ok(params) => params,
         Err(repeated) => {
-            let error = OAuthError { code: ErrorCode::InvalidRequest, description: format!("parameter {repeated} is repeated") };
+            let error = OAuthError {
+                code: ErrorCode::InvalidRequest,
+                description: format!("parameter {repeated} is repeated"),
+            };
             return reject(&headers, &error);
         }
     };
     match server.authorize(&params) {
         AuthorizeOutcome::Redirect(location) => match HeaderValue::from_str(&location) {
-            Ok(location) => no_store((StatusCode::FOUND, [(header::LOCATION, location)]).into_response()),
-            Err(_) => reject(&headers, &OAuthError {
-                code: ErrorCode::InvalidRequest,
-                description: "redirect_uri cannot be used in a location header".to_owned(),
-            }),
+            Ok(location) => {
+                no_store((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
+            }
+            Err(_) => reject(
+                &headers,
+                &OAuthError {
+                    code: ErrorCode::InvalidRequest,
+                    description: "redirect_uri cannot be used in a location header".to_owned(),
+                },
+            ),
         },
         AuthorizeOutcome::Reject(error) => reject(&headers, &error),
-        AuthorizeOutcome::PickPatient { client_id, scope } => picker(&server, &params, &client_id, &scope),
+        AuthorizeOutcome::PickPatient { client_id, scope } => {
+            picker(&server, &params, &client_id, &scope)
+        }
     }
 }
 
@@ -134,7 +173,13 @@ fn picker(server: &AuthServer, params: &Params, client_id: &str, scope: &str) ->
     let hidden: String = params
         .iter()
         .filter(|(name, _)| *name != "login_hint")
-        .map(|(name, value)| format!("<input type=\"hidden\" name=\"{}\" value=\"{}\">", escape(name), escape(value)))
+        .map(|(name, value)| {
+            format!(
+                "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                escape(name),
+                escape(value)
+            )
+        })
         .collect();
     let mut body = format!(
         "<h1>Sandbox EHR sign-in</h1><p>The app <code>{}</code> asks for <code>{}</code>. \
@@ -145,7 +190,9 @@ fn picker(server: &AuthServer, params: &Params, client_id: &str, scope: &str) ->
     if params.get("login_hint").is_some() {
         body.push_str("<p><strong>That patient id is not known here.</strong></p>");
     }
-    body.push_str(&format!("<form method=\"get\" action=\"authorize\">{hidden}<ul>"));
+    body.push_str(&format!(
+        "<form method=\"get\" action=\"authorize\">{hidden}<ul>"
+    ));
     for patient in server.patients().iter().take(PICKER_LIMIT) {
         body.push_str(&format!(
             "<li><button type=\"submit\" name=\"login_hint\" value=\"{id}\">{name} (born {birth}, <code>{id}</code>)</button></li>",
@@ -156,7 +203,10 @@ fn picker(server: &AuthServer, params: &Params, client_id: &str, scope: &str) ->
     }
     body.push_str("</ul></form>");
     if server.patients().len() > PICKER_LIMIT {
-        body.push_str(&format!("<p>Showing {PICKER_LIMIT} of {} patients.</p>", server.patients().len()));
+        body.push_str(&format!(
+            "<p>Showing {PICKER_LIMIT} of {} patients.</p>",
+            server.patients().len()
+        ));
     }
     body.push_str(&format!(
         "<form method=\"get\" action=\"authorize\">{hidden}<label>Patient id \
@@ -171,7 +221,10 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let invalid = || OAuthError { code: ErrorCode::InvalidClient, description: "malformed basic credentials".to_owned() };
+    let invalid = || OAuthError {
+        code: ErrorCode::InvalidClient,
+        description: "malformed basic credentials".to_owned(),
+    };
     let value = value.to_str().map_err(|_| invalid())?;
     let Some((scheme, encoded)) = value.split_once(' ') else {
         return Err(invalid());
@@ -183,7 +236,10 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
     let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
     let (id, secret) = decoded.split_once(':').ok_or_else(invalid)?;
     let unescape = |s: &str| {
-        url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
     };
     Ok(Some((unescape(id), unescape(secret))))
 }
@@ -215,7 +271,10 @@ async fn jwks(State(server): State<Arc<AuthServer>>) -> Response {
 async fn patients(State(server): State<Arc<AuthServer>>) -> Response {
     match serde_json::to_value(server.patients()) {
         Ok(list) => json_response(StatusCode::OK, &list),
-        Err(_) => json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({ "error": "server_error" })),
+        Err(_) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({ "error": "server_error" }),
+        ),
     }
 }
 

@@ -36,7 +36,9 @@ pub(crate) struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -46,7 +48,9 @@ impl SigningKey {
         let mut rng = rand::thread_rng();
         // Neither call depends on input: failure would mean a broken RNG or rsa crate.
         let private = RsaPrivateKey::new(&mut rng, 2048).expect("rsa-2048 key generation failed");
-        let der = private.to_pkcs1_der().expect("pkcs#1 encoding of a fresh rsa key failed");
+        let der = private
+            .to_pkcs1_der()
+            .expect("pkcs#1 encoding of a fresh rsa key failed");
         let n_bytes = private.n().to_bytes_be();
         let e_bytes = private.e().to_bytes_be();
         let n = URL_SAFE_NO_PAD.encode(&n_bytes);
@@ -72,7 +76,10 @@ impl SigningKey {
     }
 
     /// Signs `claims` as an RS256 JWT carrying this key's `kid`.
-    pub(crate) fn sign<T: serde::Serialize>(&self, claims: &T) -> Result<String, jsonwebtoken::errors::Error> {
+    pub(crate) fn sign<T: serde::Serialize>(
+        &self,
+        claims: &T,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.encoding)
@@ -120,11 +127,15 @@ const RSA_ALGORITHMS: [Algorithm; 6] = [
 impl ClientKey {
     /// Parses a PEM public key: SPKI (`PUBLIC KEY`, RSA or EC) or PKCS#1 (`RSA PUBLIC KEY`).
     pub(crate) fn from_pem(pem: &str) -> Result<ClientKey, KeyError> {
-        let rsa = RsaPublicKey::from_public_key_pem(pem).or_else(|_| RsaPublicKey::from_pkcs1_pem(pem));
+        let rsa =
+            RsaPublicKey::from_public_key_pem(pem).or_else(|_| RsaPublicKey::from_pkcs1_pem(pem));
         if let Ok(rsa) = rsa {
             return Ok(ClientKey {
                 kid: None,
-                key: DecodingKey::from_rsa_raw_components(&rsa.n().to_bytes_be(), &rsa.e().to_bytes_be()),
+                key: DecodingKey::from_rsa_raw_components(
+                    &rsa.n().to_bytes_be(),
+                    &rsa.e().to_bytes_be(),
+                ),
                 algorithms: RSA_ALGORITHMS.to_vec(),
             });
         }
@@ -135,7 +146,11 @@ impl ClientKey {
             97 => Algorithm::ES384,
             _ => return Err(KeyError::UnsupportedPem),
         };
-        Ok(ClientKey { kid: None, key, algorithms: vec![algorithm] })
+        Ok(ClientKey {
+            kid: None,
+            key,
+            algorithms: vec![algorithm],
+        })
     }
 
     /// Parses a JWK or a JWK Set (`{"keys": [...]}`) holding RSA or EC public keys.
@@ -147,7 +162,8 @@ impl ClientKey {
         };
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            let jwk: Jwk = serde_json::from_value(item.clone()).map_err(|e| KeyError::BadJwk(e.to_string()))?;
+            let jwk: Jwk = serde_json::from_value(item.clone())
+                .map_err(|e| KeyError::BadJwk(e.to_string()))?;
             let family: Vec<Algorithm> = match &jwk.algorithm {
                 AlgorithmParameters::RSA(_) => RSA_ALGORITHMS.to_vec(),
                 AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
@@ -155,11 +171,16 @@ impl ClientKey {
                     EllipticCurve::P384 => vec![Algorithm::ES384],
                     _ => return Err(KeyError::BadJwk("unsupported curve".into())),
                 },
-                _ => return Err(KeyError::BadJwk("only rsa and ec public keys are accepted".into())),
+                _ => {
+                    return Err(KeyError::BadJwk(
+                        "only rsa and ec public keys are accepted".into(),
+                    ));
+                }
             };
             let algorithms = match jwk.common.key_algorithm {
                 Some(declared) => {
-                    let declared = Algorithm::try_from(declared).map_err(|e| KeyError::BadJwk(e.to_string()))?;
+                    let declared = Algorithm::try_from(declared)
+                        .map_err(|e| KeyError::BadJwk(e.to_string()))?;
                     if !family.contains(&declared) {
                         return Err(KeyError::BadJwk("`alg` does not match the key type".into()));
                     }
@@ -168,7 +189,11 @@ impl ClientKey {
                 None => family,
             };
             let key = DecodingKey::from_jwk(&jwk).map_err(|e| KeyError::BadJwk(e.to_string()))?;
-            out.push(ClientKey { kid: jwk.common.key_id.clone(), key, algorithms });
+            out.push(ClientKey {
+                kid: jwk.common.key_id.clone(),
+                key,
+                algorithms,
+            });
         }
         Ok(out)
     }

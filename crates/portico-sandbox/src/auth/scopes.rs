@@ -57,7 +57,12 @@ fn parse_resource_scope(scope: &str) -> Option<ResourceScope<'_>> {
     if query.is_some_and(str::is_empty) {
         return None;
     }
-    Some(ResourceScope { context, resource, permissions, granular: query.is_some() })
+    Some(ResourceScope {
+        context,
+        resource,
+        permissions,
+        granular: query.is_some(),
+    })
 }
 
 /// `c`, `r`, `u`, `d`, `s`, each at most once and in that order, at least one.
@@ -92,17 +97,24 @@ pub(crate) fn is_allowed(requested: &str, allowed: &[String]) -> bool {
     let Some(wanted) = parse_resource_scope(requested) else {
         return false;
     };
-    allowed.iter().filter_map(|a| parse_resource_scope(a)).any(|grant| {
-        !grant.granular
-            && grant.context == wanted.context
-            && (grant.resource == "*" || grant.resource == wanted.resource)
-            && wanted.permissions & !grant.permissions == 0
-    })
+    allowed
+        .iter()
+        .filter_map(|a| parse_resource_scope(a))
+        .any(|grant| {
+            !grant.granular
+                && grant.context == wanted.context
+                && (grant.resource == "*" || grant.resource == wanted.resource)
+                && wanted.permissions & !grant.permissions == 0
+        })
 }
 
 /// The requested scopes that `allowed` permits, in request order.
 pub(crate) fn grant(requested: &[String], allowed: &[String]) -> Vec<String> {
-    requested.iter().filter(|s| is_allowed(s, allowed)).cloned().collect()
+    requested
+        .iter()
+        .filter(|s| is_allowed(s, allowed))
+        .cloned()
+        .collect()
 }
 
 /// Whether a granted scope set contains `scope` literally.
@@ -144,7 +156,10 @@ mod tests {
             "fhirUser",
             "launch",
         ] {
-            assert!(!is_allowed(refused, &allowed), "{refused} should be refused");
+            assert!(
+                !is_allowed(refused, &allowed),
+                "{refused} should be refused"
+            );
         }
     }
 
@@ -160,8 +175,14 @@ mod tests {
 
     #[test]
     fn split_dedupes_and_keeps_order() {
-        assert_eq!(split("  openid  fhirUser openid patient/*.rs"), list(&["openid", "fhirUser", "patient/*.rs"]));
-        let granted = grant(&split("openid launch patient/*.read user/*.read"), &list(&["openid", "patient/*.*"]));
+        assert_eq!(
+            split("  openid  fhirUser openid patient/*.rs"),
+            list(&["openid", "fhirUser", "patient/*.rs"])
+        );
+        let granted = grant(
+            &split("openid launch patient/*.read user/*.read"),
+            &list(&["openid", "patient/*.*"]),
+        );
         assert_eq!(granted, list(&["openid", "patient/*.read"]));
     }
 }

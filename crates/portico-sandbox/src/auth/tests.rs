@@ -21,14 +21,27 @@ const TOKEN_URL: &str = "http://127.0.0.1:8090/auth/token";
 const APP_REDIRECT: &str = "http://127.0.0.1:5555/callback";
 
 fn patients() -> Vec<PatientSummary> {
-    [("pat-1", "Ana Lopez", "1980-02-03"), ("pat-12", "Tom Kim", "1975-06-07")]
-        .into_iter()
-        .map(|(id, name, birth)| PatientSummary { id: id.into(), name: name.into(), birth_date: birth.into() })
-        .collect()
+    [
+        ("pat-1", "Ana Lopez", "1980-02-03"),
+        ("pat-12", "Tom Kim", "1975-06-07"),
+    ]
+    .into_iter()
+    .map(|(id, name, birth)| PatientSummary {
+        id: id.into(),
+        name: name.into(),
+        birth_date: birth.into(),
+    })
+    .collect()
 }
 
 fn server_with(lifetime: Duration, patients: Vec<PatientSummary>) -> Arc<AuthServer> {
-    Arc::new(AuthServer::new(AuthConfig { base_url: BASE.into(), token_lifetime: lifetime }, patients))
+    Arc::new(AuthServer::new(
+        AuthConfig {
+            base_url: BASE.into(),
+            token_lifetime: lifetime,
+        },
+        patients,
+    ))
 }
 
 fn server() -> Arc<AuthServer> {
@@ -50,24 +63,51 @@ fn form(pairs: &[(&str, &str)]) -> String {
 }
 
 async fn get(router: &Router, path_and_query: &str) -> http::Response<Body> {
-    let request = Request::get(path_and_query).header(header::ACCEPT, "text/html").body(Body::empty()).unwrap();
+    let request = Request::get(path_and_query)
+        .header(header::ACCEPT, "text/html")
+        .body(Body::empty())
+        .unwrap();
     router.clone().oneshot(request).await.unwrap()
 }
 
-async fn post_token(router: &Router, pairs: &[(&str, &str)], basic: Option<(&str, &str)>) -> (StatusCode, Value, http::HeaderMap) {
-    let mut request = Request::post("/token").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+async fn post_token(
+    router: &Router,
+    pairs: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+) -> (StatusCode, Value, http::HeaderMap) {
+    let mut request =
+        Request::post("/token").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
     if let Some((id, secret)) = basic {
-        request = request.header(header::AUTHORIZATION, format!("Basic {}", STANDARD.encode(format!("{id}:{secret}"))));
+        request = request.header(
+            header::AUTHORIZATION,
+            format!("Basic {}", STANDARD.encode(format!("{id}:{secret}"))),
+        );
     }
-    let response = router.clone().oneshot(request.body(Body::from(form(pairs))).unwrap()).await.unwrap();
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::from(form(pairs))).unwrap())
+        .await
+        .unwrap();
     let status = response.status();
     let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers)
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        headers,
+    )
 }
 
 async fn body_text(response: http::Response<Body>) -> String {
-    String::from_utf8(axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap()
+    String::from_utf8(
+        axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap()
 }
 
 fn location(response: &http::Response<Body>) -> Option<url::Url> {
@@ -76,10 +116,18 @@ fn location(response: &http::Response<Body>) -> Option<url::Url> {
 }
 
 fn query_param(url: &url::Url, name: &str) -> Option<String> {
-    url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
-fn authorize_uri(client_id: &str, redirect_uri: &str, challenge: &str, scope: &str, extra: &[(&str, &str)]) -> String {
+fn authorize_uri(
+    client_id: &str,
+    redirect_uri: &str,
+    challenge: &str,
+    scope: &str,
+    extra: &[(&str, &str)],
+) -> String {
     let mut pairs = vec![
         ("response_type", "code"),
         ("client_id", client_id),
@@ -95,8 +143,20 @@ fn authorize_uri(client_id: &str, redirect_uri: &str, challenge: &str, scope: &s
 }
 
 /// Runs `/authorize` with a login hint and returns the code from the redirect.
-async fn code_for(router: &Router, client_id: &str, redirect_uri: &str, challenge: &str, scope: &str) -> String {
-    let uri = authorize_uri(client_id, redirect_uri, challenge, scope, &[("login_hint", "pat-12"), ("nonce", "n-42")]);
+async fn code_for(
+    router: &Router,
+    client_id: &str,
+    redirect_uri: &str,
+    challenge: &str,
+    scope: &str,
+) -> String {
+    let uri = authorize_uri(
+        client_id,
+        redirect_uri,
+        challenge,
+        scope,
+        &[("login_hint", "pat-12"), ("nonce", "n-42")],
+    );
     let response = get(router, &uri).await;
     assert_eq!(response.status(), StatusCode::FOUND);
     let location = location(&response).expect("redirect");
@@ -105,7 +165,12 @@ async fn code_for(router: &Router, client_id: &str, redirect_uri: &str, challeng
 }
 
 fn secret_of(server: &AuthServer, client_id: &str) -> String {
-    server.clients().into_iter().find(|c| c.client_id == client_id).and_then(|c| c.client_secret).expect("secret")
+    server
+        .clients()
+        .into_iter()
+        .find(|c| c.client_id == client_id)
+        .and_then(|c| c.client_secret)
+        .expect("secret")
 }
 
 fn jwks_key(server: &AuthServer) -> (String, DecodingKey) {
@@ -113,7 +178,9 @@ fn jwks_key(server: &AuthServer) -> (String, DecodingKey) {
     let key = &jwks["keys"][0];
     assert_eq!(key["alg"], "RS256");
     assert_eq!(key["use"], "sig");
-    let decoding = DecodingKey::from_rsa_components(key["n"].as_str().unwrap(), key["e"].as_str().unwrap()).unwrap();
+    let decoding =
+        DecodingKey::from_rsa_components(key["n"].as_str().unwrap(), key["e"].as_str().unwrap())
+            .unwrap();
     (key["kid"].as_str().unwrap().to_owned(), decoding)
 }
 
@@ -123,11 +190,20 @@ async fn pkce_login_issues_tokens_verifiable_with_the_published_key() {
     let router = router(server.clone());
     let (verifier, challenge) = pkce();
     let scope = "openid fhirUser launch/patient patient/*.read offline_access user/*.read";
-    let uri = authorize_uri(DEMO_APP, APP_REDIRECT, &challenge, scope, &[("login_hint", "pat-12"), ("nonce", "n-42")]);
+    let uri = authorize_uri(
+        DEMO_APP,
+        APP_REDIRECT,
+        &challenge,
+        scope,
+        &[("login_hint", "pat-12"), ("nonce", "n-42")],
+    );
     let response = get(&router, &uri).await;
     assert_eq!(response.status(), StatusCode::FOUND);
     let redirect = location(&response).unwrap();
-    assert_eq!((redirect.host_str(), redirect.port(), redirect.path()), (Some("127.0.0.1"), Some(5555), "/callback"));
+    assert_eq!(
+        (redirect.host_str(), redirect.port(), redirect.path()),
+        (Some("127.0.0.1"), Some(5555), "/callback")
+    );
     let code = query_param(&redirect, "code").unwrap();
 
     let (status, body, headers) = post_token(
@@ -146,7 +222,10 @@ async fn pkce_login_issues_tokens_verifiable_with_the_published_key() {
     assert_eq!(headers.get(header::CACHE_CONTROL).unwrap(), "no-store");
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["patient"], "pat-12");
-    assert_eq!(body["scope"], "openid fhirUser launch/patient patient/*.read offline_access");
+    assert_eq!(
+        body["scope"],
+        "openid fhirUser launch/patient patient/*.read offline_access"
+    );
     assert!(body["refresh_token"].is_string());
     assert!(body["expires_in"].as_u64().unwrap() > 0);
 
@@ -159,17 +238,36 @@ async fn pkce_login_issues_tokens_verifiable_with_the_published_key() {
 
     // Anyone holding only the JWKS can verify both tokens.
     let (kid, key) = jwks_key(&server);
-    assert_eq!(jsonwebtoken::decode_header(access).unwrap().kid.as_deref(), Some(kid.as_str()));
+    assert_eq!(
+        jsonwebtoken::decode_header(access).unwrap().kid.as_deref(),
+        Some(kid.as_str())
+    );
     let mut validation = Validation::new(Algorithm::RS256);
     validation.set_audience(&[FHIR]);
     validation.set_issuer(&[format!("{BASE}/auth")]);
-    let decoded = jsonwebtoken::decode::<Value>(access, &key, &validation).unwrap().claims;
-    for claim in ["iss", "aud", "sub", "client_id", "exp", "iat", "jti", "scope", "patient", "fhirUser"] {
+    let decoded = jsonwebtoken::decode::<Value>(access, &key, &validation)
+        .unwrap()
+        .claims;
+    for claim in [
+        "iss",
+        "aud",
+        "sub",
+        "client_id",
+        "exp",
+        "iat",
+        "jti",
+        "scope",
+        "patient",
+        "fhirUser",
+    ] {
         assert!(decoded.get(claim).is_some(), "access token lacks {claim}");
     }
     let mut id_validation = Validation::new(Algorithm::RS256);
     id_validation.set_audience(&[DEMO_APP]);
-    let id_token = jsonwebtoken::decode::<Value>(body["id_token"].as_str().unwrap(), &key, &id_validation).unwrap().claims;
+    let id_token =
+        jsonwebtoken::decode::<Value>(body["id_token"].as_str().unwrap(), &key, &id_validation)
+            .unwrap()
+            .claims;
     assert_eq!(id_token["fhirUser"], "Patient/pat-12");
     assert_eq!(id_token["nonce"], "n-42");
 }
@@ -179,7 +277,14 @@ async fn wrong_verifier_is_invalid_grant_and_burns_the_code() {
     let server = server();
     let router = router(server);
     let (verifier, challenge) = pkce();
-    let code = code_for(&router, DEMO_APP, APP_REDIRECT, &challenge, "launch/patient patient/*.rs").await;
+    let code = code_for(
+        &router,
+        DEMO_APP,
+        APP_REDIRECT,
+        &challenge,
+        "launch/patient patient/*.rs",
+    )
+    .await;
     let (wrong, _) = pkce();
     for attempt in [wrong.as_str(), verifier.as_str()] {
         let (status, body, _) = post_token(
@@ -204,7 +309,14 @@ async fn a_code_works_once_and_only_with_its_redirect_uri() {
     let server = server();
     let router = router(server);
     let (verifier, challenge) = pkce();
-    let code = code_for(&router, DEMO_APP, APP_REDIRECT, &challenge, "launch/patient patient/*.rs").await;
+    let code = code_for(
+        &router,
+        DEMO_APP,
+        APP_REDIRECT,
+        &challenge,
+        "launch/patient patient/*.rs",
+    )
+    .await;
     let exchange = |redirect: &'static str| {
         let (router, code, verifier) = (router.clone(), code.clone(), verifier.clone());
         async move {
@@ -223,9 +335,19 @@ async fn a_code_works_once_and_only_with_its_redirect_uri() {
         }
     };
     let (status, body, _) = exchange("http://127.0.0.1:5555/elsewhere").await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
 
-    let code = code_for(&router, DEMO_APP, APP_REDIRECT, &challenge, "launch/patient patient/*.rs").await;
+    let code = code_for(
+        &router,
+        DEMO_APP,
+        APP_REDIRECT,
+        &challenge,
+        "launch/patient patient/*.rs",
+    )
+    .await;
     let pairs = [
         ("grant_type", "authorization_code"),
         ("code", code.as_str()),
@@ -236,7 +358,10 @@ async fn a_code_works_once_and_only_with_its_redirect_uri() {
     let (first, _, _) = post_token(&router, &pairs, None).await;
     assert_eq!(first, StatusCode::OK);
     let (second, body, _) = post_token(&router, &pairs, None).await;
-    assert_eq!((second, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+    assert_eq!(
+        (second, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
 }
 
 #[tokio::test]
@@ -254,23 +379,48 @@ async fn foreign_or_unregistered_redirect_uris_are_never_followed() {
         "javascript:alert(1)",
         "not a url",
     ] {
-        let uri = authorize_uri(DEMO_APP, redirect, &challenge, "launch/patient", &[("login_hint", "pat-1")]);
+        let uri = authorize_uri(
+            DEMO_APP,
+            redirect,
+            &challenge,
+            "launch/patient",
+            &[("login_hint", "pat-1")],
+        );
         let response = get(&router, &uri).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{redirect}");
-        assert!(response.headers().get(header::LOCATION).is_none(), "{redirect} was followed");
+        assert!(
+            response.headers().get(header::LOCATION).is_none(),
+            "{redirect} was followed"
+        );
     }
     // localhost on any port is fine for the demo app.
-    let uri = authorize_uri(DEMO_APP, "http://localhost:7/x/y", &challenge, "launch/patient", &[("login_hint", "pat-1")]);
+    let uri = authorize_uri(
+        DEMO_APP,
+        "http://localhost:7/x/y",
+        &challenge,
+        "launch/patient",
+        &[("login_hint", "pat-1")],
+    );
     assert_eq!(get(&router, &uri).await.status(), StatusCode::FOUND);
 
     // The portal client accepts a loopback /auth/callback on any port, nothing else.
-    let uri = authorize_uri(PORTAL_CLIENT, "http://localhost:9999/auth/callback", &challenge, "launch/patient", &[(
-        "login_hint", "pat-1",
-    )]);
+    let uri = authorize_uri(
+        PORTAL_CLIENT,
+        "http://localhost:9999/auth/callback",
+        &challenge,
+        "launch/patient",
+        &[("login_hint", "pat-1")],
+    );
     let response = get(&router, &uri).await;
     assert_eq!(response.status(), StatusCode::FOUND);
     assert!(query_param(&location(&response).unwrap(), "code").is_some());
-    let uri = authorize_uri(PORTAL_CLIENT, "http://127.0.0.1:9999/other", &challenge, "launch/patient", &[]);
+    let uri = authorize_uri(
+        PORTAL_CLIENT,
+        "http://127.0.0.1:9999/other",
+        &challenge,
+        "launch/patient",
+        &[],
+    );
     let response = get(&router, &uri).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert!(response.headers().get(header::LOCATION).is_none());
@@ -289,9 +439,18 @@ async fn errors_after_the_redirect_is_trusted_go_back_to_the_client() {
     let (_, challenge) = pkce();
     let cases: [(Vec<(&str, &str)>, &str); 5] = [
         (vec![("code_challenge_method", "plain")], "invalid_request"),
-        (vec![("response_type", "token")], "unsupported_response_type"),
-        (vec![("aud", "http://other.example/fhir")], "invalid_request"),
-        (vec![("scope", "user/*.read system/*.read")], "invalid_scope"),
+        (
+            vec![("response_type", "token")],
+            "unsupported_response_type",
+        ),
+        (
+            vec![("aud", "http://other.example/fhir")],
+            "invalid_request",
+        ),
+        (
+            vec![("scope", "user/*.read system/*.read")],
+            "invalid_scope",
+        ),
         (vec![("code_challenge", "too-short")], "invalid_request"),
     ];
     for (overrides, expected) in cases {
@@ -312,7 +471,11 @@ async fn errors_after_the_redirect_is_trusted_go_back_to_the_client() {
         let response = get(&router, &format!("/authorize?{}", form(&pairs))).await;
         assert_eq!(response.status(), StatusCode::FOUND, "{overrides:?}");
         let redirect = location(&response).unwrap();
-        assert_eq!(query_param(&redirect, "error").as_deref(), Some(expected), "{overrides:?}");
+        assert_eq!(
+            query_param(&redirect, "error").as_deref(),
+            Some(expected),
+            "{overrides:?}"
+        );
         assert_eq!(query_param(&redirect, "state").as_deref(), Some("st-9"));
         assert!(query_param(&redirect, "code").is_none());
     }
@@ -330,23 +493,44 @@ async fn errors_after_the_redirect_is_trusted_go_back_to_the_client() {
         ])
     );
     let redirect = location(&get(&router, &uri).await).unwrap();
-    assert_eq!(query_param(&redirect, "error").as_deref(), Some("invalid_request"));
+    assert_eq!(
+        query_param(&redirect, "error").as_deref(),
+        Some("invalid_request")
+    );
     // Repeated parameters are refused outright.
-    let uri = format!("{}&client_id=demo-app", authorize_uri(DEMO_APP, APP_REDIRECT, &challenge, "launch/patient", &[]));
+    let uri = format!(
+        "{}&client_id=demo-app",
+        authorize_uri(DEMO_APP, APP_REDIRECT, &challenge, "launch/patient", &[])
+    );
     assert_eq!(get(&router, &uri).await.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
 async fn the_patient_picker_escapes_everything_it_shows() {
     let mut list = patients();
-    list.push(PatientSummary { id: "pat-3".into(), name: "<script>alert(1)</script>".into(), birth_date: "2001-01-01".into() });
+    list.push(PatientSummary {
+        id: "pat-3".into(),
+        name: "<script>alert(1)</script>".into(),
+        birth_date: "2001-01-01".into(),
+    });
     let server = server_with(Duration::from_secs(60), list);
     let router = router(server);
     let (_, challenge) = pkce();
-    let uri = authorize_uri(DEMO_APP, APP_REDIRECT, &challenge, "launch/patient", &[("nonce", "\"><img src=x>")]);
+    let uri = authorize_uri(
+        DEMO_APP,
+        APP_REDIRECT,
+        &challenge,
+        "launch/patient",
+        &[("nonce", "\"><img src=x>")],
+    );
     let response = get(&router, &uri).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     let page = body_text(response).await;
     assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(!page.contains("<script>"));
@@ -355,7 +539,13 @@ async fn the_patient_picker_escapes_everything_it_shows() {
     assert!(page.contains("name=\"login_hint\" value=\"pat-12\""));
     assert!(page.contains("name=\"state\" value=\"st-123\""));
     // An unknown login hint shows the picker again rather than approving.
-    let uri = authorize_uri(DEMO_APP, APP_REDIRECT, &challenge, "launch/patient", &[("login_hint", "pat-999")]);
+    let uri = authorize_uri(
+        DEMO_APP,
+        APP_REDIRECT,
+        &challenge,
+        "launch/patient",
+        &[("login_hint", "pat-999")],
+    );
     let response = get(&router, &uri).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(body_text(response).await.contains("not known"));
@@ -366,45 +556,83 @@ async fn client_credentials_with_a_secret() {
     let server = server();
     let router = router(server.clone());
     let secret = secret_of(&server, SYSTEM_CLIENT);
-    let (status, body, _) =
-        post_token(&router, &[("grant_type", "client_credentials"), ("scope", "system/*.read system/Patient.rs")], Some((
-            SYSTEM_CLIENT,
-            &secret,
-        )))
-        .await;
+    let (status, body, _) = post_token(
+        &router,
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", "system/*.read system/Patient.rs"),
+        ],
+        Some((SYSTEM_CLIENT, &secret)),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["scope"], "system/*.read system/Patient.rs");
     assert!(body.get("refresh_token").is_none() && body.get("patient").is_none());
-    let claims = server.verify_access_token(body["access_token"].as_str().unwrap()).unwrap();
+    let claims = server
+        .verify_access_token(body["access_token"].as_str().unwrap())
+        .unwrap();
     assert_eq!((claims.sub.as_str(), claims.patient), (SYSTEM_CLIENT, None));
 
     let (status, body, _) = post_token(
         &router,
-        &[("grant_type", "client_credentials"), ("client_id", SYSTEM_CLIENT), ("client_secret", &secret)],
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", SYSTEM_CLIENT),
+            ("client_secret", &secret),
+        ],
         None,
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["scope"], "system/*.*");
 
-    let (status, body, headers) =
-        post_token(&router, &[("grant_type", "client_credentials")], Some((SYSTEM_CLIENT, "wrong"))).await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
+    let (status, body, headers) = post_token(
+        &router,
+        &[("grant_type", "client_credentials")],
+        Some((SYSTEM_CLIENT, "wrong")),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client"))
+    );
     assert!(headers.get(header::WWW_AUTHENTICATE).is_some());
 
     // Two authentication methods at once, a public client, an unknown grant.
     let (status, _, _) = post_token(
         &router,
-        &[("grant_type", "client_credentials"), ("client_id", SYSTEM_CLIENT), ("client_secret", &secret)],
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", SYSTEM_CLIENT),
+            ("client_secret", &secret),
+        ],
         Some((SYSTEM_CLIENT, &secret)),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (_, body, _) = post_token(&router, &[("grant_type", "client_credentials"), ("client_id", DEMO_APP)], None).await;
+    let (_, body, _) = post_token(
+        &router,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", DEMO_APP),
+        ],
+        None,
+    )
+    .await;
     assert_eq!(body["error"], "unauthorized_client");
-    let (_, body, _) = post_token(&router, &[("grant_type", "password")], Some((SYSTEM_CLIENT, &secret))).await;
+    let (_, body, _) = post_token(
+        &router,
+        &[("grant_type", "password")],
+        Some((SYSTEM_CLIENT, &secret)),
+    )
+    .await;
     assert_eq!(body["error"], "unsupported_grant_type");
-    let (_, body, _) = post_token(&router, &[("grant_type", "client_credentials"), ("grant_type", "x")], None).await;
+    let (_, body, _) = post_token(
+        &router,
+        &[("grant_type", "client_credentials"), ("grant_type", "x")],
+        None,
+    )
+    .await;
     assert_eq!(body["error"], "invalid_request");
 }
 
@@ -449,18 +677,37 @@ async fn private_key_jwt_with_es384_checks_signature_claims_and_replay() {
     let server = server();
     let router = router(server.clone());
     let secret = p384::SecretKey::random(&mut rand::thread_rng());
-    let pem = secret.public_key().to_public_key_pem(LineEnding::LF).unwrap();
-    server.try_register_client(ClientRegistration::backend_service("bulk-es", pem)).unwrap();
+    let pem = secret
+        .public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
+    server
+        .try_register_client(ClientRegistration::backend_service("bulk-es", pem))
+        .unwrap();
     let key = EncodingKey::from_ec_der(secret.to_pkcs8_der().unwrap().as_bytes());
 
-    let jwt = assertion(Algorithm::ES384, &key, Some("k1"), &assertion_claims("bulk-es"));
+    let jwt = assertion(
+        Algorithm::ES384,
+        &key,
+        Some("k1"),
+        &assertion_claims("bulk-es"),
+    );
     let (status, body) = assert_with(&router, &jwt).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let claims = server.verify_access_token(body["access_token"].as_str().unwrap()).unwrap();
-    assert_eq!((claims.client_id.as_str(), claims.scope.as_str()), ("bulk-es", "system/*.rs"));
+    let claims = server
+        .verify_access_token(body["access_token"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        (claims.client_id.as_str(), claims.scope.as_str()),
+        ("bulk-es", "system/*.rs")
+    );
 
     let (status, body) = assert_with(&router, &jwt).await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")), "replayed jti");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client")),
+        "replayed jti"
+    );
 
     let mut bad_claims = Vec::new();
     for (field, value) in [
@@ -482,12 +729,36 @@ async fn private_key_jwt_with_es384_checks_signature_claims_and_replay() {
     // Signed by a key the client never registered.
     let stranger = p384::SecretKey::random(&mut rand::thread_rng());
     let stranger = EncodingKey::from_ec_der(stranger.to_pkcs8_der().unwrap().as_bytes());
-    let (status, _) = assert_with(&router, &assertion(Algorithm::ES384, &stranger, None, &assertion_claims("bulk-es"))).await;
+    let (status, _) = assert_with(
+        &router,
+        &assertion(
+            Algorithm::ES384,
+            &stranger,
+            None,
+            &assertion_claims("bulk-es"),
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // A symmetric algorithm using the public key as the secret (algorithm confusion).
-    let pem = server.client("bulk-es").unwrap().reg.public_key_pem.clone().unwrap();
+    let pem = server
+        .client("bulk-es")
+        .unwrap()
+        .reg
+        .public_key_pem
+        .clone()
+        .unwrap();
     let confused = EncodingKey::from_secret(pem.as_bytes());
-    let (status, _) = assert_with(&router, &assertion(Algorithm::HS256, &confused, None, &assertion_claims("bulk-es"))).await;
+    let (status, _) = assert_with(
+        &router,
+        &assertion(
+            Algorithm::HS256,
+            &confused,
+            None,
+            &assertion_claims("bulk-es"),
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
@@ -503,13 +774,28 @@ async fn private_key_jwt_with_rsa_keys_from_pem_and_jwk() {
     let key = EncodingKey::from_rsa_der(private.to_pkcs1_der().unwrap().as_bytes());
 
     let pem = public.to_public_key_pem(LineEnding::LF).unwrap();
-    server.try_register_client(ClientRegistration::backend_service("bulk-rs", pem)).unwrap();
+    server
+        .try_register_client(ClientRegistration::backend_service("bulk-rs", pem))
+        .unwrap();
     for alg in [Algorithm::RS384, Algorithm::RS256] {
-        let (status, body) = assert_with(&router, &assertion(alg, &key, None, &assertion_claims("bulk-rs"))).await;
+        let (status, body) = assert_with(
+            &router,
+            &assertion(alg, &key, None, &assertion_claims("bulk-rs")),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK, "{alg:?}: {body}");
     }
     // The key proves only its own client: the same key claiming another client fails.
-    let (status, _) = assert_with(&router, &assertion(Algorithm::RS384, &key, None, &assertion_claims(SYSTEM_CLIENT))).await;
+    let (status, _) = assert_with(
+        &router,
+        &assertion(
+            Algorithm::RS384,
+            &key,
+            None,
+            &assertion_claims(SYSTEM_CLIENT),
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     let jwk = json!({
@@ -528,13 +814,34 @@ async fn private_key_jwt_with_rsa_keys_from_pem_and_jwk() {
             ..ClientRegistration::default()
         })
         .unwrap();
-    let (status, body) = assert_with(&router, &assertion(Algorithm::RS384, &key, Some("rsa-1"), &assertion_claims("bulk-jwk"))).await;
+    let (status, body) = assert_with(
+        &router,
+        &assertion(
+            Algorithm::RS384,
+            &key,
+            Some("rsa-1"),
+            &assertion_claims("bulk-jwk"),
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // The JWK pins RS384: RS256 with the same key is refused.
-    let (status, _) = assert_with(&router, &assertion(Algorithm::RS256, &key, Some("rsa-1"), &assertion_claims("bulk-jwk"))).await;
+    let (status, _) = assert_with(
+        &router,
+        &assertion(
+            Algorithm::RS256,
+            &key,
+            Some("rsa-1"),
+            &assertion_claims("bulk-jwk"),
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // A key that cannot be parsed does not register the client at all.
-    let broken = ClientRegistration::backend_service("broken", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n");
+    let broken = ClientRegistration::backend_service(
+        "broken",
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    );
     assert!(server.try_register_client(broken.clone()).is_err());
     server.register_client(broken);
     assert!(server.clients().iter().all(|c| c.client_id != "broken"));
@@ -547,7 +854,14 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
     let secret = secret_of(&server, PORTAL_CLIENT);
     let redirect = "http://127.0.0.1:8080/auth/callback";
     let (verifier, challenge) = pkce();
-    let code = code_for(&router, PORTAL_CLIENT, redirect, &challenge, "openid launch/patient patient/*.rs offline_access").await;
+    let code = code_for(
+        &router,
+        PORTAL_CLIENT,
+        redirect,
+        &challenge,
+        "openid launch/patient patient/*.rs offline_access",
+    )
+    .await;
     let exchange = [
         ("grant_type", "authorization_code"),
         ("code", code.as_str()),
@@ -560,7 +874,14 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
     let (status, _, _) = post_token(&router, &unauthenticated, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
-    let code = code_for(&router, PORTAL_CLIENT, redirect, &challenge, "openid launch/patient patient/*.rs offline_access").await;
+    let code = code_for(
+        &router,
+        PORTAL_CLIENT,
+        redirect,
+        &challenge,
+        "openid launch/patient patient/*.rs offline_access",
+    )
+    .await;
     let exchange = [
         ("grant_type", "authorization_code"),
         ("code", code.as_str()),
@@ -574,8 +895,12 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
     let refresh = |token: String| {
         let (router, secret) = (router.clone(), secret.clone());
         async move {
-            post_token(&router, &[("grant_type", "refresh_token"), ("refresh_token", &token)], Some((PORTAL_CLIENT, &secret)))
-                .await
+            post_token(
+                &router,
+                &[("grant_type", "refresh_token"), ("refresh_token", &token)],
+                Some((PORTAL_CLIENT, &secret)),
+            )
+            .await
         }
     };
     let (status, body, _) = refresh(first.clone()).await;
@@ -583,21 +908,39 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
     let second = body["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(first, second);
     assert_eq!(body["patient"], "pat-12");
-    assert_eq!(server.verify_access_token(body["access_token"].as_str().unwrap()).unwrap().patient.as_deref(), Some("pat-12"));
+    assert_eq!(
+        server
+            .verify_access_token(body["access_token"].as_str().unwrap())
+            .unwrap()
+            .patient
+            .as_deref(),
+        Some("pat-12")
+    );
 
     // Narrowing is allowed, widening is not.
     let (status, body, _) = post_token(
         &router,
-        &[("grant_type", "refresh_token"), ("refresh_token", &second), ("scope", "patient/*.rs patient/*.cruds")],
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &second),
+            ("scope", "patient/*.rs patient/*.cruds"),
+        ],
         Some((PORTAL_CLIENT, &secret)),
     )
     .await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_scope")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_scope"))
+    );
 
     // Another client cannot use the token.
     let (_, body, _) = post_token(
         &router,
-        &[("grant_type", "refresh_token"), ("refresh_token", &second), ("client_id", DEMO_APP)],
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &second),
+            ("client_id", DEMO_APP),
+        ],
         None,
     )
     .await;
@@ -605,12 +948,25 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
 
     // Replaying the rotated token fails and revokes the live one too.
     let (status, body, _) = refresh(first).await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
     let (status, body, _) = refresh(second).await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
 
     // Without offline_access or online_access there is no refresh token.
-    let code = code_for(&router, PORTAL_CLIENT, redirect, &challenge, "launch/patient patient/*.rs").await;
+    let code = code_for(
+        &router,
+        PORTAL_CLIENT,
+        redirect,
+        &challenge,
+        "launch/patient patient/*.rs",
+    )
+    .await;
     let exchange = [
         ("grant_type", "authorization_code"),
         ("code", code.as_str()),
@@ -623,9 +979,15 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
 
 fn tamper_payload(token: &str, edit: impl FnOnce(&mut Value)) -> String {
     let parts: Vec<&str> = token.split('.').collect();
-    let mut payload: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let mut payload: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
     edit(&mut payload);
-    format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(payload.to_string()), parts[2])
+    format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(payload.to_string()),
+        parts[2]
+    )
 }
 
 #[tokio::test]
@@ -633,27 +995,53 @@ async fn verify_rejects_expired_foreign_tampered_and_unsigned_tokens() {
     let server = server_with(Duration::from_secs(1), patients());
     let token = server.issue_access_token("demo-app", "patient/*.rs", Some("pat-1"));
     let claims = server.verify_access_token(&token).unwrap();
-    assert_eq!((claims.sub.as_str(), claims.patient.as_deref()), ("pat-1", Some("pat-1")));
+    assert_eq!(
+        (claims.sub.as_str(), claims.patient.as_deref()),
+        ("pat-1", Some("pat-1"))
+    );
 
     let other = server_with(Duration::from_secs(60), patients());
     let foreign = other.issue_access_token("demo-app", "patient/*.rs", Some("pat-1"));
-    assert_eq!(server.verify_access_token(&foreign), Err(AuthError::UnknownKey));
+    assert_eq!(
+        server.verify_access_token(&foreign),
+        Err(AuthError::UnknownKey)
+    );
     // The same foreign token without its kid still fails on the signature.
     let parts: Vec<&str> = foreign.split('.').collect();
     let bare_header = URL_SAFE_NO_PAD.encode(json!({"alg": "RS256", "typ": "JWT"}).to_string());
     let unkeyed = format!("{bare_header}.{}.{}", parts[1], parts[2]);
-    assert_eq!(server.verify_access_token(&unkeyed), Err(AuthError::InvalidSignature));
+    assert_eq!(
+        server.verify_access_token(&unkeyed),
+        Err(AuthError::InvalidSignature)
+    );
 
     let widened = tamper_payload(&token, |p| p["patient"] = json!("pat-12"));
-    assert_eq!(server.verify_access_token(&widened), Err(AuthError::InvalidSignature));
+    assert_eq!(
+        server.verify_access_token(&widened),
+        Err(AuthError::InvalidSignature)
+    );
 
     let payload = token.split('.').nth(1).unwrap();
     let none_header = URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT"}).to_string());
-    assert_eq!(server.verify_access_token(&format!("{none_header}.{payload}.")), Err(AuthError::UnsupportedAlgorithm("none".into())));
+    assert_eq!(
+        server.verify_access_token(&format!("{none_header}.{payload}.")),
+        Err(AuthError::UnsupportedAlgorithm("none".into()))
+    );
     let hs = EncodingKey::from_secret(b"guess");
-    let hs_token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &json!({"sub": "x", "exp": now() + 60}), &hs).unwrap();
-    assert!(matches!(server.verify_access_token(&hs_token), Err(AuthError::UnsupportedAlgorithm(_))));
-    assert_eq!(server.verify_access_token("garbage"), Err(AuthError::Malformed));
+    let hs_token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "x", "exp": now() + 60}),
+        &hs,
+    )
+    .unwrap();
+    assert!(matches!(
+        server.verify_access_token(&hs_token),
+        Err(AuthError::UnsupportedAlgorithm(_))
+    ));
+    assert_eq!(
+        server.verify_access_token("garbage"),
+        Err(AuthError::Malformed)
+    );
     assert_eq!(server.verify_access_token(""), Err(AuthError::Malformed));
 
     tokio::time::sleep(Duration::from_millis(2_100)).await;
@@ -678,11 +1066,19 @@ async fn discovery_documents_keys_and_patients_are_served() {
         "capabilities",
         "code_challenge_methods_supported",
     ] {
-        assert!(smart.get(field).is_some(), "smart-configuration lacks {field}");
+        assert!(
+            smart.get(field).is_some(),
+            "smart-configuration lacks {field}"
+        );
     }
     assert_eq!(smart["code_challenge_methods_supported"], json!(["S256"]));
     assert_eq!(smart["token_endpoint"], TOKEN_URL);
-    let capabilities: Vec<&str> = smart["capabilities"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    let capabilities: Vec<&str> = smart["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
     for capability in [
         "launch-standalone",
         "client-public",
@@ -717,6 +1113,11 @@ async fn discovery_documents_keys_and_patients_are_served() {
     let ids: Vec<&str> = clients.iter().map(|c| c.client_id.as_str()).collect();
     assert_eq!(ids, [DEMO_APP, PORTAL_CLIENT, SYSTEM_CLIENT]);
     assert!(clients[0].client_secret.is_none());
-    assert!(clients[1].client_secret.as_ref().is_some_and(|s| s.len() >= 32));
+    assert!(
+        clients[1]
+            .client_secret
+            .as_ref()
+            .is_some_and(|s| s.len() >= 32)
+    );
     assert_ne!(clients[1].client_secret, clients[2].client_secret);
 }

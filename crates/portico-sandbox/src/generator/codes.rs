@@ -18,22 +18,37 @@ pub(crate) const V2_0074: &str = "http://terminology.hl7.org/CodeSystem/v2-0074"
 pub(crate) const V2_0276: &str = "http://terminology.hl7.org/CodeSystem/v2-0276";
 pub(crate) const V3_ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
 pub(crate) const V3_ROLE_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-RoleCode";
-pub(crate) const V3_INTERPRETATION: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation";
-pub(crate) const OBSERVATION_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/observation-category";
-pub(crate) const CONDITION_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/condition-category";
-pub(crate) const CONDITION_CLINICAL: &str = "http://terminology.hl7.org/CodeSystem/condition-clinical";
-pub(crate) const CONDITION_VERIFICATION: &str = "http://terminology.hl7.org/CodeSystem/condition-ver-status";
-pub(crate) const ALLERGY_CLINICAL: &str = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical";
-pub(crate) const ALLERGY_VERIFICATION: &str = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification";
+pub(crate) const V3_INTERPRETATION: &str =
+    "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation";
+pub(crate) const OBSERVATION_CATEGORY: &str =
+    "http://terminology.hl7.org/CodeSystem/observation-category";
+pub(crate) const CONDITION_CATEGORY: &str =
+    "http://terminology.hl7.org/CodeSystem/condition-category";
+pub(crate) const CONDITION_CLINICAL: &str =
+    "http://terminology.hl7.org/CodeSystem/condition-clinical";
+pub(crate) const CONDITION_VERIFICATION: &str =
+    "http://terminology.hl7.org/CodeSystem/condition-ver-status";
+pub(crate) const ALLERGY_CLINICAL: &str =
+    "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical";
+pub(crate) const ALLERGY_VERIFICATION: &str =
+    "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification";
 pub(crate) const SERVICE_TYPE: &str = "http://terminology.hl7.org/CodeSystem/service-type";
-pub(crate) const PRACTITIONER_ROLE: &str = "http://terminology.hl7.org/CodeSystem/practitioner-role";
-pub(crate) const ORGANIZATION_TYPE: &str = "http://terminology.hl7.org/CodeSystem/organization-type";
-pub(crate) const MEDREQ_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/medicationrequest-category";
-pub(crate) const COURSE_OF_THERAPY: &str = "http://terminology.hl7.org/CodeSystem/medicationrequest-course-of-therapy";
-pub(crate) const SUBSCRIBER_RELATIONSHIP: &str = "http://terminology.hl7.org/CodeSystem/subscriber-relationship";
-pub(crate) const DOCREF_CATEGORY: &str = "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category";
-pub(crate) const CANCELLATION_REASON: &str = "http://terminology.hl7.org/CodeSystem/appointment-cancellation-reason";
-pub(crate) const ACCOUNT_BALANCE_URL: &str = "https://fhir-ehr.cerner.com/r4/StructureDefinition/account-balance";
+pub(crate) const PRACTITIONER_ROLE: &str =
+    "http://terminology.hl7.org/CodeSystem/practitioner-role";
+pub(crate) const ORGANIZATION_TYPE: &str =
+    "http://terminology.hl7.org/CodeSystem/organization-type";
+pub(crate) const MEDREQ_CATEGORY: &str =
+    "http://terminology.hl7.org/CodeSystem/medicationrequest-category";
+pub(crate) const COURSE_OF_THERAPY: &str =
+    "http://terminology.hl7.org/CodeSystem/medicationrequest-course-of-therapy";
+pub(crate) const SUBSCRIBER_RELATIONSHIP: &str =
+    "http://terminology.hl7.org/CodeSystem/subscriber-relationship";
+pub(crate) const DOCREF_CATEGORY: &str =
+    "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category";
+pub(crate) const CANCELLATION_REASON: &str =
+    "http://terminology.hl7.org/CodeSystem/appointment-cancellation-reason";
+pub(crate) const ACCOUNT_BALANCE_URL: &str =
+    "https://fhir-ehr.cerner.com/r4/StructureDefinition/account-balance";
 
 /// A code with its display.
 #[derive(Debug, Clone, Copy)]
@@ -117,7 +132,12 @@ pub(crate) struct ConditionDef {
 }
 
 const fn cond(snomed: Code, icd10: Code, chronic: bool, min_age: u32) -> ConditionDef {
-    ConditionDef { snomed, icd10, chronic, min_age }
+    ConditionDef {
+        snomed,
+        icd10,
+        chronic,
+        min_age,
+    }
 }
 
 pub(crate) const DIABETES: &str = "44054006";
@@ -126,24 +146,123 @@ pub(crate) const HYPERLIPIDEMIA: &str = "55822004";
 pub(crate) const CKD: &str = "709044004";
 
 pub(crate) const CONDITIONS: [ConditionDef; 18] = [
-    cond(c(DIABETES, "Diabetes mellitus type 2"), c("E11.9", "Type 2 diabetes mellitus without complications"), true, 25),
-    cond(c(HYPERTENSION, "Essential hypertension"), c("I10", "Essential (primary) hypertension"), true, 25),
-    cond(c(HYPERLIPIDEMIA, "Hyperlipidemia"), c("E78.5", "Hyperlipidemia, unspecified"), true, 25),
-    cond(c("195967001", "Asthma"), c("J45.909", "Unspecified asthma, uncomplicated"), true, 2),
-    cond(c("13645005", "Chronic obstructive lung disease"), c("J44.9", "Chronic obstructive pulmonary disease, unspecified"), true, 40),
-    cond(c("370143000", "Major depressive disorder"), c("F32.9", "Major depressive disorder, single episode, unspecified"), true, 14),
-    cond(c("197480006", "Anxiety disorder"), c("F41.9", "Anxiety disorder, unspecified"), true, 10),
-    cond(c("53741008", "Coronary arteriosclerosis"), c("I25.10", "Atherosclerotic heart disease of native coronary artery without angina pectoris"), true, 40),
-    cond(c("49436004", "Atrial fibrillation"), c("I48.91", "Unspecified atrial fibrillation"), true, 45),
-    cond(c(CKD, "Chronic kidney disease"), c("N18.9", "Chronic kidney disease, unspecified"), true, 40),
-    cond(c("40930008", "Hypothyroidism"), c("E03.9", "Hypothyroidism, unspecified"), true, 18),
-    cond(c("396275006", "Osteoarthritis"), c("M19.90", "Unspecified osteoarthritis, unspecified site"), true, 40),
-    cond(c("414916001", "Obesity"), c("E66.9", "Obesity, unspecified"), true, 12),
-    cond(c("24079001", "Atopic dermatitis"), c("L20.9", "Atopic dermatitis, unspecified"), true, 0),
-    cond(c("444814009", "Viral sinusitis"), c("J01.90", "Acute sinusitis, unspecified"), false, 0),
-    cond(c("10509002", "Acute bronchitis"), c("J20.9", "Acute bronchitis, unspecified"), false, 0),
-    cond(c("195662009", "Acute viral pharyngitis"), c("J02.9", "Acute pharyngitis, unspecified"), false, 0),
-    cond(c("68566005", "Urinary tract infectious disease"), c("N39.0", "Urinary tract infection, site not specified"), false, 5),
+    cond(
+        c(DIABETES, "Diabetes mellitus type 2"),
+        c("E11.9", "Type 2 diabetes mellitus without complications"),
+        true,
+        25,
+    ),
+    cond(
+        c(HYPERTENSION, "Essential hypertension"),
+        c("I10", "Essential (primary) hypertension"),
+        true,
+        25,
+    ),
+    cond(
+        c(HYPERLIPIDEMIA, "Hyperlipidemia"),
+        c("E78.5", "Hyperlipidemia, unspecified"),
+        true,
+        25,
+    ),
+    cond(
+        c("195967001", "Asthma"),
+        c("J45.909", "Unspecified asthma, uncomplicated"),
+        true,
+        2,
+    ),
+    cond(
+        c("13645005", "Chronic obstructive lung disease"),
+        c(
+            "J44.9",
+            "Chronic obstructive pulmonary disease, unspecified",
+        ),
+        true,
+        40,
+    ),
+    cond(
+        c("370143000", "Major depressive disorder"),
+        c(
+            "F32.9",
+            "Major depressive disorder, single episode, unspecified",
+        ),
+        true,
+        14,
+    ),
+    cond(
+        c("197480006", "Anxiety disorder"),
+        c("F41.9", "Anxiety disorder, unspecified"),
+        true,
+        10,
+    ),
+    cond(
+        c("53741008", "Coronary arteriosclerosis"),
+        c(
+            "I25.10",
+            "Atherosclerotic heart disease of native coronary artery without angina pectoris",
+        ),
+        true,
+        40,
+    ),
+    cond(
+        c("49436004", "Atrial fibrillation"),
+        c("I48.91", "Unspecified atrial fibrillation"),
+        true,
+        45,
+    ),
+    cond(
+        c(CKD, "Chronic kidney disease"),
+        c("N18.9", "Chronic kidney disease, unspecified"),
+        true,
+        40,
+    ),
+    cond(
+        c("40930008", "Hypothyroidism"),
+        c("E03.9", "Hypothyroidism, unspecified"),
+        true,
+        18,
+    ),
+    cond(
+        c("396275006", "Osteoarthritis"),
+        c("M19.90", "Unspecified osteoarthritis, unspecified site"),
+        true,
+        40,
+    ),
+    cond(
+        c("414916001", "Obesity"),
+        c("E66.9", "Obesity, unspecified"),
+        true,
+        12,
+    ),
+    cond(
+        c("24079001", "Atopic dermatitis"),
+        c("L20.9", "Atopic dermatitis, unspecified"),
+        true,
+        0,
+    ),
+    cond(
+        c("444814009", "Viral sinusitis"),
+        c("J01.90", "Acute sinusitis, unspecified"),
+        false,
+        0,
+    ),
+    cond(
+        c("10509002", "Acute bronchitis"),
+        c("J20.9", "Acute bronchitis, unspecified"),
+        false,
+        0,
+    ),
+    cond(
+        c("195662009", "Acute viral pharyngitis"),
+        c("J02.9", "Acute pharyngitis, unspecified"),
+        false,
+        0,
+    ),
+    cond(
+        c("68566005", "Urinary tract infectious disease"),
+        c("N39.0", "Urinary tract infection, site not specified"),
+        false,
+        5,
+    ),
 ];
 
 /// An allergy: SNOMED code, category, typical reaction.
@@ -155,20 +274,75 @@ pub(crate) struct AllergyDef {
     pub(crate) criticality: &'static str,
 }
 
-const fn allergy(code: Code, category: &'static str, reaction: Code, criticality: &'static str) -> AllergyDef {
-    AllergyDef { code, category, reaction, criticality }
+const fn allergy(
+    code: Code,
+    category: &'static str,
+    reaction: Code,
+    criticality: &'static str,
+) -> AllergyDef {
+    AllergyDef {
+        code,
+        category,
+        reaction,
+        criticality,
+    }
 }
 
 pub(crate) const ALLERGIES: [AllergyDef; 9] = [
-    allergy(c("91936005", "Allergy to penicillin"), "medication", c("271807003", "Eruption of skin"), "high"),
-    allergy(c("91935009", "Allergy to peanuts"), "food", c("39579001", "Anaphylaxis"), "high"),
-    allergy(c("300916003", "Latex allergy"), "environment", c("247472004", "Wheal"), "low"),
-    allergy(c("417532002", "Allergy to fish"), "food", c("247472004", "Wheal"), "low"),
-    allergy(c("91930004", "Allergy to eggs"), "food", c("271807003", "Eruption of skin"), "low"),
-    allergy(c("300913006", "Shellfish allergy"), "food", c("267036007", "Dyspnea"), "high"),
-    allergy(c("418689008", "Allergy to grass pollen"), "environment", c("76067001", "Sneezing"), "low"),
-    allergy(c("232350006", "House dust mite allergy"), "environment", c("76067001", "Sneezing"), "low"),
-    allergy(c("419474003", "Allergy to mould"), "environment", c("267036007", "Dyspnea"), "low"),
+    allergy(
+        c("91936005", "Allergy to penicillin"),
+        "medication",
+        c("271807003", "Eruption of skin"),
+        "high",
+    ),
+    allergy(
+        c("91935009", "Allergy to peanuts"),
+        "food",
+        c("39579001", "Anaphylaxis"),
+        "high",
+    ),
+    allergy(
+        c("300916003", "Latex allergy"),
+        "environment",
+        c("247472004", "Wheal"),
+        "low",
+    ),
+    allergy(
+        c("417532002", "Allergy to fish"),
+        "food",
+        c("247472004", "Wheal"),
+        "low",
+    ),
+    allergy(
+        c("91930004", "Allergy to eggs"),
+        "food",
+        c("271807003", "Eruption of skin"),
+        "low",
+    ),
+    allergy(
+        c("300913006", "Shellfish allergy"),
+        "food",
+        c("267036007", "Dyspnea"),
+        "high",
+    ),
+    allergy(
+        c("418689008", "Allergy to grass pollen"),
+        "environment",
+        c("76067001", "Sneezing"),
+        "low",
+    ),
+    allergy(
+        c("232350006", "House dust mite allergy"),
+        "environment",
+        c("76067001", "Sneezing"),
+        "low",
+    ),
+    allergy(
+        c("419474003", "Allergy to mould"),
+        "environment",
+        c("267036007", "Dyspnea"),
+        "low",
+    ),
 ];
 
 /// A medication: RxNorm code, dose form (SNOMED), dispense unit, sig.
@@ -188,16 +362,105 @@ const CAPSULE: Code = c("385049006", "Capsule");
 const INHALER: Code = c("420317006", "Inhaler");
 
 pub(crate) const CHRONIC_MEDICATIONS: [MedicationDef; 10] = [
-    med(c("860975", "24 HR Metformin hydrochloride 500 MG Extended Release Oral Tablet"), TABLET, "tablet", "{tbl}", 30, 30, "Take 1 tablet by mouth daily with the evening meal"),
-    med(c("314076", "lisinopril 10 MG Oral Tablet"), TABLET, "tablet", "{tbl}", 30, 30, "Take 1 tablet by mouth daily"),
-    med(c("259255", "atorvastatin 80 MG Oral Tablet"), TABLET, "tablet", "{tbl}", 30, 30, "Take 1 tablet by mouth at bedtime"),
-    med(c("197361", "amlodipine 5 MG Oral Tablet"), TABLET, "tablet", "{tbl}", 30, 30, "Take 1 tablet by mouth daily"),
-    med(c("310798", "Hydrochlorothiazide 25 MG Oral Tablet"), TABLET, "tablet", "{tbl}", 30, 30, "Take 1 tablet by mouth every morning"),
-    med(c("966222", "Levothyroxine Sodium 0.075 MG Oral Tablet"), TABLET, "tablet", "{tbl}", 90, 90, "Take 1 tablet by mouth every morning on an empty stomach"),
-    med(c("312961", "Simvastatin 20 MG Oral Tablet"), TABLET, "tablet", "{tbl}", 30, 30, "Take 1 tablet by mouth in the evening"),
-    med(c("312938", "Sertraline 100 MG Oral Tablet"), TABLET, "tablet", "{tbl}", 30, 30, "Take 1 tablet by mouth daily"),
-    med(c("895994", "120 ACTUAT Fluticasone propionate 0.044 MG/ACTUAT Metered Dose Inhaler"), INHALER, "inhaler", "{inhaler}", 1, 30, "Inhale 2 puffs twice daily"),
-    med(c("745679", "200 ACTUAT Albuterol 0.09 MG/ACTUAT Metered Dose Inhaler"), INHALER, "inhaler", "{inhaler}", 1, 30, "Inhale 2 puffs every 4 to 6 hours as needed for wheezing"),
+    med(
+        c(
+            "860975",
+            "24 HR Metformin hydrochloride 500 MG Extended Release Oral Tablet",
+        ),
+        TABLET,
+        "tablet",
+        "{tbl}",
+        30,
+        30,
+        "Take 1 tablet by mouth daily with the evening meal",
+    ),
+    med(
+        c("314076", "lisinopril 10 MG Oral Tablet"),
+        TABLET,
+        "tablet",
+        "{tbl}",
+        30,
+        30,
+        "Take 1 tablet by mouth daily",
+    ),
+    med(
+        c("259255", "atorvastatin 80 MG Oral Tablet"),
+        TABLET,
+        "tablet",
+        "{tbl}",
+        30,
+        30,
+        "Take 1 tablet by mouth at bedtime",
+    ),
+    med(
+        c("197361", "amlodipine 5 MG Oral Tablet"),
+        TABLET,
+        "tablet",
+        "{tbl}",
+        30,
+        30,
+        "Take 1 tablet by mouth daily",
+    ),
+    med(
+        c("310798", "Hydrochlorothiazide 25 MG Oral Tablet"),
+        TABLET,
+        "tablet",
+        "{tbl}",
+        30,
+        30,
+        "Take 1 tablet by mouth every morning",
+    ),
+    med(
+        c("966222", "Levothyroxine Sodium 0.075 MG Oral Tablet"),
+        TABLET,
+        "tablet",
+        "{tbl}",
+        90,
+        90,
+        "Take 1 tablet by mouth every morning on an empty stomach",
+    ),
+    med(
+        c("312961", "Simvastatin 20 MG Oral Tablet"),
+        TABLET,
+        "tablet",
+        "{tbl}",
+        30,
+        30,
+        "Take 1 tablet by mouth in the evening",
+    ),
+    med(
+        c("312938", "Sertraline 100 MG Oral Tablet"),
+        TABLET,
+        "tablet",
+        "{tbl}",
+        30,
+        30,
+        "Take 1 tablet by mouth daily",
+    ),
+    med(
+        c(
+            "895994",
+            "120 ACTUAT Fluticasone propionate 0.044 MG/ACTUAT Metered Dose Inhaler",
+        ),
+        INHALER,
+        "inhaler",
+        "{inhaler}",
+        1,
+        30,
+        "Inhale 2 puffs twice daily",
+    ),
+    med(
+        c(
+            "745679",
+            "200 ACTUAT Albuterol 0.09 MG/ACTUAT Metered Dose Inhaler",
+        ),
+        INHALER,
+        "inhaler",
+        "{inhaler}",
+        1,
+        30,
+        "Inhale 2 puffs every 4 to 6 hours as needed for wheezing",
+    ),
 ];
 
 pub(crate) const ACUTE_MEDICATION: MedicationDef = med(
@@ -219,12 +482,23 @@ const fn med(
     supply_days: u32,
     sig: &'static str,
 ) -> MedicationDef {
-    MedicationDef { rxnorm, form, unit, ucum, quantity, supply_days, sig }
+    MedicationDef {
+        rxnorm,
+        form,
+        unit,
+        ucum,
+        quantity,
+        supply_days,
+        sig,
+    }
 }
 
 pub(crate) const VACCINES: [Code; 12] = [
     c("140", "Influenza, seasonal, injectable, preservative free"),
-    c("150", "Influenza, injectable, quadrivalent, preservative free"),
+    c(
+        "150",
+        "Influenza, injectable, quadrivalent, preservative free",
+    ),
     c("208", "COVID-19, mRNA, LNP-S, PF, 30 mcg/0.3 mL dose"),
     c("115", "Tdap"),
     c("113", "Td (adult) preservative free"),
@@ -259,21 +533,118 @@ pub(crate) struct LabDef {
     pub(crate) decimals: u32,
 }
 
-const fn lab(code: Code, unit: &'static str, low: Option<f64>, high: Option<f64>, normal: (f64, f64), decimals: u32) -> LabDef {
-    LabDef { code, unit, low, high, normal, decimals }
+const fn lab(
+    code: Code,
+    unit: &'static str,
+    low: Option<f64>,
+    high: Option<f64>,
+    normal: (f64, f64),
+    decimals: u32,
+) -> LabDef {
+    LabDef {
+        code,
+        unit,
+        low,
+        high,
+        normal,
+        decimals,
+    }
 }
 
-pub(crate) const GLUCOSE: LabDef = lab(c("2339-0", "Glucose [Mass/volume] in Blood"), "mg/dL", Some(70.0), Some(99.0), (72.0, 105.0), 0);
-pub(crate) const HBA1C: LabDef = lab(c("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood"), "%", Some(4.0), Some(5.6), (4.6, 5.8), 1);
-pub(crate) const CREATININE: LabDef = lab(c("2160-0", "Creatinine [Mass/volume] in Serum or Plasma"), "mg/dL", Some(0.6), Some(1.3), (0.6, 1.2), 2);
-pub(crate) const SODIUM: LabDef = lab(c("2951-2", "Sodium [Moles/volume] in Serum or Plasma"), "mmol/L", Some(135.0), Some(145.0), (134.0, 146.0), 0);
-pub(crate) const POTASSIUM: LabDef = lab(c("2823-3", "Potassium [Moles/volume] in Serum or Plasma"), "mmol/L", Some(3.5), Some(5.1), (3.4, 5.2), 1);
-pub(crate) const CHOLESTEROL: LabDef = lab(c("2093-3", "Cholesterol [Mass/volume] in Serum or Plasma"), "mg/dL", None, Some(200.0), (150.0, 215.0), 0);
-pub(crate) const TRIGLYCERIDE: LabDef = lab(c("2571-8", "Triglyceride [Mass/volume] in Serum or Plasma"), "mg/dL", None, Some(150.0), (70.0, 170.0), 0);
-pub(crate) const HDL: LabDef = lab(c("2085-9", "Cholesterol in HDL [Mass/volume] in Serum or Plasma"), "mg/dL", Some(40.0), None, (35.0, 75.0), 0);
-pub(crate) const HEMOGLOBIN: LabDef = lab(c("718-7", "Hemoglobin [Mass/volume] in Blood"), "g/dL", Some(12.0), Some(17.5), (11.5, 16.5), 1);
-pub(crate) const LEUKOCYTES: LabDef = lab(c("6690-2", "Leukocytes [#/volume] in Blood by Automated count"), "10*3/uL", Some(4.0), Some(11.0), (4.2, 10.5), 1);
-pub(crate) const PLATELETS: LabDef = lab(c("777-3", "Platelets [#/volume] in Blood by Automated count"), "10*3/uL", Some(150.0), Some(400.0), (160.0, 380.0), 0);
+pub(crate) const GLUCOSE: LabDef = lab(
+    c("2339-0", "Glucose [Mass/volume] in Blood"),
+    "mg/dL",
+    Some(70.0),
+    Some(99.0),
+    (72.0, 105.0),
+    0,
+);
+pub(crate) const HBA1C: LabDef = lab(
+    c("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood"),
+    "%",
+    Some(4.0),
+    Some(5.6),
+    (4.6, 5.8),
+    1,
+);
+pub(crate) const CREATININE: LabDef = lab(
+    c("2160-0", "Creatinine [Mass/volume] in Serum or Plasma"),
+    "mg/dL",
+    Some(0.6),
+    Some(1.3),
+    (0.6, 1.2),
+    2,
+);
+pub(crate) const SODIUM: LabDef = lab(
+    c("2951-2", "Sodium [Moles/volume] in Serum or Plasma"),
+    "mmol/L",
+    Some(135.0),
+    Some(145.0),
+    (134.0, 146.0),
+    0,
+);
+pub(crate) const POTASSIUM: LabDef = lab(
+    c("2823-3", "Potassium [Moles/volume] in Serum or Plasma"),
+    "mmol/L",
+    Some(3.5),
+    Some(5.1),
+    (3.4, 5.2),
+    1,
+);
+pub(crate) const CHOLESTEROL: LabDef = lab(
+    c("2093-3", "Cholesterol [Mass/volume] in Serum or Plasma"),
+    "mg/dL",
+    None,
+    Some(200.0),
+    (150.0, 215.0),
+    0,
+);
+pub(crate) const TRIGLYCERIDE: LabDef = lab(
+    c("2571-8", "Triglyceride [Mass/volume] in Serum or Plasma"),
+    "mg/dL",
+    None,
+    Some(150.0),
+    (70.0, 170.0),
+    0,
+);
+pub(crate) const HDL: LabDef = lab(
+    c(
+        "2085-9",
+        "Cholesterol in HDL [Mass/volume] in Serum or Plasma",
+    ),
+    "mg/dL",
+    Some(40.0),
+    None,
+    (35.0, 75.0),
+    0,
+);
+pub(crate) const HEMOGLOBIN: LabDef = lab(
+    c("718-7", "Hemoglobin [Mass/volume] in Blood"),
+    "g/dL",
+    Some(12.0),
+    Some(17.5),
+    (11.5, 16.5),
+    1,
+);
+pub(crate) const LEUKOCYTES: LabDef = lab(
+    c(
+        "6690-2",
+        "Leukocytes [#/volume] in Blood by Automated count",
+    ),
+    "10*3/uL",
+    Some(4.0),
+    Some(11.0),
+    (4.2, 10.5),
+    1,
+);
+pub(crate) const PLATELETS: LabDef = lab(
+    c("777-3", "Platelets [#/volume] in Blood by Automated count"),
+    "10*3/uL",
+    Some(150.0),
+    Some(400.0),
+    (160.0, 380.0),
+    0,
+);
 
 /// A laboratory panel: the DiagnosticReport code and its member analytes.
 #[derive(Debug, Clone, Copy)]
@@ -341,37 +712,119 @@ pub(crate) const DISCHARGE_SUMMARY: Code = c("18842-5", "Discharge summary");
 pub(crate) const CONSULT_NOTE: Code = c("11488-4", "Consult note");
 
 /// Billing codes (CPT) for encounter classes.
-pub(crate) const OFFICE_VISIT: Code = c("99213", "Office or other outpatient visit, established patient");
+pub(crate) const OFFICE_VISIT: Code = c(
+    "99213",
+    "Office or other outpatient visit, established patient",
+);
 pub(crate) const ED_VISIT: Code = c("99284", "Emergency department visit");
 pub(crate) const HOSPITAL_CARE: Code = c("99223", "Initial hospital inpatient care");
 
 /// Care-team roles (SNOMED).
 pub(crate) const PCP_ROLE: Code = c("446050000", "Primary care physician");
-pub(crate) const LONGITUDINAL_CARE_TEAM: Code = c("LA28865-6", "Longitudinal care-coordination focused care team");
+pub(crate) const LONGITUDINAL_CARE_TEAM: Code = c(
+    "LA28865-6",
+    "Longitudinal care-coordination focused care team",
+);
 
 pub(crate) const REFERRAL_CATEGORY: Code = c("3457005", "Patient referral");
 pub(crate) const REFERRAL_CODE: Code = c("306206005", "Referral to service");
 
 /// Demographic vocabularies: synthetic names and places.
 pub(crate) const MALE_GIVEN: [&str; 32] = [
-    "James", "Robert", "John", "Michael", "David", "William", "Richard", "Joseph", "Thomas", "Carlos",
-    "Daniel", "Matthew", "Anthony", "Mark", "Steven", "Andrew", "Joshua", "Kenji", "Kevin", "Brian",
-    "Omar", "Samuel", "Ryan", "Jacob", "Gary", "Nicholas", "Eric", "Jonathan", "Luis", "Wei", "Tomas", "Ahmed",
+    "James", "Robert", "John", "Michael", "David", "William", "Richard", "Joseph", "Thomas",
+    "Carlos", "Daniel", "Matthew", "Anthony", "Mark", "Steven", "Andrew", "Joshua", "Kenji",
+    "Kevin", "Brian", "Omar", "Samuel", "Ryan", "Jacob", "Gary", "Nicholas", "Eric", "Jonathan",
+    "Luis", "Wei", "Tomas", "Ahmed",
 ];
 pub(crate) const FEMALE_GIVEN: [&str; 32] = [
-    "Mary", "Patricia", "Jennifer", "Linda", "Elizabeth", "Barbara", "Susan", "Jessica", "Sarah", "Karen",
-    "Lisa", "Nancy", "Sofia", "Margaret", "Sandra", "Ashley", "Emily", "Donna", "Michelle", "Carol",
-    "Amanda", "Aisha", "Melissa", "Deborah", "Laura", "Rebecca", "Sharon", "Mei", "Priya", "Ana", "Grace", "Fatima",
+    "Mary",
+    "Patricia",
+    "Jennifer",
+    "Linda",
+    "Elizabeth",
+    "Barbara",
+    "Susan",
+    "Jessica",
+    "Sarah",
+    "Karen",
+    "Lisa",
+    "Nancy",
+    "Sofia",
+    "Margaret",
+    "Sandra",
+    "Ashley",
+    "Emily",
+    "Donna",
+    "Michelle",
+    "Carol",
+    "Amanda",
+    "Aisha",
+    "Melissa",
+    "Deborah",
+    "Laura",
+    "Rebecca",
+    "Sharon",
+    "Mei",
+    "Priya",
+    "Ana",
+    "Grace",
+    "Fatima",
 ];
 pub(crate) const FAMILY: [&str; 40] = [
-    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez", "Martinez",
-    "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor", "Moore", "Jackson", "Martin",
-    "Lee", "Perez", "Thompson", "White", "Harris", "Sanchez", "Clark", "Ramirez", "Lewis", "Robinson",
-    "Walker", "Young", "Allen", "King", "Wright", "Nguyen", "Hill", "Flores", "Patel", "Kim",
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Gonzalez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Perez",
+    "Thompson",
+    "White",
+    "Harris",
+    "Sanchez",
+    "Clark",
+    "Ramirez",
+    "Lewis",
+    "Robinson",
+    "Walker",
+    "Young",
+    "Allen",
+    "King",
+    "Wright",
+    "Nguyen",
+    "Hill",
+    "Flores",
+    "Patel",
+    "Kim",
 ];
 pub(crate) const STREETS: [&str; 12] = [
-    "Maple Street", "Oak Avenue", "Cedar Lane", "Pine Road", "Elm Street", "Birch Court",
-    "Willow Way", "Lakeview Drive", "Hillcrest Road", "River Road", "Park Avenue", "Sunset Boulevard",
+    "Maple Street",
+    "Oak Avenue",
+    "Cedar Lane",
+    "Pine Road",
+    "Elm Street",
+    "Birch Court",
+    "Willow Way",
+    "Lakeview Drive",
+    "Hillcrest Road",
+    "River Road",
+    "Park Avenue",
+    "Sunset Boulevard",
 ];
 pub(crate) const CITIES: [(&str, &str, &str); 8] = [
     ("Springfield", "IL", "627"),

@@ -13,10 +13,12 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 use super::codes::{self, Code, ConditionDef, LabDef, MedicationDef, PanelDef};
-use super::shared::{LOCATION_INFO, ORGANIZATION_ID, ORGANIZATION_NAME, location_id, medication_id};
+use super::shared::{
+    LOCATION_INFO, ORGANIZATION_ID, ORGANIZATION_NAME, location_id, medication_id,
+};
 use super::{
-    HOSPITAL_LOCATION, STREAM_PATIENT, World, coding, concept, date, days_after, days_before, instant, money,
-    quantity, reference, reference_display, round, stream_seed,
+    HOSPITAL_LOCATION, STREAM_PATIENT, World, coding, concept, date, days_after, days_before,
+    instant, money, quantity, reference, reference_display, round, stream_seed,
 };
 use crate::PatientSummary;
 
@@ -31,7 +33,14 @@ pub(crate) fn emit(
 ) -> PatientSummary {
     let mut rng = StdRng::seed_from_u64(stream_seed(world.seed, STREAM_PATIENT, index as u64));
     let plan = Plan::new(world, index, &mut rng);
-    let mut out = Writer { world, plan: &plan, rng: &mut rng, sink, obs_counter: 0, appt_counter: 0 };
+    let mut out = Writer {
+        world,
+        plan: &plan,
+        rng: &mut rng,
+        sink,
+        obs_counter: 0,
+        appt_counter: 0,
+    };
     out.write_all(booked_ordinal, upcoming);
     PatientSummary {
         id: plan.id.clone(),
@@ -97,20 +106,45 @@ struct Plan {
     prescriptions: Vec<Prescription>,
 }
 
-const ACTIVE_CLINICAL: Code = Code { code: "active", display: "Active" };
-const RESOLVED_CLINICAL: Code = Code { code: "resolved", display: "Resolved" };
-const CONFIRMED: Code = Code { code: "confirmed", display: "Confirmed" };
-const CONTINUOUS: Code = Code { code: "continuous", display: "Continuous long term therapy" };
-const ACUTE: Code = Code { code: "acute", display: "Short course (acute) therapy" };
+const ACTIVE_CLINICAL: Code = Code {
+    code: "active",
+    display: "Active",
+};
+const RESOLVED_CLINICAL: Code = Code {
+    code: "resolved",
+    display: "Resolved",
+};
+const CONFIRMED: Code = Code {
+    code: "confirmed",
+    display: "Confirmed",
+};
+const CONTINUOUS: Code = Code {
+    code: "continuous",
+    display: "Continuous long term therapy",
+};
+const ACUTE: Code = Code {
+    code: "acute",
+    display: "Short course (acute) therapy",
+};
 
 impl Plan {
     fn new(world: &World, index: usize, rng: &mut StdRng) -> Plan {
         let today = world.today;
         let female = rng.gen_bool(0.5);
-        let given = if female { pick(rng, &codes::FEMALE_GIVEN) } else { pick(rng, &codes::MALE_GIVEN) };
+        let given = if female {
+            pick(rng, &codes::FEMALE_GIVEN)
+        } else {
+            pick(rng, &codes::MALE_GIVEN)
+        };
         let family = pick(rng, &codes::FAMILY);
-        let age: u32 = if rng.gen_bool(0.1) { rng.gen_range(2..=17) } else { rng.gen_range(18..=90) };
+        let age: u32 = if rng.gen_bool(0.1) {
+            rng.gen_range(2..=17)
+        } else {
+            rng.gen_range(18..=90)
+        };
         let birth_date = days_before(today, u64::from(age) * 365 + rng.gen_range(0..365));
+        // History never starts before birth (the youngest patients are two years old).
+        let lived_days = u64::from(age) * 365;
         let height_cm = if age < 18 {
             75.0 + f64::from(age) * 5.8 + rng.gen_range(-4.0..4.0)
         } else if female {
@@ -118,27 +152,43 @@ impl Plan {
         } else {
             rng.gen_range(164.0..192.0)
         };
-        let bmi = if age < 18 { rng.gen_range(15.0..21.0) } else { rng.gen_range(19.0..35.0) };
+        let bmi = if age < 18 {
+            rng.gen_range(15.0..21.0)
+        } else {
+            rng.gen_range(19.0..35.0)
+        };
         let weight_kg = bmi * (height_cm / 100.0) * (height_cm / 100.0);
 
         let pcp = world.family_medicine[rng.gen_range(0..world.family_medicine.len())];
         let specialist_count = rng.gen_range(1..=2).min(world.specialists.len());
-        let specialists: Vec<usize> = world.specialists.choose_multiple(rng, specialist_count).copied().collect();
+        let specialists: Vec<usize> = world
+            .specialists
+            .choose_multiple(rng, specialist_count)
+            .copied()
+            .collect();
 
         // Conditions: 2-5 distinct, appropriate for the age.
-        let eligible: Vec<&ConditionDef> = codes::CONDITIONS.iter().filter(|c| c.min_age <= age).collect();
+        let eligible: Vec<&ConditionDef> = codes::CONDITIONS
+            .iter()
+            .filter(|c| c.min_age <= age)
+            .collect();
         let count = rng.gen_range(2..=5).min(eligible.len());
         let conditions = eligible
             .choose_multiple(rng, count)
             .enumerate()
             .map(|(k, def)| {
                 let onset = if def.chronic {
-                    let max_days = (u64::from(age.saturating_sub(def.min_age)) * 365).clamp(200, 3650);
+                    let max_days =
+                        (u64::from(age.saturating_sub(def.min_age)) * 365).clamp(200, 3650);
                     days_before(today, rng.gen_range(180..max_days))
                 } else {
-                    days_before(today, rng.gen_range(30..1000))
+                    days_before(today, rng.gen_range(30..1000u64.min(lived_days)))
                 };
-                ConditionPlan { id: format!("cond-{index}-{}", k + 1), def: **def, onset }
+                ConditionPlan {
+                    id: format!("cond-{index}-{}", k + 1),
+                    def: **def,
+                    onset,
+                }
             })
             .collect();
 
@@ -146,7 +196,7 @@ impl Plan {
         let visit_count = rng.gen_range(2..=5);
         let mut days_ago: Vec<u64> = Vec::with_capacity(visit_count);
         while days_ago.len() < visit_count {
-            let d = rng.gen_range(7..1095);
+            let d = rng.gen_range(7..1095u64.min(lived_days));
             if !days_ago.contains(&d) {
                 days_ago.push(d);
             }
@@ -158,14 +208,20 @@ impl Plan {
             let day = days_before(today, *ago);
             let roll: f64 = if k == 0 { 0.0 } else { rng.gen_range(0.0..1.0) };
             let visit = if roll < 0.75 {
-                let practitioner = if rng.gen_bool(0.75) { pcp } else { specialists.first().copied().unwrap_or(pcp) };
+                let practitioner = if rng.gen_bool(0.75) {
+                    pcp
+                } else {
+                    specialists.first().copied().unwrap_or(pcp)
+                };
                 let hour = rng.gen_range(9..16);
                 let minute = if rng.gen_bool(0.5) { 0 } else { 30 };
                 appointments += 1;
                 Visit {
                     id: format!("enc-{index}-{}", k + 1),
                     class: codes::AMBULATORY,
-                    kind: *codes::AMBULATORY_TYPES.choose(rng).unwrap_or(&codes::AMBULATORY_TYPES[0]),
+                    kind: *codes::AMBULATORY_TYPES
+                        .choose(rng)
+                        .unwrap_or(&codes::AMBULATORY_TYPES[0]),
                     day,
                     start: instant(day, hour, minute),
                     end: instant(day, hour, minute + 29),
@@ -207,10 +263,15 @@ impl Plan {
         let target: usize = rng.gen_range(10..=30);
         let panel_count = rng.gen_range(2..=4);
         let panels: Vec<PanelPlan> = (0..panel_count)
-            .map(|_| PanelPlan { panel: *pick_ref(rng, &codes::PANELS), visit: rng.gen_range(0..visits.len()) })
+            .map(|_| PanelPlan {
+                panel: *pick_ref(rng, &codes::PANELS),
+                visit: rng.gen_range(0..visits.len()),
+            })
             .collect();
         let lab_count: usize = panels.iter().map(|p| p.panel.members.len()).sum();
-        let vital_budget = target.saturating_sub(lab_count).clamp(visits.len(), VITAL_KINDS * visits.len());
+        let vital_budget = target
+            .saturating_sub(lab_count)
+            .clamp(visits.len(), VITAL_KINDS * visits.len());
         let vitals_per_visit = (0..visits.len())
             .map(|k| vital_budget / visits.len() + usize::from(k < vital_budget % visits.len()))
             .collect();
@@ -248,7 +309,10 @@ impl Plan {
 /// 2. none left: active, valid, repeats + 1 completed dispenses;
 /// 3. expired: active but its validity period ended before today.
 fn plan_prescriptions(rng: &mut StdRng, today: NaiveDate) -> Vec<Prescription> {
-    let meds: Vec<MedicationDef> = codes::CHRONIC_MEDICATIONS.choose_multiple(rng, 3).copied().collect();
+    let meds: Vec<MedicationDef> = codes::CHRONIC_MEDICATIONS
+        .choose_multiple(rng, 3)
+        .copied()
+        .collect();
     let mut out = Vec::with_capacity(4);
     if let [first, second, third] = meds.as_slice() {
         let supply = u64::from(first.supply_days);
@@ -326,7 +390,7 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     fn patient_ref(&self) -> Value {
-        reference_display("Patient", &self.plan.id, &format!("{} {}", self.plan.given, self.plan.family))
+        reference("Patient", &self.plan.id)
     }
 
     fn practitioner_ref(&self, n: usize) -> Value {
@@ -373,7 +437,12 @@ impl Writer<'_> {
         let street = pick(self.rng, &codes::STREETS);
         let house = self.rng.gen_range(1..2000);
         let phone = format!("555-555-{:04}", (n * 7919) % 10_000);
-        let email = format!("{}.{}{}@example.com", plan.given.to_lowercase(), plan.family.to_lowercase(), n);
+        let email = format!(
+            "{}.{}{}@example.com",
+            plan.given.to_lowercase(),
+            plan.family.to_lowercase(),
+            n
+        );
         let resource = json!({
             "resourceType": "Patient",
             "id": plan.id,
@@ -411,7 +480,11 @@ impl Writer<'_> {
 
     fn write_coverage(&mut self) {
         let plan = self.plan;
-        let start = days_before(self.world.today, self.rng.gen_range(200..2000));
+        let lived_days = u64::from(plan.age) * 365;
+        let start = days_before(
+            self.world.today,
+            self.rng.gen_range(200..2000u64.min(lived_days)),
+        );
         let resource = json!({
             "resourceType": "Coverage",
             "id": format!("cov-{}", plan.index),
@@ -452,7 +525,8 @@ impl Writer<'_> {
                 "asserter": self.practitioner_ref(plan.pcp)
             });
             if !condition.def.chronic {
-                resource["abatementDateTime"] = json!(date(days_after(condition.onset, self.rng.gen_range(7..21))));
+                resource["abatementDateTime"] =
+                    json!(date(days_after(condition.onset, self.rng.gen_range(7..21))));
             }
             self.emit(resource);
         }
@@ -461,9 +535,15 @@ impl Writer<'_> {
     fn write_allergies(&mut self) {
         let plan = self.plan;
         let count = self.rng.gen_range(1..=3);
-        let chosen: Vec<codes::AllergyDef> = codes::ALLERGIES.choose_multiple(self.rng, count).copied().collect();
+        let chosen: Vec<codes::AllergyDef> = codes::ALLERGIES
+            .choose_multiple(self.rng, count)
+            .copied()
+            .collect();
         for (k, allergy) in chosen.iter().enumerate() {
-            let recorded = days_before(self.world.today, self.rng.gen_range(60..3000).min(u64::from(plan.age) * 365));
+            let recorded = days_before(
+                self.world.today,
+                self.rng.gen_range(60..3000).min(u64::from(plan.age) * 365),
+            );
             let resource = json!({
                 "resourceType": "AllergyIntolerance",
                 "id": format!("alg-{}-{}", plan.index, k + 1),
@@ -487,7 +567,8 @@ impl Writer<'_> {
 
     fn write_visits(&mut self) {
         let plan = self.plan;
-        let chronic: Vec<&ConditionPlan> = plan.conditions.iter().filter(|c| c.def.chronic).collect();
+        let chronic: Vec<&ConditionPlan> =
+            plan.conditions.iter().filter(|c| c.def.chronic).collect();
         for visit in &plan.visits {
             let mut encounter = json!({
                 "resourceType": "Encounter",
@@ -505,7 +586,11 @@ impl Writer<'_> {
                 "serviceProvider": self.organization_ref()
             });
             if let Some(condition) = chronic.choose(self.rng) {
-                encounter["reasonReference"] = json!([reference_display("Condition", &condition.id, condition.def.snomed.display)]);
+                encounter["reasonReference"] = json!([reference_display(
+                    "Condition",
+                    &condition.id,
+                    condition.def.snomed.display
+                )]);
             }
             if let Some(appointment) = &visit.appointment {
                 encounter["appointment"] = json!([reference("Appointment", appointment)]);
@@ -584,22 +669,46 @@ impl Writer<'_> {
                         bp
                     }
                     1 => {
-                        let rate = if emergency { self.rng.gen_range(78..118) } else { self.rng.gen_range(56..96) };
+                        let rate = if emergency {
+                            self.rng.gen_range(78..118)
+                        } else {
+                            self.rng.gen_range(56..96)
+                        };
                         self.vital(visit, codes::HEART_RATE, Some((f64::from(rate), "/min")))
                     }
                     2 => self.vital(visit, codes::BODY_WEIGHT, Some((weight, "kg"))),
-                    3 => self.vital(visit, codes::BODY_HEIGHT, Some((round(plan.height_cm, 1), "cm"))),
+                    3 => self.vital(
+                        visit,
+                        codes::BODY_HEIGHT,
+                        Some((round(plan.height_cm, 1), "cm")),
+                    ),
                     4 => {
                         let meters = plan.height_cm / 100.0;
-                        self.vital(visit, codes::BMI, Some((round(weight / (meters * meters), 1), "kg/m2")))
+                        self.vital(
+                            visit,
+                            codes::BMI,
+                            Some((round(weight / (meters * meters), 1), "kg/m2")),
+                        )
                     }
                     5 => {
-                        let temp = if emergency { self.rng.gen_range(36.6..38.8) } else { self.rng.gen_range(36.3..37.3) };
-                        self.vital(visit, codes::BODY_TEMPERATURE, Some((round(temp, 1), "Cel")))
+                        let temp = if emergency {
+                            self.rng.gen_range(36.6..38.8)
+                        } else {
+                            self.rng.gen_range(36.3..37.3)
+                        };
+                        self.vital(
+                            visit,
+                            codes::BODY_TEMPERATURE,
+                            Some((round(temp, 1), "Cel")),
+                        )
                     }
                     _ => {
                         let rate = self.rng.gen_range(12..21);
-                        self.vital(visit, codes::RESPIRATORY_RATE, Some((f64::from(rate), "/min")))
+                        self.vital(
+                            visit,
+                            codes::RESPIRATORY_RATE,
+                            Some((f64::from(rate), "/min")),
+                        )
                     }
                 };
                 self.emit(resource);
@@ -681,7 +790,10 @@ impl Writer<'_> {
     fn write_immunizations(&mut self) {
         let plan = self.plan;
         let count = self.rng.gen_range(2..=6);
-        let chosen: Vec<Code> = codes::VACCINES.choose_multiple(self.rng, count).copied().collect();
+        let chosen: Vec<Code> = codes::VACCINES
+            .choose_multiple(self.rng, count)
+            .copied()
+            .collect();
         let max_days = (u64::from(plan.age) * 365).clamp(60, 1825);
         for (k, vaccine) in chosen.iter().enumerate() {
             let day = days_before(self.world.today, self.rng.gen_range(14..max_days));
@@ -708,7 +820,10 @@ impl Writer<'_> {
     fn write_procedures(&mut self) {
         let plan = self.plan;
         let count = self.rng.gen_range(1..=3);
-        let chosen: Vec<Code> = codes::PROCEDURES.choose_multiple(self.rng, count).copied().collect();
+        let chosen: Vec<Code> = codes::PROCEDURES
+            .choose_multiple(self.rng, count)
+            .copied()
+            .collect();
         for (k, procedure) in chosen.iter().enumerate() {
             let visit = &plan.visits[self.rng.gen_range(0..plan.visits.len())];
             let resource = json!({
@@ -760,9 +875,16 @@ impl Writer<'_> {
             self.emit(resource);
             for fill in 0..rx.dispenses {
                 dispense_counter += 1;
-                let day = days_after(rx.authored, u64::from(fill) * u64::from(rx.med.supply_days) + self.rng.gen_range(0..=2))
-                    .min(today);
-                let (type_code, type_display) = if fill == 0 { ("FF", "First Fill") } else { ("RF", "Refill") };
+                let day = days_after(
+                    rx.authored,
+                    u64::from(fill) * u64::from(rx.med.supply_days) + self.rng.gen_range(0..=2),
+                )
+                .min(today);
+                let (type_code, type_display) = if fill == 0 {
+                    ("FF", "First Fill")
+                } else {
+                    ("RF", "Refill")
+                };
                 let resource = json!({
                     "resourceType": "MedicationDispense",
                     "id": format!("md-{}-{dispense_counter}", plan.index),
@@ -786,8 +908,17 @@ impl Writer<'_> {
     fn write_documents(&mut self) {
         let plan = self.plan;
         let count = self.rng.gen_range(1..=2).min(plan.visits.len());
-        let problems: Vec<&str> = plan.conditions.iter().filter(|c| c.def.chronic).map(|c| c.def.snomed.display).collect();
-        let assessment = if problems.is_empty() { "No chronic problems.".to_owned() } else { format!("{}.", problems.join(", ")) };
+        let problems: Vec<&str> = plan
+            .conditions
+            .iter()
+            .filter(|c| c.def.chronic)
+            .map(|c| c.def.snomed.display)
+            .collect();
+        let assessment = if problems.is_empty() {
+            "No chronic problems.".to_owned()
+        } else {
+            format!("{}.", problems.join(", "))
+        };
         for k in 0..count {
             let visit = &plan.visits[plan.visits.len() - 1 - k];
             let specialist = !self.world.practitioners[visit.practitioner].is_family_medicine();
@@ -848,7 +979,11 @@ impl Writer<'_> {
                 "member": self.practitioner_ref(specialist)
             }));
         }
-        let start = plan.visits.first().map(|v| v.day).unwrap_or(self.world.today);
+        let start = plan
+            .visits
+            .first()
+            .map(|v| v.day)
+            .unwrap_or(self.world.today);
         let resource = json!({
             "resourceType": "CareTeam",
             "id": format!("ct-{}", plan.index),
@@ -864,7 +999,12 @@ impl Writer<'_> {
     }
 
     fn next_appointment_id(&mut self) -> String {
-        let past = self.plan.visits.iter().filter(|v| v.appointment.is_some()).count();
+        let past = self
+            .plan
+            .visits
+            .iter()
+            .filter(|v| v.appointment.is_some())
+            .count();
         self.appt_counter = self.appt_counter.max(past) + 1;
         format!("appt-{}-{}", self.plan.index, self.appt_counter)
     }
@@ -900,7 +1040,9 @@ impl Writer<'_> {
 
     fn write_upcoming(&mut self, booked_ordinal: usize, upcoming: usize) {
         for k in 0..upcoming {
-            let slot = self.world.slot(self.world.booked_position(booked_ordinal + k));
+            let slot = self
+                .world
+                .slot(self.world.booked_position(booked_ordinal + k));
             let p = &self.world.practitioners[slot.practitioner];
             let id = self.next_appointment_id();
             let resource = json!({
@@ -932,7 +1074,11 @@ impl Writer<'_> {
         let topics = thread_topics(plan);
         let first_topic = self.rng.gen_range(0..topics.len());
         for t in 0..threads {
-            let practitioner = if t == 0 { plan.pcp } else { plan.specialists.first().copied().unwrap_or(plan.pcp) };
+            let practitioner = if t == 0 {
+                plan.pcp
+            } else {
+                plan.specialists.first().copied().unwrap_or(plan.pcp)
+            };
             let (topic, messages) = &topics[(first_topic + t) % topics.len()];
             let header_id = format!("comm-{}-{}", plan.index, t + 1);
             let start = days_before(self.world.today, self.rng.gen_range(5..60));
@@ -1005,7 +1151,11 @@ impl Writer<'_> {
             "performer": [self.practitioner_ref(specialist)]
         });
         if let Some(condition) = plan.conditions.iter().find(|c| c.def.chronic) {
-            resource["reasonReference"] = json!([reference_display("Condition", &condition.id, condition.def.snomed.display)]);
+            resource["reasonReference"] = json!([reference_display(
+                "Condition",
+                &condition.id,
+                condition.def.snomed.display
+            )]);
         }
         self.emit(resource);
     }
@@ -1024,7 +1174,12 @@ impl Writer<'_> {
                 _ => (codes::OFFICE_VISIT, 15_000),
             };
             let mut lines = vec![(visit_code, visit_cents)];
-            lines.extend(plan.panels.iter().filter(|p| p.visit == visit_index).map(|p| (p.panel.cpt, p.panel.price_cents)));
+            lines.extend(
+                plan.panels
+                    .iter()
+                    .filter(|p| p.visit == visit_index)
+                    .map(|p| (p.panel.cpt, p.panel.price_cents)),
+            );
             let total: u64 = lines.iter().map(|(_, cents)| cents).sum();
             balance += total;
             let line_items: Vec<Value> = lines
@@ -1054,7 +1209,11 @@ impl Writer<'_> {
             });
             self.emit(resource);
         }
-        let since = plan.visits.first().map(|v| v.day).unwrap_or(self.world.today);
+        let since = plan
+            .visits
+            .first()
+            .map(|v| v.day)
+            .unwrap_or(self.world.today);
         let resource = json!({
             "resourceType": "Account",
             "id": account_id,
@@ -1088,7 +1247,11 @@ fn uuid_like(seed: u64, index: usize) -> String {
 
 /// Conversation templates: a topic and alternating patient / clinician messages.
 fn thread_topics(plan: &Plan) -> Vec<(String, Vec<String>)> {
-    let med = plan.prescriptions.first().map(|rx| rx.med.rxnorm.display).unwrap_or("my medication");
+    let med = plan
+        .prescriptions
+        .first()
+        .map(|rx| rx.med.rxnorm.display)
+        .unwrap_or("my medication");
     vec![
         (
             "Question about my medication".to_owned(),

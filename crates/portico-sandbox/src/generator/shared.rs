@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use super::codes::{self, FAMILY_MEDICINE, SPECIALISTS};
 use super::{
-    LOCATIONS, PractitionerInfo, STREAM_SHARED, SLOTS_PER_DAY, World, concept, days_after, instant, reference,
-    reference_display, stream_seed,
+    LOCATIONS, PractitionerInfo, SLOTS_PER_DAY, STREAM_SHARED, World, concept, days_after, instant,
+    reference, reference_display, stream_seed,
 };
 
 pub(crate) const ORGANIZATION_ID: &str = "org-1";
@@ -16,9 +16,24 @@ pub(crate) const ORGANIZATION_NAME: &str = "Portico Sandbox Health";
 
 /// `(name, street line, type code, type display)` of each Location.
 pub(crate) const LOCATION_INFO: [(&str, &str, &str, &str); LOCATIONS] = [
-    ("Main Street Clinic", "100 Main Street", "OF", "Outpatient facility"),
-    ("Riverside Family Practice", "42 River Road", "OF", "Outpatient facility"),
-    ("Portico Sandbox Hospital", "1 Hospital Drive", "HOSP", "Hospital"),
+    (
+        "Main Street Clinic",
+        "100 Main Street",
+        "OF",
+        "Outpatient facility",
+    ),
+    (
+        "Riverside Family Practice",
+        "42 River Road",
+        "OF",
+        "Outpatient facility",
+    ),
+    (
+        "Portico Sandbox Hospital",
+        "1 Hospital Drive",
+        "HOSP",
+        "Hospital",
+    ),
 ];
 
 pub(crate) fn location_id(index: usize) -> String {
@@ -68,7 +83,10 @@ pub(crate) fn emit(world: &World, sink: &mut dyn FnMut(Value)) {
         sink(practitioner_resource(n, practitioner));
         sink(practitioner_role(practitioner));
     }
-    for med in codes::CHRONIC_MEDICATIONS.iter().chain(std::iter::once(&codes::ACUTE_MEDICATION)) {
+    for med in codes::CHRONIC_MEDICATIONS
+        .iter()
+        .chain(std::iter::once(&codes::ACUTE_MEDICATION))
+    {
         sink(medication(med));
     }
     for practitioner in &world.practitioners {
