@@ -94,9 +94,30 @@ async fn request_ids_are_generated_or_propagated() {
 #[tokio::test]
 async fn errors_use_each_surface_format() {
     let app = TestApp::spawn().await;
+    // Without a token: 401, as an OperationOutcome, with the challenge.
+    let res = app
+        .http
+        .get(app.url("/fhir/Patient/pat-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(
+        res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["issue"][0]["code"],
+        "login"
+    );
+
+    let token = app.patient_token("pat-1", "patient/*.rs");
     let res = app
         .http
         .get(app.url("/fhir/NoSuchThing/1"))
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap();

@@ -29,6 +29,7 @@ pub struct TestApp {
     pub sandbox: Sandbox,
     pub addr: SocketAddr,
     pub http: reqwest::Client,
+    audit_dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -37,15 +38,38 @@ impl TestApp {
         Self::spawn_on(sandbox().await).await
     }
 
+    pub async fn spawn_with_patients(patients: usize) -> TestApp {
+        Self::spawn_on(
+            sandbox_with(SandboxConfig {
+                patients,
+                ..SandboxConfig::default()
+            })
+            .await,
+        )
+        .await
+    }
+
     pub async fn spawn_on(sandbox: Sandbox) -> TestApp {
+        Self::spawn_with(sandbox, |_, _| {}).await
+    }
+
+    /// Spawns with a chance to change the gateway's configuration first.
+    pub async fn spawn_with(
+        sandbox: Sandbox,
+        tweak: impl FnOnce(&mut portico::config::Config, &mut portico_upstream::ResolvedUpstreamConfig),
+    ) -> TestApp {
         let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        let (mut config, upstream) =
+        let (mut config, mut upstream) =
             portico::demo::gateway_for_sandbox(&sandbox, listen).expect("gateway config");
         config.server.body_limit_bytes = 64 * 1024;
+        let audit_dir = tempfile::tempdir().expect("temp dir");
+        config.audit.path = audit_dir.path().join("audit.jsonl");
+        tweak(&mut config, &mut upstream);
         let app = portico::app::App::build_with(config, upstream)
             .await
             .expect("gateway builds");
         let addr = app.local_addr().expect("bound");
+        sandbox.auth().add_audience(&format!("http://{addr}/fhir"));
         let (tx, rx) = oneshot::channel();
         tokio::spawn(app.run_until_stopped(async {
             let _ = rx.await;
@@ -54,12 +78,34 @@ impl TestApp {
             sandbox,
             addr,
             http: http_client(),
+            audit_dir,
             stop: Some(tx),
         }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The gateway's FHIR base.
+    pub fn fhir(&self) -> String {
+        format!("http://{}/fhir", self.addr)
+    }
+
+    /// A token the sandbox issued for a patient launch of `demo-app`.
+    pub fn patient_token(&self, patient: &str, scope: &str) -> String {
+        self.sandbox
+            .auth()
+            .issue_access_token("demo-app", scope, Some(patient))
+    }
+
+    /// Every audit record written so far.
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        let text =
+            std::fs::read_to_string(self.audit_dir.path().join("audit.jsonl")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 }
 

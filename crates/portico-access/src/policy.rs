@@ -110,7 +110,7 @@ pub struct Denial {
 }
 
 impl Denial {
-    pub(crate) fn new(reason: DenialReason, message: impl Into<Cow<'static, str>>) -> Denial {
+    pub fn new(reason: DenialReason, message: impl Into<Cow<'static, str>>) -> Denial {
         Denial {
             reason,
             message: message.into(),

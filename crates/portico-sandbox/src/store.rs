@@ -198,7 +198,7 @@ struct Inner {
 
 #[derive(Debug, Default)]
 struct Interner {
-    map: HashMap<Arc<str>, u32>,
+    map: FxMap<Arc<str>, u32>,
     strings: Vec<Arc<str>>,
 }
 
@@ -225,9 +225,9 @@ impl Interner {
 
 #[derive(Debug, Default)]
 struct Table {
-    by_id: HashMap<Arc<str>, u32>,
+    by_id: FxMap<Arc<str>, u32>,
     slots: Vec<Slot>,
-    inverted: HashMap<(u8, u32), Vec<u32>>,
+    inverted: FxMap<(u8, u32), Vec<u32>>,
     live: usize,
 }
 
@@ -313,6 +313,81 @@ fn format_instant(ms: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// The store's internal hash maps are keyed by ids and interned atoms; FxHash (rustc's
+/// hasher, with a finalizer) is several times faster than SipHash on such short keys,
+/// which matters when millions of resources are loaded at start-up. The sandbox is a
+/// test server, so hash flooding is not a concern.
+#[derive(Debug, Clone, Copy, Default)]
+struct FxBuild;
+
+impl std::hash::BuildHasher for FxBuild {
+    type Hasher = FxHasher;
+    fn build_hasher(&self) -> FxHasher {
+        FxHasher(0)
+    }
+}
+
+#[derive(Debug)]
+struct FxHasher(u64);
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl std::hash::Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    /// FxHash's multiply only carries entropy upwards, and hashbrown picks buckets with
+    /// the low bits: ids that differ in their last characters would collide. A
+    /// splitmix64 finalizer spreads every input bit over the whole hash.
+    #[inline]
+    fn finish(&self) -> u64 {
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, FxBuild>;
+
 /// Sets `id` and `meta.versionId`/`meta.lastUpdated` (in place, so a retry can prepare
 /// the same value again), extracts the index and serializes.
 fn prepare(
@@ -354,11 +429,22 @@ fn prepare(
         }
     }
     let index = search::extract(ty, resource);
-    let body = serde_json::to_vec(resource).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    Ok(Prepared {
-        body: Bytes::from(body.into_boxed_slice()),
-        index,
-    })
+    // Serialize into a reused buffer, then copy into an allocation of the exact size: no
+    // growth reallocations and no slack capacity kept for the life of the version.
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let body = BUFFER.with_borrow_mut(|buffer| {
+        buffer.clear();
+        serde_json::to_writer(&mut *buffer, resource)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let body = Bytes::copy_from_slice(buffer);
+        if buffer.capacity() > 1 << 20 {
+            *buffer = Vec::new();
+        }
+        Ok::<_, StoreError>(body)
+    })?;
+    Ok(Prepared { body, index })
 }
 
 fn type_of(name: &str) -> Result<&'static TypeInfo, StoreError> {
@@ -381,7 +467,7 @@ impl Store {
     /// and `id`; `meta.versionId` becomes "1" (or the next version if the id exists) and
     /// `meta.lastUpdated` now. The serialization and index extraction happen outside the
     /// lock.
-    pub fn insert_loaded(&self, mut resource: Value) -> Result<StoredResource, StoreError> {
+    pub fn insert_loaded(&self, mut resource: Value) -> Result<(), StoreError> {
         let ty = resource
             .get("resourceType")
             .and_then(Value::as_str)
@@ -407,7 +493,47 @@ impl Store {
         } else {
             Method::Update
         };
-        Ok(inner.write_version(ty, &id, Some(prepared), now, method))
+        inner.store_version(ty, &id, Some(prepared), now, method);
+        Ok(())
+    }
+
+    /// Loads the resources `produce` emits (it calls its sink once per resource) while
+    /// it is still producing: a second thread prepares and stores them, so generation
+    /// and indexing overlap. Returns what `produce` returned and how many resources the
+    /// store refused.
+    pub fn bulk_load<T>(&self, produce: impl FnOnce(&mut dyn FnMut(Value)) -> T) -> (T, usize) {
+        const BATCH: usize = 256;
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<Value>>(32);
+        std::thread::scope(|scope| {
+            let loader = scope.spawn(move || {
+                let mut rejected = 0usize;
+                for batch in receiver {
+                    for resource in batch {
+                        if self.insert_loaded(resource).is_err() {
+                            rejected += 1;
+                        }
+                    }
+                }
+                rejected
+            });
+            let mut batch = Vec::with_capacity(BATCH);
+            let produced = produce(&mut |resource| {
+                batch.push(resource);
+                if batch.len() == BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    // The loader only stops when the sender is dropped.
+                    let _ = sender.send(full);
+                }
+            });
+            if !batch.is_empty() {
+                let _ = sender.send(batch);
+            }
+            drop(sender);
+            let rejected = loader
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (produced, rejected)
+        })
     }
 
     /// The current version of `ty/id`.
@@ -819,9 +945,7 @@ impl Inner {
     }
 
     fn next_version(&self, ty: &TypeInfo, id: &str) -> u32 {
-        self.slot(ty, id)
-            .ok()
-            .map_or(1, |s| s.current().number + 1)
+        self.slot(ty, id).ok().map_or(1, |s| s.current().number + 1)
     }
 
     fn export(&self, ty: &'static TypeInfo, slot: &Slot, v: &Version) -> StoredResource {
@@ -835,7 +959,7 @@ impl Inner {
         }
     }
 
-    /// Appends a version (a deletion when `prepared` is `None`) and re-indexes the slot.
+    /// [`Inner::store_version`], returning the stored version.
     fn write_version(
         &mut self,
         ty: &'static TypeInfo,
@@ -844,6 +968,21 @@ impl Inner {
         last_updated_ms: i64,
         method: Method,
     ) -> StoredResource {
+        let slot_no = self.store_version(ty, id, prepared, last_updated_ms, method);
+        let slot = &self.tables[ty.index].slots[slot_no as usize];
+        self.export(ty, slot, slot.current())
+    }
+
+    /// Appends a version (a deletion when `prepared` is `None`), re-indexes the slot and
+    /// returns its number.
+    fn store_version(
+        &mut self,
+        ty: &'static TypeInfo,
+        id: &str,
+        prepared: Option<Prepared>,
+        last_updated_ms: i64,
+        method: Method,
+    ) -> u32 {
         let Inner { tables, atoms } = self;
         let table = &mut tables[ty.index];
         let existing = table.by_id.get(id).copied();
@@ -902,7 +1041,7 @@ impl Inner {
             number,
             method,
             last_updated_ms,
-            body: body.clone(),
+            body,
         };
         match existing {
             Some(s) => {
@@ -927,14 +1066,7 @@ impl Inner {
             (true, false) => table.live -= 1,
             _ => {}
         }
-        StoredResource {
-            resource_type: ty.name,
-            id: id.to_owned(),
-            version: number,
-            last_updated_ms,
-            method,
-            body,
-        }
+        slot_no
     }
 
     fn compile<'q>(&self, criteria: &'q [Criterion]) -> Vec<Compiled<'q>> {
@@ -1567,11 +1699,33 @@ mod tests {
             patients,
             today: chrono::Utc::now().date_naive(),
         };
-        let summaries = crate::generator::generate(&config, &mut |r| {
-            if store.insert_loaded(r).is_err() {
-                rejected += 1;
-            }
-        });
+        let mode = std::env::var("SANDBOX_LOAD_MODE").unwrap_or_default();
+        if mode == "drop-only" || mode == "prepare-only" || mode == "extract-only" {
+            let started = std::time::Instant::now();
+            crate::generator::generate(&config, &mut |mut r| {
+                let ty = search::type_info(r["resourceType"].as_str().unwrap()).unwrap();
+                if mode == "prepare-only" {
+                    let id = r["id"].as_str().unwrap().to_owned();
+                    prepare(ty, &id, 1, 0, &mut r).unwrap();
+                } else if mode == "extract-only" {
+                    search::extract(ty, &r);
+                }
+            });
+            eprintln!("{mode}: {:?}", started.elapsed());
+            return;
+        }
+        let summaries = if mode == "sequential" {
+            crate::generator::generate(&config, &mut |r| {
+                if store.insert_loaded(r).is_err() {
+                    rejected += 1;
+                }
+            })
+        } else {
+            let (summaries, refused) =
+                store.bulk_load(|sink| crate::generator::generate(&config, sink));
+            rejected += refused;
+            summaries
+        };
         let loaded = started.elapsed();
         let rss = std::fs::read_to_string("/proc/self/status")
             .unwrap_or_default()

@@ -13,8 +13,13 @@ use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use portico_upstream::{FhirClient, FhirUpstream, ResolvedUpstreamConfig};
+use portico_access::audit::{AuditRecord, AuditSink};
+use portico_access::{ExtraLink, Policy, TokenVerifier, VerifierConfig};
+use portico_upstream::{
+    Capabilities, FhirClient, FhirUpstream, ResolvedAuth, ResolvedUpstreamConfig,
+};
 use tokio::net::TcpListener;
+use tokio::sync::OnceCell;
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::map_request_body::MapRequestBodyLayer;
@@ -24,8 +29,11 @@ use tower_http::request_id::{
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::audit::FileAuditSink;
+use crate::authn::HttpKeySource;
 use crate::config::Config;
-use crate::error::{ApiError, FhirError, PortalError};
+use crate::error::{ApiError, PortalError};
+use crate::facade::cursor::CursorKey;
 
 /// Everything a handler needs, cheap to clone.
 #[derive(Clone, Debug)]
@@ -33,24 +41,109 @@ pub struct AppState {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     config: Config,
     upstream: Arc<dyn FhirUpstream>,
     client: Arc<FhirClient>,
+    passthrough: bool,
+    verifier: TokenVerifier,
+    policy: Policy,
+    audit: Arc<dyn AuditSink>,
+    cursor_key: CursorKey,
+    http: reqwest::Client,
+    fhir_base: String,
+    upstream_base: String,
+    smart: OnceCell<SmartEndpoints>,
+    capabilities: OnceCell<Capabilities>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("fhir_base", &self.fhir_base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where clients log in, as the facade advertises it.
+#[derive(Debug, Clone)]
+pub struct SmartEndpoints {
+    pub issuer: String,
+    pub authorize: String,
+    pub token: String,
+    pub jwks: Option<String>,
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl AppState {
-    /// State over a real upstream client.
-    pub fn new(config: Config, client: FhirClient) -> Self {
+    /// State over a real upstream client. `config.server.public_url` must be final.
+    pub fn new(config: Config, client: FhirClient, passthrough: bool) -> anyhow::Result<Self> {
         let client = Arc::new(client);
-        AppState {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let fhir_base = config.fhir_base();
+        let upstream_base = config
+            .upstream
+            .base_url
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned();
+        let issuer = config.auth.issuer.as_str().trim_end_matches('/').to_owned();
+        let discovery = [
+            format!("{upstream_base}/.well-known/smart-configuration"),
+            format!("{issuer}/.well-known/openid-configuration"),
+        ]
+        .iter()
+        .filter_map(|u| url::Url::parse(u).ok())
+        .collect();
+        let keys = HttpKeySource::new(http.clone(), config.auth.jwks_url.clone(), discovery);
+        let mut verifier_config = VerifierConfig::new(issuer, config.audiences());
+        verifier_config.leeway = Duration::from_secs(config.auth.leeway_seconds);
+        let c = &config.auth.claims;
+        verifier_config.claims.patient = c.patient.clone();
+        verifier_config.claims.fhir_user = c.fhir_user.clone();
+        verifier_config.claims.scope = c.scope.clone();
+        verifier_config.claims.scp = c.scp.clone();
+        let verifier = TokenVerifier::new(verifier_config, Arc::new(keys));
+        let policy = Policy::new(upstream_base.clone())
+            .with_local_base(fhir_base.clone())
+            .with_link(ExtraLink::task_for());
+        let audit = Arc::new(FileAuditSink::open(&config.audit.path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the audit log {}: {e}",
+                config.audit.path.display()
+            )
+        })?);
+        let cursor_key = match &config.facade.cursor_key_file {
+            Some(path) => CursorKey::new(std::fs::read(path)?),
+            None => CursorKey::random(),
+        };
+        Ok(AppState {
             inner: Arc::new(Inner {
-                config,
                 upstream: client.clone(),
                 client,
+                passthrough,
+                verifier,
+                policy,
+                audit,
+                cursor_key,
+                http,
+                fhir_base,
+                upstream_base,
+                smart: OnceCell::new(),
+                capabilities: OnceCell::new(),
+                config,
             }),
-        }
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -65,6 +158,118 @@ impl AppState {
     /// The concrete client, for probes that need more than the port (token checks).
     pub fn client(&self) -> &FhirClient {
         &self.inner.client
+    }
+
+    /// Whether the caller's own token goes upstream.
+    pub fn passthrough(&self) -> bool {
+        self.inner.passthrough
+    }
+
+    pub fn verifier(&self) -> &TokenVerifier {
+        &self.inner.verifier
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    pub fn cursor_key(&self) -> &CursorKey {
+        &self.inner.cursor_key
+    }
+
+    /// When a paging cursor issued now expires.
+    pub fn cursor_expiry(&self) -> u64 {
+        unix_now() + self.inner.config.facade.cursor_ttl_seconds
+    }
+
+    /// The gateway's FHIR base, as clients see it.
+    pub fn fhir_base(&self) -> &str {
+        &self.inner.fhir_base
+    }
+
+    /// Replaces the EHR's FHIR base with the gateway's in text leaving the gateway, so
+    /// that no upstream address (and no link around the gateway) reaches a client.
+    pub fn rewrite_bases(&self, text: &str) -> String {
+        let up = &self.inner.upstream_base;
+        if text.contains(up.as_str()) {
+            text.replace(up.as_str(), &self.inner.fhir_base)
+        } else {
+            text.to_owned()
+        }
+    }
+
+    /// Writes an audit record; a failing sink is logged, never silently dropped.
+    pub async fn audit(&self, record: &AuditRecord) {
+        if let Err(e) = self.inner.audit.record(record).await {
+            tracing::error!(error = %e, "audit record could not be written");
+        }
+    }
+
+    /// The authorization server's endpoints: configured, or discovered from the EHR's
+    /// SMART configuration (cached once found).
+    pub async fn smart_endpoints(&self) -> Option<SmartEndpoints> {
+        let auth = &self.inner.config.auth;
+        let issuer = auth.issuer.as_str().trim_end_matches('/').to_owned();
+        if let (Some(a), Some(t)) = (&auth.authorize_url, &auth.token_url) {
+            return Some(SmartEndpoints {
+                issuer,
+                authorize: a.to_string(),
+                token: t.to_string(),
+                jwks: auth.jwks_url.as_ref().map(|u| u.to_string()),
+            });
+        }
+        self.inner
+            .smart
+            .get_or_try_init(|| async {
+                let url = format!(
+                    "{}/.well-known/smart-configuration",
+                    self.inner.upstream_base
+                );
+                let doc: serde_json::Value = self
+                    .inner
+                    .http
+                    .get(url)
+                    .send()
+                    .await
+                    .map_err(|_| ())?
+                    .json()
+                    .await
+                    .map_err(|_| ())?;
+                let field = |k: &str| doc.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+                Ok::<_, ()>(SmartEndpoints {
+                    issuer: field("issuer").unwrap_or(issuer.clone()),
+                    authorize: auth
+                        .authorize_url
+                        .as_ref()
+                        .map(|u| u.to_string())
+                        .or_else(|| field("authorization_endpoint"))
+                        .ok_or(())?,
+                    token: auth
+                        .token_url
+                        .as_ref()
+                        .map(|u| u.to_string())
+                        .or_else(|| field("token_endpoint"))
+                        .ok_or(())?,
+                    jwks: auth
+                        .jwks_url
+                        .as_ref()
+                        .map(|u| u.to_string())
+                        .or_else(|| field("jwks_uri")),
+                })
+            })
+            .await
+            .ok()
+            .cloned()
+    }
+
+    /// The EHR's CapabilityStatement (cached once read).
+    pub async fn upstream_capabilities(&self) -> Option<Capabilities> {
+        self.inner
+            .capabilities
+            .get_or_try_init(|| self.inner.client.capabilities())
+            .await
+            .ok()
+            .cloned()
     }
 }
 
@@ -87,13 +292,21 @@ impl App {
     /// [`build`](Self::build) with an already resolved upstream configuration: the demo
     /// passes the sandbox's in-memory client secret this way.
     pub async fn build_with(
-        config: Config,
+        mut config: Config,
         upstream: ResolvedUpstreamConfig,
     ) -> anyhow::Result<App> {
+        let passthrough = matches!(upstream.auth, ResolvedAuth::Passthrough);
         let client = FhirClient::new(upstream)?;
         let listener = TcpListener::bind(config.server.listen).await?;
+        if config.server.public_url.is_none() {
+            // Links must name the port actually bound (port 0 in tests).
+            config.server.public_url = Some(url::Url::parse(&format!(
+                "http://{}",
+                listener.local_addr()?
+            ))?);
+        }
         let shutdown_grace = config.server.shutdown_grace();
-        let router = router(AppState::new(config, client));
+        let router = router(AppState::new(config, client, passthrough)?);
         Ok(App {
             listener,
             router,
@@ -163,7 +376,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .nest("/fhir", Router::new().fallback(fhir_not_found))
+        .nest("/fhir", crate::facade::router())
         .nest("/api/v1", Router::new().fallback(portal_not_found))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
         .layer(layers)
@@ -214,14 +427,6 @@ async fn readyz(State(state): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(body)).into_response()
-}
-
-async fn fhir_not_found() -> FhirError {
-    FhirError(ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such FHIR endpoint on this gateway",
-    ))
 }
 
 async fn portal_not_found() -> PortalError {

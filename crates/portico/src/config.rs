@@ -25,6 +25,100 @@ pub struct Config {
     #[serde(default)]
     pub ehr: EhrConfig,
     pub upstream: portico_upstream::UpstreamConfig,
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
+    pub facade: FacadeConfig,
+}
+
+/// `[auth]`: how inbound bearer tokens (from SMART apps and portal frontends) are
+/// verified, and where clients log in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The authorization server's issuer (`iss` of the tokens it signs).
+    pub issuer: Url,
+    /// Its JWKS. Default: the `jwks_uri` of the EHR's `.well-known/smart-configuration`,
+    /// else of `<issuer>/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub jwks_url: Option<Url>,
+    /// Accepted `aud` values. Default: the gateway's own `/fhir` base and the EHR's base.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Where apps send users to log in, and exchange codes. Default: discovered from the
+    /// EHR's `.well-known/smart-configuration`.
+    #[serde(default)]
+    pub authorize_url: Option<Url>,
+    #[serde(default)]
+    pub token_url: Option<Url>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds (default 30).
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+    /// Claim names, for EHRs that differ from SMART's.
+    #[serde(default)]
+    pub claims: ClaimNamesConfig,
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+/// `[auth.claims]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClaimNamesConfig {
+    pub patient: String,
+    pub fhir_user: String,
+    pub scope: String,
+    pub scp: String,
+}
+
+impl Default for ClaimNamesConfig {
+    fn default() -> Self {
+        ClaimNamesConfig {
+            patient: "patient".into(),
+            fhir_user: "fhirUser".into(),
+            scope: "scope".into(),
+            scp: "scp".into(),
+        }
+    }
+}
+
+/// `[audit]`: where access decisions are recorded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// A JSON-lines file, appended to (created if missing).
+    pub path: std::path::PathBuf,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            path: "portico-audit.jsonl".into(),
+        }
+    }
+}
+
+/// `[facade]`: the SMART-on-FHIR endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FacadeConfig {
+    /// How long a paging link stays valid, in seconds.
+    pub cursor_ttl_seconds: u64,
+    /// A file with the key that signs paging cursors (at least 32 bytes). Default: a
+    /// random key per process, so links die with a restart.
+    pub cursor_key_file: Option<std::path::PathBuf>,
+}
+
+impl Default for FacadeConfig {
+    fn default() -> Self {
+        FacadeConfig {
+            cursor_ttl_seconds: 3600,
+            cursor_key_file: None,
+        }
+    }
 }
 
 /// `[server]`: where the gateway listens and how it protects itself.
@@ -167,6 +261,26 @@ impl Config {
             problems
                 .push("config key `server.public_url`: must be an http or https URL".to_owned());
         }
+        if !matches!(self.auth.issuer.scheme(), "http" | "https") {
+            problems.push("config key `auth.issuer`: must be an http or https URL".to_owned());
+        }
+        if self.facade.cursor_ttl_seconds == 0 {
+            problems
+                .push("config key `facade.cursor_ttl_seconds`: must be greater than 0".to_owned());
+        }
+        if let Some(path) = &self.facade.cursor_key_file {
+            match std::fs::read(path) {
+                Ok(key) if key.len() >= 32 => {}
+                Ok(_) => problems.push(
+                    "config key `facade.cursor_key_file`: the key must be at least 32 bytes"
+                        .to_owned(),
+                ),
+                Err(e) => problems.push(format!(
+                    "config key `facade.cursor_key_file`: cannot read {}: {e}",
+                    path.display()
+                )),
+            }
+        }
         if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             problems.push(format!("config key `log.level`: not a valid filter: {e}"));
         }
@@ -180,6 +294,26 @@ impl Config {
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+
+    /// The gateway's own FHIR base (`<public_url>/fhir`).
+    pub fn fhir_base(&self) -> String {
+        format!("{}/fhir", self.public_url())
+    }
+
+    /// The accepted token audiences: configured, or the gateway's and the EHR's bases.
+    pub fn audiences(&self) -> Vec<String> {
+        if !self.auth.audiences.is_empty() {
+            return self.auth.audiences.clone();
+        }
+        vec![
+            self.fhir_base(),
+            self.upstream
+                .base_url
+                .as_str()
+                .trim_end_matches('/')
+                .to_owned(),
+        ]
     }
 
     /// The public URL of the gateway, without a trailing slash.
@@ -245,6 +379,8 @@ mod tests {
         base_url = "http://127.0.0.1:8090/fhir"
         [upstream.auth]
         type = "none"
+        [auth]
+        issuer = "http://127.0.0.1:8090/auth"
     "#;
 
     fn no_env() -> Env {

@@ -17,7 +17,10 @@ use portico_upstream::{
 use url::Url;
 
 use crate::cli::{DemoArgs, SandboxArgs, SandboxData};
-use crate::config::{Config, EhrConfig, LogConfig, ServerConfig};
+use crate::config::{
+    AuditConfig, AuthConfig, ClaimNamesConfig, Config, EhrConfig, FacadeConfig, LogConfig,
+    ServerConfig,
+};
 
 /// The sandbox client the demo gateway uses for its own system access.
 const SYSTEM_CLIENT: &str = "portico-system";
@@ -87,6 +90,9 @@ pub fn gateway_for_sandbox(
         scope: Some(scope),
         client_auth: ClientAuthMethod::Basic,
     };
+    let issuer = Url::parse(&format!("{}/auth", sandbox.base_url()))?;
+    let audit_path =
+        std::env::temp_dir().join(format!("portico-demo-audit-{}.jsonl", std::process::id()));
     let config = Config {
         server: ServerConfig {
             listen,
@@ -95,6 +101,17 @@ pub fn gateway_for_sandbox(
         log: LogConfig::default(),
         ehr: EhrConfig::default(),
         upstream,
+        auth: AuthConfig {
+            issuer,
+            jwks_url: None,
+            audiences: Vec::new(),
+            authorize_url: None,
+            token_url: None,
+            leeway_seconds: 30,
+            claims: ClaimNamesConfig::default(),
+        },
+        audit: AuditConfig { path: audit_path },
+        facade: FacadeConfig::default(),
     };
     Ok((config, resolved))
 }
@@ -110,8 +127,12 @@ pub async fn run_demo(args: DemoArgs) -> ExitCode {
         Err(code) => return code,
     };
     let listen = SocketAddr::from(([127, 0, 0, 1], args.port));
+    let mut audit_path = None;
     let app = match gateway_for_sandbox(&sandbox, listen) {
-        Ok((config, upstream)) => crate::app::App::build_with(config, upstream).await,
+        Ok((config, upstream)) => {
+            audit_path = Some(config.audit.path.clone());
+            crate::app::App::build_with(config, upstream).await
+        }
         Err(e) => Err(e),
     };
     let app = match app {
@@ -123,7 +144,12 @@ pub async fn run_demo(args: DemoArgs) -> ExitCode {
         }
     };
     let bound = app.local_addr().unwrap_or(listen);
+    // SMART apps log in at the sandbox naming the gateway's FHIR base as `aud`.
+    sandbox.auth().add_audience(&format!("http://{bound}/fhir"));
     print!("{}", banner(&sandbox, bound));
+    if let Some(path) = audit_path {
+        println!("Audit log: {}", path.display());
+    }
     let result = app.run_until_stopped(crate::shutdown_signal()).await;
     sandbox.shutdown().await;
     match result {

@@ -6,10 +6,13 @@
 //! `demo` and `sandbox` commands.
 
 pub mod app;
+pub mod audit;
+pub mod authn;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod facade;
 pub mod telemetry;
 
 use std::process::ExitCode;

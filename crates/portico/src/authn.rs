@@ -1,0 +1,181 @@
+//! Inbound authentication: bearer tokens verified into a [`Principal`].
+//!
+//! The verification rules live in `portico-access` (HTTP-agnostic); this module gives it
+//! the network: [`HttpKeySource`] fetches the issuer's JWKS (configured, or discovered
+//! from the EHR's SMART configuration or the issuer's OpenID configuration), and
+//! [`Authenticated`] is the axum extractor that every protected handler takes.
+//! Tokens are never logged.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use portico_access::audit::AuditRecord;
+use portico_access::{KeySource, Principal, TokenError};
+use portico_upstream::SecretString;
+use tokio::sync::OnceCell;
+use tower_http::request_id::RequestId;
+use url::Url;
+
+use crate::app::AppState;
+use crate::error::{ApiError, FhirError};
+
+/// Fetches an issuer's signing keys over HTTP.
+#[derive(Debug)]
+pub struct HttpKeySource {
+    http: reqwest::Client,
+    configured: Option<Url>,
+    /// Documents that may name a `jwks_uri`, tried in order.
+    discovery: Vec<Url>,
+    discovered: OnceCell<Url>,
+}
+
+impl HttpKeySource {
+    pub fn new(http: reqwest::Client, configured: Option<Url>, discovery: Vec<Url>) -> Self {
+        HttpKeySource {
+            http,
+            configured,
+            discovery,
+            discovered: OnceCell::new(),
+        }
+    }
+
+    async fn jwks_url(&self) -> Result<Url, String> {
+        if let Some(url) = &self.configured {
+            return Ok(url.clone());
+        }
+        self.discovered
+            .get_or_try_init(|| async {
+                for doc in &self.discovery {
+                    let Ok(res) = self.http.get(doc.clone()).send().await else {
+                        continue;
+                    };
+                    if !res.status().is_success() {
+                        continue;
+                    }
+                    let Ok(body) = res.json::<serde_json::Value>().await else {
+                        continue;
+                    };
+                    if let Some(uri) = body.get("jwks_uri").and_then(|v| v.as_str())
+                        && let Ok(url) = Url::parse(uri)
+                    {
+                        return Ok(url);
+                    }
+                }
+                Err("no jwks_uri could be discovered".to_owned())
+            })
+            .await
+            .cloned()
+    }
+}
+
+#[async_trait]
+impl KeySource for HttpKeySource {
+    async fn keys(
+        &self,
+        _issuer: &str,
+        _kid: Option<&str>,
+    ) -> Result<Vec<Jwk>, portico_access::token::KeySourceError> {
+        use portico_access::token::KeySourceError;
+        let url = self.jwks_url().await.map_err(KeySourceError)?;
+        let res = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| KeySourceError(format!("jwks fetch failed: {}", e.without_url())))?;
+        if !res.status().is_success() {
+            return Err(KeySourceError(format!(
+                "jwks fetch answered {}",
+                res.status().as_u16()
+            )));
+        }
+        let set: JwkSet = res
+            .json()
+            .await
+            .map_err(|_| KeySourceError("jwks is not a JWK set".to_owned()))?;
+        Ok(set.keys)
+    }
+}
+
+/// An authenticated request: the principal and the raw token (for passthrough upstream).
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub principal: Arc<Principal>,
+    pub token: SecretString,
+    pub request_id: Option<String>,
+}
+
+/// The request id tower-http assigned, for audit records.
+pub fn request_id(parts: &Parts) -> Option<String> {
+    parts
+        .extensions
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .map(str::to_owned)
+}
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = FhirError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let request_id = request_id(parts);
+        let token = bearer(parts).ok_or_else(|| unauthorized("a bearer token is required"))?;
+        match state.verifier().verify(token).await {
+            Ok(principal) => Ok(Authenticated {
+                principal: Arc::new(principal),
+                token: SecretString::new(token),
+                request_id,
+            }),
+            Err(e) => {
+                let mut record = AuditRecord::new(None, portico_access::Interaction::Read, None);
+                record.decision = portico_access::audit::Decision::Denied;
+                if let Some(id) = &request_id {
+                    record = record.with_request_id(id.clone());
+                }
+                state.audit(&record).await;
+                if e.retryable() {
+                    tracing::warn!(error = %e, "token verification unavailable");
+                    return Err(FhirError(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "auth_unavailable",
+                        "token verification is unavailable; try again shortly",
+                    )));
+                }
+                tracing::debug!(error = %e, "token refused");
+                Err(unauthorized(token_message(&e)))
+            }
+        }
+    }
+}
+
+fn token_message(e: &TokenError) -> &'static str {
+    match e {
+        TokenError::Expired => "the token has expired",
+        _ => "the token is not valid here",
+    }
+}
+
+fn unauthorized(message: &'static str) -> FhirError {
+    FhirError(ApiError::unauthorized(message))
+}
+
+/// The bearer token of the `Authorization` header, if there is exactly one well-formed one.
+fn bearer(parts: &Parts) -> Option<&str> {
+    let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+    let value: &HeaderValue = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let value = value.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))
+        .then_some(token)
+}
