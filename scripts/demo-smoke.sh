@@ -37,6 +37,8 @@ done
 grep -q "Demo patients" "$log" || { echo "demo banner missing"; cat "$log"; exit 1; }
 
 python3 scripts/smart-login.py --ehr "http://127.0.0.1:$ehr" --gateway "http://127.0.0.1:$gw"
+# The same SMART login, reading through the gateway's patient-scoped facade.
+python3 scripts/smart-login.py --ehr "http://127.0.0.1:$ehr" --fhir "http://127.0.0.1:$gw/fhir" --patient pat-2
 
 # The demo must stop cleanly on SIGTERM.
 kill -TERM "$pid"

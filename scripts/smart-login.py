@@ -43,11 +43,12 @@ def main():
     ap.add_argument("--ehr", default="http://127.0.0.1:8090", help="sandbox base URL")
     ap.add_argument("--patient", help="patient id (default: the first from /auth/patients)")
     ap.add_argument("--gateway", help="also check the gateway's /healthz and /readyz")
+    ap.add_argument("--fhir", help="FHIR base to read from (default: the sandbox's; e.g. the gateway's /fhir)")
     ap.add_argument("--client-id", default="demo-app")
     ap.add_argument("--scope", default="launch/patient openid fhirUser patient/*.rs")
     args = ap.parse_args()
 
-    fhir = f"{args.ehr}/fhir"
+    fhir = args.fhir or f"{args.ehr}/fhir"
     _, smart = get_json(f"{fhir}/.well-known/smart-configuration")
     if "S256" not in smart.get("code_challenge_methods_supported", []):
         fail("the server does not advertise PKCE S256")

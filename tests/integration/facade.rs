@@ -216,3 +216,27 @@ async fn every_decision_is_audited_without_tokens_or_bodies() {
     let name = &app.sandbox.patients()[0].name;
     assert!(!text.contains(name.as_str()));
 }
+
+#[tokio::test]
+async fn passthrough_credentials_do_not_replace_the_gateways_checks() {
+    let sandbox = crate::support::sandbox().await;
+    let app = TestApp::spawn_with(sandbox, |_, upstream| {
+        upstream.auth = portico_upstream::ResolvedAuth::Passthrough;
+    })
+    .await;
+    let token = app.patient_token("pat-1", SCOPES);
+    // The patient's own token went upstream (the sandbox accepts only its tokens).
+    let res = app.http.get(app.url("/fhir/Patient/pat-1")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    // The sandbox would serve pat-2 to that token; the gateway does not.
+    let res = app.http.get(app.url("/fhir/Patient/pat-2")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    let res = app
+        .http
+        .get(app.url("/fhir/Observation?subject=Patient/pat-2"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+}

@@ -447,6 +447,16 @@ fn prepare(
     Ok(Prepared { body, index })
 }
 
+/// The supported type and valid id of a resource to load.
+fn loadable(resource: &Value) -> Option<(&'static TypeInfo, String)> {
+    let ty = search::type_info(resource.get("resourceType")?.as_str()?)?;
+    let id = resource
+        .get("id")?
+        .as_str()
+        .filter(|id| portico_fhir::reference::is_valid_id(id))?;
+    Some((ty, id.to_owned()))
+}
+
 fn type_of(name: &str) -> Result<&'static TypeInfo, StoreError> {
     search::type_info(name).ok_or_else(|| StoreError::UnknownType(name.to_owned()))
 }
@@ -468,17 +478,14 @@ impl Store {
     /// `meta.lastUpdated` now. The serialization and index extraction happen outside the
     /// lock.
     pub fn insert_loaded(&self, mut resource: Value) -> Result<(), StoreError> {
-        let ty = resource
+        // Checked first for the more precise error.
+        resource
             .get("resourceType")
             .and_then(Value::as_str)
             .ok_or_else(|| StoreError::Invalid("missing resourceType".into()))
             .and_then(type_of)?;
-        let id = resource
-            .get("id")
-            .and_then(Value::as_str)
-            .filter(|id| portico_fhir::reference::is_valid_id(id))
-            .ok_or_else(|| StoreError::Invalid("missing or invalid id".into()))?
-            .to_owned();
+        let (ty, id) = loadable(&resource)
+            .ok_or_else(|| StoreError::Invalid("missing or invalid id".into()))?;
         let now = now_ms();
         let prepared = prepare(ty, &id, 1, now, &mut resource)?;
         let mut inner = self.inner.write();
@@ -498,30 +505,46 @@ impl Store {
     }
 
     /// Loads the resources `produce` emits (it calls its sink once per resource) while
-    /// it is still producing: a second thread prepares and stores them, so generation
-    /// and indexing overlap. Returns what `produce` returned and how many resources the
-    /// store refused.
+    /// it is still producing. The producing thread also prepares each resource (index
+    /// extraction and serialization, so that the `Value` is freed by the thread that
+    /// allocated it, which glibc's allocator needs to stay fast), and a second thread
+    /// stores the prepared resources. Returns what `produce` returned and how many
+    /// resources the store refused.
     pub fn bulk_load<T>(&self, produce: impl FnOnce(&mut dyn FnMut(Value)) -> T) -> (T, usize) {
         const BATCH: usize = 256;
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<Value>>(32);
+        type Item = (&'static TypeInfo, String, Prepared, i64);
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<Item>>(64);
         std::thread::scope(|scope| {
             let loader = scope.spawn(move || {
-                let mut rejected = 0usize;
                 for batch in receiver {
-                    for resource in batch {
-                        if self.insert_loaded(resource).is_err() {
-                            rejected += 1;
-                        }
+                    let mut inner = self.inner.write();
+                    for (ty, id, prepared, now) in batch {
+                        let next = inner.next_version(ty, &id);
+                        // A repeated id from the producer: rare, and simply another version.
+                        let method = if next == 1 {
+                            Method::Create
+                        } else {
+                            Method::Update
+                        };
+                        inner.store_version(ty, &id, Some(prepared), now, method);
                     }
                 }
-                rejected
             });
-            let mut batch = Vec::with_capacity(BATCH);
-            let produced = produce(&mut |resource| {
-                batch.push(resource);
+            let mut rejected = 0usize;
+            let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
+            let produced = produce(&mut |mut resource| {
+                let Some((ty, id)) = loadable(&resource) else {
+                    rejected += 1;
+                    return;
+                };
+                let now = now_ms();
+                match prepare(ty, &id, 1, now, &mut resource) {
+                    Ok(prepared) => batch.push((ty, id, prepared, now)),
+                    Err(_) => rejected += 1,
+                }
                 if batch.len() == BATCH {
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    // The loader only stops when the sender is dropped.
+                    // The loader only stops once the sender is dropped.
                     let _ = sender.send(full);
                 }
             });
@@ -529,7 +552,7 @@ impl Store {
                 let _ = sender.send(batch);
             }
             drop(sender);
-            let rejected = loader
+            loader
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (produced, rejected)

@@ -358,8 +358,8 @@ pub fn router(state: AppState) -> Router {
                         .get::<RequestId>()
                         .and_then(|id| id.header_value().to_str().ok())
                         .unwrap_or("-");
-                    // The path only: query strings can carry identifiers.
-                    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+                    // Ids and query strings are patient data: log the path's shape only.
+                    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %redact_path(req.uri().path()))
                 })
                 .on_request(())
                 .on_response(|res: &axum::http::Response<_>, latency: Duration, _span: &tracing::Span| {
@@ -381,6 +381,26 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
         .layer(layers)
         .with_state(state)
+}
+
+/// The shape of a request path, safe to log: resource types and fixed words are kept,
+/// anything else (ids, versions, names) becomes `:id`.
+pub fn redact_path(path: &str) -> String {
+    const WORDS: &[&str] = &[
+        "fhir", "api", "v1", "auth", "metadata", "_history", "_search", "_page", "$everything",
+        ".well-known", "smart-configuration", "healthz", "readyz", "metrics", "login", "callback",
+        "logout", "session",
+    ];
+    let mut out = String::with_capacity(path.len());
+    for segment in path.split('/').skip(1) {
+        out.push('/');
+        if WORDS.contains(&segment) || portico_fhir::resource_types::is_known(segment) || segment.is_empty() {
+            out.push_str(segment);
+        } else {
+            out.push_str(":id");
+        }
+    }
+    if out.is_empty() { "/".to_owned() } else { out }
 }
 
 /// Logs every error response once, from the [`ApiError`] the renderer left in the
@@ -435,4 +455,19 @@ async fn portal_not_found() -> PortalError {
         "not_found",
         "no such portal API endpoint",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_path;
+
+    #[test]
+    fn paths_are_logged_without_ids() {
+        assert_eq!(redact_path("/fhir/Patient/pat-1"), "/fhir/Patient/:id");
+        assert_eq!(redact_path("/fhir/Observation/o-1/_history/2"), "/fhir/Observation/:id/_history/:id");
+        assert_eq!(redact_path("/fhir/Patient/pat-1/$everything"), "/fhir/Patient/:id/$everything");
+        assert_eq!(redact_path("/healthz"), "/healthz");
+        assert_eq!(redact_path("/"), "/");
+        assert_eq!(redact_path("/api/v1/records/Jane%20Doe"), "/api/v1/:id/:id");
+    }
 }
