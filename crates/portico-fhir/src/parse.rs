@@ -56,31 +56,65 @@ impl ParsedResource {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct TypeOnly {
-    #[serde(rename = "resourceType")]
-    resource_type: Option<String>,
+/// Checks the FHIR JSON rules that fhirbolt 0.4.0 does not survive: it panics on an
+/// empty array. FHIR JSON also forbids empty objects and empty strings, and allows
+/// `null` only inside arrays (to keep primitive values and their extensions aligned).
+fn check_fhir_json(value: &serde_json::Value, in_array: bool) -> Result<(), String> {
+    use serde_json::Value;
+    match value {
+        Value::Null if !in_array => Err("null is only allowed inside arrays".to_owned()),
+        Value::String(s) if s.is_empty() => Err("empty strings are not allowed".to_owned()),
+        Value::Array(items) if items.is_empty() => Err("empty arrays are not allowed".to_owned()),
+        Value::Array(items) => items.iter().try_for_each(|v| check_fhir_json(v, true)),
+        Value::Object(map) if map.is_empty() => Err("empty objects are not allowed".to_owned()),
+        Value::Object(map) => map.values().try_for_each(|v| check_fhir_json(v, false)),
+        _ => Ok(()),
+    }
 }
 
 /// Parses JSON bytes as an R4 resource of any type.
+///
+/// Never panics: the JSON is first checked against FHIR's own JSON rules (fhirbolt
+/// panics on an empty array), and fhirbolt runs under `catch_unwind` as a last line of
+/// defence against its internal unwraps.
 pub fn parse_resource(bytes: &[u8], mode: Mode) -> Result<ParsedResource, ParseError> {
-    let head: TypeOnly =
+    let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| ParseError::Json(e.to_string()))?;
-    let resource_type = head.resource_type.ok_or(ParseError::MissingResourceType)?;
+    let resource_type = value
+        .get("resourceType")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .ok_or(ParseError::MissingResourceType)?;
     if !crate::resource_types::is_known(&resource_type) {
         return Err(ParseError::UnknownResourceType);
     }
+    check_fhir_json(&value, false).map_err(|detail| ParseError::Invalid {
+        resource_type: resource_type.clone(),
+        detail,
+    })?;
     let config = DeserializationConfig {
         mode: match mode {
             Mode::Strict => DeserializationMode::Strict,
             Mode::Lenient => DeserializationMode::Compatibility,
         },
     };
-    let model: Resource =
-        fhirbolt::json::from_slice(bytes, Some(config)).map_err(|e| ParseError::Invalid {
-            resource_type: resource_type.clone(),
-            detail: e.to_string(),
-        })?;
+    let parsed =
+        std::panic::catch_unwind(|| fhirbolt::json::from_slice::<Resource>(bytes, Some(config)));
+    let model = match parsed {
+        Ok(Ok(model)) => model,
+        Ok(Err(e)) => {
+            return Err(ParseError::Invalid {
+                resource_type,
+                detail: e.to_string(),
+            });
+        }
+        Err(_) => {
+            return Err(ParseError::Invalid {
+                resource_type,
+                detail: "the resource could not be parsed".to_owned(),
+            });
+        }
+    };
     Ok(ParsedResource {
         resource_type,
         model: Box::new(model),
@@ -133,6 +167,26 @@ mod tests {
             Err(ParseError::Invalid { .. })
         ));
         assert!(parse_resource(body, Mode::Lenient).is_ok());
+    }
+
+    #[test]
+    fn inputs_that_crash_fhirbolt_are_refused_not_panicked_on() {
+        for body in [
+            &br#"{"resourceType":"Patient","name":[]}"#[..],
+            br#"{"resourceType":"Patient","name":[{}]}"#,
+            br#"{"resourceType":"Patient","gender":""}"#,
+            br#"{"resourceType":"Patient","gender":null}"#,
+            br#"{"resourceType":"Observation","status":"final","code":{"coding":[]}}"#,
+        ] {
+            assert!(matches!(
+                parse_resource(body, Mode::Strict),
+                Err(ParseError::Invalid { .. })
+            ));
+            assert!(matches!(
+                parse_resource(body, Mode::Lenient),
+                Err(ParseError::Invalid { .. })
+            ));
+        }
     }
 
     #[test]
