@@ -24,24 +24,37 @@ rm -f "$bad" "$bad.err"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 gw=$(free_port); ehr=$(free_port)
-log=$(mktemp)
-"$bin" demo --port "$gw" --ehr-port "$ehr" --patients 20 >"$log" 2>&1 &
+log=$(mktemp)   # application logs (stderr)
+out=$(mktemp)   # what the demo prints on purpose (stdout)
+RUST_LOG=debug "$bin" demo --port "$gw" --ehr-port "$ehr" --patients 20 >"$out" 2>"$log" &
 pid=$!
-trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -f "$log"' EXIT
+trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -f "$log" "$out"' EXIT
 
 for _ in $(seq 1 120); do
   if curl -fsS "http://127.0.0.1:$gw/healthz" >/dev/null 2>&1; then break; fi
-  if ! kill -0 "$pid" 2>/dev/null; then echo "demo exited early:"; cat "$log"; exit 1; fi
+  if ! kill -0 "$pid" 2>/dev/null; then echo "demo exited early:"; cat "$out" "$log"; exit 1; fi
   sleep 0.5
 done
-grep -q "Demo patients" "$log" || { echo "demo banner missing"; cat "$log"; exit 1; }
+grep -q "Demo patients" "$out" || { echo "demo banner missing"; cat "$out"; exit 1; }
 
 python3 scripts/smart-login.py --ehr "http://127.0.0.1:$ehr" --gateway "http://127.0.0.1:$gw"
 # The same SMART login, reading through the gateway's patient-scoped facade.
 python3 scripts/smart-login.py --ehr "http://127.0.0.1:$ehr" --fhir "http://127.0.0.1:$gw/fhir" --patient pat-2
 
+# Even at debug level, the application log carries no tokens, names or birth dates.
+if grep -q 'eyJ' "$log"; then echo "a JWT reached the application log"; exit 1; fi
+python3 - "$log" "http://127.0.0.1:$ehr/auth/patients" <<'PY'
+import json, sys, urllib.request
+log = open(sys.argv[1]).read()
+patients = json.load(urllib.request.urlopen(sys.argv[2], timeout=10))
+leaks = [f for p in patients for f in (p["name"], p["birth_date"]) if f in log]
+if leaks:
+    sys.exit(f"patient data reached the application log: {len(leaks)} values")
+print(f"application log: {len(log.splitlines())} lines, no tokens or patient data")
+PY
+
 # The demo must stop cleanly on SIGTERM.
 kill -TERM "$pid"
 for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
 if kill -0 "$pid" 2>/dev/null; then echo "demo did not stop on SIGTERM"; exit 1; fi
-echo "smoke: 2 passed, 0 failed"
+echo "smoke: 3 passed, 0 failed"

@@ -226,10 +226,22 @@ async fn passthrough_credentials_do_not_replace_the_gateways_checks() {
     .await;
     let token = app.patient_token("pat-1", SCOPES);
     // The patient's own token went upstream (the sandbox accepts only its tokens).
-    let res = app.http.get(app.url("/fhir/Patient/pat-1")).bearer_auth(&token).send().await.unwrap();
+    let res = app
+        .http
+        .get(app.url("/fhir/Patient/pat-1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     // The sandbox would serve pat-2 to that token; the gateway does not.
-    let res = app.http.get(app.url("/fhir/Patient/pat-2")).bearer_auth(&token).send().await.unwrap();
+    let res = app
+        .http
+        .get(app.url("/fhir/Patient/pat-2"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 404);
     let res = app
         .http

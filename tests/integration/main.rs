@@ -3,6 +3,9 @@
 
 mod facade;
 mod gateway;
+mod isolation;
+mod login;
 mod smart;
+mod smart_facade;
 mod support;
 mod upstream;

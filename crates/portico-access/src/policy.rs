@@ -389,7 +389,7 @@ impl Policy {
         let Some(resource_type) = json::resource_type(resource) else {
             return Err(Denial::new(DenialReason::Malformed, "resource has no type"));
         };
-        self.check_read_class(&grants, resource_type, resource)
+        self.check_read_class(&grants, resource_type, resource, Interaction::Read)
     }
 
     /// [`Policy::check_read`] for a read by id: the resource must also be the one asked for
@@ -411,11 +411,14 @@ impl Policy {
         self.check_read(principal, resource)
     }
 
+    /// `interaction` is `Read`, or `Search` for the matches of a search (a `s`-only scope
+    /// may see what its searches match, but not what they `_include`).
     fn check_read_class(
         &self,
         grants: &Grants<'_>,
         resource_type: &str,
         resource: &Value,
+        interaction: Interaction,
     ) -> Result<(), Denial> {
         let not_in = || {
             Denial::new(
@@ -429,7 +432,7 @@ impl Policy {
                     .filter(|id| grants.is_own(id))
                     .ok_or_else(not_in)?;
                 require(
-                    grants.permission(id, resource_type, Interaction::Read),
+                    grants.permission(id, resource_type, interaction),
                     resource_type,
                     resource,
                 )
@@ -447,7 +450,7 @@ impl Policy {
                         continue;
                     }
                     match require(
-                        grants.permission(patient, resource_type, Interaction::Read),
+                        grants.permission(patient, resource_type, interaction),
                         resource_type,
                         resource,
                     ) {
@@ -459,7 +462,7 @@ impl Policy {
             }
             Class::ReferenceData { links } => {
                 require(
-                    grants.reference_permission(resource_type, Interaction::Read),
+                    grants.reference_permission(resource_type, interaction),
                     resource_type,
                     resource,
                 )?;
@@ -491,15 +494,27 @@ impl Policy {
             return report;
         }
         let grants = self.grants(principal);
+        let searchset = bundle.get("type").and_then(Value::as_str) == Some("searchset");
         if let Some(entries) = bundle.get_mut("entry").and_then(Value::as_array_mut) {
             entries.retain(|entry| {
+                let is_match = searchset
+                    && entry
+                        .get("search")
+                        .and_then(|s| s.get("mode"))
+                        .and_then(Value::as_str)
+                        != Some("include");
+                let interaction = if is_match {
+                    Interaction::Search
+                } else {
+                    Interaction::Read
+                };
                 let keep = match entry.get("resource") {
                     None => false,
                     Some(resource) => match json::resource_type(resource) {
                         Some("OperationOutcome") => true,
-                        Some(t) => grants
-                            .as_ref()
-                            .is_ok_and(|g| self.check_read_class(g, t, resource).is_ok()),
+                        Some(t) => grants.as_ref().is_ok_and(|g| {
+                            self.check_read_class(g, t, resource, interaction).is_ok()
+                        }),
                         None => false,
                     },
                 };

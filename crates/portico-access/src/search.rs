@@ -21,9 +21,11 @@
 //! - **Modifiers on compartment parameters**: none, `:Patient` or another resource type.
 //!   `:identifier` (selects a patient by a key Portico cannot check), `:missing`, `:not`,
 //!   `:above`, `:below`, `:text` and any other modifier are refused.
-//! - **Chained parameters** (`subject.name=`, `encounter.patient.name=`): allowed up to
-//!   three hops on patient-compartment searches, because the restriction on the searched
-//!   type still applies; the chain can only select among the patient's own resources.
+//! - **Chained parameters**: a chain through the patient link itself (`subject.name=`,
+//!   `patient.identifier=`) is refused — it selects patients by keys Portico cannot check.
+//!   Other chains (`encounter.date=`, `performer.name=`) are allowed up to three hops on
+//!   patient-compartment searches, because the restriction on the searched type still
+//!   applies; the chain can only select among the patient's own resources.
 //!   On reference-data searches only one hop, never through a compartment parameter
 //!   (`Schedule?actor.name=`) nor into Patient: those would probe other patients.
 //! - **`_has`**: allowed on `Patient` and patient-compartment searches (results are still
@@ -341,6 +343,19 @@ impl Narrowing<'_, '_> {
                 }
             }
             Class::Compartment { .. } | Class::Patient => {
+                // A chain through the patient link (`subject.identifier=`,
+                // `patient.name=`) selects patients by keys Portico cannot check, and
+                // can only ever match the principal's own patient anyway: refused, so
+                // that a probe for another patient is an explicit refusal, not an
+                // empty result.
+                if self.is_restriction_param(base)
+                    || self.is_compartment_param(base)
+                    || base == "patient"
+                {
+                    return Err(unsupported(
+                        "chained searches through the patient reference are not supported; results are already limited to your own record",
+                    ));
+                }
                 if self.is_restriction_param(base)
                     && modifier.is_some_and(|m| m != "Patient" && !is_known(m))
                 {

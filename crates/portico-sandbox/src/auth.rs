@@ -415,7 +415,6 @@ struct AssertionClaims {
 
 /// The authorization server: clients, keys, codes and refresh tokens.
 pub struct AuthServer {
-    config: AuthConfig,
     issuer: String,
     fhir_base: String,
     token_url: String,
@@ -427,6 +426,9 @@ pub struct AuthServer {
     /// Other FHIR bases apps may name as `aud` at `/authorize` (a gateway in front of
     /// the sandbox); tokens still carry the sandbox's own base as `aud`.
     extra_audiences: RwLock<Vec<String>>,
+    /// Access and id token lifetime in seconds; starts at [`AuthConfig::token_lifetime`]
+    /// and can be changed at run time with [`AuthServer::set_token_lifetime`].
+    token_lifetime_secs: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for AuthServer {
@@ -485,10 +487,10 @@ impl AuthServer {
         let base = config.base_url.trim_end_matches('/').to_owned();
         let issuer = format!("{base}/auth");
         let server = AuthServer {
+            token_lifetime_secs: std::sync::atomic::AtomicU64::new(config.token_lifetime.as_secs()),
             fhir_base: format!("{base}/fhir"),
             token_url: format!("{issuer}/token"),
             issuer,
-            config,
             key: SigningKey::generate(),
             patient_ids: patients.iter().map(|p| p.id.clone()).collect(),
             patients,
@@ -542,6 +544,20 @@ impl AuthServer {
                 ..ClientRegistration::default()
             },
         ]
+    }
+
+    /// Changes the lifetime of access and id tokens issued from now on (tests use short
+    /// lifetimes to exercise expiry and refresh). Whole seconds; at least one.
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.token_lifetime_secs.store(
+            lifetime.as_secs().max(1),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn token_lifetime_secs(&self) -> u64 {
+        self.token_lifetime_secs
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The issuer, `base_url + "/auth"`.
@@ -690,7 +706,7 @@ impl AuthServer {
             aud: &self.fhir_base,
             sub: patient.unwrap_or(client_id),
             client_id,
-            exp: iat + self.config.token_lifetime.as_secs() as i64,
+            exp: iat + self.token_lifetime_secs() as i64,
             iat,
             jti: uuid::Uuid::new_v4().to_string(),
             scope,
@@ -711,7 +727,7 @@ impl AuthServer {
             iss: &self.issuer,
             aud: client_id,
             sub: patient,
-            exp: iat + self.config.token_lifetime.as_secs() as i64,
+            exp: iat + self.token_lifetime_secs() as i64,
             iat,
             fhir_user: format!("Patient/{patient}"),
             nonce,
@@ -1173,7 +1189,7 @@ impl AuthServer {
         let mut body = json!({
             "access_token": access,
             "token_type": "Bearer",
-            "expires_in": self.config.token_lifetime.as_secs(),
+            "expires_in": self.token_lifetime_secs(),
             "scope": scope,
         });
         if let Some(patient) = patient {

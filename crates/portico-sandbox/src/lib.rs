@@ -23,6 +23,7 @@ pub mod search;
 pub mod server;
 pub mod store;
 
+pub use faults::{FailureKind, FaultConfig, Faults};
 pub use server::{Sandbox, SandboxConfig};
 
 /// One generated patient, as listed by `GET /auth/patients` and printed by `portico demo`.

@@ -190,7 +190,13 @@ impl Sandbox {
         };
         let started = Instant::now();
         let (patients, rejected) = tokio::task::spawn_blocking(move || {
-            loading.bulk_load(|sink| generator::generate(&generator_config, sink))
+            let mut rejected = 0usize;
+            let patients = generator::generate(&generator_config, &mut |resource| {
+                if loading.insert_loaded(resource).is_err() {
+                    rejected += 1;
+                }
+            });
+            (patients, rejected)
         })
         .await
         .map_err(std::io::Error::other)?;

@@ -504,61 +504,6 @@ impl Store {
         Ok(())
     }
 
-    /// Loads the resources `produce` emits (it calls its sink once per resource) while
-    /// it is still producing. The producing thread also prepares each resource (index
-    /// extraction and serialization, so that the `Value` is freed by the thread that
-    /// allocated it, which glibc's allocator needs to stay fast), and a second thread
-    /// stores the prepared resources. Returns what `produce` returned and how many
-    /// resources the store refused.
-    pub fn bulk_load<T>(&self, produce: impl FnOnce(&mut dyn FnMut(Value)) -> T) -> (T, usize) {
-        const BATCH: usize = 256;
-        type Item = (&'static TypeInfo, String, Prepared, i64);
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<Item>>(64);
-        std::thread::scope(|scope| {
-            let loader = scope.spawn(move || {
-                for batch in receiver {
-                    let mut inner = self.inner.write();
-                    for (ty, id, prepared, now) in batch {
-                        let next = inner.next_version(ty, &id);
-                        // A repeated id from the producer: rare, and simply another version.
-                        let method = if next == 1 {
-                            Method::Create
-                        } else {
-                            Method::Update
-                        };
-                        inner.store_version(ty, &id, Some(prepared), now, method);
-                    }
-                }
-            });
-            let mut rejected = 0usize;
-            let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
-            let produced = produce(&mut |mut resource| {
-                let Some((ty, id)) = loadable(&resource) else {
-                    rejected += 1;
-                    return;
-                };
-                let now = now_ms();
-                match prepare(ty, &id, 1, now, &mut resource) {
-                    Ok(prepared) => batch.push((ty, id, prepared, now)),
-                    Err(_) => rejected += 1,
-                }
-                if batch.len() == BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    // The loader only stops once the sender is dropped.
-                    let _ = sender.send(full);
-                }
-            });
-            if !batch.is_empty() {
-                let _ = sender.send(batch);
-            }
-            drop(sender);
-            loader
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (produced, rejected)
-        })
-    }
-
     /// The current version of `ty/id`.
     pub fn read(&self, ty: &str, id: &str) -> Result<StoredResource, StoreError> {
         let ty = type_of(ty)?;
@@ -1696,15 +1641,15 @@ mod tests {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(100_000);
-        let store = Store::new();
+        let config = crate::generator::GeneratorConfig {
+            seed: 42,
+            patients,
+            today: chrono::Utc::now().date_naive(),
+        };
+        // `SANDBOX_LOAD_MODE=generate-only` measures the generator (and serialization) alone.
         if std::env::var("SANDBOX_LOAD_MODE").as_deref() == Ok("generate-only") {
             let started = std::time::Instant::now();
             let (mut count, mut bytes) = (0usize, 0usize);
-            let config = crate::generator::GeneratorConfig {
-                seed: 42,
-                patients,
-                today: chrono::Utc::now().date_naive(),
-            };
             crate::generator::generate(&config, &mut |r| {
                 count += 1;
                 bytes += serde_json::to_vec(&r).map_or(0, |v| v.len());
@@ -1715,40 +1660,14 @@ mod tests {
             );
             return;
         }
+        let store = Store::new();
         let started = std::time::Instant::now();
         let mut rejected = 0;
-        let config = crate::generator::GeneratorConfig {
-            seed: 42,
-            patients,
-            today: chrono::Utc::now().date_naive(),
-        };
-        let mode = std::env::var("SANDBOX_LOAD_MODE").unwrap_or_default();
-        if mode == "drop-only" || mode == "prepare-only" || mode == "extract-only" {
-            let started = std::time::Instant::now();
-            crate::generator::generate(&config, &mut |mut r| {
-                let ty = search::type_info(r["resourceType"].as_str().unwrap()).unwrap();
-                if mode == "prepare-only" {
-                    let id = r["id"].as_str().unwrap().to_owned();
-                    prepare(ty, &id, 1, 0, &mut r).unwrap();
-                } else if mode == "extract-only" {
-                    search::extract(ty, &r);
-                }
-            });
-            eprintln!("{mode}: {:?}", started.elapsed());
-            return;
-        }
-        let summaries = if mode == "sequential" {
-            crate::generator::generate(&config, &mut |r| {
-                if store.insert_loaded(r).is_err() {
-                    rejected += 1;
-                }
-            })
-        } else {
-            let (summaries, refused) =
-                store.bulk_load(|sink| crate::generator::generate(&config, sink));
-            rejected += refused;
-            summaries
-        };
+        let summaries = crate::generator::generate(&config, &mut |r| {
+            if store.insert_loaded(r).is_err() {
+                rejected += 1;
+            }
+        });
         let loaded = started.elapsed();
         let rss = std::fs::read_to_string("/proc/self/status")
             .unwrap_or_default()

@@ -398,6 +398,11 @@ impl FhirClient {
             } => {
                 headers.insert(header::IF_MATCH, header_value(etag, "If-Match")?);
             }
+            Interaction::Read { .. } | Interaction::VRead { .. } => {
+                if let Some(etag) = &request.if_none_match {
+                    headers.insert(header::IF_NONE_MATCH, header_value(etag, "If-None-Match")?);
+                }
+            }
             _ => {}
         }
         Ok(headers)
@@ -443,7 +448,12 @@ impl FhirClient {
         }
 
         let started = Instant::now();
-        let result = self.exchange(builder).await;
+        let conditional = request.if_none_match.is_some()
+            && matches!(
+                request.interaction,
+                Interaction::Read { .. } | Interaction::VRead { .. }
+            );
+        let result = self.exchange(builder, conditional).await;
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let resource_type = request.resource_type().unwrap_or("");
         match &result {
@@ -472,9 +482,12 @@ impl FhirClient {
         result
     }
 
+    /// Sends the request; with `conditional` (an `If-None-Match` read) a `304` is a
+    /// response with an empty body rather than a protocol error.
     async fn exchange(
         &self,
         builder: reqwest::RequestBuilder,
+        conditional: bool,
     ) -> Result<FhirResponse, UpstreamError> {
         let response = builder.send().await.map_err(UpstreamError::from_reqwest)?;
         let status = response.status().as_u16();
@@ -485,6 +498,13 @@ impl FhirClient {
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.trim().to_owned())
         };
+        if conditional && status == 304 {
+            let mut not_modified = FhirResponse::new(304, Bytes::new());
+            if let Some(etag) = text(header::ETAG) {
+                not_modified = not_modified.with_etag(etag);
+            }
+            return Ok(not_modified);
+        }
         if !(200..300).contains(&status) {
             // The body only serves to recover an OperationOutcome: if it cannot be read,
             // the status alone still classifies the failure.
@@ -516,6 +536,7 @@ impl FhirClient {
             location,
             last_modified: text(header::LAST_MODIFIED),
             content_type: text(header::CONTENT_TYPE),
+            stale_age: None,
         })
     }
 }

@@ -60,25 +60,36 @@ pub enum UpstreamError {
     /// that cannot be put on the wire safely. Never sent upstream.
     #[error("invalid upstream request: {detail}")]
     InvalidRequest { detail: String },
+    /// The circuit breaker is open: the EHR failed repeatedly and is being given time
+    /// to recover. Not sent upstream; `retry_after` is the remaining cool-down, if known.
+    #[error("upstream circuit is open")]
+    CircuitOpen { retry_after: Option<Duration> },
+    /// The gateway's own limit on concurrent upstream requests was reached and the
+    /// request waited longer than allowed for a slot. Not sent upstream.
+    #[error("too many concurrent upstream requests")]
+    Overloaded,
 }
 
 impl UpstreamError {
     /// Whether repeating the same request later may succeed: timeouts, connection
-    /// failures, 502/503/504 and 429. Whether it is *safe* to repeat (a create is not
-    /// idempotent without `If-None-Exist`) is the caller's decision.
+    /// failures, 502/503/504, 429, an open circuit and the local concurrency limit.
+    /// Whether it is *safe* to repeat (a create is not idempotent without
+    /// `If-None-Exist`) is the caller's decision.
     pub fn retryable(&self) -> bool {
         match self {
             UpstreamError::Timeout
             | UpstreamError::Connect { .. }
-            | UpstreamError::RateLimited { .. } => true,
+            | UpstreamError::RateLimited { .. }
+            | UpstreamError::CircuitOpen { .. }
+            | UpstreamError::Overloaded => true,
             UpstreamError::Server { status, .. } => matches!(status, 502..=504),
             _ => false,
         }
     }
 
     /// Whether the EHR (or its authorization server) failed or misbehaved, as opposed
-    /// to giving a verdict on the request (404, 409, 412, 4xx, 401, 403). This is what a
-    /// circuit breaker counts and what the gateway reports as a bad gateway.
+    /// to giving a verdict on the request (404, 409, 412, 4xx, 401, 403). An open
+    /// circuit counts as the EHR's fault; the gateway's own concurrency limit does not.
     pub fn is_upstream_fault(&self) -> bool {
         matches!(
             self,
@@ -89,6 +100,17 @@ impl UpstreamError {
                 | UpstreamError::Auth { .. }
                 | UpstreamError::Protocol { .. }
                 | UpstreamError::RateLimited { .. }
+                | UpstreamError::CircuitOpen { .. }
+        )
+    }
+
+    /// Whether the failure suggests the EHR is down or unreachable: a timeout, a broken
+    /// connection or any 5xx. This is what the circuit breaker counts; a 429 (the EHR
+    /// is alive and throttling) and verdicts on the request (4xx) are not outages.
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Timeout | UpstreamError::Connect { .. } | UpstreamError::Server { .. }
         )
     }
 
@@ -235,5 +257,13 @@ mod tests {
         // A body that is JSON but not an OperationOutcome is not kept.
         let e = UpstreamError::from_status(400, br#"{"resourceType":"Patient"}"#, None, None);
         assert!(e.outcome().is_none());
+        let e = UpstreamError::CircuitOpen { retry_after: None };
+        assert!(e.retryable() && e.is_upstream_fault() && !e.is_outage());
+        assert!(UpstreamError::Overloaded.retryable());
+        assert!(!UpstreamError::Overloaded.is_upstream_fault());
+        assert!(UpstreamError::Timeout.is_outage());
+        assert!(UpstreamError::from_status(500, b"", None, None).is_outage());
+        assert!(!UpstreamError::from_status(429, b"", None, None).is_outage());
+        assert!(!UpstreamError::from_status(404, b"", None, None).is_outage());
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! The gateway talks to the EHR only through the [`FhirUpstream`] port: one method that
 //! performs a [`FhirRequest`] and returns a [`FhirResponse`] or a classified
-//! [`UpstreamError`]. [`FhirClient`] implements it over reqwest; a cache (and later
-//! retries and a circuit breaker) wrap it as decorators implementing the same trait.
+//! [`UpstreamError`]. [`FhirClient`] implements it over reqwest; [`Resilient`]
+//! (retries, circuit breaker, concurrency limit, `429` handling) and the cache
+//! (`portico-cache`) wrap it as decorators implementing the same trait.
 //!
 //! Invariants this crate keeps:
 //! - it knows nothing of the gateway's HTTP API: errors say where a failure came from
@@ -17,15 +18,18 @@
 //!
 //! Modules: [`config`] (TOML shape, secret resolution), [`auth`] (token cache and
 //! refresh), [`request`]/[`response`] (the port's data), [`client`] (reqwest),
-//! [`error`], [`capabilities`] (CapabilityStatement summary).
+//! [`error`], [`capabilities`] (CapabilityStatement summary), [`resilience`] and
+//! [`breaker`] (the resilience decorator), [`duration`] (durations in configuration).
 
 pub mod auth;
+pub mod breaker;
 pub mod capabilities;
 pub mod client;
 pub mod config;
-mod duration;
+pub mod duration;
 pub mod error;
 pub mod request;
+pub mod resilience;
 pub mod response;
 pub mod secret;
 
@@ -35,6 +39,7 @@ mod tests;
 use std::sync::Arc;
 
 pub use auth::TokenProvider;
+pub use breaker::{BreakerPermit, BreakerState, CircuitBreaker};
 pub use capabilities::{Capabilities, CapabilitySummary, ResourceCapability, SmartOAuthUris};
 pub use client::FhirClient;
 pub use config::{
@@ -42,7 +47,8 @@ pub use config::{
     UpstreamAuthConfig, UpstreamConfig,
 };
 pub use error::UpstreamError;
-pub use request::{FhirRequest, Interaction, ReturnPreference};
+pub use request::{CachePartition, FhirRequest, Interaction, ReturnPreference};
+pub use resilience::{ResilienceConfig, ResilienceStats, Resilient};
 pub use response::FhirResponse;
 pub use secret::SecretString;
 

@@ -2,8 +2,12 @@
 //!
 //! A [`FhirRequest`] is an [`Interaction`] (what to do) plus the per-call context the
 //! client needs (the caller's bearer token for passthrough, a request id, a `Prefer`
-//! return preference). The interaction is `Eq + Hash` so that a cache can key on it;
-//! the context is not part of any key (a cache partitions by principal itself).
+//! return preference, an `If-None-Match` for conditional reads). The interaction is
+//! `Eq + Hash` so that a cache can key on it.
+//!
+//! The [`CachePartition`] is context for the cache only: the gateway sets it from the
+//! principal (the patients it may read and a fingerprint of its scopes) and the cache
+//! keys and invalidates by it. It is never sent upstream, and `Debug` never shows it.
 
 use bytes::Bytes;
 
@@ -164,8 +168,60 @@ impl ReturnPreference {
     }
 }
 
+/// Who a cached answer may be served to: the patients whose data the principal may
+/// read (its compartment, or several for a proxy) and an opaque fingerprint of the scopes
+/// that shaped the request. Two requests share cache entries only if their partitions
+/// are equal; a write invalidates the entries of every partition that names one of its
+/// patients.
+///
+/// `Debug` shows how many patients there are, never their ids.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct CachePartition {
+    /// Sorted and deduplicated.
+    patients: Vec<String>,
+    scope_fingerprint: String,
+}
+
+impl CachePartition {
+    /// A partition for these patient ids (order and duplicates do not matter) and scope
+    /// fingerprint (for example a hash of the sorted granted scopes).
+    pub fn new<I, S>(patients: I, scope_fingerprint: impl Into<String>) -> CachePartition
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut patients: Vec<String> = patients.into_iter().map(Into::into).collect();
+        patients.sort();
+        patients.dedup();
+        CachePartition {
+            patients,
+            scope_fingerprint: scope_fingerprint.into(),
+        }
+    }
+
+    /// The patient ids, sorted.
+    pub fn patients(&self) -> &[String] {
+        &self.patients
+    }
+
+    /// The scope fingerprint.
+    pub fn scope_fingerprint(&self) -> &str {
+        &self.scope_fingerprint
+    }
+}
+
+impl std::fmt::Debug for CachePartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachePartition")
+            .field("patients", &self.patients.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// One FHIR interaction and its per-call context.
-#[derive(Debug, Clone)]
+///
+/// `Debug` redacts the bearer token and the partition.
+#[derive(Clone)]
 pub struct FhirRequest {
     pub interaction: Interaction,
     /// The caller's own access token, sent upstream only in passthrough mode.
@@ -174,6 +230,24 @@ pub struct FhirRequest {
     pub request_id: Option<String>,
     /// Sent as `Prefer`.
     pub prefer: Option<ReturnPreference>,
+    /// Sent as `If-None-Match` on a read or vread; the client then returns a `304`
+    /// response (empty body) instead of an error when the EHR answers Not Modified.
+    pub if_none_match: Option<String>,
+    /// The cache partition; never sent upstream.
+    pub partition: Option<CachePartition>,
+}
+
+impl std::fmt::Debug for FhirRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FhirRequest")
+            .field("interaction", &self.interaction)
+            .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
+            .field("request_id", &self.request_id)
+            .field("prefer", &self.prefer)
+            .field("if_none_match", &self.if_none_match)
+            .field("partition", &self.partition)
+            .finish()
+    }
 }
 
 impl From<Interaction> for FhirRequest {
@@ -183,6 +257,8 @@ impl From<Interaction> for FhirRequest {
             bearer: None,
             request_id: None,
             prefer: None,
+            if_none_match: None,
+            partition: None,
         }
     }
 }
@@ -307,6 +383,19 @@ impl FhirRequest {
         self
     }
 
+    /// Sets the cache partition (never sent upstream).
+    pub fn with_partition(mut self, partition: CachePartition) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Makes a read or vread conditional: `If-None-Match` with this raw ETag (e.g.
+    /// `W/"3"`). A `304` answer is then returned as a response, not an error.
+    pub fn with_if_none_match(mut self, etag: impl Into<String>) -> Self {
+        self.if_none_match = Some(etag.into());
+        self
+    }
+
     /// Sets `If-None-Exist` (the query part, e.g. `identifier=urn:x|123`) on a create;
     /// ignored for other interactions.
     pub fn with_if_none_exist(mut self, query: impl Into<String>) -> Self {
@@ -421,5 +510,19 @@ mod tests {
             Interaction::Update { if_match: Some(ref m), .. } if m == "W/\"3\""
         ));
         assert_eq!(FhirRequest::search_page("http://x").resource_type(), None);
+    }
+
+    #[test]
+    fn partition_is_normalized_and_redacted() {
+        let p = CachePartition::new(["pat-b", "pat-a", "pat-b"], "fp1");
+        assert_eq!(p.patients(), ["pat-a".to_owned(), "pat-b".to_owned()]);
+        assert_eq!(p, CachePartition::new(["pat-a", "pat-b"], "fp1"));
+        assert_ne!(p, CachePartition::new(["pat-a", "pat-b"], "fp2"));
+        let r = FhirRequest::read("Patient", "x").with_partition(p);
+        let debug = format!("{r:?}");
+        assert!(
+            !debug.contains("pat-a") && !debug.contains("fp1"),
+            "{debug}"
+        );
     }
 }

@@ -2,7 +2,11 @@
 //! meaning to (`ETag`, `Location`, `Last-Modified`, `Content-Type`).
 //!
 //! The body is kept as bytes: the gateway parses only what it needs, and a cache stores
-//! the bytes as they came.
+//! the bytes as they came. A cache that answers from an expired entry because the EHR
+//! failed says so in [`FhirResponse::stale_age`], for the gateway to emit `Warning: 110`
+//! and `Age`.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use portico_fhir::reference::Reference;
@@ -11,6 +15,9 @@ use serde_json::Value;
 use crate::error::UpstreamError;
 
 /// A 2xx response from the EHR. `Debug` shows the body's length, not its content.
+///
+/// A conditional read (`FhirRequest::with_if_none_match`) may also yield a `304` with an
+/// empty body; no other request does.
 #[derive(Clone, PartialEq, Eq)]
 pub struct FhirResponse {
     pub status: u16,
@@ -25,6 +32,9 @@ pub struct FhirResponse {
     pub last_modified: Option<String>,
     /// The raw `Content-Type` header.
     pub content_type: Option<String>,
+    /// Set only by a cache serving an expired entry because the EHR failed: the age of
+    /// the entry (time since it was fetched). `None` for everything fresh.
+    pub stale_age: Option<Duration>,
 }
 
 impl std::fmt::Debug for FhirResponse {
@@ -37,11 +47,44 @@ impl std::fmt::Debug for FhirResponse {
             .field("location", &self.location)
             .field("last_modified", &self.last_modified)
             .field("content_type", &self.content_type)
+            .field("stale_age", &self.stale_age)
             .finish()
     }
 }
 
 impl FhirResponse {
+    /// A response with the given status and body and no headers (for fakes and tests).
+    pub fn new(status: u16, body: impl Into<Bytes>) -> FhirResponse {
+        FhirResponse {
+            status,
+            body: body.into(),
+            etag: None,
+            version_id: None,
+            location: None,
+            last_modified: None,
+            content_type: None,
+            stale_age: None,
+        }
+    }
+
+    /// Sets `ETag` and the version id it carries.
+    pub fn with_etag(mut self, etag: impl Into<String>) -> FhirResponse {
+        let etag = etag.into();
+        self.version_id = parse_etag_version(&etag);
+        self.etag = Some(etag);
+        self
+    }
+
+    /// Whether this is the `304 Not Modified` answer to a conditional read.
+    pub fn is_not_modified(&self) -> bool {
+        self.status == 304
+    }
+
+    /// Whether a cache served this from an expired entry.
+    pub fn is_stale(&self) -> bool {
+        self.stale_age.is_some()
+    }
+
     /// The body as JSON; `MalformedBody` if it is empty or not valid JSON.
     pub fn json(&self) -> Result<Value, UpstreamError> {
         if self.body.is_empty() {
@@ -114,16 +157,16 @@ mod tests {
     }
 
     #[test]
+    fn constructor_and_etag() {
+        let r = FhirResponse::new(200, "{}").with_etag("W/\"7\"");
+        assert_eq!(r.version_id.as_deref(), Some("7"));
+        assert_eq!(r.etag.as_deref(), Some("W/\"7\""));
+        assert!(!r.is_stale() && !r.is_not_modified());
+    }
+
+    #[test]
     fn json_errors_are_malformed_body_without_content() {
-        let resp = FhirResponse {
-            status: 200,
-            body: Bytes::from_static(b"{\"secret\": "),
-            etag: None,
-            version_id: None,
-            location: None,
-            last_modified: None,
-            content_type: None,
-        };
+        let resp = FhirResponse::new(200, Bytes::from_static(b"{\"secret\": "));
         assert!(!format!("{resp:?}").contains("secret"));
         let err = resp.json().unwrap_err();
         assert!(matches!(err, UpstreamError::MalformedBody { .. }));

@@ -396,6 +396,41 @@ async fn read_sends_accept_and_request_id_and_no_authorization_in_none_mode() {
 }
 
 #[tokio::test]
+async fn conditional_read_returns_not_modified_and_partition_is_not_sent() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/fhir/Patient/p1"))
+        .and(header("if-none-match", "W/\"7\""))
+        .respond_with(ResponseTemplate::new(304).insert_header("etag", "W/\"7\""))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/fhir/Patient/p2"))
+        .respond_with(ResponseTemplate::new(304))
+        .mount(&server)
+        .await;
+    let c = open_client(&server);
+    let partition = crate::CachePartition::new(["secret-patient"], "secret-scope");
+    let r = c
+        .execute(
+            FhirRequest::read("Patient", "p1")
+                .with_if_none_match("W/\"7\"")
+                .with_partition(partition),
+        )
+        .await
+        .unwrap();
+    assert!(r.is_not_modified());
+    assert!(r.body.is_empty());
+    assert_eq!(r.version_id.as_deref(), Some("7"));
+    let sent = &requests_to(&server, "/fhir/Patient/p1").await[0];
+    let wire = format!("{:?} {:?}", sent.url, sent.headers);
+    assert!(!wire.contains("secret-patient") && !wire.contains("secret-scope"));
+    // Without If-None-Match a 304 is still a protocol violation.
+    let r = c.execute(FhirRequest::read("Patient", "p2")).await;
+    assert!(matches!(r, Err(UpstreamError::Protocol { .. })), "{r:?}");
+}
+
+#[tokio::test]
 async fn writes_send_content_type_and_conditional_headers() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))

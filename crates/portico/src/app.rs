@@ -55,6 +55,7 @@ struct Inner {
     upstream_base: String,
     smart: OnceCell<SmartEndpoints>,
     capabilities: OnceCell<Capabilities>,
+    login: crate::login::LoginState,
 }
 
 impl std::fmt::Debug for Inner {
@@ -127,6 +128,7 @@ impl AppState {
             Some(path) => CursorKey::new(std::fs::read(path)?),
             None => CursorKey::random(),
         };
+        let login = crate::login::LoginState::new(&config)?;
         Ok(AppState {
             inner: Arc::new(Inner {
                 upstream: client.clone(),
@@ -141,6 +143,7 @@ impl AppState {
                 upstream_base,
                 smart: OnceCell::new(),
                 capabilities: OnceCell::new(),
+                login,
                 config,
             }),
         })
@@ -171,6 +174,11 @@ impl AppState {
 
     pub fn policy(&self) -> &Policy {
         &self.inner.policy
+    }
+
+    /// The portal login (BFF) and its sessions.
+    pub fn login(&self) -> &crate::login::LoginState {
+        &self.inner.login
     }
 
     pub fn cursor_key(&self) -> &CursorKey {
@@ -377,6 +385,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .nest("/fhir", crate::facade::router())
+        .nest("/auth", crate::login::router())
         .nest("/api/v1", Router::new().fallback(portal_not_found))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
         .layer(layers)
@@ -387,14 +396,32 @@ pub fn router(state: AppState) -> Router {
 /// anything else (ids, versions, names) becomes `:id`.
 pub fn redact_path(path: &str) -> String {
     const WORDS: &[&str] = &[
-        "fhir", "api", "v1", "auth", "metadata", "_history", "_search", "_page", "$everything",
-        ".well-known", "smart-configuration", "healthz", "readyz", "metrics", "login", "callback",
-        "logout", "session",
+        "fhir",
+        "api",
+        "v1",
+        "auth",
+        "metadata",
+        "_history",
+        "_search",
+        "_page",
+        "$everything",
+        ".well-known",
+        "smart-configuration",
+        "healthz",
+        "readyz",
+        "metrics",
+        "login",
+        "callback",
+        "logout",
+        "session",
     ];
     let mut out = String::with_capacity(path.len());
     for segment in path.split('/').skip(1) {
         out.push('/');
-        if WORDS.contains(&segment) || portico_fhir::resource_types::is_known(segment) || segment.is_empty() {
+        if WORDS.contains(&segment)
+            || portico_fhir::resource_types::is_known(segment)
+            || segment.is_empty()
+        {
             out.push_str(segment);
         } else {
             out.push_str(":id");
@@ -464,8 +491,14 @@ mod tests {
     #[test]
     fn paths_are_logged_without_ids() {
         assert_eq!(redact_path("/fhir/Patient/pat-1"), "/fhir/Patient/:id");
-        assert_eq!(redact_path("/fhir/Observation/o-1/_history/2"), "/fhir/Observation/:id/_history/:id");
-        assert_eq!(redact_path("/fhir/Patient/pat-1/$everything"), "/fhir/Patient/:id/$everything");
+        assert_eq!(
+            redact_path("/fhir/Observation/o-1/_history/2"),
+            "/fhir/Observation/:id/_history/:id"
+        );
+        assert_eq!(
+            redact_path("/fhir/Patient/pat-1/$everything"),
+            "/fhir/Patient/:id/$everything"
+        );
         assert_eq!(redact_path("/healthz"), "/healthz");
         assert_eq!(redact_path("/"), "/");
         assert_eq!(redact_path("/api/v1/records/Jane%20Doe"), "/api/v1/:id/:id");

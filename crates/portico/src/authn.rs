@@ -126,7 +126,10 @@ impl FromRequestParts<AppState> for Authenticated {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let request_id = request_id(parts);
-        let token = bearer(parts).ok_or_else(|| unauthorized("a bearer token is required"))?;
+        let Some(token) = bearer(parts) else {
+            audit_refusal(state, request_id).await;
+            return Err(unauthorized("a bearer token is required"));
+        };
         match state.verifier().verify(token).await {
             Ok(principal) => Ok(Authenticated {
                 principal: Arc::new(principal),
@@ -134,12 +137,7 @@ impl FromRequestParts<AppState> for Authenticated {
                 request_id,
             }),
             Err(e) => {
-                let mut record = AuditRecord::new(None, portico_access::Interaction::Read, None);
-                record.decision = portico_access::audit::Decision::Denied;
-                if let Some(id) = &request_id {
-                    record = record.with_request_id(id.clone());
-                }
-                state.audit(&record).await;
+                audit_refusal(state, request_id).await;
                 if e.retryable() {
                     tracing::warn!(error = %e, "token verification unavailable");
                     return Err(FhirError(ApiError::new(
@@ -153,6 +151,16 @@ impl FromRequestParts<AppState> for Authenticated {
             }
         }
     }
+}
+
+/// Records an unauthenticated request: no principal, denied.
+async fn audit_refusal(state: &AppState, request_id: Option<String>) {
+    let mut record = AuditRecord::new(None, portico_access::Interaction::Read, None);
+    record.decision = portico_access::audit::Decision::Denied;
+    if let Some(id) = request_id {
+        record = record.with_request_id(id);
+    }
+    state.audit(&record).await;
 }
 
 fn token_message(e: &TokenError) -> &'static str {

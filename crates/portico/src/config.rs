@@ -30,6 +30,129 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub facade: FacadeConfig,
+    #[serde(default)]
+    pub login: LoginConfig,
+}
+
+/// `[login]`: the portal login (BFF) under `/auth`. The gateway logs patients in at the
+/// EHR's authorization server as a confidential client and keeps their tokens on the
+/// server; the browser only holds an opaque session cookie. Disabled unless `client_id`
+/// is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginConfig {
+    /// The gateway's client id at the authorization server.
+    pub client_id: Option<String>,
+    /// A file holding the client secret (trailing whitespace ignored).
+    pub client_secret_file: Option<std::path::PathBuf>,
+    /// An environment variable holding the client secret.
+    pub client_secret_env: Option<String>,
+    /// The secret itself, never read from the file: the demo passes the sandbox's
+    /// generated secret in memory.
+    #[serde(skip)]
+    pub client_secret: Option<portico_upstream::SecretString>,
+    /// The scopes requested, space-separated.
+    pub scopes: String,
+    /// The `aud` sent to the authorization server. Default: the EHR's FHIR base.
+    pub aud: Option<String>,
+    /// The session cookie's name.
+    pub cookie_name: String,
+    /// A session unused for this long ends, in seconds.
+    pub idle_timeout_seconds: u64,
+    /// A session ends this long after login whatever its use, in seconds.
+    pub absolute_timeout_seconds: u64,
+    /// How long a started login may take to come back to `/auth/callback`, in seconds.
+    pub pending_timeout_seconds: u64,
+    /// An access token expiring within this many seconds is refreshed before use.
+    pub refresh_margin_seconds: u64,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            client_id: None,
+            client_secret_file: None,
+            client_secret_env: None,
+            client_secret: None,
+            scopes: "openid fhirUser launch/patient offline_access patient/*.rs patient/*.cud"
+                .to_owned(),
+            aud: None,
+            cookie_name: "portico_session".to_owned(),
+            idle_timeout_seconds: 30 * 60,
+            absolute_timeout_seconds: 12 * 3600,
+            pending_timeout_seconds: 10 * 60,
+            refresh_margin_seconds: 60,
+        }
+    }
+}
+
+impl LoginConfig {
+    /// The client secret: in memory, else from the file, else from the variable. `None`
+    /// when none is configured (a public client).
+    pub fn resolve_secret(&self) -> Result<Option<portico_upstream::SecretString>, String> {
+        if let Some(secret) = &self.client_secret {
+            return Ok(Some(secret.clone()));
+        }
+        if let Some(path) = &self.client_secret_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "config key `login.client_secret_file`: cannot read {}: {e}",
+                    path.display()
+                )
+            })?;
+            let secret = text.trim_end();
+            if secret.is_empty() {
+                return Err(format!(
+                    "config key `login.client_secret_file`: {} is empty",
+                    path.display()
+                ));
+            }
+            return Ok(Some(secret.into()));
+        }
+        if let Some(var) = &self.client_secret_env {
+            return match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Ok(Some(v.into())),
+                _ => Err(format!(
+                    "config key `login.client_secret_env`: variable {var} is not set"
+                )),
+            };
+        }
+        Ok(None)
+    }
+
+    fn validate(&self, problems: &mut Vec<String>) {
+        if self.client_id.as_deref().is_some_and(str::is_empty) {
+            problems.push("config key `login.client_id`: must not be empty".to_owned());
+        }
+        if self.client_id.is_some()
+            && let Err(e) = self.resolve_secret()
+        {
+            problems.push(e);
+        }
+        if self.scopes.split_whitespace().next().is_none() {
+            problems.push("config key `login.scopes`: must name at least one scope".to_owned());
+        }
+        let cookie_ok = !self.cookie_name.is_empty()
+            && self
+                .cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !cookie_ok {
+            problems.push(
+                "config key `login.cookie_name`: use letters, digits, `_`, `-` and `.` only"
+                    .to_owned(),
+            );
+        }
+        for (key, value) in [
+            ("idle_timeout_seconds", self.idle_timeout_seconds),
+            ("absolute_timeout_seconds", self.absolute_timeout_seconds),
+            ("pending_timeout_seconds", self.pending_timeout_seconds),
+        ] {
+            if value == 0 {
+                problems.push(format!("config key `login.{key}`: must be greater than 0"));
+            }
+        }
+    }
 }
 
 /// `[auth]`: how inbound bearer tokens (from SMART apps and portal frontends) are
@@ -281,6 +404,7 @@ impl Config {
                 )),
             }
         }
+        self.login.validate(&mut problems);
         if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             problems.push(format!("config key `log.level`: not a valid filter: {e}"));
         }
@@ -433,6 +557,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`ehr.profile`"), "{err}");
+    }
+
+    #[test]
+    fn login_section() {
+        let c = Config::from_sources(MINIMAL, no_env()).unwrap();
+        assert!(
+            c.login.client_id.is_none(),
+            "login is off unless configured"
+        );
+        assert_eq!(c.login.cookie_name, "portico_session");
+        assert!(c.login.scopes.split(' ').any(|s| s == "offline_access"));
+
+        let text = format!(
+            "{MINIMAL}\n[login]\nclient_id = \"portal\"\nclient_secret_env = \"PORTICO_TEST_UNSET_SECRET\"\n"
+        );
+        let err = Config::from_sources(&text, no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`login.client_secret_env`"), "{err}");
+
+        let text = format!("{MINIMAL}\n[login]\ncookie_name = \"a;b\"\nidle_timeout_seconds = 0\n");
+        let err = Config::from_sources(&text, no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`login.cookie_name`"), "{err}");
+        assert!(err.contains("`login.idle_timeout_seconds`"), "{err}");
+
+        // Secrets never live in the file.
+        let text = format!("{MINIMAL}\n[login]\nclient_secret = \"inline\"\n");
+        let err = Config::from_sources(&text, no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`login.client_secret`"), "{err}");
     }
 
     #[test]

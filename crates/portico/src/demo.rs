@@ -19,11 +19,14 @@ use url::Url;
 use crate::cli::{DemoArgs, SandboxArgs, SandboxData};
 use crate::config::{
     AuditConfig, AuthConfig, ClaimNamesConfig, Config, EhrConfig, FacadeConfig, LogConfig,
-    ServerConfig,
+    LoginConfig, ServerConfig,
 };
 
 /// The sandbox client the demo gateway uses for its own system access.
 const SYSTEM_CLIENT: &str = "portico-system";
+
+/// The sandbox client the demo gateway's portal login (`/auth`) uses.
+const PORTAL_CLIENT: &str = "portico-portal";
 
 /// How many patients the banner lists.
 const LISTED_PATIENTS: usize = 5;
@@ -69,6 +72,12 @@ pub fn gateway_for_sandbox(
         .find(|c| c.client_id == SYSTEM_CLIENT)
         .and_then(|c| c.client_secret)
         .ok_or_else(|| anyhow::anyhow!("the sandbox has no {SYSTEM_CLIENT} client"))?;
+    let portal_secret = sandbox
+        .clients()
+        .into_iter()
+        .find(|c| c.client_id == PORTAL_CLIENT)
+        .and_then(|c| c.client_secret)
+        .ok_or_else(|| anyhow::anyhow!("the sandbox has no {PORTAL_CLIENT} client"))?;
     let scope = "system/*.read system/*.write".to_owned();
     let upstream = UpstreamConfig::new(
         base_url,
@@ -112,6 +121,11 @@ pub fn gateway_for_sandbox(
         },
         audit: AuditConfig { path: audit_path },
         facade: FacadeConfig::default(),
+        login: LoginConfig {
+            client_id: Some(PORTAL_CLIENT.to_owned()),
+            client_secret: Some(SecretString::new(portal_secret)),
+            ..LoginConfig::default()
+        },
     };
     Ok((config, resolved))
 }

@@ -116,6 +116,19 @@ impl From<&UpstreamError> for ApiError {
                     "the EHR is busy; try again shortly",
                 )
             },
+            U::CircuitOpen { retry_after } => ApiError {
+                retry_after: retry_after.map(|d| d.as_secs().max(1)),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream_unavailable",
+                    "the EHR is failing; the gateway is giving it time to recover",
+                )
+            },
+            U::Overloaded => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_busy",
+                "too many requests to the EHR are in flight; try again shortly",
+            ),
             U::Timeout => ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream_timeout",

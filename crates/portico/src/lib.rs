@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod facade;
+pub mod login;
 pub mod telemetry;
 
 use std::process::ExitCode;

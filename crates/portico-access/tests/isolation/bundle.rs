@@ -190,3 +190,33 @@ fn a_principal_without_context_gets_nothing() {
     assert_eq!((report.kept, report.removed), (0, 1));
     assert_eq!(b["total"], 0);
 }
+
+#[test]
+fn search_only_scopes_see_matches_but_not_includes_or_history() {
+    let p = policy();
+    let a = patient_a("patient/Observation.s");
+    let mut b = bundle(
+        vec![
+            entry(observation("Patient/pat-1"), "match"),
+            entry(observation("Patient/pat-1"), "include"),
+            entry(observation("Patient/pat-12"), "match"),
+        ],
+        None,
+        false,
+    );
+    let report = p.verify_bundle(&a, &mut b);
+    assert_eq!((report.kept, report.removed), (1, 2));
+    // A history Bundle is a read: `s` alone shows nothing.
+    let mut h = json!({"resourceType": "Bundle", "type": "history", "entry": [
+        {"resource": observation("Patient/pat-1"), "request": {"method": "PUT", "url": "Observation/obs-1"}},
+    ]});
+    assert_eq!(p.verify_bundle(&a, &mut h).kept, 0);
+    // And `r` alone does not make search results visible through `s`-less scopes.
+    let r_only = patient_a("patient/Observation.r");
+    let mut b = bundle(
+        vec![entry(observation("Patient/pat-1"), "match")],
+        None,
+        false,
+    );
+    assert_eq!(p.verify_bundle(&r_only, &mut b).kept, 0);
+}

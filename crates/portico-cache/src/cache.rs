@@ -1,0 +1,382 @@
+//! [`CachedUpstream`]: the read-through cache decorator.
+//!
+//! A read goes: plan (cacheable? key, TTL, dependencies) → fresh valid entry? serve it →
+//! otherwise one single-flight fetch per (key, required generation): concurrent misses
+//! for the same key in the same invalidation epoch wait for one upstream call (moka's
+//! `try_get_with`; errors are shared with the waiters, never cached). The fetch makes a
+//! `read` conditional (`If-None-Match` with the old entry's ETag) when there is an old
+//! entry to revalidate; a `304` refreshes the old entry without a body transfer. Other
+//! reads are refetched (a search has no ETag, and `_lastUpdated` cannot prove that
+//! nothing left the result set).
+//!
+//! When the fetch fails with a timeout, a connection error, a 5xx, a 429, an open
+//! circuit or the gateway's own concurrency limit, an entry past its TTL but within
+//! `stale_if_error` of it is served instead, with [`FhirResponse::stale_age`] set.
+//! Entries invalidated by a write are never served, stale or not.
+//!
+//! A write passes through, then invalidates (see [`crate::invalidation`]) before its
+//! result is returned, whatever the result (a failed write may still have happened).
+//!
+//! Invariants: only `200` responses up to `max_entry_bytes` are stored; ages are
+//! measured from when the fetch *started* (conservative) on tokio's clock; keys, bodies
+//! and partitions are never logged.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use moka::future::Cache;
+use moka::notification::RemovalCause;
+use portico_upstream::{FhirRequest, FhirResponse, FhirUpstream, UpstreamError};
+use tokio::time::Instant;
+
+use crate::config::CacheConfig;
+use crate::invalidation::Generations;
+use crate::key::{CacheKey, Plan, plan};
+
+/// One cached response.
+#[derive(Debug)]
+struct Entry {
+    response: FhirResponse,
+    /// When the fetch that produced (or revalidated) it started.
+    fetched_at: Instant,
+    /// The generation clock when that fetch started.
+    generation: u64,
+    ttl: Duration,
+}
+
+impl Entry {
+    fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.fetched_at)
+    }
+
+    fn is_fresh(&self, now: Instant) -> bool {
+        self.age(now) < self.ttl
+    }
+}
+
+/// moka expiry: keep an entry for its TTL plus the stale bound.
+struct KeepForTtlAndStale {
+    stale_if_error: Duration,
+}
+
+impl moka::Expiry<CacheKey, Arc<Entry>> for KeepForTtlAndStale {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<Entry>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl.saturating_add(self.stale_if_error))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<Entry>,
+        _updated_at: std::time::Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl.saturating_add(self.stale_if_error))
+    }
+}
+
+/// Counters for metrics, as a snapshot (see [`CachedUpstream::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    /// Cacheable reads served from a fresh entry.
+    pub hits: u64,
+    /// Cacheable reads not served from a fresh entry (they joined or led a fetch).
+    pub misses: u64,
+    /// Misses that waited for another caller's identical fetch instead of calling.
+    pub single_flight_joins: u64,
+    /// Upstream calls made for misses (conditional ones included).
+    pub fetches: u64,
+    /// Conditional reads answered `304 Not Modified`.
+    pub revalidations: u64,
+    /// Expired entries served because the EHR failed.
+    pub stale_serves: u64,
+    /// Reads passed through uncached (not cacheable for their partition, type or form).
+    pub bypasses: u64,
+    /// Writes that invalidated entries.
+    pub write_invalidations: u64,
+    /// Entries evicted to stay under `max_bytes`.
+    pub evictions: u64,
+    /// Current weight of the entries, in bytes (approximate until pending maintenance
+    /// has run).
+    pub bytes: u64,
+    /// Current number of entries (approximate, likewise).
+    pub entries: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    single_flight_joins: AtomicU64,
+    fetches: AtomicU64,
+    revalidations: AtomicU64,
+    stale_serves: AtomicU64,
+    bypasses: AtomicU64,
+    write_invalidations: AtomicU64,
+    evictions: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Whether a failure lets an expired entry be served instead.
+fn serves_stale(error: &UpstreamError) -> bool {
+    error.retryable() || matches!(error, UpstreamError::Server { .. })
+}
+
+/// The read cache over any [`FhirUpstream`]; itself a `FhirUpstream`.
+pub struct CachedUpstream<U> {
+    inner: U,
+    config: CacheConfig,
+    entries: Cache<CacheKey, Arc<Entry>>,
+    /// Single-flight only: a fetch's result lives here just long enough for its waiters.
+    flights: Cache<(CacheKey, u64), Arc<Entry>>,
+    generations: Generations,
+    counters: Arc<Counters>,
+}
+
+impl<U: std::fmt::Debug> std::fmt::Debug for CachedUpstream<U> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedUpstream")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .field("entries", &self.entries.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<U: FhirUpstream> CachedUpstream<U> {
+    /// Wraps `inner` with a cache configured by `config`.
+    pub fn new(inner: U, config: CacheConfig) -> CachedUpstream<U> {
+        let counters = Arc::new(Counters::default());
+        let evictions = counters.clone();
+        let entries = Cache::builder()
+            .name("portico-read-cache")
+            .max_capacity(config.max_bytes)
+            .weigher(|key: &CacheKey, entry: &Arc<Entry>| {
+                let bytes = key.weight() + entry.response.body.len() + 256;
+                u32::try_from(bytes).unwrap_or(u32::MAX)
+            })
+            .expire_after(KeepForTtlAndStale {
+                stale_if_error: config.stale_if_error,
+            })
+            .eviction_listener(move |_key, _entry, cause| {
+                if cause == RemovalCause::Size {
+                    bump(&evictions.evictions);
+                }
+            })
+            .build();
+        let flights = Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(Duration::from_secs(1))
+            .build();
+        CachedUpstream {
+            generations: Generations::new(config.max_lifetime()),
+            inner,
+            config,
+            entries,
+            flights,
+            counters,
+        }
+    }
+
+    /// The wrapped upstream.
+    pub fn inner(&self) -> &U {
+        &self.inner
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CacheConfig {
+        &self.config
+    }
+
+    /// Invalidates a patient's cached entries of `resource_types` (all types when
+    /// empty) in every partition that names the patient. Shared reference types among
+    /// `resource_types` are invalidated for everyone. Takes effect before it returns.
+    pub fn invalidate_patient(&self, patient_id: &str, resource_types: &[&str]) {
+        self.generations
+            .invalidate_patient(patient_id, resource_types);
+    }
+
+    /// Invalidates cached entries of `resource_types` (all types when empty) for
+    /// everyone.
+    pub fn invalidate_shared(&self, resource_types: &[&str]) {
+        self.generations.invalidate_shared(resource_types);
+    }
+
+    /// Invalidates every entry.
+    pub fn invalidate_all(&self) {
+        self.generations.invalidate_all();
+        self.entries.invalidate_all();
+    }
+
+    /// Runs moka's pending maintenance (evictions, expirations) so that
+    /// [`CachedUpstream::stats`] is exact; for tests and before scraping metrics.
+    pub async fn run_pending_tasks(&self) {
+        self.entries.run_pending_tasks().await;
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CacheStats {
+            hits: load(&c.hits),
+            misses: load(&c.misses),
+            single_flight_joins: load(&c.single_flight_joins),
+            fetches: load(&c.fetches),
+            revalidations: load(&c.revalidations),
+            stale_serves: load(&c.stale_serves),
+            bypasses: load(&c.bypasses),
+            write_invalidations: load(&c.write_invalidations),
+            evictions: load(&c.evictions),
+            bytes: self.entries.weighted_size(),
+            entries: self.entries.entry_count(),
+        }
+    }
+
+    async fn read_through(
+        &self,
+        request: FhirRequest,
+        plan: Plan,
+    ) -> Result<FhirResponse, UpstreamError> {
+        let required = self
+            .generations
+            .required(plan.key.partition.as_ref(), &plan.deps);
+        let current = self
+            .entries
+            .get(&plan.key)
+            .await
+            .filter(|entry| entry.generation >= required);
+        if let Some(entry) = &current
+            && entry.is_fresh(Instant::now())
+        {
+            bump(&self.counters.hits);
+            return Ok(entry.response.clone());
+        }
+        bump(&self.counters.misses);
+
+        // Keyed by the required generation too: a read that starts after a write never
+        // joins a fetch that started before it.
+        let flight = (plan.key.clone(), required);
+        let led = AtomicBool::new(false);
+        let fetched = self
+            .flights
+            .try_get_with(flight.clone(), async {
+                led.store(true, Ordering::Relaxed);
+                self.fetch(&request, &plan).await
+            })
+            .await;
+        if led.load(Ordering::Relaxed) {
+            self.flights.invalidate(&flight).await;
+        } else {
+            bump(&self.counters.single_flight_joins);
+        }
+
+        let error = match fetched {
+            Ok(entry) => return Ok(entry.response.clone()),
+            Err(error) => (*error).clone(),
+        };
+        if serves_stale(&error)
+            && let Some(entry) = current
+        {
+            let age = entry.age(Instant::now());
+            if age <= entry.ttl.saturating_add(self.config.stale_if_error) {
+                bump(&self.counters.stale_serves);
+                tracing::debug!(read = plan.key.describe(), age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX), error = %error, "serving stale cache entry");
+                let mut response = entry.response.clone();
+                response.stale_age = Some(age);
+                return Ok(response);
+            }
+        }
+        Err(error)
+    }
+
+    /// One upstream fetch for `plan`, storing a cacheable result.
+    async fn fetch(&self, request: &FhirRequest, plan: &Plan) -> Result<Arc<Entry>, UpstreamError> {
+        let previous = self.entries.get(&plan.key).await;
+        // Another flight may have refreshed the entry since this caller looked.
+        if let Some(entry) = &previous
+            && entry.is_fresh(Instant::now())
+            && entry.generation
+                >= self
+                    .generations
+                    .required(plan.key.partition.as_ref(), &plan.deps)
+        {
+            return Ok(entry.clone());
+        }
+        let generation = self.generations.now();
+        let fetched_at = Instant::now();
+        // If-None-Match is safe even on an invalidated entry: a 304 proves the old body
+        // is still the current representation.
+        let revalidating = previous
+            .as_ref()
+            .filter(|_| {
+                matches!(
+                    request.interaction,
+                    portico_upstream::Interaction::Read { .. }
+                )
+            })
+            .and_then(|entry| entry.response.etag.clone().map(|etag| (entry, etag)));
+        let mut upstream = request.clone();
+        if let Some((_, etag)) = &revalidating {
+            upstream = upstream.with_if_none_match(etag.clone());
+        }
+        bump(&self.counters.fetches);
+        let mut response = self.inner.execute(upstream).await?;
+        if response.is_not_modified() {
+            let Some((entry, _)) = revalidating else {
+                return Err(UpstreamError::Protocol {
+                    detail: "304 to an unconditional read".to_owned(),
+                });
+            };
+            bump(&self.counters.revalidations);
+            response = entry.response.clone();
+        }
+        let entry = Arc::new(Entry {
+            response,
+            fetched_at,
+            generation,
+            ttl: plan.ttl,
+        });
+        let size = u64::try_from(entry.response.body.len()).unwrap_or(u64::MAX);
+        if entry.response.status == 200 && size <= self.config.max_entry_bytes {
+            self.entries.insert(plan.key.clone(), entry.clone()).await;
+        }
+        Ok(entry)
+    }
+}
+
+#[async_trait::async_trait]
+impl<U: FhirUpstream> FhirUpstream for CachedUpstream<U> {
+    async fn execute(&self, request: FhirRequest) -> Result<FhirResponse, UpstreamError> {
+        if !self.config.enabled {
+            return self.inner.execute(request).await;
+        }
+        if !request.is_read() {
+            let written = request.resource_type().map(str::to_owned);
+            let partition = request.partition.clone();
+            let result = self.inner.execute(request).await;
+            if let Some(resource_type) = written {
+                bump(&self.counters.write_invalidations);
+                self.generations
+                    .invalidate_write(partition.as_ref(), &resource_type);
+            }
+            return result;
+        }
+        match plan(&request, &self.config) {
+            Some(plan) => self.read_through(request, plan).await,
+            None => {
+                bump(&self.counters.bypasses);
+                self.inner.execute(request).await
+            }
+        }
+    }
+}

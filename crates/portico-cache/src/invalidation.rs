@@ -1,0 +1,304 @@
+//! Invalidation by generation counters.
+//!
+//! A global clock counts invalidations. Every entry records the clock's value when its
+//! upstream fetch *started*. An invalidation takes a new clock value and stamps it on
+//! each (scope, topic) it covers — a scope is one patient or the shared reference data,
+//! a topic is one resource type, "anything" (entries that depend on any type) or
+//! "everything" (all topics). An entry is valid only while no stamp on the scopes and
+//! topics it depends on is newer than its own. So an invalidation is O(types × patients),
+//! completes before the write's response returns, and also defeats the classic race
+//! where a read that started before a write finishes after it and would otherwise store
+//! the pre-write answer.
+//!
+//! Which scopes an entry depends on: the shared scope always, plus each patient in its
+//! partition. Which a write invalidates: each patient in its partition (the shared scope
+//! when it has none), plus the shared scope for shared reference types, since for
+//! instance a booking changes a `Slot` that every patient sees.
+//!
+//! Stamps are dropped once they are older than any entry can be of use (largest TTL plus
+//! the stale bound, measured from fetch start), so the table stays small.
+//!
+//! Which types a write invalidates ([`invalidated_types`]):
+//!
+//! | write of | invalidates |
+//! |---|---|
+//! | `Appointment` | `Appointment`, `AppointmentResponse`, `Slot` |
+//! | `AppointmentResponse` | `AppointmentResponse`, `Appointment`, `Slot` |
+//! | `Task` | `Task`, `MedicationRequest`, `ServiceRequest`, `CommunicationRequest` |
+//! | `MedicationRequest` | `MedicationRequest`, `Task` |
+//! | `ServiceRequest` | `ServiceRequest`, `Task` |
+//! | `Communication` | `Communication`, `CommunicationRequest` |
+//! | `CommunicationRequest` | `CommunicationRequest`, `Communication`, `Task` |
+//! | `PaymentNotice`, `PaymentReconciliation` | itself, `Invoice`, `Account` |
+//! | `Invoice` | `Invoice`, `Account` |
+//! | `Account` | `Account`, `Invoice` |
+//! | anything else | itself |
+//!
+//! and every write also invalidates the "anything" topic of its scopes (searches with
+//! includes, chains or `_has`, and paging links).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use portico_upstream::CachePartition;
+use tokio::time::Instant;
+
+use crate::config::is_shared_type;
+use crate::key::Deps;
+
+/// The types a write of `resource_type` invalidates (the table in the module docs).
+pub fn invalidated_types(resource_type: &str) -> Vec<&str> {
+    let related: &[&str] = match resource_type {
+        "Appointment" => &["AppointmentResponse", "Slot"],
+        "AppointmentResponse" => &["Appointment", "Slot"],
+        "Task" => &[
+            "MedicationRequest",
+            "ServiceRequest",
+            "CommunicationRequest",
+        ],
+        "MedicationRequest" | "ServiceRequest" => &["Task"],
+        "Communication" => &["CommunicationRequest"],
+        "CommunicationRequest" => &["Communication", "Task"],
+        "PaymentNotice" | "PaymentReconciliation" => &["Invoice", "Account"],
+        "Invoice" => &["Account"],
+        "Account" => &["Invoice"],
+        _ => &[],
+    };
+    std::iter::once(resource_type)
+        .chain(related.iter().copied())
+        .collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Scope {
+    Shared,
+    Patient(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Topic {
+    Type(String),
+    Anything,
+    Everything,
+}
+
+#[derive(Debug)]
+struct Stamp {
+    generation: u64,
+    at: Instant,
+}
+
+/// The generation table.
+#[derive(Debug)]
+pub(crate) struct Generations {
+    clock: AtomicU64,
+    /// Stamped by `invalidate_all`.
+    all: AtomicU64,
+    stamps: RwLock<HashMap<(Scope, Topic), Stamp>>,
+    /// Prune when the table grows past this.
+    prune_at: AtomicU64,
+    retention: Duration,
+}
+
+const MIN_PRUNE_AT: u64 = 1024;
+
+impl Generations {
+    /// `retention`: how long a stamp must be kept (the longest an entry is of use).
+    pub(crate) fn new(retention: Duration) -> Generations {
+        Generations {
+            clock: AtomicU64::new(1),
+            all: AtomicU64::new(0),
+            stamps: RwLock::new(HashMap::new()),
+            prune_at: AtomicU64::new(MIN_PRUNE_AT),
+            retention: retention.saturating_add(Duration::from_secs(1)),
+        }
+    }
+
+    /// The clock now: recorded by a fetch when it starts.
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.load(Ordering::SeqCst)
+    }
+
+    /// The newest stamp an entry with these dependencies must not be older than.
+    pub(crate) fn required(&self, partition: Option<&CachePartition>, deps: &Deps) -> u64 {
+        let topic = match deps {
+            Deps::Type(t) => Topic::Type(t.clone()),
+            Deps::Any => Topic::Anything,
+        };
+        let stamps = self.stamps.read();
+        let get = |scope: Scope, topic: Topic| {
+            stamps
+                .get(&(scope, topic))
+                .map_or(0, |stamp| stamp.generation)
+        };
+        let patients = partition.map_or(&[][..], CachePartition::patients);
+        std::iter::once(Scope::Shared)
+            .chain(patients.iter().cloned().map(Scope::Patient))
+            .flat_map(|scope| {
+                [
+                    get(scope.clone(), topic.clone()),
+                    get(scope, Topic::Everything),
+                ]
+            })
+            .chain([self.all.load(Ordering::SeqCst)])
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Invalidates the entries a write of `resource_type` changes for `partition`.
+    pub(crate) fn invalidate_write(&self, partition: Option<&CachePartition>, resource_type: &str) {
+        let patients = partition.map_or(&[][..], CachePartition::patients);
+        self.invalidate_types(patients, &invalidated_types(resource_type));
+    }
+
+    /// Invalidates `types` (all types when empty) of one patient, in every partition
+    /// that names the patient; shared types among `types` are invalidated for everyone.
+    pub(crate) fn invalidate_patient(&self, patient: &str, types: &[&str]) {
+        if types.is_empty() {
+            self.stamp(vec![(
+                Scope::Patient(patient.to_owned()),
+                Topic::Everything,
+            )]);
+        } else {
+            self.invalidate_types(&[patient.to_owned()], types);
+        }
+    }
+
+    /// Stamps `types` and "anything" for each patient (the shared scope when there are
+    /// none), and in the shared scope for shared reference types.
+    fn invalidate_types(&self, patients: &[String], types: &[&str]) {
+        let mut scopes: Vec<Scope> = patients.iter().cloned().map(Scope::Patient).collect();
+        if scopes.is_empty() || types.iter().any(|t| is_shared_type(t)) {
+            scopes.push(Scope::Shared);
+        }
+        let mut keys = Vec::new();
+        for scope in &scopes {
+            for t in types {
+                if *scope != Scope::Shared || patients.is_empty() || is_shared_type(t) {
+                    keys.push((scope.clone(), Topic::Type((*t).to_owned())));
+                }
+            }
+            keys.push((scope.clone(), Topic::Anything));
+        }
+        self.stamp(keys);
+    }
+
+    /// Invalidates `types` (all types when empty) in the shared scope, which every
+    /// entry depends on.
+    pub(crate) fn invalidate_shared(&self, types: &[&str]) {
+        self.stamp(topics(types).map(|topic| (Scope::Shared, topic)).collect());
+    }
+
+    /// Invalidates every entry.
+    pub(crate) fn invalidate_all(&self) {
+        let generation = self.clock.fetch_add(1, Ordering::SeqCst) + 1;
+        self.all.fetch_max(generation, Ordering::SeqCst);
+    }
+
+    fn stamp(&self, keys: Vec<(Scope, Topic)>) {
+        let generation = self.clock.fetch_add(1, Ordering::SeqCst) + 1;
+        let at = Instant::now();
+        let mut stamps = self.stamps.write();
+        for key in keys {
+            stamps.insert(key, Stamp { generation, at });
+        }
+        let len = u64::try_from(stamps.len()).unwrap_or(u64::MAX);
+        if len > self.prune_at.load(Ordering::Relaxed) {
+            stamps.retain(|_, stamp| at.saturating_duration_since(stamp.at) <= self.retention);
+            let len = u64::try_from(stamps.len()).unwrap_or(u64::MAX);
+            self.prune_at
+                .store(len.saturating_mul(2).max(MIN_PRUNE_AT), Ordering::Relaxed);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.stamps.read().len()
+    }
+}
+
+fn topics<'a>(types: &'a [&'a str]) -> Box<dyn Iterator<Item = Topic> + 'a> {
+    if types.is_empty() {
+        Box::new(std::iter::once(Topic::Everything))
+    } else {
+        Box::new(
+            types
+                .iter()
+                .map(|t| Topic::Type((*t).to_owned()))
+                .chain([Topic::Anything]),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ty(t: &str) -> Deps {
+        Deps::Type(t.to_owned())
+    }
+
+    #[test]
+    fn table() {
+        assert_eq!(
+            invalidated_types("Appointment"),
+            ["Appointment", "AppointmentResponse", "Slot"]
+        );
+        assert_eq!(
+            invalidated_types("Task"),
+            [
+                "Task",
+                "MedicationRequest",
+                "ServiceRequest",
+                "CommunicationRequest"
+            ]
+        );
+        assert_eq!(invalidated_types("Observation"), ["Observation"]);
+    }
+
+    #[tokio::test]
+    async fn writes_stamp_the_writers_patients_and_shared_types() {
+        let g = Generations::new(Duration::from_secs(60));
+        let a = CachePartition::new(["a"], "fp");
+        let ab = CachePartition::new(["a", "b"], "proxy");
+        let b = CachePartition::new(["b"], "fp");
+        let before = g.now();
+        g.invalidate_write(Some(&a), "Appointment");
+        // A's appointments, in every partition that names A.
+        assert!(g.required(Some(&a), &ty("Appointment")) > before);
+        assert!(g.required(Some(&ab), &ty("Appointment")) > before);
+        // B's untouched; but Slots are shared, so everyone's Slot entries go.
+        assert!(g.required(Some(&b), &ty("Appointment")) <= before);
+        assert!(g.required(Some(&b), &ty("Slot")) > before);
+        assert!(g.required(None, &ty("Slot")) > before);
+        assert!(g.required(None, &ty("Practitioner")) <= before);
+        assert!(g.required(Some(&a), &Deps::Any) > before);
+        assert!(g.required(Some(&b), &ty("Observation")) <= before);
+
+        let before = g.now();
+        g.invalidate_patient("b", &[]);
+        assert!(g.required(Some(&b), &ty("Observation")) > before);
+        assert!(g.required(Some(&a), &ty("Observation")) <= before);
+        let before = g.now();
+        g.invalidate_all();
+        assert!(g.required(Some(&a), &ty("Observation")) > before);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn old_stamps_are_pruned() {
+        let g = Generations::new(Duration::from_secs(10));
+        for i in 0..MIN_PRUNE_AT {
+            g.invalidate_patient(&format!("p{i}"), &["Observation"]);
+        }
+        assert!(g.len() > 1024);
+        assert_eq!(g.len(), 2048);
+        tokio::time::advance(Duration::from_secs(12)).await;
+        // Pruning is amortized: it runs once the table has doubled since the last one.
+        for i in 0..600 {
+            g.invalidate_patient(&format!("late{i}"), &["Observation"]);
+        }
+        assert_eq!(g.len(), 1200, "only the recent stamps remain");
+    }
+}

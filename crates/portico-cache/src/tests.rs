@@ -1,0 +1,446 @@
+//! Behaviour of the cache against a fake upstream that counts calls, numbers its
+//! answers (`{"call":N}`) and can be slowed down, made to fail or to honour ETags.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use portico_upstream::{
+    CachePartition, FhirRequest, FhirResponse, FhirUpstream, SecretString, UpstreamError,
+};
+
+use crate::{CacheConfig, CachedUpstream};
+
+#[derive(Debug, Default)]
+struct Fake {
+    calls: AtomicUsize,
+    /// Delay of reads (writes answer at once).
+    delay: Mutex<Duration>,
+    failure: Mutex<Option<UpstreamError>>,
+    /// When set, reads carry this ETag and a matching `If-None-Match` gets a 304.
+    etag: Mutex<Option<String>>,
+    if_none_match: Mutex<Vec<Option<String>>>,
+    /// Pads bodies to at least this many bytes.
+    body_len: Mutex<usize>,
+}
+
+impl Fake {
+    fn new() -> Arc<Fake> {
+        Arc::new(Fake::default())
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn fail_with(&self, error: Option<UpstreamError>) {
+        *self.failure.lock() = error;
+    }
+}
+
+#[async_trait::async_trait]
+impl FhirUpstream for Fake {
+    async fn execute(&self, request: FhirRequest) -> Result<FhirResponse, UpstreamError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if !request.is_read() {
+            return match self.failure.lock().clone() {
+                Some(e) => Err(e),
+                None => Ok(FhirResponse::new(201, "")),
+            };
+        }
+        self.if_none_match
+            .lock()
+            .push(request.if_none_match.clone());
+        let delay = *self.delay.lock();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(e) = self.failure.lock().clone() {
+            return Err(e);
+        }
+        let etag = self.etag.lock().clone();
+        if let (Some(etag), Some(inm)) = (&etag, &request.if_none_match)
+            && etag == inm
+        {
+            return Ok(FhirResponse::new(304, "").with_etag(etag.clone()));
+        }
+        let mut body = format!("{{\"call\":{n}}}");
+        let pad = self.body_len.lock().saturating_sub(body.len());
+        body.push_str(&" ".repeat(pad));
+        let response = FhirResponse::new(200, body);
+        Ok(match etag {
+            Some(etag) => response.with_etag(etag),
+            None => response,
+        })
+    }
+}
+
+type Cached = CachedUpstream<Arc<Fake>>;
+
+fn cache(fake: &Arc<Fake>) -> Cached {
+    CachedUpstream::new(fake.clone(), CacheConfig::default())
+}
+
+fn cache_with(fake: &Arc<Fake>, config: CacheConfig) -> Cached {
+    CachedUpstream::new(fake.clone(), config)
+}
+
+fn part(patient: &str) -> CachePartition {
+    CachePartition::new([patient], "scopes-1")
+}
+
+fn appointments(patient: &str) -> FhirRequest {
+    FhirRequest::search("Appointment", [("patient", patient), ("_count", "50")])
+        .with_partition(part(patient))
+}
+
+fn observations(patient: &str) -> FhirRequest {
+    FhirRequest::search("Observation", [("patient", patient)]).with_partition(part(patient))
+}
+
+fn slots() -> FhirRequest {
+    FhirRequest::search("Slot", [("status", "free")])
+}
+
+async fn body(c: &Cached, request: FhirRequest) -> String {
+    let response = c.execute(request).await.unwrap();
+    String::from_utf8(response.body.to_vec())
+        .unwrap()
+        .trim_end()
+        .to_owned()
+}
+
+fn call(n: usize) -> String {
+    format!("{{\"call\":{n}}}")
+}
+
+async fn advance(secs: u64) {
+    tokio::time::advance(Duration::from_secs(secs)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thousand_concurrent_cold_reads_make_one_upstream_call() {
+    let fake = Fake::new();
+    *fake.delay.lock() = Duration::from_millis(50);
+    let c = Arc::new(cache(&fake));
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { body(&c, observations("a")).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), call(1));
+    }
+    assert_eq!(fake.calls(), 1);
+    let stats = c.stats();
+    assert_eq!(stats.fetches, 1);
+    assert_eq!(stats.hits + stats.misses, 1000);
+    assert!(stats.single_flight_joins > 0, "{stats:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_are_shared_by_waiters_and_not_cached() {
+    let fake = Fake::new();
+    *fake.delay.lock() = Duration::from_millis(50);
+    fake.fail_with(Some(UpstreamError::Timeout));
+    let c = cache(&fake);
+    let (a, b, d) = tokio::join!(
+        c.execute(observations("a")),
+        c.execute(observations("a")),
+        c.execute(observations("a"))
+    );
+    for r in [a, b, d] {
+        assert!(matches!(r, Err(UpstreamError::Timeout)), "{r:?}");
+    }
+    assert_eq!(fake.calls(), 1);
+    fake.fail_with(None);
+    assert_eq!(body(&c, observations("a")).await, call(2));
+}
+
+#[tokio::test]
+async fn partitions_and_tokens_never_share_entries() {
+    let fake = Fake::new();
+    let c = cache(&fake);
+    // The same search by two patients (the gateway narrows both to one patient id).
+    let search = |p: &str| {
+        FhirRequest::search("Observation", [("category", "laboratory")]).with_partition(part(p))
+    };
+    assert_eq!(body(&c, search("a")).await, call(1));
+    assert_eq!(body(&c, search("b")).await, call(2));
+    assert_eq!(body(&c, search("a")).await, call(1));
+    assert_eq!(body(&c, search("b")).await, call(2));
+    // Same patient, different scopes.
+    let narrow = FhirRequest::search("Observation", [("category", "laboratory")])
+        .with_partition(CachePartition::new(["a"], "scopes-2"));
+    assert_eq!(body(&c, narrow).await, call(3));
+    // Passthrough: same partition, different tokens.
+    let token = |t: &str| search("a").with_bearer(SecretString::new(t));
+    assert_eq!(body(&c, token("token-a")).await, call(4));
+    assert_eq!(body(&c, token("token-b")).await, call(5));
+    assert_eq!(body(&c, token("token-a")).await, call(4));
+    assert_eq!(fake.calls(), 5);
+
+    // Patient data without a partition is never cached; shared reference data is.
+    let unpartitioned = || FhirRequest::read("Observation", "o1");
+    assert_eq!(body(&c, unpartitioned()).await, call(6));
+    assert_eq!(body(&c, unpartitioned()).await, call(7));
+    let practitioner = || FhirRequest::read("Practitioner", "dr1");
+    assert_eq!(body(&c, practitioner()).await, call(8));
+    assert_eq!(body(&c, practitioner()).await, call(8));
+    assert_eq!(c.stats().bypasses, 2);
+}
+
+#[tokio::test]
+async fn a_write_invalidates_what_it_changes_before_returning() {
+    let fake = Fake::new();
+    let c = cache(&fake);
+    assert_eq!(body(&c, appointments("a")).await, call(1));
+    assert_eq!(body(&c, appointments("b")).await, call(2));
+    assert_eq!(body(&c, slots()).await, call(3));
+    assert_eq!(body(&c, observations("a")).await, call(4));
+    let proxy = FhirRequest::search("Appointment", [("patient", "a")])
+        .with_partition(CachePartition::new(["a", "b"], "proxy"));
+    assert_eq!(body(&c, proxy.clone()).await, call(5));
+
+    let booking = FhirRequest::create("Appointment", "{}").with_partition(part("a"));
+    assert_eq!(c.execute(booking).await.unwrap().status, 201); // call 6
+
+    assert_eq!(body(&c, appointments("a")).await, call(7));
+    assert_eq!(body(&c, proxy).await, call(8), "partitions naming A too");
+    assert_eq!(
+        body(&c, slots()).await,
+        call(9),
+        "booking changes shared slots"
+    );
+    assert_eq!(body(&c, appointments("b")).await, call(2), "B untouched");
+    assert_eq!(
+        body(&c, observations("a")).await,
+        call(4),
+        "other types untouched"
+    );
+
+    // A refill request as a Task invalidates medication requests.
+    let meds =
+        || FhirRequest::search("MedicationRequest", [("patient", "a")]).with_partition(part("a"));
+    assert_eq!(body(&c, meds()).await, call(10));
+    let _ = c
+        .execute(FhirRequest::create("Task", "{}").with_partition(part("a")))
+        .await;
+    assert_eq!(body(&c, meds()).await, call(12));
+    // Even a failed write invalidates: its outcome is unknown.
+    fake.fail_with(Some(UpstreamError::Timeout));
+    let r = c
+        .execute(FhirRequest::update("Observation", "o1", "{}").with_partition(part("a")))
+        .await;
+    assert!(r.is_err());
+    fake.fail_with(None);
+    assert_eq!(body(&c, observations("a")).await, call(14));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_racing_a_write_is_neither_joined_nor_served_after_it() {
+    let fake = Fake::new();
+    *fake.delay.lock() = Duration::from_millis(100);
+    let c = Arc::new(cache(&fake));
+    let early = tokio::spawn({
+        let c = c.clone();
+        async move { body(&c, appointments("a")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let write = FhirRequest::create("Appointment", "{}").with_partition(part("a"));
+    c.execute(write).await.unwrap(); // call 2
+    // Started after the write: must not join the early read's flight.
+    *fake.delay.lock() = Duration::from_millis(10);
+    assert_eq!(body(&c, appointments("a")).await, call(3));
+    // The early read finishes last and stores its pre-write answer...
+    assert_eq!(early.await.unwrap(), call(1));
+    // ...which is never served after the write.
+    assert_eq!(body(&c, appointments("a")).await, call(4));
+    assert_eq!(body(&c, appointments("a")).await, call(4));
+    assert_eq!(fake.calls(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn entries_expire_after_their_type_ttl() {
+    let fake = Fake::new();
+    let c = cache(&fake);
+    assert_eq!(body(&c, observations("a")).await, call(1));
+    assert_eq!(body(&c, slots()).await, call(2));
+    advance(14).await;
+    assert_eq!(body(&c, slots()).await, call(2));
+    advance(2).await;
+    assert_eq!(body(&c, slots()).await, call(3), "slots live 15 s");
+    assert_eq!(body(&c, observations("a")).await, call(1));
+    advance(45).await;
+    assert_eq!(
+        body(&c, observations("a")).await,
+        call(4),
+        "patient data 60 s"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_read_with_an_etag_is_revalidated() {
+    let fake = Fake::new();
+    *fake.etag.lock() = Some("W/\"1\"".to_owned());
+    let c = cache(&fake);
+    let read = || FhirRequest::read("Patient", "a").with_partition(part("a"));
+    assert_eq!(body(&c, read()).await, call(1));
+    advance(61).await;
+    let r = c.execute(read()).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, call(1).as_bytes());
+    assert_eq!(r.stale_age, None);
+    assert_eq!(fake.calls(), 2);
+    assert_eq!(
+        *fake.if_none_match.lock(),
+        [None, Some("W/\"1\"".to_owned())]
+    );
+    assert_eq!(c.stats().revalidations, 1);
+    // Revalidated means fresh again.
+    assert_eq!(body(&c, read()).await, call(1));
+    assert_eq!(fake.calls(), 2);
+    // A changed resource comes back in full.
+    *fake.etag.lock() = Some("W/\"2\"".to_owned());
+    advance(61).await;
+    assert_eq!(body(&c, read()).await, call(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_is_served_only_within_the_bound_and_on_retryable_errors() {
+    let fake = Fake::new();
+    let c = cache(&fake); // 60 s TTL, 300 s stale bound
+    assert_eq!(body(&c, observations("a")).await, call(1));
+    advance(61).await;
+    for error in [
+        UpstreamError::Timeout,
+        UpstreamError::Server {
+            status: 500,
+            outcome: None,
+        },
+        UpstreamError::CircuitOpen { retry_after: None },
+        UpstreamError::Connect {
+            detail: "refused".into(),
+        },
+    ] {
+        fake.fail_with(Some(error));
+        let r = c.execute(observations("a")).await.unwrap();
+        assert_eq!(r.body, call(1).as_bytes());
+        assert!(r.stale_age.unwrap() >= Duration::from_secs(61));
+    }
+    assert_eq!(c.stats().stale_serves, 4);
+    // A verdict is passed on, not papered over.
+    fake.fail_with(Some(UpstreamError::NotFound { outcome: None }));
+    assert!(matches!(
+        c.execute(observations("a")).await,
+        Err(UpstreamError::NotFound { .. })
+    ));
+    // Past the bound, the failure shows.
+    fake.fail_with(Some(UpstreamError::Timeout));
+    advance(300).await;
+    assert!(matches!(
+        c.execute(observations("a")).await,
+        Err(UpstreamError::Timeout)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn data_invalidated_by_a_write_is_never_served_stale() {
+    let fake = Fake::new();
+    let c = cache(&fake);
+    assert_eq!(body(&c, appointments("a")).await, call(1));
+    c.execute(FhirRequest::create("Appointment", "{}").with_partition(part("a")))
+        .await
+        .unwrap();
+    fake.fail_with(Some(UpstreamError::Timeout));
+    assert!(matches!(
+        c.execute(appointments("a")).await,
+        Err(UpstreamError::Timeout)
+    ));
+}
+
+#[tokio::test]
+async fn the_byte_bound_evicts_and_oversized_bodies_are_not_stored() {
+    let fake = Fake::new();
+    *fake.body_len.lock() = 1000;
+    let config = CacheConfig {
+        max_bytes: 20_000,
+        ..CacheConfig::default()
+    };
+    let c = cache_with(&fake, config);
+    for i in 0..100 {
+        let _ = body(&c, FhirRequest::read("Practitioner", format!("dr{i}"))).await;
+    }
+    c.run_pending_tasks().await;
+    let stats = c.stats();
+    assert!(stats.bytes <= 20_000, "{stats:?}");
+    assert!(stats.bytes > 0, "{stats:?}");
+    assert!(stats.entries < 100, "{stats:?}");
+    assert!(stats.evictions > 0, "{stats:?}");
+
+    let fake = Fake::new();
+    *fake.body_len.lock() = 1000;
+    let config = CacheConfig {
+        max_entry_bytes: 500,
+        ..CacheConfig::default()
+    };
+    let c = cache_with(&fake, config);
+    let _ = body(&c, FhirRequest::read("Practitioner", "big")).await;
+    let _ = body(&c, FhirRequest::read("Practitioner", "big")).await;
+    assert_eq!(fake.calls(), 2);
+}
+
+#[tokio::test]
+async fn invalidate_patient_reaches_every_partition_naming_the_patient() {
+    let fake = Fake::new();
+    let c = cache(&fake);
+    let proxy = || observations("a").with_partition(CachePartition::new(["a", "b"], "proxy"));
+    assert_eq!(body(&c, observations("a")).await, call(1));
+    assert_eq!(body(&c, proxy()).await, call(2));
+    assert_eq!(body(&c, observations("b")).await, call(3));
+    c.invalidate_patient("a", &["Observation"]);
+    assert_eq!(body(&c, observations("a")).await, call(4));
+    assert_eq!(body(&c, proxy()).await, call(5));
+    assert_eq!(body(&c, observations("b")).await, call(3));
+    c.invalidate_patient("b", &[]);
+    assert_eq!(body(&c, observations("b")).await, call(6));
+    c.invalidate_all();
+    assert_eq!(body(&c, observations("a")).await, call(7));
+}
+
+#[tokio::test]
+async fn searches_with_includes_are_invalidated_by_writes_of_any_type() {
+    let fake = Fake::new();
+    let c = cache(&fake);
+    let with_include = || {
+        FhirRequest::search(
+            "MedicationRequest",
+            [
+                ("patient", "a"),
+                ("_include", "MedicationRequest:medication"),
+            ],
+        )
+        .with_partition(part("a"))
+    };
+    assert_eq!(body(&c, with_include()).await, call(1));
+    c.execute(FhirRequest::update("Condition", "c1", "{}").with_partition(part("a")))
+        .await
+        .unwrap();
+    assert_eq!(body(&c, with_include()).await, call(3));
+}
+
+#[tokio::test]
+async fn a_disabled_cache_passes_everything_through() {
+    let fake = Fake::new();
+    let c = cache_with(
+        &fake,
+        CacheConfig {
+            enabled: false,
+            ..CacheConfig::default()
+        },
+    );
+    assert_eq!(body(&c, observations("a")).await, call(1));
+    assert_eq!(body(&c, observations("a")).await, call(2));
+}

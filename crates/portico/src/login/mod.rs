@@ -1,0 +1,781 @@
+//! Portal login under `/auth`: the gateway as a backend-for-frontend (BFF).
+//!
+//! A portal SPA never sees an OAuth token. `GET /auth/login` starts an authorization
+//! code flow (PKCE S256, `state`, `nonce` with `openid`, `aud` = the EHR's FHIR base) at
+//! the EHR's authorization server as a confidential client; `GET /auth/callback`
+//! exchanges the code, verifies the access token with the gateway's own verifier, and
+//! opens a server-side session whose only trace in the browser is an opaque cookie;
+//! `GET /auth/session` tells the SPA who is logged in (and its CSRF token);
+//! `POST /auth/logout` ends the session. [`PortalAuth`] is the extractor portal API
+//! handlers take: the session cookie or a bearer token.
+//!
+//! Invariants:
+//! - access, refresh and id tokens stay in the [`SessionStore`]; no response body,
+//!   header or cookie carries one, and nothing here logs tokens, codes, session ids or
+//!   patient ids;
+//! - a login in progress is bound to the browser that started it (a short-lived
+//!   HttpOnly cookie naming a server-side record) and can be completed once; its `state`
+//!   is compared in constant time;
+//! - every session gets a fresh random 256-bit id at login (no fixation); the store is
+//!   keyed by its SHA-256;
+//! - a cookie-authenticated state-changing request needs the session's CSRF token and a
+//!   same-origin `Origin`/`Referer` when one is sent (see [`browser::check_csrf`]); the
+//!   check runs before anything else happens for the request, refresh included;
+//! - an access token that expires within `login.refresh_margin_seconds` is refreshed
+//!   before use, one refresh at a time per session (refresh tokens rotate: two
+//!   concurrent refreshes with one token would revoke the login); a refused refresh ends
+//!   the session;
+//! - sessions end after `login.idle_timeout_seconds` without use and
+//!   `login.absolute_timeout_seconds` after login, whichever comes first.
+
+pub mod browser;
+mod extract;
+pub mod oauth;
+pub mod session;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{RawQuery, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use oauth2::TokenResponse as _;
+use portico_upstream::SecretString;
+use serde_json::json;
+
+use crate::app::{AppState, unix_now};
+use crate::authn::HttpKeySource;
+use crate::config::Config;
+use crate::error::{ApiError, PortalError};
+use browser::{CookiePolicy, CsrfError};
+pub use extract::{PortalAuth, SessionInfo};
+use oauth::{OAuthError, OAuthSettings};
+pub use session::{
+    MemorySessionStore, PendingLogin, Session, SessionKey, SessionStore, StoreError,
+};
+
+/// Why a login or a session request failed. Messages are safe to show: they carry no
+/// token, code, session id or patient id.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("portal login is not configured")]
+    NotConfigured,
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error("no login is in progress in this browser, or it expired; start again")]
+    NoPendingLogin,
+    #[error("the login response does not belong to the login this browser started")]
+    StateMismatch,
+    #[error("the authorization server refused the login: {0}")]
+    Denied(String),
+    #[error("the id token does not belong to this login")]
+    IdToken,
+    #[error("the login did not select a patient")]
+    NoPatient,
+    #[error("the authorization server's token was not accepted")]
+    TokenRejected,
+    #[error("the authorization server is unavailable; try again shortly")]
+    AuthServerUnavailable,
+    #[error("log in, or send a bearer token")]
+    Unauthenticated,
+    #[error("the session has ended; log in again")]
+    SessionExpired,
+    #[error(transparent)]
+    Csrf(#[from] CsrfError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the login configuration is invalid: {0}")]
+    Config(String),
+}
+
+impl From<LoginError> for ApiError {
+    fn from(e: LoginError) -> Self {
+        use LoginError as L;
+        let message = e.to_string();
+        let (status, code) = match &e {
+            L::NotConfigured => (StatusCode::NOT_FOUND, "login_not_configured"),
+            L::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            L::NoPendingLogin => (StatusCode::BAD_REQUEST, "login_not_in_progress"),
+            L::StateMismatch => (StatusCode::BAD_REQUEST, "login_state_mismatch"),
+            L::Denied(_) => (StatusCode::BAD_REQUEST, "login_denied"),
+            L::IdToken => (StatusCode::BAD_REQUEST, "login_failed"),
+            L::NoPatient => (StatusCode::FORBIDDEN, "login_no_patient"),
+            L::TokenRejected => (StatusCode::BAD_GATEWAY, "login_token_rejected"),
+            L::AuthServerUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable"),
+            L::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            L::SessionExpired => (StatusCode::UNAUTHORIZED, "session_expired"),
+            L::Csrf(_) => (StatusCode::FORBIDDEN, "csrf_failed"),
+            L::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "session_store_unavailable"),
+            L::Config(_) => return ApiError::internal(),
+        };
+        ApiError::new(status, code, message)
+    }
+}
+
+impl IntoResponse for LoginError {
+    fn into_response(self) -> Response {
+        PortalError::from(self).into_response()
+    }
+}
+
+/// The login's configuration and state, held in [`AppState`].
+pub struct LoginState {
+    /// `None` when `login.client_id` is not set: `/auth/login` then answers 404.
+    settings: Option<OAuthSettings>,
+    store: Arc<dyn SessionStore>,
+    http: reqwest::Client,
+    cookies: CookiePolicy,
+    cookie_name: String,
+    login_cookie_name: String,
+    public_origin: url::Origin,
+    jwks_url: Option<url::Url>,
+    leeway: u64,
+    idle_timeout: u64,
+    absolute_timeout: u64,
+    pending_timeout: u64,
+    refresh_margin: u64,
+    /// One lock per session being refreshed or touched.
+    locks: Mutex<HashMap<SessionKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for LoginState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginState")
+            .field("settings", &self.settings)
+            .field("store", &self.store)
+            .field("cookie_name", &self.cookie_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoginState {
+    /// Builds the login from a final configuration (`server.public_url` resolved).
+    pub fn new(config: &Config) -> anyhow::Result<LoginState> {
+        let login = &config.login;
+        let public = url::Url::parse(&config.public_url())?;
+        let settings = match &login.client_id {
+            None => None,
+            Some(client_id) => Some(OAuthSettings {
+                client_id: client_id.clone(),
+                client_secret: login.resolve_secret().map_err(anyhow::Error::msg)?,
+                redirect_uri: format!("{}/auth/callback", config.public_url()),
+                scopes: login.scopes.split_whitespace().map(str::to_owned).collect(),
+                aud: login.aud.clone().unwrap_or_else(|| {
+                    config
+                        .upstream
+                        .base_url
+                        .as_str()
+                        .trim_end_matches('/')
+                        .to_owned()
+                }),
+            }),
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(LoginState {
+            settings,
+            store: Arc::new(MemorySessionStore::new()),
+            http,
+            cookies: CookiePolicy {
+                secure: public.scheme() == "https",
+            },
+            cookie_name: login.cookie_name.clone(),
+            login_cookie_name: format!("{}_login", login.cookie_name),
+            public_origin: public.origin(),
+            jwks_url: config.auth.jwks_url.clone(),
+            leeway: config.auth.leeway_seconds,
+            idle_timeout: login.idle_timeout_seconds,
+            absolute_timeout: login.absolute_timeout_seconds,
+            pending_timeout: login.pending_timeout_seconds,
+            refresh_margin: login.refresh_margin_seconds,
+            locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Replaces the in-memory store (a shared store for several replicas).
+    pub fn with_store(mut self, store: Arc<dyn SessionStore>) -> LoginState {
+        self.store = store;
+        self
+    }
+
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.store
+    }
+
+    /// The session cookie's name.
+    pub fn cookie_name(&self) -> &str {
+        &self.cookie_name
+    }
+
+    fn settings(&self) -> Result<&OAuthSettings, LoginError> {
+        self.settings.as_ref().ok_or(LoginError::NotConfigured)
+    }
+
+    fn session_cookie(&self, value: &str) -> Option<HeaderValue> {
+        self.cookies
+            .set(&self.cookie_name, value, "/", self.absolute_timeout)
+    }
+
+    fn clear_session_cookie(&self) -> Option<HeaderValue> {
+        self.cookies.clear(&self.cookie_name, "/")
+    }
+
+    fn needs_refresh(&self, session: &Session, now: u64) -> bool {
+        session.access_expires_at <= now.saturating_add(self.refresh_margin)
+    }
+
+    /// Sessions are re-stored (for the idle deadline) at most this often.
+    fn needs_touch(&self, session: &Session, now: u64) -> bool {
+        let interval = (self.idle_timeout / 4).clamp(1, 60);
+        now.saturating_sub(session.last_seen) >= interval
+    }
+
+    fn lock_for(&self, key: &SessionKey) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        locks.entry(*key).or_default().clone()
+    }
+
+    fn release(&self, key: &SessionKey, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        // Only the map and this caller hold it: nobody is waiting.
+        if locks.get(key).is_some_and(|l| Arc::ptr_eq(l, &lock)) && Arc::strong_count(&lock) == 2 {
+            locks.remove(key);
+        }
+    }
+
+    /// Ends a session (under its lock, so that a concurrent refresh cannot store it back).
+    pub async fn end_session(&self, key: &SessionKey) -> Result<(), StoreError> {
+        let lock = self.lock_for(key);
+        let result = {
+            let _guard = lock.lock().await;
+            self.store.delete(key).await
+        };
+        self.release(key, lock);
+        result
+    }
+
+    /// The session behind the request's cookie, checked and ready for use: CSRF rule for
+    /// unsafe methods, then refresh and idle-deadline update, then verification of the
+    /// access token.
+    pub(crate) async fn authenticate_session(
+        &self,
+        state: &AppState,
+        parts: &Parts,
+    ) -> Result<(SessionKey, Session, portico_access::Principal), LoginError> {
+        let value = browser::cookie(&parts.headers, &self.cookie_name)
+            .ok_or(LoginError::Unauthenticated)?;
+        let key = SessionKey::of(value);
+        let now = unix_now();
+        let mut session = self
+            .store
+            .get(&key, now)
+            .await?
+            .ok_or(LoginError::SessionExpired)?;
+        if browser::is_unsafe(&parts.method) {
+            browser::check_csrf(&parts.headers, &session.csrf_token, &self.public_origin)?;
+        }
+        if self.needs_refresh(&session, now) || self.needs_touch(&session, now) {
+            session = self.maintain(state, &key).await?;
+        }
+        let principal = match state.verifier().verify(session.access_token.expose()).await {
+            Ok(p) => p,
+            Err(e) if e.retryable() => {
+                tracing::warn!(error = %e, "session token verification unavailable");
+                return Err(LoginError::AuthServerUnavailable);
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "session token no longer valid; session ended");
+                self.end_session(&key).await?;
+                return Err(LoginError::SessionExpired);
+            }
+        };
+        if !principal.patients.contains(&session.patient) {
+            tracing::warn!("session token names another patient; session ended");
+            self.end_session(&key).await?;
+            return Err(LoginError::SessionExpired);
+        }
+        Ok((key, session, principal))
+    }
+
+    /// Refreshes the access token if it is about to expire and moves the idle deadline,
+    /// one caller per session at a time.
+    async fn maintain(&self, state: &AppState, key: &SessionKey) -> Result<Session, LoginError> {
+        let lock = self.lock_for(key);
+        let result = {
+            let _guard = lock.lock().await;
+            self.maintain_locked(state, key).await
+        };
+        self.release(key, lock);
+        result
+    }
+
+    async fn maintain_locked(
+        &self,
+        state: &AppState,
+        key: &SessionKey,
+    ) -> Result<Session, LoginError> {
+        let now = unix_now();
+        // Read again under the lock: another request may have refreshed meanwhile.
+        let mut session = self
+            .store
+            .get(key, now)
+            .await?
+            .ok_or(LoginError::SessionExpired)?;
+        let still_valid = session.access_expires_at > now;
+        if self.needs_refresh(&session, now) {
+            match session.refresh_token.clone() {
+                None if still_valid => {}
+                None => {
+                    self.store.delete(key).await?;
+                    return Err(LoginError::SessionExpired);
+                }
+                Some(refresh_token) => match self.refresh(state, &refresh_token).await {
+                    Ok(tokens) => {
+                        apply_tokens(&mut session, &tokens, now);
+                        tracing::debug!("portal session tokens refreshed");
+                    }
+                    Err(OAuthError::Unavailable(e)) if still_valid => {
+                        tracing::warn!(error = %e, "token refresh failed; using the current token");
+                    }
+                    Err(OAuthError::Unavailable(e)) => {
+                        tracing::warn!(error = %e, "token refresh failed");
+                        return Err(LoginError::AuthServerUnavailable);
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %e, "token refresh refused; session ended");
+                        self.store.delete(key).await?;
+                        return Err(LoginError::SessionExpired);
+                    }
+                },
+            }
+        }
+        session.last_seen = now;
+        self.store.put(key, session.clone()).await?;
+        Ok(session)
+    }
+
+    async fn refresh(
+        &self,
+        state: &AppState,
+        refresh_token: &SecretString,
+    ) -> Result<oauth::SmartTokenResponse, OAuthError> {
+        let settings = self
+            .settings
+            .as_ref()
+            .ok_or_else(|| OAuthError::Config("portal login is not configured".to_owned()))?;
+        let endpoints = state.smart_endpoints().await.ok_or_else(|| {
+            OAuthError::Unavailable("authorization server endpoints unknown".to_owned())
+        })?;
+        settings
+            .refresh(&self.http, &endpoints, refresh_token)
+            .await
+    }
+
+    /// `/auth/login`: remembers a new pending login and sends the browser to the
+    /// authorization server.
+    async fn start_login(
+        &self,
+        state: &AppState,
+        query: Option<&str>,
+    ) -> Result<Response, LoginError> {
+        let settings = self.settings()?;
+        let params = query_params(query)?;
+        let return_to = browser::return_to(params.get("return_to").map(String::as_str))
+            .map_err(LoginError::BadRequest)?;
+        let endpoints = state
+            .smart_endpoints()
+            .await
+            .ok_or(LoginError::AuthServerUnavailable)?;
+        let start = settings
+            .start(&endpoints)
+            .map_err(|e| LoginError::Config(e.to_string()))?;
+        let id = session::random_token();
+        self.store
+            .put_pending(
+                &SessionKey::of(&id),
+                PendingLogin {
+                    state: start.state,
+                    pkce_verifier: start.pkce_verifier,
+                    nonce: start.nonce,
+                    return_to,
+                    expires_at: unix_now() + self.pending_timeout,
+                },
+            )
+            .await?;
+        let mut response = redirect(start.url.as_str())?;
+        if let Some(cookie) =
+            self.cookies
+                .set(&self.login_cookie_name, &id, "/auth", self.pending_timeout)
+        {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        Ok(response)
+    }
+
+    /// `/auth/callback`: completes the pending login of this browser. Returns the new
+    /// session's cookie value and where to send the browser.
+    async fn finish_login(
+        &self,
+        state: &AppState,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<(String, String), LoginError> {
+        let settings = self.settings()?;
+        let params = query_params(query)?;
+        let now = unix_now();
+        // The pending login is consumed whatever happens next: a callback works once.
+        let pending = match browser::cookie(headers, &self.login_cookie_name) {
+            Some(id) => self.store.take_pending(&SessionKey::of(id), now).await?,
+            None => None,
+        }
+        .ok_or(LoginError::NoPendingLogin)?;
+        let state_ok = params
+            .get("state")
+            .is_some_and(|s| browser::constant_time_eq(s.as_bytes(), pending.state.as_bytes()));
+        if !state_ok {
+            return Err(LoginError::StateMismatch);
+        }
+        if let Some(error) = params.get("error") {
+            return Err(LoginError::Denied(oauth_error_code(error)));
+        }
+        let code = params
+            .get("code")
+            .ok_or(LoginError::BadRequest("the callback carries no code"))?;
+        let endpoints = state
+            .smart_endpoints()
+            .await
+            .ok_or(LoginError::AuthServerUnavailable)?;
+        let tokens = settings
+            .exchange(&self.http, &endpoints, code, &pending.pkce_verifier)
+            .await
+            .map_err(|e| match e {
+                OAuthError::Refused(code) => LoginError::Denied(code),
+                OAuthError::Unavailable(e) => {
+                    tracing::warn!(error = %e, "code exchange failed");
+                    LoginError::AuthServerUnavailable
+                }
+                OAuthError::Config(e) => LoginError::Config(e),
+            })?;
+        let access = tokens.access_token().secret();
+        let principal = match state.verifier().verify(access).await {
+            Ok(p) => p,
+            Err(e) if e.retryable() => return Err(LoginError::AuthServerUnavailable),
+            Err(e) => {
+                tracing::warn!(error = %e, "the authorization server's access token was refused");
+                return Err(LoginError::TokenRejected);
+            }
+        };
+        let extra = tokens.extra_fields();
+        let patient = match (&extra.patient, principal.patients.first()) {
+            (Some(p), _) if !principal.patients.contains(p) => {
+                return Err(LoginError::TokenRejected);
+            }
+            (_, Some(p)) => p.clone(),
+            (_, None) => return Err(LoginError::NoPatient),
+        };
+        if let Some(nonce) = &pending.nonce {
+            let openid_granted = tokens
+                .scopes()
+                .is_none_or(|granted| granted.iter().any(|s| s.as_str() == "openid"));
+            match &extra.id_token {
+                Some(id_token) => {
+                    self.check_id_token(state, &endpoints, settings, id_token, nonce)
+                        .await?
+                }
+                None if openid_granted => return Err(LoginError::IdToken),
+                None => {}
+            }
+        }
+        // A login always opens a new session; one the browser still had is ended.
+        if let Some(old) = browser::cookie(headers, &self.cookie_name) {
+            self.end_session(&SessionKey::of(old)).await?;
+        }
+        let mut session = Session {
+            subject: principal.subject.clone(),
+            patient,
+            fhir_user: principal.fhir_user.as_ref().map(ToString::to_string),
+            scope: String::new(),
+            access_token: SecretString::new(String::new()),
+            access_expires_at: 0,
+            refresh_token: None,
+            id_token: None,
+            csrf_token: session::random_token(),
+            created_at: now,
+            last_seen: now,
+            idle_timeout: self.idle_timeout,
+            absolute_expires_at: now + self.absolute_timeout,
+        };
+        apply_tokens(&mut session, &tokens, now);
+        if let Some(exp) = principal.expires_at {
+            session.access_expires_at = exp;
+        }
+        if session.scope.is_empty() {
+            session.scope = principal.scopes.to_string();
+        }
+        let id = session::random_token();
+        self.store.put(&SessionKey::of(&id), session).await?;
+        tracing::info!("portal login completed");
+        Ok((id, pending.return_to))
+    }
+
+    async fn check_id_token(
+        &self,
+        state: &AppState,
+        endpoints: &crate::app::SmartEndpoints,
+        settings: &OAuthSettings,
+        id_token: &str,
+        nonce: &str,
+    ) -> Result<(), LoginError> {
+        let issuer = state.verifier().config().issuer.clone();
+        let jwks = self.jwks_url.clone().or_else(|| {
+            endpoints
+                .jwks
+                .as_deref()
+                .and_then(|u| url::Url::parse(u).ok())
+        });
+        let discovery = url::Url::parse(&format!("{issuer}/.well-known/openid-configuration"))
+            .into_iter()
+            .collect();
+        let keys = HttpKeySource::new(self.http.clone(), jwks, discovery);
+        oauth::verify_id_token(
+            &keys,
+            &issuer,
+            &settings.client_id,
+            self.leeway,
+            id_token,
+            nonce,
+        )
+        .await
+        .map_err(|e| match e {
+            oauth::IdTokenError::Keys(e) => {
+                tracing::warn!(error = %e, "id token keys unavailable");
+                LoginError::AuthServerUnavailable
+            }
+            other => {
+                tracing::warn!(error = %other, "id token refused");
+                LoginError::IdToken
+            }
+        })
+    }
+}
+
+/// Copies a token response into a session (keeping the refresh token when the server
+/// did not rotate it).
+fn apply_tokens(session: &mut Session, tokens: &oauth::SmartTokenResponse, now: u64) {
+    session.access_token = SecretString::new(tokens.access_token().secret().clone());
+    // Without `expires_in`, assume a short life so that a refresh is tried soon.
+    session.access_expires_at = now + tokens.expires_in().map_or(300, |d| d.as_secs());
+    if let Some(refresh) = tokens.refresh_token() {
+        session.refresh_token = Some(SecretString::new(refresh.secret().clone()));
+    }
+    if let Some(id) = &tokens.extra_fields().id_token {
+        session.id_token = Some(SecretString::new(id.clone()));
+    }
+    if let Some(scopes) = tokens.scopes() {
+        session.scope = scopes
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
+}
+
+/// An RFC 6749 error code from the callback, echoed only if it looks like one.
+fn oauth_error_code(raw: &str) -> String {
+    if !raw.is_empty()
+        && raw.len() <= 40
+        && raw.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    {
+        raw.to_owned()
+    } else {
+        "error".to_owned()
+    }
+}
+
+/// Query parameters; a repeated one is refused (which `state` or `code` would count?).
+fn query_params(query: Option<&str>) -> Result<HashMap<String, String>, LoginError> {
+    let mut out = HashMap::new();
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if out.insert(name.into_owned(), value.into_owned()).is_some() {
+            return Err(LoginError::BadRequest("a query parameter is repeated"));
+        }
+    }
+    Ok(out)
+}
+
+fn no_store(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// A 303 to `location`.
+fn redirect(location: &str) -> Result<Response, LoginError> {
+    let value = HeaderValue::from_str(location)
+        .map_err(|_| LoginError::BadRequest("the redirect target is not a valid header"))?;
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    response.headers_mut().insert(header::LOCATION, value);
+    no_store(&mut response);
+    Ok(response)
+}
+
+/// The `/auth` routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/login", get(login))
+        .route("/callback", get(callback))
+        .route("/logout", post(logout))
+        .route("/session", get(session_info))
+        .fallback(|| async { LoginError::BadRequest("no such login endpoint").into_response() })
+}
+
+async fn login(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    match state.login().start_login(&state, query.as_deref()).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn callback(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let login = state.login();
+    let mut response = match login.finish_login(&state, query.as_deref(), &headers).await {
+        Ok((id, return_to)) => match redirect(&return_to) {
+            Ok(mut r) => {
+                if let Some(cookie) = login.session_cookie(&id) {
+                    r.headers_mut().append(header::SET_COOKIE, cookie);
+                }
+                r
+            }
+            Err(e) => e.into_response(),
+        },
+        Err(e) => e.into_response(),
+    };
+    // The login cookie has served its purpose, whatever the outcome.
+    if let Some(clear) = login.cookies.clear(&login.login_cookie_name, "/auth") {
+        response.headers_mut().append(header::SET_COOKIE, clear);
+    }
+    no_store(&mut response);
+    response
+}
+
+/// `POST /auth/logout`: ends the cookie session (CSRF-checked by [`PortalAuth`]). A
+/// request without a live session still gets its cookie cleared.
+async fn logout(State(state): State<AppState>, auth: Result<PortalAuth, PortalError>) -> Response {
+    let login = state.login();
+    let mut response = match auth {
+        Ok(PortalAuth {
+            session: Some(info),
+            ..
+        }) => match login.end_session(&info.key).await {
+            Ok(()) => {
+                tracing::info!("portal session ended by logout");
+                StatusCode::NO_CONTENT.into_response()
+            }
+            Err(e) => return LoginError::from(e).into_response(),
+        },
+        // A bearer request: there is no cookie session to end.
+        Ok(_) => {
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            no_store(&mut response);
+            return response;
+        }
+        Err(e) if e.0.status == StatusCode::UNAUTHORIZED => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => return e.into_response(),
+    };
+    if let Some(clear) = login.clear_session_cookie() {
+        response.headers_mut().append(header::SET_COOKIE, clear);
+    }
+    no_store(&mut response);
+    response
+}
+
+/// `GET /auth/session`: who is logged in, for a portal SPA. Never tokens.
+async fn session_info(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    auth: Result<PortalAuth, PortalError>,
+) -> Response {
+    let login = state.login();
+    let mut response = match auth {
+        Ok(auth) => {
+            let principal = &auth.principal;
+            let body = match &auth.session {
+                Some(info) => json!({
+                    "authenticated": true,
+                    "via": "session",
+                    "patient": info.patient,
+                    "fhir_user": principal.fhir_user.as_ref().map(ToString::to_string),
+                    "scope": principal.scopes.to_string(),
+                    "expires_at": info.expires_at,
+                    "csrf_token": info.csrf_token,
+                }),
+                None => json!({
+                    "authenticated": true,
+                    "via": "bearer",
+                    "patient": principal.patients.first(),
+                    "fhir_user": principal.fhir_user.as_ref().map(ToString::to_string),
+                    "scope": principal.scopes.to_string(),
+                    "expires_at": principal.expires_at,
+                    "csrf_token": null,
+                }),
+            };
+            axum::Json(body).into_response()
+        }
+        Err(e) => {
+            let ended = e.0.status == StatusCode::UNAUTHORIZED
+                && browser::cookie(&headers, &login.cookie_name).is_some();
+            let mut r = e.into_response();
+            if ended && let Some(clear) = login.clear_session_cookie() {
+                r.headers_mut().append(header::SET_COOKIE, clear);
+            }
+            r
+        }
+    };
+    no_store(&mut response);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_query_parameters_are_refused() {
+        assert!(query_params(Some("code=a&state=b")).is_ok());
+        assert!(query_params(Some("code=a&state=b&state=c")).is_err());
+        assert!(query_params(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn callback_error_codes_are_sanitized() {
+        assert_eq!(oauth_error_code("access_denied"), "access_denied");
+        assert_eq!(oauth_error_code("<script>"), "error");
+        assert_eq!(oauth_error_code(""), "error");
+        assert_eq!(oauth_error_code(&"a".repeat(41)), "error");
+    }
+
+    #[test]
+    fn errors_map_to_problem_codes() {
+        let e = ApiError::from(LoginError::StateMismatch);
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.code, "login_state_mismatch");
+        let e = ApiError::from(LoginError::Csrf(CsrfError::MissingToken));
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        assert_eq!(e.code, "csrf_failed");
+        let e = ApiError::from(LoginError::SessionExpired);
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        let e = ApiError::from(LoginError::Config("secret detail".into()));
+        assert!(!e.message.contains("secret detail"));
+    }
+}
