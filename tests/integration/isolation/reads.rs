@@ -53,7 +53,7 @@ pub fn attempts(fx: &Fixture) -> Vec<Attempt> {
         )),
         Attempt::get(
             "history of B's Patient with _count",
-            format!("/Patient/pat-2/_history?_count=1"),
+            "/Patient/pat-2/_history?_count=1".to_string(),
         )
         .expect(Expect::Hidden(
             "/Patient/no-such-patient/_history?_count=1".to_owned(),

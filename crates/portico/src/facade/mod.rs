@@ -555,20 +555,20 @@ fn rewrite_links(
                     rewritten.push(serde_json::json!({"relation": "self", "url": s}));
                 }
             }
-            "next" | "previous" | "prev" | "first" | "last" => {
-                // Only links the upstream client would follow are offered at all.
-                if state.client().check_page_url(url).is_ok() {
-                    let cursor = state.cursor_key().seal(url, &fingerprint, expires);
-                    let relation = if relation == "prev" {
-                        "previous"
-                    } else {
-                        relation
-                    };
-                    rewritten.push(serde_json::json!({
-                        "relation": relation,
-                        "url": format!("{}/_page?_cursor={cursor}", state.fhir_base()),
-                    }));
-                }
+            // Only links the upstream client would follow are offered at all.
+            "next" | "previous" | "prev" | "first" | "last"
+                if state.client().check_page_url(url).is_ok() =>
+            {
+                let cursor = state.cursor_key().seal(url, &fingerprint, expires);
+                let relation = if relation == "prev" {
+                    "previous"
+                } else {
+                    relation
+                };
+                rewritten.push(serde_json::json!({
+                    "relation": relation,
+                    "url": format!("{}/_page?_cursor={cursor}", state.fhir_base()),
+                }));
             }
             _ => {}
         }
