@@ -114,7 +114,16 @@ impl AppState {
         verifier_config.claims.fhir_user = c.fhir_user.clone();
         verifier_config.claims.scope = c.scope.clone();
         verifier_config.claims.scp = c.scp.clone();
-        let verifier = TokenVerifier::new(verifier_config, Arc::new(keys));
+        let mut verifier = TokenVerifier::new(verifier_config, Arc::new(keys));
+        if let Some(i) = &config.auth.introspection {
+            let secret = i.resolve_secret().map_err(|e| anyhow::anyhow!(e))?;
+            verifier = verifier.with_introspector(Arc::new(crate::authn::HttpIntrospector::new(
+                http.clone(),
+                i.url.clone(),
+                i.client_id.clone(),
+                secret,
+            )));
+        }
         let policy = Policy::new(upstream_base.clone())
             .with_local_base(fhir_base.clone())
             .with_link(ExtraLink::task_for());

@@ -187,3 +187,152 @@ fn bearer(parts: &Parts) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))
         .then_some(token)
 }
+
+/// RFC 7662 token introspection over HTTP, authenticated with HTTP Basic.
+#[derive(Debug)]
+pub struct HttpIntrospector {
+    http: reqwest::Client,
+    url: Url,
+    client_id: String,
+    client_secret: SecretString,
+}
+
+impl HttpIntrospector {
+    pub fn new(
+        http: reqwest::Client,
+        url: Url,
+        client_id: String,
+        client_secret: SecretString,
+    ) -> Self {
+        HttpIntrospector {
+            http,
+            url,
+            client_id,
+            client_secret,
+        }
+    }
+}
+
+#[async_trait]
+impl portico_access::token::Introspector for HttpIntrospector {
+    async fn introspect(
+        &self,
+        token: &str,
+    ) -> Result<serde_json::Value, portico_access::token::IntrospectionError> {
+        use portico_access::token::IntrospectionError;
+        let res = self
+            .http
+            .post(self.url.clone())
+            .basic_auth(&self.client_id, Some(self.client_secret.expose()))
+            .header(header::ACCEPT, "application/json")
+            .form(&[("token", token), ("token_type_hint", "access_token")])
+            .send()
+            .await
+            .map_err(|e| {
+                IntrospectionError(format!("introspection request failed: {}", e.without_url()))
+            })?;
+        if !res.status().is_success() {
+            return Err(IntrospectionError(format!(
+                "introspection answered {}",
+                res.status().as_u16()
+            )));
+        }
+        res.json()
+            .await
+            .map_err(|_| IntrospectionError("introspection answer is not JSON".to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portico_access::token::Introspector;
+    use portico_access::{KeySource, TokenVerifier, VerifierConfig};
+    use wiremock::matchers::{body_string_contains, header as h, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    #[derive(Debug)]
+    struct NoKeys;
+
+    #[async_trait]
+    impl KeySource for NoKeys {
+        async fn keys(
+            &self,
+            _: &str,
+            _: Option<&str>,
+        ) -> Result<Vec<Jwk>, portico_access::token::KeySourceError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn opaque_tokens_are_introspected_into_a_principal() {
+        let server = MockServer::start().await;
+        let exp = crate::app::unix_now() + 600;
+        Mock::given(method("POST"))
+            .and(path("/introspect"))
+            // portico:s3cret in HTTP Basic
+            .and(h("authorization", "Basic cG9ydGljbzpzM2NyZXQ="))
+            .and(body_string_contains("token=opaque-abc"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "active": true, "iss": "https://idp.example", "aud": "https://gw.example/fhir",
+                "sub": "u1", "client_id": "app", "scope": "launch/patient patient/*.rs",
+                "patient": "pat-1", "exp": exp
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/introspect"))
+            .and(body_string_contains("token=revoked"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(serde_json::json!({"active": false})),
+            )
+            .mount(&server)
+            .await;
+        let introspector = HttpIntrospector::new(
+            reqwest::Client::new(),
+            Url::parse(&format!("{}/introspect", server.uri())).unwrap(),
+            "portico".into(),
+            SecretString::new("s3cret"),
+        );
+        assert_eq!(
+            introspector.introspect("revoked").await.unwrap()["active"],
+            false
+        );
+        let verifier = TokenVerifier::new(
+            VerifierConfig::new(
+                "https://idp.example",
+                vec!["https://gw.example/fhir".into()],
+            ),
+            Arc::new(NoKeys),
+        )
+        .with_introspector(Arc::new(introspector));
+        let principal = verifier.verify("opaque-abc").await.unwrap();
+        assert_eq!(principal.patients, vec!["pat-1".to_owned()]);
+        // Cached until expiry: the second verification makes no second call (`expect(1)`).
+        verifier.verify("opaque-abc").await.unwrap();
+        assert!(verifier.verify("revoked").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn introspection_outages_are_not_reported_as_bad_tokens() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(503))
+            .mount(&server)
+            .await;
+        let verifier = TokenVerifier::new(
+            VerifierConfig::new("https://idp.example", vec!["x".into()]),
+            Arc::new(NoKeys),
+        )
+        .with_introspector(Arc::new(HttpIntrospector::new(
+            reqwest::Client::new(),
+            Url::parse(&server.uri()).unwrap(),
+            "portico".into(),
+            SecretString::new("s"),
+        )));
+        let err = verifier.verify("opaque").await.unwrap_err();
+        assert!(err.retryable(), "{err:?}");
+    }
+}

@@ -93,31 +93,11 @@ impl LoginConfig {
         if let Some(secret) = &self.client_secret {
             return Ok(Some(secret.clone()));
         }
-        if let Some(path) = &self.client_secret_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                format!(
-                    "config key `login.client_secret_file`: cannot read {}: {e}",
-                    path.display()
-                )
-            })?;
-            let secret = text.trim_end();
-            if secret.is_empty() {
-                return Err(format!(
-                    "config key `login.client_secret_file`: {} is empty",
-                    path.display()
-                ));
-            }
-            return Ok(Some(secret.into()));
-        }
-        if let Some(var) = &self.client_secret_env {
-            return match std::env::var(var) {
-                Ok(v) if !v.is_empty() => Ok(Some(v.into())),
-                _ => Err(format!(
-                    "config key `login.client_secret_env`: variable {var} is not set"
-                )),
-            };
-        }
-        Ok(None)
+        secret_from(
+            "login",
+            self.client_secret_file.as_deref(),
+            self.client_secret_env.as_deref(),
+        )
     }
 
     fn validate(&self, problems: &mut Vec<String>) {
@@ -181,10 +161,75 @@ pub struct AuthConfig {
     /// Claim names, for EHRs that differ from SMART's.
     #[serde(default)]
     pub claims: ClaimNamesConfig,
+    /// Opaque tokens are accepted only when this is set.
+    #[serde(default)]
+    pub introspection: Option<IntrospectionConfig>,
 }
 
 fn default_leeway() -> u64 {
     30
+}
+
+/// `[auth.introspection]`: RFC 7662 introspection for opaque (non-JWT) tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    /// The introspection endpoint.
+    pub url: Url,
+    /// The gateway's client at the authorization server (HTTP Basic authentication).
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+}
+
+impl IntrospectionConfig {
+    pub fn resolve_secret(&self) -> Result<portico_upstream::SecretString, String> {
+        secret_from(
+            "auth.introspection",
+            self.client_secret_file.as_deref(),
+            self.client_secret_env.as_deref(),
+        )?
+        .ok_or_else(|| {
+            "config key `auth.introspection`: set client_secret_file or client_secret_env"
+                .to_owned()
+        })
+    }
+}
+
+/// A secret from a file (trailing whitespace ignored) or else an environment variable;
+/// `None` when neither is configured. Errors name the key, never the secret.
+pub fn secret_from(
+    section: &str,
+    file: Option<&Path>,
+    env: Option<&str>,
+) -> Result<Option<portico_upstream::SecretString>, String> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "config key `{section}.client_secret_file`: cannot read {}: {e}",
+                path.display()
+            )
+        })?;
+        let secret = text.trim_end();
+        if secret.is_empty() {
+            return Err(format!(
+                "config key `{section}.client_secret_file`: {} is empty",
+                path.display()
+            ));
+        }
+        return Ok(Some(secret.into()));
+    }
+    if let Some(var) = env {
+        return match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(Some(v.into())),
+            _ => Err(format!(
+                "config key `{section}.client_secret_env`: variable {var} is not set"
+            )),
+        };
+    }
+    Ok(None)
 }
 
 /// `[auth.claims]`.
@@ -383,6 +428,11 @@ impl Config {
         {
             problems
                 .push("config key `server.public_url`: must be an http or https URL".to_owned());
+        }
+        if let Some(i) = &self.auth.introspection
+            && let Err(e) = i.resolve_secret()
+        {
+            problems.push(e);
         }
         if !matches!(self.auth.issuer.scheme(), "http" | "https") {
             problems.push("config key `auth.issuer`: must be an http or https URL".to_owned());

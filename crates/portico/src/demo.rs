@@ -118,6 +118,7 @@ pub fn gateway_for_sandbox(
             token_url: None,
             leeway_seconds: 30,
             claims: ClaimNamesConfig::default(),
+            introspection: None,
         },
         audit: AuditConfig { path: audit_path },
         facade: FacadeConfig::default(),
