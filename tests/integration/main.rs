@@ -1,6 +1,7 @@
 //! Portico's integration tests: one binary that drives the real gateway router and the
 //! real sandbox EHR over loopback sockets.
 
+mod cache;
 mod facade;
 mod gateway;
 mod isolation;

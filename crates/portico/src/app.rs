@@ -15,8 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use portico_access::audit::{AuditRecord, AuditSink};
 use portico_access::{ExtraLink, Policy, TokenVerifier, VerifierConfig};
+use portico_cache::CachedUpstream;
 use portico_upstream::{
-    Capabilities, FhirClient, FhirUpstream, ResolvedAuth, ResolvedUpstreamConfig,
+    Capabilities, FhirClient, FhirUpstream, Resilient, ResolvedAuth, ResolvedUpstreamConfig,
 };
 use tokio::net::TcpListener;
 use tokio::sync::OnceCell;
@@ -44,6 +45,8 @@ pub struct AppState {
 struct Inner {
     config: Config,
     upstream: Arc<dyn FhirUpstream>,
+    cache: Arc<CachedUpstream<Arc<Resilient<Arc<FhirClient>>>>>,
+    resilient: Arc<Resilient<Arc<FhirClient>>>,
     client: Arc<FhirClient>,
     passthrough: bool,
     verifier: TokenVerifier,
@@ -86,6 +89,9 @@ impl AppState {
     /// State over a real upstream client. `config.server.public_url` must be final.
     pub fn new(config: Config, client: FhirClient, passthrough: bool) -> anyhow::Result<Self> {
         let client = Arc::new(client);
+        // The port every request goes through: cache → resilience → HTTP client.
+        let resilient = Arc::new(Resilient::new(client.clone(), config.resilience.clone()));
+        let cache = Arc::new(CachedUpstream::new(resilient.clone(), config.cache.clone()));
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))
@@ -140,7 +146,9 @@ impl AppState {
         let login = crate::login::LoginState::new(&config)?;
         Ok(AppState {
             inner: Arc::new(Inner {
-                upstream: client.clone(),
+                upstream: cache.clone(),
+                cache,
+                resilient,
                 client,
                 passthrough,
                 verifier,
@@ -170,6 +178,16 @@ impl AppState {
     /// The concrete client, for probes that need more than the port (token checks).
     pub fn client(&self) -> &FhirClient {
         &self.inner.client
+    }
+
+    /// The read cache (for invalidation and statistics).
+    pub fn cache(&self) -> &CachedUpstream<Arc<Resilient<Arc<FhirClient>>>> {
+        &self.inner.cache
+    }
+
+    /// The resilience layer (breaker state for `/readyz`).
+    pub fn resilience(&self) -> &Resilient<Arc<FhirClient>> {
+        &self.inner.resilient
     }
 
     /// Whether the caller's own token goes upstream.
@@ -461,20 +479,25 @@ async fn healthz() -> &'static str {
 /// Readiness: the EHR answers its `metadata` and the upstream credential works.
 async fn readyz(State(state): State<AppState>) -> Response {
     let token = state.client().check_auth().await;
+    // Probed on the client directly: readiness must see the EHR, not the cache, and a
+    // probe must not wait on the breaker it reports.
     let metadata = state
-        .upstream()
+        .client()
         .execute(portico_upstream::FhirRequest::capabilities())
         .await;
+    let breaker = state.resilience().breaker_state();
     let check = |r: Result<(), String>| match r {
         Ok(()) => serde_json::json!({"status": "ok"}),
         Err(e) => serde_json::json!({"status": "failing", "error": e}),
     };
-    let ready = token.is_ok() && metadata.is_ok();
+    let breaker_open = breaker == portico_upstream::BreakerState::Open;
+    let ready = token.is_ok() && metadata.is_ok() && !breaker_open;
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "not_ready" },
         "checks": {
             "upstream_credentials": check(token.map_err(|e| e.to_string())),
             "upstream_metadata": check(metadata.map(|_| ()).map_err(|e| e.to_string())),
+            "upstream_breaker": {"status": if breaker_open { "failing" } else { "ok" }, "state": breaker.as_str()},
         }
     });
     let status = if ready {

@@ -30,6 +30,12 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub facade: FacadeConfig,
+    /// `[cache]`: the read cache in front of the EHR.
+    #[serde(default)]
+    pub cache: portico_cache::CacheConfig,
+    /// `[resilience]`: retries, circuit breaker, concurrency limit toward the EHR.
+    #[serde(default)]
+    pub resilience: portico_upstream::ResilienceConfig,
     #[serde(default)]
     pub login: LoginConfig,
 }

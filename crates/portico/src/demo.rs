@@ -122,6 +122,8 @@ pub fn gateway_for_sandbox(
         },
         audit: AuditConfig { path: audit_path },
         facade: FacadeConfig::default(),
+        cache: portico_cache::CacheConfig::default(),
+        resilience: portico_upstream::ResilienceConfig::default(),
         login: LoginConfig {
             client_id: Some(PORTAL_CLIENT.to_owned()),
             client_secret: Some(SecretString::new(portal_secret)),

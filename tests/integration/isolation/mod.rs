@@ -16,6 +16,7 @@
 mod audit;
 mod bundles;
 mod includes;
+mod mentions;
 mod paging;
 mod paths;
 mod reads;
@@ -955,6 +956,7 @@ async fn at_least_150_distinct_attempts() {
             tokens::attempts(&fx).len() + tokens::KEYED_ROWS + tokens::FORGED_ISSUER_ATTEMPTS,
         ),
         ("scopes", scopes::ATTEMPTS),
+        ("mentions", mentions::ATTEMPTS),
     ];
     let total: usize = counts.iter().map(|(_, n)| n).sum();
     for (category, n) in counts {
@@ -1012,4 +1014,26 @@ async fn the_suite_catches_an_unguarded_ehr() {
         weak.is_empty(),
         "categories that would not notice a missing gateway: {weak:?}"
     );
+}
+
+#[tokio::test]
+async fn zz_probe() {
+    let fx = Fixture::new().await;
+    let sys = fx.app.sandbox.auth().issue_access_token("portico-system", "system/*.rs", None);
+    for p in ["/Patient/pat-2", "/Observation?patient=pat-2", "/Observation?_count=3"] {
+        let r = fx.send(&Attempt::get("", p).token(Tok::Bearer(sys.clone()))).await;
+        println!("PROBE system {p} -> {}", r.describe().chars().take(200).collect::<String>());
+    }
+    let user = fx.app.sandbox.auth().issue_access_token("demo-app", "user/*.rs", Some(A));
+    for p in ["/Patient/pat-2", "/Observation?patient=pat-2"] {
+        let r = fx.send(&Attempt::get("", p).token(Tok::Bearer(user.clone()))).await;
+        println!("PROBE user {p} -> {}", r.describe().chars().take(200).collect::<String>());
+    }
+    let comm = fx.a("Communication");
+    let body = r#"[{"op":"add","path":"/recipient/-","value":{"reference":"Patient/pat-2","reference":"Patient/pat-1"}}]"#;
+    let r = fx.send(&Attempt::new("", "PATCH", format!("/Communication/{comm}")).body("application/json-patch+json", body)).await;
+    println!("PROBE dup-key patch -> {}", r.describe().chars().take(300).collect::<String>());
+    let body = r#"{"resourceType":"Communication","status":"completed","subject":{"reference":"Patient/pat-2"},"subject":{"reference":"Patient/pat-1"}}"#;
+    let r = fx.send(&Attempt::new("", "POST", "/Communication").body("application/fhir+json", body)).await;
+    println!("PROBE dup-key create -> {}", r.describe().chars().take(300).collect::<String>());
 }

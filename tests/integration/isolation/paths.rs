@@ -194,6 +194,40 @@ pub fn attempts(fx: &Fixture) -> Vec<Attempt> {
             "/fhir/Patient/pat-1/../pat-2/$everything".into(),
         ),
     ];
+    // Other methods on B's resources.
+    for (name, method, target, allowed) in [
+        (
+            "HEAD on B's Patient",
+            "HEAD",
+            "/fhir/Patient/pat-2",
+            vec![404, 405],
+        ),
+        (
+            "HEAD on a search naming B",
+            "HEAD",
+            "/fhir/Observation?patient=pat-2",
+            vec![403, 405],
+        ),
+        (
+            "OPTIONS on B's Patient",
+            "OPTIONS",
+            "/fhir/Patient/pat-2",
+            vec![200, 204, 404, 405],
+        ),
+        (
+            "TRACE on B's Patient",
+            "TRACE",
+            "/fhir/Patient/pat-2",
+            vec![404, 405],
+        ),
+    ] {
+        rows.push(
+            Attempt::new(format!("path: {name}"), method, target)
+                .raw()
+                .expect(Expect::Status(allowed))
+                .may_change(),
+        );
+    }
     // A request smuggled in a header.
     rows.push(
         Attempt::get("path: X-Original-URL naming B", "/fhir/Patient/pat-1")

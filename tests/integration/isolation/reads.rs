@@ -135,6 +135,8 @@ async fn passthrough_mode_keeps_reads_and_searches_isolated() {
         super::search::attempts(&fx)
             .into_iter()
             .filter(|a| a.name.starts_with("patient=B on"))
+            .chain(super::includes::attempts(&fx))
+            .chain(super::writes::attempts(&fx))
             .map(|mut a| {
                 a.name = format!("passthrough: {}", a.name);
                 a

@@ -9,7 +9,7 @@ use super::writes::{find, message};
 use super::{A, Attempt, Expect, Fixture, Resp, Tok, finish};
 
 /// How many attempts [`scopes_narrow_within_the_compartment`] makes.
-pub const ATTEMPTS: usize = 36;
+pub const ATTEMPTS: usize = 39;
 
 const LAB: &str = "patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory";
 
@@ -302,21 +302,34 @@ async fn scopes_narrow_within_the_compartment() {
             Err(e) => failures.push(e),
         }
     }
-    // An Observation-only token's `_include` of the subject brings no Patient.
-    count += 1;
-    let row = get(
-        "Observation-only token includes the subject",
-        "/Observation?_include=Observation:subject".into(),
-        &obs_only,
-        Expect::DeniedOrOnlyA,
-    );
-    match fx.check(&row).await {
-        Ok(r) => {
-            if entries(&r).iter().any(|e| e["resourceType"] == "Patient") {
-                failures.push("[Observation-only token] _include brought in a Patient".to_owned());
+    // An Observation-only token's includes bring no other compartment type.
+    for (path, ty) in [
+        ("/Observation?_include=Observation:subject", "Patient"),
+        ("/Observation?_include=Observation:encounter", "Encounter"),
+        (
+            "/Observation?_revinclude=DiagnosticReport:result",
+            "DiagnosticReport",
+        ),
+        (
+            "/Observation?_include=Observation:encounter&_revinclude:iterate=Condition:encounter",
+            "Condition",
+        ),
+    ] {
+        count += 1;
+        let row = get(
+            &format!("Observation-only token: {path}"),
+            path.into(),
+            &obs_only,
+            Expect::DeniedOrOnlyA,
+        );
+        match fx.check(&row).await {
+            Ok(r) => {
+                if entries(&r).iter().any(|e| e["resourceType"] == ty) {
+                    failures.push(format!("[Observation-only token: {path}] a {ty} came back"));
+                }
             }
+            Err(e) => failures.push(e),
         }
-        Err(e) => failures.push(e),
     }
     assert_eq!(count, ATTEMPTS, "update scopes::ATTEMPTS");
     finish("scopes", count, &failures);

@@ -181,6 +181,38 @@ pub fn attempts(fx: &Fixture) -> Vec<Attempt> {
             "Patient _has Observation of B",
             "/Patient?_has:Observation:patient:subject=Patient/pat-2",
         ),
+        (
+            "Medication _has MedicationRequest of B",
+            "/Medication?_has:MedicationRequest:medication:patient=pat-2",
+        ),
+        (
+            "Practitioner _has CareTeam of B",
+            "/Practitioner?_has:CareTeam:participant:patient=pat-2",
+        ),
+        (
+            "Slot _has Appointment of B",
+            "/Slot?_has:Appointment:slot:patient=pat-2",
+        ),
+        (
+            "Organization _has Coverage of B",
+            "/Organization?_has:Coverage:payor:beneficiary=Patient/pat-2",
+        ),
+        (
+            "Location _has Appointment of B",
+            "/Location?_has:Appointment:location:actor=Patient/pat-2",
+        ),
+        (
+            "Practitioner _has Communication from B",
+            "/Practitioner?_has:Communication:recipient:sender=Patient/pat-2",
+        ),
+        (
+            "Slot chained to B through its schedule",
+            "/Slot?schedule.actor=Patient/pat-2",
+        ),
+        (
+            "Medication _has chained to B's name",
+            "/Medication?_has:MedicationRequest:medication:subject.name=x",
+        ),
     ] {
         rows.push(forbidden(name.into(), path.into()));
     }
@@ -297,7 +329,28 @@ pub fn attempts(fx: &Fixture) -> Vec<Attempt> {
             "Observation _query".into(),
             "/Observation?_query=everything&patient=pat-2".into(),
         ),
+        probe("Patient _id:not=A".into(), "/Patient?_id:not=pat-1".into()),
+        probe(
+            "Patient _id:missing".into(),
+            "/Patient?_id:missing=false".into(),
+        ),
+        probe("Patient _id:below".into(), "/Patient?_id:below=pat".into()),
+        probe(
+            "Observation as XML".into(),
+            "/Observation?_format=xml".into(),
+        ),
+        probe(
+            "B's Patient as XML".into(),
+            "/Patient/pat-2?_format=application/fhir%2Bxml".into(),
+        ),
+        Attempt::get("B's Patient with Accept XML", "/Patient/pat-2")
+            .header("Accept", "application/fhir+xml")
+            .expect(Expect::Status(vec![404, 406])),
     ]);
+    rows.push(forbidden(
+        "Observation as XML naming B".into(),
+        "/Observation?_format=xml&patient=pat-2".into(),
+    ));
 
     // Not reachable at all: non-compartment types of no one's portal.
     for ty in [

@@ -104,6 +104,21 @@ pub fn attempts(fx: &Fixture) -> Vec<Attempt> {
         create_4xx("Communication subject conditional reference to B", with(msg.clone(), |m| {
             m["subject"] = r(&format!("Patient?identifier={}|{}", fx.b_mrn.0, fx.b_mrn.1));
         })),
+        create("Communication with B in an extension", "Communication", with(msg.clone(), |m| {
+            m["extension"] = json!([{ "url": "http://example.org/fhir/StructureDefinition/cc", "valueReference": r("Patient/pat-2") }]);
+        })),
+        create("Communication attaching B's document", "Communication", with(msg.clone(), |m| {
+            m["payload"] = json!([{ "contentReference": r(&format!("DocumentReference/{}", fx.b("DocumentReference"))) }]);
+        })),
+        create("Communication with a note by B", "Communication", with(msg.clone(), |m| {
+            m["note"] = json!([{ "authorReference": r("Patient/pat-2"), "text": "hi" }]);
+        })),
+        create("Communication about B at a foreign server", "Communication", with(msg.clone(), |m| {
+            m["subject"] = r("https://evil.example/fhir/Patient/pat-2");
+        })),
+        create_4xx("Communication to a bare id typed Patient", with(msg.clone(), |m| {
+            m["recipient"] = json!([{ "reference": "pat-2", "type": "Patient" }]);
+        })),
         create_4xx("Communication subject with a trailing space", with(msg.clone(), |m| m["subject"] = r("Patient/pat-2 "))),
         Attempt::new("create: Communication If-None-Exist naming B", "POST", "/Communication")
             .json(&msg)

@@ -20,7 +20,9 @@ use portico_access::audit::{AuditRecord, Decision};
 use portico_access::{Denial, Interaction, Principal, ReferenceResolver, WriteError};
 use portico_fhir::reference::{Reference, is_valid_id};
 use portico_fhir::resource_types;
-use portico_upstream::{FhirRequest, FhirResponse, ReturnPreference, UpstreamError};
+use portico_upstream::{
+    CachePartition, FhirRequest, FhirResponse, ReturnPreference, UpstreamError,
+};
 use serde_json::Value;
 
 use crate::app::AppState;
@@ -169,7 +171,13 @@ fn request(state: &AppState, auth: &Authenticated, request: FhirRequest) -> Fhir
     if state.passthrough() {
         request = request.with_bearer(auth.token.clone());
     }
-    request
+    // The cache partitions by patient(s) and scopes; it never serves one principal's
+    // entry to a principal who could not have read it, and what it serves is verified
+    // again below like anything else.
+    request.with_partition(CachePartition::new(
+        auth.principal.patients.iter().cloned(),
+        auth.principal.scopes.fingerprint(),
+    ))
 }
 
 async fn call(
@@ -195,6 +203,14 @@ fn fhir_response(
         HeaderValue::from_static(portico_fhir::FHIR_JSON),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(age) = upstream.and_then(|u| u.stale_age) {
+        // Served from the cache because the EHR is failing (stale-if-error).
+        headers.insert(
+            header::WARNING,
+            HeaderValue::from_static("110 - \"Response is Stale\""),
+        );
+        headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
+    }
     if let Some(up) = upstream {
         if let Some(etag) = up
             .etag
@@ -366,7 +382,12 @@ async fn history(
     let report = state.policy().verify_bundle(&auth.principal, &mut bundle);
     rewrite_links(&state, &auth.principal, &mut bundle, None);
     audit.allowed(Some(response.status), report.removed).await;
-    Ok(fhir_response(&state, StatusCode::OK, &bundle, None))
+    Ok(fhir_response(
+        &state,
+        StatusCode::OK,
+        &bundle,
+        Some(&response),
+    ))
 }
 
 /// `Patient/{id}/$everything`, composed by the gateway from compartment searches so that
@@ -515,7 +536,12 @@ async fn run_search(
     let self_link = format!("{}/{rt}?{}", state.fhir_base(), encode_query(&narrowed));
     rewrite_links(&state, &auth.principal, &mut bundle, Some(self_link));
     audit.allowed(Some(response.status), report.removed).await;
-    Ok(fhir_response(&state, StatusCode::OK, &bundle, None))
+    Ok(fhir_response(
+        &state,
+        StatusCode::OK,
+        &bundle,
+        Some(&response),
+    ))
 }
 
 fn encode_query(params: &[(String, String)]) -> String {
@@ -614,7 +640,12 @@ async fn page(
     let report = state.policy().verify_bundle(&auth.principal, &mut bundle);
     rewrite_links(&state, &auth.principal, &mut bundle, None);
     audit.allowed(Some(response.status), report.removed).await;
-    Ok(fhir_response(&state, StatusCode::OK, &bundle, None))
+    Ok(fhir_response(
+        &state,
+        StatusCode::OK,
+        &bundle,
+        Some(&response),
+    ))
 }
 
 /// `POST /fhir` with a `batch` or `transaction` Bundle: refused whole. Checking each

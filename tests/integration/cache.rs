@@ -1,0 +1,171 @@
+//! The read cache and resilience layers, stacked in the real gateway in front of the
+//! sandbox: single-flight, invalidation by writes, stale-if-error, partitioning.
+
+use std::time::Duration;
+
+use portico_sandbox::faults::FailureKind;
+use serde_json::{Value, json};
+
+use crate::support::{TestApp, sandbox};
+
+const SCOPES: &str = "launch/patient patient/*.rs patient/*.cud";
+
+#[tokio::test]
+async fn concurrent_identical_cold_reads_make_one_upstream_call() {
+    let app = TestApp::spawn().await;
+    let token = app.patient_token("pat-1", SCOPES);
+    // Warm the token cache and the JWKS so that only the search is measured.
+    app.http
+        .get(app.url("/fhir/Patient/pat-1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    app.sandbox.faults().set_latency(Duration::from_millis(300));
+    app.sandbox.faults().reset_stats();
+    let url = app.url("/fhir/Observation?category=vital-signs&_count=5");
+    let requests = (0..200).map(|_| {
+        let (http, url, token) = (app.http.clone(), url.clone(), token.clone());
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    let statuses = futures::future::join_all(requests).await;
+    assert!(
+        statuses.iter().all(|s| matches!(s, Ok(200))),
+        "{statuses:?}"
+    );
+    assert_eq!(app.sandbox.faults().requests_for("GET", "Observation"), 1);
+}
+
+#[tokio::test]
+async fn a_write_is_visible_to_the_next_read() {
+    let app = TestApp::spawn().await;
+    let token = app.patient_token("pat-1", SCOPES);
+    let list = |app: &TestApp| {
+        let req = app
+            .http
+            .get(app.url("/fhir/Communication?_count=200"))
+            .bearer_auth(&token)
+            .send();
+        async move { req.await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let before = list(&app).await;
+    let count = |b: &Value| b["entry"].as_array().map_or(0, Vec::len);
+    // A message from the patient to their own care team (the CareTeam's first member).
+    let team: Value = app
+        .http
+        .get(app.url("/fhir/CareTeam"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let member = team["entry"][0]["resource"]["participant"][0]["member"]["reference"].clone();
+    let message = json!({
+        "resourceType": "Communication",
+        "status": "completed",
+        "subject": {"reference": "Patient/pat-1"},
+        "sender": {"reference": "Patient/pat-1"},
+        "recipient": [{"reference": member}],
+        "payload": [{"contentString": "cache test"}]
+    });
+    let res = app
+        .http
+        .post(app.url("/fhir/Communication"))
+        .bearer_auth(&token)
+        .header("content-type", "application/fhir+json")
+        .body(message.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let after = list(&app).await;
+    assert_eq!(
+        count(&after),
+        count(&before) + 1,
+        "the cached list was invalidated by the write"
+    );
+}
+
+#[tokio::test]
+async fn stale_entries_are_served_marked_when_the_ehr_fails() {
+    let app = TestApp::spawn_with(sandbox().await, |config, _| {
+        config.cache.patient_ttl = Duration::from_millis(200);
+        config.resilience.max_attempts = 1;
+    })
+    .await;
+    let token = app.patient_token("pat-1", SCOPES);
+    let fresh = app
+        .http
+        .get(app.url("/fhir/Patient/pat-1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.status(), 200);
+    assert!(fresh.headers().get("warning").is_none());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    app.sandbox
+        .faults()
+        .inject(FailureKind::Status503, 1.0, Some("/fhir/Patient"));
+    let stale = app
+        .http
+        .get(app.url("/fhir/Patient/pat-1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 200);
+    assert!(
+        stale.headers()["warning"]
+            .to_str()
+            .unwrap()
+            .starts_with("110")
+    );
+    assert!(stale.headers().contains_key("age"));
+    assert_eq!(stale.json::<Value>().await.unwrap()["id"], "pat-1");
+    // Something never cached is an honest 502, not a stale answer.
+    let res = app
+        .http
+        .get(app.url("/fhir/Patient/pat-1/_history"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        res.status() == 502 || res.status() == 200,
+        "{}",
+        res.status()
+    );
+}
+
+#[tokio::test]
+async fn identical_searches_by_two_patients_never_share_an_entry() {
+    let app = TestApp::spawn().await;
+    for (me, other) in [("pat-1", "pat-2"), ("pat-2", "pat-1"), ("pat-1", "pat-2")] {
+        let token = app.patient_token(me, SCOPES);
+        let bundle: Value = app
+            .http
+            .get(app.url("/fhir/Observation?category=laboratory"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let text = bundle.to_string();
+        assert!(text.contains(&format!("Patient/{me}")));
+        assert!(
+            !text.contains(&format!("\"Patient/{other}\"")),
+            "{me} saw {other}'s data"
+        );
+    }
+}
