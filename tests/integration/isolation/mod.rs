@@ -1015,25 +1015,3 @@ async fn the_suite_catches_an_unguarded_ehr() {
         "categories that would not notice a missing gateway: {weak:?}"
     );
 }
-
-#[tokio::test]
-async fn zz_probe() {
-    let fx = Fixture::new().await;
-    let sys = fx.app.sandbox.auth().issue_access_token("portico-system", "system/*.rs", None);
-    for p in ["/Patient/pat-2", "/Observation?patient=pat-2", "/Observation?_count=3"] {
-        let r = fx.send(&Attempt::get("", p).token(Tok::Bearer(sys.clone()))).await;
-        println!("PROBE system {p} -> {}", r.describe().chars().take(200).collect::<String>());
-    }
-    let user = fx.app.sandbox.auth().issue_access_token("demo-app", "user/*.rs", Some(A));
-    for p in ["/Patient/pat-2", "/Observation?patient=pat-2"] {
-        let r = fx.send(&Attempt::get("", p).token(Tok::Bearer(user.clone()))).await;
-        println!("PROBE user {p} -> {}", r.describe().chars().take(200).collect::<String>());
-    }
-    let comm = fx.a("Communication");
-    let body = r#"[{"op":"add","path":"/recipient/-","value":{"reference":"Patient/pat-2","reference":"Patient/pat-1"}}]"#;
-    let r = fx.send(&Attempt::new("", "PATCH", format!("/Communication/{comm}")).body("application/json-patch+json", body)).await;
-    println!("PROBE dup-key patch -> {}", r.describe().chars().take(300).collect::<String>());
-    let body = r#"{"resourceType":"Communication","status":"completed","subject":{"reference":"Patient/pat-2"},"subject":{"reference":"Patient/pat-1"}}"#;
-    let r = fx.send(&Attempt::new("", "POST", "/Communication").body("application/fhir+json", body)).await;
-    println!("PROBE dup-key create -> {}", r.describe().chars().take(300).collect::<String>());
-}

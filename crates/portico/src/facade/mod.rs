@@ -978,6 +978,10 @@ async fn patch(
             e.to_string(),
         ))
     })?;
+    // Send exactly what was checked: the patch as parsed here, re-serialized, so that a
+    // body an upstream parser would read differently (duplicate keys) cannot slip past.
+    let checked_patch =
+        Bytes::from(serde_json::to_vec(&operations).map_err(|_| bad_request("invalid patch"))?);
     authorize(
         &state,
         &auth,
@@ -988,7 +992,7 @@ async fn patch(
         Some(&current),
     )
     .await?;
-    let mut request = FhirRequest::patch(&rt, &id, body).with_if_match_version(&version);
+    let mut request = FhirRequest::patch(&rt, &id, checked_patch).with_if_match_version(&version);
     if let Some(p) = prefer(&headers) {
         request = request.with_prefer(p);
     }
