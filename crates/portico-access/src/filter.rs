@@ -195,12 +195,14 @@ impl Filter {
             };
             let wanted = split_or(&c.value);
             paths.iter().any(|path| {
-                values_at(resource, path).into_iter().any(|element| {
-                    wanted.iter().any(|alt| {
-                        let (system, code) = token(alt);
-                        token_matches(element, system, code)
+                portico_fhir::json::values_at(resource, path)
+                    .into_iter()
+                    .any(|element| {
+                        wanted.iter().any(|alt| {
+                            let (system, code) = token(alt);
+                            token_matches(element, system, code)
+                        })
                     })
-                })
             })
         })
     }
@@ -218,23 +220,6 @@ impl Filter {
 /// Whether `resource` satisfies the OR of `filters`; no filters means unrestricted.
 pub(crate) fn any_matches(filters: &[Filter], resource: &Value) -> bool {
     filters.is_empty() || filters.iter().any(|f| f.matches(resource))
-}
-
-/// Every value found at `path`, arrays flattened at every step (including the last).
-pub(crate) fn values_at<'a>(resource: &'a Value, path: &str) -> Vec<&'a Value> {
-    let mut current: Vec<&Value> = vec![resource];
-    for step in path.split('.') {
-        let mut next = Vec::new();
-        for v in current {
-            match v.get(step) {
-                Some(Value::Array(items)) => next.extend(items.iter()),
-                Some(other) => next.push(other),
-                None => {}
-            }
-        }
-        current = next;
-    }
-    current
 }
 
 /// Token matching on a `code`, `Coding` or `CodeableConcept` element.

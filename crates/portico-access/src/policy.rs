@@ -43,16 +43,7 @@ use crate::scopes::{Context, Interaction, Permission};
 
 /// Types outside the patient compartment that patients may read with a read scope for the
 /// type: the directory data a portal needs to show who and where.
-pub const REFERENCE_DATA_TYPES: &[&str] = &[
-    "HealthcareService",
-    "Location",
-    "Medication",
-    "Organization",
-    "Practitioner",
-    "PractitionerRole",
-    "Schedule",
-    "Slot",
-];
+pub use portico_fhir::compartment::REFERENCE_DATA_TYPES;
 
 /// Why a request or resource is refused. Stable, for audit records and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -34,10 +34,10 @@ use portico_fhir::json;
 use portico_fhir::reference::Reference;
 use serde_json::Value;
 
-use crate::filter::values_at;
 use crate::policy::{Class, Denial, DenialReason, Policy, require};
 use crate::principal::Principal;
 use crate::scopes::Interaction;
+use portico_fhir::json::values_at;
 
 /// The most references to other compartment resources one write may carry.
 const MAX_VERIFIED_REFERENCES: usize = 16;

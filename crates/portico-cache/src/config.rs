@@ -22,16 +22,7 @@ use serde::{Deserialize, Deserializer};
 /// Resource types whose instances are shared reference data, not anyone's health
 /// record. Only these may be cached for requests without a partition (then shared by
 /// every principal using the same upstream credential).
-pub const SHARED_TYPES: &[&str] = &[
-    "HealthcareService",
-    "Location",
-    "Medication",
-    "Organization",
-    "Practitioner",
-    "PractitionerRole",
-    "Schedule",
-    "Slot",
-];
+pub const SHARED_TYPES: &[&str] = portico_fhir::compartment::REFERENCE_DATA_TYPES;
 
 /// Whether `resource_type` is shared reference data (see [`SHARED_TYPES`]).
 pub fn is_shared_type(resource_type: &str) -> bool {

@@ -211,6 +211,20 @@ pub const PATIENT_COMPARTMENT: &[(&str, &[Link])] = &[
     ("VisionPrescription", &[l("patient", &["patient"])]),
 ];
 
+/// Types never in a patient's compartment that are directory data a portal needs to
+/// show who and where: readable by patients with a read scope for the type, and the
+/// only types a cache may share between principals.
+pub const REFERENCE_DATA_TYPES: &[&str] = &[
+    "HealthcareService",
+    "Location",
+    "Medication",
+    "Organization",
+    "Practitioner",
+    "PractitionerRole",
+    "Schedule",
+    "Slot",
+];
+
 /// The compartment links of `resource_type`, or `None` when the type is never in a
 /// patient compartment.
 pub fn patient_links(resource_type: &str) -> Option<&'static [Link]> {

@@ -21,10 +21,10 @@ pub fn version_id(resource: &Value) -> Option<&str> {
     resource.get("meta")?.get("versionId")?.as_str()
 }
 
-/// Every `reference` string found under `path`, a dot-separated element path relative to
-/// the resource (`"subject"`, `"participant.actor"`). Arrays are walked at every step, so
-/// `participant.actor` yields the actor of every participant.
-pub fn references_at<'a>(resource: &'a Value, path: &str) -> Vec<&'a str> {
+/// Every value found at `path`, a dot-separated element path relative to the resource
+/// (`"subject"`, `"participant.actor"`). Arrays are flattened at every step, the last
+/// included, so `participant.actor` yields the actor of every participant.
+pub fn values_at<'a>(resource: &'a Value, path: &str) -> Vec<&'a Value> {
     let mut current: Vec<&Value> = vec![resource];
     for step in path.split('.') {
         let mut next = Vec::new();
@@ -38,11 +38,12 @@ pub fn references_at<'a>(resource: &'a Value, path: &str) -> Vec<&'a str> {
         current = next;
     }
     current
+}
+
+/// Every `reference` string found at `path` (see [`values_at`]).
+pub fn references_at<'a>(resource: &'a Value, path: &str) -> Vec<&'a str> {
+    values_at(resource, path)
         .into_iter()
-        .flat_map(|v| match v {
-            Value::Array(items) => items.iter().collect::<Vec<_>>(),
-            other => vec![other],
-        })
         .filter_map(|v| v.get("reference")?.as_str())
         .collect()
 }

@@ -281,7 +281,19 @@ async fn fetch_checked(
     rt: &str,
     id: &str,
 ) -> Result<(Value, FhirResponse), FhirError> {
-    let response = match call(state, auth, FhirRequest::read(rt, id)).await {
+    fetch_checked_with(state, auth, audit, FhirRequest::read(rt, id), rt, id).await
+}
+
+/// Runs a read-like request (read or vread) of `rt/id` and checks the result.
+async fn fetch_checked_with(
+    state: &AppState,
+    auth: &Authenticated,
+    audit: &Audit<'_>,
+    request: FhirRequest,
+    rt: &str,
+    id: &str,
+) -> Result<(Value, FhirResponse), FhirError> {
+    let response = match call(state, auth, request).await {
         Ok(r) => r,
         Err(e) => {
             audit.failed(&e).await;
@@ -314,27 +326,8 @@ async fn vread(
     checked_id(&id)?;
     checked_id(&version)?;
     let audit = Audit::new(&state, &auth, Interaction::Vread, &rt).id(&id);
-    let response = match call(&state, &auth, FhirRequest::vread(&rt, &id, &version)).await {
-        Ok(r) => r,
-        Err(e) => {
-            audit.failed(&e).await;
-            return Err(match e {
-                UpstreamError::NotFound { .. } | UpstreamError::Gone { .. } => {
-                    FhirError(ApiError::not_found())
-                }
-                other => upstream_error(&other),
-            });
-        }
-    };
-    let resource = response.json().map_err(|e| upstream_error(&e))?;
-    if let Err(denial) =
-        state
-            .policy()
-            .check_read_at(&auth.principal, &Reference::new(&rt, &id), &resource)
-    {
-        audit.denied(&denial).await;
-        return Err(FhirError(ApiError::not_found()));
-    }
+    let request = FhirRequest::vread(&rt, &id, &version);
+    let (resource, response) = fetch_checked_with(&state, &auth, &audit, request, &rt, &id).await?;
     audit.allowed(Some(response.status), 0).await;
     Ok(fhir_response(
         &state,
