@@ -3,6 +3,7 @@
 
 mod cache;
 mod facade;
+mod faults;
 mod gateway;
 mod isolation;
 mod login;

@@ -59,6 +59,7 @@ struct Inner {
     smart: OnceCell<SmartEndpoints>,
     capabilities: OnceCell<Capabilities>,
     login: crate::login::LoginState,
+    http_metrics: crate::metrics::HttpMetrics,
 }
 
 impl std::fmt::Debug for Inner {
@@ -161,6 +162,7 @@ impl AppState {
                 smart: OnceCell::new(),
                 capabilities: OnceCell::new(),
                 login,
+                http_metrics: crate::metrics::HttpMetrics::default(),
                 config,
             }),
         })
@@ -188,6 +190,11 @@ impl AppState {
     /// The resilience layer (breaker state for `/readyz`).
     pub fn resilience(&self) -> &Resilient<Arc<FhirClient>> {
         &self.inner.resilient
+    }
+
+    /// HTTP request counters and latency histograms, for `/metrics`.
+    pub fn http_metrics(&self) -> &crate::metrics::HttpMetrics {
+        &self.inner.http_metrics
     }
 
     /// Whether the caller's own token goes upstream.
@@ -411,10 +418,16 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::metrics))
         .nest("/fhir", crate::facade::router())
         .nest("/auth", crate::login::router())
         .nest("/api/v1", Router::new().fallback(portal_not_found))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
+        // Inside the router, so the matched route template is known (see `metrics`).
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .layer(layers)
         .with_state(state)
 }

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod error;
 pub mod facade;
 pub mod login;
+pub mod metrics;
 pub mod telemetry;
 
 use std::process::ExitCode;
