@@ -72,12 +72,14 @@ fn check_fhir_json(value: &serde_json::Value, in_array: bool) -> Result<(), Stri
     }
 }
 
-/// Parses JSON bytes as an R4 resource of any type.
-///
-/// Never panics: the JSON is first checked against FHIR's own JSON rules (fhirbolt
-/// panics on an empty array), and fhirbolt runs under `catch_unwind` as a last line of
-/// defence against its internal unwraps.
-pub fn parse_resource(bytes: &[u8], mode: Mode) -> Result<ParsedResource, ParseError> {
+/// The structural checks every submitted resource must pass, without fhirbolt: valid
+/// JSON, an object with a known `resourceType`, FHIR's JSON rules (no empty arrays,
+/// objects or strings; `null` only inside arrays), and at most `max_depth` levels of
+/// nesting. Returns the resource type and the parsed value.
+pub fn check_structure(
+    bytes: &[u8],
+    max_depth: usize,
+) -> Result<(String, serde_json::Value), ParseError> {
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| ParseError::Json(e.to_string()))?;
     let resource_type = value
@@ -88,32 +90,71 @@ pub fn parse_resource(bytes: &[u8], mode: Mode) -> Result<ParsedResource, ParseE
     if !crate::resource_types::is_known(&resource_type) {
         return Err(ParseError::UnknownResourceType);
     }
+    if crate::json::depth(&value) > max_depth {
+        return Err(ParseError::Invalid {
+            resource_type,
+            detail: "the resource is nested too deeply".to_owned(),
+        });
+    }
     check_fhir_json(&value, false).map_err(|detail| ParseError::Invalid {
         resource_type: resource_type.clone(),
         detail,
     })?;
+    Ok((resource_type, value))
+}
+
+/// How long fhirbolt may take on one resource before it is given up on.
+const FHIRBOLT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+/// How many fhirbolt parses may run at once; see [`parse_resource`].
+const FHIRBOLT_MAX_IN_FLIGHT: usize = 4;
+static FHIRBOLT_IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Parses JSON bytes as an R4 resource of any type with fhirbolt's typed models.
+///
+/// **Not for untrusted input.** fhirbolt 0.4.0 panics on empty arrays (refused here by
+/// [`check_structure`] first) and never returns on an unknown element whose value is an
+/// array (`{"resourceType":"Patient","foo":[1]}`, at any depth). So the parse runs on
+/// its own thread with a deadline, at most a few at a time: a parse that does not finish
+/// is reported as invalid and its thread is abandoned (it keeps one core busy until the
+/// process ends). The gateway therefore validates what patients send with
+/// [`check_structure`] and its own checks, never with this function.
+pub fn parse_resource(bytes: &[u8], mode: Mode) -> Result<ParsedResource, ParseError> {
+    use std::sync::atomic::Ordering;
+    let (resource_type, _) = check_structure(bytes, 128)?;
     let config = DeserializationConfig {
         mode: match mode {
             Mode::Strict => DeserializationMode::Strict,
             Mode::Lenient => DeserializationMode::Compatibility,
         },
     };
-    let parsed =
-        std::panic::catch_unwind(|| fhirbolt::json::from_slice::<Resource>(bytes, Some(config)));
-    let model = match parsed {
-        Ok(Ok(model)) => model,
-        Ok(Err(e)) => {
-            return Err(ParseError::Invalid {
-                resource_type,
-                detail: e.to_string(),
+    let invalid = |detail: &str| ParseError::Invalid {
+        resource_type: resource_type.clone(),
+        detail: detail.to_owned(),
+    };
+    if FHIRBOLT_IN_FLIGHT.fetch_add(1, Ordering::SeqCst) >= FHIRBOLT_MAX_IN_FLIGHT {
+        FHIRBOLT_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        return Err(invalid("the resource cannot be validated right now"));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let owned = bytes.to_vec();
+    let spawned = std::thread::Builder::new()
+        .name("fhirbolt-parse".into())
+        .spawn(move || {
+            let parsed = std::panic::catch_unwind(|| {
+                fhirbolt::json::from_slice::<Resource>(&owned, Some(config))
             });
-        }
-        Err(_) => {
-            return Err(ParseError::Invalid {
-                resource_type,
-                detail: "the resource could not be parsed".to_owned(),
-            });
-        }
+            FHIRBOLT_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+            let _ = tx.send(parsed.map(|r| r.map_err(|e| e.to_string())));
+        });
+    if spawned.is_err() {
+        FHIRBOLT_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        return Err(invalid("the resource could not be validated"));
+    }
+    let model = match rx.recv_timeout(FHIRBOLT_DEADLINE) {
+        Ok(Ok(Ok(model))) => model,
+        Ok(Ok(Err(detail))) => return Err(invalid(&detail)),
+        Ok(Err(_)) => return Err(invalid("the resource could not be parsed")),
+        Err(_) => return Err(invalid("the resource could not be validated in time")),
     };
     Ok(ParsedResource {
         resource_type,
@@ -187,6 +228,28 @@ mod tests {
                 Err(ParseError::Invalid { .. })
             ));
         }
+    }
+
+    #[test]
+    fn structure_checks_catch_what_fhirbolt_cannot_survive() {
+        assert!(check_structure(br#"{"resourceType":"Patient","name":[]}"#, 64).is_err());
+        assert!(check_structure(br#"{"resourceType":"Patient"}"#, 64).is_ok());
+        let deep = format!(
+            r#"{{"resourceType":"Basic","extension":{}1{}}}"#,
+            "[".repeat(70),
+            "]".repeat(70)
+        );
+        assert!(check_structure(deep.as_bytes(), 64).is_err());
+    }
+
+    /// fhirbolt 0.4.0 never returns on an unknown element holding an array; the
+    /// deadline turns that into an error instead of a hung caller.
+    #[test]
+    fn a_body_that_hangs_fhirbolt_is_reported_invalid() {
+        let started = std::time::Instant::now();
+        let result = parse_resource(br#"{"resourceType":"Patient","foo":[1]}"#, Mode::Strict);
+        assert!(matches!(result, Err(ParseError::Invalid { .. })));
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod bundle;
 mod common;
+mod fuzz;
 mod read;
 mod search;
 mod write;

@@ -662,8 +662,13 @@ async fn bundle(State(state): State<AppState>, auth: Authenticated) -> FhirResul
 // ---------------------------------------------------------------------------------
 // Writes: everything is decided before the request goes upstream.
 
-/// Reads and validates a submitted resource: FHIR JSON, not too deep, strictly valid R4,
-/// of the type in the path.
+/// Reads and checks a submitted resource: FHIR JSON (the structural rules of
+/// `portico_fhir::parse::check_structure`), not too deep, of the type in the path.
+///
+/// fhirbolt's strict parse is deliberately not used on what patients send: fhirbolt
+/// 0.4.0 never returns on an unknown element holding an array, so one request could
+/// pin a core. The write rules in `portico-access` check the elements they rely on,
+/// and the EHR validates the rest.
 fn parse_resource_body(headers: &HeaderMap, body: &[u8], rt: &str) -> Result<Value, FhirError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
@@ -677,22 +682,27 @@ fn parse_resource_body(headers: &HeaderMap, body: &[u8], rt: &str) -> Result<Val
             "send application/fhir+json",
         )));
     }
-    let value: Value =
-        serde_json::from_slice(body).map_err(|_| bad_request("the body is not valid JSON"))?;
-    if portico_fhir::json::depth(&value) > MAX_DEPTH {
-        return Err(bad_request("the body is nested too deeply"));
-    }
+    let value = checked_structure(body)?;
     if portico_fhir::json::resource_type(&value) != Some(rt) {
         return Err(bad_request("resourceType does not match the URL"));
     }
-    portico_fhir::parse::parse_resource(body, portico_fhir::parse::Mode::Strict).map_err(|e| {
-        FhirError(ApiError::new(
+    Ok(value)
+}
+
+fn checked_structure(body: &[u8]) -> Result<Value, FhirError> {
+    use portico_fhir::parse::ParseError;
+    match portico_fhir::parse::check_structure(body, MAX_DEPTH) {
+        Ok((_, value)) => Ok(value),
+        Err(ParseError::Json(_)) => Err(bad_request("the body is not valid JSON")),
+        Err(ParseError::MissingResourceType | ParseError::UnknownResourceType) => {
+            Err(bad_request("the body is not a FHIR resource"))
+        }
+        Err(e @ ParseError::Invalid { .. }) => Err(FhirError(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_resource",
             e.to_string(),
-        ))
-    })?;
-    Ok(value)
+        ))),
+    }
 }
 
 fn prefer(headers: &HeaderMap) -> Option<ReturnPreference> {
@@ -960,17 +970,7 @@ async fn patch(
             "a patch may not change resourceType or id",
         )));
     }
-    portico_fhir::parse::parse_resource(
-        patched.to_string().as_bytes(),
-        portico_fhir::parse::Mode::Strict,
-    )
-    .map_err(|e| {
-        FhirError(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_resource",
-            e.to_string(),
-        ))
-    })?;
+    checked_structure(patched.to_string().as_bytes())?;
     // Send exactly what was checked: the patch as parsed here, re-serialized, so that a
     // body an upstream parser would read differently (duplicate keys) cannot slip past.
     let checked_patch =
