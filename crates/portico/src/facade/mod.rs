@@ -781,7 +781,12 @@ async fn send_write(
     auth: &Authenticated,
     audit: &Audit<'_>,
     request: FhirRequest,
+    headers: &HeaderMap,
 ) -> FhirResult {
+    let request = match prefer(headers) {
+        Some(p) => request.with_prefer(p),
+        None => request,
+    };
     let response = match call(state, auth, request).await {
         Ok(r) => r,
         Err(e) => {
@@ -854,10 +859,7 @@ async fn create(
     if let Some(q) = if_none_exist {
         request = request.with_if_none_exist(q);
     }
-    if let Some(p) = prefer(&headers) {
-        request = request.with_prefer(p);
-    }
-    send_write(&state, &auth, &audit, request).await
+    send_write(&state, &auth, &audit, request, &headers).await
 }
 
 /// Reads the current version for an update or patch, as a read would be checked.
@@ -920,12 +922,9 @@ async fn update(
         Some(&current),
     )
     .await?;
-    let mut request = FhirRequest::update(&rt, &id, Bytes::from(resource.to_string()))
+    let request = FhirRequest::update(&rt, &id, Bytes::from(resource.to_string()))
         .with_if_match_version(&version);
-    if let Some(p) = prefer(&headers) {
-        request = request.with_prefer(p);
-    }
-    send_write(&state, &auth, &audit, request).await
+    send_write(&state, &auth, &audit, request, &headers).await
 }
 
 async fn patch(
@@ -985,11 +984,8 @@ async fn patch(
         Some(&current),
     )
     .await?;
-    let mut request = FhirRequest::patch(&rt, &id, checked_patch).with_if_match_version(&version);
-    if let Some(p) = prefer(&headers) {
-        request = request.with_prefer(p);
-    }
-    send_write(&state, &auth, &audit, request).await
+    let request = FhirRequest::patch(&rt, &id, checked_patch).with_if_match_version(&version);
+    send_write(&state, &auth, &audit, request, &headers).await
 }
 
 async fn delete(
