@@ -7,6 +7,7 @@ mod faults;
 mod gateway;
 mod isolation;
 mod login;
+mod portal;
 mod smart;
 mod smart_facade;
 mod support;

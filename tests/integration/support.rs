@@ -99,6 +99,47 @@ impl TestApp {
             .issue_access_token("demo-app", scope, Some(patient))
     }
 
+    /// A token with the scopes the portal login asks for, for `patient`.
+    pub fn portal_token(&self, patient: &str) -> String {
+        self.patient_token(
+            patient,
+            "openid fhirUser launch/patient patient/*.rs patient/*.cud",
+        )
+    }
+
+    /// `GET /api/v1{path}` with a bearer token: the status, the JSON body (`Null` when
+    /// empty or not JSON) and the headers.
+    pub async fn api_get(&self, token: &str, path: &str) -> ApiAnswer {
+        let response = self
+            .http
+            .get(self.url(&format!("/api/v1{path}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("portal GET");
+        ApiAnswer::read(response).await
+    }
+
+    /// `POST /api/v1{path}` with a JSON body, a bearer token and an optional
+    /// `Idempotency-Key`.
+    pub async fn api_post(
+        &self,
+        token: &str,
+        path: &str,
+        body: &serde_json::Value,
+        idempotency_key: Option<&str>,
+    ) -> ApiAnswer {
+        let mut request = self
+            .http
+            .post(self.url(&format!("/api/v1{path}")))
+            .bearer_auth(token)
+            .json(body);
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        ApiAnswer::read(request.send().await.expect("portal POST")).await
+    }
+
     /// Every audit record written so far.
     pub fn audit_records(&self) -> Vec<serde_json::Value> {
         let text =
@@ -114,6 +155,33 @@ impl Drop for TestApp {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// A portal API answer, read completely.
+#[derive(Debug)]
+pub struct ApiAnswer {
+    pub status: reqwest::StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+impl ApiAnswer {
+    async fn read(response: reqwest::Response) -> ApiAnswer {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("portal body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        ApiAnswer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// The problem's `code`, for error answers.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
     }
 }
 

@@ -32,6 +32,8 @@ pub struct ResourceCapability {
     pub search_params: BTreeSet<String>,
     /// Whether `If-None-Exist` creates are supported (`conditionalCreate`).
     pub conditional_create: bool,
+    /// Operation names declared on the type (`find`, `book`), without the `$`.
+    pub operations: BTreeSet<String>,
 }
 
 /// The SMART endpoints advertised in the `oauth-uris` extension.
@@ -88,6 +90,11 @@ impl CapabilitySummary {
             entry
                 .search_params
                 .extend(array(resource, "searchParam").filter_map(|p| str_field(p, "name")));
+            entry.operations.extend(
+                array(resource, "operation")
+                    .filter_map(|o| str_field(o, "name"))
+                    .map(|n| n.trim_start_matches('$').to_owned()),
+            );
             entry.conditional_create |= resource
                 .get("conditionalCreate")
                 .and_then(Value::as_bool)

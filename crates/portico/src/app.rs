@@ -33,7 +33,7 @@ use tower_http::trace::TraceLayer;
 use crate::audit::FileAuditSink;
 use crate::authn::HttpKeySource;
 use crate::config::Config;
-use crate::error::{ApiError, PortalError};
+use crate::error::ApiError;
 use crate::facade::cursor::CursorKey;
 
 /// Everything a handler needs, cheap to clone.
@@ -60,6 +60,8 @@ struct Inner {
     capabilities: OnceCell<Capabilities>,
     login: crate::login::LoginState,
     http_metrics: crate::metrics::HttpMetrics,
+    portal: portico_portal::Portal,
+    idempotency: Arc<dyn portico_portal::IdempotencyStore>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -145,6 +147,27 @@ impl AppState {
             None => CursorKey::random(),
         };
         let login = crate::login::LoginState::new(&config)?;
+        let profile = config.ehr.load_profile().map_err(|e| anyhow::anyhow!(e))?;
+        let payments: Arc<dyn portico_portal::payments::PaymentProcessor> =
+            match config.portal.payment_processor {
+                crate::config::PaymentProcessorKind::None => {
+                    Arc::new(portico_portal::payments::NoProcessor)
+                }
+                crate::config::PaymentProcessorKind::Sandbox => {
+                    Arc::new(portico_portal::payments::SandboxProcessor::default())
+                }
+            };
+        let portal = portico_portal::Portal::new(
+            cache.clone(),
+            policy.clone(),
+            profile,
+            audit.clone(),
+            payments,
+        );
+        let idempotency = Arc::new(portico_portal::MemoryIdempotencyStore::new(
+            Duration::from_secs(config.portal.idempotency_ttl_seconds),
+            1_000_000,
+        ));
         Ok(AppState {
             inner: Arc::new(Inner {
                 upstream: cache.clone(),
@@ -163,6 +186,8 @@ impl AppState {
                 capabilities: OnceCell::new(),
                 login,
                 http_metrics: crate::metrics::HttpMetrics::default(),
+                portal,
+                idempotency,
                 config,
             }),
         })
@@ -190,6 +215,16 @@ impl AppState {
     /// The resilience layer (breaker state for `/readyz`).
     pub fn resilience(&self) -> &Resilient<Arc<FhirClient>> {
         &self.inner.resilient
+    }
+
+    /// The portal actions' way to the EHR.
+    pub fn portal(&self) -> &portico_portal::Portal {
+        &self.inner.portal
+    }
+
+    /// Where portal writes' idempotency keys are remembered.
+    pub fn idempotency(&self) -> &dyn portico_portal::IdempotencyStore {
+        self.inner.idempotency.as_ref()
     }
 
     /// HTTP request counters and latency histograms, for `/metrics`.
@@ -315,6 +350,33 @@ impl AppState {
     }
 }
 
+/// Compares what the EHR profile needs with the EHR's CapabilityStatement and refuses
+/// to start when something is missing, naming each interaction. An EHR that cannot be
+/// reached at start is not fatal (it may come up later); `/readyz` reports it.
+async fn verify_ehr_profile(state: &AppState) -> anyhow::Result<()> {
+    let profile = state.portal().profile();
+    match tokio::time::timeout(Duration::from_secs(10), state.upstream_capabilities()).await {
+        Ok(Some(capabilities)) => {
+            let missing = profile.check_capabilities(&capabilities.summary);
+            if !missing.is_empty() {
+                anyhow::bail!(
+                    "the EHR's CapabilityStatement lacks what EHR profile `{}` needs: {}. \
+                     Choose the profile that matches this EHR (`ehr.profile`), or set \
+                     `ehr.check_capabilities = false` if the statement is known to be incomplete",
+                    profile.name,
+                    missing.join(", ")
+                );
+            }
+            tracing::info!(profile = %profile.name, "EHR profile matches the EHR's capabilities");
+        }
+        _ => tracing::warn!(
+            profile = %profile.name,
+            "could not read the EHR's CapabilityStatement; the EHR profile was not checked"
+        ),
+    }
+    Ok(())
+}
+
 /// A bound, ready-to-run gateway.
 #[derive(Debug)]
 pub struct App {
@@ -348,7 +410,11 @@ impl App {
             ))?);
         }
         let shutdown_grace = config.server.shutdown_grace();
-        let router = router(AppState::new(config, client, passthrough)?);
+        let state = AppState::new(config, client, passthrough)?;
+        if state.config().ehr.check_capabilities {
+            verify_ehr_profile(&state).await?;
+        }
+        let router = router(state);
         Ok(App {
             listener,
             router,
@@ -421,7 +487,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(crate::metrics::metrics))
         .nest("/fhir", crate::facade::router())
         .nest("/auth", crate::login::router())
-        .nest("/api/v1", Router::new().fallback(portal_not_found))
+        .nest("/api/v1", crate::portal::router(&state))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
         // Inside the router, so the matched route template is known (see `metrics`).
         .layer(middleware::from_fn_with_state(
@@ -519,14 +585,6 @@ async fn readyz(State(state): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(body)).into_response()
-}
-
-async fn portal_not_found() -> PortalError {
-    PortalError(ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such portal API endpoint",
-    ))
 }
 
 #[cfg(test)]

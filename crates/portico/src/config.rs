@@ -6,7 +6,7 @@
 //! is wrong, and the binary exits with status 64 (`EX_USAGE`).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
@@ -38,6 +38,9 @@ pub struct Config {
     pub resilience: portico_upstream::ResilienceConfig,
     #[serde(default)]
     pub login: LoginConfig,
+    /// `[portal]`: the portal API.
+    #[serde(default)]
+    pub portal: PortalConfig,
 }
 
 /// `[login]`: the portal login (BFF) under `/auth`. The gateway logs patients in at the
@@ -364,14 +367,42 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EhrConfig {
-    /// The EHR profile: `generic-r4`, `cerner` or `epic`.
+    /// The built-in EHR profile: `generic-r4`, `cerner` or `epic` (`config/ehr/`).
     pub profile: EhrProfile,
+    /// A site's own profile file (same format as `config/ehr/*.toml`); replaces
+    /// `profile` when set.
+    pub profile_file: Option<PathBuf>,
+    /// Read the EHR's CapabilityStatement at start and refuse to run when the profile
+    /// needs an interaction it does not declare.
+    pub check_capabilities: bool,
 }
 
 impl Default for EhrConfig {
     fn default() -> Self {
         EhrConfig {
             profile: EhrProfile::GenericR4,
+            profile_file: None,
+            check_capabilities: true,
+        }
+    }
+}
+
+impl EhrConfig {
+    /// The profile to run with: the file when set, else the built-in one.
+    pub fn load_profile(&self) -> Result<portico_portal::EhrProfile, String> {
+        match &self.profile_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    format!(
+                        "config key `ehr.profile_file`: cannot read {}: {e}",
+                        path.display()
+                    )
+                })?;
+                portico_portal::EhrProfile::parse(&path.display().to_string(), &text)
+                    .map_err(|e| format!("config key `ehr.profile_file`: {e}"))
+            }
+            None => portico_portal::EhrProfile::built_in(self.profile.name())
+                .map_err(|e| format!("config key `ehr.profile`: {e}")),
         }
     }
 }
@@ -382,6 +413,48 @@ pub enum EhrProfile {
     GenericR4,
     Cerner,
     Epic,
+}
+
+impl EhrProfile {
+    pub fn name(self) -> &'static str {
+        match self {
+            EhrProfile::GenericR4 => "generic-r4",
+            EhrProfile::Cerner => "cerner",
+            EhrProfile::Epic => "epic",
+        }
+    }
+}
+
+/// `[portal]`: the portal API under `/api/v1`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortalConfig {
+    /// The overall deadline of one portal request, all its upstream calls included
+    /// (answered 504 `deadline_exceeded` when passed).
+    pub deadline_ms: u64,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_ttl_seconds: u64,
+    /// The payment processor: `none` (payments are refused) or `sandbox` (a fake
+    /// processor for the demo and tests: token `tok_ok` succeeds, `tok_declined` is
+    /// declined).
+    pub payment_processor: PaymentProcessorKind,
+}
+
+impl Default for PortalConfig {
+    fn default() -> Self {
+        PortalConfig {
+            deadline_ms: 15_000,
+            idempotency_ttl_seconds: 24 * 3600,
+            payment_processor: PaymentProcessorKind::None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PaymentProcessorKind {
+    None,
+    Sandbox,
 }
 
 /// A configuration problem, naming the key it is about.
@@ -461,6 +534,26 @@ impl Config {
             }
         }
         self.login.validate(&mut problems);
+        if self.portal.deadline_ms == 0 {
+            problems.push("config key `portal.deadline_ms`: must be greater than 0".to_owned());
+        }
+        if self.portal.idempotency_ttl_seconds == 0 {
+            problems.push(
+                "config key `portal.idempotency_ttl_seconds`: must be greater than 0".to_owned(),
+            );
+        }
+        match self.ehr.load_profile() {
+            Ok(profile) => {
+                let passthrough = matches!(
+                    self.upstream.auth,
+                    portico_upstream::UpstreamAuthConfig::Passthrough
+                );
+                if let Err(e) = profile.check_credential(passthrough) {
+                    problems.push(format!("config key `ehr.profile`: {e}"));
+                }
+            }
+            Err(e) => problems.push(e),
+        }
         if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             problems.push(format!("config key `log.level`: not a valid filter: {e}"));
         }

@@ -129,6 +129,10 @@ pub fn gateway_for_sandbox(
             client_secret: Some(SecretString::new(portal_secret)),
             ..LoginConfig::default()
         },
+        portal: crate::config::PortalConfig {
+            payment_processor: crate::config::PaymentProcessorKind::Sandbox,
+            ..crate::config::PortalConfig::default()
+        },
     };
     Ok((config, resolved))
 }

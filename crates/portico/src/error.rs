@@ -22,6 +22,9 @@ pub struct ApiError {
     pub message: String,
     /// `Retry-After` seconds to pass on, if any.
     pub retry_after: Option<u64>,
+    /// Machine-readable detail for portal clients (an eligibility reason, the exact
+    /// state of a half-done action), rendered as the problem's `details` member.
+    pub details: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -31,6 +34,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            details: None,
         }
     }
 
@@ -195,13 +199,16 @@ impl<E: Into<ApiError>> From<E> for PortalError {
 impl IntoResponse for PortalError {
     fn into_response(self) -> Response {
         let e = self.0;
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "type": format!("https://portico.dev/problems/{}", e.code),
             "title": e.status.canonical_reason().unwrap_or("error"),
             "status": e.status.as_u16(),
             "code": e.code,
             "detail": e.message,
         });
+        if let Some(details) = &e.details {
+            body["details"] = details.clone();
+        }
         let mut response = (e.status, Json(body)).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,

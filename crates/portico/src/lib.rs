@@ -15,6 +15,7 @@ pub mod error;
 pub mod facade;
 pub mod login;
 pub mod metrics;
+pub mod portal;
 pub mod telemetry;
 
 use std::process::ExitCode;

@@ -1,0 +1,879 @@
+//! The portal's way to the EHR: [`Portal`] (shared, built once) and [`Ctx`] (one
+//! patient's request).
+//!
+//! Every upstream call of every portal action goes through [`Ctx`], which keeps the
+//! gateway's invariants in one place:
+//! - searches are narrowed by the access policy to the acting patient's compartment, and
+//!   every resource that comes back is verified again ([`Policy::verify_bundle`]);
+//!   reads of another patient's resource are [`PortalError::NotFound`];
+//! - writes pass the same write rules as the FHIR facade ([`Policy::authorize_write`]),
+//!   carry a business identifier derived from the idempotency key, and are sent with
+//!   `If-None-Exist` so that an upstream retry cannot duplicate them; when the EHR
+//!   fails after a create may have been applied, the create is reconciled by searching
+//!   its identifier ([`Ctx::create`]);
+//! - each call is audited (who, what type and id, allowed or denied, upstream status);
+//! - requests carry the cache partition (patient + scopes), the request id and, in
+//!   passthrough mode, the patient's own token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use portico_access::audit::{AuditRecord, AuditSink, Decision};
+use portico_access::{Interaction, Policy, Principal, ReferenceResolver, ResolveError, WriteError};
+use portico_fhir::reference::Reference;
+use portico_upstream::{
+    CachePartition, FhirRequest, FhirResponse, FhirUpstream, ReturnPreference, SecretString,
+    UpstreamError,
+};
+use serde_json::Value;
+use tokio::sync::OwnedMutexGuard;
+
+use crate::error::{PortalError, PortalResult};
+use crate::idempotency::Idem;
+use crate::payments::PaymentProcessor;
+use crate::profile::EhrProfile;
+
+/// The identifier system of the business identifiers Portico puts on what it creates.
+pub const IDENTIFIER_SYSTEM: &str = "urn:ietf:rfc:3986";
+
+/// The most entries [`Ctx::search_all`] collects, whatever the caller asks.
+pub const MAX_COLLECTED: usize = 1000;
+
+/// Where "now" comes from; tests fix it.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// What every portal request shares. Cheap to clone.
+#[derive(Clone)]
+pub struct Portal {
+    upstream: Arc<dyn FhirUpstream>,
+    policy: Policy,
+    profile: Arc<EhrProfile>,
+    audit: Arc<dyn AuditSink>,
+    payments: Arc<dyn PaymentProcessor>,
+    clock: Clock,
+    locks: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl std::fmt::Debug for Portal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Portal")
+            .field("profile", &self.profile.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Portal {
+    pub fn new(
+        upstream: Arc<dyn FhirUpstream>,
+        policy: Policy,
+        profile: EhrProfile,
+        audit: Arc<dyn AuditSink>,
+        payments: Arc<dyn PaymentProcessor>,
+    ) -> Portal {
+        Portal {
+            upstream,
+            policy,
+            profile: Arc::new(profile),
+            audit,
+            payments,
+            clock: Arc::new(Utc::now),
+            locks: moka::sync::Cache::builder()
+                .time_to_idle(Duration::from_secs(300))
+                .build(),
+        }
+    }
+
+    /// Replaces the clock (tests).
+    pub fn with_clock(mut self, clock: Clock) -> Portal {
+        self.clock = clock;
+        self
+    }
+
+    pub fn profile(&self) -> &EhrProfile {
+        &self.profile
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn payments(&self) -> &dyn PaymentProcessor {
+        self.payments.as_ref()
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    /// Serializes actions on one key inside this gateway process (for example two
+    /// bookings of the same slot: the second re-checks the slot after the first has
+    /// booked it). The EHR remains the arbiter across replicas.
+    pub async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
+        let mutex = self
+            .locks
+            .get_with(key.to_owned(), || Arc::new(tokio::sync::Mutex::new(())));
+        mutex.lock_owned().await
+    }
+
+    /// A request context for one caller.
+    pub fn ctx<'a>(&'a self, caller: &'a Caller) -> Ctx<'a> {
+        Ctx {
+            portal: self,
+            caller,
+        }
+    }
+}
+
+/// Who is acting, for one request.
+#[derive(Clone)]
+pub struct Caller {
+    pub principal: Arc<Principal>,
+    /// The acting patient: one of `principal.patients`.
+    pub patient: String,
+    /// The patient's own token, sent upstream only in passthrough mode.
+    pub bearer: Option<SecretString>,
+    pub request_id: Option<String>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Caller {
+    /// The caller acting for `patient`, who must be one of the principal's patients.
+    pub fn new(principal: Arc<Principal>, patient: Option<&str>) -> PortalResult<Caller> {
+        let patient = match patient {
+            Some(p) if principal.patients.iter().any(|q| q == p) => p.to_owned(),
+            // Not told apart from "no such patient".
+            Some(_) => return Err(PortalError::NotFound),
+            None => match principal.patients.as_slice() {
+                [only] => only.clone(),
+                [] => {
+                    return Err(PortalError::Forbidden {
+                        message: "the login has no patient context".to_owned(),
+                    });
+                }
+                _ => {
+                    return Err(PortalError::Invalid {
+                        code: "patient_required",
+                        message: "this login may act for several patients: choose one with \
+                                  the Portico-Patient header"
+                            .to_owned(),
+                    });
+                }
+            },
+        };
+        Ok(Caller {
+            principal,
+            patient,
+            bearer: None,
+            request_id: None,
+        })
+    }
+
+    /// `Patient/<id>` of the acting patient.
+    pub fn patient_reference(&self) -> String {
+        format!("Patient/{}", self.patient)
+    }
+}
+
+/// A resource as read or written, with its version.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    pub resource: Value,
+    /// `meta.versionId` or the ETag's version.
+    pub version: Option<String>,
+    /// Set when served from an expired cache entry because the EHR is failing.
+    pub stale: Option<Duration>,
+}
+
+impl Versioned {
+    pub fn id(&self) -> Option<&str> {
+        self.resource.get("id").and_then(Value::as_str)
+    }
+}
+
+/// One page of search results, verified.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// `search.mode = match` entries (or entries without a mode), in order.
+    pub matches: Vec<Value>,
+    /// `_include`d / `_revinclude`d entries.
+    pub included: Vec<Value>,
+    /// The upstream `next` link (opaque; never shown to a client as is).
+    pub next: Option<String>,
+    pub total: Option<u64>,
+    /// Entries the policy removed (never shown; counted for the audit).
+    pub removed: usize,
+    /// Set when any page came from an expired cache entry.
+    pub stale: bool,
+}
+
+impl Page {
+    /// The included resource a reference points to (`Practitioner/1`), if any.
+    pub fn included(&self, reference: &str) -> Option<&Value> {
+        let r = Reference::parse(reference).ok()?;
+        self.included.iter().chain(self.matches.iter()).find(|v| {
+            v.get("resourceType").and_then(Value::as_str) == Some(r.resource_type.as_str())
+                && v.get("id").and_then(Value::as_str) == Some(r.id.as_str())
+        })
+    }
+}
+
+/// One caller's way to the EHR.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    pub portal: &'a Portal,
+    pub caller: &'a Caller,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn profile(&self) -> &'a EhrProfile {
+        &self.portal.profile
+    }
+
+    pub fn patient(&self) -> &'a str {
+        &self.caller.patient
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.portal.now()
+    }
+
+    fn prepare(&self, request: FhirRequest) -> FhirRequest {
+        let mut request = request;
+        if let Some(id) = &self.caller.request_id {
+            request = request.with_request_id(id.clone());
+        }
+        if let Some(token) = &self.caller.bearer {
+            request = request.with_bearer(token.clone());
+        }
+        request.with_partition(CachePartition::new(
+            self.caller.principal.patients.iter().cloned(),
+            self.caller.principal.scopes.fingerprint(),
+        ))
+    }
+
+    async fn execute(&self, request: FhirRequest) -> Result<FhirResponse, UpstreamError> {
+        self.portal.upstream.execute(self.prepare(request)).await
+    }
+
+    async fn audit(
+        &self,
+        interaction: Interaction,
+        resource_type: &str,
+        id: Option<&str>,
+        outcome: AuditOutcome<'_>,
+    ) {
+        let mut r = AuditRecord::new(
+            Some(&self.caller.principal),
+            interaction,
+            Some(resource_type),
+        );
+        if let Some(id) = id {
+            r = r.with_resource_id(id);
+        }
+        if let Some(rid) = &self.caller.request_id {
+            r = r.with_request_id(rid.clone());
+        }
+        match outcome {
+            AuditOutcome::Allowed { status, removed } => {
+                if let Some(s) = status {
+                    r = r.with_upstream_status(s);
+                }
+                if removed > 0 {
+                    r = r.with_removed_entries(removed);
+                }
+            }
+            AuditOutcome::Denied(denial) => r = r.denied(denial),
+            AuditOutcome::Failed(status) => {
+                r.decision = Decision::Denied;
+                if let Some(s) = status {
+                    r = r.with_upstream_status(s);
+                }
+            }
+        }
+        if let Err(e) = self.portal.audit.record(&r).await {
+            tracing::error!(error = %e, "audit record could not be written");
+        }
+    }
+
+    // -----------------------------------------------------------------------------
+    // Reads
+
+    /// Reads `rt/id`; anything the acting patient may not see is `NotFound`.
+    pub async fn read(&self, rt: &str, id: &str) -> PortalResult<Versioned> {
+        if !portico_fhir::reference::is_valid_id(id) {
+            return Err(PortalError::NotFound);
+        }
+        let response = match self.execute(FhirRequest::read(rt, id)).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.audit(
+                    Interaction::Read,
+                    rt,
+                    Some(id),
+                    AuditOutcome::Failed(status_of(&e)),
+                )
+                .await;
+                return Err(PortalError::from_read(e));
+            }
+        };
+        let resource = response.json()?;
+        if let Err(denial) = self.portal.policy.check_read_at(
+            &self.caller.principal,
+            &Reference::new(rt, id),
+            &resource,
+        ) {
+            self.audit(
+                Interaction::Read,
+                rt,
+                Some(id),
+                AuditOutcome::Denied(&denial),
+            )
+            .await;
+            return Err(PortalError::NotFound);
+        }
+        // A proxy may read several patients' data; the portal acts for one at a time.
+        if !self.belongs_to_patient(rt, &resource) {
+            return Err(PortalError::NotFound);
+        }
+        self.audit(
+            Interaction::Read,
+            rt,
+            Some(id),
+            AuditOutcome::Allowed {
+                status: Some(response.status),
+                removed: 0,
+            },
+        )
+        .await;
+        Ok(Versioned {
+            version: version_of(&resource, &response),
+            stale: response.stale_age,
+            resource,
+        })
+    }
+
+    /// Whether a resource the policy let through is the acting patient's (or shared
+    /// reference data). With one patient per principal this always holds.
+    fn belongs_to_patient(&self, rt: &str, resource: &Value) -> bool {
+        if self.caller.principal.patients.len() <= 1 {
+            return true;
+        }
+        let only_me = Principal {
+            patients: vec![self.caller.patient.clone()],
+            ..(*self.caller.principal).clone()
+        };
+        let _ = rt;
+        self.portal.policy.check_read(&only_me, resource).is_ok()
+    }
+
+    /// One page of a type-level search. The policy narrows the parameters to the acting
+    /// patient's compartment (or refuses them); every entry is verified.
+    pub async fn search(&self, rt: &str, params: &[(&str, String)]) -> PortalResult<Page> {
+        let mut params: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        let only_me = Principal {
+            patients: vec![self.caller.patient.clone()],
+            ..(*self.caller.principal).clone()
+        };
+        params = match self.portal.policy.narrow_search(&only_me, rt, &params) {
+            Ok(p) => p,
+            Err(denial) => {
+                self.audit(Interaction::Search, rt, None, AuditOutcome::Denied(&denial))
+                    .await;
+                return Err(PortalError::Forbidden {
+                    message: denial.message().to_owned(),
+                });
+            }
+        };
+        let response = match self.execute(FhirRequest::search(rt, params)).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.audit(
+                    Interaction::Search,
+                    rt,
+                    None,
+                    AuditOutcome::Failed(status_of(&e)),
+                )
+                .await;
+                return Err(PortalError::Upstream(e));
+            }
+        };
+        self.page_from(rt, &only_me, response).await
+    }
+
+    /// The page behind an upstream `next` link from an earlier [`Page`].
+    pub async fn search_page(&self, rt: &str, url: &str) -> PortalResult<Page> {
+        let only_me = Principal {
+            patients: vec![self.caller.patient.clone()],
+            ..(*self.caller.principal).clone()
+        };
+        let response = match self.execute(FhirRequest::search_page(url)).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.audit(
+                    Interaction::Search,
+                    rt,
+                    None,
+                    AuditOutcome::Failed(status_of(&e)),
+                )
+                .await;
+                return Err(PortalError::Upstream(e));
+            }
+        };
+        self.page_from(rt, &only_me, response).await
+    }
+
+    async fn page_from(
+        &self,
+        rt: &str,
+        only_me: &Principal,
+        response: FhirResponse,
+    ) -> PortalResult<Page> {
+        let mut bundle = response.json()?;
+        let report = self.portal.policy.verify_bundle(only_me, &mut bundle);
+        self.audit(
+            Interaction::Search,
+            rt,
+            None,
+            AuditOutcome::Allowed {
+                status: Some(response.status),
+                removed: report.removed,
+            },
+        )
+        .await;
+        let mut page = Page {
+            removed: report.removed,
+            stale: response.stale_age.is_some(),
+            total: bundle.get("total").and_then(Value::as_u64),
+            next: bundle
+                .get("link")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|l| l.get("relation").and_then(Value::as_str) == Some("next"))
+                .and_then(|l| l.get("url").and_then(Value::as_str))
+                .map(str::to_owned),
+            ..Page::default()
+        };
+        if let Some(Value::Array(entries)) = bundle.get_mut("entry") {
+            for entry in entries.drain(..) {
+                let mode = entry
+                    .get("search")
+                    .and_then(|s| s.get("mode"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                let Some(resource) = entry.get("resource").cloned() else {
+                    continue;
+                };
+                if resource.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome")
+                {
+                    continue;
+                }
+                match mode.as_deref() {
+                    Some("include") => page.included.push(resource),
+                    _ => page.matches.push(resource),
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    /// Every match of a search, following `next` links, up to `limit` (at most
+    /// [`MAX_COLLECTED`]) matches.
+    pub async fn search_all(
+        &self,
+        rt: &str,
+        params: &[(&str, String)],
+        limit: usize,
+    ) -> PortalResult<Page> {
+        let limit = limit.min(MAX_COLLECTED);
+        let mut all = self.search(rt, params).await?;
+        while all.matches.len() < limit {
+            let Some(next) = all.next.take() else { break };
+            let page = self.search_page(rt, &next).await?;
+            all.matches.extend(page.matches);
+            all.included.extend(page.included);
+            all.removed += page.removed;
+            all.stale |= page.stale;
+            all.next = page.next;
+        }
+        all.matches.truncate(limit);
+        Ok(all)
+    }
+
+    // -----------------------------------------------------------------------------
+    // Writes
+
+    /// Checks a write the portal built against the patient write rules (the same as
+    /// the facade's), verifying referenced compartment resources upstream.
+    pub async fn authorize(
+        &self,
+        interaction: Interaction,
+        rt: &str,
+        new: &Value,
+        current: Option<&Value>,
+    ) -> PortalResult<()> {
+        let only_me = Principal {
+            patients: vec![self.caller.patient.clone()],
+            ..(*self.caller.principal).clone()
+        };
+        let resolver = Resolver { ctx: *self };
+        match self
+            .portal
+            .policy
+            .authorize_write(&only_me, interaction, rt, new, current, &resolver)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(WriteError::Denied(denial)) => {
+                self.audit(interaction, rt, None, AuditOutcome::Denied(&denial))
+                    .await;
+                Err(PortalError::Forbidden {
+                    message: denial.message().to_owned(),
+                })
+            }
+            Err(WriteError::Resolve(e)) => {
+                tracing::warn!(error = %e, "could not check a referenced resource");
+                Err(PortalError::Upstream(UpstreamError::Protocol {
+                    detail: "a referenced resource could not be checked".to_owned(),
+                }))
+            }
+        }
+    }
+
+    /// Creates a resource the patient is allowed to write (checked with
+    /// [`Ctx::authorize`]), exactly once per idempotency key: the body gets the key's
+    /// business identifier, the create is conditional (`If-None-Exist`), and when the
+    /// EHR fails after the create may have happened, the identifier is searched to tell.
+    pub async fn create(&self, rt: &str, body: Value, idem: &Idem) -> PortalResult<Versioned> {
+        let body = with_identifier(body, idem);
+        self.authorize(Interaction::Create, rt, &body, None).await?;
+        self.create_unchecked(rt, body, idem).await
+    }
+
+    /// Creates a record the gateway itself authors for the patient after checking the
+    /// action in domain code (a payment record after the processor charged the card:
+    /// `PaymentReconciliation` and `Basic` have no patient write rule). Same exactly-once
+    /// handling as [`Ctx::create`].
+    pub async fn create_record(
+        &self,
+        rt: &str,
+        body: Value,
+        idem: &Idem,
+    ) -> PortalResult<Versioned> {
+        let body = with_identifier(body, idem);
+        self.create_unchecked(rt, body, idem).await
+    }
+
+    async fn create_unchecked(
+        &self,
+        rt: &str,
+        body: Value,
+        idem: &Idem,
+    ) -> PortalResult<Versioned> {
+        let request = FhirRequest::create(rt, Bytes::from(body.to_string()))
+            .with_if_none_exist(idem.search_query())
+            .with_prefer(ReturnPreference::Representation);
+        match self.execute(request).await {
+            Ok(response) => {
+                self.audit(
+                    Interaction::Create,
+                    rt,
+                    None,
+                    AuditOutcome::Allowed {
+                        status: Some(response.status),
+                        removed: 0,
+                    },
+                )
+                .await;
+                self.written(rt, response).await
+            }
+            Err(e) if outcome_unknown(&e) => {
+                self.audit(
+                    Interaction::Create,
+                    rt,
+                    None,
+                    AuditOutcome::Failed(status_of(&e)),
+                )
+                .await;
+                tracing::warn!(error = %e, resource_type = rt, "create failed mid-flight; reconciling by identifier");
+                self.reconcile(rt, idem).await
+            }
+            Err(e) => {
+                self.audit(
+                    Interaction::Create,
+                    rt,
+                    None,
+                    AuditOutcome::Failed(status_of(&e)),
+                )
+                .await;
+                Err(PortalError::Upstream(e))
+            }
+        }
+    }
+
+    /// Finds what a create with this identifier made, if anything.
+    pub async fn find_by_identifier(&self, rt: &str, idem: &Idem) -> PortalResult<Option<Value>> {
+        let params = [("identifier", idem.token())];
+        let page = self.search(rt, &params).await?;
+        Ok(page.matches.into_iter().next())
+    }
+
+    async fn reconcile(&self, rt: &str, idem: &Idem) -> PortalResult<Versioned> {
+        // Give a create that is still being applied a moment to land.
+        for delay in [Duration::from_millis(200), Duration::from_millis(800)] {
+            tokio::time::sleep(delay).await;
+            match self.find_by_identifier(rt, idem).await {
+                Ok(Some(resource)) => {
+                    return Ok(Versioned {
+                        version: version_of(&resource, &FhirResponse::new(200, Bytes::new())),
+                        stale: None,
+                        resource,
+                    });
+                }
+                // It did not happen: say so, never a false success. The client may retry
+                // with the same key.
+                Ok(None) => {
+                    return Err(PortalError::Upstream(UpstreamError::Server {
+                        status: 502,
+                        outcome: None,
+                    }));
+                }
+                Err(_) => continue,
+            }
+        }
+        Err(PortalError::OutcomeUnknown {
+            action: action_name(rt),
+        })
+    }
+
+    /// The resource a write answered with: the returned body, or read back from
+    /// `Location` when the EHR answered with an empty body (Cerner).
+    async fn written(&self, rt: &str, response: FhirResponse) -> PortalResult<Versioned> {
+        if !response.body.is_empty()
+            && let Ok(resource) = response.json()
+            && resource.get("resourceType").and_then(Value::as_str) == Some(rt)
+        {
+            if self
+                .portal
+                .policy
+                .check_read(&self.caller.principal, &resource)
+                .is_err()
+            {
+                return Err(PortalError::NotFound);
+            }
+            return Ok(Versioned {
+                version: version_of(&resource, &response),
+                stale: None,
+                resource,
+            });
+        }
+        let location = response.location_reference().ok_or_else(|| {
+            PortalError::Upstream(UpstreamError::Protocol {
+                detail: "the EHR answered a write with neither a body nor a Location".to_owned(),
+            })
+        })?;
+        self.read(&location.resource_type, &location.id).await
+    }
+
+    /// Applies a JSON Patch to `rt/id` at `version` (`If-Match`), after checking the
+    /// patched resource against the write rules. Returns the resource as written.
+    pub async fn patch(
+        &self,
+        rt: &str,
+        current: &Versioned,
+        patch: Value,
+        patched: &Value,
+    ) -> PortalResult<Versioned> {
+        let id = current.id().ok_or(PortalError::NotFound)?.to_owned();
+        self.authorize(Interaction::Patch, rt, patched, Some(&current.resource))
+            .await?;
+        let mut request = FhirRequest::patch(rt, &id, Bytes::from(patch.to_string()))
+            .with_prefer(ReturnPreference::Representation);
+        if let Some(v) = &current.version {
+            request = request.with_if_match_version(v);
+        }
+        self.send_update(Interaction::Patch, rt, &id, request).await
+    }
+
+    /// Replaces `rt/id` at `version` (`If-Match`), after checking it against the write
+    /// rules.
+    pub async fn update(
+        &self,
+        rt: &str,
+        current: &Versioned,
+        new: Value,
+    ) -> PortalResult<Versioned> {
+        let id = current.id().ok_or(PortalError::NotFound)?.to_owned();
+        self.authorize(Interaction::Update, rt, &new, Some(&current.resource))
+            .await?;
+        let mut request = FhirRequest::update(rt, &id, Bytes::from(new.to_string()))
+            .with_prefer(ReturnPreference::Representation);
+        if let Some(v) = &current.version {
+            request = request.with_if_match_version(v);
+        }
+        self.send_update(Interaction::Update, rt, &id, request)
+            .await
+    }
+
+    async fn send_update(
+        &self,
+        interaction: Interaction,
+        rt: &str,
+        id: &str,
+        request: FhirRequest,
+    ) -> PortalResult<Versioned> {
+        match self.execute(request).await {
+            Ok(response) => {
+                self.audit(
+                    interaction,
+                    rt,
+                    Some(id),
+                    AuditOutcome::Allowed {
+                        status: Some(response.status),
+                        removed: 0,
+                    },
+                )
+                .await;
+                if response.body.is_empty() {
+                    return self.read(rt, id).await;
+                }
+                self.written(rt, response).await
+            }
+            Err(e) => {
+                self.audit(
+                    interaction,
+                    rt,
+                    Some(id),
+                    AuditOutcome::Failed(status_of(&e)),
+                )
+                .await;
+                Err(match e {
+                    // Cerner answers a wrong version with 409, the spec with 412.
+                    UpstreamError::PreconditionFailed { .. } | UpstreamError::Conflict { .. } => {
+                        PortalError::conflict(
+                            "version_conflict",
+                            "it changed since it was read; reload and try again",
+                        )
+                    }
+                    other => PortalError::from_read(other),
+                })
+            }
+        }
+    }
+}
+
+enum AuditOutcome<'a> {
+    Allowed { status: Option<u16>, removed: usize },
+    Denied(&'a portico_access::Denial),
+    Failed(Option<u16>),
+}
+
+struct Resolver<'a> {
+    ctx: Ctx<'a>,
+}
+
+#[async_trait::async_trait]
+impl ReferenceResolver for Resolver<'_> {
+    async fn resolve(&self, reference: &Reference) -> Result<Option<Value>, ResolveError> {
+        match self
+            .ctx
+            .execute(FhirRequest::read(&reference.resource_type, &reference.id))
+            .await
+        {
+            Ok(r) => r.json().map(Some).map_err(|e| ResolveError(e.to_string())),
+            Err(UpstreamError::NotFound { .. } | UpstreamError::Gone { .. }) => Ok(None),
+            Err(e) => Err(ResolveError(e.to_string())),
+        }
+    }
+}
+
+/// Whether a failed create may nevertheless have been applied upstream.
+fn outcome_unknown(e: &UpstreamError) -> bool {
+    matches!(
+        e,
+        UpstreamError::Timeout
+            | UpstreamError::Connect { .. }
+            | UpstreamError::Server { .. }
+            | UpstreamError::MalformedBody { .. }
+            | UpstreamError::Protocol { .. }
+    )
+}
+
+fn status_of(e: &UpstreamError) -> Option<u16> {
+    use UpstreamError as U;
+    Some(match e {
+        U::NotFound { .. } => 404,
+        U::Gone { .. } => 410,
+        U::Conflict { .. } => 409,
+        U::PreconditionFailed { .. } => 412,
+        U::Invalid { status, .. } | U::Server { status, .. } => *status,
+        U::Unauthorized { .. } => 401,
+        U::Forbidden { .. } => 403,
+        U::RateLimited { .. } => 429,
+        _ => return None,
+    })
+}
+
+fn version_of(resource: &Value, response: &FhirResponse) -> Option<String> {
+    resource
+        .pointer("/meta/versionId")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| response.version_id.clone())
+}
+
+/// Adds the idempotency identifier to a body (keeping any identifiers it has).
+fn with_identifier(mut body: Value, idem: &Idem) -> Value {
+    if let Some(obj) = body.as_object_mut() {
+        let identifier = serde_json::json!({"system": IDENTIFIER_SYSTEM, "value": idem.value()});
+        match obj.get_mut("identifier") {
+            Some(Value::Array(list)) => {
+                if !list.contains(&identifier) {
+                    list.push(identifier);
+                }
+            }
+            _ => {
+                obj.insert("identifier".to_owned(), Value::Array(vec![identifier]));
+            }
+        }
+    }
+    body
+}
+
+fn action_name(rt: &str) -> &'static str {
+    match rt {
+        "Appointment" => "the appointment request",
+        "Task" | "MedicationRequest" => "the refill request",
+        "ServiceRequest" => "the referral request",
+        "Communication" => "the message",
+        "PaymentReconciliation" | "Basic" => "the payment record",
+        _ => "the request",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_added_once() {
+        let idem = Idem::new("pat-1", "book", Some("k1"));
+        let body = serde_json::json!({"resourceType": "Task"});
+        let once = with_identifier(body, &idem);
+        let twice = with_identifier(once.clone(), &idem);
+        assert_eq!(once, twice);
+        assert_eq!(once["identifier"][0]["system"], IDENTIFIER_SYSTEM);
+    }
+}

@@ -1,0 +1,240 @@
+//! Exactly-once writes from the patient's point of view.
+//!
+//! Two layers, as DESIGN.md decides:
+//! 1. **In the gateway** ([`IdempotencyStore`]): a write with an `Idempotency-Key`
+//!    header is remembered per patient. The same key with the same body replays the
+//!    first answer; the same key with another body is refused (422); a second request
+//!    while the first is still running is refused (409). Only answers that are final are
+//!    remembered: a failure that left nothing done upstream is forgotten, so that the
+//!    client may retry with the same key.
+//! 2. **Upstream** ([`Idem`]): the key becomes a business identifier on what is created
+//!    (`urn:ietf:rfc:3986` | `urn:uuid:<v5 of patient, action, key>`), sent with
+//!    `If-None-Exist`, so that a retry after a lost answer (or a second replica) cannot
+//!    create a duplicate, and a create whose outcome is unknown can be found again.
+//!
+//! The store is a trait so that a Redis implementation can share records between
+//! replicas without touching the handlers; [`MemoryIdempotencyStore`] is the
+//! single-node default (moka, time-bounded).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::context::IDENTIFIER_SYSTEM;
+
+/// The UUID namespace of Portico's business identifiers.
+const NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_3b8e_2d4a_4c19_9b7e_5a0d_1e2f_3c4d);
+
+/// The longest `Idempotency-Key` accepted, in bytes.
+pub const MAX_KEY_LEN: usize = 255;
+
+/// The idempotency identity of one write action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idem {
+    value: String,
+}
+
+impl Idem {
+    /// The identity of `action` by `patient` under the client's key (or a fresh random
+    /// one when the client sent none: the write is then still protected against upstream
+    /// retries, just not against the client's).
+    pub fn new(patient: &str, action: &str, key: Option<&str>) -> Idem {
+        let key = key.map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
+        let name = format!("{patient}\n{action}\n{key}");
+        Idem {
+            value: format!("urn:uuid:{}", Uuid::new_v5(&NAMESPACE, name.as_bytes())),
+        }
+    }
+
+    /// A derived identity for one step of a multi-step action (`book`, `cancel` of a
+    /// reschedule).
+    pub fn step(&self, step: &str) -> Idem {
+        let name = format!("{}\n{step}", self.value);
+        Idem {
+            value: format!("urn:uuid:{}", Uuid::new_v5(&NAMESPACE, name.as_bytes())),
+        }
+    }
+
+    /// The identifier value (`urn:uuid:…`).
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
+    /// The token search value: `system|value`.
+    pub fn token(&self) -> String {
+        format!("{IDENTIFIER_SYSTEM}|{}", self.value)
+    }
+
+    /// The `If-None-Exist` query: `identifier=system|value`, percent-encoded.
+    pub fn search_query(&self) -> String {
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("identifier", &self.token())
+            .finish()
+    }
+}
+
+/// Checks a client's `Idempotency-Key`: 1–255 visible ASCII characters.
+pub fn valid_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// A fingerprint of a write request: the action and its canonical JSON body.
+pub fn fingerprint(action: &str, body: &Value) -> String {
+    let mut h = Sha256::new();
+    h.update(action.as_bytes());
+    h.update([0]);
+    h.update(body.to_string().as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A remembered final answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// What [`IdempotencyStore::begin`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Begin {
+    /// First use of the key: the caller runs the action, then calls `complete` or
+    /// `abandon`.
+    Started,
+    /// The key was used with the same request and finished: replay this.
+    Replay(StoredResponse),
+    /// The key is being used right now by the same request.
+    InProgress,
+    /// The key was used with a different request.
+    Mismatch,
+}
+
+/// Where idempotency records live. `scope` separates principals (a patient's keys
+/// never collide with another's).
+#[async_trait::async_trait]
+pub trait IdempotencyStore: Send + Sync + std::fmt::Debug {
+    async fn begin(&self, scope: &str, key: &str, fingerprint: &str) -> Begin;
+    async fn complete(&self, scope: &str, key: &str, response: StoredResponse);
+    /// Forgets a started key whose action failed without a final answer.
+    async fn abandon(&self, scope: &str, key: &str);
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    Running,
+    Done(StoredResponse),
+}
+
+#[derive(Debug, Clone)]
+struct Record {
+    fingerprint: String,
+    state: State,
+}
+
+/// The in-memory store: records expire after `ttl` (24 h by default).
+#[derive(Debug, Clone)]
+pub struct MemoryIdempotencyStore {
+    records: moka::sync::Cache<(String, String), Record>,
+}
+
+impl MemoryIdempotencyStore {
+    pub fn new(ttl: Duration, max_records: u64) -> MemoryIdempotencyStore {
+        MemoryIdempotencyStore {
+            records: moka::sync::Cache::builder()
+                .time_to_live(ttl)
+                .max_capacity(max_records)
+                .build(),
+        }
+    }
+}
+
+impl Default for MemoryIdempotencyStore {
+    fn default() -> Self {
+        MemoryIdempotencyStore::new(Duration::from_secs(24 * 3600), 1_000_000)
+    }
+}
+
+#[async_trait::async_trait]
+impl IdempotencyStore for MemoryIdempotencyStore {
+    async fn begin(&self, scope: &str, key: &str, fingerprint: &str) -> Begin {
+        let entry = self
+            .records
+            .entry((scope.to_owned(), key.to_owned()))
+            .or_insert_with(|| Record {
+                fingerprint: fingerprint.to_owned(),
+                state: State::Running,
+            });
+        if entry.is_fresh() {
+            return Begin::Started;
+        }
+        let record = entry.into_value();
+        if record.fingerprint != fingerprint {
+            return Begin::Mismatch;
+        }
+        match record.state {
+            State::Running => Begin::InProgress,
+            State::Done(r) => Begin::Replay(r),
+        }
+    }
+
+    async fn complete(&self, scope: &str, key: &str, response: StoredResponse) {
+        let k = (scope.to_owned(), key.to_owned());
+        if let Some(mut record) = self.records.get(&k) {
+            record.state = State::Done(response);
+            self.records.insert(k, record);
+        }
+    }
+
+    async fn abandon(&self, scope: &str, key: &str) {
+        self.records.invalidate(&(scope.to_owned(), key.to_owned()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_are_per_patient_action_and_key() {
+        let a = Idem::new("pat-1", "book", Some("k"));
+        assert_eq!(a, Idem::new("pat-1", "book", Some("k")));
+        assert_ne!(a, Idem::new("pat-2", "book", Some("k")));
+        assert_ne!(a, Idem::new("pat-1", "cancel", Some("k")));
+        assert_ne!(a, Idem::new("pat-1", "book", Some("k2")));
+        assert_ne!(a.step("book"), a.step("cancel"));
+        assert_ne!(Idem::new("p", "a", None), Idem::new("p", "a", None));
+        assert!(
+            a.search_query()
+                .starts_with("identifier=urn%3Aietf%3Arfc%3A3986%7Curn%3Auuid%3A")
+        );
+    }
+
+    #[test]
+    fn keys_are_bounded_visible_ascii() {
+        assert!(valid_key("abc-123_X"));
+        assert!(!valid_key(""));
+        assert!(!valid_key("has space"));
+        assert!(!valid_key(&"x".repeat(256)));
+        assert!(!valid_key("é"));
+    }
+
+    #[tokio::test]
+    async fn store_replays_refuses_mismatch_and_forgets_abandoned() {
+        let store = MemoryIdempotencyStore::default();
+        assert_eq!(store.begin("p1", "k", "f1").await, Begin::Started);
+        assert_eq!(store.begin("p1", "k", "f1").await, Begin::InProgress);
+        assert_eq!(store.begin("p1", "k", "f2").await, Begin::Mismatch);
+        // Another patient's identical key is independent.
+        assert_eq!(store.begin("p2", "k", "f1").await, Begin::Started);
+        let answer = StoredResponse {
+            status: 201,
+            body: serde_json::json!({"id": "a1"}),
+        };
+        store.complete("p1", "k", answer.clone()).await;
+        assert_eq!(store.begin("p1", "k", "f1").await, Begin::Replay(answer));
+        store.abandon("p2", "k").await;
+        assert_eq!(store.begin("p2", "k", "f9").await, Begin::Started);
+    }
+}

@@ -1,0 +1,9 @@
+//! Portal API: messages. (Being built.)
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::app::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+}

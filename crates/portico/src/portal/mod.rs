@@ -1,0 +1,410 @@
+//! The portal API under `/api/v1`: task-shaped JSON for portal frontends.
+//!
+//! Handlers are thin: they authenticate ([`PatientCaller`]), parse and bound the
+//! request, call the domain code in `portico-portal` through a [`portico_portal::Ctx`]
+//! and render its views. Writes go through [`idempotent`]. Errors are problem+json
+//! with a stable `code` ([`crate::error::PortalError`]); every response carries
+//! `Cache-Control: no-store`; each request has an overall deadline
+//! (`portal.deadline_ms`).
+//!
+//! The OpenAPI 3.1 document is generated from the handlers' `#[utoipa::path]`
+//! annotations ([`openapi`]), served at `/api/v1/openapi.json` and checked into the
+//! repository as `docs/openapi.json` (a test fails when they differ).
+//!
+//! Modules, one per area: [`home`] (`/me`, `/dashboard`), [`records`],
+//! [`appointments`], [`medications`] (refills), [`referrals`], [`messages`], [`bills`].
+
+pub mod appointments;
+pub mod bills;
+pub mod home;
+pub mod medications;
+pub mod messages;
+pub mod records;
+pub mod referrals;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use portico_portal::idempotency::{self, Begin, StoredResponse};
+use portico_portal::{Caller, Idem};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::app::AppState;
+use crate::error::{ApiError, PortalError};
+use crate::login::PortalAuth;
+
+/// The header a proxy login uses to choose which of its patients it acts for.
+pub const PATIENT_HEADER: &str = "portico-patient";
+/// The header carrying a write's idempotency key.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+/// Set on a response replayed from an earlier request with the same key.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Portico portal API",
+        version = "1",
+        description = "Task-shaped JSON for patient portal frontends. Authenticate with the \
+                       session cookie from `/auth/login` (state-changing requests also send \
+                       `X-CSRF-Token`) or with a bearer token. Every write accepts an \
+                       `Idempotency-Key` header. Errors are `application/problem+json` \
+                       with a stable `code`."
+    ),
+    servers((url = "/api/v1")),
+    components(schemas(Problem)),
+    modifiers(&Security),
+    security(("session" = []), ("bearer" = []))
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("portico_session"))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// An error: RFC 9457 problem details with a stable `code`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// `https://portico.dev/problems/<code>`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    /// Stable and machine-readable: `slot_unavailable`, `refill_not_eligible`,
+    /// `recipient_not_allowed`, `upstream_unavailable`, ...
+    pub code: String,
+    pub detail: String,
+    /// Machine-readable detail, for some codes (the reason a refill is not eligible,
+    /// the exact state after a half-done reschedule).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+/// The routes and their OpenAPI description, before the state is attached.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(home::routes())
+        .merge(records::routes())
+        .merge(appointments::routes())
+        .merge(medications::routes())
+        .merge(referrals::routes())
+        .merge(messages::routes())
+        .merge(bills::routes())
+}
+
+/// The OpenAPI document of the portal API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+/// The `/api/v1` router.
+pub fn router(state: &AppState) -> Router<AppState> {
+    let (router, api) = routes().split_for_parts();
+    let document = Arc::new(api);
+    let deadline = Duration::from_millis(state.config().portal.deadline_ms);
+    router
+        .route(
+            "/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { Json(document.as_ref().clone()) }
+            }),
+        )
+        .fallback(not_found)
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            deadline_layer(deadline, request, next)
+        }))
+        .layer(middleware::from_fn(no_store))
+}
+
+async fn not_found() -> PortalError {
+    PortalError(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such portal API route",
+    ))
+}
+
+/// Patient data must never be kept by a browser or shared proxy.
+async fn no_store(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The overall deadline of one portal request, all upstream calls included.
+async fn deadline_layer(deadline: Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => PortalError(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "deadline_exceeded",
+            "the request took too long; if it was a write, retry it with the same \
+             Idempotency-Key to learn its outcome",
+        ))
+        .into_response(),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Who is calling
+
+/// An authenticated portal request acting for one patient.
+#[derive(Debug, Clone)]
+pub struct PatientCaller {
+    pub caller: Caller,
+    pub auth: PortalAuth,
+}
+
+impl FromRequestParts<AppState> for PatientCaller {
+    type Rejection = PortalError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let auth = PortalAuth::from_request_parts(parts, state).await?;
+        let chosen = match parts.headers.get(PATIENT_HEADER).map(HeaderValue::to_str) {
+            None => None,
+            Some(Ok(p)) => Some(p.to_owned()),
+            Some(Err(_)) => return Err(PortalError(ApiError::not_found())),
+        };
+        let mut caller = Caller::new(auth.principal.clone(), chosen.as_deref())?;
+        caller.request_id = auth.request_id.clone();
+        if state.passthrough() {
+            caller.bearer = Some(auth.token.clone());
+        }
+        Ok(PatientCaller { caller, auth })
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Errors
+
+/// The status of each domain failure; the `code` is the domain's.
+impl From<portico_portal::PortalError> for ApiError {
+    fn from(e: portico_portal::PortalError) -> Self {
+        use portico_portal::PortalError as P;
+        let code = e.code();
+        let details = match &e {
+            P::Refused { detail, .. } => detail.clone(),
+            P::Partial { state, .. } => Some(state.clone()),
+            _ => None,
+        };
+        let mut error = match e {
+            P::Invalid { message, .. } => ApiError::new(StatusCode::BAD_REQUEST, code, message),
+            P::NotFound => ApiError::not_found(),
+            P::Refused { message, .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
+            P::Conflict { message, .. } => ApiError::new(StatusCode::CONFLICT, code, message),
+            P::Forbidden { message } => ApiError::new(StatusCode::FORBIDDEN, code, message),
+            P::NotSupported { message } => {
+                ApiError::new(StatusCode::NOT_IMPLEMENTED, code, message)
+            }
+            P::Upstream(e) => ApiError::from(&e),
+            P::OutcomeUnknown { action } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                code,
+                format!(
+                    "the EHR failed while {action} was being saved and it is not yet known \
+                     whether it was; retry with the same Idempotency-Key to find out"
+                ),
+            ),
+            P::Partial { message, .. } => ApiError::new(StatusCode::BAD_GATEWAY, code, message),
+        };
+        error.details = details;
+        error
+    }
+}
+
+/// The result type of portal handlers.
+pub type PortalResult<T> = Result<T, PortalError>;
+
+// ---------------------------------------------------------------------------------
+// Idempotent writes
+
+/// Runs a write at most once per `Idempotency-Key`.
+///
+/// `action` names the write (`book`, `refill`, ...) and `body` is its canonical input:
+/// together with the acting patient they form the fingerprint a reused key is compared
+/// with. `run` receives the [`Idem`] to create upstream with and returns the status and
+/// body to answer. A successful answer is remembered and replayed (with
+/// `Idempotent-Replayed: true`) for the same key and body; the same key with another
+/// body is 422 `idempotency_key_reused`; while the first request runs, 409
+/// `idempotency_in_progress`. Failures are not remembered, so a client may retry a
+/// failed write with the same key (upstream, the identifier keeps it single).
+pub async fn idempotent<F, Fut>(
+    state: &AppState,
+    caller: &PatientCaller,
+    headers: &HeaderMap,
+    action: &'static str,
+    body: &Value,
+    run: F,
+) -> PortalResult<Response>
+where
+    F: FnOnce(Idem) -> Fut,
+    Fut: Future<Output = PortalResult<(StatusCode, Value)>>,
+{
+    let key = match headers.get(IDEMPOTENCY_HEADER).map(HeaderValue::to_str) {
+        None => None,
+        Some(Ok(k)) if idempotency::valid_key(k) => Some(k.to_owned()),
+        Some(_) => {
+            return Err(PortalError(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )));
+        }
+    };
+    let patient = &caller.caller.patient;
+    let idem = Idem::new(patient, action, key.as_deref());
+    let Some(key) = key else {
+        let (status, value) = run(idem).await?;
+        return Ok((status, Json(value)).into_response());
+    };
+    let store = state.idempotency();
+    let scope = format!("{}\n{patient}", caller.caller.principal.subject);
+    let fingerprint = idempotency::fingerprint(action, body);
+    match store.begin(&scope, &key, &fingerprint).await {
+        Begin::Started => {}
+        Begin::Replay(stored) => {
+            let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+            let mut response = (status, Json(stored.body)).into_response();
+            response
+                .headers_mut()
+                .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+            return Ok(response);
+        }
+        Begin::InProgress => {
+            return Err(PortalError(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_in_progress",
+                "a request with this Idempotency-Key is still being processed",
+            )));
+        }
+        Begin::Mismatch => {
+            return Err(PortalError(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used for a different request",
+            )));
+        }
+    }
+    // Forget the key if this future is dropped (deadline, client gone) before finishing.
+    let guard = AbandonOnDrop {
+        state: state.clone(),
+        scope: scope.clone(),
+        key: key.clone(),
+        armed: true,
+    };
+    let result = run(idem).await;
+    let mut guard = guard;
+    guard.armed = false;
+    match result {
+        Ok((status, value)) => {
+            store
+                .complete(
+                    &scope,
+                    &key,
+                    StoredResponse {
+                        status: status.as_u16(),
+                        body: value.clone(),
+                    },
+                )
+                .await;
+            Ok((status, Json(value)).into_response())
+        }
+        Err(e) => {
+            store.abandon(&scope, &key).await;
+            Err(e)
+        }
+    }
+}
+
+struct AbandonOnDrop {
+    state: AppState,
+    scope: String,
+    key: String,
+    armed: bool,
+}
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            let state = self.state.clone();
+            let scope = std::mem::take(&mut self.scope);
+            let key = std::mem::take(&mut self.key);
+            tokio::spawn(async move { state.idempotency().abandon(&scope, &key).await });
+        }
+    }
+}
+
+/// Reads a JSON request body into `T`, answering 400 `invalid_body` (never a panic or
+/// 500) for a wrong content type, invalid JSON, JSON nested too deep, or a shape that
+/// does not match. Returns the value too, as the idempotency fingerprint.
+pub fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> PortalResult<(T, Value)> {
+    let invalid = |message: String| {
+        PortalError(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            message,
+        ))
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        return Err(PortalError(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as application/json",
+        )));
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
+    if portico_fhir::json::depth(&value) > 16 {
+        return Err(invalid("the JSON is nested too deeply".to_owned()));
+    }
+    let parsed = serde_json::from_value(value.clone()).map_err(|e| invalid(e.to_string()))?;
+    Ok((parsed, value))
+}
+
+/// The acting patient's context for a handler.
+pub fn ctx<'a>(state: &'a AppState, caller: &'a PatientCaller) -> portico_portal::Ctx<'a> {
+    state.portal().ctx(&caller.caller)
+}
+
+/// `State` re-exported for the area modules.
+pub type St = State<AppState>;
