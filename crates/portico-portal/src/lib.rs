@@ -16,6 +16,7 @@ pub mod idempotency;
 pub mod me;
 pub mod payments;
 pub mod profile;
+pub mod records;
 pub mod view;
 
 pub use context::{Caller, Ctx, Page, Portal, Versioned};

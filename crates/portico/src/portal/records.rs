@@ -1,9 +1,106 @@
-//! Portal API: records. (Being built.)
+//! `GET /records/{kind}`: the health record by kind, paged with sealed cursors.
+//!
+//! A page's upstream `next` link is never shown: it is sealed (HMAC, expiry) into
+//! `next_cursor`, bound to the principal, the acting patient and the kind, exactly like
+//! the facade's paging links. A cursor presented by anyone else, altered, expired or
+//! used for another kind is refused with 400 `invalid_cursor`.
 
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use portico_portal::records::{self, Kind, RecordList};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::app::AppState;
+use super::{PatientCaller, PortalResult, ctx};
+use crate::app::{AppState, unix_now};
+use crate::error::{ApiError, PortalError};
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::default()
+    OpenApiRouter::new().routes(routes!(list))
+}
+
+/// Paging of a record list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RecordQuery {
+    /// Items per page, 1 to 100 (default 20).
+    count: Option<u32>,
+    /// `next_cursor` from the previous page.
+    cursor: Option<String>,
+}
+
+fn binding(caller: &PatientCaller, kind: Kind) -> String {
+    format!(
+        "{}\n{}\n{}",
+        caller.caller.principal.fingerprint(),
+        caller.caller.patient,
+        kind.as_str()
+    )
+}
+
+/// One kind of the patient's health record.
+#[utoipa::path(
+    get,
+    path = "/records/{kind}",
+    tag = "records",
+    params(
+        ("kind" = Kind, Path, description = "allergies, conditions, medications, immunizations, lab-results, vital-signs, documents, encounters, procedures or care-team"),
+        RecordQuery
+    ),
+    responses(
+        (status = 200, description = "One page of the record", body = RecordList),
+        (status = 400, description = "Bad count or cursor", body = super::Problem),
+        (status = 401, description = "Not logged in", body = super::Problem),
+        (status = 404, description = "Unknown kind", body = super::Problem),
+        (status = 502, description = "The EHR failed", body = super::Problem),
+        (status = 503, description = "The EHR is unavailable", body = super::Problem),
+        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
+    )
+)]
+async fn list(
+    State(state): State<AppState>,
+    caller: PatientCaller,
+    Path(kind): Path<String>,
+    query: Result<Query<RecordQuery>, axum::extract::rejection::QueryRejection>,
+) -> PortalResult<Json<RecordList>> {
+    let kind = Kind::parse(&kind).ok_or_else(|| {
+        PortalError(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "unknown record kind",
+        ))
+    })?;
+    let Query(query) = query.map_err(|e| PortalError(ApiError::bad_request(e.body_text())))?;
+    let page_url = match &query.cursor {
+        None => None,
+        Some(cursor) => Some(
+            state
+                .cursor_key()
+                .open(cursor, &binding(&caller, kind), unix_now())
+                .map_err(|e| {
+                    PortalError(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_cursor",
+                        e.to_string(),
+                    ))
+                })?,
+        ),
+    };
+    let (mut list, next) = records::list(
+        ctx(&state, &caller),
+        kind,
+        query.count.unwrap_or(20),
+        page_url.as_deref(),
+    )
+    .await?;
+    list.next_cursor = next.map(|url| {
+        state
+            .cursor_key()
+            .seal(&url, &binding(&caller, kind), state.cursor_expiry())
+    });
+    Ok(Json(list))
 }
