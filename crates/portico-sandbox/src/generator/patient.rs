@@ -305,7 +305,8 @@ impl Plan {
 
 /// Three continuous prescriptions, one in each refill situation, plus sometimes a
 /// finished acute course:
-/// 1. refills left: active, valid, fewer completed dispenses than repeats + 1;
+/// 1. refills left: active, valid, fewer completed dispenses than repeats + 1, and
+///    due (the last fill's supply has run out);
 /// 2. none left: active, valid, repeats + 1 completed dispenses;
 /// 3. expired: active but its validity period ended before today.
 fn plan_prescriptions(rng: &mut StdRng, today: NaiveDate) -> Vec<Prescription> {
@@ -318,8 +319,14 @@ fn plan_prescriptions(rng: &mut StdRng, today: NaiveDate) -> Vec<Prescription> {
         let supply = u64::from(first.supply_days);
         let repeats = rng.gen_range(2..=5);
         let max_dispenses = 1 + (300 / supply) as u32;
-        let dispenses = rng.gen_range(1..=repeats.min(max_dispenses));
-        let ago = u64::from(dispenses - 1) * supply + rng.gen_range(3..25);
+        // Due for a refill: the last fill's supply ran out 1 to 25 days ago, so the
+        // portal's minimum-interval rule lets the patient ask for the next one. The cap
+        // keeps the prescription inside its 365-day validity (the rng calls stay the
+        // same, so the rest of the data is unchanged).
+        let dispenses = rng
+            .gen_range(1..=repeats.min(max_dispenses))
+            .min((330 / supply) as u32);
+        let ago = u64::from(dispenses) * supply + rng.gen_range(3..25);
         out.push(Prescription {
             med: *first,
             status: "active",
