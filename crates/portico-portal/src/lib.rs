@@ -14,6 +14,7 @@ pub mod context;
 pub mod error;
 pub mod idempotency;
 pub mod me;
+pub mod messages;
 pub mod payments;
 pub mod profile;
 pub mod records;
