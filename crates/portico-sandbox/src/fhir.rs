@@ -91,6 +91,9 @@ impl From<StoreError> for FhirError {
                 message,
             ),
             StoreError::Invalid(_) => FhirError::bad_request(message),
+            StoreError::Conflict(_) => {
+                FhirError::new(StatusCode::CONFLICT, IssueCode::Conflict, message)
+            }
         }
     }
 }

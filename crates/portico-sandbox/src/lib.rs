@@ -19,6 +19,7 @@ pub mod auth;
 pub mod faults;
 pub mod fhir;
 pub mod generator;
+pub mod rules;
 pub mod search;
 pub mod server;
 pub mod store;

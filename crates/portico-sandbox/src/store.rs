@@ -15,7 +15,10 @@
 //!   current index has that (field, atom) entry;
 //! - version numbers of one resource are 1, 2, 3, ... with no gaps, and each write
 //!   (create, update, delete) happens under one write lock together with its checks
-//!   (`If-Match`, `If-None-Exist`), so concurrent writers cannot both win.
+//!   (`If-Match`, `If-None-Exist`), so concurrent writers cannot both win;
+//! - the EHR's business rules ([`crate::rules`]: a booked Appointment makes its Slot
+//!   busy, ...) run inside that same lock for every write except the bulk load, and the
+//!   writes they add are stored together with the write or not at all.
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
@@ -27,6 +30,7 @@ use parking_lot::RwLock;
 use portico_fhir::search::DateRange;
 use serde_json::{Map, Value};
 
+use crate::rules;
 use crate::search::{
     self, Criterion, Extracted, IncludeSpec, SearchQuery, SortBy, StringMatch, TypeInfo,
 };
@@ -50,6 +54,48 @@ pub enum StoreError {
     MultipleMatches(usize),
     #[error("invalid resource: {0}")]
     Invalid(String),
+    /// A business rule refused the write ([`crate::rules`]), e.g. "slot is not free".
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl From<rules::RuleError> for StoreError {
+    fn from(e: rules::RuleError) -> StoreError {
+        match e {
+            rules::RuleError::Conflict(message) => StoreError::Conflict(message),
+        }
+    }
+}
+
+/// A write a business rule added, prepared and ready to store.
+struct RuleWrite {
+    ty: &'static TypeInfo,
+    id: String,
+    prepared: Prepared,
+}
+
+/// The state a transaction's business rules see: the store with the transaction's
+/// earlier writes applied (`None`: deleted).
+struct Overlay<'a> {
+    inner: &'a Inner,
+    pending: HashMap<(&'static str, String), Option<Value>>,
+}
+
+impl rules::View for Overlay<'_> {
+    fn current(&self, ty: &str, id: &str) -> Option<Value> {
+        match self.pending.iter().find(|((t, i), _)| *t == ty && i == id) {
+            Some((_, value)) => value.clone(),
+            None => rules::View::current(self.inner, ty, id),
+        }
+    }
+}
+
+impl rules::View for Inner {
+    fn current(&self, ty: &str, id: &str) -> Option<Value> {
+        let ty = search::type_info(ty)?;
+        let body = self.slot(ty, id).ok()?.current().body.as_ref()?;
+        serde_json::from_slice(body).ok()
+    }
 }
 
 /// How a version came to be, for `_history` Bundles.
@@ -578,14 +624,12 @@ impl Store {
         }
         let id = uuid::Uuid::new_v4().to_string();
         let now = now_ms();
+        let extra =
+            inner.rule_writes(&*inner, ty, None, Some(&resource), now, &mut HashMap::new())?;
         let prepared = prepare(ty, &id, 1, now, &mut resource)?;
-        Ok(Created::New(inner.write_version(
-            ty,
-            &id,
-            Some(prepared),
-            now,
-            Method::Create,
-        )))
+        let created = inner.write_version(ty, &id, Some(prepared), now, Method::Create);
+        inner.store_rule_writes(extra, now);
+        Ok(Created::New(created))
     }
 
     /// Stores a new version of `ty/id` (creating it with this id if it does not exist or
@@ -631,16 +675,24 @@ impl Store {
         let created = !matches!(current, Some((_, true)));
         let next = current.map_or(1, |(n, _)| n + 1);
         let now = now_ms();
+        let old = rules::View::current(&*inner, ty.name, id);
+        let extra = inner.rule_writes(
+            &*inner,
+            ty,
+            old.as_ref(),
+            Some(&resource),
+            now,
+            &mut HashMap::new(),
+        )?;
         let prepared = prepare(ty, id, next, now, &mut resource)?;
         let method = if created {
             Method::Create
         } else {
             Method::Update
         };
-        Ok((
-            inner.write_version(ty, id, Some(prepared), now, method),
-            created,
-        ))
+        let stored = inner.write_version(ty, id, Some(prepared), now, method);
+        inner.store_rule_writes(extra, now);
+        Ok((stored, created))
     }
 
     /// Deletes `ty/id` by storing a deletion version. Returns `None` when it was already
@@ -666,13 +718,12 @@ impl Store {
         if !live {
             return Ok(None);
         }
-        Ok(Some(inner.write_version(
-            ty,
-            id,
-            None,
-            now_ms(),
-            Method::Delete,
-        )))
+        let now = now_ms();
+        let old = rules::View::current(&*inner, ty.name, id);
+        let extra = inner.rule_writes(&*inner, ty, old.as_ref(), None, now, &mut HashMap::new())?;
+        let deleted = inner.write_version(ty, id, None, now, Method::Delete);
+        inner.store_rule_writes(extra, now);
+        Ok(Some(deleted))
     }
 
     /// Runs a search: the page `[offset, offset + count)` of the matches in order, and the
@@ -779,33 +830,77 @@ impl Store {
             }
             resolved.push(existing);
         }
-        // Phase 2: prepare every body (nothing is written yet, so failures still abort).
+        // Phase 2: prepare every body and run the business rules on each write, in order,
+        // each seeing the writes before it (nothing is written yet, so failures still
+        // abort).
         let now = now_ms();
         let mut prepared = Vec::with_capacity(ops.len());
+        let mut extras = Vec::with_capacity(ops.len());
+        let mut overlay = Overlay {
+            inner: &inner,
+            pending: HashMap::new(),
+        };
+        let mut bumps: HashMap<(&'static str, String), u32> = HashMap::new();
         for (i, op) in ops.iter().enumerate() {
-            let p = match op {
+            let (p, extra) = match op {
                 TxOp::Create {
                     ty, id, resource, ..
                 } if resolved[i].is_none() => {
                     let mut resource = resource.clone();
                     rewrite_references(&mut resource, &urls);
-                    Some(prepare(ty, id, 1, now, &mut resource).map_err(|e| (i, e))?)
+                    bumps.insert((ty.name, id.clone()), 1);
+                    let extra = inner
+                        .rule_writes(&overlay, ty, None, Some(&resource), now, &mut bumps)
+                        .map_err(|e| (i, e))?;
+                    let p = prepare(ty, id, 1, now, &mut resource).map_err(|e| (i, e))?;
+                    overlay
+                        .pending
+                        .insert((ty.name, id.clone()), Some(resource));
+                    (Some(p), extra)
                 }
                 TxOp::Update {
                     ty, id, resource, ..
                 } => {
                     let mut resource = resource.clone();
                     rewrite_references(&mut resource, &urls);
-                    let next = inner.next_version(ty, id);
-                    Some(prepare(ty, id, next, now, &mut resource).map_err(|e| (i, e))?)
+                    let old = rules::View::current(&overlay, ty.name, id);
+                    let next = inner.bumped_version(ty, id, &mut bumps);
+                    let extra = inner
+                        .rule_writes(&overlay, ty, old.as_ref(), Some(&resource), now, &mut bumps)
+                        .map_err(|e| (i, e))?;
+                    let p = prepare(ty, id, next, now, &mut resource).map_err(|e| (i, e))?;
+                    overlay
+                        .pending
+                        .insert((ty.name, id.clone()), Some(resource));
+                    (Some(p), extra)
                 }
-                _ => None,
+                TxOp::Delete { ty, id, .. } => {
+                    let old = rules::View::current(&overlay, ty.name, id);
+                    let extra = match old {
+                        Some(old) => {
+                            inner.bumped_version(ty, id, &mut bumps);
+                            inner
+                                .rule_writes(&overlay, ty, Some(&old), None, now, &mut bumps)
+                                .map_err(|e| (i, e))?
+                        }
+                        None => Vec::new(),
+                    };
+                    overlay.pending.insert((ty.name, id.clone()), None);
+                    (None, extra)
+                }
+                TxOp::Create { .. } => (None, Vec::new()),
             };
+            for w in &extra {
+                let value = serde_json::from_slice(&w.prepared.body).ok();
+                overlay.pending.insert((w.ty.name, w.id.clone()), value);
+            }
             prepared.push(p);
+            extras.push(extra);
         }
-        // Phase 3: write.
+        drop(overlay);
+        // Phase 3: write, each op followed by the writes its rules added.
         let mut out = Vec::with_capacity(ops.len());
-        for ((op, existing), p) in ops.iter().zip(resolved).zip(prepared) {
+        for (((op, existing), p), extra) in ops.iter().zip(resolved).zip(prepared).zip(extras) {
             let outcome = match op {
                 TxOp::Create { ty, id, .. } => match existing {
                     Some(found) => TxOutcome::Existing(found),
@@ -834,6 +929,7 @@ impl Store {
                     }
                 }
             };
+            inner.store_rule_writes(extra, now);
             out.push(outcome);
         }
         Ok(out)
@@ -914,6 +1010,53 @@ impl Inner {
 
     fn next_version(&self, ty: &TypeInfo, id: &str) -> u32 {
         self.slot(ty, id).ok().map_or(1, |s| s.current().number + 1)
+    }
+
+    /// The version number the next write of `ty/id` in a series of pending writes gets
+    /// (`bumps` counts the pending writes per resource), counting this one.
+    fn bumped_version(
+        &self,
+        ty: &'static TypeInfo,
+        id: &str,
+        bumps: &mut HashMap<(&'static str, String), u32>,
+    ) -> u32 {
+        let pending = bumps.entry((ty.name, id.to_owned())).or_insert(0);
+        *pending += 1;
+        self.next_version(ty, id) + *pending - 1
+    }
+
+    /// Runs the business rules for a write of `ty` from `old` to `new` against `view`,
+    /// and prepares the writes they add (nothing is stored here).
+    fn rule_writes(
+        &self,
+        view: &dyn rules::View,
+        ty: &'static TypeInfo,
+        old: Option<&Value>,
+        new: Option<&Value>,
+        now: i64,
+        bumps: &mut HashMap<(&'static str, String), u32>,
+    ) -> Result<Vec<RuleWrite>, StoreError> {
+        let writes = rules::apply(view, ty.name, old, new)?;
+        let mut out = Vec::with_capacity(writes.len());
+        for w in writes {
+            let ty = type_of(w.resource_type)?;
+            let mut resource = w.resource;
+            let version = self.bumped_version(ty, &w.id, bumps);
+            let prepared = prepare(ty, &w.id, version, now, &mut resource)?;
+            out.push(RuleWrite {
+                ty,
+                id: w.id,
+                prepared,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Stores the writes [`Inner::rule_writes`] prepared.
+    fn store_rule_writes(&mut self, writes: Vec<RuleWrite>, now: i64) {
+        for w in writes {
+            self.store_version(w.ty, &w.id, Some(w.prepared), now, Method::Update);
+        }
     }
 
     fn export(&self, ty: &'static TypeInfo, slot: &Slot, v: &Version) -> StoredResource {
