@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: every crate's unit tests, the integration-test binary (the real
 # router against the sandbox EHR), then a smoke test of `portico demo` driven by a real
-# SMART authorization-code + PKCE login.
+# SMART authorization-code + PKCE login. The portal API's OpenAPI document is also
+# validated against the OpenAPI 3.1 schema.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo test --workspace --all-targets
+scripts/check-openapi.sh
 scripts/demo-smoke.sh

@@ -45,6 +45,9 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         config: PathBuf,
     },
+    /// Print the portal API's OpenAPI 3.1 document (the one served at
+    /// /api/v1/openapi.json) and exit.
+    Openapi,
 }
 
 #[derive(Debug, Args)]

@@ -50,6 +50,16 @@ pub async fn run(cli: Cli) -> ExitCode {
             telemetry::init(&config.log);
             serve(config).await
         }
+        Command::Openapi => match portal::openapi().to_pretty_json() {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portico: cannot render the OpenAPI document: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Demo(args) => demo::run_demo(args).await,
         Command::Sandbox(args) => demo::run_sandbox(args).await,
     }

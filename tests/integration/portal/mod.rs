@@ -1,6 +1,7 @@
 //! The portal API (`/api/v1`) against the sandbox EHR.
 
 mod appointments;
+mod fuzz;
 mod bills;
 mod home;
 mod medications;
