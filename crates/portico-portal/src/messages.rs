@@ -853,7 +853,14 @@ pub async fn reply(
         &content,
         now,
     );
-    let message = ctx.create("Communication", body, idem).await?;
+    // A key reused for another thread must not find this one's message upstream.
+    let message = ctx
+        .create(
+            "Communication",
+            body,
+            &idem.step(&format!("reply\n{thread_id}")),
+        )
+        .await?;
     let mut names = Names::new(&ctx);
     Ok(message_view(&mut names, &message.resource, patient).await)
 }

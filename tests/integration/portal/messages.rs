@@ -1,1 +1,525 @@
-//! Portal API: messages.
+//! Portal API: messages (Medplum-style Communication threads).
+
+use portico_sandbox::FailureKind;
+use serde_json::{Value, json};
+
+use crate::support::TestApp;
+
+/// Every stored resource of a type, as JSON.
+fn all(app: &TestApp, ty: &str) -> Vec<Value> {
+    let store = app.sandbox.store();
+    store
+        .ids(ty)
+        .into_iter()
+        .filter_map(|id| store.read(ty, &id).ok())
+        .filter_map(|r| serde_json::from_slice(r.body.as_ref()?).ok())
+        .collect()
+}
+
+/// Communications with one of `identifier`-free gateway writes: those whose subject is
+/// the patient and that were not generated (generated ids are `comm-…`).
+fn created_communications(app: &TestApp, patient: &str) -> Vec<Value> {
+    all(app, "Communication")
+        .into_iter()
+        .filter(|c| c["subject"]["reference"] == format!("Patient/{patient}"))
+        .filter(|c| !c["id"].as_str().unwrap_or("").starts_with("comm-"))
+        .collect()
+}
+
+/// The members of the patient's active CareTeams.
+fn care_team_members(app: &TestApp, patient: &str) -> Vec<String> {
+    all(app, "CareTeam")
+        .into_iter()
+        .filter(|t| t["subject"]["reference"] == format!("Patient/{patient}"))
+        .flat_map(|t| {
+            t["participant"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|p| p["member"]["reference"].as_str().map(str::to_owned))
+        })
+        .collect()
+}
+
+fn care_team_id(app: &TestApp, patient: &str) -> String {
+    all(app, "CareTeam")
+        .into_iter()
+        .find(|t| t["subject"]["reference"] == format!("Patient/{patient}"))
+        .and_then(|t| t["id"].as_str().map(str::to_owned))
+        .expect("a care team")
+}
+
+/// A practitioner who is not in the patient's care team.
+fn stranger(app: &TestApp, patient: &str) -> String {
+    let members = care_team_members(app, patient);
+    app.sandbox
+        .store()
+        .ids("Practitioner")
+        .into_iter()
+        .map(|id| format!("Practitioner/{id}"))
+        .find(|r| !members.contains(r))
+        .expect("a practitioner outside the care team")
+}
+
+fn new_thread(recipient: &str) -> Value {
+    json!({"recipient": recipient, "topic": "Question about my results", "text": "Hello, are my results normal?"})
+}
+
+#[tokio::test]
+async fn threads_list_and_read_only_the_patients_own() {
+    let app = TestApp::spawn().await;
+    let token = app.portal_token("pat-1");
+    let list = app.api_get(&token, "/messages/threads").await;
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    let threads = list.body["threads"].as_array().unwrap();
+    assert!(!threads.is_empty());
+    for t in threads {
+        assert!(t["message_count"].as_u64().unwrap() >= 2, "{t}");
+        assert!(t["snippet"].as_str().unwrap().chars().count() <= 140);
+        assert_eq!(t["status"], "open");
+        assert!(!t["participants"].as_array().unwrap().is_empty());
+        // Only pat-1's headers: the stored header's subject is pat-1.
+        let id = t["id"].as_str().unwrap();
+        let stored: Value = serde_json::from_slice(
+            app.sandbox
+                .store()
+                .read("Communication", id)
+                .unwrap()
+                .body
+                .as_ref()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(stored["subject"]["reference"], "Patient/pat-1");
+        assert!(stored.get("partOf").is_none());
+    }
+    // Newest first.
+    let times: Vec<&str> = threads
+        .iter()
+        .map(|t| t["last_message_at"].as_str().unwrap())
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(times, sorted);
+    // The generated clinician messages have no `received`: they are unread.
+    assert!(threads.iter().any(|t| t["unread"].as_u64().unwrap() > 0));
+
+    let id = threads[0]["id"].as_str().unwrap();
+    let thread = app
+        .api_get(&token, &format!("/messages/threads/{id}"))
+        .await;
+    assert_eq!(thread.status, 200, "{:?}", thread.body);
+    let messages = thread.body["messages"].as_array().unwrap();
+    assert_eq!(
+        messages.len() as u64,
+        threads[0]["message_count"].as_u64().unwrap()
+    );
+    assert_eq!(messages[0]["sender"]["is_me"], true);
+    assert_eq!(messages[1]["sender"]["is_me"], false);
+    assert!(messages[1]["sender"]["display"].is_string());
+    assert_eq!(
+        messages[1]["in_response_to"],
+        format!("Communication/{}", messages[0]["id"].as_str().unwrap())
+    );
+
+    // Another patient's thread: 404 for reading and replying, nothing written.
+    let other = app
+        .api_get(&app.portal_token("pat-2"), "/messages/threads")
+        .await;
+    let foreign = other.body["threads"][0]["id"].as_str().unwrap().to_owned();
+    let read = app
+        .api_get(&token, &format!("/messages/threads/{foreign}"))
+        .await;
+    assert_eq!(read.status, 404);
+    let before = app.sandbox.faults().requests_for("POST", "Communication");
+    let reply = app
+        .api_post(
+            &token,
+            &format!("/messages/threads/{foreign}/replies"),
+            &json!({"text": "let me in"}),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 404, "{:?}", reply.body);
+    assert_eq!(
+        app.sandbox.faults().requests_for("POST", "Communication"),
+        before
+    );
+    // A message id is not a thread.
+    let message_id = messages[0]["id"].as_str().unwrap();
+    let not_thread = app
+        .api_get(&token, &format!("/messages/threads/{message_id}"))
+        .await;
+    assert_eq!(not_thread.status, 404);
+}
+
+#[tokio::test]
+async fn starting_a_thread_with_the_care_team_creates_header_and_message() {
+    let app = TestApp::spawn().await;
+    let token = app.portal_token("pat-1");
+    let member = care_team_members(&app, "pat-1").remove(0);
+    let answer = app
+        .api_post(
+            &token,
+            "/messages/threads",
+            &new_thread(&member),
+            Some("t-1"),
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    assert_eq!(answer.body["status"], "open");
+    assert_eq!(answer.body["topic"], "Question about my results");
+    assert_eq!(answer.body["messages"].as_array().unwrap().len(), 1);
+    let thread_id = answer.body["id"].as_str().unwrap().to_owned();
+
+    let created = created_communications(&app, "pat-1");
+    assert_eq!(created.len(), 2, "{created:?}");
+    let header = created
+        .iter()
+        .find(|c| c["id"] == thread_id.as_str())
+        .unwrap();
+    assert!(header.get("partOf").is_none() && header.get("payload").is_none());
+    assert_eq!(header["status"], "in-progress");
+    assert_eq!(header["topic"]["text"], "Question about my results");
+    let recipients: Vec<&str> = header["recipient"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["reference"].as_str())
+        .collect();
+    assert!(recipients.contains(&member.as_str()));
+    let message = created
+        .iter()
+        .find(|c| c["id"] != thread_id.as_str())
+        .unwrap();
+    assert_eq!(
+        message["partOf"][0]["reference"],
+        format!("Communication/{thread_id}")
+    );
+    assert_eq!(message["sender"]["reference"], "Patient/pat-1");
+    assert_eq!(message["subject"]["reference"], "Patient/pat-1");
+    assert_eq!(message["recipient"][0]["reference"], member.as_str());
+    assert_eq!(
+        message["payload"][0]["contentString"],
+        "Hello, are my results normal?"
+    );
+    assert!(message.get("inResponseTo").is_none());
+
+    // The new thread is listed first, and the care team itself is a valid recipient.
+    let list = app.api_get(&token, "/messages/threads").await;
+    assert_eq!(list.body["threads"][0]["id"], thread_id.as_str());
+    let team = format!("CareTeam/{}", care_team_id(&app, "pat-1"));
+    let to_team = app
+        .api_post(&token, "/messages/threads", &new_thread(&team), None)
+        .await;
+    assert_eq!(to_team.status, 201, "{:?}", to_team.body);
+}
+
+#[tokio::test]
+async fn recipients_outside_the_care_team_are_refused_and_nothing_is_written() {
+    let app = TestApp::spawn().await;
+    let token = app.portal_token("pat-1");
+    let before = app.sandbox.faults().requests_for("POST", "Communication");
+    for recipient in [
+        stranger(&app, "pat-1"),
+        format!("CareTeam/{}", care_team_id(&app, "pat-2")),
+        "Patient/pat-2".to_owned(),
+    ] {
+        let answer = app
+            .api_post(&token, "/messages/threads", &new_thread(&recipient), None)
+            .await;
+        assert_eq!(answer.status, 422, "{recipient}: {:?}", answer.body);
+        assert_eq!(answer.code(), "recipient_not_allowed");
+    }
+    assert_eq!(
+        app.sandbox.faults().requests_for("POST", "Communication"),
+        before
+    );
+    assert!(created_communications(&app, "pat-1").is_empty());
+}
+
+#[tokio::test]
+async fn bad_text_and_attachments_are_refused_before_anything_is_written() {
+    let app = TestApp::spawn().await;
+    let token = app.portal_token("pat-1");
+    let member = care_team_members(&app, "pat-1").remove(0);
+    let with = |patch: Value| {
+        let mut body = new_thread(&member);
+        for (k, v) in patch.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let cases = [
+        (
+            with(json!({"text": "x".repeat(4001)})),
+            400,
+            "text_too_long",
+        ),
+        (with(json!({"text": "   "})), 400, "text_required"),
+        (
+            with(json!({"topic": "t".repeat(201)})),
+            400,
+            "topic_too_long",
+        ),
+        (
+            with(
+                json!({"attachments": [{"content_type": "application/x-msdownload", "data": "AQID"}]}),
+            ),
+            422,
+            "attachment_type_not_allowed",
+        ),
+        (
+            with(
+                json!({"attachments": [{"content_type": "application/pdf", "data": "%%% not base64"}]}),
+            ),
+            400,
+            "invalid_attachment",
+        ),
+        (with(json!({"unexpected": 1})), 400, "invalid_body"),
+    ];
+    for (body, status, code) in cases {
+        let answer = app.api_post(&token, "/messages/threads", &body, None).await;
+        assert_eq!(answer.status, status, "{code}: {:?}", answer.body);
+        assert_eq!(answer.code(), code);
+    }
+    assert_eq!(
+        app.sandbox.faults().requests_for("POST", "Communication"),
+        0
+    );
+
+    // An attachment within the limits is stored; its data is not sent back.
+    let ok = with(
+        json!({"attachments": [{"content_type": "application/pdf", "title": "scan.pdf", "data": "JVBERi0xLjQK"}]}),
+    );
+    let answer = app.api_post(&token, "/messages/threads", &ok, None).await;
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    let attachment = &answer.body["messages"][0]["attachments"][0];
+    assert_eq!(attachment["content_type"], "application/pdf");
+    assert_eq!(attachment["size"], 9);
+    assert_eq!(attachment["title"], "scan.pdf");
+    assert!(attachment.get("data").is_none());
+}
+
+#[tokio::test]
+async fn attachments_over_the_profile_limit_are_refused() {
+    let profile_dir = tempfile::tempdir().unwrap();
+    let path = profile_dir.path().join("small.toml");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/ehr/generic-r4.toml"
+    ))
+    .unwrap()
+    .replace("max_attachment_bytes = 1048576", "max_attachment_bytes = 8");
+    std::fs::write(&path, text).unwrap();
+    let app = TestApp::spawn_with(crate::support::sandbox().await, |config, _| {
+        config.ehr.profile_file = Some(path.clone());
+    })
+    .await;
+    let token = app.portal_token("pat-1");
+    let member = care_team_members(&app, "pat-1").remove(0);
+    let mut body = new_thread(&member);
+    // 12 bytes decoded.
+    body["attachments"] = json!([{"content_type": "image/png", "data": "AAAAAAAAAAAAAAAA"}]);
+    let answer = app.api_post(&token, "/messages/threads", &body, None).await;
+    assert_eq!(answer.status, 422, "{:?}", answer.body);
+    assert_eq!(answer.code(), "attachment_too_large");
+    assert_eq!(
+        app.sandbox.faults().requests_for("POST", "Communication"),
+        0
+    );
+}
+
+#[tokio::test]
+async fn replies_answer_the_latest_message_and_closed_threads_refuse() {
+    let app = TestApp::spawn().await;
+    let token = app.portal_token("pat-1");
+    let list = app.api_get(&token, "/messages/threads").await;
+    let id = list.body["threads"][0]["id"].as_str().unwrap().to_owned();
+    let thread = app
+        .api_get(&token, &format!("/messages/threads/{id}"))
+        .await;
+    let last = thread.body["messages"].as_array().unwrap().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reply = app
+        .api_post(
+            &token,
+            &format!("/messages/threads/{id}/replies"),
+            &json!({"text": "One more question."}),
+            Some("r-1"),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    assert_eq!(
+        reply.body["in_response_to"],
+        format!("Communication/{last}")
+    );
+    assert_eq!(reply.body["sender"]["is_me"], true);
+    let stored: Value = serde_json::from_slice(
+        app.sandbox
+            .store()
+            .read("Communication", reply.body["id"].as_str().unwrap())
+            .unwrap()
+            .body
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        stored["inResponseTo"][0]["reference"],
+        format!("Communication/{last}")
+    );
+    assert_eq!(
+        stored["partOf"][0]["reference"],
+        format!("Communication/{id}")
+    );
+    // The thread's participants, never the patient, are the recipients.
+    let recipients = stored["recipient"].as_array().unwrap();
+    assert!(!recipients.is_empty());
+    assert!(recipients.iter().all(|r| r["reference"] != "Patient/pat-1"));
+    // A second reply answers the first.
+    let second = app
+        .api_post(
+            &token,
+            &format!("/messages/threads/{id}/replies"),
+            &json!({"text": "And another."}),
+            None,
+        )
+        .await;
+    assert_eq!(second.status, 201);
+    assert_eq!(
+        second.body["in_response_to"],
+        format!("Communication/{}", reply.body["id"].as_str().unwrap())
+    );
+
+    // Close the thread in the EHR: replies are refused, nothing is written.
+    let mut header: Value = serde_json::from_slice(
+        app.sandbox
+            .store()
+            .read("Communication", &id)
+            .unwrap()
+            .body
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap();
+    header["status"] = json!("completed");
+    app.sandbox
+        .store()
+        .update("Communication", &id, header, None)
+        .unwrap();
+    let before = app.sandbox.faults().requests_for("POST", "Communication");
+    let closed = app
+        .api_post(
+            &token,
+            &format!("/messages/threads/{id}/replies"),
+            &json!({"text": "Hello?"}),
+            None,
+        )
+        .await;
+    assert_eq!(closed.status, 422, "{:?}", closed.body);
+    assert_eq!(closed.code(), "thread_closed");
+    assert_eq!(
+        app.sandbox.faults().requests_for("POST", "Communication"),
+        before
+    );
+}
+
+#[tokio::test]
+async fn the_same_key_twice_starts_one_thread() {
+    let app = TestApp::spawn().await;
+    let token = app.portal_token("pat-1");
+    let member = care_team_members(&app, "pat-1").remove(0);
+    let first = app
+        .api_post(
+            &token,
+            "/messages/threads",
+            &new_thread(&member),
+            Some("same"),
+        )
+        .await;
+    let second = app
+        .api_post(
+            &token,
+            "/messages/threads",
+            &new_thread(&member),
+            Some("same"),
+        )
+        .await;
+    assert_eq!(first.status, 201);
+    assert_eq!(second.status, 201);
+    assert_eq!(first.body["id"], second.body["id"]);
+    assert_eq!(created_communications(&app, "pat-1").len(), 2);
+}
+
+#[tokio::test]
+async fn a_failed_first_message_is_reported_and_a_retry_completes_the_same_thread() {
+    let app = TestApp::spawn().await;
+    let token = app.portal_token("pat-1");
+    let member = care_team_members(&app, "pat-1").remove(0);
+    // The header's create is `POST /fhir/Communication`; the message's write check reads
+    // the header back (`GET /fhir/Communication/<id>`), which fails: the message is not
+    // sent.
+    app.sandbox
+        .faults()
+        .inject(FailureKind::Status500, 1.0, Some("/Communication/"));
+    let failed = app
+        .api_post(
+            &token,
+            "/messages/threads",
+            &new_thread(&member),
+            Some("k-partial"),
+        )
+        .await;
+    assert_eq!(failed.status, 502, "{:?}", failed.body);
+    assert_eq!(failed.code(), "message_not_sent");
+    let thread_id = failed.body["details"]["thread_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(failed.body["details"]["thread_created"], true);
+    assert_eq!(created_communications(&app, "pat-1").len(), 1);
+
+    app.sandbox.faults().clear();
+    let retried = app
+        .api_post(
+            &token,
+            "/messages/threads",
+            &new_thread(&member),
+            Some("k-partial"),
+        )
+        .await;
+    assert_eq!(retried.status, 201, "{:?}", retried.body);
+    assert_eq!(retried.body["id"], thread_id.as_str());
+    let created = created_communications(&app, "pat-1");
+    assert_eq!(created.len(), 2, "one header and one message: {created:?}");
+}
+
+#[tokio::test]
+async fn cerner_has_no_patient_messaging() {
+    let app = TestApp::spawn_with(crate::support::sandbox().await, |config, _| {
+        config.ehr.profile = portico::config::EhrProfile::Cerner;
+        config.ehr.check_capabilities = false;
+    })
+    .await;
+    let token = app.portal_token("pat-1");
+    let list = app.api_get(&token, "/messages/threads").await;
+    assert_eq!(list.status, 501, "{:?}", list.body);
+    assert_eq!(list.code(), "not_supported_by_ehr");
+    let start = app
+        .api_post(
+            &token,
+            "/messages/threads",
+            &new_thread("Practitioner/x"),
+            None,
+        )
+        .await;
+    assert_eq!(start.status, 501);
+    assert_eq!(
+        app.sandbox.faults().requests_for("POST", "Communication"),
+        0
+    );
+}
