@@ -10,14 +10,18 @@
 //! [`idempotency`] (exactly-once writes), [`payments`] (the processor port), [`error`],
 //! [`view`] (shared FHIR → JSON helpers), and one module per portal area.
 
+pub mod appointments;
+pub mod bills;
 pub mod context;
 pub mod error;
 pub mod idempotency;
 pub mod me;
+pub mod medications;
 pub mod messages;
 pub mod payments;
 pub mod profile;
 pub mod records;
+pub mod referrals;
 pub mod view;
 
 pub use context::{Caller, Ctx, Page, Portal, Versioned};
