@@ -17,12 +17,10 @@ pub mod error;
 pub mod idempotency;
 pub mod me;
 pub mod medications;
-pub mod medications;
 pub mod messages;
 pub mod payments;
 pub mod profile;
 pub mod records;
-pub mod referrals;
 pub mod referrals;
 pub mod view;
 
