@@ -135,7 +135,8 @@ impl AppState {
         }
         let policy = Policy::new(upstream_base.clone())
             .with_local_base(fhir_base.clone())
-            .with_link(ExtraLink::task_for());
+            .with_link(ExtraLink::task_for())
+            .with_link(portico_portal::bills::payment_link());
         let audit = Arc::new(FileAuditSink::open(&config.audit.path).map_err(|e| {
             anyhow::anyhow!(
                 "cannot open the audit log {}: {e}",
