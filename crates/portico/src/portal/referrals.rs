@@ -1,9 +1,104 @@
-//! Portal API: referrals. (Being built.)
+//! `/referrals`: patient-initiated referral requests to the specialties the EHR profile
+//! lists.
+//!
+//! The FHIR shape (per the profile's strategy) is in [`portico_portal::referrals`]; the
+//! write runs through [`super::idempotent`].
 
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use portico_portal::referrals::{self, Referral, ReferralInput, ReferralList, SpecialtyList};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::{PatientCaller, PortalResult, ctx, idempotent, json_body};
 use crate::app::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::default()
+    OpenApiRouter::new()
+        .routes(routes!(list, request_referral))
+        .routes(routes!(specialties))
+}
+
+/// The specialties a referral may be requested to.
+#[utoipa::path(
+    get,
+    path = "/referrals/specialties",
+    tag = "referrals",
+    responses(
+        (status = 200, description = "The configured specialties", body = SpecialtyList),
+        (status = 401, description = "Not logged in", body = super::Problem),
+    )
+)]
+async fn specialties(
+    State(state): State<AppState>,
+    caller: PatientCaller,
+) -> PortalResult<Json<SpecialtyList>> {
+    Ok(Json(referrals::specialties(ctx(&state, &caller))))
+}
+
+/// The referral requests the patient made, newest first, with their status.
+#[utoipa::path(
+    get,
+    path = "/referrals",
+    tag = "referrals",
+    responses(
+        (status = 200, description = "The patient's referral requests", body = ReferralList),
+        (status = 401, description = "Not logged in", body = super::Problem),
+        (status = 403, description = "The login may not read referrals (`scope_missing`)", body = super::Problem),
+        (status = 502, description = "The EHR failed", body = super::Problem),
+        (status = 503, description = "The EHR is unavailable", body = super::Problem),
+        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
+    )
+)]
+async fn list(
+    State(state): State<AppState>,
+    caller: PatientCaller,
+) -> PortalResult<Json<ReferralList>> {
+    Ok(Json(referrals::list(ctx(&state, &caller)).await?))
+}
+
+/// Asks for a referral to a configured specialty. Send an `Idempotency-Key`: a retry
+/// returns the same request instead of making another.
+#[utoipa::path(
+    post,
+    path = "/referrals",
+    tag = "referrals",
+    request_body = ReferralInput,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes the write happen at most once")),
+    responses(
+        (status = 201, description = "The referral request", body = Referral),
+        (status = 400, description = "Bad body: unknown field, empty reason, reason or notes longer than 1000 characters (`text_too_long`), control characters, invalid JSON (`invalid_body`), bad Idempotency-Key", body = super::Problem),
+        (status = 401, description = "Not logged in", body = super::Problem),
+        (status = 403, description = "The login may not write referral requests", body = super::Problem),
+        (status = 409, description = "A request with this Idempotency-Key is still running", body = super::Problem),
+        (status = 413, description = "The body is too large", body = super::Problem),
+        (status = 415, description = "The body is not JSON", body = super::Problem),
+        (status = 422, description = "`specialty_not_allowed`, `no_care_team` (communication strategy), `idempotency_key_reused`", body = super::Problem),
+        (status = 502, description = "The EHR failed; the request was not made", body = super::Problem),
+        (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`)", body = super::Problem),
+        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
+    )
+)]
+async fn request_referral(
+    State(state): State<AppState>,
+    caller: PatientCaller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> PortalResult<Response> {
+    let (input, value) = json_body::<ReferralInput>(&headers, &body)?;
+    idempotent(&state, &caller, &headers, "referral", &value, |idem| {
+        let state = &state;
+        let caller = &caller;
+        async move {
+            let referral = referrals::request_referral(ctx(state, caller), &input, &idem).await?;
+            Ok((
+                StatusCode::CREATED,
+                serde_json::to_value(referral).unwrap_or_default(),
+            ))
+        }
+    })
+    .await
 }
