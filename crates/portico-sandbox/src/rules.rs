@@ -17,13 +17,16 @@
 //!   409 "slot is not free" — and marks it `busy`. A write that makes it stop holding a
 //!   Slot (`cancelled`, `noshow`, `entered-in-error`, deletion, a replaced `/slot`)
 //!   frees that Slot again when it is `busy`.
-//! - **PaymentReconciliation** ([`billing`]): the hook for billing rules (posting a
-//!   payment to an Account's balance, ...); none yet.
+//! - **PaymentReconciliation** ([`billing`]): a `payment` detail whose `request` is an
+//!   Account posts its amount to that Account's balance extension (down when the
+//!   reconciliation becomes `active`, back up when it stops being active or is
+//!   deleted); a payment that cannot be posted (no such Account, no balance, another
+//!   currency) is refused with 409.
 //!
 //! To add a rule: write a function like [`appointment`] and dispatch to it in
 //! [`apply`]. Rules must be deterministic and quick: they run inside the store's lock.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use portico_fhir::reference::Reference;
 use serde_json::Value;
@@ -141,16 +144,121 @@ pub fn appointment(
     Ok(writes)
 }
 
-/// The hook for billing rules on `PaymentReconciliation` writes (for example reducing
-/// the balance extension of the Accounts a payment is allocated to, or refusing a
-/// payment larger than the balance). The sandbox has none yet: payments are stored
-/// as written.
+/// The balance extension the generator puts on Accounts (Cerner's `account-balance`).
+pub const ACCOUNT_BALANCE_URL: &str =
+    "https://fhir-ehr.cerner.com/r4/StructureDefinition/account-balance";
+
+/// What a PaymentReconciliation posts to Accounts, in cents per Account id: the
+/// `amount` of each `detail` of type `payment` whose `request` is an Account, while
+/// the reconciliation is `active` (a cancelled or entered-in-error one posts nothing).
+fn postings(pr: Option<&Value>) -> BTreeMap<String, (i64, Option<String>)> {
+    let mut out: BTreeMap<String, (i64, Option<String>)> = BTreeMap::new();
+    let Some(pr) = pr else { return out };
+    if pr.get("status").and_then(Value::as_str) != Some("active") {
+        return out;
+    }
+    for detail in pr
+        .get("detail")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let is_payment = detail
+            .pointer("/type/coding")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|c| c.get("code").and_then(Value::as_str) == Some("payment"));
+        let account = detail
+            .pointer("/request/reference")
+            .and_then(Value::as_str)
+            .and_then(|r| Reference::parse(r).ok())
+            .filter(|r| r.resource_type == "Account" && r.base.is_none());
+        let amount = detail.get("amount").and_then(cents);
+        if let (true, Some(account), Some((value, currency))) = (is_payment, account, amount) {
+            let entry = out.entry(account.id).or_insert((0, currency.clone()));
+            entry.0 += value;
+            if entry.1 != currency {
+                entry.1 = None;
+            }
+        }
+    }
+    out
+}
+
+/// A Money value in cents, with its currency.
+fn cents(money: &Value) -> Option<(i64, Option<String>)> {
+    let value = money.get("value")?.as_f64()?;
+    if !value.is_finite() || value.abs() > 1e12 {
+        return None;
+    }
+    let currency = money
+        .get("currency")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Some(((value * 100.0).round() as i64, currency))
+}
+
+/// Payments post to Account balances, as a billing system does: the balance extension
+/// ([`ACCOUNT_BALANCE_URL`], `valueMoney`) of each Account a `payment` detail requests
+/// drops by the detail's amount when the PaymentReconciliation becomes `active`, and
+/// rises again when it stops being active or is deleted. An overpayment leaves a
+/// negative balance (a credit). A payment in another currency than the balance, or to
+/// an Account that does not exist or has no balance, is refused (409): it could not be
+/// posted.
 pub fn billing(
-    _view: &dyn View,
-    _old: Option<&Value>,
-    _new: Option<&Value>,
+    view: &dyn View,
+    old: Option<&Value>,
+    new: Option<&Value>,
 ) -> Result<Vec<Write>, RuleError> {
-    Ok(Vec::new())
+    let before = postings(old);
+    let after = postings(new);
+    let accounts: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let mut writes = Vec::new();
+    for id in accounts {
+        let (paid_after, currency_after) = after.get(id).cloned().unwrap_or((0, None));
+        let (paid_before, _) = before.get(id).cloned().unwrap_or((0, None));
+        let delta = paid_after - paid_before;
+        if delta == 0 {
+            continue;
+        }
+        let refuse = |why: &str| RuleError::Conflict(format!("payment cannot be posted: {why}"));
+        let mut account = view
+            .current("Account", id)
+            .ok_or_else(|| refuse("no such account"))?;
+        let Some(extension) = account
+            .get_mut("extension")
+            .and_then(Value::as_array_mut)
+            .and_then(|list| {
+                list.iter_mut()
+                    .find(|e| e.get("url").and_then(Value::as_str) == Some(ACCOUNT_BALANCE_URL))
+            })
+        else {
+            return Err(refuse("the account has no balance"));
+        };
+        let (balance, balance_currency) = extension
+            .get("valueMoney")
+            .and_then(cents)
+            .ok_or_else(|| refuse("the account has no balance"))?;
+        if paid_after != 0 && currency_after != balance_currency {
+            return Err(refuse("the currency is not the account's"));
+        }
+        let mut money = serde_json::Map::new();
+        money.insert(
+            "value".to_owned(),
+            serde_json::json!((balance - delta) as f64 / 100.0),
+        );
+        if let Some(c) = balance_currency {
+            money.insert("currency".to_owned(), Value::String(c));
+        }
+        extension["valueMoney"] = Value::Object(money);
+        writes.push(Write {
+            resource_type: "Account",
+            id: id.clone(),
+            resource: account,
+        });
+    }
+    Ok(writes)
 }
 
 #[cfg(test)]
@@ -459,5 +567,55 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    fn payment(status: &str, account: &str, value: f64, currency: &str) -> Value {
+        json!({"resourceType": "PaymentReconciliation", "status": status, "detail": [{
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/payment-type", "code": "payment"}]},
+            "request": {"reference": format!("Account/{account}")},
+            "amount": {"value": value, "currency": currency}
+        }]})
+    }
+
+    fn account_view(balance: f64) -> Map {
+        Map(HashMap::from([(
+            "Account/acct-1".to_owned(),
+            json!({"resourceType": "Account", "id": "acct-1", "extension": [
+                {"url": ACCOUNT_BALANCE_URL, "valueMoney": {"value": balance, "currency": "USD"}}
+            ]}),
+        )]))
+    }
+
+    fn balance_after(writes: &[Write]) -> f64 {
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].resource_type, "Account");
+        writes[0].resource["extension"][0]["valueMoney"]["value"]
+            .as_f64()
+            .unwrap()
+    }
+
+    #[test]
+    fn payments_post_to_the_account_balance() {
+        let v = account_view(150.10);
+        let paid = payment("active", "acct-1", 50.05, "USD");
+        let writes = apply(&v, "PaymentReconciliation", None, Some(&paid)).unwrap();
+        assert_eq!(balance_after(&writes), 100.05);
+        // Cancelling the payment puts the amount back.
+        let cancelled = payment("cancelled", "acct-1", 50.05, "USD");
+        let writes = apply(&v, "PaymentReconciliation", Some(&paid), Some(&cancelled)).unwrap();
+        assert_eq!(balance_after(&writes), 200.15);
+        // An update that changes nothing posts nothing.
+        assert!(
+            apply(&v, "PaymentReconciliation", Some(&paid), Some(&paid))
+                .unwrap()
+                .is_empty()
+        );
+        // What cannot be posted is refused.
+        for bad in [
+            payment("active", "acct-9", 1.0, "USD"),
+            payment("active", "acct-1", 1.0, "EUR"),
+        ] {
+            assert!(apply(&v, "PaymentReconciliation", None, Some(&bad)).is_err());
+        }
     }
 }
