@@ -1,9 +1,270 @@
-//! Portal API: appointments. (Being built.)
+//! `/appointments`: list, slot search, book, cancel, reschedule.
+//!
+//! The FHIR strategies (slot booking under a gateway lock with the EHR as arbiter,
+//! cancel by JSON Patch or PUT with `If-Match`, reschedule as book-then-cancel with an
+//! undo) are in [`portico_portal::appointments`]; every write runs through
+//! [`super::idempotent`].
 
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use portico_portal::appointments::{
+    self, AppointmentList, AppointmentView, CancelRequest, ListQuery, NewAppointment,
+    RescheduleRequest, Rescheduled, SlotList, SlotQuery,
+};
+use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::{PatientCaller, PortalResult, ctx, idempotent, json_body};
 use crate::app::AppState;
+use crate::error::{ApiError, PortalError};
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::default()
+    OpenApiRouter::new()
+        .routes(routes!(list, book))
+        .routes(routes!(slots))
+        .routes(routes!(get_one))
+        .routes(routes!(cancel))
+        .routes(routes!(reschedule))
+}
+
+fn bad_query(e: &QueryRejection) -> PortalError {
+    PortalError(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        e.body_text(),
+    ))
+}
+
+/// The patient's appointments: `upcoming` (soonest first, requests without a time
+/// last) or `past` (newest first), at most 100.
+#[utoipa::path(
+    get,
+    path = "/appointments",
+    tag = "appointments",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The appointments", body = AppointmentList),
+        (status = 400, description = "Bad parameters (`invalid_request`)", body = super::Problem),
+        (status = 401, description = "Not logged in", body = super::Problem),
+        (status = 403, description = "The login may not read appointments", body = super::Problem),
+        (status = 502, description = "The EHR failed", body = super::Problem),
+        (status = 503, description = "The EHR is unavailable", body = super::Problem),
+        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
+    )
+)]
+async fn list(
+    State(state): State<AppState>,
+    caller: PatientCaller,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> PortalResult<Json<AppointmentList>> {
+    let Query(query) = query.map_err(|e| bad_query(&e))?;
+    let when = query.when.unwrap_or_default();
+    Ok(Json(appointments::list(ctx(&state, &caller), when).await?))
+}
+
+/// Free slots in a bounded window (default: the next 14 days).
+#[utoipa::path(
+    get,
+    path = "/appointments/slots",
+    tag = "appointments",
+    params(SlotQuery),
+    responses(
+        (status = 200, description = "Free slots, soonest first", body = SlotList),
+        (status = 400, description = "Bad window (`invalid_request`: end before start, too long, in the past), bad parameter, or `service_type_required`", body = super::Problem),
+        (status = 401, description = "Not logged in", body = super::Problem),
+        (status = 502, description = "The EHR failed", body = super::Problem),
+        (status = 503, description = "The EHR is unavailable", body = super::Problem),
+        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
+    )
+)]
+async fn slots(
+    State(state): State<AppState>,
+    caller: PatientCaller,
+    query: Result<Query<SlotQuery>, QueryRejection>,
+) -> PortalResult<Json<SlotList>> {
+    let Query(query) = query.map_err(|e| bad_query(&e))?;
+    Ok(Json(
+        appointments::search_slots(ctx(&state, &caller), &query).await?,
+    ))
+}
+
+/// One of the patient's appointments.
+#[utoipa::path(
+    get,
+    path = "/appointments/{id}",
+    tag = "appointments",
+    params(("id" = String, Path, description = "The Appointment id")),
+    responses(
+        (status = 200, description = "The appointment", body = AppointmentView),
+        (status = 401, description = "Not logged in", body = super::Problem),
+        (status = 404, description = "No such appointment of the patient's", body = super::Problem),
+        (status = 502, description = "The EHR failed", body = super::Problem),
+        (status = 503, description = "The EHR is unavailable", body = super::Problem),
+        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
+    )
+)]
+async fn get_one(
+    State(state): State<AppState>,
+    caller: PatientCaller,
+    Path(id): Path<String>,
+) -> PortalResult<Json<AppointmentView>> {
+    Ok(Json(appointments::get(ctx(&state, &caller), &id).await?))
+}
+
+/// Books an appointment: a free slot (`slot_id`), or, with EHRs that take requests, a
+/// wished-for period (`requested_start`, `requested_end`, `service_type`). Send an
+/// `Idempotency-Key`: a retry books at most once.
+#[utoipa::path(
+    post,
+    path = "/appointments",
+    tag = "appointments",
+    request_body = NewAppointment,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes the write happen at most once")),
+    responses(
+        (status = 201, description = "The booked (or requested) appointment", body = AppointmentView),
+        (status = 400, description = "Bad body (`invalid_body`, `invalid_request`, `text_too_long`)", body = super::Problem),
+        (status = 401, description = "Not logged in", body = super::Problem),
+        (status = 403, description = "The login may not book", body = super::Problem),
+        (status = 404, description = "No such slot", body = super::Problem),
+        (status = 409, description = "`slot_unavailable` (taken, or in the past), or `idempotency_in_progress`", body = super::Problem),
+        (status = 413, description = "The body is too large", body = super::Problem),
+        (status = 415, description = "The body is not JSON", body = super::Problem),
+        (status = 422, description = "`idempotency_key_reused`", body = super::Problem),
+        (status = 501, description = "The EHR profile's booking strategy is not supported (`not_supported_by_ehr`)", body = super::Problem),
+        (status = 502, description = "The EHR failed and nothing was booked", body = super::Problem),
+        (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`: retry with the same key)", body = super::Problem),
+        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
+    )
+)]
+async fn book(
+    State(state): State<AppState>,
+    caller: PatientCaller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> PortalResult<Response> {
+    let (new, value) = json_body::<NewAppointment>(&headers, &body)?;
+    idempotent(&state, &caller, &headers, "book", &value, |idem| {
+        let state = &state;
+        let caller = &caller;
+        async move {
+            let view = appointments::book(ctx(state, caller), &new, &idem).await?;
+            Ok((
+                StatusCode::CREATED,
+                serde_json::to_value(view).unwrap_or_default(),
+            ))
+        }
+    })
+    .await
+}
+
+/// Cancels one of the patient's appointments (booked, proposed or pending, not yet
+/// started), with the cancellation reason "patient".
+#[utoipa::path(
+    post,
+    path = "/appointments/{id}/cancel",
+    tag = "appointments",
+    request_body = CancelRequest,
+    params(
+        ("id" = String, Path, description = "The Appointment id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the write happen at most once"),
+    ),
+    responses(
+        (status = 200, description = "The cancelled appointment", body = AppointmentView),
+        (status = 400, description = "Bad body (`invalid_body`, `text_too_long`)", body = super::Problem),
+        (status = 401, description = "Not logged in", body = super::Problem),
+        (status = 403, description = "The login may not cancel", body = super::Problem),
+        (status = 404, description = "No such appointment of the patient's", body = super::Problem),
+        (status = 409, description = "`version_conflict` (it kept changing), or `idempotency_in_progress`", body = super::Problem),
+        (status = 415, description = "The body is not JSON", body = super::Problem),
+        (status = 422, description = "`not_cancelable` (already cancelled, past, or fulfilled), `idempotency_key_reused`", body = super::Problem),
+        (status = 502, description = "The EHR failed; nothing changed", body = super::Problem),
+        (status = 503, description = "The EHR is unavailable", body = super::Problem),
+        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
+    )
+)]
+async fn cancel(
+    State(state): State<AppState>,
+    caller: PatientCaller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> PortalResult<Response> {
+    let (request, value) = json_body::<CancelRequest>(&headers, &body)?;
+    let fingerprint = json!({"appointment": id, "body": value});
+    idempotent(&state, &caller, &headers, "cancel", &fingerprint, |_idem| {
+        let state = &state;
+        let caller = &caller;
+        async move {
+            let view = appointments::cancel(ctx(state, caller), &id, &request).await?;
+            Ok((
+                StatusCode::OK,
+                serde_json::to_value(view).unwrap_or_default(),
+            ))
+        }
+    })
+    .await
+}
+
+/// Moves one of the patient's appointments to another free slot: the new slot is
+/// booked first, then the old appointment cancelled. If the cancel fails the new
+/// booking is cancelled again (`reschedule_failed`: nothing changed); if that fails too
+/// the answer is `reschedule_incomplete` and its `details` name both appointments.
+#[utoipa::path(
+    post,
+    path = "/appointments/{id}/reschedule",
+    tag = "appointments",
+    request_body = RescheduleRequest,
+    params(
+        ("id" = String, Path, description = "The Appointment id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the write happen at most once"),
+    ),
+    responses(
+        (status = 200, description = "The new appointment and the cancelled old one", body = Rescheduled),
+        (status = 400, description = "Bad body (`invalid_body`, `invalid_request`, `text_too_long`)", body = super::Problem),
+        (status = 401, description = "Not logged in", body = super::Problem),
+        (status = 403, description = "The login may not reschedule", body = super::Problem),
+        (status = 404, description = "No such appointment of the patient's, or no such slot", body = super::Problem),
+        (status = 409, description = "`slot_unavailable`, `version_conflict`, or `idempotency_in_progress`", body = super::Problem),
+        (status = 415, description = "The body is not JSON", body = super::Problem),
+        (status = 422, description = "`not_cancelable`, `idempotency_key_reused`", body = super::Problem),
+        (status = 501, description = "The EHR profile's reschedule strategy is not supported (`not_supported_by_ehr`)", body = super::Problem),
+        (status = 502, description = "`reschedule_failed` (nothing changed) or `reschedule_incomplete` (both appointments are booked; see `details`), or the EHR failed", body = super::Problem),
+        (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`)", body = super::Problem),
+        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
+    )
+)]
+async fn reschedule(
+    State(state): State<AppState>,
+    caller: PatientCaller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> PortalResult<Response> {
+    let (request, value) = json_body::<RescheduleRequest>(&headers, &body)?;
+    let fingerprint = json!({"appointment": id, "body": value});
+    idempotent(
+        &state,
+        &caller,
+        &headers,
+        "reschedule",
+        &fingerprint,
+        |idem| {
+            let state = &state;
+            let caller = &caller;
+            async move {
+                let done =
+                    appointments::reschedule(ctx(state, caller), &id, &request, &idem).await?;
+                Ok((
+                    StatusCode::OK,
+                    serde_json::to_value(done).unwrap_or_default(),
+                ))
+            }
+        },
+    )
+    .await
 }
