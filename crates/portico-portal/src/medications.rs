@@ -310,13 +310,13 @@ fn end_exclusive(end: &str) -> Option<DateTime<Utc>> {
 fn min_interval(dispense_request: &Value, fraction: f64) -> Option<TimeDelta> {
     if let Some(interval) = dispense_request
         .get("dispenseInterval")
-        .and_then(|d| duration_seconds(d))
+        .and_then(duration_seconds)
     {
         return seconds(interval);
     }
     let supply = dispense_request
         .get("expectedSupplyDuration")
-        .and_then(|d| duration_seconds(d))?;
+        .and_then(duration_seconds)?;
     seconds(supply * fraction)
 }
 
@@ -1411,12 +1411,12 @@ mod tests {
         // 10 days ago: 22.5 days would be too soon, so would 4 weeks.
         let recent = dispense("2025-06-21T12:00:00Z");
         assert_eq!(
-            reason(&mr, &[recent.clone()]),
+            reason(&mr, std::slice::from_ref(&recent)),
             Some(IneligibleReason::TooSoon)
         );
         mr["dispenseRequest"]["dispenseInterval"] =
             json!({"value": 1, "code": "wk", "system": "http://unitsofmeasure.org"});
-        assert_eq!(reason(&mr, &[recent.clone()]), None);
+        assert_eq!(reason(&mr, std::slice::from_ref(&recent)), None);
         // An interval in a unit that is not time falls back to the supply fraction.
         mr["dispenseRequest"]["dispenseInterval"] = json!({"value": 1, "unit": "tablets"});
         assert_eq!(reason(&mr, &[recent]), Some(IneligibleReason::TooSoon));

@@ -1,1 +1,517 @@
-//! Portal API: medications.
+//! Portal API: medications, refill eligibility and refill requests, against the
+//! sandbox's generated prescriptions (per patient: `mr-N-1` has refills left and is due,
+//! `mr-N-2` has none left, `mr-N-3` has expired, `mr-N-4`, when present, is a finished
+//! acute course).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use portico_sandbox::FailureKind;
+use serde_json::{Value, json};
+
+use crate::support::{TestApp, sandbox};
+
+fn all(app: &TestApp, ty: &str) -> Vec<Value> {
+    let store = app.sandbox.store();
+    store
+        .ids(ty)
+        .into_iter()
+        .filter_map(|id| store.read(ty, &id).ok())
+        .filter_map(|r| serde_json::from_slice(r.body.as_ref()?).ok())
+        .collect()
+}
+
+fn stored(app: &TestApp, ty: &str, id: &str) -> Value {
+    serde_json::from_slice(
+        app.sandbox
+            .store()
+            .read(ty, id)
+            .expect("stored")
+            .body
+            .as_ref()
+            .expect("not deleted"),
+    )
+    .unwrap()
+}
+
+/// The Tasks the gateway created (every Task in the sandbox is a gateway write).
+fn tasks(app: &TestApp) -> Vec<Value> {
+    all(app, "Task")
+}
+
+fn refill_path(id: &str) -> String {
+    format!("/medications/{id}/refill-requests")
+}
+
+fn item<'a>(list: &'a Value, id: &str) -> &'a Value {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not listed: {list}"))
+}
+
+/// A profile file based on `generic-r4` with another refill strategy.
+fn profile_with(dir: &tempfile::TempDir, refills: &str) -> PathBuf {
+    let base = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/ehr/generic-r4.toml"),
+    )
+    .unwrap();
+    let text = base.replacen(
+        "strategy = \"task\"",
+        &format!("strategy = \"{refills}\""),
+        1,
+    );
+    assert_ne!(text, base, "the refill strategy line is in the profile");
+    let path = dir.path().join(format!("refills-{refills}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn app_with_refills(strategy: &str) -> (TestApp, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = profile_with(&dir, strategy);
+    let app = TestApp::spawn_with(sandbox().await, |config, _| {
+        config.ehr.profile_file = Some(path);
+    })
+    .await;
+    (app, dir)
+}
+
+#[tokio::test]
+async fn medications_show_each_refill_situation_of_the_patients_own_prescriptions() {
+    let app = TestApp::spawn().await;
+    let token = app.portal_token("pat-1");
+    let list = app.api_get(&token, "/medications").await;
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    let items = list.body["items"].as_array().unwrap();
+    assert!(items.len() >= 3, "{}", list.body);
+    for m in items {
+        let id = m["id"].as_str().unwrap();
+        assert!(
+            id.starts_with("mr-1-"),
+            "another patient's prescription: {id}"
+        );
+        assert!(
+            m["medication"].as_str().is_some_and(|s| !s.is_empty()),
+            "{m}"
+        );
+        assert!(m["prescriber"].is_string(), "{m}");
+        assert!(m["dosage"].is_string(), "{m}");
+    }
+
+    let due = item(&list.body, "mr-1-1");
+    assert_eq!(due["refill"]["eligible"], true, "{due}");
+    assert!(due["refill"].get("reason").is_none());
+    assert!(due["open_request"].is_null());
+    let mr = stored(&app, "MedicationRequest", "mr-1-1");
+    let allowed = mr["dispenseRequest"]["numberOfRepeatsAllowed"]
+        .as_u64()
+        .unwrap();
+    let fills = all(&app, "MedicationDispense")
+        .into_iter()
+        .filter(|d| d["authorizingPrescription"][0]["reference"] == "MedicationRequest/mr-1-1")
+        .count() as u64;
+    assert_eq!(due["refills_allowed"], allowed);
+    assert_eq!(due["refills_used"], fills - 1);
+    assert_eq!(due["refills_left"], allowed - (fills - 1));
+    assert!(due["last_dispensed"].is_string());
+    assert!(due["next_eligible"].is_string());
+    assert_eq!(due["prescriber"], mr["requester"]["display"]);
+
+    let none_left = item(&list.body, "mr-1-2");
+    assert_eq!(none_left["refill"]["eligible"], false);
+    assert_eq!(none_left["refill"]["reason"], "no_refills_left");
+    assert_eq!(none_left["refills_left"], 0);
+    assert!(none_left["refill"]["message"].is_string());
+
+    let expired = item(&list.body, "mr-1-3");
+    assert_eq!(expired["refill"]["reason"], "expired");
+}
+
+#[tokio::test]
+async fn an_eligible_refill_creates_one_task_for_the_prescriber_and_a_repeat_is_refused() {
+    let app = TestApp::spawn().await;
+    let token = app.portal_token("pat-1");
+    let created = app
+        .api_post(
+            &token,
+            &refill_path("mr-1-1"),
+            &json!({"note": "running low", "pharmacy": "Main Street Pharmacy"}),
+            Some("refill-1"),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    assert_eq!(created.body["resource_type"], "Task");
+    assert_eq!(created.body["status"], "requested");
+    assert_eq!(created.body["medication_request_id"], "mr-1-1");
+    assert_eq!(created.body["note"], "running low");
+    assert!(created.body["medication"].is_string());
+
+    let mr = stored(&app, "MedicationRequest", "mr-1-1");
+    let all_tasks = tasks(&app);
+    assert_eq!(all_tasks.len(), 1);
+    let task = &all_tasks[0];
+    assert_eq!(task["id"], created.body["id"]);
+    assert_eq!(task["status"], "requested");
+    assert_eq!(task["intent"], "order");
+    assert_eq!(
+        task["code"]["coding"][0]["system"],
+        "http://hl7.org/fhir/CodeSystem/task-code"
+    );
+    assert_eq!(task["code"]["coding"][0]["code"], "fulfill");
+    assert_eq!(task["code"]["text"], "Refill Request");
+    assert_eq!(task["focus"]["reference"], "MedicationRequest/mr-1-1");
+    assert_eq!(task["for"]["reference"], "Patient/pat-1");
+    assert_eq!(task["requester"]["reference"], "Patient/pat-1");
+    assert_eq!(task["owner"]["reference"], mr["requester"]["reference"]);
+    assert!(task["authoredOn"].is_string());
+    assert_eq!(task["note"][0]["text"], "running low");
+    assert_eq!(
+        task["note"][1]["text"],
+        "Preferred pharmacy: Main Street Pharmacy"
+    );
+    assert_eq!(task["identifier"][0]["system"], "urn:ietf:rfc:3986");
+
+    // Another request (another key) for the same prescription.
+    let again = app
+        .api_post(&token, &refill_path("mr-1-1"), &json!({}), Some("refill-2"))
+        .await;
+    assert_eq!(again.status, 422, "{:?}", again.body);
+    assert_eq!(again.code(), "refill_not_eligible");
+    assert_eq!(again.body["details"]["reason"], "already_requested");
+    assert!(again.body["details"]["message"].is_string());
+    assert_eq!(tasks(&app).len(), 1);
+
+    // The listing shows the open request, and the refill requests list it.
+    let list = app.api_get(&token, "/medications").await;
+    let due = item(&list.body, "mr-1-1");
+    assert_eq!(due["refill"]["reason"], "already_requested");
+    assert_eq!(due["open_request"]["id"], created.body["id"]);
+    assert_eq!(due["open_request"]["resource_type"], "Task");
+    let requests = app.api_get(&token, "/refill-requests").await;
+    assert_eq!(requests.status, 200, "{:?}", requests.body);
+    let items = requests.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{}", requests.body);
+    assert_eq!(items[0]["id"], created.body["id"]);
+    assert_eq!(items[0]["status"], "requested");
+    assert_eq!(items[0]["medication"], due["medication"]);
+
+    // Another patient sees neither the request nor an open request.
+    let other = app
+        .api_get(&app.portal_token("pat-2"), "/refill-requests")
+        .await;
+    assert_eq!(other.status, 200);
+    assert_eq!(other.body["items"], json!([]));
+}
+
+#[tokio::test]
+async fn exhausted_expired_and_finished_prescriptions_are_refused_with_their_reason() {
+    let app = TestApp::spawn().await;
+    let token = app.portal_token("pat-1");
+    for (id, reason) in [("mr-1-2", "no_refills_left"), ("mr-1-3", "expired")] {
+        let answer = app
+            .api_post(&token, &refill_path(id), &json!({}), None)
+            .await;
+        assert_eq!(answer.status, 422, "{id}: {:?}", answer.body);
+        assert_eq!(answer.code(), "refill_not_eligible");
+        assert_eq!(answer.body["details"]["reason"], reason, "{id}");
+        assert_eq!(answer.headers["content-type"], "application/problem+json");
+    }
+    // A finished acute course, where the patient has one.
+    if app
+        .sandbox
+        .store()
+        .read("MedicationRequest", "mr-1-4")
+        .is_ok()
+    {
+        let answer = app
+            .api_post(&token, &refill_path("mr-1-4"), &json!({}), None)
+            .await;
+        assert_eq!(answer.body["details"]["reason"], "not_active");
+    }
+    assert_eq!(app.sandbox.faults().requests_for("POST", "Task"), 0);
+    assert!(tasks(&app).is_empty());
+}
+
+#[tokio::test]
+async fn a_refill_too_soon_names_the_next_eligible_date() {
+    let app = TestApp::spawn().await;
+    // The patient just picked up a fill of mr-1-1.
+    let mut fill = all(&app, "MedicationDispense")
+        .into_iter()
+        .find(|d| d["authorizingPrescription"][0]["reference"] == "MedicationRequest/mr-1-1")
+        .unwrap();
+    fill.as_object_mut().unwrap().remove("id");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let today = portico_sandbox::store::instant(now_ms - 60_000);
+    fill["whenHandedOver"] = json!(today);
+    app.sandbox
+        .store()
+        .create("MedicationDispense", fill, None)
+        .unwrap();
+    let answer = app
+        .api_post(
+            &app.portal_token("pat-1"),
+            &refill_path("mr-1-1"),
+            &json!({}),
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, 422, "{:?}", answer.body);
+    assert_eq!(answer.body["details"]["reason"], "too_soon");
+    let next = answer.body["details"]["next_eligible"].as_str().unwrap();
+    assert!(next > today.as_str(), "{next} after {today}");
+    assert!(tasks(&app).is_empty());
+}
+
+#[tokio::test]
+async fn another_patients_prescription_is_not_found_and_nothing_is_created() {
+    let app = TestApp::spawn().await;
+    let token = app.portal_token("pat-1");
+    for id in ["mr-2-1", "mr-3-1", "no-such-mr", "mr-1-1%2F..%2Fmr-2-1"] {
+        let answer = app
+            .api_post(&token, &refill_path(id), &json!({}), None)
+            .await;
+        assert_eq!(answer.status, 404, "{id}: {:?}", answer.body);
+        assert_eq!(answer.code(), "not_found");
+    }
+    assert_eq!(app.sandbox.faults().requests_for("POST", "Task"), 0);
+    assert!(tasks(&app).is_empty());
+}
+
+#[tokio::test]
+async fn the_same_key_twice_makes_one_task_and_reusing_it_for_another_body_is_refused() {
+    let app = TestApp::spawn().await;
+    let token = app.portal_token("pat-1");
+    let body = json!({"note": "please"});
+    let first = app
+        .api_post(&token, &refill_path("mr-1-1"), &body, Some("key-1"))
+        .await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    let second = app
+        .api_post(&token, &refill_path("mr-1-1"), &body, Some("key-1"))
+        .await;
+    assert_eq!(second.status, 201, "{:?}", second.body);
+    assert_eq!(second.body["id"], first.body["id"]);
+    assert_eq!(second.headers["idempotent-replayed"], "true");
+    assert_eq!(app.sandbox.faults().requests_for("POST", "Task"), 1);
+    assert_eq!(tasks(&app).len(), 1);
+
+    let reused = app
+        .api_post(
+            &token,
+            &refill_path("mr-1-1"),
+            &json!({"note": "other"}),
+            Some("key-1"),
+        )
+        .await;
+    assert_eq!(reused.status, 422);
+    assert_eq!(reused.code(), "idempotency_key_reused");
+    // The same key and body for another prescription is another request.
+    let elsewhere = app
+        .api_post(&token, &refill_path("mr-1-2"), &body, Some("key-1"))
+        .await;
+    assert_eq!(elsewhere.code(), "idempotency_key_reused");
+    assert_eq!(tasks(&app).len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_requests_for_one_prescription_make_one_task() {
+    let app = TestApp::spawn().await;
+    let token = app.portal_token("pat-1");
+    let path = refill_path("mr-1-1");
+    let empty = json!({});
+    let (a, b) = tokio::join!(
+        app.api_post(&token, &path, &empty, Some("c-1")),
+        app.api_post(&token, &path, &empty, Some("c-2")),
+    );
+    let mut statuses = [a.status.as_u16(), b.status.as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 422], "{:?} {:?}", a.body, b.body);
+    let refused = if a.status == 422 { &a } else { &b };
+    assert_eq!(refused.body["details"]["reason"], "already_requested");
+    assert_eq!(tasks(&app).len(), 1);
+}
+
+#[tokio::test]
+async fn bad_refill_bodies_are_refused_before_anything_is_sent() {
+    let app = TestApp::spawn().await;
+    let token = app.portal_token("pat-1");
+    let path = refill_path("mr-1-1");
+    for (body, code) in [
+        (json!({"note": "x".repeat(501)}), "text_too_long"),
+        (json!({"pharmacy": "x".repeat(201)}), "text_too_long"),
+        (json!({"note": 5}), "invalid_body"),
+        (json!({"notes": "typo"}), "invalid_body"),
+        (json!(["not", "an", "object"]), "invalid_body"),
+        (json!({"note": "bad\u{0}char"}), "invalid_request"),
+    ] {
+        let answer = app.api_post(&token, &path, &body, None).await;
+        assert_eq!(answer.status, 400, "{body}: {:?}", answer.body);
+        assert_eq!(answer.code(), code, "{body}");
+    }
+    let not_json = app
+        .http
+        .post(app.url(&format!("/api/v1{path}")))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{note:")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_json.status(), 400);
+    let text = app
+        .http
+        .post(app.url(&format!("/api/v1{path}")))
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(text.status(), 415);
+    // 500 characters (not bytes) is fine.
+    let ok = app
+        .api_post(&token, &path, &json!({"note": "é".repeat(500)}), None)
+        .await;
+    assert_eq!(ok.status, 201, "{:?}", ok.body);
+    assert_eq!(app.sandbox.faults().requests_for("POST", "Task"), 1);
+}
+
+#[tokio::test]
+async fn a_refill_is_not_judged_on_stale_cached_data() {
+    let app = TestApp::spawn_with(sandbox().await, |config, _| {
+        config.cache.patient_ttl = Duration::from_millis(200);
+        config.resilience.max_attempts = 1;
+    })
+    .await;
+    let token = app.portal_token("pat-1");
+    // Cache the prescription in the patient's partition through the facade.
+    let read = app
+        .http
+        .get(app.url("/fhir/MedicationRequest/mr-1-1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    app.sandbox
+        .faults()
+        .inject(FailureKind::Status503, 1.0, Some("/MedicationRequest"));
+    let answer = app
+        .api_post(&token, &refill_path("mr-1-1"), &json!({}), None)
+        .await;
+    assert_eq!(answer.status, 503, "{:?}", answer.body);
+    assert_eq!(answer.code(), "upstream_unavailable");
+    assert_eq!(app.sandbox.faults().requests_for("POST", "Task"), 0);
+}
+
+#[tokio::test]
+async fn the_medication_request_strategy_creates_a_proposal() {
+    let (app, _dir) = app_with_refills("medication-request").await;
+    let token = app.portal_token("pat-1");
+    let created = app
+        .api_post(
+            &token,
+            &refill_path("mr-1-1"),
+            &json!({"note": "thanks"}),
+            Some("p-1"),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    assert_eq!(created.body["resource_type"], "MedicationRequest");
+    let id = created.body["id"].as_str().unwrap();
+    let proposal = stored(&app, "MedicationRequest", id);
+    let prior = stored(&app, "MedicationRequest", "mr-1-1");
+    assert_eq!(proposal["intent"], "proposal");
+    assert_eq!(proposal["status"], "active");
+    assert_eq!(
+        proposal["priorPrescription"]["reference"],
+        "MedicationRequest/mr-1-1"
+    );
+    assert_eq!(
+        proposal["medicationReference"],
+        prior["medicationReference"]
+    );
+    assert_eq!(proposal["subject"]["reference"], "Patient/pat-1");
+    assert_eq!(proposal["requester"]["reference"], "Patient/pat-1");
+    assert_eq!(proposal["note"][0]["text"], "thanks");
+
+    let again = app
+        .api_post(&token, &refill_path("mr-1-1"), &json!({}), Some("p-2"))
+        .await;
+    assert_eq!(
+        again.body["details"]["reason"], "already_requested",
+        "{:?}",
+        again.body
+    );
+    // The proposal is a request, not a medication.
+    let list = app.api_get(&token, "/medications").await;
+    assert!(
+        list.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["id"] != id)
+    );
+    assert_eq!(item(&list.body, "mr-1-1")["open_request"]["id"], id);
+    let requests = app.api_get(&token, "/refill-requests").await;
+    assert_eq!(requests.body["items"][0]["id"], id, "{}", requests.body);
+    assert_eq!(requests.body["items"][0]["medication_request_id"], "mr-1-1");
+    assert_eq!(requests.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(app.sandbox.faults().requests_for("POST", "Task"), 0);
+}
+
+#[tokio::test]
+async fn the_communication_strategy_writes_to_the_prescriber() {
+    let (app, _dir) = app_with_refills("communication").await;
+    let token = app.portal_token("pat-1");
+    let created = app
+        .api_post(
+            &token,
+            &refill_path("mr-1-1"),
+            &json!({"note": "out on Friday"}),
+            Some("m-1"),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    assert_eq!(created.body["resource_type"], "Communication");
+    let message = stored(&app, "Communication", created.body["id"].as_str().unwrap());
+    let prior = stored(&app, "MedicationRequest", "mr-1-1");
+    assert_eq!(message["status"], "in-progress");
+    assert_eq!(message["topic"]["text"], "Prescription Refill");
+    assert_eq!(message["about"][0]["reference"], "MedicationRequest/mr-1-1");
+    assert_eq!(message["subject"]["reference"], "Patient/pat-1");
+    assert_eq!(message["sender"]["reference"], "Patient/pat-1");
+    assert_eq!(
+        message["recipient"][0]["reference"],
+        prior["requester"]["reference"]
+    );
+    assert!(
+        message["payload"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["contentString"] == "out on Friday")
+    );
+    let again = app
+        .api_post(&token, &refill_path("mr-1-1"), &json!({}), Some("m-2"))
+        .await;
+    assert_eq!(
+        again.body["details"]["reason"], "already_requested",
+        "{:?}",
+        again.body
+    );
+    let requests = app.api_get(&token, "/refill-requests").await;
+    let items = requests.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{}", requests.body);
+    assert_eq!(items[0]["id"], created.body["id"]);
+    assert_eq!(items[0]["status"], "requested");
+    assert_eq!(app.sandbox.faults().requests_for("POST", "Task"), 0);
+}
