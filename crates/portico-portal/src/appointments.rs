@@ -127,6 +127,7 @@ pub enum When {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// `upcoming` (default, soonest first) or `past` (newest first).
+    #[param(inline)]
     pub when: Option<When>,
 }
 

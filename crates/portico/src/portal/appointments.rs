@@ -45,6 +45,7 @@ fn bad_query(e: &QueryRejection) -> PortalError {
 #[utoipa::path(
     get,
     path = "/appointments",
+    operation_id = "list_appointments",
     tag = "appointments",
     params(ListQuery),
     responses(
@@ -71,6 +72,7 @@ async fn list(
 #[utoipa::path(
     get,
     path = "/appointments/slots",
+    operation_id = "search_slots",
     tag = "appointments",
     params(SlotQuery),
     responses(
@@ -97,6 +99,7 @@ async fn slots(
 #[utoipa::path(
     get,
     path = "/appointments/{id}",
+    operation_id = "get_appointment",
     tag = "appointments",
     params(("id" = String, Path, description = "The Appointment id")),
     responses(
@@ -122,6 +125,7 @@ async fn get_one(
 #[utoipa::path(
     post,
     path = "/appointments",
+    operation_id = "book_appointment",
     tag = "appointments",
     request_body = NewAppointment,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes the write happen at most once")),
@@ -167,6 +171,7 @@ async fn book(
 #[utoipa::path(
     post,
     path = "/appointments/{id}/cancel",
+    operation_id = "cancel_appointment",
     tag = "appointments",
     request_body = CancelRequest,
     params(
@@ -217,6 +222,7 @@ async fn cancel(
 #[utoipa::path(
     post,
     path = "/appointments/{id}/reschedule",
+    operation_id = "reschedule_appointment",
     tag = "appointments",
     request_body = RescheduleRequest,
     params(
