@@ -349,6 +349,8 @@ async fn bad_refill_bodies_are_refused_before_anything_is_sent() {
         (json!({"note": 5}), "invalid_body"),
         (json!({"notes": "typo"}), "invalid_body"),
         (json!(["not", "an", "object"]), "invalid_body"),
+        // serde would read a struct from an array of its fields.
+        (json!(["a note", "a pharmacy"]), "invalid_body"),
         (json!({"note": "bad\u{0}char"}), "invalid_request"),
     ] {
         let answer = app.api_post(&token, &path, &body, None).await;

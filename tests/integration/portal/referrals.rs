@@ -172,6 +172,7 @@ async fn bad_referral_bodies_are_refused_before_anything_is_sent() {
             "text_too_long",
         ),
         (json!("a string"), 400, "invalid_body"),
+        (json!(["394579002", "a reason"]), 400, "invalid_body"),
     ] {
         let answer = app.api_post(&token, "/referrals", &body, None).await;
         assert_eq!(answer.status, status, "{body}: {:?}", answer.body);

@@ -85,9 +85,10 @@ async fn request_refill(
     headers: HeaderMap,
     body: Bytes,
 ) -> PortalResult<Response> {
-    let (input, mut value) = json_body::<RefillInput>(&headers, &body)?;
+    let (input, value) = json_body::<RefillInput>(&headers, &body)?;
+    super::referrals::require_object(&value)?;
     // The same key and body for another prescription is another request.
-    value["medication_request"] = serde_json::Value::String(id.clone());
+    let value = serde_json::json!({"medication_request": id, "body": value});
     idempotent(&state, &caller, &headers, "refill", &value, |idem| {
         let state = &state;
         let caller = &caller;

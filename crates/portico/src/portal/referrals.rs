@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 
 use super::{PatientCaller, PortalResult, ctx, idempotent, json_body};
 use crate::app::AppState;
+use crate::error::{ApiError, PortalError};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -89,6 +90,7 @@ async fn request_referral(
     body: Bytes,
 ) -> PortalResult<Response> {
     let (input, value) = json_body::<ReferralInput>(&headers, &body)?;
+    require_object(&value)?;
     idempotent(&state, &caller, &headers, "referral", &value, |idem| {
         let state = &state;
         let caller = &caller;
@@ -101,4 +103,17 @@ async fn request_referral(
         }
     })
     .await
+}
+
+/// Refuses a body that is not a JSON object: serde would read a struct from an array of
+/// its fields in order, which no client means to send.
+pub(super) fn require_object(value: &serde_json::Value) -> PortalResult<()> {
+    if value.is_object() {
+        return Ok(());
+    }
+    Err(PortalError(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_body",
+        "the body must be a JSON object",
+    )))
 }
