@@ -22,8 +22,8 @@ use crate::error::{ApiError, PortalError};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list))
-        .routes(routes!(pay))
+        .routes(routes!(list_bills))
+        .routes(routes!(pay_bill))
 }
 
 /// The patient's billing accounts with their balance and invoices.
@@ -39,7 +39,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
-async fn list(State(state): State<AppState>, caller: PatientCaller) -> PortalResult<Json<Bills>> {
+async fn list_bills(
+    State(state): State<AppState>,
+    caller: PatientCaller,
+) -> PortalResult<Json<Bills>> {
     Ok(Json(bills::list(ctx(&state, &caller)).await?))
 }
 
@@ -90,7 +93,7 @@ fn card_number_refused() -> PortalError {
         (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
-async fn pay(
+async fn pay_bill(
     State(state): State<AppState>,
     caller: PatientCaller,
     Path(id): Path<String>,
@@ -103,9 +106,10 @@ async fn pay(
     {
         return Err(card_number_refused());
     }
-    let (request, mut value) = json_body::<PaymentRequest>(&headers, &body)?;
+    let (request, value) = json_body::<PaymentRequest>(&headers, &body)?;
     // The same key and body for another account is another request.
-    value["account"] = Value::String(id.clone());
+    // (serde also accepts a struct as a JSON array: never index into the body.)
+    let value = serde_json::json!({"account": &id, "body": value});
     idempotent(&state, &caller, &headers, "pay", &value, |idem| {
         let state = &state;
         let caller = &caller;

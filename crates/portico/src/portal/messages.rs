@@ -19,7 +19,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_threads, start_thread))
         .routes(routes!(read_thread))
-        .routes(routes!(reply))
+        .routes(routes!(reply_in_thread))
 }
 
 /// The patient's message threads, most recently active first.
@@ -146,16 +146,17 @@ async fn start_thread(
         (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
-async fn reply(
+async fn reply_in_thread(
     State(state): State<AppState>,
     caller: PatientCaller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> PortalResult<Response> {
-    let (new, mut value) = json_body::<NewReply>(&headers, &body)?;
+    let (new, value) = json_body::<NewReply>(&headers, &body)?;
     // The same key and text in another thread is another request.
-    value["thread"] = serde_json::Value::String(id.clone());
+    // (serde also accepts a struct as a JSON array: never index into the body.)
+    let value = serde_json::json!({"thread": &id, "body": value});
     idempotent(&state, &caller, &headers, "message-reply", &value, |idem| {
         let state = &state;
         let caller = &caller;
