@@ -459,10 +459,18 @@ fn not_cancelable() -> PortalError {
 /// The patient's upcoming (soonest first) or past (newest first) appointments.
 pub async fn list(ctx: Ctx<'_>, when: When) -> PortalResult<AppointmentList> {
     let now = ctx.now();
-    let at = instant(now);
+    // The EHR is asked with whole-day bounds, so that the same question (and its cache
+    // entry) serves a whole day; the exact cut at `now` is made here.
+    let today = now
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map_or(now, |t| t.and_utc());
     let (date, sort) = match when {
-        When::Upcoming => (format!("ge{at}"), "date"),
-        When::Past => (format!("lt{at}"), "-date"),
+        When::Upcoming => (format!("ge{}", instant(today)), "date"),
+        When::Past => (
+            format!("lt{}", instant(today + chrono::TimeDelta::days(1))),
+            "-date",
+        ),
     };
     let params = [
         ("date", date),
@@ -470,22 +478,36 @@ pub async fn list(ctx: Ctx<'_>, when: When) -> PortalResult<AppointmentList> {
         ("_count", "50".to_owned()),
         ("_include", "Appointment:actor".to_owned()),
     ];
-    let mut page = ctx
-        .search_all("Appointment", &params, MAX_LISTED + 1)
-        .await?;
-    if when == When::Upcoming {
-        // Requests without a time yet are upcoming too.
-        let requests = ctx
-            .search_all(
-                "Appointment",
-                &[
-                    ("status", "proposed,pending".to_owned()),
-                    ("_count", "50".to_owned()),
-                    ("_include", "Appointment:actor".to_owned()),
-                ],
-                MAX_LISTED,
-            )
-            .await?;
+    let requests_params = [
+        ("status", "proposed,pending".to_owned()),
+        ("_count", "50".to_owned()),
+        ("_include", "Appointment:actor".to_owned()),
+    ];
+    let (page, requests) = tokio::join!(
+        ctx.search_all("Appointment", &params, MAX_LISTED + 1),
+        async {
+            if when == When::Upcoming {
+                // Requests without a time yet are upcoming too.
+                ctx.search_all("Appointment", &requests_params, MAX_LISTED)
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            }
+        }
+    );
+    let mut page = page?;
+    let on_the_right_side_of_now = |a: &Value| {
+        let Some(start) = str_at(a, "start").and_then(parse_datetime) else {
+            return true;
+        };
+        match when {
+            When::Upcoming => start >= now,
+            When::Past => start < now,
+        }
+    };
+    page.matches.retain(on_the_right_side_of_now);
+    if let Some(requests) = requests? {
         page.stale |= requests.stale;
         page.included.extend(requests.included);
         page.matches.extend(

@@ -13,6 +13,7 @@
 pub mod appointments;
 pub mod bills;
 pub mod context;
+pub mod dashboard;
 pub mod error;
 pub mod idempotency;
 pub mod me;

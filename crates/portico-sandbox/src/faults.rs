@@ -104,6 +104,30 @@ pub struct RequestStats {
 pub struct Faults {
     config: RwLock<FaultConfig>,
     counts: Mutex<BTreeMap<(String, String), u64>>,
+    /// `/fhir` requests being served right now, and the most at once since the last
+    /// reset (shows whether a client's calls ran concurrently, without timing them).
+    in_flight: std::sync::atomic::AtomicU64,
+    max_in_flight: std::sync::atomic::AtomicU64,
+}
+
+/// Counts a request as in flight until dropped.
+struct InFlight<'a>(&'a Faults);
+
+impl<'a> InFlight<'a> {
+    fn enter(faults: &'a Faults) -> InFlight<'a> {
+        use std::sync::atomic::Ordering;
+        let now = faults.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        faults.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(faults)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// What to do with one request.
@@ -190,9 +214,18 @@ impl Faults {
             .unwrap_or(0)
     }
 
-    /// Zeroes the counter.
+    /// The most `/fhir` requests served at the same time since the last reset.
+    pub fn max_in_flight(&self) -> u64 {
+        self.max_in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Zeroes the counter (and the in-flight high-water mark).
     pub fn reset_stats(&self) {
         self.counts.lock().clear();
+        self.max_in_flight.store(
+            self.in_flight.load(std::sync::atomic::Ordering::SeqCst),
+            std::sync::atomic::Ordering::SeqCst,
+        );
     }
 
     fn record(&self, method: &str, resource_type: &str) {
@@ -259,6 +292,7 @@ pub async fn middleware(
         .get::<OriginalUri>()
         .map_or_else(|| request.uri().path().to_owned(), |u| u.path().to_owned());
     faults.record(request.method().as_str(), resource_type_of(&path));
+    let _in_flight = InFlight::enter(&faults);
     let decision = faults.decide(&path);
     if !decision.latency.is_zero() {
         tokio::time::sleep(decision.latency).await;

@@ -24,7 +24,7 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// Machine-readable detail for portal clients (an eligibility reason, the exact
     /// state of a half-done action), rendered as the problem's `details` member.
-    pub details: Option<serde_json::Value>,
+    pub details: Option<Box<serde_json::Value>>,
 }
 
 impl ApiError {
@@ -207,7 +207,7 @@ impl IntoResponse for PortalError {
             "detail": e.message,
         });
         if let Some(details) = &e.details {
-            body["details"] = details.clone();
+            body["details"] = (**details).clone();
         }
         let mut response = (e.status, Json(body)).into_response();
         response.headers_mut().insert(

@@ -43,3 +43,98 @@ async fn portal_routes_need_a_login_and_errors_are_problem_json() {
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.code(), "not_found");
 }
+
+#[tokio::test]
+async fn the_dashboard_shows_every_section_for_the_patient_only() {
+    let app = TestApp::spawn().await;
+    let token = app.portal_token("pat-1");
+    let d = app.api_get(&token, "/dashboard").await;
+    assert_eq!(d.status, 200, "{:?}", d.body);
+    assert_eq!(d.body["unavailable"], serde_json::json!([]));
+    for section in [
+        "upcoming_appointments",
+        "medications",
+        "message_threads",
+        "recent_results",
+    ] {
+        assert!(
+            d.body[section].is_array(),
+            "{section}: {:?}",
+            d.body[section]
+        );
+    }
+    assert!(d.body["balance_due"]["value"].is_number());
+    assert!(
+        d.body["medications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["status"] == "active" && m["refill"]["eligible"].is_boolean())
+    );
+    // Everything shown is pat-1's: the upcoming appointments name them as a participant.
+    for a in d.body["upcoming_appointments"].as_array().unwrap() {
+        let stored = app
+            .sandbox
+            .store()
+            .read("Appointment", a["id"].as_str().unwrap())
+            .unwrap();
+        let text = String::from_utf8(stored.body.unwrap().to_vec()).unwrap();
+        assert!(text.contains("\"Patient/pat-1\""), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn dashboard_sections_load_concurrently_and_repeat_loads_come_from_the_cache() {
+    let sandbox = crate::support::sandbox().await;
+    sandbox
+        .faults()
+        .set_latency(std::time::Duration::from_millis(150));
+    let app = TestApp::spawn_on(sandbox).await;
+    let token = app.portal_token("pat-1");
+    app.sandbox.faults().reset_stats();
+    let first = app.api_get(&token, "/dashboard").await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    // Five sections: their first EHR calls were in flight at the same time.
+    assert!(
+        app.sandbox.faults().max_in_flight() >= 5,
+        "sections ran one after another (at most {} EHR calls at once)",
+        app.sandbox.faults().max_in_flight()
+    );
+    app.sandbox.faults().reset_stats();
+    let again = app.api_get(&token, "/dashboard").await;
+    assert_eq!(again.status, 200);
+    assert_eq!(
+        app.sandbox.faults().requests(),
+        0,
+        "a repeated dashboard within the TTL makes no EHR call: {:?}",
+        app.sandbox.faults().stats()
+    );
+    assert_eq!(again.body, first.body);
+}
+
+#[tokio::test]
+async fn a_failing_section_is_named_and_the_rest_still_shows() {
+    let app = TestApp::spawn_with(crate::support::sandbox().await, |config, _| {
+        config.resilience.max_attempts = 1;
+    })
+    .await;
+    let token = app.portal_token("pat-1");
+    app.sandbox.faults().inject(
+        portico_sandbox::faults::FailureKind::Status500,
+        1.0,
+        Some("/fhir/Communication"),
+    );
+    let d = app.api_get(&token, "/dashboard").await;
+    assert_eq!(d.status, 200, "{:?}", d.body);
+    assert_eq!(d.body["unavailable"], serde_json::json!(["messages"]));
+    assert!(d.body["message_threads"].is_null());
+    assert!(d.body["upcoming_appointments"].is_array());
+    // When the EHR fails for everything (and nothing is cached for this patient), the
+    // dashboard is an honest error.
+    app.sandbox
+        .faults()
+        .inject(portico_sandbox::faults::FailureKind::Status500, 1.0, None);
+    let down = app.api_get(&app.portal_token("pat-2"), "/dashboard").await;
+    assert_eq!(down.status, 502, "{:?}", down.body);
+    assert_eq!(down.code(), "upstream_unavailable");
+}

@@ -9,7 +9,9 @@ use super::{PatientCaller, PortalResult, ctx};
 use crate::app::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(me))
+    OpenApiRouter::new()
+        .routes(routes!(me))
+        .routes(routes!(dashboard))
 }
 
 /// Who the portal is acting for.
@@ -27,4 +29,29 @@ async fn me(
     caller: PatientCaller,
 ) -> PortalResult<Json<portico_portal::me::Me>> {
     Ok(Json(portico_portal::me::me(ctx(&state, &caller)).await?))
+}
+
+/// The portal's home page: upcoming appointments, active medications with refill
+/// eligibility, open or unread message threads, recent lab results and the balance due,
+/// loaded concurrently. A section the EHR cannot serve right now is listed in
+/// `unavailable` instead of failing the page.
+#[utoipa::path(
+    get,
+    path = "/dashboard",
+    tag = "patient",
+    responses(
+        (status = 200, description = "The dashboard", body = portico_portal::dashboard::Dashboard),
+        (status = 401, description = "Not logged in", body = super::Problem),
+        (status = 502, description = "The EHR failed for every section", body = super::Problem),
+        (status = 503, description = "The EHR is unavailable", body = super::Problem),
+        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
+    )
+)]
+async fn dashboard(
+    State(state): State<AppState>,
+    caller: PatientCaller,
+) -> PortalResult<Json<portico_portal::dashboard::Dashboard>> {
+    Ok(Json(
+        portico_portal::dashboard::dashboard(ctx(&state, &caller)).await?,
+    ))
 }

@@ -239,7 +239,7 @@ impl From<portico_portal::PortalError> for ApiError {
             ),
             P::Partial { message, .. } => ApiError::new(StatusCode::BAD_GATEWAY, code, message),
         };
-        error.details = details;
+        error.details = details.map(Box::new);
         error
     }
 }
