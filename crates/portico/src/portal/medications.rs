@@ -30,6 +30,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// year) with refills left, the last fill and whether a refill may be requested now.
 #[utoipa::path(
     get,
+    operation_id = "list_medications",
     path = "/medications",
     tag = "medications",
     responses(
@@ -56,6 +57,7 @@ async fn list(
 /// `Idempotency-Key`: a retry returns the same request instead of making another.
 #[utoipa::path(
     post,
+    operation_id = "request_refill",
     path = "/medications/{id}/refill-requests",
     tag = "medications",
     request_body = RefillInput,
@@ -108,6 +110,7 @@ async fn request_refill(
 /// The patient's refill requests, newest first, with their progress.
 #[utoipa::path(
     get,
+    operation_id = "list_refill_requests",
     path = "/refill-requests",
     tag = "medications",
     responses(

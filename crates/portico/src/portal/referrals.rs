@@ -26,6 +26,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// The specialties a referral may be requested to.
 #[utoipa::path(
     get,
+    operation_id = "list_referral_specialties",
     path = "/referrals/specialties",
     tag = "referrals",
     responses(
@@ -43,6 +44,7 @@ async fn specialties(
 /// The referral requests the patient made, newest first, with their status.
 #[utoipa::path(
     get,
+    operation_id = "list_referrals",
     path = "/referrals",
     tag = "referrals",
     responses(
@@ -65,6 +67,7 @@ async fn list(
 /// returns the same request instead of making another.
 #[utoipa::path(
     post,
+    operation_id = "request_referral",
     path = "/referrals",
     tag = "referrals",
     request_body = ReferralInput,
