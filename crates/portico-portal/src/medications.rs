@@ -607,8 +607,8 @@ pub async fn list(ctx: Ctx<'_>) -> PortalResult<MedicationList> {
     let (dispenses, open) = if ids.is_empty() {
         (Vec::new(), HashMap::new())
     } else {
-        let (dispenses, s1) = dispenses_of(ctx, &ids).await?;
-        let (open, s2) = open_requests(ctx, &ids).await?;
+        let (dispenses, open) = tokio::join!(dispenses_of(ctx, &ids), open_requests(ctx, &ids));
+        let ((dispenses, s1), (open, s2)) = (dispenses?, open?);
         stale |= s1 || s2;
         (dispenses, open)
     };
@@ -768,8 +768,9 @@ pub async fn request_refill(
     if let Some(existing) = ctx.find_by_identifier(rt, idem).await? {
         return Ok(refill_view(&existing, medication_name(request, None)));
     }
-    let (dispenses, stale_dispenses) = dispenses_of(ctx, &[id]).await?;
-    let (open, stale_open) = open_requests(ctx, &[id]).await?;
+    let ids = [id];
+    let (dispenses, open) = tokio::join!(dispenses_of(ctx, &ids), open_requests(ctx, &ids));
+    let ((dispenses, stale_dispenses), (open, stale_open)) = (dispenses?, open?);
     if stale_dispenses || stale_open {
         return Err(refuse_stale());
     }

@@ -394,6 +394,11 @@ pub fn json_body<T: serde::de::DeserializeOwned>(
     }
     let value: Value =
         serde_json::from_slice(body).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
+    if !value.is_object() {
+        // serde would fill a struct from an array of its fields; portal bodies are
+        // always objects.
+        return Err(invalid("the body must be a JSON object".to_owned()));
+    }
     if portico_fhir::json::depth(&value) > 16 {
         return Err(invalid("the JSON is nested too deeply".to_owned()));
     }

@@ -46,6 +46,7 @@ fn binding(caller: &PatientCaller, kind: Kind) -> String {
 #[utoipa::path(
     get,
     path = "/records/{kind}",
+    operation_id = "list_records",
     tag = "records",
     params(
         ("kind" = Kind, Path, description = "allergies, conditions, medications, immunizations, lab-results, vital-signs, documents, encounters, procedures or care-team"),
