@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts `portico demo` on free ports, logs in as a demo patient with
-# scripts/smart-login.py, checks the gateway's probes, and stops the demo.
+# scripts/smart-login.py, walks through the portal API with
+# scripts/portal-walkthrough.py, checks the gateway's probes, and stops the demo.
 # PROFILE=release uses the release binary (what the README's demo command runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,9 @@ grep -q "Demo patients" "$out" || { echo "demo banner missing"; cat "$out"; exit
 python3 scripts/smart-login.py --ehr "http://127.0.0.1:$ehr" --gateway "http://127.0.0.1:$gw"
 # The same SMART login, reading through the gateway's patient-scoped facade.
 python3 scripts/smart-login.py --ehr "http://127.0.0.1:$ehr" --fhir "http://127.0.0.1:$gw/fhir" --patient pat-2
+# The portal API as a logged-in patient (cookie session + CSRF): book, cancel and
+# reschedule, refills (eligible and refused), a referral, messages, paying a bill.
+python3 scripts/portal-walkthrough.py --gateway "http://127.0.0.1:$gw" --patient pat-3
 
 # Even at debug level, the application log carries no tokens, names or birth dates.
 if grep -q 'eyJ' "$log"; then echo "a JWT reached the application log"; exit 1; fi
@@ -57,4 +61,4 @@ PY
 kill -TERM "$pid"
 for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
 if kill -0 "$pid" 2>/dev/null; then echo "demo did not stop on SIGTERM"; exit 1; fi
-echo "smoke: 3 passed, 0 failed"
+echo "smoke: 4 passed, 0 failed"
