@@ -1,8 +1,8 @@
 //! The portal API (`/api/v1`) against the sandbox EHR.
 
 mod appointments;
-mod fuzz;
 mod bills;
+mod fuzz;
 mod home;
 mod medications;
 mod messages;
