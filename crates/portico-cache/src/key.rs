@@ -215,7 +215,8 @@ pub(crate) fn plan(request: &FhirRequest, config: &CacheConfig) -> Option<Plan> 
         | Interaction::Create { .. }
         | Interaction::Update { .. }
         | Interaction::Patch { .. }
-        | Interaction::Delete { .. } => return None,
+        | Interaction::Delete { .. }
+        | Interaction::Operation { .. } => return None,
     };
     if request.partition.is_none() {
         match &deps {

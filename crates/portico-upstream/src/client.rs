@@ -367,6 +367,33 @@ impl FhirClient {
                 check_id(id, "id")?;
                 (Method::DELETE, self.url(&[resource_type, id])?, None)
             }
+            Interaction::Operation {
+                resource_type,
+                id,
+                name,
+                body,
+            } => {
+                check_operation_name(name)?;
+                let op = format!("${name}");
+                let url = match (resource_type, id) {
+                    (Some(rt), Some(id)) => {
+                        check_type(rt)?;
+                        check_id(id, "id")?;
+                        self.url(&[rt, id, &op])?
+                    }
+                    (Some(rt), None) => {
+                        check_type(rt)?;
+                        self.url(&[rt, &op])?
+                    }
+                    (None, None) => self.url(&[&op])?,
+                    (None, Some(_)) => {
+                        return Err(UpstreamError::InvalidRequest {
+                            detail: "an instance operation needs a resource type".to_owned(),
+                        });
+                    }
+                };
+                (Method::POST, url, Some((body.clone(), FHIR_JSON)))
+            }
             Interaction::Capabilities => (Method::GET, self.url(&["metadata"])?, None),
         })
     }
@@ -558,6 +585,22 @@ fn check_type(resource_type: &str) -> Result<(), UpstreamError> {
     }
 }
 
+/// An operation name (without `$`): a letter, then letters, digits, `-` or `_`.
+fn check_operation_name(name: &str) -> Result<(), UpstreamError> {
+    let ok = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(UpstreamError::InvalidRequest {
+            detail: "invalid operation name".to_owned(),
+        })
+    }
+}
+
 fn check_id(id: &str, what: &str) -> Result<(), UpstreamError> {
     if is_valid_id(id) {
         Ok(())
@@ -584,5 +627,62 @@ fn set_query(url: &mut Url, params: &[(String, String)]) {
     let query = encode_query(params);
     if !query.is_empty() {
         url.set_query(Some(&query));
+    }
+}
+
+#[cfg(test)]
+mod operation_tests {
+    use wiremock::matchers::{body_string_contains, header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use crate::{FhirClient, FhirRequest, FhirUpstream, UpstreamAuthConfig, UpstreamConfig};
+
+    #[tokio::test]
+    async fn operations_post_parameters_to_type_instance_and_system_urls() {
+        let server = MockServer::start().await;
+        for p in [
+            "/fhir/Appointment/$find",
+            "/fhir/Appointment/a1/$hold",
+            "/fhir/$ping",
+        ] {
+            Mock::given(method("POST"))
+                .and(path(p))
+                .and(header("content-type", "application/fhir+json"))
+                .and(body_string_contains("\"Parameters\""))
+                .respond_with(
+                    ResponseTemplate::new(200)
+                        .set_body_json(serde_json::json!({"resourceType": "Bundle"})),
+                )
+                .expect(1)
+                .mount(&server)
+                .await;
+        }
+        let base = url::Url::parse(&format!("{}/fhir", server.uri())).unwrap();
+        let config = UpstreamConfig::new(base, UpstreamAuthConfig::None)
+            .resolve()
+            .unwrap();
+        let c = FhirClient::new(config).unwrap();
+        let body = r#"{"resourceType":"Parameters"}"#;
+        for request in [
+            FhirRequest::operation(Some("Appointment"), None, "find", body),
+            FhirRequest::operation(Some("Appointment"), Some("a1"), "hold", body),
+            FhirRequest::operation(None, None, "ping", body),
+        ] {
+            assert_eq!(c.execute(request).await.unwrap().status, 200);
+        }
+        // Names, types and ids are checked before anything is sent.
+        for bad in [
+            FhirRequest::operation(Some("Appointment"), None, "../x", body),
+            FhirRequest::operation(Some("Appointment"), None, "", body),
+            FhirRequest::operation(Some("NotAType"), None, "find", body),
+            FhirRequest::operation(Some("Appointment"), Some("a/b"), "hold", body),
+            FhirRequest::operation(None, Some("a1"), "hold", body),
+        ] {
+            let e = c.execute(bad).await.unwrap_err();
+            assert!(
+                matches!(e, crate::UpstreamError::InvalidRequest { .. }),
+                "{e:?}"
+            );
+        }
     }
 }

@@ -62,6 +62,17 @@ pub enum Interaction {
     },
     /// `DELETE [type]/[id]`
     Delete { resource_type: String, id: String },
+    /// `POST [base]/[type]/[id]/$name` with a `Parameters` body (`application/fhir+json`):
+    /// a FHIR operation such as `Appointment/$find` or `Appointment/$book`. Never cached
+    /// and never retried (it may change data); a cache treats it as a write of its
+    /// resource type.
+    Operation {
+        resource_type: Option<String>,
+        id: Option<String>,
+        /// The operation's name without the `$`.
+        name: String,
+        body: Bytes,
+    },
     /// `GET metadata`
     Capabilities,
 }
@@ -143,6 +154,18 @@ impl std::fmt::Debug for Interaction {
                 .debug_struct("Delete")
                 .field("resource_type", resource_type)
                 .field("id", id)
+                .finish(),
+            Interaction::Operation {
+                resource_type,
+                id,
+                name,
+                body,
+            } => f
+                .debug_struct("Operation")
+                .field("resource_type", resource_type)
+                .field("id", id)
+                .field("name", name)
+                .field("body_len", &body.len())
                 .finish(),
             Interaction::Capabilities => f.write_str("Capabilities"),
         }
@@ -365,6 +388,23 @@ impl FhirRequest {
         Interaction::Capabilities.into()
     }
 
+    /// `POST [type]/[id]/$name` (type- or instance-level when `resource_type`/`id` are
+    /// given, system-level otherwise) with a `Parameters` body.
+    pub fn operation(
+        resource_type: Option<&str>,
+        id: Option<&str>,
+        name: impl Into<String>,
+        body: impl Into<Bytes>,
+    ) -> Self {
+        Interaction::Operation {
+            resource_type: resource_type.map(str::to_owned),
+            id: id.map(str::to_owned),
+            name: name.into(),
+            body: body.into(),
+        }
+        .into()
+    }
+
     /// Sets the caller's bearer token (used in passthrough mode only).
     pub fn with_bearer(mut self, token: SecretString) -> Self {
         self.bearer = Some(token);
@@ -421,8 +461,8 @@ impl FhirRequest {
         self.with_if_match(format!("W/\"{version}\""))
     }
 
-    /// The resource type the interaction is about; `None` for `SearchPage` and
-    /// `Capabilities`.
+    /// The resource type the interaction is about; `None` for `SearchPage`,
+    /// `Capabilities` and system-level operations.
     pub fn resource_type(&self) -> Option<&str> {
         match &self.interaction {
             Interaction::Read { resource_type, .. }
@@ -433,6 +473,7 @@ impl FhirRequest {
             | Interaction::Update { resource_type, .. }
             | Interaction::Patch { resource_type, .. }
             | Interaction::Delete { resource_type, .. } => Some(resource_type),
+            Interaction::Operation { resource_type, .. } => resource_type.as_deref(),
             Interaction::SearchPage { .. } | Interaction::Capabilities => None,
         }
     }
@@ -446,6 +487,7 @@ impl FhirRequest {
             | Interaction::Update { id, .. }
             | Interaction::Patch { id, .. }
             | Interaction::Delete { id, .. } => Some(id),
+            Interaction::Operation { id, .. } => id.as_deref(),
             _ => None,
         }
     }
@@ -475,6 +517,7 @@ impl FhirRequest {
             Interaction::Update { .. } => "update",
             Interaction::Patch { .. } => "patch",
             Interaction::Delete { .. } => "delete",
+            Interaction::Operation { .. } => "operation",
             Interaction::Capabilities => "capabilities",
         }
     }
@@ -510,6 +553,27 @@ mod tests {
             Interaction::Update { if_match: Some(ref m), .. } if m == "W/\"3\""
         ));
         assert_eq!(FhirRequest::search_page("http://x").resource_type(), None);
+
+        let op = FhirRequest::operation(
+            Some("Appointment"),
+            None,
+            "book",
+            r#"{"resourceType":"Parameters","parameter":[{"name":"comment","valueString":"Smith"}]}"#,
+        );
+        assert!(
+            !op.is_read(),
+            "an operation may write: never cached or retried"
+        );
+        assert_eq!(op.kind(), "operation");
+        assert_eq!(op.resource_type(), Some("Appointment"));
+        assert_eq!(op.id(), None);
+        let debug = format!("{op:?}");
+        assert!(
+            !debug.contains("Smith") && debug.contains("book"),
+            "{debug}"
+        );
+        let instance = FhirRequest::operation(Some("Appointment"), Some("a1"), "hold", "{}");
+        assert_eq!(instance.id(), Some("a1"));
     }
 
     #[test]

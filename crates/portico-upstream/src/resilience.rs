@@ -456,10 +456,11 @@ mod tests {
             FhirRequest::update("Task", "t1", "{}"),
             FhirRequest::patch("Task", "t1", "[]"),
             FhirRequest::delete("Task", "t1"),
+            FhirRequest::operation(Some("Appointment"), None, "book", "{}"),
         ] {
             assert!(r.execute(write).await.is_err());
         }
-        assert_eq!(fake.calls(), 4);
+        assert_eq!(fake.calls(), 5);
 
         for fallback in [status(500), not_found()] {
             let fake = Fake::new(vec![], fallback);
