@@ -23,21 +23,49 @@ pub fn version_id(resource: &Value) -> Option<&str> {
 
 /// Every value found at `path`, a dot-separated element path relative to the resource
 /// (`"subject"`, `"participant.actor"`). Arrays are flattened at every step, the last
-/// included, so `participant.actor` yields the actor of every participant.
+/// included, so `participant.actor` yields the actor of every participant. A step may
+/// select by a string field: `extension[url=http://example.org/x].valueReference` keeps
+/// only the extensions with that `url` (the value may contain dots).
 pub fn values_at<'a>(resource: &'a Value, path: &str) -> Vec<&'a Value> {
     let mut current: Vec<&Value> = vec![resource];
-    for step in path.split('.') {
+    for step in steps(path) {
+        let (name, filter) = match step.split_once('[') {
+            Some((name, rest)) => (name, rest.strip_suffix(']').and_then(|f| f.split_once('='))),
+            None => (step, None),
+        };
         let mut next = Vec::new();
         for v in current {
-            match v.get(step) {
+            match v.get(name) {
                 Some(Value::Array(items)) => next.extend(items.iter()),
                 Some(other) => next.push(other),
                 None => {}
             }
         }
+        if let Some((field, wanted)) = filter {
+            next.retain(|v| v.get(field).and_then(Value::as_str) == Some(wanted));
+        }
         current = next;
     }
     current
+}
+
+/// The steps of an element path: split at dots outside `[...]`.
+fn steps(path: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in path.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            '.' if depth == 0 => {
+                out.push(&path[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&path[start..]);
+    out
 }
 
 /// Every `reference` string found at `path` (see [`values_at`]).
@@ -61,6 +89,20 @@ pub fn depth(value: &Value) -> usize {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn steps_can_select_by_a_field_whose_value_has_dots() {
+        let r = json!({"extension": [
+            {"url": "http://a.example/x", "valueReference": {"reference": "Patient/1"}},
+            {"url": "http://b.example/y", "valueReference": {"reference": "Patient/2"}}
+        ]});
+        assert_eq!(
+            references_at(&r, "extension[url=http://a.example/x].valueReference"),
+            vec!["Patient/1"]
+        );
+        assert_eq!(references_at(&r, "extension.valueReference").len(), 2);
+        assert!(references_at(&r, "extension[url=http://c.example/z].valueReference").is_empty());
+    }
 
     #[test]
     fn accessors() {

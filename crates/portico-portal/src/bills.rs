@@ -81,7 +81,10 @@ pub fn payment_link() -> ExtraLink {
     ExtraLink {
         resource_type: "PaymentReconciliation".into(),
         param: "patient".into(),
-        paths: vec!["extension.valueReference".into()],
+        // Only the portal's own extension: another extension that happens to reference
+        // a patient (a payer's remittance detail) must not put the record in their
+        // compartment.
+        paths: vec![format!("extension[url={PATIENT_EXTENSION}].valueReference")],
     }
 }
 

@@ -81,13 +81,36 @@ pub fn valid_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// A fingerprint of a write request: the action and its canonical JSON body.
+/// A fingerprint of a write request: the action and its body in canonical form (object
+/// keys sorted at every level), so that a retry that serializes the same body with its
+/// keys in another order is recognized as the same request.
 pub fn fingerprint(action: &str, body: &Value) -> String {
     let mut h = Sha256::new();
     h.update(action.as_bytes());
     h.update([0]);
-    h.update(body.to_string().as_bytes());
+    h.update(canonical(body).as_bytes());
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn canonical(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical(&map[k])))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(items) => {
+            format!(
+                "[{}]",
+                items.iter().map(canonical).collect::<Vec<_>>().join(",")
+            )
+        }
+        other => other.to_string(),
+    }
 }
 
 /// A remembered final answer.
@@ -209,6 +232,16 @@ mod tests {
             a.search_query()
                 .starts_with("identifier=urn%3Aietf%3Arfc%3A3986%7Curn%3Auuid%3A")
         );
+    }
+
+    #[test]
+    fn fingerprints_ignore_key_order_but_not_values() {
+        let a: Value = serde_json::from_str(r#"{"a":1,"b":{"x":[1,2],"y":"z"}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"b":{"y":"z","x":[1,2]},"a":1}"#).unwrap();
+        let c: Value = serde_json::from_str(r#"{"b":{"y":"z","x":[2,1]},"a":1}"#).unwrap();
+        assert_eq!(fingerprint("pay", &a), fingerprint("pay", &b));
+        assert_ne!(fingerprint("pay", &a), fingerprint("pay", &c));
+        assert_ne!(fingerprint("pay", &a), fingerprint("book", &a));
     }
 
     #[test]

@@ -381,6 +381,18 @@ impl EhrProfile {
     /// Whether this profile can run with patient tokens passed through upstream: a
     /// profile whose writes need a system credential cannot.
     pub fn check_credential(&self, passthrough: bool) -> Result<(), ProfileError> {
+        if passthrough && self.bills.payment != PaymentStrategy::Unsupported {
+            // The gateway records a payment after charging the card; with the patient's
+            // own token the EHR may refuse the record, leaving every payment "charged,
+            // not recorded".
+            return Err(ProfileError::Invalid {
+                name: self.name.clone(),
+                message: "payments are recorded with the gateway's system credential; \
+                          set `bills.payment = \"unsupported\"` in the profile to run in \
+                          passthrough mode"
+                    .to_owned(),
+            });
+        }
         if passthrough && self.appointments.write_credential == WriteCredential::System {
             return Err(ProfileError::Invalid {
                 name: self.name.clone(),
@@ -445,5 +457,12 @@ mod tests {
         let cerner = EhrProfile::built_in("cerner").unwrap();
         assert!(cerner.check_credential(true).is_err());
         assert!(cerner.check_credential(false).is_ok());
+        let mut generic = EhrProfile::built_in("generic-r4").unwrap();
+        assert!(
+            generic.check_credential(true).is_err(),
+            "payments need the system credential"
+        );
+        generic.bills.payment = PaymentStrategy::Unsupported;
+        assert!(generic.check_credential(true).is_ok());
     }
 }

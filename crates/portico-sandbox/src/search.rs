@@ -560,6 +560,10 @@ pub static TABLE: &[(&str, &[ParamDef])] = &[
             r("payment-issuer", &["paymentIssuer"], &["Organization"]),
             r("request", &["request"], &["Task"]),
             r("requestor", &["requestor"], ANY),
+            // Not in R4: payments a portal recorded name their patient in an extension
+            // (portico-portal's `bills::PATIENT_EXTENSION`), and an EHR that serves a
+            // portal defines a search parameter on it, as this one does.
+            r("patient", &["extension.valueReference"], &["Patient"]),
         ],
     ),
     (

@@ -353,18 +353,18 @@ pub fn attempts(fx: &Fixture) -> Vec<Attempt> {
     ));
 
     // Not reachable at all: non-compartment types of no one's portal.
-    for ty in [
-        "PaymentNotice",
-        "AuditEvent",
-        "PaymentReconciliation",
-        "Device",
-        "Basic",
-    ] {
+    for ty in ["PaymentNotice", "AuditEvent", "Device", "Basic"] {
         rows.push(
             Attempt::get(format!("search {ty}"), format!("/{ty}"))
                 .expect(Expect::Status(vec![403, 404])),
         );
     }
+    // Payment records the portal made are the patient's own (linked by an extension);
+    // another patient's are out of reach.
+    rows.push(forbidden(
+        "B's payment records".into(),
+        "/PaymentReconciliation?patient=pat-2".into(),
+    ));
     let task_b = fx.b_res.get("Task").and_then(|v| v.first()).cloned();
     if let Some(task) = task_b {
         rows.push(

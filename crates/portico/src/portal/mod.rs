@@ -284,14 +284,25 @@ where
         }
     };
     let patient = &caller.caller.patient;
-    let idem = Idem::new(patient, action, key.as_deref());
+    let fingerprint = idempotency::fingerprint(action, body);
+    // The upstream identity covers who acts and the whole request (target ids are part
+    // of the body fingerprint): the same key reused for another account, prescription
+    // or appointment — after the gateway forgot it — can never be mistaken upstream
+    // (or at the payment processor) for the first request.
+    let idem = Idem::new(
+        patient,
+        &format!(
+            "{action}\n{}\n{fingerprint}",
+            caller.caller.principal.subject
+        ),
+        key.as_deref(),
+    );
     let Some(key) = key else {
         let (status, value) = run(idem).await?;
         return Ok((status, Json(value)).into_response());
     };
     let store = state.idempotency();
     let scope = format!("{}\n{patient}", caller.caller.principal.subject);
-    let fingerprint = idempotency::fingerprint(action, body);
     match store.begin(&scope, &key, &fingerprint).await {
         Begin::Started => {}
         Begin::Replay(stored) => {
