@@ -11,11 +11,22 @@
 //!   and in the future, else `slot_unavailable`), then create a `booked` Appointment
 //!   with the patient `accepted` and the Schedule's actors; the EHR stays the arbiter
 //!   (its 409 is `slot_unavailable` too). `request` strategy: a `proposed`
-//!   Appointment with `requestedPeriod`. `operations` ($find/$book) is not supported;
+//!   Appointment with `requestedPeriod`. `operations` strategy (IHE ITI Scheduling R4,
+//!   Epic-like): the slot search is `POST Appointment/$find` and its proposed
+//!   Appointments are the "slots" (their ids are what the patient books); booking is
+//!   `POST Appointment/$book` with `appointment-reference`, allowed only for a proposed
+//!   appointment this gateway offered the patient (or one in their record), checked
+//!   against the patient write rules first, exactly once per key (an earlier booking
+//!   found by id or identifier is returned instead of booking again);
 //! - cancel: JSON Patch (or PUT) `status=cancelled` + `cancelationReason` `pat`, with
 //!   `If-Match`, one re-read and retry on a version conflict;
 //! - reschedule (`book-then-cancel`): book the new slot, cancel the old appointment;
 //!   when the cancel fails, cancel the new booking again and say exactly what is left.
+//!   `patch-slot` (Cerner): one JSON Patch of the same Appointment replacing `/slot`,
+//!   `/start`, `/end` and adding the `reschedule-reason` extension, with `If-Match`,
+//!   under the gateway locks of both slots; the patient write rules allow patients only
+//!   to cancel, so it goes through [`Ctx::patch_with_rule`] with
+//!   [`reschedule_rule`] (only the slot, its time and the extension may change).
 //!
 //! Appointments are read by search (`Appointment?_id=`) rather than by read: the
 //! compartment narrowing makes another patient's id simply match nothing (404), and the
@@ -32,6 +43,7 @@ use crate::idempotency::Idem;
 use crate::me::display_name;
 use crate::profile::{BookStrategy, CancelStrategy, RescheduleStrategy};
 use crate::view::{array, concept_text, first_concept_text, instant, parse_datetime, str_at};
+use portico_access::Interaction;
 use portico_upstream::UpstreamError;
 
 /// The cancellation reason code system (R4, binding strength example).
@@ -45,6 +57,13 @@ pub const MAX_LISTED: usize = 100;
 pub const MAX_SLOTS: usize = 200;
 /// The default slot-search window, in days.
 pub const DEFAULT_WINDOW_DAYS: i64 = 14;
+
+/// Cerner's extension carrying why an appointment was rescheduled.
+pub const RESCHEDULE_REASON_URL: &str =
+    "https://fhir-ehr.cerner.com/r4/StructureDefinition/reschedule-reason";
+/// Cerner's extension saying whether an appointment may be rescheduled.
+pub const IS_RESCHEDULABLE_URL: &str =
+    "https://fhir-ehr.cerner.com/r4/StructureDefinition/is-reschedulable";
 
 /// Statuses from which a patient may cancel (or reschedule).
 const CANCELABLE: &[&str] = &["booked", "proposed", "pending"];
@@ -92,6 +111,9 @@ pub struct AppointmentList {
 /// A bookable slot.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SlotView {
+    /// What to book (`slot_id`): a Slot id; with an EHR that schedules through
+    /// `Appointment/$find` and `$book` (profile `book = "operations"`), the id of a
+    /// proposed Appointment the EHR offered.
     pub id: String,
     pub start: String,
     pub end: Option<String>,
@@ -188,10 +210,13 @@ pub struct RescheduleRequest {
 /// A completed reschedule.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Rescheduled {
-    /// The new booking.
+    /// The new booking. With an EHR that moves the appointment itself (profile
+    /// `reschedule = "patch-slot"`) it keeps the old id.
     pub appointment: AppointmentView,
-    /// The old appointment, now cancelled.
-    pub previous: AppointmentView,
+    /// The appointment before the move: with book-then-cancel the old appointment, now
+    /// cancelled; with patch-slot the same appointment at its old time. Absent when a
+    /// retry finds the move already made and the old time is no longer known.
+    pub previous: Option<AppointmentView>,
 }
 
 // ---------------------------------------------------------------------------------
@@ -587,6 +612,19 @@ pub async fn search_slots(ctx: Ctx<'_>, query: &SlotQuery) -> PortalResult<SlotL
         stale,
     };
 
+    if matches!(profile.book, BookStrategy::Operations) {
+        let finding = Finding {
+            start,
+            end,
+            service_type: service_type.as_deref(),
+            specialty: specialty.as_deref(),
+            practitioner: practitioner.as_deref(),
+            location: location.as_deref(),
+        };
+        let (slots, truncated) = find_offers(ctx, &finding).await?;
+        return Ok(window(truncated, false, slots));
+    }
+
     // Practitioner/location → their Schedules (no chained search upstream).
     let mut schedules: Option<Vec<String>> = None;
     let mut stale = false;
@@ -740,10 +778,26 @@ pub async fn book(
                 ctx.now(),
             ))
         }
-        BookStrategy::Operations => Err(PortalError::not_supported(
-            "booking through Appointment/$find and $book is not implemented by this gateway \
-             yet; configure the EHR profile with book = \"slot\" or \"request\"",
-        )),
+        BookStrategy::Operations => {
+            if new.requested_start.is_some() || new.requested_end.is_some() {
+                return Err(PortalError::invalid(
+                    "this EHR books offered appointments: send slot_id (an id from the slot \
+                     search), not requested_start/requested_end",
+                ));
+            }
+            let id = new
+                .slot_id
+                .as_deref()
+                .ok_or_else(|| PortalError::invalid("slot_id is required"))?;
+            let id = check_id("slot_id", id)?;
+            let booked = book_operation(ctx, &id, comment.as_deref(), idem).await?;
+            Ok(appointment_view(
+                &booked.resource,
+                booked.version,
+                None,
+                ctx.now(),
+            ))
+        }
     }
 }
 
@@ -939,10 +993,7 @@ pub async fn reschedule(
         RescheduleStrategy::BookThenCancel => {
             book_then_cancel(ctx, old, &slot_id, reason.as_deref(), idem).await
         }
-        RescheduleStrategy::PatchSlot => Err(PortalError::not_supported(
-            "rescheduling by patching the appointment's slot is not implemented by this \
-             gateway yet: cancel the appointment and book a new one",
-        )),
+        RescheduleStrategy::PatchSlot => patch_slot(ctx, old, &slot_id, reason.as_deref()).await,
     }
 }
 
@@ -983,7 +1034,12 @@ async fn book_then_cancel(
     {
         return Ok(Rescheduled {
             appointment: appointment_view(new, None, None, now),
-            previous: appointment_view(&old.resource, old.version.clone(), None, now),
+            previous: Some(appointment_view(
+                &old.resource,
+                old.version.clone(),
+                None,
+                now,
+            )),
         });
     }
     if !is_cancelable(&old.resource, now) {
@@ -998,7 +1054,12 @@ async fn book_then_cancel(
     match cancel_loaded(ctx, old, reason).await {
         Ok(previous) => Ok(Rescheduled {
             appointment: appointment_view(&new.resource, new.version.clone(), None, now),
-            previous: appointment_view(&previous.resource, previous.version, None, now),
+            previous: Some(appointment_view(
+                &previous.resource,
+                previous.version,
+                None,
+                now,
+            )),
         }),
         Err(cancel_error) => {
             tracing::warn!(error = %cancel_error, "reschedule: the old appointment could not be cancelled; undoing the new booking");
@@ -1030,6 +1091,448 @@ async fn book_then_cancel(
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------
+// $find and $book (IHE ITI Scheduling R4; Epic-like)
+
+/// What a `$find` asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Finding<'a> {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub service_type: Option<&'a str>,
+    pub specialty: Option<&'a str>,
+    pub practitioner: Option<&'a str>,
+    pub location: Option<&'a str>,
+}
+
+/// The `Parameters` of `Appointment/$find` (IHE ITI Scheduling R4 names: `start` and
+/// `end` 1..1, `visit-type` and `specialty` as `system|code` tokens, `practitioner`,
+/// `location-reference` and `patient-reference` as References).
+pub fn find_parameters(finding: &Finding<'_>, patient: &str) -> Value {
+    let mut parameter = vec![
+        json!({"name": "start", "valueDateTime": instant(finding.start)}),
+        json!({"name": "end", "valueDateTime": instant(finding.end)}),
+    ];
+    if let Some(t) = finding.service_type {
+        parameter.push(json!({"name": "visit-type", "valueString": t}));
+    }
+    if let Some(s) = finding.specialty {
+        parameter.push(json!({"name": "specialty", "valueString": s}));
+    }
+    if let Some(p) = finding.practitioner {
+        parameter.push(
+            json!({"name": "practitioner", "valueReference": {"reference": format!("Practitioner/{p}")}}),
+        );
+    }
+    if let Some(l) = finding.location {
+        parameter.push(
+            json!({"name": "location-reference", "valueReference": {"reference": format!("Location/{l}")}}),
+        );
+    }
+    parameter.push(
+        json!({"name": "patient-reference", "valueReference": {"reference": format!("Patient/{patient}")}}),
+    );
+    json!({"resourceType": "Parameters", "parameter": parameter})
+}
+
+/// The `Parameters` of `Appointment/$book` for the proposed appointment `id`.
+pub fn book_parameters(id: &str, comment: Option<&str>) -> Value {
+    let mut parameter = vec![json!({
+        "name": "appointment-reference",
+        "valueReference": {"reference": format!("Appointment/{id}")}
+    })];
+    if let Some(c) = comment {
+        parameter.push(json!({"name": "comment", "valueString": c}));
+    }
+    json!({"resourceType": "Parameters", "parameter": parameter})
+}
+
+/// The proposed Appointments a `$find` offers the patient, as slots (soonest first),
+/// and whether there were more than [`MAX_SLOTS`]. The answer was verified by the
+/// policy: a proposed appointment naming another patient is gone before this sees it.
+async fn find_offers(ctx: Ctx<'_>, finding: &Finding<'_>) -> PortalResult<(Vec<SlotView>, bool)> {
+    let parameters = find_parameters(finding, ctx.patient());
+    let page = ctx
+        .operation("Appointment", "find", parameters, Interaction::Search)
+        .await?;
+    let offers: Vec<&Value> = page
+        .matches
+        .iter()
+        .filter(|a| str_at(a, "resourceType") == Some("Appointment"))
+        .filter(|a| str_at(a, "status") == Some("proposed"))
+        .filter(|a| {
+            str_at(a, "start")
+                .and_then(parse_datetime)
+                .is_some_and(|s| s >= finding.start && s < finding.end)
+        })
+        .filter(|a| str_at(a, "id").is_some_and(portico_fhir::reference::is_valid_id))
+        .collect();
+    ctx.remember_offers(&offers.iter().map(|a| (*a).clone()).collect::<Vec<_>>());
+    let mut slots: Vec<SlotView> = offers
+        .iter()
+        .filter_map(|a| {
+            Some(SlotView {
+                id: str_at(a, "id")?.to_owned(),
+                start: str_at(a, "start")?.to_owned(),
+                end: str_at(a, "end").map(str::to_owned),
+                service_type: first_concept_text(a, "serviceType"),
+                practitioner: actor_display(a, Some(&page), "Practitioner"),
+                location: actor_display(a, Some(&page), "Location"),
+            })
+        })
+        .collect();
+    slots.sort_by(|a, b| a.start.cmp(&b.start));
+    let truncated = slots.len() > MAX_SLOTS;
+    slots.truncate(MAX_SLOTS);
+    Ok((slots, truncated))
+}
+
+/// Whether an OperationOutcome says the appointment (or its time) is no longer
+/// available, as opposed to another failure.
+pub fn says_unavailable(outcomes: &[Value]) -> bool {
+    outcomes
+        .iter()
+        .flat_map(|o| array(o, "issue"))
+        .any(|issue| {
+            let severe = matches!(str_at(issue, "severity"), Some("error" | "fatal"));
+            let code = matches!(
+                str_at(issue, "code"),
+                Some("conflict" | "business-rule" | "duplicate" | "lock-error")
+            );
+            let text = [
+                issue.pointer("/details/text").and_then(Value::as_str),
+                str_at(issue, "diagnostics"),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|t| {
+                let t = t.to_lowercase();
+                t.contains("available") || t.contains("taken") || t.contains("booked")
+            });
+            severe && (code || text)
+        })
+}
+
+/// Whether a failed write may nevertheless have been applied upstream.
+fn outcome_unknown(e: &UpstreamError) -> bool {
+    matches!(
+        e,
+        UpstreamError::Timeout
+            | UpstreamError::Connect { .. }
+            | UpstreamError::Server { .. }
+            | UpstreamError::MalformedBody { .. }
+            | UpstreamError::Protocol { .. }
+    )
+}
+
+/// The patient's appointment `id` if the EHR shows it to them; `None` when it does not.
+async fn load_if_any(ctx: Ctx<'_>, id: &str) -> PortalResult<Option<Versioned>> {
+    match load(ctx, id).await {
+        Ok(a) => Ok(Some(a)),
+        Err(PortalError::NotFound | PortalError::Upstream(UpstreamError::NotFound { .. })) => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Books the proposed appointment `id` with `$book`, exactly once per `idem`.
+async fn book_operation(
+    ctx: Ctx<'_>,
+    id: &str,
+    comment: Option<&str>,
+    idem: &Idem,
+) -> PortalResult<Versioned> {
+    let _guard = ctx.portal.lock(&format!("appointment:{id}")).await;
+    // `$book` is not a conditional create: an earlier attempt's booking is looked for
+    // first (by this key's identifier, in case the EHR keeps it, and by id).
+    if let Some(existing) = ctx.find_by_identifier("Appointment", idem).await? {
+        return Ok(versioned(existing));
+    }
+    let known = load_if_any(ctx, id).await?;
+    let proposed = match known {
+        Some(a) if str_at(&a.resource, "status") == Some("booked") => return Ok(a),
+        Some(a) if matches!(str_at(&a.resource, "status"), Some("proposed" | "pending")) => {
+            a.resource
+        }
+        Some(_) => return Err(slot_unavailable()),
+        // Only what this gateway offered this patient (a proposed appointment need not
+        // be searchable): anything else is not theirs to book.
+        None => ctx
+            .offered("Appointment", id)
+            .ok_or(PortalError::NotFound)?,
+    };
+    let future = str_at(&proposed, "start")
+        .and_then(parse_datetime)
+        .is_some_and(|s| s > ctx.now());
+    if !future {
+        return Err(slot_unavailable());
+    }
+    // Booking it creates a booked Appointment of the patient's: the same write rules.
+    let mut as_booked = proposed.clone();
+    if let Some(map) = as_booked.as_object_mut() {
+        map.insert("status".to_owned(), json!("booked"));
+        map.remove("meta");
+    }
+    ctx.authorize(Interaction::Create, "Appointment", &as_booked, None)
+        .await?;
+    let parameters = book_parameters(id, comment);
+    let page = match ctx
+        .operation("Appointment", "book", parameters, Interaction::Create)
+        .await
+    {
+        Ok(page) => page,
+        Err(PortalError::Upstream(UpstreamError::Conflict { .. })) => {
+            return Err(slot_unavailable());
+        }
+        Err(PortalError::Upstream(
+            e @ (UpstreamError::Invalid { .. } | UpstreamError::PreconditionFailed { .. }),
+        )) => {
+            return Err(match e.outcome() {
+                Some(o) if says_unavailable(std::slice::from_ref(o)) => slot_unavailable(),
+                _ => PortalError::Upstream(e),
+            });
+        }
+        Err(PortalError::Upstream(e)) if outcome_unknown(&e) => {
+            tracing::warn!(error = %e, "$book failed mid-flight; looking for the booking");
+            return match load_if_any(ctx, id).await {
+                Ok(Some(a)) if str_at(&a.resource, "status") == Some("booked") => Ok(a),
+                Ok(Some(_) | None) => Err(PortalError::Upstream(e)),
+                Err(_) => Err(PortalError::OutcomeUnknown {
+                    action: "the booking",
+                }),
+            };
+        }
+        Err(e) => return Err(e),
+    };
+    let booked = page
+        .matches
+        .iter()
+        .find(|a| str_at(a, "resourceType") == Some("Appointment"));
+    match booked {
+        Some(a) if str_at(a, "status") == Some("cancelled") => Err(slot_unavailable()),
+        Some(a) => Ok(versioned(a.clone())),
+        None if says_unavailable(&page.outcomes) => Err(slot_unavailable()),
+        None if page.removed > 0 => Err(PortalError::Upstream(UpstreamError::Protocol {
+            detail: "the EHR answered $book with an appointment that is not the patient's"
+                .to_owned(),
+        })),
+        None => Err(PortalError::Upstream(UpstreamError::Invalid {
+            status: 422,
+            outcome: page.outcomes.into_iter().next(),
+        })),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Reschedule by patching the slot (Cerner)
+
+/// The Slot ids an appointment holds.
+fn slot_ids(appointment: &Value) -> Vec<String> {
+    array(appointment, "slot")
+        .filter_map(|s| str_at(s, "reference"))
+        .filter_map(|r| portico_fhir::reference::Reference::parse(r).ok())
+        .filter(|r| r.resource_type == "Slot")
+        .map(|r| r.id)
+        .collect()
+}
+
+fn is_booked_on(appointment: &Value, slot_id: &str) -> bool {
+    str_at(appointment, "status") == Some("booked") && slot_ids(appointment) == [slot_id]
+}
+
+/// The JSON Patch that moves `current` to `slot` (Cerner's reschedule): replace
+/// `/slot`, `/start`, `/end`, add the `reschedule-reason` extension.
+pub fn reschedule_patch(
+    current: &Value,
+    slot: &Value,
+    reason: Option<&str>,
+) -> PortalResult<Value> {
+    let (Some(id), Some(start), Some(end)) = (
+        str_at(slot, "id"),
+        str_at(slot, "start"),
+        str_at(slot, "end"),
+    ) else {
+        return Err(PortalError::Upstream(UpstreamError::Protocol {
+            detail: "the slot has no id, start or end".to_owned(),
+        }));
+    };
+    let op = |key: &str| {
+        if current.get(key).is_some() {
+            "replace"
+        } else {
+            "add"
+        }
+    };
+    let extension = json!({
+        "url": RESCHEDULE_REASON_URL,
+        "valueCodeableConcept": {"text": reason.unwrap_or("Rescheduled by the patient")}
+    });
+    let extension_op = if current.get("extension").is_some_and(Value::is_array) {
+        json!({"op": "add", "path": "/extension/-", "value": extension})
+    } else {
+        json!({"op": "add", "path": "/extension", "value": [extension]})
+    };
+    Ok(json!([
+        {"op": op("slot"), "path": "/slot", "value": [{"reference": format!("Slot/{id}")}]},
+        {"op": op("start"), "path": "/start", "value": start},
+        {"op": op("end"), "path": "/end", "value": end},
+        extension_op,
+    ]))
+}
+
+/// The domain rule of a patch-slot reschedule, checked on the patched resource before
+/// it is sent: only `slot`, `start`, `end`, `extension`, `meta` and `text` may differ;
+/// the appointment stays `booked` on exactly one Slot; existing extensions are kept and
+/// only `reschedule-reason` ones are added. Everything else (participants, status,
+/// service, ...) must be unchanged.
+pub fn reschedule_rule(current: &Value, patched: &Value) -> PortalResult<()> {
+    const MAY_CHANGE: &[&str] = &["slot", "start", "end", "extension", "meta", "text"];
+    let refuse = |why: &str| {
+        Err(PortalError::refused(
+            "change_not_allowed",
+            format!("a reschedule may not {why}"),
+        ))
+    };
+    let (Some(before), Some(after)) = (current.as_object(), patched.as_object()) else {
+        return refuse("change what is not a resource");
+    };
+    let changed = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| !MAY_CHANGE.contains(&k.as_str()))
+        .any(|k| before.get(k) != after.get(k));
+    if changed {
+        return refuse("change anything but the slot and its time");
+    }
+    if str_at(current, "status") != Some("booked") || str_at(patched, "status") != Some("booked") {
+        return refuse("move an appointment that is not booked");
+    }
+    if slot_ids(patched).len() != 1 || array(patched, "slot").count() != 1 {
+        return refuse("leave the appointment on other than exactly one slot");
+    }
+    if str_at(patched, "start").and_then(parse_datetime).is_none() {
+        return refuse("leave the appointment without a start");
+    }
+    let old: Vec<&Value> = array(current, "extension").collect();
+    let new: Vec<&Value> = array(patched, "extension").collect();
+    let kept = new.len() >= old.len() && new[..old.len()] == old[..];
+    let added_ok = new[old.len().min(new.len())..]
+        .iter()
+        .all(|e| str_at(e, "url") == Some(RESCHEDULE_REASON_URL));
+    if !kept || !added_ok {
+        return refuse("change extensions other than adding the reschedule reason");
+    }
+    Ok(())
+}
+
+/// Whether Cerner's `is-reschedulable` extension says no.
+fn not_reschedulable(appointment: &Value) -> bool {
+    array(appointment, "extension").any(|e| {
+        str_at(e, "url") == Some(IS_RESCHEDULABLE_URL)
+            && e.get("valueBoolean") == Some(&Value::Bool(false))
+    })
+}
+
+/// Moves the booked appointment `old` to `slot_id` with one JSON Patch (same id).
+async fn patch_slot(
+    ctx: Ctx<'_>,
+    old: Versioned,
+    slot_id: &str,
+    reason: Option<&str>,
+) -> PortalResult<Rescheduled> {
+    let now = ctx.now();
+    let id = old.id().unwrap_or_default().to_owned();
+    let view = |v: &Versioned| appointment_view(&v.resource, v.version.clone(), None, now);
+    // A retry after a lost answer: the move is already made.
+    if is_booked_on(&old.resource, slot_id) {
+        return Ok(Rescheduled {
+            appointment: view(&old),
+            previous: None,
+        });
+    }
+    if str_at(&old.resource, "status") != Some("booked")
+        || !is_cancelable(&old.resource, now)
+        || not_reschedulable(&old.resource)
+    {
+        return Err(not_cancelable());
+    }
+    // Both slots change: lock them in a fixed order so that two moves cannot deadlock.
+    let mut keys: Vec<String> = slot_ids(&old.resource)
+        .into_iter()
+        .chain(std::iter::once(slot_id.to_owned()))
+        .map(|s| format!("slot:{s}"))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut guards = Vec::with_capacity(keys.len());
+    for key in &keys {
+        guards.push(ctx.portal.lock(key).await);
+    }
+    let original = old.clone();
+    let mut current = old;
+    for attempt in 0..2 {
+        let slot = ctx.read("Slot", slot_id).await?.resource;
+        let free = str_at(&slot, "status") == Some("free");
+        let future = str_at(&slot, "start")
+            .and_then(parse_datetime)
+            .is_some_and(|s| s > now);
+        if !free || !future {
+            return Err(slot_unavailable());
+        }
+        let patch = reschedule_patch(&current.resource, &slot, reason)?;
+        let error = match ctx
+            .patch_with_rule("Appointment", &current, patch, reschedule_rule)
+            .await
+        {
+            Ok(moved) => {
+                return Ok(Rescheduled {
+                    appointment: view(&moved),
+                    previous: Some(view(&original)),
+                });
+            }
+            Err(
+                e @ (PortalError::Conflict {
+                    code: "version_conflict",
+                    ..
+                }
+                | PortalError::Upstream(UpstreamError::Conflict { .. })),
+            ) => e,
+            Err(e) => return Err(e),
+        };
+        // A version conflict, or the EHR refusing the slot: look again to tell.
+        let again = load(ctx, &id).await?;
+        if is_booked_on(&again.resource, slot_id) {
+            return Ok(Rescheduled {
+                appointment: view(&again),
+                previous: Some(view(&original)),
+            });
+        }
+        let unchanged = again.version.is_some() && again.version == current.version;
+        if unchanged {
+            // The appointment did not change: the EHR refused the slot itself.
+            return Err(match error {
+                PortalError::Upstream(_) => slot_unavailable(),
+                other => other,
+            });
+        }
+        if attempt == 1
+            || str_at(&again.resource, "status") != Some("booked")
+            || !is_cancelable(&again.resource, now)
+        {
+            return Err(PortalError::conflict(
+                "version_conflict",
+                "the appointment changed while it was being rescheduled; reload it",
+            ));
+        }
+        current = again;
+    }
+    Err(PortalError::conflict(
+        "version_conflict",
+        "the appointment changed while it was being rescheduled; reload it",
+    ))
 }
 
 #[cfg(test)]
@@ -1160,5 +1663,215 @@ mod tests {
         assert!(check_token("service_type", "a,b").is_err());
         assert!(check_token("service_type", "a b").is_err());
         assert!(check_token("service_type", "a|b|c").is_err());
+    }
+
+    fn booked() -> Value {
+        json!({"resourceType": "Appointment", "id": "a1", "status": "booked",
+            "meta": {"versionId": "3"},
+            "slot": [{"reference": "Slot/old"}],
+            "start": "2030-01-11T09:00:00Z", "end": "2030-01-11T09:30:00Z",
+            "participant": [
+                {"actor": {"reference": "Patient/pat-1"}, "status": "accepted"},
+                {"actor": {"reference": "Practitioner/p1"}, "status": "accepted"}
+            ],
+            "serviceType": [{"text": "Checkup"}]})
+    }
+
+    fn new_slot() -> Value {
+        json!({"resourceType": "Slot", "id": "new", "status": "free",
+            "start": "2030-01-12T10:00:00Z", "end": "2030-01-12T10:30:00Z"})
+    }
+
+    fn apply(current: &Value, patch: &Value) -> Value {
+        let mut doc = current.clone();
+        let ops: json_patch::Patch = serde_json::from_value(patch.clone()).unwrap();
+        json_patch::patch(&mut doc, &ops).unwrap();
+        doc
+    }
+
+    #[test]
+    fn the_reschedule_patch_moves_slot_and_time_and_adds_the_reason() {
+        let current = booked();
+        let patch = reschedule_patch(&current, &new_slot(), Some("conflict at work")).unwrap();
+        assert_eq!(patch[0]["op"], "replace");
+        assert_eq!(patch[0]["path"], "/slot");
+        assert_eq!(patch[0]["value"], json!([{"reference": "Slot/new"}]));
+        // No extension yet: the whole array is added.
+        assert_eq!(patch[3]["path"], "/extension");
+        let patched = apply(&current, &patch);
+        assert_eq!(patched["start"], "2030-01-12T10:00:00Z");
+        assert_eq!(patched["end"], "2030-01-12T10:30:00Z");
+        assert_eq!(patched["extension"][0]["url"], RESCHEDULE_REASON_URL);
+        assert_eq!(
+            patched["extension"][0]["valueCodeableConcept"]["text"],
+            "conflict at work"
+        );
+        assert!(reschedule_rule(&current, &patched).is_ok());
+
+        // With extensions already there, one is appended and the others kept.
+        let mut with_ext = booked();
+        with_ext["extension"] = json!([{"url": IS_RESCHEDULABLE_URL, "valueBoolean": true}]);
+        let patch = reschedule_patch(&with_ext, &new_slot(), None).unwrap();
+        assert_eq!(patch[3]["path"], "/extension/-");
+        let patched = apply(&with_ext, &patch);
+        assert_eq!(patched["extension"].as_array().unwrap().len(), 2);
+        assert_eq!(patched["extension"][0]["url"], IS_RESCHEDULABLE_URL);
+        assert!(reschedule_rule(&with_ext, &patched).is_ok());
+        // A slot without a time cannot be moved to.
+        assert!(
+            reschedule_patch(
+                &current,
+                &json!({"id": "x", "start": "2030-01-12T10:00:00Z"}),
+                None
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn the_reschedule_rule_refuses_any_other_change() {
+        let current = booked();
+        let patched = apply(
+            &current,
+            &reschedule_patch(&current, &new_slot(), None).unwrap(),
+        );
+        let refused = |change: &dyn Fn(&mut Value)| {
+            let mut p = patched.clone();
+            change(&mut p);
+            match reschedule_rule(&current, &p) {
+                Err(PortalError::Refused { code, .. }) => code == "change_not_allowed",
+                _ => false,
+            }
+        };
+        // Another patient or another practitioner.
+        assert!(refused(
+            &|p| p["participant"][0]["actor"]["reference"] = json!("Patient/pat-2")
+        ));
+        assert!(refused(
+            &|p| p["participant"][1]["actor"]["reference"] = json!("Practitioner/p2")
+        ));
+        assert!(refused(&|p| p["participant"]
+            .as_array_mut()
+            .unwrap()
+            .pop()
+            .map(drop)
+            .unwrap()));
+        // Status, service, a new element, a cancellation.
+        assert!(refused(&|p| p["status"] = json!("cancelled")));
+        assert!(refused(&|p| p["status"] = json!("arrived")));
+        assert!(refused(&|p| p["serviceType"] = json!([{"text": "Surgery"}])));
+        assert!(refused(&|p| p["comment"] = json!("hi")));
+        assert!(refused(&|p| p["cancelationReason"] = json!({"text": "x"})));
+        // Slots: none, two, not a Slot.
+        assert!(refused(&|p| p["slot"] = json!([])));
+        assert!(refused(
+            &|p| p["slot"] = json!([{"reference": "Slot/a"}, {"reference": "Slot/b"}])
+        ));
+        assert!(refused(
+            &|p| p["slot"] = json!([{"reference": "Schedule/a"}])
+        ));
+        // Extensions: only a reschedule reason may be added; none removed.
+        assert!(refused(
+            &|p| p["extension"][0]["url"] = json!("http://example.org/x")
+        ));
+        let mut with_ext = current.clone();
+        with_ext["extension"] = json!([{"url": IS_RESCHEDULABLE_URL, "valueBoolean": false}]);
+        let mut dropped = patched.clone();
+        dropped["extension"] = json!([{"url": RESCHEDULE_REASON_URL}]);
+        assert!(reschedule_rule(&with_ext, &dropped).is_err());
+        // A proposed or cancelled appointment cannot be moved this way.
+        let mut proposed = current.clone();
+        proposed["status"] = json!("proposed");
+        let mut p2 = patched.clone();
+        p2["status"] = json!("proposed");
+        assert!(reschedule_rule(&proposed, &p2).is_err());
+        // meta and text may differ.
+        let mut p3 = patched.clone();
+        p3["meta"] = json!({"versionId": "4"});
+        p3["text"] = json!({"status": "generated", "div": "<div/>"});
+        assert!(reschedule_rule(&current, &p3).is_ok());
+        assert!(not_reschedulable(&with_ext));
+        assert!(!not_reschedulable(&current));
+    }
+
+    #[test]
+    fn find_and_book_parameters_use_the_ihe_names() {
+        let finding = Finding {
+            start: now(),
+            end: now() + Duration::days(7),
+            service_type: Some("http://snomed.info/sct|408443003"),
+            specialty: None,
+            practitioner: Some("pr1"),
+            location: Some("loc1"),
+        };
+        let p = find_parameters(&finding, "pat-1");
+        assert_eq!(p["resourceType"], "Parameters");
+        let by_name = |name: &str| {
+            p["parameter"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["name"] == name)
+                .cloned()
+        };
+        assert_eq!(
+            by_name("start").unwrap()["valueDateTime"],
+            "2030-01-10T12:00:00Z"
+        );
+        assert_eq!(
+            by_name("end").unwrap()["valueDateTime"],
+            "2030-01-17T12:00:00Z"
+        );
+        assert_eq!(
+            by_name("visit-type").unwrap()["valueString"],
+            "http://snomed.info/sct|408443003"
+        );
+        assert_eq!(
+            by_name("practitioner").unwrap()["valueReference"]["reference"],
+            "Practitioner/pr1"
+        );
+        assert_eq!(
+            by_name("location-reference").unwrap()["valueReference"]["reference"],
+            "Location/loc1"
+        );
+        assert_eq!(
+            by_name("patient-reference").unwrap()["valueReference"]["reference"],
+            "Patient/pat-1"
+        );
+        assert!(by_name("specialty").is_none());
+
+        let b = book_parameters("prop-1", Some("first visit"));
+        assert_eq!(
+            b["parameter"][0],
+            json!({"name": "appointment-reference", "valueReference": {"reference": "Appointment/prop-1"}})
+        );
+        assert_eq!(
+            b["parameter"][1],
+            json!({"name": "comment", "valueString": "first visit"})
+        );
+        assert_eq!(
+            book_parameters("x", None)["parameter"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn unavailability_is_read_from_the_outcome() {
+        let oo = |severity: &str, code: &str, text: &str| {
+            json!({"resourceType": "OperationOutcome", "issue": [
+                {"severity": severity, "code": code, "details": {"text": text}}]})
+        };
+        assert!(says_unavailable(&[oo("error", "conflict", "x")]));
+        assert!(says_unavailable(&[oo(
+            "error",
+            "processing",
+            "The appointment is no longer available"
+        )]));
+        assert!(!says_unavailable(&[oo("information", "conflict", "x")]));
+        assert!(!says_unavailable(&[oo("error", "security", "denied")]));
+        assert!(!says_unavailable(&[]));
     }
 }

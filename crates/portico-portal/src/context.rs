@@ -41,6 +41,10 @@ pub const IDENTIFIER_SYSTEM: &str = "urn:ietf:rfc:3986";
 /// The most entries [`Ctx::search_all`] collects, whatever the caller asks.
 pub const MAX_COLLECTED: usize = 1000;
 
+/// How long an offer made by an operation (a proposed appointment from `$find`) may be
+/// acted on through this gateway.
+pub const OFFER_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
 /// Where "now" comes from; tests fix it.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
@@ -54,6 +58,10 @@ pub struct Portal {
     payments: Arc<dyn PaymentProcessor>,
     clock: Clock,
     locks: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
+    /// What an operation such as `Appointment/$find` offered each patient, by
+    /// (patient, type, id), so that only an offer made to this patient can be acted on
+    /// later (see [`Ctx::remember_offers`]).
+    offers: moka::sync::Cache<(String, String, String), Arc<Value>>,
 }
 
 impl std::fmt::Debug for Portal {
@@ -81,6 +89,10 @@ impl Portal {
             clock: Arc::new(Utc::now),
             locks: moka::sync::Cache::builder()
                 .time_to_idle(Duration::from_secs(300))
+                .build(),
+            offers: moka::sync::Cache::builder()
+                .time_to_live(OFFER_LIFETIME)
+                .max_capacity(100_000)
                 .build(),
         }
     }
@@ -213,6 +225,8 @@ pub struct Page {
     pub removed: usize,
     /// Set when any page came from an expired cache entry.
     pub stale: bool,
+    /// `OperationOutcome` entries of the Bundle (warnings, or why an operation failed).
+    pub outcomes: Vec<Value>,
 }
 
 impl Page {
@@ -478,6 +492,7 @@ impl<'a> Ctx<'a> {
                 };
                 if resource.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome")
                 {
+                    page.outcomes.push(resource);
                     continue;
                 }
                 match mode.as_deref() {
@@ -506,6 +521,7 @@ impl<'a> Ctx<'a> {
             all.included.extend(page.included);
             all.removed += page.removed;
             all.stale |= page.stale;
+            all.outcomes.extend(page.outcomes);
             all.next = page.next;
         }
         all.matches.truncate(limit);
@@ -734,6 +750,26 @@ impl<'a> Ctx<'a> {
         id: &str,
         request: FhirRequest,
     ) -> PortalResult<Versioned> {
+        match self.send_write(interaction, rt, id, request).await {
+            Ok(written) => written,
+            // Cerner answers a wrong version with 409, the spec with 412.
+            Err(UpstreamError::PreconditionFailed { .. } | UpstreamError::Conflict { .. }) => {
+                Err(version_conflict())
+            }
+            Err(other) => Err(PortalError::from_read(other)),
+        }
+    }
+
+    /// Sends an update or patch and audits it: `Err` is the EHR's refusal or failure
+    /// (for the caller to classify), `Ok` the written resource (or why it could not be
+    /// read back).
+    async fn send_write(
+        &self,
+        interaction: Interaction,
+        rt: &str,
+        id: &str,
+        request: FhirRequest,
+    ) -> Result<PortalResult<Versioned>, UpstreamError> {
         match self.execute(request).await {
             Ok(response) => {
                 self.audit(
@@ -747,9 +783,9 @@ impl<'a> Ctx<'a> {
                 )
                 .await;
                 if response.body.is_empty() {
-                    return self.read(rt, id).await;
+                    return Ok(self.read(rt, id).await);
                 }
-                self.written(rt, response).await
+                Ok(self.written(rt, response).await)
             }
             Err(e) => {
                 self.audit(
@@ -759,18 +795,251 @@ impl<'a> Ctx<'a> {
                     AuditOutcome::Failed(status_of(&e)),
                 )
                 .await;
-                Err(match e {
-                    // Cerner answers a wrong version with 409, the spec with 412.
-                    UpstreamError::PreconditionFailed { .. } | UpstreamError::Conflict { .. } => {
-                        PortalError::conflict(
-                            "version_conflict",
-                            "it changed since it was read; reload and try again",
-                        )
-                    }
-                    other => PortalError::from_read(other),
-                })
+                Err(e)
             }
         }
+    }
+
+    /// Applies a JSON Patch that the patient write rules do not allow in general but a
+    /// domain rule allows for this action (moving the patient's own booked appointment
+    /// to another slot, Cerner style), with `If-Match`:
+    /// - `current` must be the acting patient's (as [`Ctx::read`] or a search returned
+    ///   it; checked again here, else `NotFound`);
+    /// - the patch is applied locally to `current`; the result must still be the
+    ///   patient's, and `rule(current, patched)` must accept it, else nothing is sent;
+    /// - the patient's token must allow patching `rt` (the scope check of any write).
+    ///
+    /// Errors: a wrong version (412) is `version_conflict`; a 409 is returned as
+    /// `PortalError::Upstream(UpstreamError::Conflict)` because EHRs use it both for a
+    /// wrong version (Cerner) and for a business conflict (the slot is taken): the
+    /// caller tells them apart by reading the resource again.
+    pub async fn patch_with_rule(
+        &self,
+        rt: &str,
+        current: &Versioned,
+        patch: Value,
+        rule: impl FnOnce(&Value, &Value) -> PortalResult<()>,
+    ) -> PortalResult<Versioned> {
+        let only_me = self.only_me();
+        let id = current.id().ok_or(PortalError::NotFound)?.to_owned();
+        if current.resource.get("resourceType").and_then(Value::as_str) != Some(rt)
+            || self
+                .portal
+                .policy
+                .check_read(&only_me, &current.resource)
+                .is_err()
+        {
+            self.audit(
+                Interaction::Patch,
+                rt,
+                Some(&id),
+                AuditOutcome::Failed(None),
+            )
+            .await;
+            return Err(PortalError::NotFound);
+        }
+        let allowed = self
+            .caller
+            .principal
+            .scopes
+            .permission(
+                portico_access::scopes::Context::Patient,
+                rt,
+                Interaction::Patch,
+            )
+            .is_allowed();
+        if !allowed {
+            self.audit(
+                Interaction::Patch,
+                rt,
+                Some(&id),
+                AuditOutcome::Failed(None),
+            )
+            .await;
+            return Err(PortalError::Forbidden {
+                message: format!("the login may not change {rt} resources"),
+            });
+        }
+        let operations: json_patch::Patch = serde_json::from_value(patch.clone())
+            .map_err(|_| PortalError::invalid("the change is not a JSON Patch"))?;
+        let mut patched = current.resource.clone();
+        json_patch::patch(&mut patched, &operations)
+            .map_err(|_| PortalError::invalid("the change cannot be applied to the resource"))?;
+        let still_mine = patched.get("id") == current.resource.get("id")
+            && patched.get("resourceType") == current.resource.get("resourceType")
+            && self.portal.policy.check_read(&only_me, &patched).is_ok();
+        let verdict = if still_mine {
+            rule(&current.resource, &patched)
+        } else {
+            Err(PortalError::Forbidden {
+                message: "the change would take the resource out of the patient's record"
+                    .to_owned(),
+            })
+        };
+        if let Err(e) = verdict {
+            self.audit(
+                Interaction::Patch,
+                rt,
+                Some(&id),
+                AuditOutcome::Failed(None),
+            )
+            .await;
+            return Err(e);
+        }
+        let mut request = FhirRequest::patch(rt, &id, Bytes::from(patch.to_string()))
+            .with_prefer(ReturnPreference::Representation);
+        if let Some(v) = &current.version {
+            request = request.with_if_match_version(v);
+        }
+        match self.send_write(Interaction::Patch, rt, &id, request).await {
+            Ok(written) => written,
+            Err(UpstreamError::PreconditionFailed { .. }) => Err(version_conflict()),
+            Err(e @ UpstreamError::Conflict { .. }) => Err(PortalError::Upstream(e)),
+            Err(other) => Err(PortalError::from_read(other)),
+        }
+    }
+
+    // -----------------------------------------------------------------------------
+    // Operations
+
+    /// Runs the FHIR operation `POST [rt]/$name` with a `Parameters` body and returns
+    /// its result like a search page: a Bundle answer is verified entry by entry with
+    /// the policy for the acting patient, exactly like [`Ctx::search`] (what names
+    /// another patient is dropped and counted in `removed`); a `Parameters` answer's
+    /// `return` resource and a bare resource are treated as a one-entry Bundle.
+    /// `OperationOutcome`s land in [`Page::outcomes`]. Audited as `interaction` (a
+    /// `$find` is a search, a `$book` a create). Never retried or cached upstream.
+    ///
+    /// The caller decides whether the patient may run the operation at all (for a
+    /// write, check before calling: see [`Ctx::authorize`] and [`Ctx::offered`]).
+    pub async fn operation(
+        &self,
+        rt: &str,
+        name: &str,
+        parameters: Value,
+        interaction: Interaction,
+    ) -> PortalResult<Page> {
+        let request =
+            FhirRequest::operation(Some(rt), None, name, Bytes::from(parameters.to_string()));
+        let response = match self.execute(request).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.audit(interaction, rt, None, AuditOutcome::Failed(status_of(&e)))
+                    .await;
+                return Err(PortalError::Upstream(e));
+            }
+        };
+        let mut body = if response.body.is_empty() {
+            Value::Null
+        } else {
+            response.json()?
+        };
+        body = operation_result_bundle(body);
+        let only_me = self.only_me();
+        let report = self.portal.policy.verify_bundle(&only_me, &mut body);
+        self.audit(
+            interaction,
+            rt,
+            None,
+            AuditOutcome::Allowed {
+                status: Some(response.status),
+                removed: report.removed,
+            },
+        )
+        .await;
+        let mut page = Page {
+            removed: report.removed,
+            total: body.get("total").and_then(Value::as_u64),
+            ..Page::default()
+        };
+        if let Some(Value::Array(entries)) = body.get_mut("entry") {
+            for entry in entries.drain(..) {
+                let Some(resource) = entry.get("resource").cloned() else {
+                    continue;
+                };
+                let include =
+                    entry.pointer("/search/mode").and_then(Value::as_str) == Some("include");
+                if resource.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome")
+                {
+                    page.outcomes.push(resource);
+                } else if include {
+                    page.included.push(resource);
+                } else {
+                    page.matches.push(resource);
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    /// Remembers what an operation offered the acting patient (for example the proposed
+    /// Appointments of a `$find`) for [`OFFER_LIFETIME`], so that a later action on one
+    /// of them can check it was offered to this patient.
+    pub fn remember_offers(&self, offers: &[Value]) {
+        for offer in offers {
+            let (Some(rt), Some(id)) = (
+                offer.get("resourceType").and_then(Value::as_str),
+                offer.get("id").and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            self.portal.offers.insert(
+                (self.caller.patient.clone(), rt.to_owned(), id.to_owned()),
+                Arc::new(offer.clone()),
+            );
+        }
+    }
+
+    /// The offer `rt/id` this gateway made to the acting patient, if it is still valid.
+    pub fn offered(&self, rt: &str, id: &str) -> Option<Value> {
+        self.portal
+            .offers
+            .get(&(self.caller.patient.clone(), rt.to_owned(), id.to_owned()))
+            .map(|v| (*v).clone())
+    }
+
+    /// The principal narrowed to the acting patient.
+    fn only_me(&self) -> Principal {
+        Principal {
+            patients: vec![self.caller.patient.clone()],
+            ..(*self.caller.principal).clone()
+        }
+    }
+}
+
+fn version_conflict() -> PortalError {
+    PortalError::conflict(
+        "version_conflict",
+        "it changed since it was read; reload and try again",
+    )
+}
+
+/// An operation's answer as a Bundle: a Bundle as is; a `Parameters` answer's `return`
+/// resource (a Bundle, or one resource); one resource as a one-entry collection.
+fn operation_result_bundle(body: Value) -> Value {
+    let wrap = |resource: Value| {
+        serde_json::json!({"resourceType": "Bundle", "type": "collection",
+            "entry": [{"resource": resource}]})
+    };
+    match body.get("resourceType").and_then(Value::as_str) {
+        Some("Bundle") => body,
+        Some("Parameters") => {
+            let returned = body
+                .get("parameter")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|p| p.get("name").and_then(Value::as_str) == Some("return"))
+                .and_then(|p| p.get("resource"))
+                .cloned();
+            match returned {
+                Some(r) => operation_result_bundle(r),
+                None => serde_json::json!({"resourceType": "Bundle", "type": "collection"}),
+            }
+        }
+        Some(_) => wrap(body),
+        // Not a resource: `verify_bundle` replaces it with an empty Bundle.
+        None => body,
     }
 }
 

@@ -1,9 +1,9 @@
 //! `/appointments`: list, slot search, book, cancel, reschedule.
 //!
-//! The FHIR strategies (slot booking under a gateway lock with the EHR as arbiter,
-//! cancel by JSON Patch or PUT with `If-Match`, reschedule as book-then-cancel with an
-//! undo) are in [`portico_portal::appointments`]; every write runs through
-//! [`super::idempotent`].
+//! The FHIR strategies (slot booking under a gateway lock with the EHR as arbiter, or
+//! `Appointment/$find` + `$book`; cancel by JSON Patch or PUT with `If-Match`;
+//! reschedule as book-then-cancel with an undo, or as one JSON Patch of the slot) are in
+//! [`portico_portal::appointments`]; every write runs through [`super::idempotent`].
 
 use axum::Json;
 use axum::body::Bytes;
@@ -68,7 +68,10 @@ async fn list(
     Ok(Json(appointments::list(ctx(&state, &caller), when).await?))
 }
 
-/// Free slots in a bounded window (default: the next 14 days).
+/// Free slots in a bounded window (default: the next 14 days). With an EHR that
+/// schedules through `Appointment/$find` and `$book` (profile `book = "operations"`,
+/// Epic-like), a "slot" is a proposed appointment the EHR offered for this patient: its
+/// `id` is what `POST /appointments` books, for a limited time.
 #[utoipa::path(
     get,
     path = "/appointments/slots",
@@ -119,9 +122,10 @@ async fn get_one(
     Ok(Json(appointments::get(ctx(&state, &caller), &id).await?))
 }
 
-/// Books an appointment: a free slot (`slot_id`), or, with EHRs that take requests, a
-/// wished-for period (`requested_start`, `requested_end`, `service_type`). Send an
-/// `Idempotency-Key`: a retry books at most once.
+/// Books an appointment: a free slot (`slot_id`; with `$find`/`$book` EHRs, the id of
+/// an offered proposed appointment from the slot search), or, with EHRs that take
+/// requests, a wished-for period (`requested_start`, `requested_end`, `service_type`).
+/// Send an `Idempotency-Key`: a retry books at most once.
 #[utoipa::path(
     post,
     path = "/appointments",
@@ -134,12 +138,11 @@ async fn get_one(
         (status = 400, description = "Bad body (`invalid_body`, `invalid_request`, `text_too_long`)", body = super::Problem),
         (status = 401, description = "Not logged in", body = super::Problem),
         (status = 403, description = "The login may not book", body = super::Problem),
-        (status = 404, description = "No such slot", body = super::Problem),
+        (status = 404, description = "No such slot (or no such offer made to this patient)", body = super::Problem),
         (status = 409, description = "`slot_unavailable` (taken, or in the past), or `idempotency_in_progress`", body = super::Problem),
         (status = 413, description = "The body is too large", body = super::Problem),
         (status = 415, description = "The body is not JSON", body = super::Problem),
         (status = 422, description = "`idempotency_key_reused`", body = super::Problem),
-        (status = 501, description = "The EHR profile's booking strategy is not supported (`not_supported_by_ehr`)", body = super::Problem),
         (status = 502, description = "The EHR failed and nothing was booked", body = super::Problem),
         (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`: retry with the same key)", body = super::Problem),
         (status = 504, description = "The EHR did not answer in time", body = super::Problem),
@@ -215,10 +218,13 @@ async fn cancel(
     .await
 }
 
-/// Moves one of the patient's appointments to another free slot: the new slot is
-/// booked first, then the old appointment cancelled. If the cancel fails the new
-/// booking is cancelled again (`reschedule_failed`: nothing changed); if that fails too
-/// the answer is `reschedule_incomplete` and its `details` name both appointments.
+/// Moves one of the patient's appointments to another free slot. Generic EHRs: the new
+/// slot is booked first, then the old appointment cancelled; if the cancel fails the
+/// new booking is cancelled again (`reschedule_failed`: nothing changed); if that fails
+/// too the answer is `reschedule_incomplete` and its `details` name both appointments.
+/// EHRs that move an appointment in place (profile `reschedule = "patch-slot"`,
+/// Cerner): one JSON Patch of the same appointment (same id) onto the new slot, with a
+/// reschedule reason.
 #[utoipa::path(
     post,
     path = "/appointments/{id}/reschedule",
@@ -230,15 +236,14 @@ async fn cancel(
         ("Idempotency-Key" = Option<String>, Header, description = "Makes the write happen at most once"),
     ),
     responses(
-        (status = 200, description = "The new appointment and the cancelled old one", body = Rescheduled),
+        (status = 200, description = "The new appointment and the old one (cancelled; or, moved in place, the same appointment at its old time)", body = Rescheduled),
         (status = 400, description = "Bad body (`invalid_body`, `invalid_request`, `text_too_long`)", body = super::Problem),
         (status = 401, description = "Not logged in", body = super::Problem),
         (status = 403, description = "The login may not reschedule", body = super::Problem),
         (status = 404, description = "No such appointment of the patient's, or no such slot", body = super::Problem),
         (status = 409, description = "`slot_unavailable`, `version_conflict`, or `idempotency_in_progress`", body = super::Problem),
         (status = 415, description = "The body is not JSON", body = super::Problem),
-        (status = 422, description = "`not_cancelable`, `idempotency_key_reused`", body = super::Problem),
-        (status = 501, description = "The EHR profile's reschedule strategy is not supported (`not_supported_by_ehr`)", body = super::Problem),
+        (status = 422, description = "`not_cancelable` (also: not booked, or the EHR marks it not reschedulable), `idempotency_key_reused`", body = super::Problem),
         (status = 502, description = "`reschedule_failed` (nothing changed) or `reschedule_incomplete` (both appointments are booked; see `details`), or the EHR failed", body = super::Problem),
         (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`)", body = super::Problem),
         (status = 504, description = "The EHR did not answer in time", body = super::Problem),
