@@ -556,6 +556,38 @@ pub fn financial_transaction_body(
     })
 }
 
+/// The view of a payment record found again by its identifier.
+fn recorded_view(
+    record: &Value,
+    record_type: &str,
+    account_id: &str,
+    request: &PaymentRequest,
+    now: DateTime<Utc>,
+) -> PaymentView {
+    let charge_reference = record
+        .pointer("/paymentIdentifier/value")
+        .and_then(Value::as_str)
+        .or_else(|| {
+            array(record, "identifier")
+                .find(|i| str_at(i, "system") == Some(PROCESSOR_SYSTEM))
+                .and_then(|i| str_at(i, "value"))
+        })
+        .unwrap_or_default()
+        .to_owned();
+    PaymentView {
+        id: str_at(record, "id").unwrap_or_default().to_owned(),
+        record_type: record_type.to_owned(),
+        account_id: account_id.to_owned(),
+        amount: Money {
+            value: request.amount.value,
+            currency: request.amount.currency.clone(),
+        },
+        charge_reference,
+        method: None,
+        created: str_at(record, "created").map_or_else(|| instant(now), str::to_owned),
+    }
+}
+
 /// `POST /bills/{account_id}/payments`.
 pub async fn pay(
     ctx: Ctx<'_>,
@@ -581,6 +613,21 @@ pub async fn pay(
             "this account is not active and cannot be paid",
         )
         .into());
+    }
+    // A retry of a payment that was charged and recorded (its answer lost): the record
+    // exists under this request's identifier. Answer with it before re-validating the
+    // amount against a balance that already includes it.
+    if let Ok(Some(existing)) = ctx
+        .find_by_identifier(record_type, &idem.step("record"))
+        .await
+    {
+        return Ok(recorded_view(
+            &existing,
+            record_type,
+            account_id,
+            request,
+            ctx.now(),
+        ));
     }
     let balance = balance_of(&account, &profile.balance_extension);
     let account_currency = balance
