@@ -138,3 +138,22 @@ async fn a_failing_section_is_named_and_the_rest_still_shows() {
     assert_eq!(down.status, 502, "{:?}", down.body);
     assert_eq!(down.code(), "upstream_unavailable");
 }
+
+#[tokio::test]
+async fn a_portal_request_past_its_deadline_is_an_honest_504() {
+    let app = TestApp::spawn_with(crate::support::sandbox().await, |config, _| {
+        config.portal.deadline_ms = 300;
+    })
+    .await;
+    let token = app.portal_token("pat-1");
+    // Authenticate once so that only the EHR is slow.
+    assert_eq!(app.api_get(&token, "/me").await.status, 200);
+    app.sandbox
+        .faults()
+        .set_latency(std::time::Duration::from_millis(2000));
+    let slow = app.api_get(&token, "/records/conditions").await;
+    assert_eq!(slow.status, 504, "{:?}", slow.body);
+    assert_eq!(slow.code(), "deadline_exceeded");
+    assert_eq!(slow.headers["content-type"], "application/problem+json");
+    assert_eq!(slow.headers["cache-control"], "no-store");
+}
