@@ -615,3 +615,173 @@ async fn a_failing_ehr_never_yields_a_false_booking() {
     );
     assert_eq!(on_slot(&app, &slots[1], "booked").len(), 1);
 }
+
+// ---------------------------------------------------------------------------------
+// Cerner-style reschedule: one JSON Patch of the same Appointment (`patch-slot`)
+
+/// A gateway whose profile is generic-r4 with `reschedule = "patch-slot"`.
+async fn patch_slot_app() -> TestApp {
+    let sandbox = crate::support::sandbox().await;
+    let generic = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/ehr/generic-r4.toml");
+    let profile = std::fs::read_to_string(generic).unwrap().replacen(
+        "reschedule = \"book-then-cancel\"",
+        "reschedule = \"patch-slot\"",
+        1,
+    );
+    assert!(profile.contains("reschedule = \"patch-slot\""));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("profile.toml");
+    std::fs::write(&file, profile).unwrap();
+    let app = TestApp::spawn_with(sandbox, |config, _| {
+        config.ehr.profile_file = Some(file.clone());
+    })
+    .await;
+    drop(dir);
+    app
+}
+
+fn reschedule_reasons(appointment: &Value) -> Vec<String> {
+    appointment["extension"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e["url"] == "https://fhir-ehr.cerner.com/r4/StructureDefinition/reschedule-reason"
+        })
+        .filter_map(|e| e["valueCodeableConcept"]["text"].as_str())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn patch_slot_reschedule_keeps_the_id_and_moves_the_booking() {
+    let app = patch_slot_app().await;
+    let token = app.portal_token("pat-1");
+    let slots = free_slots(&app, &token).await;
+    let booked = book(&app, &token, &slots[0], None).await;
+    assert_eq!(booked.status, 201, "{:?}", booked.body);
+    let id = booked.body["id"].as_str().unwrap().to_owned();
+    let old_start = booked.body["start"].clone();
+    let path = format!("/appointments/{id}/reschedule");
+    let body = json!({"slot_id": slots[1], "reason": "a conflict at work"});
+    let answer = app.api_post(&token, &path, &body, Some("move-1")).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    // Same appointment, new time; the answer shows the old time too.
+    assert_eq!(answer.body["appointment"]["id"], id.as_str());
+    assert_eq!(answer.body["appointment"]["status"], "booked");
+    assert_eq!(
+        answer.body["appointment"]["start"],
+        resource(&app, "Slot", &slots[1])["start"]
+    );
+    assert_eq!(answer.body["previous"]["id"], id.as_str());
+    assert_eq!(answer.body["previous"]["start"], old_start);
+    // Upstream: one PATCH of the appointment; no second booking, no cancel.
+    assert_eq!(app.sandbox.faults().requests_for("PATCH", "Appointment"), 1);
+    assert_eq!(app.sandbox.faults().requests_for("POST", "Appointment"), 1);
+    let stored = resource(&app, "Appointment", &id);
+    assert_eq!(stored["status"], "booked");
+    assert_eq!(
+        stored["slot"],
+        json!([{"reference": format!("Slot/{}", slots[1])}])
+    );
+    assert_eq!(stored["start"], resource(&app, "Slot", &slots[1])["start"]);
+    assert_eq!(reschedule_reasons(&stored), ["a conflict at work"]);
+    assert_eq!(
+        stored["participant"][0]["actor"]["reference"],
+        "Patient/pat-1"
+    );
+    assert_eq!(slot_status(&app, &slots[0]), "free");
+    assert_eq!(slot_status(&app, &slots[1]), "busy");
+    // The same key replays the first answer.
+    let replay = app.api_post(&token, &path, &body, Some("move-1")).await;
+    assert_eq!(replay.status, 200);
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
+    assert_eq!(replay.body, answer.body);
+    // A retry whose first answer was lost (another key) finds the move made.
+    let again = app.api_post(&token, &path, &body, Some("move-2")).await;
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    assert_eq!(again.body["appointment"]["id"], id.as_str());
+    assert!(again.body["previous"].is_null());
+    assert_eq!(app.sandbox.faults().requests_for("PATCH", "Appointment"), 1);
+}
+
+#[tokio::test]
+async fn patch_slot_on_another_patients_appointment_is_not_found_and_unchanged() {
+    let app = patch_slot_app().await;
+    let theirs = booked_of(&app, "pat-2");
+    let id = theirs["id"].as_str().unwrap();
+    let before = app.sandbox.store().read("Appointment", id).unwrap().version;
+    let token = app.portal_token("pat-1");
+    let slot = free_slots(&app, &token).await.remove(0);
+    let answer = app
+        .api_post(
+            &token,
+            &format!("/appointments/{id}/reschedule"),
+            &json!({"slot_id": slot}),
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, 404, "{:?}", answer.body);
+    assert_eq!(app.sandbox.faults().requests_for("PATCH", "Appointment"), 0);
+    assert_eq!(
+        app.sandbox.store().read("Appointment", id).unwrap().version,
+        before
+    );
+    assert_eq!(slot_status(&app, &slot), "free");
+}
+
+#[tokio::test]
+async fn patch_slot_to_a_taken_slot_conflicts_and_changes_nothing() {
+    let app = patch_slot_app().await;
+    let token = app.portal_token("pat-1");
+    let slots = free_slots(&app, &token).await;
+    let id = book(&app, &token, &slots[0], None).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/appointments/{id}/reschedule");
+    // Taken through the gateway: refused before anything is sent.
+    let other = book(&app, &app.portal_token("pat-2"), &slots[1], None).await;
+    assert_eq!(other.status, 201);
+    let answer = app
+        .api_post(&token, &path, &json!({"slot_id": slots[1]}), None)
+        .await;
+    assert_eq!(answer.status, 409, "{:?}", answer.body);
+    assert_eq!(answer.code(), "slot_unavailable");
+    assert_eq!(app.sandbox.faults().requests_for("PATCH", "Appointment"), 0);
+
+    // Taken directly in the EHR after the gateway read the slot as free: the EHR
+    // refuses the patch (409) and the answer is still `slot_unavailable`.
+    let warm = app
+        .http
+        .get(format!("{}/Slot/{}", app.fhir(), slots[2]))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(warm.status(), 200);
+    app.sandbox
+        .store()
+        .create(
+            "Appointment",
+            json!({"resourceType": "Appointment", "status": "booked",
+                "slot": [{"reference": format!("Slot/{}", slots[2])}],
+                "participant": [{"actor": {"reference": "Patient/pat-3"}, "status": "accepted"}]}),
+            None,
+        )
+        .unwrap();
+    let answer = app
+        .api_post(&token, &path, &json!({"slot_id": slots[2]}), None)
+        .await;
+    assert_eq!(answer.status, 409, "{:?}", answer.body);
+    assert_eq!(answer.code(), "slot_unavailable");
+    // The EHR was asked, and refused.
+    assert_eq!(app.sandbox.faults().requests_for("PATCH", "Appointment"), 1);
+    let stored = resource(&app, "Appointment", &id);
+    assert_eq!(
+        stored["slot"],
+        json!([{"reference": format!("Slot/{}", slots[0])}])
+    );
+    assert!(reschedule_reasons(&stored).is_empty());
+    assert_eq!(slot_status(&app, &slots[0]), "busy");
+}
