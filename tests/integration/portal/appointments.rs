@@ -785,3 +785,243 @@ async fn patch_slot_to_a_taken_slot_conflicts_and_changes_nothing() {
     assert!(reschedule_reasons(&stored).is_empty());
     assert_eq!(slot_status(&app, &slots[0]), "busy");
 }
+
+// ---------------------------------------------------------------------------------
+// Epic/IHE-style scheduling: `Appointment/$find` + `$book` (`book = "operations"`),
+// against a mock EHR (the sandbox implements neither operation)
+
+mod operations {
+    use chrono::{Duration, Utc};
+    use serde_json::{Value, json};
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use crate::support::TestApp;
+
+    /// A gateway with the Epic profile whose upstream is `mock`.
+    async fn epic_app(mock: &MockServer) -> TestApp {
+        let sandbox = crate::support::sandbox().await;
+        let base = url::Url::parse(&format!("{}/fhir", mock.uri())).unwrap();
+        TestApp::spawn_with(sandbox, |config, upstream| {
+            config.ehr.profile = portico::config::EhrProfile::Epic;
+            config.ehr.check_capabilities = false;
+            upstream.base_url = base.clone();
+        })
+        .await
+    }
+
+    fn at(days: i64) -> String {
+        (Utc::now() + Duration::days(days))
+            .format("%Y-%m-%dT10:00:00Z")
+            .to_string()
+    }
+
+    fn proposed(id: &str, patient: &str, days: i64) -> Value {
+        json!({"resourceType": "Appointment", "id": id, "status": "proposed",
+        "start": at(days), "end": at(days).replace("T10:00", "T10:30"),
+        "serviceType": [{"text": "Office visit"}],
+        "participant": [
+            {"actor": {"reference": format!("Patient/{patient}")}, "status": "needs-action"},
+            {"actor": {"reference": "Practitioner/dr-y", "display": "Dr Y"}, "status": "accepted"}
+        ]})
+    }
+
+    fn bundle(resources: Vec<Value>) -> Value {
+        json!({"resourceType": "Bundle", "type": "searchset",
+            "entry": resources.into_iter().map(|r| json!({"resource": r})).collect::<Vec<_>>()})
+    }
+
+    /// `$find` offers two proposed appointments to pat-1 and one naming pat-2; plain
+    /// Appointment searches find nothing.
+    async fn mount_find(mock: &MockServer) {
+        let outcome = json!({"resourceType": "OperationOutcome", "issue": [
+            {"severity": "information", "code": "informational", "details": {"text": "3 found"}}]});
+        Mock::given(method("POST"))
+            .and(path("/fhir/Appointment/$find"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(bundle(vec![
+                proposed("prop-2", "pat-1", 3),
+                proposed("prop-1", "pat-1", 2),
+                proposed("prop-other", "pat-2", 2),
+                outcome,
+            ])))
+            .mount(mock)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/fhir/Appointment"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(bundle(vec![])))
+            .mount(mock)
+            .await;
+    }
+
+    async fn bodies(mock: &MockServer, p: &str) -> Vec<Value> {
+        mock.received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.method.as_str() == "POST" && r.url.path() == p)
+            .map(|r| serde_json::from_slice(&r.body).unwrap())
+            .collect()
+    }
+
+    fn parameter<'a>(parameters: &'a Value, name: &str) -> Option<&'a Value> {
+        parameters["parameter"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+    }
+
+    async fn find(app: &TestApp, token: &str) -> crate::support::ApiAnswer {
+        app.api_get(
+            token,
+            "/appointments/slots?service_type=http://snomed.info/sct%7C408443003&practitioner=dr-y",
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn find_offers_only_the_patients_proposed_appointments() {
+        let mock = MockServer::start().await;
+        mount_find(&mock).await;
+        let app = epic_app(&mock).await;
+        let token = app.portal_token("pat-1");
+        let answer = find(&app, &token).await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        let ids: Vec<&str> = answer.body["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap())
+            .collect();
+        // Soonest first; the one naming another patient is gone.
+        assert_eq!(ids, ["prop-1", "prop-2"]);
+        assert_eq!(answer.body["slots"][0]["practitioner"], "Dr Y");
+        assert_eq!(answer.body["slots"][0]["start"], at(2));
+        assert!(!answer.body.to_string().contains("pat-2"));
+        // The Parameters sent: IHE names, the acting patient.
+        let sent = bodies(&mock, "/fhir/Appointment/$find").await;
+        assert_eq!(sent.len(), 1);
+        let p = &sent[0];
+        assert_eq!(p["resourceType"], "Parameters");
+        assert!(parameter(p, "start").unwrap()["valueDateTime"].is_string());
+        assert!(parameter(p, "end").unwrap()["valueDateTime"].is_string());
+        assert_eq!(
+            parameter(p, "visit-type").unwrap()["valueString"],
+            "http://snomed.info/sct|408443003"
+        );
+        assert_eq!(
+            parameter(p, "practitioner").unwrap()["valueReference"]["reference"],
+            "Practitioner/dr-y"
+        );
+        assert_eq!(
+            parameter(p, "patient-reference").unwrap()["valueReference"]["reference"],
+            "Patient/pat-1"
+        );
+        // Epic needs a service type.
+        let bare = app.api_get(&token, "/appointments/slots").await;
+        assert_eq!(bare.status, 400);
+        assert_eq!(bare.code(), "service_type_required");
+    }
+
+    #[tokio::test]
+    async fn book_sends_the_offered_appointment_once_per_key() {
+        let mock = MockServer::start().await;
+        mount_find(&mock).await;
+        let mut booked = proposed("prop-1", "pat-1", 2);
+        booked["status"] = json!("booked");
+        booked["meta"] = json!({"versionId": "2"});
+        Mock::given(method("POST"))
+            .and(path("/fhir/Appointment/$book"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(bundle(vec![booked])))
+            .mount(&mock)
+            .await;
+        let app = epic_app(&mock).await;
+        let token = app.portal_token("pat-1");
+        assert_eq!(find(&app, &token).await.status, 200);
+        let body = json!({"slot_id": "prop-1", "comment": "first visit"});
+        let answer = app
+            .api_post(&token, "/appointments", &body, Some("k1"))
+            .await;
+        assert_eq!(answer.status, 201, "{:?}", answer.body);
+        assert_eq!(answer.body["id"], "prop-1");
+        assert_eq!(answer.body["status"], "booked");
+        let sent = bodies(&mock, "/fhir/Appointment/$book").await;
+        assert_eq!(sent.len(), 1);
+        assert_eq!(
+            sent[0],
+            json!({"resourceType": "Parameters", "parameter": [
+                {"name": "appointment-reference", "valueReference": {"reference": "Appointment/prop-1"}},
+                {"name": "comment", "valueString": "first visit"}
+            ]})
+        );
+        // The same key: the first answer again, no second $book.
+        let replay = app
+            .api_post(&token, "/appointments", &body, Some("k1"))
+            .await;
+        assert_eq!(replay.status, 201);
+        assert_eq!(replay.headers["idempotent-replayed"], "true");
+        assert_eq!(replay.body, answer.body);
+        assert_eq!(bodies(&mock, "/fhir/Appointment/$book").await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn only_offers_made_to_the_patient_can_be_booked() {
+        let mock = MockServer::start().await;
+        mount_find(&mock).await;
+        Mock::given(method("POST"))
+            .and(path("/fhir/Appointment/$book"))
+            .respond_with(ResponseTemplate::new(500))
+            .mount(&mock)
+            .await;
+        let app = epic_app(&mock).await;
+        let token = app.portal_token("pat-1");
+        assert_eq!(find(&app, &token).await.status, 200);
+        // Offered to another patient (dropped from pat-1's answer), or never offered.
+        for id in ["prop-other", "made-up"] {
+            let answer = app
+                .api_post(&token, "/appointments", &json!({"slot_id": id}), None)
+                .await;
+            assert_eq!(answer.status, 404, "{id}: {:?}", answer.body);
+        }
+        // pat-1's offer is not pat-2's to book.
+        let theirs = app
+            .api_post(
+                &app.portal_token("pat-2"),
+                "/appointments",
+                &json!({"slot_id": "prop-1"}),
+                None,
+            )
+            .await;
+        assert_eq!(theirs.status, 404, "{:?}", theirs.body);
+        assert!(bodies(&mock, "/fhir/Appointment/$book").await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failure_outcome_is_slot_unavailable() {
+        let mock = MockServer::start().await;
+        mount_find(&mock).await;
+        let failed = json!({"resourceType": "Bundle", "type": "searchset", "entry": [{"resource":
+            {"resourceType": "OperationOutcome", "issue": [{"severity": "error",
+                "code": "business-rule",
+                "details": {"text": "the appointment is no longer available"}}]}}]});
+        Mock::given(method("POST"))
+            .and(path("/fhir/Appointment/$book"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(failed))
+            .mount(&mock)
+            .await;
+        let app = epic_app(&mock).await;
+        let token = app.portal_token("pat-1");
+        assert_eq!(find(&app, &token).await.status, 200);
+        let answer = app
+            .api_post(
+                &token,
+                "/appointments",
+                &json!({"slot_id": "prop-2"}),
+                Some("k2"),
+            )
+            .await;
+        assert_eq!(answer.status, 409, "{:?}", answer.body);
+        assert_eq!(answer.code(), "slot_unavailable");
+        assert_eq!(bodies(&mock, "/fhir/Appointment/$book").await.len(), 1);
+    }
+}
