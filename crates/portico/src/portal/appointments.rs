@@ -243,7 +243,7 @@ async fn cancel(
         (status = 404, description = "No such appointment of the patient's, or no such slot", body = super::Problem),
         (status = 409, description = "`slot_unavailable`, `version_conflict`, or `idempotency_in_progress`", body = super::Problem),
         (status = 415, description = "The body is not JSON", body = super::Problem),
-        (status = 422, description = "`not_cancelable` (also: not booked, or the EHR marks it not reschedulable), `idempotency_key_reused`", body = super::Problem),
+        (status = 422, description = "`not_cancelable` (also: not booked, or the EHR marks it not reschedulable), `change_not_allowed` (a move in place would change more than the slot and its time), `idempotency_key_reused`", body = super::Problem),
         (status = 502, description = "`reschedule_failed` (nothing changed) or `reschedule_incomplete` (both appointments are booked; see `details`), or the EHR failed", body = super::Problem),
         (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`)", body = super::Problem),
         (status = 504, description = "The EHR did not answer in time", body = super::Problem),
