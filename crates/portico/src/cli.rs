@@ -63,15 +63,59 @@ pub struct DemoArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct SandboxArgs {
+    #[command(subcommand)]
+    pub action: Option<SandboxAction>,
     /// Port for the sandbox EHR.
     #[arg(long, default_value_t = 8090)]
     pub port: u16,
     /// Accept FHIR requests without a bearer token.
     #[arg(long)]
     pub no_auth: bool,
+    /// Another FHIR base apps may name as `aud` when they log in (a gateway in front of
+    /// the sandbox, or in front of another EHR that uses the sandbox's authorization
+    /// server). Repeatable.
+    #[arg(long = "audience", value_name = "URL")]
+    pub audiences: Vec<url::Url>,
     #[command(flatten)]
     pub data: SandboxData,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxAction {
+    /// Write the synthetic dataset to a file instead of serving it, to load it into
+    /// another FHIR server (a transaction Bundle of PUTs that keep the ids, or NDJSON).
+    ///
+    /// The same seed, patient count and --today give byte-identical output.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// How many synthetic patients to generate.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub patients: u32,
+    /// Seed for the synthetic data.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// The day the data is generated for (YYYY-MM-DD): history ends here, free Slots
+    /// follow it. Default: today (UTC).
+    #[arg(long, value_name = "DATE")]
+    pub today: Option<chrono::NaiveDate>,
+    /// `bundle`: one FHIR transaction Bundle with a PUT per resource; `ndjson`: one
+    /// resource per line.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Bundle)]
+    pub format: ExportFormat,
+    /// Where to write; `-` for standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Bundle,
+    Ndjson,
 }
 
 #[derive(Debug, Args)]
@@ -117,5 +161,56 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
         assert!(Cli::try_parse_from(["portico", "demo", "--patients", "0"]).is_err());
+    }
+
+    #[test]
+    fn sandbox_export_flags() {
+        let cli = Cli::try_parse_from([
+            "portico",
+            "sandbox",
+            "export",
+            "--patients",
+            "3",
+            "--seed",
+            "7",
+            "--today",
+            "2026-01-15",
+            "--format",
+            "ndjson",
+            "--out",
+            "x.ndjson",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Sandbox(SandboxArgs {
+                action: Some(SandboxAction::Export(e)),
+                ..
+            }) => {
+                assert_eq!((e.patients, e.seed, e.format), (3, 7, ExportFormat::Ndjson));
+                assert_eq!(
+                    e.today.map(|d| d.to_string()).as_deref(),
+                    Some("2026-01-15")
+                );
+                assert_eq!(e.out, PathBuf::from("x.ndjson"));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        // Plain `portico sandbox` still serves.
+        let cli = Cli::try_parse_from(["portico", "sandbox", "--port", "9001"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Sandbox(SandboxArgs {
+                action: None,
+                port: 9001,
+                ..
+            })
+        ));
+        assert!(
+            Cli::try_parse_from([
+                "portico", "sandbox", "export", "--today", "soon", "--out", "x"
+            ])
+            .is_err()
+        );
+        assert!(Cli::try_parse_from(["portico", "sandbox", "export"]).is_err());
     }
 }

@@ -16,7 +16,7 @@ use portico_upstream::{
 };
 use url::Url;
 
-use crate::cli::{DemoArgs, SandboxArgs, SandboxData};
+use crate::cli::{DemoArgs, ExportArgs, ExportFormat, SandboxAction, SandboxArgs, SandboxData};
 use crate::config::{
     AuditConfig, AuthConfig, ClaimNamesConfig, Config, EhrConfig, FacadeConfig, LogConfig,
     LoginConfig, ServerConfig,
@@ -184,6 +184,9 @@ pub async fn run_demo(args: DemoArgs) -> ExitCode {
 
 /// `portico sandbox`.
 pub async fn run_sandbox(args: SandboxArgs) -> ExitCode {
+    if let Some(SandboxAction::Export(export)) = args.action {
+        return run_export(&export);
+    }
     crate::telemetry::init(&LogConfig {
         level: "info,tower_http=warn".to_owned(),
         ..LogConfig::default()
@@ -192,6 +195,9 @@ pub async fn run_sandbox(args: SandboxArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
+    for aud in &args.audiences {
+        sandbox.auth().add_audience(aud.as_str());
+    }
     print!("{}", sandbox_banner(&sandbox));
     crate::shutdown_signal().await;
     sandbox.shutdown().await;
@@ -264,4 +270,186 @@ fn banner(sandbox: &Sandbox, gateway: SocketAddr) -> String {
     );
     let _ = writeln!(out, "\nCtrl-C stops both.");
     out
+}
+
+/// `portico sandbox export`: writes the generated dataset to a file.
+fn run_export(args: &ExportArgs) -> ExitCode {
+    let today = args
+        .today
+        .unwrap_or_else(|| chrono::Utc::now().date_naive());
+    let generator = portico_sandbox::generator::GeneratorConfig {
+        seed: args.seed,
+        patients: args.patients as usize,
+        today,
+    };
+    let mut buffer = Vec::new();
+    let count = match export_dataset(&generator, args.format, &mut buffer) {
+        Ok(count) => count,
+        Err(e) => {
+            eprintln!("portico: cannot export the dataset: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let written = if args.out.as_os_str() == "-" {
+        use std::io::Write;
+        std::io::stdout().lock().write_all(&buffer)
+    } else {
+        std::fs::write(&args.out, &buffer)
+    };
+    match written {
+        Ok(()) => {
+            eprintln!(
+                "portico: exported {count} resources ({} patients, seed {}, today {today}) to {}",
+                args.patients,
+                args.seed,
+                args.out.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("portico: cannot write {}: {e}", args.out.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes every generated resource to `out`, in generation order (shared resources
+/// first, so references point backwards), and returns how many there were.
+///
+/// `Bundle` is one FHIR R4 `transaction` Bundle whose entries are `PUT Type/id`, so a
+/// server loading it keeps the sandbox's ids (`pat-1`, `slot-...`) and the demo
+/// patients log in under the same ids. `Ndjson` is one resource per line. Both carry
+/// exactly what the generator made: no `meta`, no server-assigned fields.
+pub fn export_dataset(
+    config: &portico_sandbox::generator::GeneratorConfig,
+    format: ExportFormat,
+    out: &mut Vec<u8>,
+) -> anyhow::Result<usize> {
+    let mut resources = Vec::new();
+    portico_sandbox::generator::generate(config, &mut |resource| resources.push(resource));
+    let count = resources.len();
+    match format {
+        ExportFormat::Ndjson => {
+            for resource in &resources {
+                serde_json::to_writer(&mut *out, resource)?;
+                out.push(b'\n');
+            }
+        }
+        ExportFormat::Bundle => {
+            let mut entries = Vec::with_capacity(count);
+            for resource in resources {
+                let ty = resource
+                    .get("resourceType")
+                    .and_then(serde_json::Value::as_str)
+                    .ok_or_else(|| anyhow::anyhow!("a generated resource has no resourceType"))?
+                    .to_owned();
+                let id = resource
+                    .get("id")
+                    .and_then(serde_json::Value::as_str)
+                    .ok_or_else(|| anyhow::anyhow!("a generated {ty} has no id"))?
+                    .to_owned();
+                entries.push(serde_json::json!({
+                    "fullUrl": format!("urn:portico-sandbox:{ty}/{id}"),
+                    "resource": resource,
+                    "request": { "method": "PUT", "url": format!("{ty}/{id}") },
+                }));
+            }
+            let bundle = serde_json::json!({
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": entries,
+            });
+            serde_json::to_writer(&mut *out, &bundle)?;
+            out.push(b'\n');
+        }
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod export_tests {
+    use super::*;
+    use portico_sandbox::generator::GeneratorConfig;
+
+    fn config(seed: u64) -> GeneratorConfig {
+        GeneratorConfig {
+            seed,
+            patients: 2,
+            today: chrono::NaiveDate::from_ymd_opt(2026, 1, 15).unwrap(),
+        }
+    }
+
+    #[test]
+    fn bundle_is_a_transaction_of_puts_keeping_ids_and_deterministic() {
+        let mut first = Vec::new();
+        let count = export_dataset(&config(7), ExportFormat::Bundle, &mut first).unwrap();
+        let mut again = Vec::new();
+        export_dataset(&config(7), ExportFormat::Bundle, &mut again).unwrap();
+        assert_eq!(first, again, "the same seed and day give the same bytes");
+        let mut other = Vec::new();
+        export_dataset(&config(8), ExportFormat::Bundle, &mut other).unwrap();
+        assert_ne!(first, other, "another seed gives other data");
+
+        let bundle: serde_json::Value = serde_json::from_slice(&first).unwrap();
+        assert_eq!(bundle["resourceType"], "Bundle");
+        assert_eq!(bundle["type"], "transaction");
+        let entries = bundle["entry"].as_array().unwrap();
+        assert_eq!(entries.len(), count);
+        let mut seen = std::collections::HashSet::new();
+        for e in entries {
+            let r = &e["resource"];
+            let url = format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap(),
+                r["id"].as_str().unwrap()
+            );
+            assert_eq!(e["request"]["method"], "PUT");
+            assert_eq!(e["request"]["url"], url.as_str());
+            assert!(seen.insert(url.clone()), "{url} exported twice");
+        }
+        assert!(seen.contains("Patient/pat-1") && seen.contains("Patient/pat-2"));
+        assert!(!seen.contains("Patient/pat-3"));
+        // Every reference points at an exported resource, so the loaded server holds
+        // the whole graph.
+        fn refs(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    if let Some(serde_json::Value::String(r)) = m.get("reference") {
+                        out.push(r.clone());
+                    }
+                    m.values().for_each(|x| refs(x, out));
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        refs(&bundle, &mut all);
+        assert!(!all.is_empty());
+        for r in all {
+            assert!(seen.contains(&r), "dangling reference {r}");
+        }
+    }
+
+    #[test]
+    fn ndjson_has_one_resource_per_line_same_as_bundle() {
+        let mut bundle = Vec::new();
+        export_dataset(&config(3), ExportFormat::Bundle, &mut bundle).unwrap();
+        let bundle: serde_json::Value = serde_json::from_slice(&bundle).unwrap();
+        let mut ndjson = Vec::new();
+        let count = export_dataset(&config(3), ExportFormat::Ndjson, &mut ndjson).unwrap();
+        let lines: Vec<serde_json::Value> = String::from_utf8(ndjson)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), count);
+        let from_bundle: Vec<&serde_json::Value> = bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["resource"])
+            .collect();
+        assert_eq!(lines.iter().collect::<Vec<_>>(), from_bundle);
+    }
 }
