@@ -1145,4 +1145,21 @@ mod tests {
         assert_eq!(once, twice);
         assert_eq!(once["identifier"][0]["system"], IDENTIFIER_SYSTEM);
     }
+
+    #[test]
+    fn operation_answers_become_bundles() {
+        let bundle = serde_json::json!({"resourceType": "Bundle", "type": "searchset"});
+        assert_eq!(operation_result_bundle(bundle.clone()), bundle);
+        let appointment = serde_json::json!({"resourceType": "Appointment", "id": "a"});
+        let wrapped = operation_result_bundle(appointment.clone());
+        assert_eq!(wrapped["entry"][0]["resource"], appointment);
+        let parameters = serde_json::json!({"resourceType": "Parameters", "parameter": [
+            {"name": "other", "valueString": "x"},
+            {"name": "return", "resource": bundle}]});
+        assert_eq!(operation_result_bundle(parameters)["type"], "searchset");
+        let empty = serde_json::json!({"resourceType": "Parameters"});
+        assert!(operation_result_bundle(empty).get("entry").is_none());
+        // Not a resource: left for the policy to replace with an empty Bundle.
+        assert_eq!(operation_result_bundle(Value::Null), Value::Null);
+    }
 }
