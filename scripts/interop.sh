@@ -13,6 +13,8 @@
 #   INTEROP_KEEP_LOGS=1 scripts/interop.sh   # keep .interop/logs/ of passing runs too
 #
 # Scenarios (see docs/INTEROP.md):
+#   sandbox   the baseline: our own sandbox EHR (FHIR + SMART auth) behind the gateway,
+#             the same checks and clients as below, with real paging links.
 #   medplum   upstream = Medplum's FHIR engine (@medplum/fhir-router + MemoryRepository),
 #             login and tokens from the sandbox's SMART authorization server; portal
 #             walkthrough, facade checks, JS fhirclient, Python fhirclient and fhirpy.
@@ -21,7 +23,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 work="$root/.interop"
 logs="$work/logs"
-default_scenarios=(medplum)
+default_scenarios=(sandbox medplum)
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=("${default_scenarios[@]}")
 
@@ -137,33 +139,54 @@ EOF
 }
 
 start_gateway() { # config gateway_port
-  INTEROP_PORTAL_SECRET="$portal_secret" "$bin" serve --config "$1" >"$logs/$scenario.gateway.log" 2>&1 &
+  INTEROP_PORTAL_SECRET="$portal_secret" INTEROP_SYSTEM_SECRET="${INTEROP_SYSTEM_SECRET:-}" "$bin" serve --config "$1" >"$logs/$scenario.gateway.log" 2>&1 &
   pids+=($!)
   wait_http "http://127.0.0.1:$2/readyz" gateway "$!"
 }
 
-# The checks every upstream gets, through the gateway at gw_port.
-client_checks() { # extra facade flags...
-  local fhir="http://127.0.0.1:$gw_port/fhir"
+# The checks every upstream gets, through the gateway at gw_port. $1: the walkthrough's
+# extra flags; $2: the facade's and the clients' extra flags (word-split on purpose).
+client_checks() {
+  local fhir="http://127.0.0.1:$gw_port/fhir" walk=$1 paging=$2
+  # shellcheck disable=SC2086
   step walkthrough python3 scripts/portal-walkthrough.py --gateway "http://127.0.0.1:$gw_port" \
-    --patient pat-1 $walkthrough_flags || return 1
+    --patient pat-1 $walk || return 1
+  # shellcheck disable=SC2086
   step facade python3 tests/interop/facade_checks.py --fhir "$fhir" --patient pat-2 --other pat-1 \
-    --other-observation obs-1-1 "$@" || return 1
-  local c
-  for c in "${clients[@]}"; do
-    case "$c" in
-      fhirclient-js) step fhirclient-js node "$work/node/fhirclient-js.mjs" --fhir "$fhir" --patient pat-3 --other pat-1 || return 1 ;;
-      fhirclient-py) step fhirclient-py "$py" tests/interop/fhirclient_py.py --fhir "$fhir" --patient pat-3 --other pat-1 || return 1 ;;
-      fhirpy) step fhirpy "$py" tests/interop/fhirpy_client.py --fhir "$fhir" --patient pat-3 --other pat-1 || return 1 ;;
-    esac
-  done
+    --other-observation obs-1-1 $paging || return 1
+  # shellcheck disable=SC2086
+  step fhirclient-js node "$work/node/fhirclient-js.mjs" --fhir "$fhir" --patient pat-3 --other pat-1 $paging || return 1
+  # shellcheck disable=SC2086
+  step fhirclient-py "$py" tests/interop/fhirclient_py.py --fhir "$fhir" --patient pat-3 --other pat-1 $paging || return 1
+  # shellcheck disable=SC2086
+  step fhirpy "$py" tests/interop/fhirpy_client.py --fhir "$fhir" --patient pat-3 --other pat-1 $paging || return 1
 }
 
 # --- scenarios -----------------------------------------------------------------------
-clients=()
-[ -f tests/interop/fhirclient-js.mjs ] && clients+=(fhirclient-js)
-[ -f tests/interop/fhirclient_py.py ] && clients+=(fhirclient-py)
-[ -f tests/interop/fhirpy_client.py ] && clients+=(fhirpy)
+
+# The baseline: the same gateway config shape in front of our own sandbox EHR (its FHIR
+# server and its authorization server; system token by client credentials).
+scenario_sandbox() {
+  gw_port=$(free_port)
+  start_sandbox_auth 3 "$gw_port" || return 1
+  local system_secret
+  system_secret=$(awk '$1 == "portico-system" && $2 == "secret" {print $3}' "$logs/$scenario.sandbox.out")
+  gateway_config "http://127.0.0.1:$sb_port/fhir" "$gw_port" "$work/$scenario.toml"
+  python3 - "$work/$scenario.toml" "$sb_port" <<'PY'
+import sys
+path, port = sys.argv[1], sys.argv[2]
+text = open(path).read().replace('[upstream.auth]\ntype = "none"\n', f"""[upstream.auth]
+type = "client_credentials"
+token_url = "http://127.0.0.1:{port}/auth/token"
+client_id = "portico-system"
+client_secret_env = "INTEROP_SYSTEM_SECRET"
+scope = "system/*.read system/*.write"
+""")
+open(path, "w").write(text)
+PY
+  INTEROP_SYSTEM_SECRET="$system_secret" start_gateway "$work/$scenario.toml" "$gw_port" || return 1
+  client_checks "" ""
+}
 
 scenario_medplum() {
   local mp_port; mp_port=$(free_port); gw_port=$(free_port)
@@ -177,8 +200,7 @@ scenario_medplum() {
   wait_http "http://127.0.0.1:$mp_port/fhir/metadata" medplum "$!" || return 1
   gateway_config "http://127.0.0.1:$mp_port/fhir" "$gw_port" "$work/$scenario.toml"
   start_gateway "$work/$scenario.toml" "$gw_port" || return 1
-  walkthrough_flags="--plain-fhir-server"
-  client_checks --no-upstream-paging
+  client_checks --plain-fhir-server --no-upstream-paging
 }
 
 declare -A result
