@@ -87,8 +87,11 @@ impl Portal {
             audit,
             payments,
             clock: Arc::new(Utc::now),
+            // Bounded: a flood of distinct keys evicts idle locks (the EHR stays the
+            // arbiter of conflicts; the lock only spares it the obvious ones).
             locks: moka::sync::Cache::builder()
                 .time_to_idle(Duration::from_secs(300))
+                .max_capacity(100_000)
                 .build(),
             offers: moka::sync::Cache::builder()
                 .time_to_live(OFFER_LIFETIME)
@@ -355,7 +358,7 @@ impl<'a> Ctx<'a> {
             return Err(PortalError::NotFound);
         }
         // A proxy may read several patients' data; the portal acts for one at a time.
-        if !self.belongs_to_patient(rt, &resource) {
+        if !self.belongs_to_patient(&resource) {
             return Err(PortalError::NotFound);
         }
         self.audit(
@@ -377,16 +380,29 @@ impl<'a> Ctx<'a> {
 
     /// Whether a resource the policy let through is the acting patient's (or shared
     /// reference data). With one patient per principal this always holds.
-    fn belongs_to_patient(&self, rt: &str, resource: &Value) -> bool {
-        if self.caller.principal.patients.len() <= 1 {
-            return true;
-        }
-        let only_me = Principal {
+    fn belongs_to_patient(&self, resource: &Value) -> bool {
+        self.portal
+            .policy
+            .check_read(&self.acting(), resource)
+            .is_ok()
+    }
+
+    /// The principal narrowed to the acting patient: their compartment only. A
+    /// `fhirUser` naming another patient (a parent's own record, for a parent acting
+    /// for a child) is dropped, since the policy counts it as one of the principal's own
+    /// patients.
+    fn acting(&self) -> Principal {
+        let principal = &self.caller.principal;
+        let fhir_user = principal
+            .fhir_user
+            .as_ref()
+            .filter(|r| r.resource_type != "Patient" || r.id == self.caller.patient)
+            .cloned();
+        Principal {
             patients: vec![self.caller.patient.clone()],
-            ..(*self.caller.principal).clone()
-        };
-        let _ = rt;
-        self.portal.policy.check_read(&only_me, resource).is_ok()
+            fhir_user,
+            ..(**principal).clone()
+        }
     }
 
     /// One page of a type-level search. The policy narrows the parameters to the acting
@@ -396,10 +412,7 @@ impl<'a> Ctx<'a> {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
             .collect();
-        let only_me = Principal {
-            patients: vec![self.caller.patient.clone()],
-            ..(*self.caller.principal).clone()
-        };
+        let only_me = self.acting();
         params = match self.portal.policy.narrow_search(&only_me, rt, &params) {
             Ok(p) => p,
             Err(denial) => {
@@ -428,10 +441,7 @@ impl<'a> Ctx<'a> {
 
     /// The page behind an upstream `next` link from an earlier [`Page`].
     pub async fn search_page(&self, rt: &str, url: &str) -> PortalResult<Page> {
-        let only_me = Principal {
-            patients: vec![self.caller.patient.clone()],
-            ..(*self.caller.principal).clone()
-        };
+        let only_me = self.acting();
         let response = match self.execute(FhirRequest::search_page(url)).await {
             Ok(r) => r,
             Err(e) => {
@@ -540,10 +550,7 @@ impl<'a> Ctx<'a> {
         new: &Value,
         current: Option<&Value>,
     ) -> PortalResult<()> {
-        let only_me = Principal {
-            patients: vec![self.caller.patient.clone()],
-            ..(*self.caller.principal).clone()
-        };
+        let only_me = self.acting();
         let resolver = Resolver { ctx: *self };
         match self
             .portal
@@ -624,7 +631,7 @@ impl<'a> Ctx<'a> {
                 )
                 .await;
                 tracing::warn!(error = %e, resource_type = rt, "create failed mid-flight; reconciling by identifier");
-                self.reconcile(rt, idem).await
+                self.reconcile(rt, idem, e).await
             }
             Err(e) => {
                 self.audit(
@@ -646,8 +653,19 @@ impl<'a> Ctx<'a> {
         Ok(page.matches.into_iter().next())
     }
 
-    async fn reconcile(&self, rt: &str, idem: &Idem) -> PortalResult<Versioned> {
-        // Give a create that is still being applied a moment to land.
+    /// After a create failed in a way that may have left it applied: looks for it by
+    /// its identifier, twice, giving a create still being applied time to land. Found:
+    /// the create happened. Not found after the EHR itself answered with an error: it
+    /// did not happen, and the client is told so. Anything else (a timeout, a broken
+    /// connection, a garbled answer, or the search failing too): the outcome is unknown,
+    /// and a retry with the same key is safe (`If-None-Exist` on the identifier).
+    async fn reconcile(
+        &self,
+        rt: &str,
+        idem: &Idem,
+        failure: UpstreamError,
+    ) -> PortalResult<Versioned> {
+        let mut searched_clean = true;
         for delay in [Duration::from_millis(200), Duration::from_millis(800)] {
             tokio::time::sleep(delay).await;
             match self.find_by_identifier(rt, idem).await {
@@ -658,16 +676,12 @@ impl<'a> Ctx<'a> {
                         resource,
                     });
                 }
-                // It did not happen: say so, never a false success. The client may retry
-                // with the same key.
-                Ok(None) => {
-                    return Err(PortalError::Upstream(UpstreamError::Server {
-                        status: 502,
-                        outcome: None,
-                    }));
-                }
-                Err(_) => continue,
+                Ok(None) => {}
+                Err(_) => searched_clean = false,
             }
+        }
+        if searched_clean && matches!(failure, UpstreamError::Server { .. }) {
+            return Err(PortalError::Upstream(failure));
         }
         Err(PortalError::OutcomeUnknown {
             action: action_name(rt),
@@ -1000,10 +1014,7 @@ impl<'a> Ctx<'a> {
 
     /// The principal narrowed to the acting patient.
     fn only_me(&self) -> Principal {
-        Principal {
-            patients: vec![self.caller.patient.clone()],
-            ..(*self.caller.principal).clone()
-        }
+        self.acting()
     }
 }
 
@@ -1135,6 +1146,55 @@ fn action_name(rt: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct NoUpstream;
+
+    #[async_trait::async_trait]
+    impl FhirUpstream for NoUpstream {
+        async fn execute(&self, _: FhirRequest) -> Result<FhirResponse, UpstreamError> {
+            Err(UpstreamError::Timeout)
+        }
+    }
+
+    #[test]
+    fn acting_for_a_child_excludes_the_parents_own_record() {
+        let portal = Portal::new(
+            Arc::new(NoUpstream),
+            Policy::new("http://ehr.example/fhir"),
+            EhrProfile::built_in("generic-r4").unwrap(),
+            Arc::new(portico_access::audit::MemoryAuditSink::default()),
+            Arc::new(crate::payments::NoProcessor),
+        );
+        let principal = Arc::new(Principal {
+            subject: "parent".to_owned(),
+            client_id: Some("portal".to_owned()),
+            patients: vec!["child".to_owned()],
+            fhir_user: Some(Reference::new("Patient", "parent")),
+            scopes: portico_access::ScopeSet::parse("patient/*.rs user/*.rs"),
+            expires_at: None,
+            issuer: None,
+        });
+        let caller = Caller::new(principal.clone(), Some("child")).unwrap();
+        let ctx = portal.ctx(&caller);
+        let parents = serde_json::json!({"resourceType": "Condition", "id": "c1",
+            "subject": {"reference": "Patient/parent"}});
+        let childs = serde_json::json!({"resourceType": "Condition", "id": "c2",
+            "subject": {"reference": "Patient/child"}});
+        // The login as a whole may read the parent's own record...
+        assert!(portal.policy().check_read(&principal, &parents).is_ok());
+        // ...but acting for the child, only the child's.
+        assert!(ctx.acting().fhir_user.is_none());
+        assert!(!ctx.belongs_to_patient(&parents));
+        assert!(ctx.belongs_to_patient(&childs));
+        // Acting for oneself keeps the fhirUser.
+        let me = Principal {
+            patients: vec!["parent".to_owned()],
+            ..(*principal).clone()
+        };
+        let caller = Caller::new(Arc::new(me), None).unwrap();
+        assert!(portal.ctx(&caller).acting().fhir_user.is_some());
+    }
 
     #[test]
     fn identifiers_are_added_once() {
