@@ -32,7 +32,7 @@
 //! compartment narrowing makes another patient's id simply match nothing (404), and the
 //! version comes with it (`meta.versionId`).
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -285,18 +285,31 @@ pub fn appointment_view(
 
 /// A window bound: a date (`end`: the whole day included) or an instant.
 fn parse_bound(name: &str, value: &str, is_end: bool) -> PortalResult<DateTime<Utc>> {
-    if let Ok(date) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
-        let day = date.and_hms_opt(0, 0, 0).map(|d| d.and_utc());
-        let day = day.ok_or_else(|| PortalError::invalid(format!("{name} is not a date")))?;
-        return Ok(if is_end { day + Duration::days(1) } else { day });
+    let parsed = if let Ok(date) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+        date.and_hms_opt(0, 0, 0).map(|d| d.and_utc())
+    } else {
+        DateTime::parse_from_rfc3339(value)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let Some(t) = parsed else {
+        return Err(PortalError::invalid(format!(
+            "{name} must be a date (YYYY-MM-DD) or an instant (RFC 3339)"
+        )));
+    };
+    // chrono accepts signed years of any width (`+262142-12-31`); date arithmetic near
+    // its limits would overflow, and no appointment is booked outside this range.
+    if !(1900..=9999).contains(&t.year()) {
+        return Err(PortalError::invalid(format!(
+            "{name} must be between the years 1900 and 9999"
+        )));
     }
-    DateTime::parse_from_rfc3339(value)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| {
-            PortalError::invalid(format!(
-                "{name} must be a date (YYYY-MM-DD) or an instant (RFC 3339)"
-            ))
-        })
+    let is_date = value.len() == 10;
+    Ok(if is_end && is_date {
+        t + Duration::days(1)
+    } else {
+        t
+    })
 }
 
 /// The slot-search window: `[start, end)`, never in the past, at most `max_days` long.
@@ -1062,6 +1075,39 @@ async fn book_then_cancel(
             )),
         }),
         Err(cancel_error) => {
+            // The cancel may have landed although its answer did not (a timeout): look
+            // before undoing anything, so the patient never ends up with neither.
+            let original = match load(ctx, &old_id).await {
+                Ok(current) => current,
+                Err(e) => {
+                    tracing::error!(error = %e, "reschedule: the original appointment could not be re-read");
+                    return Err(PortalError::Partial {
+                        code: "reschedule_incomplete",
+                        message: "the new appointment was booked, but whether the original one \
+                                  was cancelled is not known yet; check your appointments \
+                                  before booking again"
+                            .to_owned(),
+                        state: json!({
+                            "original": {"id": old_id, "status": "unknown"},
+                            "new": {"id": new_id, "status": "booked"},
+                        }),
+                    });
+                }
+            };
+            let original_status = str_at(&original.resource, "status")
+                .unwrap_or("unknown")
+                .to_owned();
+            if original_status == "cancelled" {
+                return Ok(Rescheduled {
+                    appointment: appointment_view(&new.resource, new.version.clone(), None, now),
+                    previous: Some(appointment_view(
+                        &original.resource,
+                        original.version,
+                        None,
+                        now,
+                    )),
+                });
+            }
             tracing::warn!(error = %cancel_error, "reschedule: the old appointment could not be cancelled; undoing the new booking");
             match cancel_loaded(ctx, new, Some("reschedule undone")).await {
                 Ok(_) => Err(PortalError::Partial {
@@ -1070,7 +1116,7 @@ async fn book_then_cancel(
                               your original appointment is still booked"
                         .to_owned(),
                     state: json!({
-                        "original": {"id": old_id, "status": "booked"},
+                        "original": {"id": old_id, "status": original_status},
                         "new": {"id": new_id, "status": "cancelled"},
                     }),
                 }),
@@ -1083,7 +1129,7 @@ async fn book_then_cancel(
                                   not want"
                             .to_owned(),
                         state: json!({
-                            "original": {"id": old_id, "status": "booked"},
+                            "original": {"id": old_id, "status": original_status},
                             "new": {"id": new_id, "status": "booked"},
                         }),
                     })
@@ -1549,6 +1595,22 @@ mod tests {
         let (s, e) = slot_window(None, None, 31, now()).unwrap();
         assert_eq!(s, now());
         assert_eq!(e, now() + Duration::days(14));
+        // Years chrono parses but date arithmetic cannot handle are refused, not panicked on.
+        for extreme in [
+            "+262142-12-31",
+            "-262143-01-01",
+            "0001-01-01",
+            "10000-01-01",
+        ] {
+            assert!(
+                slot_window(None, Some(extreme), 14, now()).is_err(),
+                "{extreme}"
+            );
+            assert!(
+                slot_window(Some(extreme), None, 14, now()).is_err(),
+                "{extreme}"
+            );
+        }
         // A date end includes the whole day; today's date is clamped to now.
         let (s, e) = slot_window(Some("2030-01-10"), Some("2030-01-11"), 31, now()).unwrap();
         assert_eq!(s, now());
