@@ -59,6 +59,15 @@ if ! cmp -s tests/interop/requirements.txt "$work/venv/requirements.txt" 2>/dev/
   cp tests/interop/requirements.txt "$work/venv/requirements.txt"
 fi
 py="$work/venv/bin/python"
+if [[ " ${scenarios[*]} " == *" sekmet "* ]] \
+   && ! cmp -s tests/interop/requirements-sekmet.txt "$work/sekmet-venv/requirements.txt" 2>/dev/null; then
+  echo "== sekmet-fhir venv (tests/interop/requirements-sekmet.txt)"
+  rm -rf "$work/sekmet-venv"
+  python3 -m venv "$work/sekmet-venv"
+  "$work/sekmet-venv/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements-sekmet.txt \
+    >"$logs/pip-sekmet.log" 2>&1 || { cat "$logs/pip-sekmet.log"; die "pip install (sekmet-fhir) failed"; }
+  cp tests/interop/requirements-sekmet.txt "$work/sekmet-venv/requirements.txt"
+fi
 
 echo "== cargo build -p portico"
 cargo build -q -p portico
@@ -107,7 +116,7 @@ start_sandbox_auth() { # patients gateway_port
 
 # Writes a gateway config: upstream $1 (auth none), inbound tokens and portal login from
 # the sandbox's authorization server on sb_port.
-gateway_config() { # upstream_base gateway_port file
+gateway_config() { # upstream_base gateway_port file [check_capabilities]
   cat >"$3" <<EOF
 [server]
 listen = "127.0.0.1:$2"
@@ -116,7 +125,7 @@ format = "text"
 level = "info,tower_http=warn"
 [ehr]
 profile = "generic-r4"
-check_capabilities = true
+check_capabilities = ${4:-true}
 [portal]
 payment_processor = "sandbox"
 [upstream]
@@ -201,6 +210,39 @@ scenario_medplum() {
   gateway_config "http://127.0.0.1:$mp_port/fhir" "$gw_port" "$work/$scenario.toml"
   start_gateway "$work/$scenario.toml" "$gw_port" || return 1
   client_checks --plain-fhir-server --no-upstream-paging
+}
+
+# Upstream = sekmet-fhir (FastAPI + SQLite; strict inbound validation, indexed search,
+# real paging links). Its hospital simulator is off: it would answer our Appointments and
+# MedicationRequests on its own.
+scenario_sekmet() {
+  local sk_port; sk_port=$(free_port); gw_port=$(free_port)
+  local dir="$work/sekmet-run"
+  rm -rf "$dir"; mkdir -p "$dir/keys"
+  cat >"$dir/settings.yaml" <<YAML
+base_url: http://127.0.0.1:$sk_port/fhir
+host: 127.0.0.1
+port: $sk_port
+data_dir: $dir/data
+own_private_key_path: $dir/keys/sekmet_private.pem
+simulator:
+  enabled: false
+validation:
+  inbound: strict
+log_inbound: false
+YAML
+  "$bin" sandbox export --patients 3 --seed 42 --out "$dir/dataset.json" 2>/dev/null
+  start_sandbox_auth 3 "$gw_port" || return 1
+  (cd "$dir" && exec "$work/sekmet-venv/bin/sekmet" serve --config "$dir/settings.yaml") \
+    >"$logs/$scenario.sekmet.log" 2>&1 &
+  pids+=($!)
+  wait_http "http://127.0.0.1:$sk_port/fhir/metadata" sekmet "$!" || return 1
+  step load python3 tests/interop/load_transaction.py "$dir/dataset.json" "http://127.0.0.1:$sk_port/fhir" || return 1
+  # Its CapabilityStatement leaves out CareTeam and PaymentReconciliation (which its
+  # generic handlers do serve): the start-up check refuses it as it should, so it is off.
+  gateway_config "http://127.0.0.1:$sk_port/fhir" "$gw_port" "$work/$scenario.toml" false
+  start_gateway "$work/$scenario.toml" "$gw_port" || return 1
+  client_checks "--plain-fhir-server --skip-payments" ""
 }
 
 declare -A result
