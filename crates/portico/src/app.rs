@@ -146,7 +146,8 @@ impl AppState {
         let cursor_key = match &config.facade.cursor_key_file {
             Some(path) => CursorKey::new(std::fs::read(path)?),
             None => CursorKey::random(),
-        };
+        }
+        .with_upstream_base(upstream_base.clone());
         let login = crate::login::LoginState::new(&config)?;
         let profile = config.ehr.load_profile().map_err(|e| anyhow::anyhow!(e))?;
         let payments: Arc<dyn portico_portal::payments::PaymentProcessor> =

@@ -1,7 +1,9 @@
 //! Paging cursors: opaque, signed, bound to the principal, expiring.
 //!
-//! An upstream `next` link is never shown to clients: it would leak the EHR's address
-//! and, followed by anyone, bypass the gateway's checks. The facade replaces it with
+//! An upstream `next` link is never handed to clients to follow: it would leak the EHR's
+//! address and, followed by anyone, bypass the gateway's checks. (The payload is signed,
+//! not encrypted; it keeps the link relative to the EHR's base, so the address is not in
+//! it.) The facade replaces it with
 //! `<gateway>/fhir/_page?_cursor=<payload>.<mac>`, where the payload carries the upstream
 //! link, the fingerprint of the principal that may follow it (subject, patients, scopes)
 //! and an expiry, and the MAC is HMAC-SHA256 under a key only the gateway has. A cursor
@@ -20,6 +22,10 @@ type HmacSha256 = Hmac<Sha256>;
 #[derive(Clone)]
 pub struct CursorKey {
     key: Vec<u8>,
+    /// The EHR's base URL: left out of the payload (which is signed, not encrypted) and
+    /// put back when the cursor is opened, so that a cursor does not show the EHR's
+    /// address.
+    upstream_base: Option<String>,
 }
 
 impl std::fmt::Debug for CursorKey {
@@ -52,7 +58,16 @@ pub enum CursorError {
 impl CursorKey {
     /// A key from configured bytes (at least 32).
     pub fn new(key: Vec<u8>) -> CursorKey {
-        CursorKey { key }
+        CursorKey {
+            key,
+            upstream_base: None,
+        }
+    }
+
+    /// Keeps `base` (the EHR's FHIR base) out of the cursors' payloads.
+    pub fn with_upstream_base(mut self, base: impl Into<String>) -> CursorKey {
+        self.upstream_base = Some(base.into());
+        self
     }
 
     /// A fresh random key: links die with the process.
@@ -60,7 +75,7 @@ impl CursorKey {
         use rand::RngCore;
         let mut key = vec![0u8; 32];
         rand::thread_rng().fill_bytes(&mut key);
-        CursorKey { key }
+        CursorKey::new(key)
     }
 
     fn mac(&self) -> HmacSha256 {
@@ -70,8 +85,15 @@ impl CursorKey {
 
     /// A cursor for `upstream_link`, valid for `principal_fingerprint` until `expires`.
     pub fn seal(&self, upstream_link: &str, principal_fingerprint: &str, expires: u64) -> String {
+        // `~` marks a link relative to the EHR's base.
+        let link = match &self.upstream_base {
+            Some(base) if upstream_link.starts_with(base.as_str()) => {
+                format!("~{}", &upstream_link[base.len()..])
+            }
+            _ => upstream_link.to_owned(),
+        };
         let payload = Payload {
-            u: upstream_link.to_owned(),
+            u: link,
             f: principal_fingerprint.to_owned(),
             e: expires,
         };
@@ -106,7 +128,11 @@ impl CursorKey {
         if payload.f != principal_fingerprint {
             return Err(CursorError::WrongPrincipal);
         }
-        Ok(payload.u)
+        match (payload.u.strip_prefix('~'), &self.upstream_base) {
+            (Some(rest), Some(base)) => Ok(format!("{base}{rest}")),
+            (Some(_), None) => Err(CursorError::Invalid),
+            (None, _) => Ok(payload.u),
+        }
     }
 }
 
@@ -132,6 +158,17 @@ mod tests {
             key.open(&c, "fp-a", 50).unwrap(),
             "http://ehr/fhir/Observation?page=2"
         );
+    }
+
+    #[test]
+    fn the_ehrs_address_is_not_in_the_payload() {
+        let key = CursorKey::random().with_upstream_base("http://ehr.internal:9443/fhir");
+        let link = "http://ehr.internal:9443/fhir/Observation?page=2";
+        let c = key.seal(link, "fp-a", 100);
+        let (payload, _) = c.split_once('.').unwrap();
+        let text = String::from_utf8(URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        assert!(!text.contains("ehr.internal"), "{text}");
+        assert_eq!(key.open(&c, "fp-a", 50).unwrap(), link);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! `GET /records/{kind}`: the health record by kind, paged with sealed cursors.
 //!
-//! A page's upstream `next` link is never shown: it is sealed (HMAC, expiry) into
-//! `next_cursor`, bound to the principal, the acting patient and the kind, exactly like
-//! the facade's paging links. A cursor presented by anyone else, altered, expired or
-//! used for another kind is refused with 400 `invalid_cursor`.
+//! A page's upstream `next` link is never handed out to be followed: it is sealed (HMAC,
+//! expiry) into `next_cursor`, bound to the principal, the acting patient and the kind,
+//! exactly like the facade's paging links. The cursor is signed, not encrypted: its
+//! payload (the EHR's link for the caller's own search) is readable but cannot be altered
+//! or used by anyone else. A cursor presented by anyone else, altered, expired or used
+//! for another kind is refused with 400 `invalid_cursor`.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
