@@ -174,3 +174,20 @@ async fn stops_serving_after_shutdown() {
     }
     assert!(refused, "the gateway still answers after shutdown");
 }
+
+#[tokio::test]
+async fn a_profile_the_ehr_cannot_serve_is_refused_at_start_naming_what_is_missing() {
+    let sandbox = sandbox().await;
+    let (mut config, upstream) =
+        portico::demo::gateway_for_sandbox(&sandbox, SocketAddr::from(([127, 0, 0, 1], 0)))
+            .unwrap();
+    // Epic schedules through $find/$book, which the sandbox does not declare.
+    config.ehr.profile = portico::config::EhrProfile::Epic;
+    let error = portico::app::App::build_with(config, upstream)
+        .await
+        .expect_err("the profile does not fit this EHR")
+        .to_string();
+    assert!(error.contains("Appointment $find"), "{error}");
+    assert!(error.contains("Appointment $book"), "{error}");
+    assert!(error.contains("`epic`"), "{error}");
+}
