@@ -18,12 +18,17 @@
 #   medplum   upstream = Medplum's FHIR engine (@medplum/fhir-router + MemoryRepository),
 #             login and tokens from the sandbox's SMART authorization server; portal
 #             walkthrough, facade checks, JS fhirclient, Python fhirclient and fhirpy.
+#   sekmet    upstream = sekmet-fhir (PyPI; FastAPI + SQLite, strict validation, real
+#             paging links), same auth and checks.
+#   oidc      authorization server = panva oidc-provider (portal login, bearer tokens,
+#             the gateway's private_key_jwt upstream token), upstream = Medplum; plus
+#             client_credentials with a secret, refresh, JWT claims (oidc_checks.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 work="$root/.interop"
 logs="$work/logs"
-default_scenarios=(sandbox medplum)
+default_scenarios=(sandbox medplum sekmet oidc)
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=("${default_scenarios[@]}")
 
@@ -243,6 +248,65 @@ YAML
   gateway_config "http://127.0.0.1:$sk_port/fhir" "$gw_port" "$work/$scenario.toml" false
   start_gateway "$work/$scenario.toml" "$gw_port" || return 1
   client_checks "--plain-fhir-server --skip-payments" ""
+}
+
+# Authorization server = panva oidc-provider (upstream = Medplum's engine again): the
+# gateway's portal login, bearer validation (keys discovered from the issuer's
+# openid-configuration) and its upstream system token (private_key_jwt, RS384) against
+# it, by configuration only.
+scenario_oidc() {
+  local op_port mp_port dir="$work/oidc-run"
+  op_port=$(free_port); mp_port=$(free_port); gw_port=$(free_port)
+  rm -rf "$dir"; mkdir -p "$dir"
+  node "$work/node/oidc-provider.mjs" --port "$op_port" --resource "http://127.0.0.1:$gw_port/fhir" \
+    --patients pat-1,pat-2,pat-3 --gateway-callback "http://127.0.0.1:$gw_port/auth/callback" \
+    --out-dir "$dir" >"$logs/$scenario.oidc-provider.log" 2>&1 &
+  pids+=($!)
+  wait_http "http://127.0.0.1:$op_port/.well-known/openid-configuration" oidc-provider "$!" || return 1
+  "$bin" sandbox export --patients 3 --seed 42 --out "$dir/dataset.json" 2>/dev/null
+  node "${node_flags[@]}" "$work/node/medplum-server.mjs" --port "$mp_port" \
+    --load "$dir/dataset.json" >"$logs/$scenario.medplum.log" 2>&1 &
+  pids+=($!)
+  wait_http "http://127.0.0.1:$mp_port/fhir/metadata" medplum "$!" || return 1
+  cat >"$work/$scenario.toml" <<EOF
+[server]
+listen = "127.0.0.1:$gw_port"
+[log]
+format = "text"
+level = "info,tower_http=warn"
+[ehr]
+profile = "generic-r4"
+[portal]
+payment_processor = "sandbox"
+[upstream]
+base_url = "http://127.0.0.1:$mp_port/fhir"
+[upstream.auth]
+type = "backend_services"
+token_url = "http://127.0.0.1:$op_port/token"
+client_id = "portico-system-jwt"
+private_key_file = "$dir/system-jwt.pem"
+algorithm = "RS384"
+kid = "portico-system-jwt"
+scope = "system/*.read system/*.write"
+[auth]
+issuer = "http://127.0.0.1:$op_port"
+authorize_url = "http://127.0.0.1:$op_port/auth"
+token_url = "http://127.0.0.1:$op_port/token"
+audiences = ["http://127.0.0.1:$gw_port/fhir"]
+[audit]
+path = "$logs/$scenario.audit.jsonl"
+[login]
+client_id = "portico-portal"
+client_secret_file = "$dir/portal.secret"
+aud = "http://127.0.0.1:$gw_port/fhir"
+EOF
+  "$bin" serve --config "$work/$scenario.toml" >"$logs/$scenario.gateway.log" 2>&1 &
+  pids+=($!)
+  wait_http "http://127.0.0.1:$gw_port/readyz" gateway "$!" || return 1
+  step oidc-grants python3 tests/interop/oidc_checks.py --issuer "http://127.0.0.1:$op_port" \
+    --fhir "http://127.0.0.1:$gw_port/fhir" --system-secret-file "$dir/system.secret" \
+    --readyz "http://127.0.0.1:$gw_port/readyz" --patient pat-2 || return 1
+  client_checks --plain-fhir-server --no-upstream-paging
 }
 
 declare -A result

@@ -21,6 +21,7 @@ Standard library only. Exits non-zero on the first failed check.
 import argparse
 import base64
 import hashlib
+import http.cookiejar
 import json
 import secrets
 import sys
@@ -56,6 +57,23 @@ def get(url, token=None):
         return resp.status, text
 
 
+def follow_login(url, redirect_uri):
+    """Follows the authorization server's redirects (with its cookies) until it sends the
+    browser back to `redirect_uri`; returns that URL. The sandbox approves in one hop;
+    oidc-provider goes through its login and consent interactions first."""
+    opener = urllib.request.build_opener(NoRedirect, urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    for _ in range(10):
+        try:
+            resp = opener.open(url, timeout=30)
+            expect(False, f"the authorization server redirects ({resp.status}, not a redirect)")
+        except urllib.error.HTTPError as e:
+            expect(e.code in (302, 303), f"the authorization server redirects ({e.code})")
+            url = urllib.parse.urljoin(url, e.headers["Location"])
+        if url.startswith(redirect_uri):
+            return url
+    expect(False, "the authorization server sends the browser back")
+
+
 def patient_token(fhir, patient, client_id, scope):
     status, smart = get(f"{fhir}/.well-known/smart-configuration")
     expect(status == 200 and "authorization_endpoint" in smart, "the gateway advertises SMART endpoints")
@@ -68,13 +86,7 @@ def patient_token(fhir, patient, client_id, scope):
         "scope": scope, "state": state, "aud": fhir, "code_challenge": challenge,
         "code_challenge_method": "S256", "login_hint": patient,
     })
-    opener = urllib.request.build_opener(NoRedirect)
-    try:
-        opener.open(f"{smart['authorization_endpoint']}?{query}", timeout=30)
-        expect(False, "authorize redirects back")
-    except urllib.error.HTTPError as e:
-        expect(e.code in (302, 303), f"authorize redirects back ({e.code})")
-        location = e.headers["Location"]
+    location = follow_login(f"{smart['authorization_endpoint']}?{query}", redirect_uri)
     params = urllib.parse.parse_qs(urllib.parse.urlparse(location).query)
     expect(params.get("state") == [state] and "code" in params, "the redirect carries the code and state")
     form = urllib.parse.urlencode({

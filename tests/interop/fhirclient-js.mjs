@@ -76,9 +76,24 @@ const authorize = new URL(launch.res.headers.location);
 expect(authorize.searchParams.get('aud') === fhir, 'aud is the gateway /fhir');
 expect(authorize.searchParams.get('code_challenge_method') === 'S256', 'PKCE S256');
 authorize.searchParams.set('login_hint', args.patient);
-const approved = await fetch(authorize, { redirect: 'manual' });
-const back = new URL(approved.headers.get('location') ?? 'http://invalid/');
-expect(approved.status === 302 && back.searchParams.get('code'), `the authorization server approves (${approved.status})`);
+// The sandbox approves in one redirect; oidc-provider goes through its login and consent
+// interactions first (with its cookies), like a browser would.
+const cookies = new Map();
+let url = authorize;
+let back;
+for (let hop = 0; hop < 10 && !back; hop++) {
+  const cookie = [...cookies].map(([k, v]) => `${k}=${v}`).join('; ');
+  const answer = await fetch(url, { redirect: 'manual', headers: cookie ? { cookie } : {} });
+  for (const c of answer.headers.getSetCookie()) {
+    const [pair] = c.split(';');
+    const i = pair.indexOf('=');
+    cookies.set(pair.slice(0, i), pair.slice(i + 1));
+  }
+  expect([302, 303].includes(answer.status), `the authorization server redirects (${answer.status})`);
+  url = new URL(answer.headers.get('location'), url);
+  if (url.href.startsWith(`http://${APP}/callback`)) back = url;
+}
+expect(back?.searchParams.get('code'), 'the authorization server approves and sends the code back');
 
 // 3. The app's callback route: exchanges the code.
 const callback = exchange(`/callback${back.search}`);

@@ -14,27 +14,17 @@ and be refused another patient's Patient (404).
 """
 
 import argparse
+import os
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from facade_checks import expect, follow_login  # noqa: E402
 from fhirclient import client
 from fhirclient.models.observation import Observation
 from fhirclient.models.patient import Patient
 from fhirclient.server import FHIRNotFoundException
-
-
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
-
-
-def expect(condition, what):
-    if not condition:
-        print(f"FAIL: {what}", file=sys.stderr)
-        sys.exit(1)
-    print(f"  ok: {what}")
 
 
 def main():
@@ -57,12 +47,7 @@ def main():
     authorize = smart.authorize_url
     expect(authorize is not None, "fhirclient found the authorize endpoint in /fhir/metadata (oauth-uris)")
     authorize += "&login_hint=" + urllib.parse.quote(args.patient)
-    try:
-        urllib.request.build_opener(NoRedirect).open(authorize, timeout=30)
-        expect(False, "authorize redirects back")
-    except urllib.error.HTTPError as e:
-        expect(e.code in (302, 303), f"authorize redirects back ({e.code})")
-        callback = e.headers["Location"]
+    callback = follow_login(authorize, "http://127.0.0.1:9/callback")
     smart.handle_callback(callback)
     expect(smart.ready and smart.patient_id == args.patient, f"token for {args.patient} (launch context patient)")
 
