@@ -34,6 +34,10 @@ scenarios=("$@")
 
 die() { echo "interop: $*" >&2; exit 1; }
 
+for scenario in "${scenarios[@]}"; do
+  case "$scenario" in sandbox|medplum|sekmet|oidc) ;; *) die "unknown scenario: $scenario (sandbox, medplum, sekmet, oidc)" ;; esac
+done
+
 # --- prerequisites: fail loudly, never skip -------------------------------------------
 command -v node >/dev/null || die "node (>= 20) is required and not installed"
 command -v npm >/dev/null || die "npm is required and not installed"
@@ -315,7 +319,6 @@ EOF
 declare -A result
 failed=0
 for scenario in "${scenarios[@]}"; do
-  declare -F "scenario_$scenario" >/dev/null || die "unknown scenario: $scenario"
   echo "== scenario: $scenario"
   started=$SECONDS
   if "scenario_$scenario"; then
