@@ -195,16 +195,31 @@ mod tests {
             }
             other => panic!("parsed as {other:?}"),
         }
-        // Plain `portico sandbox` still serves.
-        let cli = Cli::try_parse_from(["portico", "sandbox", "--port", "9001"]).unwrap();
-        assert!(matches!(
-            cli.command,
+        // Plain `portico sandbox` still serves, with extra audiences.
+        let cli = Cli::try_parse_from([
+            "portico",
+            "sandbox",
+            "--port",
+            "9001",
+            "--audience",
+            "http://127.0.0.1:8080/fhir",
+            "--audience",
+            "http://gw.example/fhir",
+        ])
+        .unwrap();
+        match cli.command {
             Command::Sandbox(SandboxArgs {
                 action: None,
                 port: 9001,
+                audiences,
                 ..
-            })
-        ));
+            }) => assert_eq!(
+                audiences.iter().map(url::Url::as_str).collect::<Vec<_>>(),
+                ["http://127.0.0.1:8080/fhir", "http://gw.example/fhir"]
+            ),
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["portico", "sandbox", "--audience", "not a url"]).is_err());
         assert!(
             Cli::try_parse_from([
                 "portico", "sandbox", "export", "--today", "soon", "--out", "x"
