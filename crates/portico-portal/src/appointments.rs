@@ -828,7 +828,7 @@ async fn book_slot(
         Err(PortalError::NotFound) => return Err(PortalError::NotFound),
         Err(e) => return Err(e),
     };
-    let free = str_at(&slot, "status") == Some("free");
+    let free = str_at(&slot, "status") == Some("free") && !ctx.slot_is_held(slot_id).await;
     let future = str_at(&slot, "start")
         .and_then(parse_datetime)
         .is_some_and(|s| s > ctx.now());
@@ -1521,7 +1521,7 @@ async fn patch_slot(
     let mut current = old;
     for attempt in 0..2 {
         let slot = ctx.read("Slot", slot_id).await?.resource;
-        let free = str_at(&slot, "status") == Some("free");
+        let free = str_at(&slot, "status") == Some("free") && !ctx.slot_is_held(slot_id).await;
         let future = str_at(&slot, "start")
             .and_then(parse_datetime)
             .is_some_and(|s| s > now);

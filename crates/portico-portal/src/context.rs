@@ -58,6 +58,9 @@ pub struct Portal {
     payments: Arc<dyn PaymentProcessor>,
     clock: Clock,
     locks: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
+    /// The EHR without the read cache, for checks that must see the present
+    /// ([`Ctx::slot_is_held`]); `upstream` when not set.
+    uncached: Option<Arc<dyn FhirUpstream>>,
     /// What an operation such as `Appointment/$find` offered each patient, by
     /// (patient, type, id), so that only an offer made to this patient can be acted on
     /// later (see [`Ctx::remember_offers`]).
@@ -97,7 +100,15 @@ impl Portal {
                 .time_to_live(OFFER_LIFETIME)
                 .max_capacity(100_000)
                 .build(),
+            uncached: None,
         }
+    }
+
+    /// The upstream to use, without the cache, for checks that must not be answered from
+    /// it.
+    pub fn with_uncached(mut self, upstream: Arc<dyn FhirUpstream>) -> Portal {
+        self.uncached = Some(upstream);
+        self
     }
 
     /// Replaces the clock (tests).
@@ -642,6 +653,72 @@ impl<'a> Ctx<'a> {
                 )
                 .await;
                 Err(PortalError::Upstream(e))
+            }
+        }
+    }
+
+    /// Whether any live appointment — of any patient — holds `slot_id`. A plain FHIR
+    /// store does not mark a booked Slot busy, so the Slot's own status cannot be the
+    /// only check before booking. This one search goes upstream without the patient
+    /// restriction and without the cache; only the yes/no leaves this method (nothing of
+    /// another patient's is returned, logged or cached). If the EHR cannot answer it
+    /// (an unsupported parameter), the Slot's status and the EHR remain the arbiters.
+    pub async fn slot_is_held(&self, slot_id: &str) -> bool {
+        let request = FhirRequest::search(
+            "Appointment",
+            vec![
+                ("slot".to_owned(), format!("Slot/{slot_id}")),
+                (
+                    "status".to_owned(),
+                    "proposed,pending,booked,arrived,checked-in,waitlist".to_owned(),
+                ),
+                ("_count".to_owned(), "50".to_owned()),
+            ],
+        );
+        let mut request = request;
+        if let Some(id) = &self.caller.request_id {
+            request = request.with_request_id(id.clone());
+        }
+        if let Some(token) = &self.caller.bearer {
+            request = request.with_bearer(token.clone());
+        }
+        let upstream = self
+            .portal
+            .uncached
+            .as_ref()
+            .unwrap_or(&self.portal.upstream);
+        let answer = upstream.execute(request).await;
+        self.audit(
+            Interaction::Search,
+            "Appointment",
+            Some(slot_id),
+            match &answer {
+                Ok(r) => AuditOutcome::Allowed {
+                    status: Some(r.status),
+                    removed: 0,
+                },
+                Err(e) => AuditOutcome::Failed(status_of(e)),
+            },
+        )
+        .await;
+        match answer.and_then(|r| r.json()) {
+            // Only an entry that really references the slot counts: a server that
+            // ignores the `slot` parameter answers with unrelated appointments.
+            Ok(bundle) => {
+                let wanted = Reference::new("Slot", slot_id);
+                bundle
+                    .get("entry")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.get("resource"))
+                    .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Appointment"))
+                    .flat_map(|r| portico_fhir::json::references_at(r, "slot"))
+                    .any(|r| Reference::parse(r).is_ok_and(|r| r == wanted))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check whether a slot is held; relying on its status");
+                false
             }
         }
     }

@@ -165,7 +165,8 @@ impl AppState {
             profile,
             audit.clone(),
             payments,
-        );
+        )
+        .with_uncached(resilient.clone());
         let idempotency = Arc::new(portico_portal::MemoryIdempotencyStore::new(
             Duration::from_secs(config.portal.idempotency_ttl_seconds),
             1_000_000,

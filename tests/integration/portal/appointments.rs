@@ -750,8 +750,8 @@ async fn patch_slot_to_a_taken_slot_conflicts_and_changes_nothing() {
     assert_eq!(answer.code(), "slot_unavailable");
     assert_eq!(app.sandbox.faults().requests_for("PATCH", "Appointment"), 0);
 
-    // Taken directly in the EHR after the gateway read the slot as free: the EHR
-    // refuses the patch (409) and the answer is still `slot_unavailable`.
+    // Taken directly in the EHR after the gateway cached the slot as free: the gateway
+    // asks the EHR (uncached) whether an appointment holds the slot, and refuses.
     let warm = app
         .http
         .get(format!("{}/Slot/{}", app.fhir(), slots[2]))
@@ -775,8 +775,8 @@ async fn patch_slot_to_a_taken_slot_conflicts_and_changes_nothing() {
         .await;
     assert_eq!(answer.status, 409, "{:?}", answer.body);
     assert_eq!(answer.code(), "slot_unavailable");
-    // The EHR was asked, and refused.
-    assert_eq!(app.sandbox.faults().requests_for("PATCH", "Appointment"), 1);
+    // Refused before anything was sent.
+    assert_eq!(app.sandbox.faults().requests_for("PATCH", "Appointment"), 0);
     let stored = resource(&app, "Appointment", &id);
     assert_eq!(
         stored["slot"],
@@ -1024,4 +1024,45 @@ mod operations {
         assert_eq!(answer.code(), "slot_unavailable");
         assert_eq!(bodies(&mock, "/fhir/Appointment/$book").await.len(), 1);
     }
+}
+
+/// A plain FHIR store does not mark a booked Slot busy: the gateway still refuses a
+/// second booking because an appointment already holds the slot.
+#[tokio::test]
+async fn a_slot_held_by_an_appointment_is_unavailable_even_if_the_ehr_says_free() {
+    let app = TestApp::spawn().await;
+    let a = app.portal_token("pat-1");
+    let slots = app.api_get(&a, "/appointments/slots").await;
+    let slot = slots.body["slots"][0]["id"].as_str().unwrap().to_owned();
+    let booked = app
+        .api_post(&a, "/appointments", &json!({"slot_id": slot}), None)
+        .await;
+    assert_eq!(booked.status, 201, "{:?}", booked.body);
+    // Behave like a store without booking rules: the Slot goes back to "free".
+    let stored = app.sandbox.store().read("Slot", &slot).unwrap();
+    let mut resource: serde_json::Value =
+        serde_json::from_slice(stored.body.as_ref().unwrap()).unwrap();
+    resource["status"] = json!("free");
+    app.sandbox
+        .store()
+        .update("Slot", &slot, resource, None)
+        .unwrap();
+    let posts = app.sandbox.faults().requests_for("POST", "Appointment");
+    let second = app
+        .api_post(
+            &app.portal_token("pat-2"),
+            "/appointments",
+            &json!({"slot_id": slot}),
+            None,
+        )
+        .await;
+    assert_eq!(second.status, 409, "{:?}", second.body);
+    assert_eq!(second.code(), "slot_unavailable");
+    assert_eq!(
+        app.sandbox.faults().requests_for("POST", "Appointment"),
+        posts,
+        "no second booking was sent"
+    );
+    // Nothing about the first patient's appointment leaked into the answer.
+    assert!(!second.body.to_string().contains("pat-1"));
 }
