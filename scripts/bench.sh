@@ -26,11 +26,11 @@ done
 
 if [[ $micro == 1 ]]; then
     mkdir -p bench-results
-    for spec in portico-fhir:reference portico-access:access portico-cache:cache_key \
-                portico-portal:portal_views; do
-        cargo bench -p "${spec%%:*}" --bench "${spec##*:}" -- \
-            --warm-up-time 1 --measurement-time 2 2>&1 | tee -a bench-results/micro.txt
-    done
+    # One cargo invocation for all four crates: separate `-p` runs unify features
+    # differently and would rebuild fhirbolt each time.
+    cargo bench -p portico-fhir -p portico-access -p portico-cache -p portico-portal \
+        --bench reference --bench access --bench cache_key --bench portal_views \
+        -- --warm-up-time 1 --measurement-time 2 2>&1 | tee bench-results/micro.txt
     exit 0
 fi
 

@@ -1,0 +1,130 @@
+//! Hot paths of the access core: SMART scope parsing and matching (every request), and
+//! the compartment verification of a 100-entry searchset Bundle (every search answer
+//! leaving the gateway, cached or not).
+//!
+//! `cargo bench -p portico-access --bench access -- --warm-up-time 1 --measurement-time 2`
+
+use std::hint::black_box;
+
+use chrono::NaiveDate;
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use portico_access::scopes::Context;
+use portico_access::{ClaimNames, Interaction, Policy, Principal, ScopeSet};
+use portico_sandbox::generator::{GeneratorConfig, generate};
+use serde_json::{Value, json};
+
+const UPSTREAM: &str = "http://127.0.0.1:8090/fhir";
+
+const V1: &str = "launch/patient openid fhirUser offline_access patient/*.read patient/*.write";
+const V2: &str = "launch/patient openid fhirUser patient/*.rs patient/*.cud";
+const GRANULAR: &str = "launch/patient openid fhirUser patient/Patient.rs \
+    patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory \
+    patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|vital-signs \
+    patient/Condition.rs patient/MedicationRequest.rs patient/AllergyIntolerance.rs \
+    patient/Appointment.cruds patient/Communication.crs";
+
+fn scopes(c: &mut Criterion) {
+    let mut group = c.benchmark_group("scopes");
+    for (name, text) in [("v1", V1), ("v2", V2), ("granular", GRANULAR)] {
+        group.bench_function(format!("parse_{name}"), |b| {
+            b.iter(|| black_box(ScopeSet::parse(black_box(text))))
+        });
+    }
+    for (name, text) in [("v2", V2), ("granular", GRANULAR)] {
+        let set = ScopeSet::parse(text);
+        group.bench_function(format!("permission_{name}_observation_search"), |b| {
+            b.iter(|| {
+                black_box(set.permission(
+                    Context::Patient,
+                    black_box("Observation"),
+                    Interaction::Search,
+                ))
+            })
+        });
+    }
+    let set = ScopeSet::parse(GRANULAR);
+    group.bench_function("fingerprint_granular", |b| {
+        b.iter(|| black_box(set.fingerprint()))
+    });
+    group.finish();
+}
+
+/// The first patient's own resources from the sandbox generator, Observations first, as
+/// a 100-entry searchset Bundle like the EHR returns it.
+fn bundle_of_100() -> Value {
+    let config = GeneratorConfig {
+        seed: 42,
+        patients: 1,
+        today: NaiveDate::from_ymd_opt(2026, 11, 1).expect("a valid date"),
+    };
+    let mut observations = Vec::new();
+    let mut others = Vec::new();
+    generate(&config, &mut |r: Value| {
+        let t = r["resourceType"].as_str().unwrap_or_default().to_owned();
+        if t == "Observation" {
+            observations.push(r);
+        } else if !portico_access::REFERENCE_DATA_TYPES.contains(&t.as_str()) {
+            others.push(r);
+        }
+    });
+    let resources: Vec<Value> = observations
+        .into_iter()
+        .chain(others)
+        .cycle()
+        .take(100)
+        .collect();
+    assert_eq!(resources.len(), 100, "the generator made no patient data");
+    let entries: Vec<Value> = resources
+        .into_iter()
+        .map(|r| {
+            let full_url = format!(
+                "{UPSTREAM}/{}/{}",
+                r["resourceType"].as_str().unwrap_or_default(),
+                r["id"].as_str().unwrap_or_default()
+            );
+            json!({"fullUrl": full_url, "resource": r, "search": {"mode": "match"}})
+        })
+        .collect();
+    json!({"resourceType": "Bundle", "type": "searchset", "total": 100, "entry": entries})
+}
+
+fn principal(scopes: &str) -> Principal {
+    let claims = json!({
+        "sub": "pat-1-user",
+        "client_id": "demo-app",
+        "patient": "pat-1",
+        "fhirUser": "Patient/pat-1",
+        "scope": scopes,
+    });
+    Principal::from_claims(
+        claims.as_object().expect("an object"),
+        &ClaimNames::default(),
+    )
+    .expect("valid claims")
+}
+
+fn verify_bundle(c: &mut Criterion) {
+    let bundle = bundle_of_100();
+    let policy = Policy::new(UPSTREAM);
+    let mut group = c.benchmark_group("verify_bundle_100");
+    for (name, scopes) in [("v2", V2), ("granular", GRANULAR)] {
+        let who = principal(scopes);
+        // Sanity: with v2 scopes every entry is the patient's and stays.
+        if name == "v2" {
+            let mut copy = bundle.clone();
+            let report = policy.verify_bundle(&who, &mut copy);
+            assert_eq!(report.removed, 0, "the patient's own entries were removed");
+        }
+        group.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || bundle.clone(),
+                |bundle| black_box(policy.verify_bundle(&who, bundle)),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, scopes, verify_bundle);
+criterion_main!(benches);
