@@ -712,7 +712,9 @@ impl<'a> Ctx<'a> {
                     .into_iter()
                     .flatten()
                     .filter_map(|e| e.get("resource"))
-                    .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Appointment"))
+                    .filter(|r| {
+                        r.get("resourceType").and_then(Value::as_str) == Some("Appointment")
+                    })
                     .flat_map(|r| portico_fhir::json::references_at(r, "slot"))
                     .any(|r| Reference::parse(r).is_ok_and(|r| r == wanted))
             }
