@@ -160,10 +160,7 @@ async fn book(
         let caller = &caller;
         async move {
             let view = appointments::book(ctx(state, caller), &new, &idem).await?;
-            Ok((
-                StatusCode::CREATED,
-                serde_json::to_value(view).unwrap_or_default(),
-            ))
+            Ok((StatusCode::CREATED, view))
         }
     })
     .await
@@ -209,10 +206,7 @@ async fn cancel(
         let caller = &caller;
         async move {
             let view = appointments::cancel(ctx(state, caller), &id, &request).await?;
-            Ok((
-                StatusCode::OK,
-                serde_json::to_value(view).unwrap_or_default(),
-            ))
+            Ok((StatusCode::OK, view))
         }
     })
     .await
@@ -270,10 +264,7 @@ async fn reschedule(
             async move {
                 let done =
                     appointments::reschedule(ctx(state, caller), &id, &request, &idem).await?;
-                Ok((
-                    StatusCode::OK,
-                    serde_json::to_value(done).unwrap_or_default(),
-                ))
+                Ok((StatusCode::OK, done))
             }
         },
     )

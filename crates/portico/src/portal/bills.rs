@@ -116,10 +116,7 @@ async fn pay_bill(
         let id = &id;
         async move {
             match bills::pay(ctx(state, caller), id, &request, &idem).await {
-                Ok(payment) => Ok((
-                    StatusCode::CREATED,
-                    serde_json::to_value(payment).unwrap_or_default(),
-                )),
+                Ok(payment) => Ok((StatusCode::CREATED, payment)),
                 Err(PayError::Portal(e)) => Err(e.into()),
                 Err(e @ PayError::ProcessorUnavailable) => Err(PortalError(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

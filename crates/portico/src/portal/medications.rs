@@ -98,10 +98,7 @@ async fn request_refill(
         async move {
             let request =
                 medications::request_refill(ctx(state, caller), id, &input, &idem).await?;
-            Ok((
-                StatusCode::CREATED,
-                serde_json::to_value(request).unwrap_or_default(),
-            ))
+            Ok((StatusCode::CREATED, request))
         }
     })
     .await

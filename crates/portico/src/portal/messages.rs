@@ -110,10 +110,7 @@ async fn start_thread(
             let caller = &caller;
             async move {
                 let thread = messages::start_thread(ctx(state, caller), &new, &idem).await?;
-                Ok((
-                    StatusCode::CREATED,
-                    serde_json::to_value(thread).unwrap_or_default(),
-                ))
+                Ok((StatusCode::CREATED, thread))
             }
         },
     )
@@ -163,10 +160,7 @@ async fn reply_in_thread(
         let id = &id;
         async move {
             let message = messages::reply(ctx(state, caller), id, &new, &idem).await?;
-            Ok((
-                StatusCode::CREATED,
-                serde_json::to_value(message).unwrap_or_default(),
-            ))
+            Ok((StatusCode::CREATED, message))
         }
     })
     .await

@@ -260,7 +260,7 @@ pub type PortalResult<T> = Result<T, PortalError>;
 /// body is 422 `idempotency_key_reused`; while the first request runs, 409
 /// `idempotency_in_progress`. Failures are not remembered, so a client may retry a
 /// failed write with the same key (upstream, the identifier keeps it single).
-pub async fn idempotent<F, Fut>(
+pub async fn idempotent<F, Fut, T>(
     state: &AppState,
     caller: &PatientCaller,
     headers: &HeaderMap,
@@ -270,8 +270,17 @@ pub async fn idempotent<F, Fut>(
 ) -> PortalResult<Response>
 where
     F: FnOnce(Idem) -> Fut,
-    Fut: Future<Output = PortalResult<(StatusCode, Value)>>,
+    Fut: Future<Output = PortalResult<(StatusCode, T)>>,
+    T: Serialize,
 {
+    let run = |idem| async move {
+        let (status, view) = run(idem).await?;
+        let value = serde_json::to_value(view).map_err(|e| {
+            tracing::error!(error = %e, "a portal answer could not be serialized");
+            PortalError(ApiError::internal())
+        })?;
+        Ok::<_, PortalError>((status, value))
+    };
     let key = match headers.get(IDEMPOTENCY_HEADER).map(HeaderValue::to_str) {
         None => None,
         Some(Ok(k)) if idempotency::valid_key(k) => Some(k.to_owned()),

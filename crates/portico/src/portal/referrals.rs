@@ -99,10 +99,7 @@ async fn request_referral(
         let caller = &caller;
         async move {
             let referral = referrals::request_referral(ctx(state, caller), &input, &idem).await?;
-            Ok((
-                StatusCode::CREATED,
-                serde_json::to_value(referral).unwrap_or_default(),
-            ))
+            Ok((StatusCode::CREATED, referral))
         }
     })
     .await
