@@ -711,6 +711,37 @@ mod tests {
     use chrono::TimeZone;
     use proptest::prelude::*;
 
+    #[test]
+    fn only_portals_own_extension_puts_a_payment_record_in_a_compartment() {
+        let policy =
+            portico_access::Policy::new("http://ehr.example/fhir").with_link(payment_link());
+        let principal = portico_access::Principal {
+            subject: "pat-1".to_owned(),
+            client_id: None,
+            patients: vec!["pat-1".to_owned()],
+            fhir_user: None,
+            scopes: portico_access::ScopeSet::parse("patient/*.rs"),
+            expires_at: None,
+            issuer: None,
+        };
+        let record = |url: &str| {
+            json!({"resourceType": "PaymentReconciliation", "id": "p1",
+                "extension": [{"url": url, "valueReference": {"reference": "Patient/pat-1"}}]})
+        };
+        assert!(
+            policy
+                .check_read(&principal, &record(PATIENT_EXTENSION))
+                .is_ok()
+        );
+        // A payer's remittance that happens to reference the patient in another
+        // extension is not theirs to read.
+        assert!(
+            policy
+                .check_read(&principal, &record("http://payer.example/claim-patient"))
+                .is_err()
+        );
+    }
+
     fn charge() -> Charge {
         Charge {
             reference: "ch_1".to_owned(),

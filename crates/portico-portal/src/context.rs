@@ -347,7 +347,7 @@ impl<'a> Ctx<'a> {
                     Interaction::Read,
                     rt,
                     Some(id),
-                    AuditOutcome::Failed(status_of(&e)),
+                    AuditOutcome::Failed(e.status()),
                 )
                 .await;
                 return Err(PortalError::from_read(e));
@@ -441,7 +441,7 @@ impl<'a> Ctx<'a> {
                     Interaction::Search,
                     rt,
                     None,
-                    AuditOutcome::Failed(status_of(&e)),
+                    AuditOutcome::Failed(e.status()),
                 )
                 .await;
                 return Err(PortalError::Upstream(e));
@@ -460,7 +460,7 @@ impl<'a> Ctx<'a> {
                     Interaction::Search,
                     rt,
                     None,
-                    AuditOutcome::Failed(status_of(&e)),
+                    AuditOutcome::Failed(e.status()),
                 )
                 .await;
                 return Err(PortalError::Upstream(e));
@@ -638,7 +638,7 @@ impl<'a> Ctx<'a> {
                     Interaction::Create,
                     rt,
                     None,
-                    AuditOutcome::Failed(status_of(&e)),
+                    AuditOutcome::Failed(e.status()),
                 )
                 .await;
                 tracing::warn!(error = %e, resource_type = rt, "create failed mid-flight; reconciling by identifier");
@@ -649,7 +649,7 @@ impl<'a> Ctx<'a> {
                     Interaction::Create,
                     rt,
                     None,
-                    AuditOutcome::Failed(status_of(&e)),
+                    AuditOutcome::Failed(e.status()),
                 )
                 .await;
                 Err(PortalError::Upstream(e))
@@ -697,7 +697,7 @@ impl<'a> Ctx<'a> {
                     status: Some(r.status),
                     removed: 0,
                 },
-                Err(e) => AuditOutcome::Failed(status_of(e)),
+                Err(e) => AuditOutcome::Failed(e.status()),
             },
         )
         .await;
@@ -881,13 +881,8 @@ impl<'a> Ctx<'a> {
                 Ok(self.written(rt, response).await)
             }
             Err(e) => {
-                self.audit(
-                    interaction,
-                    rt,
-                    Some(id),
-                    AuditOutcome::Failed(status_of(&e)),
-                )
-                .await;
+                self.audit(interaction, rt, Some(id), AuditOutcome::Failed(e.status()))
+                    .await;
                 Err(e)
             }
         }
@@ -1017,7 +1012,7 @@ impl<'a> Ctx<'a> {
         let response = match self.execute(request).await {
             Ok(r) => r,
             Err(e) => {
-                self.audit(interaction, rt, None, AuditOutcome::Failed(status_of(&e)))
+                self.audit(interaction, rt, None, AuditOutcome::Failed(e.status()))
                     .await;
                 return Err(PortalError::Upstream(e));
             }
@@ -1170,25 +1165,8 @@ fn outcome_unknown(e: &UpstreamError) -> bool {
     )
 }
 
-fn status_of(e: &UpstreamError) -> Option<u16> {
-    use UpstreamError as U;
-    Some(match e {
-        U::NotFound { .. } => 404,
-        U::Gone { .. } => 410,
-        U::Conflict { .. } => 409,
-        U::PreconditionFailed { .. } => 412,
-        U::Invalid { status, .. } | U::Server { status, .. } => *status,
-        U::Unauthorized { .. } => 401,
-        U::Forbidden { .. } => 403,
-        U::RateLimited { .. } => 429,
-        _ => return None,
-    })
-}
-
 fn version_of(resource: &Value, response: &FhirResponse) -> Option<String> {
-    resource
-        .pointer("/meta/versionId")
-        .and_then(Value::as_str)
+    portico_fhir::json::version_id(resource)
         .map(str::to_owned)
         .or_else(|| response.version_id.clone())
 }

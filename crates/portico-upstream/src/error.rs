@@ -114,6 +114,23 @@ impl UpstreamError {
         )
     }
 
+    /// The HTTP status the EHR answered with, when the failure is an EHR answer (not a
+    /// timeout, a broken connection or a local refusal). For audit records.
+    pub fn status(&self) -> Option<u16> {
+        use UpstreamError as U;
+        Some(match self {
+            U::NotFound { .. } => 404,
+            U::Gone { .. } => 410,
+            U::Conflict { .. } => 409,
+            U::PreconditionFailed { .. } => 412,
+            U::Invalid { status, .. } | U::Server { status, .. } => *status,
+            U::Unauthorized { .. } => 401,
+            U::Forbidden { .. } => 403,
+            U::RateLimited { .. } => 429,
+            _ => return None,
+        })
+    }
+
     /// The upstream OperationOutcome, if the error response carried one.
     pub fn outcome(&self) -> Option<&Value> {
         match self {

@@ -138,26 +138,11 @@ impl<'a> Audit<'a> {
     async fn failed(&self, e: &UpstreamError) {
         let mut r = self.record();
         r.decision = Decision::Denied;
-        if let Some(status) = upstream_status(e) {
+        if let Some(status) = e.status() {
             r = r.with_upstream_status(status);
         }
         self.state.audit(&r).await;
     }
-}
-
-fn upstream_status(e: &UpstreamError) -> Option<u16> {
-    use UpstreamError as U;
-    Some(match e {
-        U::NotFound { .. } => 404,
-        U::Gone { .. } => 410,
-        U::Conflict { .. } => 409,
-        U::PreconditionFailed { .. } => 412,
-        U::Invalid { status, .. } | U::Server { status, .. } => *status,
-        U::Unauthorized { .. } => 401,
-        U::Forbidden { .. } => 403,
-        U::RateLimited { .. } => 429,
-        _ => return None,
-    })
 }
 
 // ---------------------------------------------------------------------------------
