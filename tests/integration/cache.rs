@@ -175,3 +175,79 @@ async fn identical_searches_by_two_patients_never_share_an_entry() {
         );
     }
 }
+
+/// A search for `token`: the Bundle and its `next` link as a path under the gateway.
+async fn search_page(app: &TestApp, token: &str, path: &str) -> (Value, Option<String>) {
+    let res = app
+        .http
+        .get(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{path}");
+    let bundle: Value = res.json().await.unwrap();
+    let next = bundle["link"]
+        .as_array()
+        .and_then(|links| links.iter().find(|l| l["relation"] == "next"))
+        .and_then(|l| l["url"].as_str())
+        .map(|u| u.strip_prefix(&app.url("")).unwrap_or(u).to_owned());
+    (bundle, next)
+}
+
+#[tokio::test]
+async fn a_rendered_answer_is_only_reused_for_the_same_principal() {
+    // Two apps launched for the same patient with the same scopes share one cache
+    // entry (the partition is patients + scopes), but not what the gateway rendered
+    // from it: its paging cursors are bound to the principal (the client is part of
+    // it). If the rendered answer were keyed by less than the principal's
+    // fingerprint, B would get A's cursors and be refused on the next page.
+    let app = TestApp::spawn().await;
+    let a = app.patient_token("pat-1", SCOPES);
+    let b = app
+        .sandbox
+        .auth()
+        .issue_access_token("portico-portal", SCOPES, Some("pat-1"));
+    let path = "/fhir/Observation?category=vital-signs&_count=2";
+    app.sandbox.faults().reset_stats();
+    let (first, a_next) = search_page(&app, &a, path).await; // miss
+    let (second, _) = search_page(&app, &a, path).await; // first hit: rendered and kept
+    let (third, a_next_again) = search_page(&app, &a, path).await; // served as rendered
+    let (for_b, b_next) = search_page(&app, &b, path).await; // same entry, another principal
+    assert_eq!(
+        app.sandbox.faults().requests_for("GET", "Observation"),
+        1,
+        "one upstream search for all four"
+    );
+    assert_eq!(first["entry"], third["entry"]);
+    assert_eq!(second, third, "the kept answer is the one rendered");
+    let (a_next, b_next) = (a_next.unwrap(), b_next.unwrap());
+    assert_eq!(a_next_again.as_deref(), Some(a_next.as_str()));
+    assert_ne!(a_next, b_next, "B's cursors are B's own");
+    assert_eq!(for_b["entry"], first["entry"]);
+    for (token, next) in [(&a, &a_next), (&b, &b_next)] {
+        let res = app
+            .http
+            .get(app.url(next))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "each follows its own next link");
+    }
+    let res = app
+        .http
+        .get(app.url(&a_next))
+        .bearer_auth(&b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "and not the other's");
+    // Every answer, rendered or reused, was audited.
+    let searches = app
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["interaction"] == "search" && r["resource_type"] == "Observation")
+        .count();
+    assert_eq!(searches, 4);
+}

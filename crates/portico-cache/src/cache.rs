@@ -17,6 +17,12 @@
 //! A write passes through, then invalidates (see [`crate::invalidation`]) before its
 //! result is returned, whatever the result (a failed write may still have happened).
 //!
+//! A hit returns the stored response with its [`Derived`] slot, shared by every hit
+//! on that entry, so that the gateway can keep what it derived from the body (the
+//! verified, rewritten answer for a principal) instead of deriving it on every hit. The
+//! slot is not counted by the weigher: an entry that is hit may carry a second,
+//! rendered copy of its body (bounded by `DERIVED_KEPT` per entry).
+//!
 //! Invariants: only `200` responses up to `max_entry_bytes` are stored; ages are
 //! measured from when the fetch *started* (conservative) on tokio's clock; keys, bodies
 //! and partitions are never logged.
@@ -27,7 +33,7 @@ use std::time::Duration;
 
 use moka::future::Cache;
 use moka::notification::RemovalCause;
-use portico_upstream::{FhirRequest, FhirResponse, FhirUpstream, UpstreamError};
+use portico_upstream::{Derived, FhirRequest, FhirResponse, FhirUpstream, UpstreamError};
 use tokio::time::Instant;
 
 use crate::config::CacheConfig;
@@ -129,6 +135,13 @@ fn bump(counter: &AtomicU64) {
 /// Whether a failure lets an expired entry be served instead.
 fn serves_stale(error: &UpstreamError) -> bool {
     error.retryable() || matches!(error, UpstreamError::Server { .. })
+}
+
+/// A copy of a stored response without its [`Derived`] slot.
+fn without_derived(response: &FhirResponse) -> FhirResponse {
+    let mut copy = response.clone();
+    copy.derived = None;
+    copy
 }
 
 /// The read cache over any [`FhirUpstream`]; itself a `FhirUpstream`.
@@ -281,7 +294,9 @@ impl<U: FhirUpstream> CachedUpstream<U> {
         }
 
         let error = match fetched {
-            Ok(entry) => return Ok(entry.response.clone()),
+            // What a miss returns carries no derived-value slot: only entries read again
+            // (hits) pay for keeping a second, derived copy.
+            Ok(entry) => return Ok(without_derived(&entry.response)),
             Err(error) => (*error).clone(),
         };
         if serves_stale(&error)
@@ -291,7 +306,7 @@ impl<U: FhirUpstream> CachedUpstream<U> {
             if age <= entry.ttl.saturating_add(self.config.stale_if_error) {
                 bump(&self.counters.stale_serves);
                 tracing::debug!(read = plan.key.describe(), age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX), error = %error, "serving stale cache entry");
-                let mut response = entry.response.clone();
+                let mut response = without_derived(&entry.response);
                 response.stale_age = Some(age);
                 return Ok(response);
             }
@@ -338,8 +353,10 @@ impl<U: FhirUpstream> CachedUpstream<U> {
                 });
             };
             bump(&self.counters.revalidations);
-            response = entry.response.clone();
+            response = without_derived(&entry.response);
         }
+        // A new entry, a new slot: nothing derived from an older entry carries over.
+        response.derived = Some(Derived::default());
         let entry = Arc::new(Entry {
             response,
             fetched_at,

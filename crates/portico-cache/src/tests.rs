@@ -444,3 +444,54 @@ async fn a_disabled_cache_passes_everything_through() {
     assert_eq!(body(&c, observations("a")).await, call(1));
     assert_eq!(body(&c, observations("a")).await, call(2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn hits_share_one_derived_slot_that_dies_with_the_entry() {
+    let fake = Fake::new();
+    *fake.etag.lock() = Some("W/\"1\"".to_owned());
+    let c = cache(&fake);
+    let read = || FhirRequest::read("Observation", "o1").with_partition(part("a"));
+    let miss = c.execute(read()).await.unwrap();
+    assert!(miss.derived.is_none(), "a miss carries no slot");
+    let first = c.execute(read()).await.unwrap();
+    let slot = first.derived.expect("a hit carries the entry's slot");
+    slot.set("principal-1".to_owned(), Arc::new(7_u32));
+    let second = c.execute(read()).await.unwrap();
+    assert_eq!(
+        second.derived.unwrap().get::<u32>("principal-1").as_deref(),
+        Some(&7),
+        "every hit on the entry shares it"
+    );
+    let other = c
+        .execute(FhirRequest::read("Observation", "o1").with_partition(part("b")))
+        .await
+        .unwrap();
+    assert!(other.derived.is_none(), "another partition, another entry");
+
+    // An invalidating write: the next entry starts empty.
+    let _ = c
+        .execute(FhirRequest::update("Observation", "o1", "{}").with_partition(part("a")))
+        .await;
+    let _ = c.execute(read()).await.unwrap();
+    let after_write = c.execute(read()).await.unwrap();
+    assert!(
+        after_write
+            .derived
+            .unwrap()
+            .get::<u32>("principal-1")
+            .is_none()
+    );
+
+    // Expiry and revalidation (304): a new entry, an empty slot.
+    c.execute(read())
+        .await
+        .unwrap()
+        .derived
+        .unwrap()
+        .set("principal-1".to_owned(), Arc::new(8_u32));
+    advance(3600).await;
+    let revalidated = c.execute(read()).await.unwrap();
+    assert!(revalidated.derived.is_none(), "the refetch is a miss");
+    let hit = c.execute(read()).await.unwrap();
+    assert!(hit.derived.unwrap().get::<u32>("principal-1").is_none());
+}

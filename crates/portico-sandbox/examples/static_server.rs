@@ -18,6 +18,12 @@ use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
 use bytes::Bytes;
 
+/// The same allocator as the `portico` binary, so that the reference is not slower
+/// for a reason the gateway does not share.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 struct Args {
     listen: SocketAddr,
     body: std::path::PathBuf,

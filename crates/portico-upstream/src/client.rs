@@ -564,6 +564,7 @@ impl FhirClient {
             last_modified: text(header::LAST_MODIFIED),
             content_type: text(header::CONTENT_TYPE),
             stale_age: None,
+            derived: None,
         })
     }
 }

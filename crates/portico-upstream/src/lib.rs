@@ -49,7 +49,7 @@ pub use config::{
 pub use error::UpstreamError;
 pub use request::{CachePartition, FhirRequest, Interaction, ReturnPreference};
 pub use resilience::{ResilienceConfig, ResilienceStats, Resilient};
-pub use response::FhirResponse;
+pub use response::{Derived, FhirResponse};
 pub use secret::SecretString;
 
 /// The port through which the gateway performs FHIR interactions upstream.

@@ -6,6 +6,8 @@
 //! failed says so in [`FhirResponse::stale_age`], for the gateway to emit `Warning: 110`
 //! and `Age`.
 
+use std::any::Any;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,6 +37,11 @@ pub struct FhirResponse {
     /// Set only by a cache serving an expired entry because the EHR failed: the age of
     /// the entry (time since it was fetched). `None` for everything fresh.
     pub stale_age: Option<Duration>,
+    /// Set only by a cache, on a response served from a stored entry that has been
+    /// served before: a slot shared by every response served from that entry, where a
+    /// consumer keeps what it derived from the body (see [`Derived`]). Not part of the
+    /// response's value: ignored by `==`.
+    pub derived: Option<Derived>,
 }
 
 impl std::fmt::Debug for FhirResponse {
@@ -48,6 +55,7 @@ impl std::fmt::Debug for FhirResponse {
             .field("last_modified", &self.last_modified)
             .field("content_type", &self.content_type)
             .field("stale_age", &self.stale_age)
+            .field("derived", &self.derived.is_some())
             .finish()
     }
 }
@@ -64,6 +72,7 @@ impl FhirResponse {
             last_modified: None,
             content_type: None,
             stale_age: None,
+            derived: None,
         }
     }
 
@@ -103,6 +112,67 @@ impl FhirResponse {
     }
 }
 
+/// How many derived values one [`Derived`] slot keeps (the newest win).
+const DERIVED_KEPT: usize = 4;
+
+/// What consumers derived from one cached response body, each under an exact key.
+///
+/// A cache hands the same slot to every response it serves from one stored entry, so
+/// work that is a pure function of (body, key) — parsing, verifying and rewriting a
+/// Bundle for one principal — is done once per entry instead of once per hit. The key
+/// must name **everything** besides the body that the derived value depends on (for an
+/// access-checked answer: the principal's full fingerprint); keys are compared exactly,
+/// never hashed. The slot lives and dies with the entry: a refetch, a revalidation or
+/// an invalidating write gives a new entry and an empty slot. It keeps the newest
+/// [`DERIVED_KEPT`] values.
+#[derive(Clone, Default)]
+pub struct Derived(Arc<Mutex<Vec<(String, DerivedValue)>>>);
+
+/// One derived value, of whatever type its consumer chose.
+type DerivedValue = Arc<dyn Any + Send + Sync>;
+
+impl Derived {
+    /// The value kept under `key`, if there is one of type `T`.
+    pub fn get<T: Any + Send + Sync>(&self, key: &str) -> Option<Arc<T>> {
+        let kept = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        kept.iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.clone().downcast::<T>().ok())
+    }
+
+    /// Keeps `value` under `key`, replacing what was there and dropping the oldest
+    /// value beyond [`DERIVED_KEPT`].
+    pub fn set<T: Any + Send + Sync>(&self, key: String, value: Arc<T>) {
+        let mut kept = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        kept.retain(|(k, _)| *k != key);
+        if kept.len() >= DERIVED_KEPT {
+            kept.remove(0);
+        }
+        kept.push((key, value));
+    }
+}
+
+impl std::fmt::Debug for Derived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Derived")
+    }
+}
+
+/// A derived value is not part of a response's identity.
+impl PartialEq for Derived {
+    fn eq(&self, _other: &Derived) -> bool {
+        true
+    }
+}
+
+impl Eq for Derived {}
+
 /// Parses a `Location`/`Content-Location` value (absolute or relative, with or without
 /// `_history/vid`, query ignored) into a reference.
 pub fn parse_location(location: &str) -> Option<Reference> {
@@ -123,6 +193,39 @@ pub fn parse_etag_version(etag: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_values_are_kept_by_exact_key_and_type() {
+        let slot = Derived::default();
+        assert!(slot.get::<String>("a").is_none());
+        slot.set("a".to_owned(), Arc::new("one".to_owned()));
+        assert_eq!(
+            slot.get::<String>("a").as_deref().map(String::as_str),
+            Some("one")
+        );
+        assert!(slot.get::<String>("ab").is_none(), "exact keys only");
+        assert!(
+            slot.get::<u32>("a").is_none(),
+            "another type under the same key"
+        );
+        // Clones share the slot.
+        let shared = slot.clone();
+        shared.set("a".to_owned(), Arc::new("two".to_owned()));
+        assert_eq!(
+            slot.get::<String>("a").as_deref().map(String::as_str),
+            Some("two")
+        );
+        for i in 0..DERIVED_KEPT {
+            slot.set(format!("k{i}"), Arc::new(i));
+        }
+        assert!(slot.get::<String>("a").is_none(), "the oldest went");
+        assert_eq!(slot.get::<usize>("k0").as_deref(), Some(&0));
+        assert_eq!(FhirResponse::new(200, "x"), {
+            let mut r = FhirResponse::new(200, "x");
+            r.derived = Some(slot);
+            r
+        });
+    }
 
     #[test]
     fn etag_versions() {

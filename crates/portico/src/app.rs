@@ -257,9 +257,15 @@ impl AppState {
         &self.inner.cursor_key
     }
 
-    /// When a paging cursor issued now expires.
+    /// When a paging cursor issued now expires: `cursor_ttl_seconds` from the start of
+    /// the current step (a tenth of the TTL, at most a minute), so that a Bundle
+    /// rendered once can be served again for the rest of the step with the same
+    /// cursors (see the facade's rendered answers). A cursor lives at least 90 % of the
+    /// TTL.
     pub fn cursor_expiry(&self) -> u64 {
-        unix_now() + self.inner.config.facade.cursor_ttl_seconds
+        let ttl = self.inner.config.facade.cursor_ttl_seconds;
+        let step = (ttl / 10).clamp(1, 60);
+        unix_now() / step * step + ttl
     }
 
     /// The gateway's FHIR base, as clients see it.

@@ -180,7 +180,58 @@ fn fhir_response(
     body: &Value,
     upstream: Option<&FhirResponse>,
 ) -> Response {
-    let text = state.rewrite_bases(&body.to_string());
+    fhir_bytes_response(state, status, render(state, body), upstream)
+}
+
+/// The body of an answer: JSON with upstream URLs rewritten to the gateway's.
+fn render(state: &AppState, body: &Value) -> Bytes {
+    Bytes::from(state.rewrite_bases(&body.to_string()))
+}
+
+/// What the facade derived from one cached upstream body for one principal: the
+/// verified, rewritten answer and how many entries verification removed (for the audit
+/// record). Kept in the cache entry's [`portico_upstream::Derived`] slot, so a hit on
+/// a hot entry is a copy of bytes instead of parse, verify, rewrite and serialize.
+struct Rendered {
+    body: Bytes,
+    removed: usize,
+}
+
+/// The exact key of a [`Rendered`] answer: everything besides the upstream body that
+/// the answer depends on. The principal's fingerprint covers what decides visibility
+/// and binds the paging cursors (subject, client, patients, fhirUser, scopes); `what`
+/// names the interaction and its request-dependent parts (the self link, the cursors'
+/// expiry). The policy and the bases are fixed for the process.
+fn render_key(auth: &Authenticated, what: std::fmt::Arguments<'_>) -> String {
+    format!("facade\n{}\n{what}", auth.principal.fingerprint())
+}
+
+/// The answer rendered earlier from this cached body under `key`, if any.
+fn rendered(response: &FhirResponse, key: &str) -> Option<std::sync::Arc<Rendered>> {
+    response.derived.as_ref()?.get::<Rendered>(key)
+}
+
+/// Keeps a rendered answer for later hits on the same cache entry (only a response
+/// served from a cache hit has a slot).
+fn remember(response: &FhirResponse, key: String, body: &Bytes, removed: usize) {
+    if let Some(slot) = &response.derived {
+        slot.set(
+            key,
+            std::sync::Arc::new(Rendered {
+                body: body.clone(),
+                removed,
+            }),
+        );
+    }
+}
+
+/// A FHIR JSON response from an already rendered body.
+fn fhir_bytes_response(
+    state: &AppState,
+    status: StatusCode,
+    text: Bytes,
+    upstream: Option<&FhirResponse>,
+) -> Response {
     let mut response = (status, text).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -248,12 +299,39 @@ async fn read(
     checked_type(&rt)?;
     checked_id(&id)?;
     let audit = Audit::new(&state, &auth, Interaction::Read, &rt).id(&id);
-    let (resource, response) = fetch_checked(&state, &auth, &audit, &rt, &id).await?;
+    read_rendered(&state, &auth, &audit, FhirRequest::read(&rt, &id), &rt, &id).await
+}
+
+/// A read or vread answered from the rendered answer of an earlier hit when there is
+/// one; otherwise fetched, checked and rendered (and kept for the next hit). Denials
+/// are never kept: each is decided and audited again.
+async fn read_rendered(
+    state: &AppState,
+    auth: &Authenticated,
+    audit: &Audit<'_>,
+    request: FhirRequest,
+    rt: &str,
+    id: &str,
+) -> FhirResult {
+    let response = fetch(state, auth, audit, request).await?;
+    let key = render_key(auth, format_args!("read"));
+    if let Some(hit) = rendered(&response, &key) {
+        audit.allowed(Some(response.status), 0).await;
+        return Ok(fhir_bytes_response(
+            state,
+            StatusCode::OK,
+            hit.body.clone(),
+            Some(&response),
+        ));
+    }
+    let resource = check_read(state, auth, audit, &response, rt, id).await?;
+    let body = render(state, &resource);
+    remember(&response, key, &body, 0);
     audit.allowed(Some(response.status), 0).await;
-    Ok(fhir_response(
-        &state,
+    Ok(fhir_bytes_response(
+        state,
         StatusCode::OK,
-        &resource,
+        body,
         Some(&response),
     ))
 }
@@ -278,18 +356,42 @@ async fn fetch_checked_with(
     rt: &str,
     id: &str,
 ) -> Result<(Value, FhirResponse), FhirError> {
-    let response = match call(state, auth, request).await {
-        Ok(r) => r,
+    let response = fetch(state, auth, audit, request).await?;
+    let resource = check_read(state, auth, audit, &response, rt, id).await?;
+    Ok((resource, response))
+}
+
+/// Runs a read-like request; a missing or gone resource is 404.
+async fn fetch(
+    state: &AppState,
+    auth: &Authenticated,
+    audit: &Audit<'_>,
+    request: FhirRequest,
+) -> Result<FhirResponse, FhirError> {
+    match call(state, auth, request).await {
+        Ok(r) => Ok(r),
         Err(e) => {
             audit.failed(&e).await;
-            return Err(match e {
+            Err(match e {
                 UpstreamError::NotFound { .. } | UpstreamError::Gone { .. } => {
                     FhirError(ApiError::not_found())
                 }
                 other => upstream_error(&other),
-            });
+            })
         }
-    };
+    }
+}
+
+/// Parses a read's answer and checks the principal may see `rt/id` as it came back;
+/// anything else is 404 (audited as denied).
+async fn check_read(
+    state: &AppState,
+    auth: &Authenticated,
+    audit: &Audit<'_>,
+    response: &FhirResponse,
+    rt: &str,
+    id: &str,
+) -> Result<Value, FhirError> {
     let resource = response.json().map_err(|e| upstream_error(&e))?;
     if let Err(denial) =
         state
@@ -299,7 +401,7 @@ async fn fetch_checked_with(
         audit.denied(&denial).await;
         return Err(FhirError(ApiError::not_found()));
     }
-    Ok((resource, response))
+    Ok(resource)
 }
 
 async fn vread(
@@ -312,14 +414,7 @@ async fn vread(
     checked_id(&version)?;
     let audit = Audit::new(&state, &auth, Interaction::Vread, &rt).id(&id);
     let request = FhirRequest::vread(&rt, &id, &version);
-    let (resource, response) = fetch_checked_with(&state, &auth, &audit, request, &rt, &id).await?;
-    audit.allowed(Some(response.status), 0).await;
-    Ok(fhir_response(
-        &state,
-        StatusCode::OK,
-        &resource,
-        Some(&response),
-    ))
+    read_rendered(&state, &auth, &audit, request, &rt, &id).await
 }
 
 async fn instance_operation(
@@ -356,15 +451,45 @@ async fn history(
     let response = call(&state, &auth, FhirRequest::history(&rt, &id, params))
         .await
         .map_err(|e| upstream_error(&e))?;
+    bundle_answer(&state, &auth, &audit, &response, None).await
+}
+
+/// The answer to a search, a page or a history: the upstream Bundle with every entry
+/// verified, links rewritten (paging links become cursors, `self` becomes
+/// `self_link` or goes) and upstream URLs replaced. Served from the rendered answer of
+/// an earlier hit on the same cache entry when there is one.
+async fn bundle_answer(
+    state: &AppState,
+    auth: &Authenticated,
+    audit: &Audit<'_>,
+    response: &FhirResponse,
+    self_link: Option<String>,
+) -> FhirResult {
+    let expires = state.cursor_expiry();
+    let key = render_key(
+        auth,
+        format_args!("bundle\n{expires}\n{}", self_link.as_deref().unwrap_or("")),
+    );
+    if let Some(hit) = rendered(response, &key) {
+        audit.allowed(Some(response.status), hit.removed).await;
+        return Ok(fhir_bytes_response(
+            state,
+            StatusCode::OK,
+            hit.body.clone(),
+            Some(response),
+        ));
+    }
     let mut bundle = response.json().map_err(|e| upstream_error(&e))?;
     let report = state.policy().verify_bundle(&auth.principal, &mut bundle);
-    rewrite_links(&state, &auth.principal, &mut bundle, None);
+    rewrite_links(state, &auth.principal, &mut bundle, self_link, expires);
+    let body = render(state, &bundle);
+    remember(response, key, &body, report.removed);
     audit.allowed(Some(response.status), report.removed).await;
-    Ok(fhir_response(
-        &state,
+    Ok(fhir_bytes_response(
+        state,
         StatusCode::OK,
-        &bundle,
-        Some(&response),
+        body,
+        Some(response),
     ))
 }
 
@@ -509,17 +634,8 @@ async fn run_search(
             return Err(upstream_error(&e));
         }
     };
-    let mut bundle = response.json().map_err(|e| upstream_error(&e))?;
-    let report = state.policy().verify_bundle(&auth.principal, &mut bundle);
     let self_link = format!("{}/{rt}?{}", state.fhir_base(), encode_query(&narrowed));
-    rewrite_links(&state, &auth.principal, &mut bundle, Some(self_link));
-    audit.allowed(Some(response.status), report.removed).await;
-    Ok(fhir_response(
-        &state,
-        StatusCode::OK,
-        &bundle,
-        Some(&response),
-    ))
+    bundle_answer(&state, &auth, &audit, &response, Some(self_link)).await
 }
 
 fn encode_query(params: &[(String, String)]) -> String {
@@ -537,6 +653,7 @@ fn rewrite_links(
     principal: &Principal,
     bundle: &mut Value,
     self_link: Option<String>,
+    expires: u64,
 ) {
     let Some(links) = bundle.get_mut("link").and_then(Value::as_array_mut) else {
         if let Some(s) = self_link {
@@ -545,7 +662,6 @@ fn rewrite_links(
         return;
     };
     let fingerprint = principal.fingerprint();
-    let expires = state.cursor_expiry();
     let mut rewritten = Vec::new();
     for link in links.iter() {
         let relation = link
@@ -614,16 +730,7 @@ async fn page(
             return Err(upstream_error(&e));
         }
     };
-    let mut bundle = response.json().map_err(|e| upstream_error(&e))?;
-    let report = state.policy().verify_bundle(&auth.principal, &mut bundle);
-    rewrite_links(&state, &auth.principal, &mut bundle, None);
-    audit.allowed(Some(response.status), report.removed).await;
-    Ok(fhir_response(
-        &state,
-        StatusCode::OK,
-        &bundle,
-        Some(&response),
-    ))
+    bundle_answer(&state, &auth, &audit, &response, None).await
 }
 
 /// `POST /fhir` with a `batch` or `transaction` Bundle: refused whole. Checking each
