@@ -20,7 +20,7 @@ use crate::error::UpstreamError;
 ///
 /// A conditional read (`FhirRequest::with_if_none_match`) may also yield a `304` with an
 /// empty body; no other request does.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct FhirResponse {
     pub status: u16,
     pub body: Bytes,
@@ -59,6 +59,23 @@ impl std::fmt::Debug for FhirResponse {
             .finish()
     }
 }
+
+/// Equal when everything but the [`Derived`] slot is: what was derived from a response
+/// is not part of it.
+impl PartialEq for FhirResponse {
+    fn eq(&self, other: &FhirResponse) -> bool {
+        self.status == other.status
+            && self.body == other.body
+            && self.etag == other.etag
+            && self.version_id == other.version_id
+            && self.location == other.location
+            && self.last_modified == other.last_modified
+            && self.content_type == other.content_type
+            && self.stale_age == other.stale_age
+    }
+}
+
+impl Eq for FhirResponse {}
 
 impl FhirResponse {
     /// A response with the given status and body and no headers (for fakes and tests).
@@ -163,15 +180,6 @@ impl std::fmt::Debug for Derived {
         f.write_str("Derived")
     }
 }
-
-/// A derived value is not part of a response's identity.
-impl PartialEq for Derived {
-    fn eq(&self, _other: &Derived) -> bool {
-        true
-    }
-}
-
-impl Eq for Derived {}
 
 /// Parses a `Location`/`Content-Location` value (absolute or relative, with or without
 /// `_history/vid`, query ignored) into a reference.
