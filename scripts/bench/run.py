@@ -506,7 +506,13 @@ def main():
     ap.add_argument("--patients", type=int, help="sandbox size (scenario 6's patient count)")
     ap.add_argument("--sessions", type=int, help="scenario 5's simulated patients")
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--scenarios", default="1,2,3,4,5,6,7",
+                    help="which scenarios to run, e.g. 1,3 (default: all)")
     args = ap.parse_args()
+    wanted = set(args.scenarios.split(","))
+
+    def want(n):
+        return n in wanted
 
     smoke = args.smoke
     duration = args.duration or (1 if smoke else 8)
@@ -555,218 +561,225 @@ def main():
             return p, ready
 
         # -- 7: start-up time (gateway to /readyz 200, median of 3; sandbox once)
-        starts = []
-        for i in range(3):
-            p, ready = start_gateway("gw-start", GW_START_PORT)
-            starts.append(ready)
-            procs.stop(p)
-        S["7_startup"] = {
-            "gateway_to_ready_ms": round(statistics.median(starts) * 1000, 1),
-            "gateway_runs_ms": [round(s * 1000, 1) for s in starts],
-            "sandbox_to_ready_s": round(sandbox_ready, 2),
-            "sandbox_patients": patients,
-        }
-        log(f"7 start-up: {S['7_startup']}")
+        if want("7"):
+            starts = []
+            for i in range(3):
+                p, ready = start_gateway("gw-start", GW_START_PORT)
+                starts.append(ready)
+                procs.stop(p)
+            S["7_startup"] = {
+                "gateway_to_ready_ms": round(statistics.median(starts) * 1000, 1),
+                "gateway_runs_ms": [round(s * 1000, 1) for s in starts],
+                "sandbox_to_ready_s": round(sandbox_ready, 2),
+                "sandbox_patients": patients,
+            }
+            log(f"7 start-up: {S['7_startup']}")
 
         gw_cache, _ = start_gateway("gw-cache", GW_CACHE_PORT)
         gw_nocache, _ = start_gateway("gw-nocache", GW_NOCACHE_PORT, cache_enabled=False)
         token = patient_token(Http(SANDBOX_PORT), "pat-1")
 
-        # -- 1: cached reads vs the static-bytes server
         portal_path = "/api/v1/records/lab-results"
         facade_path = f"/fhir/Observation?patient=pat-1&{LAB_QUERY}"
-        auth = {"Authorization": f"Bearer {token}"}
-        bodies = {}
-        for name, port, path in (("portal", GW_CACHE_PORT, portal_path),
-                                 ("facade", GW_CACHE_PORT, facade_path)):
-            status, h, body = Http(port).request("GET", path, headers=auth)
-            if status != 200:
-                raise RuntimeError(f"{path} answered {status}: {body[:300]!r}")
-            fname = os.path.join(workdir, f"{name}-body.json")
-            with open(fname, "wb") as f:
-                f.write(body)
-            bodies[name] = (fname, h.get("Content-Type"), len(body))
-        static_portal = procs.start("static-portal", [
-            args.static, "--listen", f"{HOST}:{STATIC_PORTAL_PORT}", "--body",
-            bodies["portal"][0], "--content-type", bodies["portal"][1]])
-        static_facade = procs.start("static-facade", [
-            args.static, "--listen", f"{HOST}:{STATIC_FACADE_PORT}", "--body",
-            bodies["facade"][0], "--content-type", bodies["facade"][1]])
-        wait_ready(STATIC_PORTAL_PORT, "/", 30, static_portal)
-        wait_ready(STATIC_FACADE_PORT, "/", 30, static_facade)
-        log("1 cached reads vs static bytes")
-        gw = f"http://{HOST}:{GW_CACHE_PORT}"
-        s1 = interleaved(oha, runs, {
-            "portal_cached": (gw + portal_path, token),
-            "static_portal_bytes": (f"http://{HOST}:{STATIC_PORTAL_PORT}{portal_path}", token),
-            "facade_cached": (gw + facade_path, token),
-            "static_facade_bytes": (f"http://{HOST}:{STATIC_FACADE_PORT}{facade_path}", token),
-        }, duration=duration, concurrency=conc)
-        S["1_cached_reads"] = {
-            "body_bytes": {"portal": bodies["portal"][2], "facade": bodies["facade"][2]},
-            "results": s1,
-            "portal_ratio": s1["portal_cached"]["rps"] / s1["static_portal_bytes"]["rps"],
-            "facade_ratio": s1["facade_cached"]["rps"] / s1["static_facade_bytes"]["rps"],
-        }
-        procs.stop(static_portal)
-        procs.stop(static_facade)
-        log(f"1: portal {S['1_cached_reads']['portal_ratio']:.2f}x, "
-            f"facade {S['1_cached_reads']['facade_ratio']:.2f}x of static")
+
+        # -- 1: cached reads vs the static-bytes server
+        if want("1"):
+            auth = {"Authorization": f"Bearer {token}"}
+            bodies = {}
+            for name, port, path in (("portal", GW_CACHE_PORT, portal_path),
+                                     ("facade", GW_CACHE_PORT, facade_path)):
+                status, h, body = Http(port).request("GET", path, headers=auth)
+                if status != 200:
+                    raise RuntimeError(f"{path} answered {status}: {body[:300]!r}")
+                fname = os.path.join(workdir, f"{name}-body.json")
+                with open(fname, "wb") as f:
+                    f.write(body)
+                bodies[name] = (fname, h.get("Content-Type"), len(body))
+            static_portal = procs.start("static-portal", [
+                args.static, "--listen", f"{HOST}:{STATIC_PORTAL_PORT}", "--body",
+                bodies["portal"][0], "--content-type", bodies["portal"][1]])
+            static_facade = procs.start("static-facade", [
+                args.static, "--listen", f"{HOST}:{STATIC_FACADE_PORT}", "--body",
+                bodies["facade"][0], "--content-type", bodies["facade"][1]])
+            wait_ready(STATIC_PORTAL_PORT, "/", 30, static_portal)
+            wait_ready(STATIC_FACADE_PORT, "/", 30, static_facade)
+            log("1 cached reads vs static bytes")
+            gw = f"http://{HOST}:{GW_CACHE_PORT}"
+            s1 = interleaved(oha, runs, {
+                "portal_cached": (gw + portal_path, token),
+                "static_portal_bytes": (f"http://{HOST}:{STATIC_PORTAL_PORT}{portal_path}", token),
+                "facade_cached": (gw + facade_path, token),
+                "static_facade_bytes": (f"http://{HOST}:{STATIC_FACADE_PORT}{facade_path}", token),
+            }, duration=duration, concurrency=conc)
+            S["1_cached_reads"] = {
+                "body_bytes": {"portal": bodies["portal"][2], "facade": bodies["facade"][2]},
+                "results": s1,
+                "portal_ratio": s1["portal_cached"]["rps"] / s1["static_portal_bytes"]["rps"],
+                "facade_ratio": s1["facade_cached"]["rps"] / s1["static_facade_bytes"]["rps"],
+            }
+            procs.stop(static_portal)
+            procs.stop(static_facade)
+            log(f"1: portal {S['1_cached_reads']['portal_ratio']:.2f}x, "
+                f"facade {S['1_cached_reads']['facade_ratio']:.2f}x of static")
 
         # -- 2: pass-through (cache off) vs nginx vs direct
-        targets = {
-            "portico_nocache": (f"http://{HOST}:{GW_NOCACHE_PORT}{facade_path}", token),
-            "direct_sandbox": (f"http://{HOST}:{SANDBOX_PORT}{facade_path}", token),
-        }
-        nginx = None
-        if args.nginx:
-            conf = os.path.join(workdir, "nginx.conf")
-            with open(conf, "w") as f:
-                f.write(NGINX_CONF.format(dir=workdir, host=HOST, sandbox=SANDBOX_PORT,
-                                          port=NGINX_PORT))
-            nginx = procs.start("nginx", [args.nginx, "-c", conf, "-g", "daemon off;"])
-            wait_ready(NGINX_PORT, "/fhir/metadata", 30, nginx)
-            targets["nginx"] = (f"http://{HOST}:{NGINX_PORT}{facade_path}", token)
-        log("2 pass-through at full load")
-        full = interleaved(oha, runs, targets, duration=duration, concurrency=conc)
-        rate = max(1, int(full["portico_nocache"]["rps"] / 2))
-        log(f"2 pass-through at half of Portico's throughput ({rate}/s)")
-        half = interleaved(oha, runs, targets, duration=duration, concurrency=conc,
-                           rate=rate)
-        s2 = {"full_load": full, "half_load_rate": rate, "half_load": half}
-        d = half["direct_sandbox"]
-        s2["added_ms_at_half_load"] = {
-            name: {"p50": r["p50_ms"] - d["p50_ms"], "p99": r["p99_ms"] - d["p99_ms"]}
-            for name, r in half.items() if name != "direct_sandbox"}
-        s2["ratio_vs_direct"] = full["portico_nocache"]["rps"] / full["direct_sandbox"]["rps"]
-        if "nginx" in full:
-            s2["ratio_vs_nginx"] = full["portico_nocache"]["rps"] / full["nginx"]["rps"]
-        else:
-            s2["nginx"] = "not installed: skipped"
-        S["2_pass_through"] = s2
-        if nginx:
-            procs.stop(nginx)
-        log(f"2: {s2.get('ratio_vs_nginx')} x nginx, {s2['ratio_vs_direct']:.2f} x direct")
+        if want("2"):
+            targets = {
+                "portico_nocache": (f"http://{HOST}:{GW_NOCACHE_PORT}{facade_path}", token),
+                "direct_sandbox": (f"http://{HOST}:{SANDBOX_PORT}{facade_path}", token),
+            }
+            nginx = None
+            if args.nginx:
+                conf = os.path.join(workdir, "nginx.conf")
+                with open(conf, "w") as f:
+                    f.write(NGINX_CONF.format(dir=workdir, host=HOST, sandbox=SANDBOX_PORT,
+                                              port=NGINX_PORT))
+                nginx = procs.start("nginx", [args.nginx, "-c", conf, "-g", "daemon off;"])
+                wait_ready(NGINX_PORT, "/fhir/metadata", 30, nginx)
+                targets["nginx"] = (f"http://{HOST}:{NGINX_PORT}{facade_path}", token)
+            log("2 pass-through at full load")
+            full = interleaved(oha, runs, targets, duration=duration, concurrency=conc)
+            rate = max(1, int(full["portico_nocache"]["rps"] / 2))
+            log(f"2 pass-through at half of Portico's throughput ({rate}/s)")
+            half = interleaved(oha, runs, targets, duration=duration, concurrency=conc,
+                               rate=rate)
+            s2 = {"full_load": full, "half_load_rate": rate, "half_load": half}
+            d = half["direct_sandbox"]
+            s2["added_ms_at_half_load"] = {
+                name: {"p50": r["p50_ms"] - d["p50_ms"], "p99": r["p99_ms"] - d["p99_ms"]}
+                for name, r in half.items() if name != "direct_sandbox"}
+            s2["ratio_vs_direct"] = full["portico_nocache"]["rps"] / full["direct_sandbox"]["rps"]
+            if "nginx" in full:
+                s2["ratio_vs_nginx"] = full["portico_nocache"]["rps"] / full["nginx"]["rps"]
+            else:
+                s2["nginx"] = "not installed: skipped"
+            S["2_pass_through"] = s2
+            if nginx:
+                procs.stop(nginx)
+            log(f"2: {s2.get('ratio_vs_nginx')} x nginx, {s2['ratio_vs_direct']:.2f} x direct")
 
         # -- 3: dashboard with 100 ms upstream latency vs one upstream call
-        log("3 dashboard at 100 ms upstream latency")
-        set_latency(100)
-        try:
-            n3 = 3 if smoke else 15
-            pats = [f"pat-{i}" for i in range(2, 2 + n3)]
-            toks = tokens_for(pats)
-            gwc = Http(GW_CACHE_PORT)
-            sbc = Http(SANDBOX_PORT)
-            cold, warm, one = [], [], []
-            for p in pats:
-                h = {"Authorization": f"Bearer {toks[p]}"}
-                t = time.monotonic()
-                status, _, body = gwc.request("GET", "/api/v1/dashboard", headers=h)
-                cold.append(time.monotonic() - t)
-                if status != 200:
-                    raise RuntimeError(f"dashboard answered {status}: {body[:300]!r}")
-                t = time.monotonic()
-                gwc.request("GET", "/api/v1/dashboard", headers=h)
-                warm.append(time.monotonic() - t)
-                t = time.monotonic()
-                status, _, _ = sbc.request("GET", f"/fhir/Patient/{p}", headers=h)
-                one.append(time.monotonic() - t)
-            S["3_dashboard_latency"] = {
-                "upstream_latency_ms": 100, "patients": n3,
-                "cold_dashboard_ms": round(statistics.median(cold) * 1000, 1),
-                "warm_dashboard_ms": round(statistics.median(warm) * 1000, 1),
-                "one_upstream_call_ms": round(statistics.median(one) * 1000, 1),
-                "ratio_cold": statistics.median(cold) / statistics.median(one),
-            }
-            log(f"3: {S['3_dashboard_latency']}")
+        if want("3") or want("4"):
+            log("3 dashboard at 100 ms upstream latency")
+            set_latency(100)
+            try:
+                n3 = 3 if smoke else 15
+                pats = [f"pat-{i}" for i in range(2, 2 + n3)]
+                toks = tokens_for(pats)
+                gwc = Http(GW_CACHE_PORT)
+                sbc = Http(SANDBOX_PORT)
+                cold, warm, one = [], [], []
+                for p in pats:
+                    h = {"Authorization": f"Bearer {toks[p]}"}
+                    t = time.monotonic()
+                    status, _, body = gwc.request("GET", "/api/v1/dashboard", headers=h)
+                    cold.append(time.monotonic() - t)
+                    if status != 200:
+                        raise RuntimeError(f"dashboard answered {status}: {body[:300]!r}")
+                    t = time.monotonic()
+                    gwc.request("GET", "/api/v1/dashboard", headers=h)
+                    warm.append(time.monotonic() - t)
+                    t = time.monotonic()
+                    status, _, _ = sbc.request("GET", f"/fhir/Patient/{p}", headers=h)
+                    one.append(time.monotonic() - t)
+                S["3_dashboard_latency"] = {
+                    "upstream_latency_ms": 100, "patients": n3,
+                    "cold_dashboard_ms": round(statistics.median(cold) * 1000, 1),
+                    "warm_dashboard_ms": round(statistics.median(warm) * 1000, 1),
+                    "one_upstream_call_ms": round(statistics.median(one) * 1000, 1),
+                    "ratio_cold": statistics.median(cold) / statistics.median(one),
+                }
+                log(f"3: {S['3_dashboard_latency']}")
 
-            # -- 4: stampede, with the same 100 ms latency
-            log(f"4 stampede: {stampede} concurrent identical cold reads")
-            victim = f"pat-{2 + n3}"
-            vt = patient_token(Http(SANDBOX_PORT), victim)
-            path = f"/fhir/Observation?patient={victim}&{LAB_QUERY}"
-            s4 = {}
-            for name, port in (("portico_cache", GW_CACHE_PORT),
-                               ("portico_nocache", GW_NOCACHE_PORT)):
-                sandbox_reset()
-                r = oha.run(f"http://{HOST}:{port}{path}", requests=stampede,
-                            concurrency=stampede, token=vt)
-                stats = sandbox_stats()
-                s4[name] = {"upstream_calls": fhir_calls(stats), "ok": r["ok"],
-                            "non_2xx": r["non_2xx"], "errors": r["errors"],
-                            "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"]}
-            S["4_stampede"] = s4
-            log(f"4: {s4}")
-        finally:
-            set_latency(0)
+                # -- 4: stampede, with the same 100 ms latency
+                log(f"4 stampede: {stampede} concurrent identical cold reads")
+                victim = f"pat-{2 + n3}"
+                vt = patient_token(Http(SANDBOX_PORT), victim)
+                path = f"/fhir/Observation?patient={victim}&{LAB_QUERY}"
+                s4 = {}
+                for name, port in (("portico_cache", GW_CACHE_PORT),
+                                   ("portico_nocache", GW_NOCACHE_PORT)):
+                    sandbox_reset()
+                    r = oha.run(f"http://{HOST}:{port}{path}", requests=stampede,
+                                concurrency=stampede, token=vt)
+                    stats = sandbox_stats()
+                    s4[name] = {"upstream_calls": fhir_calls(stats), "ok": r["ok"],
+                                "non_2xx": r["non_2xx"], "errors": r["errors"],
+                                "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"]}
+                S["4_stampede"] = s4
+                log(f"4: {s4}")
+            finally:
+                set_latency(0)
 
         # -- 5: scripted portal sessions, cache on vs off (the naive pass-through)
-        log(f"5 portal sessions for {sessions} patients, cache on then off")
-        first = 20
-        on_pats = [f"pat-{i}" for i in range(first, first + sessions)]
-        off_pats = [f"pat-{i}" for i in range(first + sessions, first + 2 * sessions)]
-        if first + 2 * sessions > patients:
-            raise RuntimeError("not enough sandbox patients for scenario 5")
-        s5 = {"portico": run_sessions(GW_CACHE_PORT, on_pats),
-              "naive_pass_through": run_sessions(GW_NOCACHE_PORT, off_pats)}
-        s5["ratio"] = s5["portico"]["upstream_calls"] / s5["naive_pass_through"]["upstream_calls"]
-        s5["per_session"] = {k: s5[k]["upstream_calls"] / sessions
-                             for k in ("portico", "naive_pass_through")}
-        S["5_sessions"] = s5
-        log(f"5: ratio {s5['ratio']:.2f}, per session {s5['per_session']}")
+        if want("5"):
+            log(f"5 portal sessions for {sessions} patients, cache on then off")
+            first = 20
+            on_pats = [f"pat-{i}" for i in range(first, first + sessions)]
+            off_pats = [f"pat-{i}" for i in range(first + sessions, first + 2 * sessions)]
+            if first + 2 * sessions > patients:
+                raise RuntimeError("not enough sandbox patients for scenario 5")
+            s5 = {"portico": run_sessions(GW_CACHE_PORT, on_pats),
+                  "naive_pass_through": run_sessions(GW_NOCACHE_PORT, off_pats)}
+            s5["ratio"] = s5["portico"]["upstream_calls"] / s5["naive_pass_through"]["upstream_calls"]
+            s5["per_session"] = {k: s5[k]["upstream_calls"] / sessions
+                                 for k in ("portico", "naive_pass_through")}
+            S["5_sessions"] = s5
+            log(f"5: ratio {s5['ratio']:.2f}, per session {s5['per_session']}")
         procs.stop(gw_nocache)
 
         # -- 6: memory with N patients' records cached
         procs.stop(gw_cache)
-        log(f"6 memory: warming {patients} patients")
-        gw_mem, _ = start_gateway("gw-mem", GW_MEM_PORT, extra_cache=(
-            'max_bytes = 17179869184\npatient_ttl = "1h"\nreference_ttl = "1h"'))
-        mem_paths = ["/fhir/Observation?patient={p}", "/fhir/Condition?patient={p}",
-                     "/fhir/MedicationRequest?patient={p}",
-                     "/fhir/AllergyIntolerance?patient={p}", "/fhir/Encounter?patient={p}"]
-        warm_one = patient_token(Http(SANDBOX_PORT), "pat-1")
-        Http(GW_MEM_PORT).request("GET", "/fhir/Patient/pat-1",
-                                  headers={"Authorization": f"Bearer {warm_one}"})
-        time.sleep(0.5)
-        rss_before = rss_kib(gw_mem.pid)
-        mem_pats = [f"pat-{i}" for i in range(1, patients + 1)]
-        t = time.monotonic()
+        if want("6"):
+            log(f"6 memory: warming {patients} patients")
+            gw_mem, _ = start_gateway("gw-mem", GW_MEM_PORT, extra_cache=(
+                'max_bytes = 17179869184\npatient_ttl = "1h"\nreference_ttl = "1h"'))
+            mem_paths = ["/fhir/Observation?patient={p}", "/fhir/Condition?patient={p}",
+                         "/fhir/MedicationRequest?patient={p}",
+                         "/fhir/AllergyIntolerance?patient={p}", "/fhir/Encounter?patient={p}"]
+            warm_one = patient_token(Http(SANDBOX_PORT), "pat-1")
+            Http(GW_MEM_PORT).request("GET", "/fhir/Patient/pat-1",
+                                      headers={"Authorization": f"Bearer {warm_one}"})
+            time.sleep(0.5)
+            rss_before = rss_kib(gw_mem.pid)
+            mem_pats = [f"pat-{i}" for i in range(1, patients + 1)]
+            t = time.monotonic()
 
-        def warm(p):
-            tok = patient_token(thread_client(SANDBOX_PORT), p)
-            c = thread_client(GW_MEM_PORT)
-            n = 0
-            for tmpl in mem_paths:
-                status, _, body = c.request("GET", tmpl.format(p=p),
-                                            headers={"Authorization": f"Bearer {tok}"})
-                if status != 200:
-                    raise RuntimeError(f"{tmpl} for {p}: {status}")
-                n += len(body)
-            return n
+            def warm(p):
+                tok = patient_token(thread_client(SANDBOX_PORT), p)
+                c = thread_client(GW_MEM_PORT)
+                n = 0
+                for tmpl in mem_paths:
+                    status, _, body = c.request("GET", tmpl.format(p=p),
+                                                headers={"Authorization": f"Bearer {tok}"})
+                    if status != 200:
+                        raise RuntimeError(f"{tmpl} for {p}: {status}")
+                    n += len(body)
+                return n
 
-        with concurrent.futures.ThreadPoolExecutor(8) as ex:
-            json_bytes = sum(ex.map(warm, mem_pats))
-        warm_s = time.monotonic() - t
-        time.sleep(1)
-        rss_after = rss_kib(gw_mem.pid)
-        gauge = metrics_value(GW_MEM_PORT, "portico_cache_bytes")
-        entries = metrics_value(GW_MEM_PORT, "portico_cache_entries")
-        delta = (rss_after - rss_before) * 1024
-        S["6_memory"] = {
-            "patients": patients, "requests_per_patient": len(mem_paths),
-            "warm_seconds": round(warm_s, 1),
-            "rss_before_mib": round(rss_before / 1024, 1),
-            "rss_after_mib": round(rss_after / 1024, 1),
-            "rss_delta_per_patient_kib": round(delta / patients / 1024, 1),
-            "json_bytes_mib": round(json_bytes / 1048576, 1),
-            "json_bytes_per_patient_kib": round(json_bytes / patients / 1024, 1),
-            "cache_gauge_mib": round((gauge or 0) / 1048576, 1),
-            "cache_entries": entries,
-            "rss_delta_over_json": delta / json_bytes if json_bytes else None,
-            "gauge_over_json": (gauge or 0) / json_bytes if json_bytes else None,
-        }
-        log(f"6: {S['6_memory']}")
-        procs.stop(gw_mem)
+            with concurrent.futures.ThreadPoolExecutor(8) as ex:
+                json_bytes = sum(ex.map(warm, mem_pats))
+            warm_s = time.monotonic() - t
+            time.sleep(1)
+            rss_after = rss_kib(gw_mem.pid)
+            gauge = metrics_value(GW_MEM_PORT, "portico_cache_bytes")
+            entries = metrics_value(GW_MEM_PORT, "portico_cache_entries")
+            delta = (rss_after - rss_before) * 1024
+            S["6_memory"] = {
+                "patients": patients, "requests_per_patient": len(mem_paths),
+                "warm_seconds": round(warm_s, 1),
+                "rss_before_mib": round(rss_before / 1024, 1),
+                "rss_after_mib": round(rss_after / 1024, 1),
+                "rss_delta_per_patient_kib": round(delta / patients / 1024, 1),
+                "json_bytes_mib": round(json_bytes / 1048576, 1),
+                "json_bytes_per_patient_kib": round(json_bytes / patients / 1024, 1),
+                "cache_gauge_mib": round((gauge or 0) / 1048576, 1),
+                "cache_entries": entries,
+                "rss_delta_over_json": delta / json_bytes if json_bytes else None,
+                "gauge_over_json": (gauge or 0) / json_bytes if json_bytes else None,
+            }
+            log(f"6: {S['6_memory']}")
+            procs.stop(gw_mem)
     finally:
         procs.stop_all()
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

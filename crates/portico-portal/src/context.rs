@@ -475,6 +475,42 @@ impl<'a> Ctx<'a> {
         only_me: &Principal,
         response: FhirResponse,
     ) -> PortalResult<Page> {
+        // A cache hit on an entry this principal has read before: the page as it was
+        // verified then (verification is a function of the body and the principal, and
+        // the entry's slot dies with the entry). Audited like any other answer.
+        let slot = response.derived.as_ref();
+        let key = slot.map(|_| format!("portal\n{}", only_me.fingerprint()));
+        if let (Some(slot), Some(key)) = (slot, &key)
+            && let Some(verified) = slot.get::<Page>(key)
+        {
+            self.audit(
+                Interaction::Search,
+                rt,
+                None,
+                AuditOutcome::Allowed {
+                    status: Some(response.status),
+                    removed: verified.removed,
+                },
+            )
+            .await;
+            let mut page = (*verified).clone();
+            page.stale = response.stale_age.is_some();
+            return Ok(page);
+        }
+        let page = self.verified_page(rt, only_me, &response).await?;
+        if let (Some(slot), Some(key)) = (slot, key) {
+            slot.set(key, Arc::new(page.clone()));
+        }
+        Ok(page)
+    }
+
+    /// Parses and verifies a search's Bundle into a [`Page`] (audited).
+    async fn verified_page(
+        &self,
+        rt: &str,
+        only_me: &Principal,
+        response: &FhirResponse,
+    ) -> PortalResult<Page> {
         let mut bundle = response.json()?;
         let report = self.portal.policy.verify_bundle(only_me, &mut bundle);
         self.audit(
@@ -1251,6 +1287,72 @@ mod tests {
         };
         let caller = Caller::new(Arc::new(me), None).unwrap();
         assert!(portal.ctx(&caller).acting().fhir_user.is_some());
+    }
+
+    /// Answers every request with the same Bundle and the same derived-value slot, as
+    /// a cache does for hits on one entry.
+    #[derive(Debug)]
+    struct OneEntry {
+        body: String,
+        slot: portico_upstream::Derived,
+    }
+
+    #[async_trait::async_trait]
+    impl FhirUpstream for OneEntry {
+        async fn execute(&self, _: FhirRequest) -> Result<FhirResponse, UpstreamError> {
+            let mut response = FhirResponse::new(200, self.body.clone());
+            response.derived = Some(self.slot.clone());
+            Ok(response)
+        }
+    }
+
+    fn patient_principal(patient: &str) -> Arc<Principal> {
+        Arc::new(Principal {
+            subject: format!("Patient/{patient}"),
+            client_id: Some("portal".to_owned()),
+            patients: vec![patient.to_owned()],
+            fhir_user: Some(Reference::new("Patient", patient)),
+            scopes: portico_access::ScopeSet::parse("patient/*.rs"),
+            expires_at: None,
+            issuer: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_verified_page_is_reused_only_for_the_principal_it_was_verified_for() {
+        let bundle = serde_json::json!({"resourceType": "Bundle", "type": "searchset",
+            "entry": [{"resource": {"resourceType": "Observation", "id": "o1",
+                "status": "final", "code": {"text": "x"},
+                "subject": {"reference": "Patient/pat-1"}}}]});
+        let upstream = Arc::new(OneEntry {
+            body: bundle.to_string(),
+            slot: portico_upstream::Derived::default(),
+        });
+        let audit = Arc::new(portico_access::audit::MemoryAuditSink::default());
+        let portal = Portal::new(
+            upstream.clone(),
+            Policy::new("http://ehr.example/fhir"),
+            EhrProfile::built_in("generic-r4").unwrap(),
+            audit.clone(),
+            Arc::new(crate::payments::NoProcessor),
+        );
+        let one = Caller::new(patient_principal("pat-1"), None).unwrap();
+        let two = Caller::new(patient_principal("pat-2"), None).unwrap();
+        for _ in 0..3 {
+            let page = portal.ctx(&one).search("Observation", &[]).await.unwrap();
+            assert_eq!(page.matches.len(), 1);
+        }
+        // The same entry, another patient: verified for them, not reused.
+        let page = portal.ctx(&two).search("Observation", &[]).await.unwrap();
+        assert!(page.matches.is_empty(), "pat-2 must not see pat-1's page");
+        assert_eq!(page.removed, 1);
+        let kept = format!("portal\n{}", portal.ctx(&one).acting().fingerprint());
+        assert!(
+            upstream.slot.get::<Page>(&kept).is_some(),
+            "pat-1's page was kept"
+        );
+        // Every answer was audited, reused or not.
+        assert_eq!(audit.records().len(), 4);
     }
 
     #[test]
