@@ -47,6 +47,7 @@
 //! charging again. The payment token is never logged or stored.
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
 use portico_access::ExtraLink;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -73,6 +74,8 @@ const MAX_ACCOUNTS: usize = 50;
 const MAX_INVOICES: usize = 200;
 /// The most ChargeItems read to describe line items.
 const MAX_CHARGE_ITEM_READS: usize = 50;
+/// How many of those reads are in flight at once.
+const CHARGE_ITEM_READS_AT_ONCE: usize = 8;
 
 /// The access-policy link that puts a PaymentReconciliation recorded by the portal into
 /// its patient's compartment (through [`PATIENT_EXTENSION`]). Read-only: patients have
@@ -290,20 +293,57 @@ fn invoice_account(invoice: &Value) -> Option<String> {
     (r.resource_type == "Account").then_some(r.id)
 }
 
-/// `GET /bills`.
+/// What the patient owes, for the dashboard: the sum of the accounts' balances in the
+/// profile's currency (one Account search: invoices do not change the balance).
+#[derive(Debug, Clone)]
+pub struct BalanceDue {
+    pub total: Money,
+    pub stale: bool,
+}
+
+/// The balance due across the patient's accounts (the same accounts as [`list`]).
+pub async fn balance_due(ctx: Ctx<'_>) -> PortalResult<BalanceDue> {
+    let currency = &ctx.profile().bills.currency;
+    let extension = &ctx.profile().bills.balance_extension;
+    let me = format!("Patient/{}", ctx.patient());
+    let accounts = ctx
+        .search_all("Account", &[("subject", me)], MAX_ACCOUNTS)
+        .await?;
+    let balances: Vec<Money> = accounts
+        .matches
+        .iter()
+        .filter_map(|a| balance_of(a, extension))
+        .collect();
+    Ok(BalanceDue {
+        total: sum_in(&balances, currency),
+        stale: accounts.stale,
+    })
+}
+
+/// The sum of the amounts in `currency` (others are left out), in minor units.
+pub fn sum_in(amounts: &[Money], currency: &str) -> Money {
+    let total_minor = amounts
+        .iter()
+        .filter(|m| m.currency == currency)
+        .filter_map(|m| to_minor(m.value))
+        .fold(0i64, i64::saturating_add);
+    major(total_minor, currency)
+}
+
+/// `GET /bills`: the Account and Invoice searches at the same time, then the ChargeItems
+/// that line items point at (read at the same time, a few at once).
 pub async fn list(ctx: Ctx<'_>) -> PortalResult<Bills> {
     let profile = &ctx.profile().bills;
     let me = format!("Patient/{}", ctx.patient());
-    let accounts = ctx
-        .search_all("Account", &[("subject", me.clone())], MAX_ACCOUNTS)
-        .await?;
-    let invoices = ctx
-        .search_all("Invoice", &[("subject", me)], MAX_INVOICES)
-        .await?;
+    let by_subject = [("subject", me)];
+    let (accounts, invoices) = tokio::join!(
+        ctx.search_all("Account", &by_subject, MAX_ACCOUNTS),
+        ctx.search_all("Invoice", &by_subject, MAX_INVOICES),
+    );
+    let (accounts, invoices) = (accounts?, invoices?);
     let stale = accounts.stale || invoices.stale;
     // Line items that point at ChargeItems: read them (within the patient's
     // compartment) to describe the line.
-    let mut charge_items = Vec::new();
     let mut wanted: Vec<String> = invoices
         .matches
         .iter()
@@ -316,11 +356,13 @@ pub async fn list(ctx: Ctx<'_>) -> PortalResult<Bills> {
         .collect();
     wanted.sort();
     wanted.dedup();
-    for id in wanted.into_iter().take(MAX_CHARGE_ITEM_READS) {
-        if let Ok(item) = ctx.read("ChargeItem", &id).await {
-            charge_items.push(item.resource);
-        }
-    }
+    wanted.truncate(MAX_CHARGE_ITEM_READS);
+    let charge_items: Vec<Value> = futures::stream::iter(wanted)
+        .map(|id| async move { ctx.read("ChargeItem", &id).await })
+        .buffered(CHARGE_ITEM_READS_AT_ONCE)
+        .filter_map(|read| async move { read.ok().map(|item| item.resource) })
+        .collect()
+        .await;
     let mut invoice_list: Vec<&Value> = invoices.matches.iter().collect();
     invoice_list.sort_by(|a, b| str_at(b, "date").cmp(&str_at(a, "date")));
     let mut views = Vec::new();
@@ -710,6 +752,25 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_balance_due_sums_the_profiles_currency_in_minor_units() {
+        let usd = |value: f64| Money {
+            value,
+            currency: "USD".to_owned(),
+        };
+        let amounts = [
+            usd(0.1),
+            usd(0.2),
+            Money {
+                value: 99.0,
+                currency: "EUR".to_owned(),
+            },
+            usd(125.05),
+        ];
+        assert_eq!(sum_in(&amounts, "USD"), usd(125.35));
+        assert_eq!(sum_in(&[], "USD"), usd(0.0));
+    }
 
     #[test]
     fn only_portals_own_extension_puts_a_payment_record_in_a_compartment() {

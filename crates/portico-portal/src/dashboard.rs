@@ -3,17 +3,24 @@
 //! Five sections — upcoming appointments, active medications with refill eligibility,
 //! open or unread message threads, recent lab results, the balance due — are loaded
 //! concurrently, each through its own area module, so the page costs about as long as
-//! its slowest section, not the sum. A section whose EHR calls fail is left out and
+//! its slowest section, not the sum. Each section is one EHR round trip in the usual
+//! case, so a cold dashboard costs about one EHR call's latency: searches that used to
+//! wait for another's answer (dispenses of the listed prescriptions, messages of the
+//! listed threads, participants' names) are replaced by broad searches started at once
+//! (`search_whole`) or by `_include`, with the narrow searches kept as the fallback
+//! when a broad answer is not whole; the balance needs the accounts only
+//! ([`bills::balance_due`]). A section whose EHR calls fail is left out and
 //! named in `unavailable` (the rest of the page still shows); a section the EHR profile
 //! does not support is simply absent. Only when no section can be shown and at least one
 //! failed is the dashboard an error.
 
+use portico_upstream::UpstreamError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::appointments::{self, AppointmentView, When};
 use crate::bills;
-use crate::context::Ctx;
+use crate::context::{Ctx, MAX_COLLECTED, Page};
 use crate::error::{PortalError, PortalResult};
 use crate::medications::{self, Medication};
 use crate::messages::{self, ThreadStatus, ThreadSummary};
@@ -45,6 +52,50 @@ pub struct Dashboard {
     pub stale: bool,
 }
 
+/// A search collected whole, or `None` when it is not: more than `bound` matches, a
+/// `next` link left, or a `total` larger than what came back.
+///
+/// Sections use it to replace a chain of narrow searches (the dispenses *of these*
+/// prescriptions, the messages *of these* threads) with one broad search started
+/// alongside the first one, and fall back to the narrow searches when the broad answer
+/// is not whole: a decision (refill eligibility, unread counts) is never made on part of
+/// a history. `bound` is capped below [`MAX_COLLECTED`].
+pub(crate) async fn search_whole(
+    ctx: Ctx<'_>,
+    rt: &str,
+    params: &[(&str, String)],
+    bound: usize,
+) -> PortalResult<Option<Page>> {
+    let bound = bound.min(MAX_COLLECTED - 1);
+    // One more than the bound, so that "exactly the bound" and "more" are told apart.
+    let page = ctx.search_all(rt, params, bound + 1).await?;
+    Ok(is_whole(&page, bound).then_some(page))
+}
+
+/// Whether a collected search is the whole answer (see [`search_whole`]).
+pub(crate) fn is_whole(page: &Page, bound: usize) -> bool {
+    page.next.is_none()
+        && page.matches.len() <= bound
+        && page
+            .total
+            .is_none_or(|total| total <= page.matches.len() as u64)
+}
+
+/// Whether a broad search failed as a query the EHR (or the policy) refuses, rather
+/// than because the EHR is failing: the narrow searches it replaces may still be
+/// answered. A failing EHR is not asked again.
+pub(crate) fn refused_query(e: &PortalError) -> bool {
+    matches!(
+        e,
+        PortalError::Forbidden { .. }
+            | PortalError::Upstream(
+                UpstreamError::Invalid { .. }
+                    | UpstreamError::Forbidden { .. }
+                    | UpstreamError::NotFound { .. }
+            )
+    )
+}
+
 /// A section's outcome: shown, unsupported by the EHR, or failed.
 fn section<T>(
     name: &'static str,
@@ -74,7 +125,7 @@ pub async fn dashboard(ctx: Ctx<'_>) -> PortalResult<Dashboard> {
         medications::list(ctx),
         messages::list_threads(ctx),
         records::list(ctx, Kind::LabResults, SECTION_ITEMS as u32, None),
-        bills::list(ctx),
+        bills::balance_due(ctx),
     );
     let mut unavailable = Vec::new();
     let mut errors = Vec::new();
@@ -135,19 +186,7 @@ pub async fn dashboard(ctx: Ctx<'_>) -> PortalResult<Dashboard> {
     });
     let balance_due = bills.map(|b| {
         stale |= b.stale;
-        let mut total_minor: i64 = 0;
-        for account in &b.accounts {
-            if let Some(balance) = &account.balance
-                && balance.currency == b.currency
-                && let Some(minor) = crate::view::to_minor(balance.value)
-            {
-                total_minor = total_minor.saturating_add(minor);
-            }
-        }
-        Money {
-            value: total_minor as f64 / 100.0,
-            currency: b.currency,
-        }
+        b.total
     });
     Ok(Dashboard {
         upcoming_appointments,
@@ -159,4 +198,55 @@ pub async fn dashboard(ctx: Ctx<'_>) -> PortalResult<Dashboard> {
         unavailable,
         stale,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn page(matches: usize, next: bool, total: Option<u64>) -> Page {
+        Page {
+            matches: (0..matches).map(|i| json!({"id": i.to_string()})).collect(),
+            next: next.then(|| "http://ehr.example/fhir?page=2".to_owned()),
+            total,
+            ..Page::default()
+        }
+    }
+
+    #[test]
+    fn only_a_complete_answer_within_the_bound_is_whole() {
+        assert!(is_whole(&page(0, false, None), 3));
+        assert!(is_whole(&page(3, false, Some(3)), 3));
+        assert!(is_whole(&page(2, false, None), 3));
+        // More than the bound (search_whole asks for one more to see it).
+        assert!(!is_whole(&page(4, false, Some(4)), 3));
+        // Pages left, even with few matches.
+        assert!(!is_whole(&page(1, true, None), 3));
+        // The EHR says there is more than what came back.
+        assert!(!is_whole(&page(2, false, Some(5)), 3));
+    }
+
+    #[test]
+    fn only_refused_queries_fall_back() {
+        assert!(refused_query(&PortalError::Forbidden {
+            message: "no".to_owned()
+        }));
+        assert!(refused_query(&PortalError::Upstream(
+            UpstreamError::Invalid {
+                status: 400,
+                outcome: None
+            }
+        )));
+        // A failing EHR is not asked again with another query.
+        assert!(!refused_query(&PortalError::Upstream(
+            UpstreamError::Server {
+                status: 500,
+                outcome: None
+            }
+        )));
+        assert!(!refused_query(&PortalError::Upstream(
+            UpstreamError::Timeout
+        )));
+    }
 }

@@ -4,7 +4,13 @@
 //! plus finished ones authored in the last year) with the refill situation of each:
 //! refills allowed, used and left, the last fill, when the next fill may be asked for,
 //! and whether a refill may be requested now ([`eligibility`], a pure function of the
-//! MedicationRequest, its dispenses, the open refill request and `now`).
+//! MedicationRequest, its dispenses, the open refill request and `now`). The listing is
+//! one EHR round trip in the usual case: the prescriptions, the patient's completed
+//! dispenses and the patient's open refill requests are searched at the same time and
+//! matched here; a patient-wide answer that is not whole (more than
+//! [`PATIENT_WIDE_BOUND`], or pages left) is replaced by the searches scoped to the
+//! listed prescriptions (`prescription=`, `focus=`), so eligibility never rests on part
+//! of a history.
 //!
 //! A refill request re-reads the MedicationRequest and its dispenses (refusing data
 //! served stale from the cache), re-checks eligibility under a per-prescription lock, and
@@ -61,6 +67,9 @@ pub const MAX_PHARMACY_CHARS: usize = 200;
 const RECENT_DAYS: i64 = 365;
 /// The most MedicationRequests (and as many refill requests) one listing collects.
 const MAX_LISTED: usize = 200;
+/// The most dispenses (and open refill Tasks) of a patient-wide search used as is by the
+/// listing; with more, the searches scoped to the listed prescriptions are made.
+pub const PATIENT_WIDE_BOUND: usize = 200;
 /// Task statuses of a refill request still waiting to be handled.
 const OPEN_TASK_STATUSES: &str = "draft,requested,received,accepted,ready,in-progress,on-hold";
 
@@ -587,27 +596,59 @@ fn mr_reference(id: &str) -> String {
     format!("MedicationRequest/{id}")
 }
 
-/// `GET /medications`.
+/// `GET /medications`: one round trip in the usual case.
+///
+/// The prescriptions, the patient's completed dispenses and the patient's open refill
+/// requests are searched at the same time (the [`Ctx`] narrows every search to the
+/// patient), then matched to the listed prescriptions here. When a patient-wide answer
+/// is not whole (more than [`PATIENT_WIDE_BOUND`] matches, or pages left) or the EHR
+/// refuses the patient-wide query, the searches scoped to the listed prescriptions' ids
+/// are made instead, so eligibility is never computed on part of a history.
 pub async fn list(ctx: Ctx<'_>) -> PortalResult<MedicationList> {
     let now = ctx.now();
-    let page = ctx
-        .search_all(
-            "MedicationRequest",
-            &[
-                ("_include", "MedicationRequest:medication".to_owned()),
-                ("_include", "MedicationRequest:requester".to_owned()),
-                ("_count", "100".to_owned()),
-            ],
-            MAX_LISTED,
-        )
-        .await?;
+    let params = [
+        ("_include", "MedicationRequest:medication".to_owned()),
+        ("_include", "MedicationRequest:requester".to_owned()),
+        ("_count", "100".to_owned()),
+    ];
+    let (page, wide_dispenses, wide_open) = tokio::join!(
+        ctx.search_all("MedicationRequest", &params, MAX_LISTED),
+        patient_dispenses(ctx),
+        open_request_search(ctx, None),
+    );
+    let page = page?;
     let mut requests: Vec<&Value> = page.matches.iter().filter(|r| listed(r, now)).collect();
     let ids: Vec<&str> = requests.iter().filter_map(|r| str_at(r, "id")).collect();
     let mut stale = page.stale;
+    // With nothing listed, the other two answers (and their failures) do not matter.
     let (dispenses, open) = if ids.is_empty() {
         (Vec::new(), HashMap::new())
     } else {
-        let (dispenses, open) = tokio::join!(dispenses_of(ctx, &ids), open_requests(ctx, &ids));
+        let strategy = ctx.profile().refills.strategy;
+        let (dispenses, open) = tokio::join!(
+            async {
+                match wide_dispenses {
+                    Ok(Some(whole)) => Ok(whole),
+                    Ok(None) => dispenses_of(ctx, &ids).await,
+                    Err(e) if crate::dashboard::refused_query(&e) => dispenses_of(ctx, &ids).await,
+                    Err(e) => Err(e),
+                }
+            },
+            async {
+                match wide_open {
+                    Ok(search) if search.whole => Ok(search.open_of(&ids)),
+                    Ok(_) => open_requests(ctx, &ids).await,
+                    // Only the Task strategy has a narrower search to fall back to.
+                    Err(e)
+                        if strategy == RefillStrategy::Task
+                            && crate::dashboard::refused_query(&e) =>
+                    {
+                        open_requests(ctx, &ids).await
+                    }
+                    Err(e) => Err(e),
+                }
+            },
+        );
         let ((dispenses, s1), (open, s2)) = (dispenses?, open?);
         stale |= s1 || s2;
         (dispenses, open)
@@ -637,6 +678,22 @@ pub async fn list(ctx: Ctx<'_>) -> PortalResult<MedicationList> {
     Ok(MedicationList { items, stale })
 }
 
+/// All the patient's completed dispenses, when they fit in [`PATIENT_WIDE_BOUND`]
+/// (`None` otherwise), and whether any page was stale.
+async fn patient_dispenses(ctx: Ctx<'_>) -> PortalResult<Option<(Vec<Value>, bool)>> {
+    let page = crate::dashboard::search_whole(
+        ctx,
+        "MedicationDispense",
+        &[
+            ("status", "completed".to_owned()),
+            ("_count", PATIENT_WIDE_BOUND.to_string()),
+        ],
+        PATIENT_WIDE_BOUND,
+    )
+    .await?;
+    Ok(page.map(|p| (p.matches, p.stale)))
+}
+
 /// The completed dispenses of these prescriptions (one search), and whether any page
 /// was stale.
 async fn dispenses_of(ctx: Ctx<'_>, ids: &[&str]) -> PortalResult<(Vec<Value>, bool)> {
@@ -659,36 +716,90 @@ async fn dispenses_of(ctx: Ctx<'_>, ids: &[&str]) -> PortalResult<(Vec<Value>, b
     Ok((page.matches, page.stale))
 }
 
-/// The open refill request of each of these prescriptions, per the profile's strategy.
-async fn open_requests(
-    ctx: Ctx<'_>,
-    ids: &[&str],
-) -> PortalResult<(HashMap<String, OpenRequest>, bool)> {
-    let wanted: HashSet<&str> = ids.iter().copied().collect();
-    let mut out: HashMap<String, OpenRequest> = HashMap::new();
-    let (page, resource_type, path) = match ctx.profile().refills.strategy {
-        RefillStrategy::Task => {
-            let focus = ids
-                .iter()
-                .map(|id| mr_reference(id))
-                .collect::<Vec<_>>()
-                .join(",");
-            let page = ctx
-                .search_all(
-                    "Task",
-                    &[
-                        ("focus", focus),
-                        ("status", OPEN_TASK_STATUSES.to_owned()),
-                        ("code", format!("{TASK_CODE_SYSTEM}|fulfill")),
-                        ("_count", "100".to_owned()),
-                    ],
-                    MAX_LISTED,
-                )
-                .await?;
-            (page, "Task", "focus")
+/// The answer of a search for open refill requests.
+struct OpenSearch {
+    page: Page,
+    /// What a refill request is, per the strategy.
+    resource_type: &'static str,
+    /// Where a refill request names its prescription.
+    path: &'static str,
+    /// Whether the answer is whole (always, except a patient-wide Task search that
+    /// found more than [`PATIENT_WIDE_BOUND`]).
+    whole: bool,
+}
+
+impl OpenSearch {
+    /// The open refill request of each of these prescriptions.
+    fn open_of(&self, ids: &[&str]) -> (HashMap<String, OpenRequest>, bool) {
+        let wanted: HashSet<&str> = ids.iter().copied().collect();
+        let mut out: HashMap<String, OpenRequest> = HashMap::new();
+        for resource in &self.page.matches {
+            let (Some(id), Some(status)) = (str_at(resource, "id"), str_at(resource, "status"))
+            else {
+                continue;
+            };
+            for target in references(resource, self.path) {
+                if let Some(r) = Reference::parse(target).ok()
+                    && r.resource_type == "MedicationRequest"
+                    && wanted.contains(r.id.as_str())
+                {
+                    out.entry(r.id.clone()).or_insert_with(|| OpenRequest {
+                        id: id.to_owned(),
+                        resource_type: self.resource_type.to_owned(),
+                        status: status.to_owned(),
+                    });
+                }
+            }
         }
-        RefillStrategy::MedicationRequest => {
-            let page = ctx
+        (out, self.page.stale)
+    }
+}
+
+/// Searches open refill requests per the profile's strategy: with `focus`, those of
+/// these prescriptions (the Task strategy searches `focus`; the other strategies have
+/// no R4 search parameter for the prescription and always search the patient's all);
+/// without, the patient's all.
+async fn open_request_search(ctx: Ctx<'_>, focus: Option<&[&str]>) -> PortalResult<OpenSearch> {
+    let search = match ctx.profile().refills.strategy {
+        RefillStrategy::Task => {
+            let open = [
+                ("status", OPEN_TASK_STATUSES.to_owned()),
+                ("code", format!("{TASK_CODE_SYSTEM}|fulfill")),
+            ];
+            match focus {
+                Some(ids) => {
+                    let focus = ids
+                        .iter()
+                        .map(|id| mr_reference(id))
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    let mut params = vec![("focus", focus)];
+                    params.extend(open);
+                    params.push(("_count", "100".to_owned()));
+                    OpenSearch {
+                        page: ctx.search_all("Task", &params, MAX_LISTED).await?,
+                        resource_type: "Task",
+                        path: "focus",
+                        whole: true,
+                    }
+                }
+                None => {
+                    let mut params = open.to_vec();
+                    params.push(("_count", PATIENT_WIDE_BOUND.to_string()));
+                    let page =
+                        crate::dashboard::search_whole(ctx, "Task", &params, PATIENT_WIDE_BOUND)
+                            .await?;
+                    OpenSearch {
+                        whole: page.is_some(),
+                        page: page.unwrap_or_default(),
+                        resource_type: "Task",
+                        path: "focus",
+                    }
+                }
+            }
+        }
+        RefillStrategy::MedicationRequest => OpenSearch {
+            page: ctx
                 .search_all(
                     "MedicationRequest",
                     &[
@@ -698,11 +809,13 @@ async fn open_requests(
                     ],
                     MAX_LISTED,
                 )
-                .await?;
-            (page, "MedicationRequest", "priorPrescription")
-        }
-        RefillStrategy::Communication => {
-            let page = ctx
+                .await?,
+            resource_type: "MedicationRequest",
+            path: "priorPrescription",
+            whole: true,
+        },
+        RefillStrategy::Communication => OpenSearch {
+            page: ctx
                 .search_all(
                     "Communication",
                     &[
@@ -711,28 +824,21 @@ async fn open_requests(
                     ],
                     crate::context::MAX_COLLECTED,
                 )
-                .await?;
-            (page, "Communication", "about")
-        }
+                .await?,
+            resource_type: "Communication",
+            path: "about",
+            whole: true,
+        },
     };
-    for resource in &page.matches {
-        let (Some(id), Some(status)) = (str_at(resource, "id"), str_at(resource, "status")) else {
-            continue;
-        };
-        for target in references(resource, path) {
-            if let Some(r) = Reference::parse(target).ok()
-                && r.resource_type == "MedicationRequest"
-                && wanted.contains(r.id.as_str())
-            {
-                out.entry(r.id.clone()).or_insert_with(|| OpenRequest {
-                    id: id.to_owned(),
-                    resource_type: resource_type.to_owned(),
-                    status: status.to_owned(),
-                });
-            }
-        }
-    }
-    Ok((out, page.stale))
+    Ok(search)
+}
+
+/// The open refill request of each of these prescriptions, per the profile's strategy.
+async fn open_requests(
+    ctx: Ctx<'_>,
+    ids: &[&str],
+) -> PortalResult<(HashMap<String, OpenRequest>, bool)> {
+    Ok(open_request_search(ctx, Some(ids)).await?.open_of(ids))
 }
 
 /// The literal references at `key` (one Reference or an array of them).
@@ -1614,6 +1720,36 @@ mod tests {
             pharmacy: None,
         };
         assert!(control.checked().is_err());
+    }
+
+    #[test]
+    fn a_patient_wide_search_is_narrowed_to_the_listed_prescriptions() {
+        let task = |id: &str, focus: &str| {
+            json!({"resourceType": "Task", "id": id, "status": "requested",
+                   "focus": {"reference": focus}})
+        };
+        let search = OpenSearch {
+            page: Page {
+                matches: vec![
+                    task("t1", "MedicationRequest/mr1"),
+                    task("t2", "MedicationRequest/mr10"),
+                    task("t3", "MedicationRequest/mr1"),
+                    task("t4", "Observation/mr2"),
+                    task("t5", "http://ehr.example/fhir/MedicationRequest/mr2"),
+                ],
+                ..Page::default()
+            },
+            resource_type: "Task",
+            path: "focus",
+            whole: true,
+        };
+        let (open, stale) = search.open_of(&["mr1", "mr2", "mr3"]);
+        assert!(!stale);
+        // The first open request of each, by parsed reference (mr10 is not mr1).
+        assert_eq!(open["mr1"].id, "t1");
+        assert_eq!(open["mr2"].id, "t5");
+        assert_eq!(open["mr2"].resource_type, "Task");
+        assert_eq!(open.len(), 2);
     }
 
     #[test]

@@ -8,11 +8,18 @@
 //! previous message, `sender`, `recipient`, `sent` and a `payload` of `contentString`
 //! and `contentAttachment` entries (notes §4).
 //!
-//! Queries: threads are `Communication?subject=Patient/x&part-of:missing=true` (the
+//! Queries: the thread list is one search of all the patient's Communications
+//! (`Communication?_sort=sent&_include=Communication:recipient`, narrowed to the patient
+//! by the [`Ctx`]), grouped here into headers and their messages, with the participants'
+//! names from the included resources (verified like reads; any name not included is read,
+//! at the same time). When that answer is not whole (more than [`COMBINED_BOUND`]
+//! Communications or [`MAX_THREADS`] threads) or the EHR refuses it, the list falls back
+//! to the header search, `Communication?subject=Patient/x&part-of:missing=true` (the
 //! sandbox supports `:missing`; the result is still filtered to headers here, so an EHR
-//! that ignores the modifier cannot make a message look like a thread); a thread's
-//! messages are `Communication?part-of=Communication/<id>&_sort=sent`, and the list
-//! view fetches the messages of up to [`OR_CHUNK`] threads per search with an OR list.
+//! that ignores the modifier cannot make a message look like a thread), then the
+//! messages of up to [`OR_CHUNK`] threads per search with an OR list (the chunks at the
+//! same time). A thread's view reads its header, then
+//! `Communication?part-of=Communication/<id>&_sort=sent`.
 //!
 //! Writes: a patient may write to a participant member of one of their active
 //! CareTeams, to such a CareTeam itself, or to a reference in the profile's
@@ -54,6 +61,11 @@ pub const MAX_THREADS: usize = 200;
 pub const OR_CHUNK: usize = 40;
 /// The most messages read for one thread.
 pub const MAX_MESSAGES: usize = 1000;
+/// The most Communications (headers and messages) the one-search thread listing
+/// collects; with more, headers and messages are searched apart.
+pub const COMBINED_BOUND: usize = 500;
+/// The page size asked for by the one-search thread listing.
+const COMBINED_PAGE: usize = 200;
 /// The most distinct participants whose names are looked up for one answer.
 const MAX_NAME_LOOKUPS: usize = 32;
 
@@ -497,18 +509,33 @@ impl<'c, 'a> Names<'c, 'a> {
     }
 
     async fn look_up(&self, r: &Reference) -> Option<String> {
-        if !matches!(
-            r.resource_type.as_str(),
-            "Patient" | "Practitioner" | "CareTeam" | "Organization" | "Group"
-        ) {
-            return None;
-        }
-        let resource = self.ctx.read(&r.resource_type, &r.id).await.ok()?.resource;
-        match r.resource_type.as_str() {
-            "Patient" | "Practitioner" => display_name(&resource),
-            _ => str_at(&resource, "name").map(str::to_owned),
-        }
+        look_up(self.ctx, r).await
     }
+}
+
+/// Whether a participant of this type has a name worth looking up.
+fn named_type(resource_type: &str) -> bool {
+    matches!(
+        resource_type,
+        "Patient" | "Practitioner" | "CareTeam" | "Organization" | "Group"
+    )
+}
+
+/// The name of a participant's resource.
+fn name_of(resource_type: &str, resource: &Value) -> Option<String> {
+    match resource_type {
+        "Patient" | "Practitioner" => display_name(resource),
+        _ => str_at(resource, "name").map(str::to_owned),
+    }
+}
+
+/// Reads a participant's name through the Ctx (only what the patient may read).
+async fn look_up(ctx: &Ctx<'_>, r: &Reference) -> Option<String> {
+    if !named_type(&r.resource_type) {
+        return None;
+    }
+    let resource = ctx.read(&r.resource_type, &r.id).await.ok()?.resource;
+    name_of(&r.resource_type, &resource)
 }
 
 async fn message_view(names: &mut Names<'_, '_>, c: &Value, patient: &str) -> MessageView {
@@ -529,9 +556,75 @@ async fn message_view(names: &mut Names<'_, '_>, c: &Value, patient: &str) -> Me
     }
 }
 
-/// `GET /messages/threads`.
-pub async fn list_threads(ctx: Ctx<'_>) -> PortalResult<ThreadList> {
-    ensure_supported(&ctx)?;
+/// The patient's threads as found upstream: headers, their messages by thread id, the
+/// resources included with them (participants) and staleness.
+struct Threads {
+    headers: Vec<Value>,
+    by_thread: BTreeMap<String, Vec<Value>>,
+    included: Vec<Value>,
+    stale: bool,
+}
+
+/// The thread a message belongs to: the id of its first `partOf` Communication.
+fn thread_of(message: &Value) -> Option<String> {
+    array(message, "partOf")
+        .filter_map(reference_of)
+        .filter_map(|r| Reference::parse(r).ok())
+        .find(|r| r.resource_type == "Communication")
+        .map(|r| r.id)
+}
+
+/// Sorts the patient's Communications into thread headers (in the order given) and the
+/// messages of each thread. A header is the patient's (`subject`), with neither `partOf`
+/// nor `payload`; everything else with a `partOf` thread is a message of that thread.
+fn group(patient: &str, communications: Vec<Value>) -> (Vec<Value>, BTreeMap<String, Vec<Value>>) {
+    let mut headers = Vec::new();
+    let mut by_thread: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for c in communications {
+        if is_header(&c) {
+            if c.get("subject").is_some_and(|s| is_patient_ref(s, patient)) {
+                headers.push(c);
+            }
+        } else if let Some(thread) = thread_of(&c) {
+            by_thread.entry(thread).or_default().push(c);
+        }
+    }
+    (headers, by_thread)
+}
+
+/// Every Communication of the patient's in one search (headers and messages together,
+/// header recipients included), grouped here. `None` when the answer is not whole (more
+/// than [`COMBINED_BOUND`], or more than [`MAX_THREADS`] threads, which the header
+/// search would have cut) or the EHR refuses the query.
+async fn threads_in_one_search(ctx: &Ctx<'_>) -> PortalResult<Option<Threads>> {
+    let params = [
+        ("_sort", "sent".to_owned()),
+        ("_include", "Communication:recipient".to_owned()),
+        ("_count", COMBINED_PAGE.to_string()),
+    ];
+    let page = match crate::dashboard::search_whole(*ctx, "Communication", &params, COMBINED_BOUND)
+        .await
+    {
+        Ok(Some(page)) => page,
+        Ok(None) => return Ok(None),
+        Err(e) if crate::dashboard::refused_query(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let (headers, by_thread) = group(ctx.patient(), page.matches);
+    if headers.len() > MAX_THREADS {
+        return Ok(None);
+    }
+    Ok(Some(Threads {
+        headers,
+        by_thread,
+        included: page.included,
+        stale: page.stale,
+    }))
+}
+
+/// The headers (`subject` the patient, `part-of:missing`), then the messages of up to
+/// [`OR_CHUNK`] threads per search (the chunks at the same time).
+async fn threads_by_header(ctx: &Ctx<'_>) -> PortalResult<Threads> {
     let patient = ctx.patient();
     let headers = ctx
         .search_all(
@@ -544,51 +637,129 @@ pub async fn list_threads(ctx: Ctx<'_>) -> PortalResult<ThreadList> {
         )
         .await?;
     let mut stale = headers.stale;
-    let headers: Vec<&Value> = headers.matches.iter().filter(|c| is_header(c)).collect();
-    // Messages of every thread, a chunk of threads per search.
-    let mut by_thread: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let headers: Vec<Value> = headers.matches.into_iter().filter(is_header).collect();
     let ids: Vec<&str> = headers.iter().filter_map(|h| str_at(h, "id")).collect();
-    for chunk in ids.chunks(OR_CHUNK) {
+    let searches = ids.chunks(OR_CHUNK).map(|chunk| {
         let list = chunk
             .iter()
             .map(|id| format!("Communication/{id}"))
             .collect::<Vec<_>>()
             .join(",");
-        let page = ctx
-            .search_all(
+        async move {
+            ctx.search_all(
                 "Communication",
                 &[("part-of", list), ("_sort", "sent".to_owned())],
                 crate::context::MAX_COLLECTED,
             )
-            .await?;
+            .await
+        }
+    });
+    let mut by_thread: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for page in futures::future::join_all(searches).await {
+        let page = page?;
         stale |= page.stale;
         for m in page.matches {
-            let thread = array(&m, "partOf")
-                .filter_map(reference_of)
-                .filter_map(|r| Reference::parse(r).ok())
-                .find(|r| r.resource_type == "Communication")
-                .map(|r| r.id);
-            if let Some(t) = thread {
+            if let Some(t) = thread_of(&m) {
                 by_thread.entry(t).or_default().push(m);
             }
         }
     }
-    let mut names = Names::new(&ctx);
+    Ok(Threads {
+        headers,
+        by_thread,
+        included: Vec::new(),
+        stale,
+    })
+}
+
+/// The names of the header recipients other than the patient, by relative reference:
+/// from the included resources (which the [`Ctx`] verified like reads), else read — at
+/// the same time, at most [`MAX_NAME_LOOKUPS`] of them — else the reference's
+/// `display` where it first appears.
+async fn recipient_names(
+    ctx: &Ctx<'_>,
+    headers: &[Value],
+    included: &[Value],
+) -> HashMap<String, Option<String>> {
+    let patient = ctx.patient();
+    // Distinct references in order of appearance, with their first `display`.
+    let mut seen: Vec<(Reference, Option<&str>)> = Vec::new();
+    for r in headers.iter().flat_map(|h| array(h, "recipient")) {
+        let Some(parsed) = reference_of(r).and_then(|l| Reference::parse(l).ok()) else {
+            continue;
+        };
+        if parsed.is("Patient", patient)
+            || seen.iter().any(|(s, _)| s.relative() == parsed.relative())
+        {
+            continue;
+        }
+        seen.push((parsed, str_at(r, "display")));
+    }
+    let from_include = |r: &Reference| -> Option<Option<String>> {
+        if !named_type(&r.resource_type) {
+            return Some(None);
+        }
+        included
+            .iter()
+            .find(|v| {
+                str_at(v, "resourceType") == Some(r.resource_type.as_str())
+                    && str_at(v, "id") == Some(r.id.as_str())
+            })
+            .map(|v| name_of(&r.resource_type, v))
+    };
+    let mut names: Vec<Option<Option<String>>> =
+        seen.iter().map(|(r, _)| from_include(r)).collect();
+    let to_read: Vec<usize> = (0..seen.len())
+        .filter(|&i| names[i].is_none())
+        .take(MAX_NAME_LOOKUPS)
+        .collect();
+    let read = futures::future::join_all(to_read.iter().map(|&i| look_up(ctx, &seen[i].0))).await;
+    for (i, name) in to_read.into_iter().zip(read) {
+        names[i] = Some(name);
+    }
+    seen.into_iter()
+        .zip(names)
+        .map(|((r, display), name)| {
+            let name = name.flatten().or_else(|| display.map(str::to_owned));
+            (r.relative(), name)
+        })
+        .collect()
+}
+
+/// `GET /messages/threads`: one round trip in the usual case (`threads_in_one_search`,
+/// with the participants' names included); the header-then-messages searches when that
+/// answer is not whole.
+pub async fn list_threads(ctx: Ctx<'_>) -> PortalResult<ThreadList> {
+    ensure_supported(&ctx)?;
+    let patient = ctx.patient();
+    let Threads {
+        headers,
+        mut by_thread,
+        included,
+        stale,
+    } = match threads_in_one_search(&ctx).await? {
+        Some(threads) => threads,
+        None => threads_by_header(&ctx).await?,
+    };
+    let names = recipient_names(&ctx, &headers, &included).await;
     let mut threads = Vec::with_capacity(headers.len());
-    for h in headers {
+    for h in &headers {
         let id = str_at(h, "id").unwrap_or_default().to_owned();
         let mut messages = by_thread.remove(&id).unwrap_or_default();
         messages.sort_by_key(sent_at);
         let last = messages.last();
         let mut participants = Vec::new();
         for r in array(h, "recipient") {
-            if let Some(p) = names.participant(r).await
-                && !p.is_me
-            {
-                let shown = p.display.unwrap_or(p.reference);
-                if !participants.contains(&shown) {
-                    participants.push(shown);
-                }
+            let Some(parsed) = reference_of(r).and_then(|l| Reference::parse(l).ok()) else {
+                continue;
+            };
+            if parsed.is("Patient", patient) {
+                continue;
+            }
+            let key = parsed.relative();
+            let shown = names.get(&key).cloned().flatten().unwrap_or(key);
+            if !participants.contains(&shown) {
+                participants.push(shown);
             }
         }
         threads.push(ThreadSummary {
@@ -1029,6 +1200,45 @@ mod tests {
         let mine = json!({"sender": {"reference": "Patient/pat-1"},
                           "recipient": [{"reference": "Patient/pat-1"}]});
         assert!(!unread(&mine, "pat-1"));
+    }
+
+    #[test]
+    fn one_search_is_grouped_into_the_patients_headers_and_their_messages() {
+        let header = |id: &str, patient: &str| {
+            json!({"resourceType": "Communication", "id": id, "status": "in-progress",
+                   "subject": {"reference": format!("Patient/{patient}")}})
+        };
+        let message = |id: &str, thread: &str| {
+            json!({"resourceType": "Communication", "id": id,
+                   "subject": {"reference": "Patient/pat-1"},
+                   "partOf": [{"reference": format!("Communication/{thread}")}],
+                   "payload": [{"contentString": id}]})
+        };
+        let all = vec![
+            message("m2", "h1"),
+            header("h1", "pat-1"),
+            message("m1", "h2"),
+            // Another patient's header (an EHR that ignored the narrowing).
+            header("h3", "pat-11"),
+            header("h2", "pat-1"),
+            message("m3", "h1"),
+            // A payload without partOf (a refill request) is neither.
+            json!({"resourceType": "Communication", "id": "r1",
+                   "subject": {"reference": "Patient/pat-1"},
+                   "payload": [{"contentString": "refill"}]}),
+        ];
+        let (headers, by_thread) = group("pat-1", all);
+        let ids: Vec<&str> = headers.iter().filter_map(|h| str_at(h, "id")).collect();
+        assert_eq!(ids, ["h1", "h2"]);
+        let ids_of = |t: &str| -> Vec<String> {
+            by_thread[t]
+                .iter()
+                .filter_map(|m| str_at(m, "id").map(str::to_owned))
+                .collect()
+        };
+        assert_eq!(ids_of("h1"), ["m2", "m3"]);
+        assert_eq!(ids_of("h2"), ["m1"]);
+        assert_eq!(by_thread.len(), 2);
     }
 
     #[test]
