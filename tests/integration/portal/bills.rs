@@ -323,3 +323,28 @@ async fn epic_takes_no_payments_online() {
     assert_eq!(bills.status, 200);
     assert_eq!(bills.body["accounts"][0]["payable"], false);
 }
+
+#[tokio::test]
+async fn accounts_and_invoices_are_searched_at_the_same_time() {
+    let app = TestApp::spawn().await;
+    let token = app.portal_token("pat-1");
+    assert_eq!(app.api_get(&token, "/me").await.status, 200);
+    app.sandbox
+        .faults()
+        .set_latency(std::time::Duration::from_millis(200));
+    app.sandbox.faults().reset_stats();
+    let answer = app.api_get(&token, "/bills").await;
+    app.sandbox.faults().set_latency(std::time::Duration::ZERO);
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let faults = app.sandbox.faults();
+    assert_eq!(faults.requests_for("GET", "Account"), 1);
+    assert_eq!(faults.requests_for("GET", "Invoice"), 1);
+    assert_eq!(faults.requests(), 2, "{:?}", faults.stats());
+    assert_eq!(faults.max_in_flight(), 2, "{:?}", faults.stats());
+    assert!(
+        !answer.body["accounts"][0]["invoices"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}

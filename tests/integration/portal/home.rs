@@ -157,3 +157,86 @@ async fn a_portal_request_past_its_deadline_is_an_honest_504() {
     assert_eq!(slow.headers["content-type"], "application/problem+json");
     assert_eq!(slow.headers["cache-control"], "no-store");
 }
+
+#[tokio::test]
+async fn a_cold_dashboard_is_one_round_trip_of_concurrent_ehr_calls() {
+    let sandbox = crate::support::sandbox().await;
+    let app = TestApp::spawn_on(sandbox).await;
+    for patient in ["pat-1", "pat-2"] {
+        let token = app.portal_token(patient);
+        // The gateway's discovery of the authorization server (once per process) is
+        // not the dashboard's.
+        assert_eq!(app.api_get(&token, "/me").await.status, 200);
+        // A latency long enough that every call of the page is seen in flight at once.
+        app.sandbox
+            .faults()
+            .set_latency(std::time::Duration::from_millis(200));
+        app.sandbox.faults().reset_stats();
+        let d = app.api_get(&token, "/dashboard").await;
+        app.sandbox.faults().set_latency(std::time::Duration::ZERO);
+        assert_eq!(d.status, 200, "{:?}", d.body);
+        assert_eq!(d.body["unavailable"], serde_json::json!([]));
+        let faults = app.sandbox.faults();
+        let stats = faults.stats();
+        // One search per section, and the two of appointments (booked, and requests
+        // without a time yet) and medications (prescriptions, dispenses, open refill
+        // Tasks): no search waits for another's answer, no name is read one at a time,
+        // and neither invoices nor the patient's own record are fetched.
+        for (ty, n) in [
+            ("Appointment", 2),
+            ("MedicationRequest", 1),
+            ("MedicationDispense", 1),
+            ("Task", 1),
+            ("Communication", 1),
+            ("Observation", 1),
+            ("Account", 1),
+            ("Invoice", 0),
+            ("Patient", 0),
+            ("Practitioner", 0),
+        ] {
+            assert_eq!(faults.requests_for("GET", ty), n, "{ty}: {stats:?}");
+        }
+        assert_eq!(faults.requests(), 8, "{stats:?}");
+        // All eight were in flight at the same time: the page cost one EHR round trip.
+        assert_eq!(faults.max_in_flight(), 8, "{stats:?}");
+        // The sections still show the patient's data.
+        assert!(
+            !d.body["medications"].as_array().unwrap().is_empty(),
+            "{}",
+            d.body
+        );
+        let threads = d.body["message_threads"].as_array().unwrap();
+        assert!(!threads.is_empty(), "{}", d.body);
+        assert!(
+            threads.iter().all(|t| t["participants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p.is_string() && !p.as_str().unwrap().starts_with("Patient/"))),
+            "{}",
+            d.body
+        );
+        assert!(d.body["unread_messages"].as_u64().unwrap() > 0);
+    }
+}
+
+#[tokio::test]
+async fn the_balance_due_is_the_sum_of_the_accounts_balances() {
+    let app = TestApp::spawn().await;
+    let token = app.portal_token("pat-1");
+    let bills = app.api_get(&token, "/bills").await;
+    assert_eq!(bills.status, 200, "{:?}", bills.body);
+    let expected: f64 = bills.body["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["balance"]["currency"] == bills.body["currency"])
+        .map(|a| a["balance"]["value"].as_f64().unwrap())
+        .sum();
+    assert!(expected > 0.0, "{}", bills.body);
+    let d = app.api_get(&token, "/dashboard").await;
+    assert_eq!(d.status, 200, "{:?}", d.body);
+    assert_eq!(d.body["balance_due"]["currency"], bills.body["currency"]);
+    let shown = d.body["balance_due"]["value"].as_f64().unwrap();
+    assert!((shown - expected).abs() < 0.005, "{shown} vs {expected}");
+}

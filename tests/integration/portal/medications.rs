@@ -517,3 +517,182 @@ async fn the_communication_strategy_writes_to_the_prescriber() {
     assert_eq!(items[0]["status"], "requested");
     assert_eq!(app.sandbox.faults().requests_for("POST", "Task"), 0);
 }
+
+/// `portico_portal::medications::PATIENT_WIDE_BOUND`: the most dispenses the listing
+/// uses from its one patient-wide search.
+const PATIENT_WIDE_BOUND: usize = 200;
+
+/// Completed dispenses in the store per prescription reference.
+fn completed_fills(app: &TestApp, prescription: &str) -> u64 {
+    all(app, "MedicationDispense")
+        .into_iter()
+        .filter(|d| d["status"] == "completed")
+        .filter(|d| {
+            d["authorizingPrescription"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|r| r["reference"] == prescription))
+        })
+        .count() as u64
+}
+
+#[tokio::test]
+async fn the_listing_costs_one_round_trip_and_matches_dispenses_and_requests_locally() {
+    let app = TestApp::spawn().await;
+    let token = app.portal_token("pat-1");
+    assert_eq!(app.api_get(&token, "/me").await.status, 200);
+    app.sandbox.faults().set_latency(Duration::from_millis(200));
+    app.sandbox.faults().reset_stats();
+    let list = app.api_get(&token, "/medications").await;
+    app.sandbox.faults().set_latency(Duration::ZERO);
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    let faults = app.sandbox.faults();
+    // Prescriptions, the patient's dispenses and open refill Tasks, at the same time.
+    assert_eq!(faults.requests(), 3, "{:?}", faults.stats());
+    assert_eq!(faults.requests_for("GET", "MedicationDispense"), 1);
+    assert_eq!(faults.requests_for("GET", "Task"), 1);
+    assert_eq!(faults.max_in_flight(), 3, "{:?}", faults.stats());
+    // Each prescription counts only its own fills.
+    for m in list.body["items"].as_array().unwrap() {
+        let fills = completed_fills(
+            &app,
+            &format!("MedicationRequest/{}", m["id"].as_str().unwrap()),
+        );
+        assert_eq!(m["refills_used"], fills.saturating_sub(1), "{m}");
+    }
+
+    // A refill request made after the listing was cached shows in the next listing.
+    let created = app
+        .api_post(
+            &token,
+            &refill_path("mr-1-1"),
+            &json!({}),
+            Some("after-list"),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let again = app.api_get(&token, "/medications").await;
+    let due = item(&again.body, "mr-1-1");
+    assert_eq!(due["refill"]["reason"], "already_requested", "{due}");
+    assert_eq!(due["open_request"]["id"], created.body["id"]);
+    // Another patient's listing knows nothing of it.
+    let other = app
+        .api_get(&app.portal_token("pat-2"), "/medications")
+        .await;
+    assert!(
+        other.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["open_request"].is_null()),
+        "{}",
+        other.body
+    );
+}
+
+#[tokio::test]
+async fn more_dispenses_than_the_patient_wide_bound_are_counted_in_full() {
+    let app = TestApp::spawn().await;
+    let store = app.sandbox.store();
+    let template = all(&app, "MedicationDispense")
+        .into_iter()
+        .find(|d| d["authorizingPrescription"][0]["reference"] == "MedicationRequest/mr-1-3")
+        .expect("a fill of mr-1-3");
+    // More completed fills of the expired prescription than one patient-wide search
+    // may carry...
+    for _ in 0..=PATIENT_WIDE_BOUND {
+        let mut fill = template.clone();
+        fill.as_object_mut().unwrap().remove("id");
+        store.create("MedicationDispense", fill, None).unwrap();
+    }
+    // ...and, last, a fill of mr-1-1 picked up a minute ago.
+    let mut fresh = all(&app, "MedicationDispense")
+        .into_iter()
+        .find(|d| d["authorizingPrescription"][0]["reference"] == "MedicationRequest/mr-1-1")
+        .unwrap();
+    fresh.as_object_mut().unwrap().remove("id");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    fresh["whenHandedOver"] = json!(portico_sandbox::store::instant(now_ms - 60_000));
+    store.create("MedicationDispense", fresh, None).unwrap();
+
+    let token = app.portal_token("pat-1");
+    app.sandbox.faults().reset_stats();
+    let list = app.api_get(&token, "/medications").await;
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    // The patient-wide answer was not whole: the prescriptions' own dispenses were
+    // searched after it (more than the two pages the patient-wide search stops at).
+    assert!(
+        app.sandbox
+            .faults()
+            .requests_for("GET", "MedicationDispense")
+            > 2,
+        "{:?}",
+        app.sandbox.faults().stats()
+    );
+    // Every fill counts, wherever the EHR put it in its answer.
+    for m in list.body["items"].as_array().unwrap() {
+        let fills = completed_fills(
+            &app,
+            &format!("MedicationRequest/{}", m["id"].as_str().unwrap()),
+        );
+        assert_eq!(m["refills_used"], fills.saturating_sub(1), "{m}");
+    }
+    assert!(
+        item(&list.body, "mr-1-3")["refills_used"].as_u64().unwrap() >= PATIENT_WIDE_BOUND as u64
+    );
+    assert_eq!(item(&list.body, "mr-1-3")["refill"]["reason"], "expired");
+    let due = item(&list.body, "mr-1-1");
+    assert_eq!(due["refill"]["reason"], "too_soon", "{due}");
+    // The dashboard agrees (it lists the same medications).
+    let d = app.api_get(&token, "/dashboard").await;
+    let on_dashboard = d.body["medications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "mr-1-1")
+        .expect("mr-1-1 on the dashboard");
+    assert_eq!(on_dashboard["refill"], due["refill"]);
+}
+
+#[tokio::test]
+async fn more_open_tasks_than_the_patient_wide_bound_still_find_each_prescriptions_request() {
+    let app = TestApp::spawn().await;
+    let store = app.sandbox.store();
+    let task = |focus: &str| {
+        json!({
+            "resourceType": "Task",
+            "status": "requested",
+            "intent": "order",
+            "code": {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "fulfill"}]},
+            "focus": {"reference": focus},
+            "for": {"reference": "Patient/pat-1"}
+        })
+    };
+    // Open refill requests of a prescription that is not listed, more than one
+    // patient-wide search may carry...
+    for _ in 0..=PATIENT_WIDE_BOUND {
+        store
+            .create("Task", task("MedicationRequest/not-listed"), None)
+            .unwrap();
+    }
+    // ...and, last, one of mr-1-1.
+    store
+        .create("Task", task("MedicationRequest/mr-1-1"), None)
+        .unwrap();
+    let token = app.portal_token("pat-1");
+    app.sandbox.faults().reset_stats();
+    let list = app.api_get(&token, "/medications").await;
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    // The Tasks of the listed prescriptions were searched after the patient-wide answer.
+    assert!(
+        app.sandbox.faults().requests_for("GET", "Task") > 2,
+        "{:?}",
+        app.sandbox.faults().stats()
+    );
+    let due = item(&list.body, "mr-1-1");
+    assert_eq!(due["refill"]["reason"], "already_requested", "{due}");
+    assert_eq!(due["open_request"]["resource_type"], "Task");
+    assert!(item(&list.body, "mr-1-2")["open_request"].is_null());
+}

@@ -523,3 +523,150 @@ async fn cerner_has_no_patient_messaging() {
         0
     );
 }
+
+/// The patient's Communications of a thread that does not exist: neither headers nor
+/// messages of a listed thread, so they change no listing, only how large the patient's
+/// whole set of Communications is.
+fn seed_stray_messages(app: &TestApp, patient: &str, n: usize) {
+    for i in 0..n {
+        app.sandbox
+            .store()
+            .create(
+                "Communication",
+                json!({
+                    "resourceType": "Communication",
+                    "status": "completed",
+                    "partOf": [{"reference": "Communication/no-such-thread"}],
+                    "subject": {"reference": format!("Patient/{patient}")},
+                    "sender": {"reference": format!("Patient/{patient}")},
+                    "sent": "2024-01-01T10:00:00Z",
+                    "payload": [{"contentString": format!("stray {i}")}]
+                }),
+                None,
+            )
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn threads_from_one_search_equal_the_header_then_messages_listing() {
+    // No cache: both listings below ask the EHR.
+    let app = TestApp::spawn_with(crate::support::sandbox().await, |config, _| {
+        config.cache.enabled = false;
+    })
+    .await;
+    let token = app.portal_token("pat-1");
+    // A thread to the care team itself too, so that names come from more than one type.
+    let team = format!("CareTeam/{}", care_team_id(&app, "pat-1"));
+    let to_team = app
+        .api_post(&token, "/messages/threads", &new_thread(&team), None)
+        .await;
+    assert_eq!(to_team.status, 201, "{:?}", to_team.body);
+
+    app.sandbox.faults().reset_stats();
+    let one_search = app.api_get(&token, "/messages/threads").await;
+    assert_eq!(one_search.status, 200, "{:?}", one_search.body);
+    let faults = app.sandbox.faults();
+    // Headers, messages and the participants' names in one search.
+    assert_eq!(faults.requests(), 1, "{:?}", faults.stats());
+    assert_eq!(faults.requests_for("GET", "Communication"), 1);
+    let threads = one_search.body["threads"].as_array().unwrap();
+    assert!(threads.len() >= 2, "{}", one_search.body);
+    assert!(
+        threads
+            .iter()
+            .any(|t| t["participants"][0] == to_team.body["participants"][1]["display"]),
+        "the care team is named: {}",
+        one_search.body
+    );
+
+    // More Communications than the one search collects: the listing falls back to
+    // headers, then their messages, then names read one by one...
+    seed_stray_messages(&app, "pat-1", 501);
+    faults.reset_stats();
+    let fallback = app.api_get(&token, "/messages/threads").await;
+    assert_eq!(fallback.status, 200, "{:?}", fallback.body);
+    assert!(
+        faults.requests_for("GET", "Practitioner") + faults.requests_for("GET", "CareTeam") > 0,
+        "names were read: {:?}",
+        faults.stats()
+    );
+    // ...and both ways tell the same threads, counts, snippets and names.
+    assert_eq!(fallback.body, one_search.body);
+}
+
+fn created_id(created: portico_sandbox::store::Created) -> String {
+    match created {
+        portico_sandbox::store::Created::New(r) | portico_sandbox::store::Created::Existing(r) => {
+            r.id
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_participant_the_patient_may_not_read_is_shown_by_reference_only() {
+    let app = TestApp::spawn().await;
+    let store = app.sandbox.store();
+    // Another patient's care team, with a name of its own...
+    let secret = "Oncology team of pat-2";
+    let team = created_id(
+        store
+            .create(
+                "CareTeam",
+                json!({
+                    "resourceType": "CareTeam",
+                    "status": "active",
+                    "name": secret,
+                    "subject": {"reference": "Patient/pat-2"}
+                }),
+                None,
+            )
+            .unwrap(),
+    );
+    // ...named as a participant of a thread of pat-1's: the one search `_include`s the
+    // team, which the gateway must drop rather than show its name.
+    let header = created_id(
+        store
+            .create(
+                "Communication",
+                json!({
+                    "resourceType": "Communication",
+                    "status": "in-progress",
+                    "topic": {"text": "Shared question"},
+                    "subject": {"reference": "Patient/pat-1"},
+                    "recipient": [
+                        {"reference": "Patient/pat-1"},
+                        {"reference": format!("CareTeam/{team}")}
+                    ],
+                    "sent": "2025-01-01T10:00:00Z"
+                }),
+                None,
+            )
+            .unwrap(),
+    );
+    let token = app.portal_token("pat-1");
+    for path in ["/messages/threads", "/dashboard"] {
+        let answer = app.api_get(&token, path).await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        let threads = match path {
+            "/dashboard" => &answer.body["message_threads"],
+            _ => &answer.body["threads"],
+        };
+        let shared = threads
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == header.as_str())
+            .unwrap_or_else(|| panic!("the thread is listed: {}", answer.body));
+        assert_eq!(
+            shared["participants"],
+            json!([format!("CareTeam/{team}")]),
+            "{path}"
+        );
+        assert!(
+            !answer.body.to_string().contains(secret),
+            "{path} shows another patient's care team: {}",
+            answer.body
+        );
+    }
+}
