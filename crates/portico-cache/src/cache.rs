@@ -20,8 +20,9 @@
 //! A hit returns the stored response with its [`Derived`] slot, shared by every hit
 //! on that entry, so that the gateway can keep what it derived from the body (the
 //! verified, rewritten answer for a principal) instead of deriving it on every hit. The
-//! slot is not counted by the weigher: an entry that is hit may carry a second,
-//! rendered copy of its body (bounded by `DERIVED_KEPT` per entry).
+//! slot is not counted by the weigher: an entry that has been hit may keep derived
+//! values of up to `DERIVED_BUDGET_FACTOR` × its body + 16 KiB (entries read once keep
+//! none).
 //!
 //! Invariants: only `200` responses up to `max_entry_bytes` are stored; ages are
 //! measured from when the fetch *started* (conservative) on tokio's clock; keys, bodies
@@ -135,6 +136,17 @@ fn bump(counter: &AtomicU64) {
 /// Whether a failure lets an expired entry be served instead.
 fn serves_stale(error: &UpstreamError) -> bool {
     error.retryable() || matches!(error, UpstreamError::Server { .. })
+}
+
+/// How many bytes of derived values one entry may keep besides its body: room for a
+/// few rendered answers (about the body's size each) or one verified portal page (a
+/// multiple of it), and never more than this multiple of the body plus 16 KiB.
+const DERIVED_BUDGET_FACTOR: usize = 8;
+
+fn derived_budget(body_len: usize) -> usize {
+    body_len
+        .saturating_mul(DERIVED_BUDGET_FACTOR)
+        .saturating_add(16 * 1024)
 }
 
 /// A copy of a stored response without its [`Derived`] slot.
@@ -355,8 +367,14 @@ impl<U: FhirUpstream> CachedUpstream<U> {
             bump(&self.counters.revalidations);
             response = without_derived(&entry.response);
         }
+        // The body as an allocation of its own size: a body the HTTP client handed over
+        // may be a slice of a larger read buffer, which a long-lived entry would keep
+        // alive whole (the weigher counts only the body).
+        if response.status == 200 {
+            response.body = bytes::Bytes::copy_from_slice(&response.body);
+        }
         // A new entry, a new slot: nothing derived from an older entry carries over.
-        response.derived = Some(Derived::default());
+        response.derived = Some(Derived::with_budget(derived_budget(response.body.len())));
         let entry = Arc::new(Entry {
             response,
             fetched_at,

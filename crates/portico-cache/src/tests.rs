@@ -455,7 +455,7 @@ async fn hits_share_one_derived_slot_that_dies_with_the_entry() {
     assert!(miss.derived.is_none(), "a miss carries no slot");
     let first = c.execute(read()).await.unwrap();
     let slot = first.derived.expect("a hit carries the entry's slot");
-    slot.set("principal-1".to_owned(), Arc::new(7_u32));
+    slot.set("principal-1".to_owned(), Arc::new(7_u32), 4);
     let second = c.execute(read()).await.unwrap();
     assert_eq!(
         second.derived.unwrap().get::<u32>("principal-1").as_deref(),
@@ -483,12 +483,11 @@ async fn hits_share_one_derived_slot_that_dies_with_the_entry() {
     );
 
     // Expiry and revalidation (304): a new entry, an empty slot.
-    c.execute(read())
-        .await
-        .unwrap()
-        .derived
-        .unwrap()
-        .set("principal-1".to_owned(), Arc::new(8_u32));
+    c.execute(read()).await.unwrap().derived.unwrap().set(
+        "principal-1".to_owned(),
+        Arc::new(8_u32),
+        4,
+    );
     advance(3600).await;
     let revalidated = c.execute(read()).await.unwrap();
     assert!(revalidated.derived.is_none(), "the refetch is a miss");

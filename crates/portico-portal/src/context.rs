@@ -225,6 +225,11 @@ impl Versioned {
     }
 }
 
+/// What a verified [`Page`] kept in a cache entry's slot is taken to weigh, as a
+/// multiple of the Bundle's JSON size: parsed `serde_json` values of FHIR JSON (short
+/// strings in ordered maps) take several times their text.
+const PAGE_WEIGHT_FACTOR: usize = 6;
+
 /// One page of search results, verified.
 #[derive(Debug, Clone, Default)]
 pub struct Page {
@@ -419,6 +424,16 @@ impl<'a> Ctx<'a> {
     /// One page of a type-level search. The policy narrows the parameters to the acting
     /// patient's compartment (or refuses them); every entry is verified.
     pub async fn search(&self, rt: &str, params: &[(&str, String)]) -> PortalResult<Page> {
+        Ok(Arc::unwrap_or_clone(self.search_shared(rt, params).await?))
+    }
+
+    /// [`Ctx::search`] for a caller that only reads the page: on a cache hit it gets
+    /// the page verified earlier for the same principal without a copy.
+    pub async fn search_shared(
+        &self,
+        rt: &str,
+        params: &[(&str, String)],
+    ) -> PortalResult<Arc<Page>> {
         let mut params: Vec<(String, String)> = params
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
@@ -452,6 +467,13 @@ impl<'a> Ctx<'a> {
 
     /// The page behind an upstream `next` link from an earlier [`Page`].
     pub async fn search_page(&self, rt: &str, url: &str) -> PortalResult<Page> {
+        Ok(Arc::unwrap_or_clone(
+            self.search_page_shared(rt, url).await?,
+        ))
+    }
+
+    /// [`Ctx::search_page`] without a copy of a page kept from an earlier hit.
+    pub async fn search_page_shared(&self, rt: &str, url: &str) -> PortalResult<Arc<Page>> {
         let only_me = self.acting();
         let response = match self.execute(FhirRequest::search_page(url)).await {
             Ok(r) => r,
@@ -474,10 +496,11 @@ impl<'a> Ctx<'a> {
         rt: &str,
         only_me: &Principal,
         response: FhirResponse,
-    ) -> PortalResult<Page> {
+    ) -> PortalResult<Arc<Page>> {
         // A cache hit on an entry this principal has read before: the page as it was
         // verified then (verification is a function of the body and the principal, and
-        // the entry's slot dies with the entry). Audited like any other answer.
+        // the entry's slot dies with the entry). Only fresh hits carry a slot, so a kept
+        // page is never stale. Audited like any other answer.
         let slot = response.derived.as_ref();
         let key = slot.map(|_| format!("portal\n{}", only_me.fingerprint()));
         if let (Some(slot), Some(key)) = (slot, &key)
@@ -493,13 +516,15 @@ impl<'a> Ctx<'a> {
                 },
             )
             .await;
-            let mut page = (*verified).clone();
-            page.stale = response.stale_age.is_some();
-            return Ok(page);
+            return Ok(verified);
         }
-        let page = self.verified_page(rt, only_me, &response).await?;
+        let page = Arc::new(self.verified_page(rt, only_me, &response).await?);
         if let (Some(slot), Some(key)) = (slot, key) {
-            slot.set(key, Arc::new(page.clone()));
+            slot.set(
+                key,
+                page.clone(),
+                response.body.len().saturating_mul(PAGE_WEIGHT_FACTOR),
+            );
         }
         Ok(page)
     }
@@ -1326,7 +1351,7 @@ mod tests {
                 "subject": {"reference": "Patient/pat-1"}}}]});
         let upstream = Arc::new(OneEntry {
             body: bundle.to_string(),
-            slot: portico_upstream::Derived::default(),
+            slot: portico_upstream::Derived::with_budget(1 << 20),
         });
         let audit = Arc::new(portico_access::audit::MemoryAuditSink::default());
         let portal = Portal::new(
@@ -1347,12 +1372,21 @@ mod tests {
         assert!(page.matches.is_empty(), "pat-2 must not see pat-1's page");
         assert_eq!(page.removed, 1);
         let kept = format!("portal\n{}", portal.ctx(&one).acting().fingerprint());
+        let shared = portal
+            .ctx(&one)
+            .search_shared("Observation", &[])
+            .await
+            .unwrap();
+        assert!(
+            Arc::ptr_eq(&shared, &upstream.slot.get::<Page>(&kept).unwrap()),
+            "a shared search hands out the kept page itself"
+        );
         assert!(
             upstream.slot.get::<Page>(&kept).is_some(),
             "pat-1's page was kept"
         );
         // Every answer was audited, reused or not.
-        assert_eq!(audit.records().len(), 4);
+        assert_eq!(audit.records().len(), 5);
     }
 
     #[test]

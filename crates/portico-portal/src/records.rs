@@ -214,11 +214,11 @@ pub async fn list(
     }
     let rt = kind.resource_type();
     let page = match page_url {
-        Some(url) => ctx.search_page(rt, url).await?,
+        Some(url) => ctx.search_page_shared(rt, url).await?,
         None => {
             let mut params = kind.params(ctx.patient());
             params.push(("_count", count.to_string()));
-            ctx.search(rt, &params).await?
+            ctx.search_shared(rt, &params).await?
         }
     };
     let items = page
@@ -235,7 +235,7 @@ pub async fn list(
         stale: page.stale,
         next_cursor: None,
     };
-    Ok((list, page.next))
+    Ok((list, page.next.clone()))
 }
 
 fn person(role: &str, reference: &Value, page: &Page) -> Person {

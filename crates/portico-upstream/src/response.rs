@@ -129,9 +129,6 @@ impl FhirResponse {
     }
 }
 
-/// How many derived values one [`Derived`] slot keeps (the newest win).
-const DERIVED_KEPT: usize = 4;
-
 /// What consumers derived from one cached response body, each under an exact key.
 ///
 /// A cache hands the same slot to every response it serves from one stored entry, so
@@ -140,38 +137,74 @@ const DERIVED_KEPT: usize = 4;
 /// must name **everything** besides the body that the derived value depends on (for an
 /// access-checked answer: the principal's full fingerprint); keys are compared exactly,
 /// never hashed. The slot lives and dies with the entry: a refetch, a revalidation or
-/// an invalidating write gives a new entry and an empty slot. It keeps the newest
-/// [`DERIVED_KEPT`] values.
-#[derive(Clone, Default)]
-pub struct Derived(Arc<Mutex<Vec<(String, DerivedValue)>>>);
+/// an invalidating write gives a new entry and an empty slot.
+///
+/// A slot has a byte budget (set by whoever creates it; the cache makes it a multiple
+/// of the body's size): each value is kept with the weight its consumer declares, the
+/// oldest values go first when a new one would not fit, and a value heavier than the
+/// whole budget is not kept.
+#[derive(Clone)]
+pub struct Derived(Arc<Mutex<Kept>>);
 
 /// One derived value, of whatever type its consumer chose.
 type DerivedValue = Arc<dyn Any + Send + Sync>;
 
+struct Kept {
+    budget: usize,
+    used: usize,
+    /// Oldest first: (key, weight, value).
+    values: Vec<(String, usize, DerivedValue)>,
+}
+
 impl Derived {
-    /// The value kept under `key`, if there is one of type `T`.
-    pub fn get<T: Any + Send + Sync>(&self, key: &str) -> Option<Arc<T>> {
-        let kept = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        kept.iter()
-            .find(|(k, _)| k == key)
-            .and_then(|(_, v)| v.clone().downcast::<T>().ok())
+    /// An empty slot that keeps at most `budget` bytes of derived values.
+    pub fn with_budget(budget: usize) -> Derived {
+        Derived(Arc::new(Mutex::new(Kept {
+            budget,
+            used: 0,
+            values: Vec::new(),
+        })))
     }
 
-    /// Keeps `value` under `key`, replacing what was there and dropping the oldest
-    /// value beyond [`DERIVED_KEPT`].
-    pub fn set<T: Any + Send + Sync>(&self, key: String, value: Arc<T>) {
-        let mut kept = self
-            .0
+    fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.0
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        kept.retain(|(k, _)| *k != key);
-        if kept.len() >= DERIVED_KEPT {
-            kept.remove(0);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The value kept under `key`, if there is one of type `T`.
+    pub fn get<T: Any + Send + Sync>(&self, key: &str) -> Option<Arc<T>> {
+        let kept = self.kept();
+        kept.values
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .and_then(|(_, _, v)| v.clone().downcast::<T>().ok())
+    }
+
+    /// Keeps `value`, said to weigh `weight` bytes, under `key` (replacing what was
+    /// there), dropping the oldest values until it fits. Returns whether it was kept:
+    /// not when it alone is heavier than the budget.
+    pub fn set<T: Any + Send + Sync>(&self, key: String, value: Arc<T>, weight: usize) -> bool {
+        let mut kept = self.kept();
+        if let Some(at) = kept.values.iter().position(|(k, _, _)| *k == key) {
+            let (_, old, _) = kept.values.remove(at);
+            kept.used -= old;
         }
-        kept.push((key, value));
+        if weight > kept.budget {
+            return false;
+        }
+        while kept.used + weight > kept.budget {
+            let (_, old, _) = kept.values.remove(0);
+            kept.used -= old;
+        }
+        kept.used += weight;
+        kept.values.push((key, weight, value));
+        true
+    }
+
+    /// The bytes of derived values kept now.
+    pub fn used(&self) -> usize {
+        self.kept().used
     }
 }
 
@@ -203,10 +236,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn derived_values_are_kept_by_exact_key_and_type() {
-        let slot = Derived::default();
+    fn derived_values_are_kept_by_exact_key_and_type_within_the_budget() {
+        let slot = Derived::with_budget(100);
         assert!(slot.get::<String>("a").is_none());
-        slot.set("a".to_owned(), Arc::new("one".to_owned()));
+        assert!(slot.set("a".to_owned(), Arc::new("one".to_owned()), 10));
         assert_eq!(
             slot.get::<String>("a").as_deref().map(String::as_str),
             Some("one")
@@ -216,18 +249,24 @@ mod tests {
             slot.get::<u32>("a").is_none(),
             "another type under the same key"
         );
-        // Clones share the slot.
+        // Clones share the slot; replacing a key frees its old weight.
         let shared = slot.clone();
-        shared.set("a".to_owned(), Arc::new("two".to_owned()));
+        assert!(shared.set("a".to_owned(), Arc::new("two".to_owned()), 20));
         assert_eq!(
             slot.get::<String>("a").as_deref().map(String::as_str),
             Some("two")
         );
-        for i in 0..DERIVED_KEPT {
-            slot.set(format!("k{i}"), Arc::new(i));
-        }
+        assert_eq!(slot.used(), 20);
+        // The oldest go first when a new value would not fit.
+        assert!(slot.set("b".to_owned(), Arc::new(1_u32), 50));
+        assert!(slot.set("c".to_owned(), Arc::new(2_u32), 40));
         assert!(slot.get::<String>("a").is_none(), "the oldest went");
-        assert_eq!(slot.get::<usize>("k0").as_deref(), Some(&0));
+        assert_eq!(slot.get::<u32>("b").as_deref(), Some(&1));
+        assert_eq!(slot.used(), 90);
+        // Heavier than the whole budget: not kept, nothing else dropped.
+        assert!(!slot.set("d".to_owned(), Arc::new(3_u32), 101));
+        assert!(slot.get::<u32>("d").is_none());
+        assert_eq!(slot.used(), 90);
         assert_eq!(FhirResponse::new(200, "x"), {
             let mut r = FhirResponse::new(200, "x");
             r.derived = Some(slot);

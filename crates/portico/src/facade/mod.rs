@@ -221,6 +221,7 @@ fn remember(response: &FhirResponse, key: String, body: &Bytes, removed: usize) 
                 body: body.clone(),
                 removed,
             }),
+            body.len(),
         );
     }
 }
@@ -299,7 +300,16 @@ async fn read(
     checked_type(&rt)?;
     checked_id(&id)?;
     let audit = Audit::new(&state, &auth, Interaction::Read, &rt).id(&id);
-    read_rendered(&state, &auth, &audit, FhirRequest::read(&rt, &id), &rt, &id).await
+    read_rendered(
+        &state,
+        &auth,
+        &audit,
+        FhirRequest::read(&rt, &id),
+        &rt,
+        &id,
+        None,
+    )
+    .await
 }
 
 /// A read or vread answered from the rendered answer of an earlier hit when there is
@@ -312,9 +322,13 @@ async fn read_rendered(
     request: FhirRequest,
     rt: &str,
     id: &str,
+    version: Option<&str>,
 ) -> FhirResult {
     let response = fetch(state, auth, audit, request).await?;
-    let key = render_key(auth, format_args!("read"));
+    let key = render_key(
+        auth,
+        format_args!("read\n{rt}/{id}\n{}", version.unwrap_or("")),
+    );
     if let Some(hit) = rendered(&response, &key) {
         audit.allowed(Some(response.status), 0).await;
         return Ok(fhir_bytes_response(
@@ -414,7 +428,7 @@ async fn vread(
     checked_id(&version)?;
     let audit = Audit::new(&state, &auth, Interaction::Vread, &rt).id(&id);
     let request = FhirRequest::vread(&rt, &id, &version);
-    read_rendered(&state, &auth, &audit, request, &rt, &id).await
+    read_rendered(&state, &auth, &audit, request, &rt, &id, Some(&version)).await
 }
 
 async fn instance_operation(
