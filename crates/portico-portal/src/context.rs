@@ -246,6 +246,9 @@ pub struct Page {
     pub stale: bool,
     /// `OperationOutcome` entries of the Bundle (warnings, or why an operation failed).
     pub outcomes: Vec<Value>,
+    /// The EHR's answer was not a Bundle and the policy replaced it with an empty
+    /// searchset: "no matches" here is not the EHR's word.
+    pub replaced: bool,
 }
 
 impl Page {
@@ -550,6 +553,7 @@ impl<'a> Ctx<'a> {
         .await;
         let mut page = Page {
             removed: report.removed,
+            replaced: report.replaced,
             stale: response.stale_age.is_some(),
             total: bundle.get("total").and_then(Value::as_u64),
             next: bundle
