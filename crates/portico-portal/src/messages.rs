@@ -12,7 +12,9 @@
 //! (`Communication?_sort=sent&_include=Communication:recipient`, narrowed to the patient
 //! by the [`Ctx`]), grouped here into headers and their messages, with the participants'
 //! names from the included resources (verified like reads; any name not included is read,
-//! at the same time). When that answer is not whole (more than [`COMBINED_BOUND`]
+//! at the same time). Only Communications are headers or messages: a resource of another
+//! type among the matches (an EHR that leaves out `search.mode: include`) counts as
+//! included. When that answer is not whole (more than [`COMBINED_BOUND`]
 //! Communications or [`MAX_THREADS`] threads) or the EHR refuses it, the list falls back
 //! to the header search, `Communication?subject=Patient/x&part-of:missing=true` (the
 //! sandbox supports `:missing`; the result is still filtered to headers here, so an EHR
@@ -388,15 +390,18 @@ pub fn recipient_allowed(recipient: &Reference, pool: &[String], care_teams: &[V
     if pool.iter().any(|p| same(p)) {
         return true;
     }
-    care_teams.iter().any(|team| {
-        let is_team = str_at(team, "resourceType") == Some("CareTeam")
-            && str_at(team, "id") == Some(recipient.id.as_str())
-            && recipient.resource_type == "CareTeam";
-        is_team
-            || array(team, "participant")
-                .filter_map(|p| p.get("member").and_then(reference_of))
-                .any(same)
-    })
+    // Only CareTeams count (an EHR may mix other resources into the answer).
+    care_teams
+        .iter()
+        .filter(|team| str_at(team, "resourceType") == Some("CareTeam"))
+        .any(|team| {
+            let is_team = str_at(team, "id") == Some(recipient.id.as_str())
+                && recipient.resource_type == "CareTeam";
+            is_team
+                || array(team, "participant")
+                    .filter_map(|p| p.get("member").and_then(reference_of))
+                    .any(same)
+        })
 }
 
 // ---------------------------------------------------------------------------------
@@ -411,9 +416,18 @@ fn ensure_supported(ctx: &Ctx<'_>) -> PortalResult<()> {
     }
 }
 
+/// Whether a resource is a Communication: only those are thread headers or messages.
+/// An EHR that leaves out `search.mode` puts the resources a search `_include`s among
+/// its matches; they are names for the participants, never threads.
+fn is_communication(r: &Value) -> bool {
+    str_at(r, "resourceType") == Some("Communication")
+}
+
 /// A header is a Communication without `partOf` and without `payload`.
 fn is_header(c: &Value) -> bool {
-    array(c, "partOf").next().is_none() && array(c, "payload").next().is_none()
+    is_communication(c)
+        && array(c, "partOf").next().is_none()
+        && array(c, "payload").next().is_none()
 }
 
 fn sent_at(c: &Value) -> Option<DateTime<Utc>> {
@@ -574,22 +588,38 @@ fn thread_of(message: &Value) -> Option<String> {
         .map(|r| r.id)
 }
 
-/// Sorts the patient's Communications into thread headers (in the order given) and the
-/// messages of each thread. A header is the patient's (`subject`), with neither `partOf`
-/// nor `payload`; everything else with a `partOf` thread is a message of that thread.
-fn group(patient: &str, communications: Vec<Value>) -> (Vec<Value>, BTreeMap<String, Vec<Value>>) {
-    let mut headers = Vec::new();
-    let mut by_thread: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for c in communications {
-        if is_header(&c) {
+/// A search's matches sorted into thread headers (in the order given), the messages of
+/// each thread, and the resources that are not Communications.
+struct Grouped {
+    headers: Vec<Value>,
+    by_thread: BTreeMap<String, Vec<Value>>,
+    /// Resources of other types among the matches: included resources whose entries
+    /// lacked `search.mode` (used for names, like the included ones).
+    others: Vec<Value>,
+}
+
+/// Sorts a search's matches into thread headers (in the order given) and the messages
+/// of each thread. A header is a Communication of the patient's (`subject`), with
+/// neither `partOf` nor `payload`; any other Communication with a `partOf` thread is a
+/// message of that thread; a resource of another type is neither.
+fn group(patient: &str, matches: Vec<Value>) -> Grouped {
+    let mut grouped = Grouped {
+        headers: Vec::new(),
+        by_thread: BTreeMap::new(),
+        others: Vec::new(),
+    };
+    for c in matches {
+        if !is_communication(&c) {
+            grouped.others.push(c);
+        } else if is_header(&c) {
             if c.get("subject").is_some_and(|s| is_patient_ref(s, patient)) {
-                headers.push(c);
+                grouped.headers.push(c);
             }
         } else if let Some(thread) = thread_of(&c) {
-            by_thread.entry(thread).or_default().push(c);
+            grouped.by_thread.entry(thread).or_default().push(c);
         }
     }
-    (headers, by_thread)
+    grouped
 }
 
 /// Every Communication of the patient's in one search (headers and messages together,
@@ -610,14 +640,20 @@ async fn threads_in_one_search(ctx: &Ctx<'_>) -> PortalResult<Option<Threads>> {
         Err(e) if crate::dashboard::refused_query(&e) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let (headers, by_thread) = group(ctx.patient(), page.matches);
+    let Grouped {
+        headers,
+        by_thread,
+        others,
+    } = group(ctx.patient(), page.matches);
     if headers.len() > MAX_THREADS {
         return Ok(None);
     }
+    let mut included = page.included;
+    included.extend(others);
     Ok(Some(Threads {
         headers,
         by_thread,
-        included: page.included,
+        included,
         stale: page.stale,
     }))
 }
@@ -658,7 +694,7 @@ async fn threads_by_header(ctx: &Ctx<'_>) -> PortalResult<Threads> {
     for page in futures::future::join_all(searches).await {
         let page = page?;
         stale |= page.stale;
-        for m in page.matches {
+        for m in page.matches.into_iter().filter(is_communication) {
             if let Some(t) = thread_of(&m) {
                 by_thread.entry(t).or_default().push(m);
             }
@@ -803,7 +839,7 @@ async fn thread_messages(ctx: &Ctx<'_>, id: &str) -> PortalResult<(Vec<Value>, b
             MAX_MESSAGES,
         )
         .await?;
-    let mut messages = page.matches;
+    let mut messages: Vec<Value> = page.matches.into_iter().filter(is_communication).collect();
     messages.sort_by_key(sent_at);
     Ok((messages, page.stale))
 }
@@ -1129,11 +1165,18 @@ mod tests {
 
     #[test]
     fn recipients_must_be_care_team_members_the_team_or_pooled() {
-        let teams = vec![json!({
-            "resourceType": "CareTeam", "id": "ct-1", "status": "active",
-            "participant": [{"member": {"reference": "Practitioner/pr-1"}},
-                            {"member": {"reference": "Practitioner/pr-2", "display": "Dr B"}}]
-        })];
+        let teams = vec![
+            json!({
+                "resourceType": "CareTeam", "id": "ct-1", "status": "active",
+                "participant": [{"member": {"reference": "Practitioner/pr-1"}},
+                                {"member": {"reference": "Practitioner/pr-2", "display": "Dr B"}}]
+            }),
+            // Not a CareTeam: its participants are nobody's care team.
+            json!({
+                "resourceType": "Group", "id": "g-1",
+                "participant": [{"member": {"reference": "Practitioner/pr-9"}}]
+            }),
+        ];
         let pool = profile().recipient_pool;
         let ok = |s: &str| recipient_allowed(&parse_recipient(s).unwrap(), &pool, &teams);
         assert!(ok("Practitioner/pr-1"));
@@ -1145,6 +1188,7 @@ mod tests {
         assert!(!ok("Practitioner/pr"));
         assert!(!ok("CareTeam/ct-2"));
         assert!(!ok("Organization/other"));
+        assert!(!ok("Practitioner/pr-9"));
         assert_eq!(
             parse_recipient("Patient/pat-2").unwrap_err().code(),
             "recipient_not_allowed"
@@ -1226,8 +1270,21 @@ mod tests {
             json!({"resourceType": "Communication", "id": "r1",
                    "subject": {"reference": "Patient/pat-1"},
                    "payload": [{"contentString": "refill"}]}),
+            // Included resources of an EHR that left out `search.mode`: a CareTeam of
+            // the patient's looks like a header, a Practitioner like nothing; both are
+            // names, never threads.
+            json!({"resourceType": "CareTeam", "id": "ct1", "status": "active",
+                   "subject": {"reference": "Patient/pat-1"}, "name": "Heart team"}),
+            json!({"resourceType": "Practitioner", "id": "pr1",
+                   "partOf": [{"reference": "Communication/h1"}]}),
         ];
-        let (headers, by_thread) = group("pat-1", all);
+        let Grouped {
+            headers,
+            by_thread,
+            others,
+        } = group("pat-1", all);
+        let others: Vec<&str> = others.iter().filter_map(|o| str_at(o, "id")).collect();
+        assert_eq!(others, ["ct1", "pr1"]);
         let ids: Vec<&str> = headers.iter().filter_map(|h| str_at(h, "id")).collect();
         assert_eq!(ids, ["h1", "h2"]);
         let ids_of = |t: &str| -> Vec<String> {
