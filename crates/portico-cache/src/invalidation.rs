@@ -35,7 +35,11 @@
 //! | anything else | itself |
 //!
 //! and every write also invalidates the "anything" topic of its scopes (searches with
-//! includes, chains or `_has`, and paging links).
+//! includes the gateway cannot place, `_revinclude`, chains or `_has`, and paging
+//! links). A search whose only widening is `_include` of a parameter with known target
+//! types (`Appointment:actor`, `MedicationRequest:medication`, ...; see `key.rs`)
+//! depends on its own type and those targets only, so a message sent does not throw
+//! away the patient's appointment list.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -123,24 +127,26 @@ impl Generations {
 
     /// The newest stamp an entry with these dependencies must not be older than.
     pub(crate) fn required(&self, partition: Option<&CachePartition>, deps: &Deps) -> u64 {
-        let topic = match deps {
-            Deps::Type(t) => Topic::Type(t.clone()),
-            Deps::Any => Topic::Anything,
+        let topics: Vec<Topic> = match deps {
+            Deps::Type(t) => vec![Topic::Type(t.clone())],
+            Deps::Types(types) => types.iter().cloned().map(Topic::Type).collect(),
+            Deps::Any => vec![Topic::Anything],
         };
         let stamps = self.stamps.read();
-        let get = |scope: Scope, topic: Topic| {
+        let get = |scope: &Scope, topic: &Topic| {
             stamps
-                .get(&(scope, topic))
+                .get(&(scope.clone(), topic.clone()))
                 .map_or(0, |stamp| stamp.generation)
         };
         let patients = partition.map_or(&[][..], CachePartition::patients);
         std::iter::once(Scope::Shared)
             .chain(patients.iter().cloned().map(Scope::Patient))
             .flat_map(|scope| {
-                [
-                    get(scope.clone(), topic.clone()),
-                    get(scope, Topic::Everything),
-                ]
+                topics
+                    .iter()
+                    .chain([&Topic::Everything])
+                    .map(|topic| get(&scope, topic))
+                    .collect::<Vec<_>>()
             })
             .chain([self.all.load(Ordering::SeqCst)])
             .max()

@@ -113,8 +113,106 @@ impl CacheKey {
 pub(crate) enum Deps {
     /// Only resources of this type.
     Type(String),
+    /// Only resources of these types (a search with `_include`s whose targets are known).
+    Types(Vec<String>),
     /// Possibly any type.
     Any,
+}
+
+/// The types a reference search parameter can point at, for the parameters the
+/// gateway's own searches `_include` (FHIR R4 search parameter targets). Unknown
+/// parameters have no entry: a search including them depends on anything.
+fn include_targets(source: &str, param: &str) -> Option<&'static [&'static str]> {
+    const PEOPLE: &[&str] = &[
+        "Practitioner",
+        "PractitionerRole",
+        "Patient",
+        "RelatedPerson",
+        "Organization",
+        "Device",
+    ];
+    Some(match (source, param) {
+        ("Appointment", "actor") => &[
+            "Patient",
+            "Practitioner",
+            "PractitionerRole",
+            "RelatedPerson",
+            "Device",
+            "HealthcareService",
+            "Location",
+        ],
+        ("Slot", "schedule") => &["Schedule"],
+        ("MedicationRequest", "medication") => &["Medication"],
+        ("MedicationRequest", "requester") => PEOPLE,
+        ("Communication", "recipient") => &[
+            "Device",
+            "Organization",
+            "Patient",
+            "Practitioner",
+            "PractitionerRole",
+            "RelatedPerson",
+            "Group",
+            "CareTeam",
+            "HealthcareService",
+        ],
+        ("Communication", "sender") => &[
+            "Device",
+            "Organization",
+            "Patient",
+            "Practitioner",
+            "PractitionerRole",
+            "RelatedPerson",
+            "HealthcareService",
+        ],
+        ("Observation", "performer") => &[
+            "Practitioner",
+            "PractitionerRole",
+            "Organization",
+            "CareTeam",
+            "Patient",
+            "RelatedPerson",
+        ],
+        ("DiagnosticReport", "result") => &["Observation"],
+        _ => return None,
+    })
+}
+
+/// The dependencies of a search of `resource_type` with `params`: its own type, plus
+/// the targets of plain `_include`s of its own type (`Source:param` with a known
+/// parameter, or `Source:param:Target`). Anything else that widens the result
+/// (`_revinclude`, `:iterate`, `*`, `_has`, chains) makes it depend on anything.
+fn search_deps(resource_type: &str, params: &[(String, String)]) -> Deps {
+    let mut types = vec![resource_type.to_owned()];
+    for (name, value) in params {
+        if !widens(name) {
+            continue;
+        }
+        if name != "_include" {
+            return Deps::Any;
+        }
+        let mut parts = value.split(':');
+        let (Some(source), Some(param)) = (parts.next(), parts.next()) else {
+            return Deps::Any;
+        };
+        let explicit = parts.next();
+        if source != resource_type || parts.next().is_some() {
+            return Deps::Any;
+        }
+        match explicit {
+            Some(target) if resource_types::is_known(target) => types.push(target.to_owned()),
+            Some(_) => return Deps::Any,
+            None => match include_targets(source, param) {
+                Some(targets) => types.extend(targets.iter().map(|t| (*t).to_owned())),
+                None => return Deps::Any,
+            },
+        }
+    }
+    if types.len() == 1 {
+        return Deps::Type(types.swap_remove(0));
+    }
+    types.sort();
+    types.dedup();
+    Deps::Types(types)
 }
 
 /// How to cache one read.
@@ -192,11 +290,7 @@ pub(crate) fn plan(request: &FhirRequest, config: &CacheConfig) -> Option<Plan> 
             resource_type,
             params,
         } => {
-            let deps = if params.iter().any(|(name, _)| widens(name)) {
-                Deps::Any
-            } else {
-                Deps::Type(resource_type.clone())
-            };
+            let deps = search_deps(resource_type, params);
             (
                 ReadKey::Search {
                     resource_type: resource_type.clone(),
@@ -332,6 +426,7 @@ mod tests {
         for name in [
             "_include",
             "_revinclude:iterate",
+            "_revinclude",
             "_has:Observation:patient:code",
             "subject.name",
         ] {
@@ -345,6 +440,38 @@ mod tests {
             deps(FhirRequest::search_page("http://ehr/fhir/Slot?page=2").with_partition(p())),
             Deps::Any
         );
+    }
+
+    #[test]
+    fn includes_of_known_parameters_depend_on_their_targets_only() {
+        let deps = |params: &[(&str, &str)]| {
+            let r = FhirRequest::search("Appointment", params.iter().copied())
+                .with_partition(part("p1"));
+            plan(&r, &CacheConfig::default()).unwrap().deps
+        };
+        let Deps::Types(types) = deps(&[("date", "ge2026"), ("_include", "Appointment:actor")])
+        else {
+            panic!("expected a list of types");
+        };
+        assert!(types.contains(&"Appointment".to_owned()));
+        assert!(types.contains(&"Practitioner".to_owned()));
+        assert!(types.contains(&"Patient".to_owned()));
+        assert!(!types.contains(&"Communication".to_owned()));
+        assert_eq!(
+            deps(&[("_include", "Appointment:actor:Location")]),
+            Deps::Types(vec!["Appointment".into(), "Location".into()])
+        );
+        // Unknown parameters, other sources, iterate, wildcards, revincludes: anything.
+        for (name, value) in [
+            ("_include", "Appointment:unknown-param"),
+            ("_include", "Observation:performer"),
+            ("_include:iterate", "Appointment:actor"),
+            ("_include", "*"),
+            ("_include", "Appointment:actor:NotAType"),
+            ("_revinclude", "Provenance:target"),
+        ] {
+            assert_eq!(deps(&[(name, value)]), Deps::Any, "{name}={value}");
+        }
     }
 
     #[test]

@@ -411,7 +411,7 @@ async fn invalidate_patient_reaches_every_partition_naming_the_patient() {
 }
 
 #[tokio::test]
-async fn searches_with_includes_are_invalidated_by_writes_of_any_type() {
+async fn searches_with_includes_are_invalidated_by_writes_of_what_they_include() {
     let fake = Fake::new();
     let c = cache(&fake);
     let with_include = || {
@@ -424,11 +424,32 @@ async fn searches_with_includes_are_invalidated_by_writes_of_any_type() {
         )
         .with_partition(part("a"))
     };
+    let unknown_include = || {
+        FhirRequest::search(
+            "MedicationRequest",
+            [("patient", "a"), ("_include", "MedicationRequest:reason")],
+        )
+        .with_partition(part("a"))
+    };
     assert_eq!(body(&c, with_include()).await, call(1));
+    assert_eq!(body(&c, unknown_include()).await, call(2));
+    // A Condition can be neither a match nor an included Medication...
     c.execute(FhirRequest::update("Condition", "c1", "{}").with_partition(part("a")))
         .await
-        .unwrap();
-    assert_eq!(body(&c, with_include()).await, call(3));
+        .unwrap(); // call 3
+    assert_eq!(body(&c, with_include()).await, call(1), "kept");
+    // ...but an include the gateway cannot place may be anything.
+    assert_eq!(body(&c, unknown_include()).await, call(4));
+    // A write of an included type invalidates, for everyone (Medication is shared).
+    c.execute(FhirRequest::update("Medication", "m1", "{}"))
+        .await
+        .unwrap(); // call 5
+    assert_eq!(body(&c, with_include()).await, call(6));
+    // And so does a write of the searched type.
+    c.execute(FhirRequest::create("MedicationRequest", "{}").with_partition(part("a")))
+        .await
+        .unwrap(); // call 7
+    assert_eq!(body(&c, with_include()).await, call(8));
 }
 
 #[tokio::test]
