@@ -11,7 +11,7 @@ use std::hint::black_box;
 use chrono::{NaiveDate, TimeZone, Utc};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use portico_portal::context::Page;
-use portico_portal::medications::eligibility;
+use portico_portal::medications::{OpenState, eligibility};
 use portico_portal::profile::EhrProfile;
 use portico_portal::records::{Kind, item};
 use portico_sandbox::generator::{GeneratorConfig, generate};
@@ -91,8 +91,8 @@ fn views(c: &mut Criterion) {
                 for r in &d.requests {
                     black_box(eligibility(
                         black_box(r),
-                        &d.dispenses,
-                        None,
+                        Some(&d.dispenses),
+                        OpenState::None,
                         "pat-1",
                         &profile.refills,
                         now,

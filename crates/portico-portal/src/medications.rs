@@ -8,13 +8,19 @@
 //! one EHR round trip in the usual case: the prescriptions, the patient's completed
 //! dispenses and the patient's open refill requests are searched at the same time and
 //! matched here; a patient-wide answer that is not whole (more than
-//! [`PATIENT_WIDE_BOUND`], or pages left) is replaced by the searches scoped to the
-//! listed prescriptions (`prescription=`, `focus=`), so eligibility never rests on part
-//! of a history.
+//! [`PATIENT_WIDE_BOUND`], pages left, or see [`crate::dashboard::search_whole`]) is
+//! replaced by the searches scoped to the listed prescriptions (`prescription=`,
+//! `focus=`). Every search eligibility rests on must be whole: when the dispenses or the
+//! open refill requests still cannot be read whole (more than the gateway collects, an
+//! answer the EHR flagged with a warning, an answer that is not a Bundle; the
+//! MedicationRequest and Communication strategies have no narrower search to fall back
+//! to), the prescription is not eligible (`history_unavailable`) and counts the gateway
+//! could not make are `null`.
 //!
 //! A refill request re-reads the MedicationRequest and its dispenses (refusing data
-//! served stale from the cache), re-checks eligibility under a per-prescription lock, and
-//! creates what the EHR profile's [`RefillStrategy`] says:
+//! served stale from the cache), re-checks eligibility under a per-prescription lock
+//! with the same whole-answer rule (422 `history_unavailable` otherwise), and creates
+//! what the EHR profile's [`RefillStrategy`] says:
 //! - `task`: a `Task` (`fulfill`, "Refill Request") focused on the MedicationRequest,
 //!   owned by the prescriber (the R4 spec's own refill example);
 //! - `medication-request`: a `MedicationRequest` `intent=proposal` with
@@ -34,12 +40,15 @@
 //!   expectedSupplyDuration`; durations in units that are not time units are ignored;
 //!   with no dispense yet there is no interval to wait;
 //! - the checks run in a fixed order and the first failing one is the reason: subject,
-//!   status, intent, reported, validity, acute course, refills left, open request,
-//!   interval.
+//!   status, intent, reported, validity, acute course, dispenses read whole, refills
+//!   left, open request (`history_unavailable` when the open requests could not be read
+//!   whole), interval.
 
 use std::collections::{HashMap, HashSet};
+use std::pin::pin;
 
 use chrono::{DateTime, Months, NaiveDate, TimeDelta, Utc};
+use futures::future::Either;
 use portico_fhir::reference::Reference;
 use portico_upstream::UpstreamError;
 use serde::{Deserialize, Serialize};
@@ -100,6 +109,10 @@ pub enum IneligibleReason {
     AlreadyRequested,
     /// The last fill was too recent; see `next_eligible`.
     TooSoon,
+    /// The prescription's dispenses or open refill requests could not be read whole
+    /// (more than the gateway collects, an answer the EHR flagged as partial, or one
+    /// that was not a search result): eligibility is not decided on part of a history.
+    HistoryUnavailable,
 }
 
 impl IneligibleReason {
@@ -116,6 +129,7 @@ impl IneligibleReason {
             IneligibleReason::NoRefillsLeft => "no_refills_left",
             IneligibleReason::AlreadyRequested => "already_requested",
             IneligibleReason::TooSoon => "too_soon",
+            IneligibleReason::HistoryUnavailable => "history_unavailable",
         }
     }
 
@@ -146,6 +160,9 @@ impl IneligibleReason {
             IneligibleReason::TooSoon => {
                 "it is too soon to refill this prescription; try again on the next eligible date"
             }
+            IneligibleReason::HistoryUnavailable => {
+                "the pharmacy history could not be read completely; call the clinic"
+            }
         }
     }
 }
@@ -161,15 +178,46 @@ pub struct OpenRequest {
     pub status: String,
 }
 
+/// What the search for open refill requests says about one prescription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenState<'a> {
+    /// No open refill request (the search was whole).
+    None,
+    /// This one is open.
+    Open(&'a OpenRequest),
+    /// The search was not whole: there may be one.
+    Unknown,
+}
+
+impl<'a> OpenState<'a> {
+    /// The state of prescription `id` in the open requests found, `None` when they could
+    /// not be read whole.
+    pub fn of(found: Option<&'a HashMap<String, OpenRequest>>, id: &str) -> OpenState<'a> {
+        match found {
+            None => OpenState::Unknown,
+            Some(found) => found.get(id).map_or(OpenState::None, OpenState::Open),
+        }
+    }
+
+    fn request(self) -> Option<&'a OpenRequest> {
+        match self {
+            OpenState::Open(r) => Some(r),
+            OpenState::None | OpenState::Unknown => None,
+        }
+    }
+}
+
 /// The refill situation of one prescription.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Eligibility {
     /// `dispenseRequest.numberOfRepeatsAllowed`; `None` when the prescription states none.
     pub refills_allowed: Option<u32>,
-    /// Completed dispenses after the first.
-    pub refills_used: u32,
-    /// Refills still allowed (0 when none are stated).
-    pub refills_left: u32,
+    /// Completed dispenses after the first; `None` when the dispenses could not be read
+    /// whole.
+    pub refills_used: Option<u32>,
+    /// Refills still allowed (0 when none are stated); `None` when the dispenses could
+    /// not be read whole.
+    pub refills_left: Option<u32>,
     /// The latest `whenHandedOver` of a completed dispense.
     pub last_dispensed: Option<DateTime<Utc>>,
     /// When the minimum interval since the last fill ends (only while refills are left).
@@ -187,12 +235,13 @@ impl Eligibility {
 /// Whether the acting patient may ask for a refill of `request` now.
 ///
 /// `dispenses` may hold dispenses of other prescriptions and of any status: only the
-/// completed ones authorized by `request` count. `open` is the open refill request of
-/// `request`, if any.
+/// completed ones authorized by `request` count; `None` means they could not be read
+/// whole, and then nothing that depends on them is decided (`history_unavailable`).
+/// `open` is what the search for open refill requests says of `request`.
 pub fn eligibility(
     request: &Value,
-    dispenses: &[Value],
-    open: Option<&OpenRequest>,
+    dispenses: Option<&[Value]>,
+    open: OpenState<'_>,
     patient: &str,
     rules: &RefillsProfile,
     now: DateTime<Utc>,
@@ -203,23 +252,29 @@ pub fn eligibility(
         .and_then(|d| d.get("numberOfRepeatsAllowed"))
         .and_then(Value::as_u64)
         .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
-    let own: Vec<&Value> = dispenses
-        .iter()
-        .filter(|d| str_at(d, "status") == Some("completed"))
-        .filter(|d| {
-            array(d, "authorizingPrescription").any(|r| points_to(r, "MedicationRequest", id))
-        })
-        .collect();
-    let completed = u32::try_from(own.len()).unwrap_or(u32::MAX);
-    let refills_used = completed.saturating_sub(1);
-    let refills_left = refills_allowed.unwrap_or(0).saturating_sub(refills_used);
+    let own: Option<Vec<&Value>> = dispenses.map(|dispenses| {
+        dispenses
+            .iter()
+            .filter(|d| str_at(d, "status") == Some("completed"))
+            .filter(|d| {
+                array(d, "authorizingPrescription").any(|r| points_to(r, "MedicationRequest", id))
+            })
+            .collect()
+    });
+    let refills_used = own.as_ref().map(|own| {
+        u32::try_from(own.len())
+            .unwrap_or(u32::MAX)
+            .saturating_sub(1)
+    });
+    let refills_left = refills_used.map(|used| refills_allowed.unwrap_or(0).saturating_sub(used));
     let last_dispensed = own
         .iter()
-        .filter_map(|d| str_at(d, "whenHandedOver").and_then(parse_datetime))
-        .max();
+        .flatten()
+        .filter_map(|d| str_at(d, "whenHandedOver").and_then(parse_datetime));
+    let last_dispensed = last_dispensed.max();
     let interval = dispense_request.and_then(|d| min_interval(d, rules.min_interval_fraction));
-    let next_eligible = match (last_dispensed, interval) {
-        (Some(last), Some(interval)) if refills_left > 0 => last.checked_add_signed(interval),
+    let next_eligible = match (last_dispensed, interval, refills_left) {
+        (Some(last), Some(interval), Some(left)) if left > 0 => last.checked_add_signed(interval),
         _ => None,
     };
 
@@ -263,11 +318,16 @@ pub fn eligibility(
         if acute && !rules.allow_acute {
             return Some(R::AcuteCourse);
         }
+        let Some(refills_left) = refills_left else {
+            return Some(R::HistoryUnavailable);
+        };
         if refills_left == 0 {
             return Some(R::NoRefillsLeft);
         }
-        if open.is_some() {
-            return Some(R::AlreadyRequested);
+        match open {
+            OpenState::Open(_) => return Some(R::AlreadyRequested),
+            OpenState::Unknown => return Some(R::HistoryUnavailable),
+            OpenState::None => {}
         }
         if let Some(next) = next_eligible
             && now < next
@@ -394,9 +454,13 @@ pub struct Medication {
     pub valid_until: Option<String>,
     /// Refills the prescription allows after the first fill (absent: none stated).
     pub refills_allowed: Option<u32>,
-    pub refills_used: u32,
-    pub refills_left: u32,
-    /// When the last fill was handed over.
+    /// Fills after the first; `null` when the pharmacy history could not be read whole
+    /// (`refill.reason` is then `history_unavailable`).
+    pub refills_used: Option<u32>,
+    /// Refills still allowed; `null` when the pharmacy history could not be read whole.
+    pub refills_left: Option<u32>,
+    /// When the last fill was handed over (`null` also when the pharmacy history could
+    /// not be read whole).
     pub last_dispensed: Option<String>,
     /// The earliest time the next refill may be requested (while refills are left).
     pub next_eligible: Option<String>,
@@ -571,9 +635,11 @@ fn medication_view(
 }
 
 /// Whether a prescription is worth listing: a real prescription (not the patient's own
-/// proposal), active, on hold, or finished within the last year.
+/// proposal) with an id, active, on hold, or finished within the last year.
 fn listed(request: &Value, now: DateTime<Utc>) -> bool {
-    if matches!(str_at(request, "intent"), Some("proposal") | None) {
+    if str_at(request, "id").is_none()
+        || matches!(str_at(request, "intent"), Some("proposal") | None)
+    {
         return false;
     }
     match str_at(request, "status") {
@@ -601,9 +667,12 @@ fn mr_reference(id: &str) -> String {
 /// The prescriptions, the patient's completed dispenses and the patient's open refill
 /// requests are searched at the same time (the [`Ctx`] narrows every search to the
 /// patient), then matched to the listed prescriptions here. When a patient-wide answer
-/// is not whole (more than [`PATIENT_WIDE_BOUND`] matches, or pages left) or the EHR
-/// refuses the patient-wide query, the searches scoped to the listed prescriptions' ids
-/// are made instead, so eligibility is never computed on part of a history.
+/// is not whole (see [`crate::dashboard::search_whole`]) or the EHR refuses the
+/// patient-wide query, the searches scoped to the listed prescriptions' ids are made
+/// instead; when an answer needed for eligibility is still not whole, the prescriptions
+/// are not eligible (`history_unavailable`), so eligibility is never computed on part of
+/// a history. When no prescription is listed, the patient-wide searches still under way
+/// are dropped, not waited for.
 pub async fn list(ctx: Ctx<'_>) -> PortalResult<MedicationList> {
     let now = ctx.now();
     let params = [
@@ -611,48 +680,62 @@ pub async fn list(ctx: Ctx<'_>) -> PortalResult<MedicationList> {
         ("_include", "MedicationRequest:requester".to_owned()),
         ("_count", "100".to_owned()),
     ];
-    let (page, wide_dispenses, wide_open) = tokio::join!(
-        ctx.search_all("MedicationRequest", &params, MAX_LISTED),
-        patient_dispenses(ctx),
-        open_request_search(ctx, None),
-    );
-    let page = page?;
+    let prescriptions = ctx.search_all("MedicationRequest", &params, MAX_LISTED);
+    let wide = async { tokio::join!(patient_dispenses(ctx), open_request_search(ctx, None)) };
+    let nothing_listed = |page: &Page| !page.matches.iter().any(|r| listed(r, now));
+    // With nothing listed, the other two answers (and their failures) do not matter:
+    // when the prescriptions come first, the others are dropped rather than waited for.
+    let (page, (wide_dispenses, wide_open)) =
+        match futures::future::select(pin!(prescriptions), pin!(wide)).await {
+            Either::Left((page, wide)) => {
+                let page = page?;
+                if nothing_listed(&page) {
+                    return Ok(MedicationList {
+                        items: Vec::new(),
+                        stale: page.stale,
+                    });
+                }
+                (page, wide.await)
+            }
+            Either::Right((wide, prescriptions)) => (prescriptions.await?, wide),
+        };
+    if nothing_listed(&page) {
+        return Ok(MedicationList {
+            items: Vec::new(),
+            stale: page.stale,
+        });
+    }
     let mut requests: Vec<&Value> = page.matches.iter().filter(|r| listed(r, now)).collect();
     let ids: Vec<&str> = requests.iter().filter_map(|r| str_at(r, "id")).collect();
-    let mut stale = page.stale;
-    // With nothing listed, the other two answers (and their failures) do not matter.
-    let (dispenses, open) = if ids.is_empty() {
-        (Vec::new(), HashMap::new())
-    } else {
-        let strategy = ctx.profile().refills.strategy;
-        let (dispenses, open) = tokio::join!(
-            async {
-                match wide_dispenses {
-                    Ok(Some(whole)) => Ok(whole),
-                    Ok(None) => dispenses_of(ctx, &ids).await,
-                    Err(e) if crate::dashboard::refused_query(&e) => dispenses_of(ctx, &ids).await,
-                    Err(e) => Err(e),
+    let strategy = ctx.profile().refills.strategy;
+    let (dispenses, open) = tokio::join!(
+        async {
+            match wide_dispenses {
+                Ok(Some((whole, stale))) => Ok((Some(whole), stale)),
+                Ok(None) => dispenses_of(ctx, &ids).await,
+                Err(e) if crate::dashboard::refused_query(&e) => dispenses_of(ctx, &ids).await,
+                Err(e) => Err(e),
+            }
+        },
+        async {
+            match wide_open {
+                // Only the Task strategy has a narrower search (`focus=`); the others'
+                // patient-wide search is the only one there is.
+                Ok(search) if search.whole || strategy != RefillStrategy::Task => {
+                    Ok(search.open_of(&ids))
                 }
-            },
-            async {
-                match wide_open {
-                    Ok(search) if search.whole => Ok(search.open_of(&ids)),
-                    Ok(_) => open_requests(ctx, &ids).await,
-                    // Only the Task strategy has a narrower search to fall back to.
-                    Err(e)
-                        if strategy == RefillStrategy::Task
-                            && crate::dashboard::refused_query(&e) =>
-                    {
-                        open_requests(ctx, &ids).await
-                    }
-                    Err(e) => Err(e),
+                Ok(_) => open_requests(ctx, &ids).await,
+                Err(e)
+                    if strategy == RefillStrategy::Task && crate::dashboard::refused_query(&e) =>
+                {
+                    open_requests(ctx, &ids).await
                 }
-            },
-        );
-        let ((dispenses, s1), (open, s2)) = (dispenses?, open?);
-        stale |= s1 || s2;
-        (dispenses, open)
-    };
+                Err(e) => Err(e),
+            }
+        },
+    );
+    let ((dispenses, stale_dispenses), (open, stale_open)) = (dispenses?, open?);
+    let stale = page.stale || stale_dispenses || stale_open;
     // Active and on-hold first, then by authoredOn, newest first.
     requests.sort_by_key(|r| {
         let rank = match str_at(r, "status") {
@@ -669,10 +752,9 @@ pub async fn list(ctx: Ctx<'_>) -> PortalResult<MedicationList> {
     let items = requests
         .into_iter()
         .map(|r| {
-            let id = str_at(r, "id").unwrap_or_default();
-            let open = open.get(id);
-            let e = eligibility(r, &dispenses, open, ctx.patient(), rules, now);
-            medication_view(r, &page, &e, open)
+            let open = OpenState::of(open.as_ref(), str_at(r, "id").unwrap_or_default());
+            let e = eligibility(r, dispenses.as_deref(), open, ctx.patient(), rules, now);
+            medication_view(r, &page, &e, open.request())
         })
         .collect();
     Ok(MedicationList { items, stale })
@@ -694,26 +776,29 @@ async fn patient_dispenses(ctx: Ctx<'_>) -> PortalResult<Option<(Vec<Value>, boo
     Ok(page.map(|p| (p.matches, p.stale)))
 }
 
-/// The completed dispenses of these prescriptions (one search), and whether any page
-/// was stale.
-async fn dispenses_of(ctx: Ctx<'_>, ids: &[&str]) -> PortalResult<(Vec<Value>, bool)> {
+/// The completed dispenses of these prescriptions (one search), `None` when the answer
+/// is not whole, and whether any page was stale.
+async fn dispenses_of(ctx: Ctx<'_>, ids: &[&str]) -> PortalResult<(Option<Vec<Value>>, bool)> {
     let prescriptions = ids
         .iter()
         .map(|id| mr_reference(id))
         .collect::<Vec<_>>()
         .join(",");
-    let page = ctx
-        .search_all(
-            "MedicationDispense",
-            &[
-                ("prescription", prescriptions),
-                ("status", "completed".to_owned()),
-                ("_count", "100".to_owned()),
-            ],
-            crate::context::MAX_COLLECTED,
-        )
-        .await?;
-    Ok((page.matches, page.stale))
+    let page = crate::dashboard::search_whole(
+        ctx,
+        "MedicationDispense",
+        &[
+            ("prescription", prescriptions),
+            ("status", "completed".to_owned()),
+            ("_count", "100".to_owned()),
+        ],
+        crate::context::MAX_COLLECTED,
+    )
+    .await?;
+    Ok(match page {
+        Some(page) => (Some(page.matches), page.stale),
+        None => (None, false),
+    })
 }
 
 /// The answer of a search for open refill requests.
@@ -723,17 +808,26 @@ struct OpenSearch {
     resource_type: &'static str,
     /// Where a refill request names its prescription.
     path: &'static str,
-    /// Whether the answer is whole (always, except a patient-wide Task search that
-    /// found more than [`PATIENT_WIDE_BOUND`]).
+    /// Whether the answer is whole ([`crate::dashboard::search_whole`]); when not,
+    /// `page` is empty.
     whole: bool,
 }
 
 impl OpenSearch {
-    /// The open refill request of each of these prescriptions.
-    fn open_of(&self, ids: &[&str]) -> (HashMap<String, OpenRequest>, bool) {
+    /// The open refill request of each of these prescriptions (`None` when the answer
+    /// is not whole: any of them may have one), and whether the answer was stale.
+    fn open_of(&self, ids: &[&str]) -> (Option<HashMap<String, OpenRequest>>, bool) {
+        if !self.whole {
+            return (None, false);
+        }
         let wanted: HashSet<&str> = ids.iter().copied().collect();
         let mut out: HashMap<String, OpenRequest> = HashMap::new();
         for resource in &self.page.matches {
+            // Only refill requests of the strategy's type (an EHR may mix other
+            // resources into the matches).
+            if str_at(resource, "resourceType") != Some(self.resource_type) {
+                continue;
+            }
             let (Some(id), Some(status)) = (str_at(resource, "id"), str_at(resource, "status"))
             else {
                 continue;
@@ -751,93 +845,76 @@ impl OpenSearch {
                 }
             }
         }
-        (out, self.page.stale)
+        (Some(out), self.page.stale)
     }
 }
 
 /// Searches open refill requests per the profile's strategy: with `focus`, those of
 /// these prescriptions (the Task strategy searches `focus`; the other strategies have
 /// no R4 search parameter for the prescription and always search the patient's all);
-/// without, the patient's all.
+/// without, the patient's all. Collected with [`crate::dashboard::search_whole`].
 async fn open_request_search(ctx: Ctx<'_>, focus: Option<&[&str]>) -> PortalResult<OpenSearch> {
-    let search = match ctx.profile().refills.strategy {
+    let (resource_type, path, params, bound) = match ctx.profile().refills.strategy {
         RefillStrategy::Task => {
-            let open = [
+            let mut params = vec![
                 ("status", OPEN_TASK_STATUSES.to_owned()),
                 ("code", format!("{TASK_CODE_SYSTEM}|fulfill")),
             ];
-            match focus {
+            let bound = match focus {
                 Some(ids) => {
                     let focus = ids
                         .iter()
                         .map(|id| mr_reference(id))
                         .collect::<Vec<_>>()
                         .join(",");
-                    let mut params = vec![("focus", focus)];
-                    params.extend(open);
+                    params.insert(0, ("focus", focus));
                     params.push(("_count", "100".to_owned()));
-                    OpenSearch {
-                        page: ctx.search_all("Task", &params, MAX_LISTED).await?,
-                        resource_type: "Task",
-                        path: "focus",
-                        whole: true,
-                    }
+                    crate::context::MAX_COLLECTED
                 }
                 None => {
-                    let mut params = open.to_vec();
                     params.push(("_count", PATIENT_WIDE_BOUND.to_string()));
-                    let page =
-                        crate::dashboard::search_whole(ctx, "Task", &params, PATIENT_WIDE_BOUND)
-                            .await?;
-                    OpenSearch {
-                        whole: page.is_some(),
-                        page: page.unwrap_or_default(),
-                        resource_type: "Task",
-                        path: "focus",
-                    }
+                    PATIENT_WIDE_BOUND
                 }
-            }
+            };
+            ("Task", "focus", params, bound)
         }
-        RefillStrategy::MedicationRequest => OpenSearch {
-            page: ctx
-                .search_all(
-                    "MedicationRequest",
-                    &[
-                        ("intent", "proposal".to_owned()),
-                        ("status", "active,draft".to_owned()),
-                        ("_count", "100".to_owned()),
-                    ],
-                    MAX_LISTED,
-                )
-                .await?,
-            resource_type: "MedicationRequest",
-            path: "priorPrescription",
-            whole: true,
-        },
-        RefillStrategy::Communication => OpenSearch {
-            page: ctx
-                .search_all(
-                    "Communication",
-                    &[
-                        ("status", "preparation,in-progress,on-hold".to_owned()),
-                        ("_count", "100".to_owned()),
-                    ],
-                    crate::context::MAX_COLLECTED,
-                )
-                .await?,
-            resource_type: "Communication",
-            path: "about",
-            whole: true,
-        },
+        RefillStrategy::MedicationRequest => (
+            "MedicationRequest",
+            "priorPrescription",
+            vec![
+                ("intent", "proposal".to_owned()),
+                ("status", "active,draft".to_owned()),
+                ("_count", "100".to_owned()),
+            ],
+            crate::context::MAX_COLLECTED,
+        ),
+        // Also finds open message threads (there is no R4 search parameter for `about`
+        // or the topic): a heavy messager's answer may not be whole.
+        RefillStrategy::Communication => (
+            "Communication",
+            "about",
+            vec![
+                ("status", "preparation,in-progress,on-hold".to_owned()),
+                ("_count", "100".to_owned()),
+            ],
+            crate::context::MAX_COLLECTED,
+        ),
     };
-    Ok(search)
+    let page = crate::dashboard::search_whole(ctx, resource_type, &params, bound).await?;
+    Ok(OpenSearch {
+        whole: page.is_some(),
+        page: page.unwrap_or_default(),
+        resource_type,
+        path,
+    })
 }
 
-/// The open refill request of each of these prescriptions, per the profile's strategy.
+/// The open refill request of each of these prescriptions, per the profile's strategy
+/// (`None` when the answer is not whole).
 async fn open_requests(
     ctx: Ctx<'_>,
     ids: &[&str],
-) -> PortalResult<(HashMap<String, OpenRequest>, bool)> {
+) -> PortalResult<(Option<HashMap<String, OpenRequest>>, bool)> {
     Ok(open_request_search(ctx, Some(ids)).await?.open_of(ids))
 }
 
@@ -881,10 +958,11 @@ pub async fn request_refill(
         return Err(refuse_stale());
     }
     let now = ctx.now();
+    let open = OpenState::of(open.as_ref(), id);
     let e = eligibility(
         request,
-        &dispenses,
-        open.get(id),
+        dispenses.as_deref(),
+        open,
         ctx.patient(),
         &ctx.profile().refills,
         now,
@@ -899,7 +977,7 @@ pub async fn request_refill(
             {
                 detail["next_eligible"] = json!(instant(next));
             }
-            if let Some(open) = open.get(id) {
+            if let Some(open) = open.request() {
                 detail["open_request"] = json!(open);
             }
             return Err(PortalError::Refused {
@@ -1294,7 +1372,7 @@ mod tests {
     }
 
     fn check(mr: &Value, dispenses: &[Value]) -> Eligibility {
-        eligibility(mr, dispenses, None, "p1", &rules(), now())
+        eligibility(mr, Some(dispenses), OpenState::None, "p1", &rules(), now())
     }
 
     fn reason(mr: &Value, dispenses: &[Value]) -> Option<IneligibleReason> {
@@ -1306,8 +1384,8 @@ mod tests {
         let e = check(&order(), &[dispense("2025-05-01T15:30:00Z")]);
         assert!(e.eligible(), "{e:?}");
         assert_eq!(e.refills_allowed, Some(3));
-        assert_eq!(e.refills_used, 0);
-        assert_eq!(e.refills_left, 3);
+        assert_eq!(e.refills_used, Some(0));
+        assert_eq!(e.refills_left, Some(3));
         assert_eq!(
             e.last_dispensed,
             Some(Utc.with_ymd_and_hms(2025, 5, 1, 15, 30, 0).unwrap())
@@ -1369,7 +1447,7 @@ mod tests {
         let at = |end: &str, start: &str, t: DateTime<Utc>| {
             let mut mr = order();
             mr["dispenseRequest"]["validityPeriod"] = json!({"start": start, "end": end});
-            eligibility(&mr, &[], None, "p1", &rules(), t).reason
+            eligibility(&mr, Some(&[]), OpenState::None, "p1", &rules(), t).reason
         };
         let day =
             |d: u32, h: u32, m: u32, s: u32| Utc.with_ymd_and_hms(2025, 7, d, h, m, s).unwrap();
@@ -1416,7 +1494,7 @@ mod tests {
             ..rules()
         };
         assert_eq!(
-            eligibility(&mr, &[], None, "p1", &allowing, now()).reason,
+            eligibility(&mr, Some(&[]), OpenState::None, "p1", &allowing, now()).reason,
             None
         );
     }
@@ -1428,15 +1506,15 @@ mod tests {
         // 3 repeats: 4 fills in all.
         for (n, left) in [(0, 3), (1, 3), (2, 2), (3, 1)] {
             let e = check(&order(), &fills(n));
-            assert_eq!(e.refills_left, left, "{n} fills");
+            assert_eq!(e.refills_left, Some(left), "{n} fills");
             assert!(e.eligible(), "{n} fills: {e:?}");
         }
         let e = check(&order(), &fills(4));
-        assert_eq!((e.refills_used, e.refills_left), (3, 0));
+        assert_eq!((e.refills_used, e.refills_left), (Some(3), Some(0)));
         assert_eq!(e.reason, Some(IneligibleReason::NoRefillsLeft));
         assert_eq!(e.next_eligible, None, "no next date without refills");
         // More fills than allowed never underflow.
-        assert_eq!(check(&order(), &fills(9)).refills_left, 0);
+        assert_eq!(check(&order(), &fills(9)).refills_left, Some(0));
     }
 
     #[test]
@@ -1448,7 +1526,7 @@ mod tests {
             Some(IneligibleReason::NoRefillsLeft)
         );
         let e = check(&mr, &[]);
-        assert_eq!((e.refills_allowed, e.refills_left), (Some(0), 0));
+        assert_eq!((e.refills_allowed, e.refills_left), (Some(0), Some(0)));
         assert_eq!(e.reason, Some(IneligibleReason::NoRefillsLeft));
     }
 
@@ -1477,7 +1555,7 @@ mod tests {
             &order(),
             &[dispense("2025-01-10T10:00:00Z"), other, cancelled],
         );
-        assert_eq!(e.refills_used, 0);
+        assert_eq!(e.refills_used, Some(0));
         assert!(e.eligible(), "{e:?}");
     }
 
@@ -1503,7 +1581,17 @@ mod tests {
             Some(Utc.with_ymd_and_hms(2025, 7, 1, 12, 0, 1).unwrap())
         );
         let boundary = Utc.with_ymd_and_hms(2025, 7, 1, 12, 0, 1).unwrap();
-        let at = |t| eligibility(&order(), &[dispense(last)], None, "p1", &rules(), t).reason;
+        let at = |t| {
+            eligibility(
+                &order(),
+                Some(&[dispense(last)]),
+                OpenState::None,
+                "p1",
+                &rules(),
+                t,
+            )
+            .reason
+        };
         assert_eq!(at(boundary), None);
         assert_eq!(
             at(boundary - TimeDelta::seconds(1)),
@@ -1562,13 +1650,89 @@ mod tests {
             resource_type: "Task".into(),
             status: "requested".into(),
         };
-        let e = eligibility(&order(), &[], Some(&open), "p1", &rules(), now());
+        let e = eligibility(
+            &order(),
+            Some(&[]),
+            OpenState::Open(&open),
+            "p1",
+            &rules(),
+            now(),
+        );
         assert_eq!(e.reason, Some(IneligibleReason::AlreadyRequested));
         // Expiry is the more useful answer when both hold.
         let mut mr = order();
         mr["dispenseRequest"]["validityPeriod"]["end"] = json!("2025-06-01");
-        let e = eligibility(&mr, &[], Some(&open), "p1", &rules(), now());
+        let e = eligibility(
+            &mr,
+            Some(&[]),
+            OpenState::Open(&open),
+            "p1",
+            &rules(),
+            now(),
+        );
         assert_eq!(e.reason, Some(IneligibleReason::Expired));
+    }
+
+    #[test]
+    fn a_history_not_read_whole_decides_nothing_that_rests_on_it() {
+        // Dispenses not whole: the counts are unknown and the refill is not offered.
+        let e = eligibility(&order(), None, OpenState::None, "p1", &rules(), now());
+        assert_eq!(e.reason, Some(IneligibleReason::HistoryUnavailable));
+        assert_eq!((e.refills_used, e.refills_left), (None, None));
+        assert_eq!((e.last_dispensed, e.next_eligible), (None, None));
+        assert_eq!(e.refills_allowed, Some(3), "the prescription's own word");
+        // What the prescription alone decides still comes first.
+        let mut expired = order();
+        expired["dispenseRequest"]["validityPeriod"]["end"] = json!("2025-06-01");
+        assert_eq!(
+            eligibility(&expired, None, OpenState::Unknown, "p1", &rules(), now()).reason,
+            Some(IneligibleReason::Expired)
+        );
+        // Open requests not whole: a request may be open, so none is offered...
+        let old_fill = [dispense("2025-05-01T15:30:00Z")];
+        let e = eligibility(
+            &order(),
+            Some(&old_fill),
+            OpenState::Unknown,
+            "p1",
+            &rules(),
+            now(),
+        );
+        assert_eq!(e.reason, Some(IneligibleReason::HistoryUnavailable));
+        assert_eq!(e.refills_left, Some(3), "the dispenses were whole");
+        // ...but a whole dispense history with no refills left is certain.
+        let fills: Vec<Value> = (0..4).map(|_| dispense("2025-01-10T10:00:00Z")).collect();
+        assert_eq!(
+            eligibility(
+                &order(),
+                Some(&fills),
+                OpenState::Unknown,
+                "p1",
+                &rules(),
+                now()
+            )
+            .reason,
+            Some(IneligibleReason::NoRefillsLeft)
+        );
+        assert_eq!(
+            IneligibleReason::HistoryUnavailable.message(),
+            "the pharmacy history could not be read completely; call the clinic"
+        );
+    }
+
+    #[test]
+    fn an_open_request_search_not_read_whole_knows_no_prescription_is_free() {
+        let search = OpenSearch {
+            page: Page::default(),
+            resource_type: "Task",
+            path: "focus",
+            whole: false,
+        };
+        let (open, _) = search.open_of(&["mr1"]);
+        assert_eq!(open, None);
+        assert_eq!(OpenState::of(open.as_ref(), "mr1"), OpenState::Unknown);
+        let none = HashMap::new();
+        assert_eq!(OpenState::of(Some(&none), "mr1"), OpenState::None);
     }
 
     #[test]
@@ -1584,6 +1748,7 @@ mod tests {
             IneligibleReason::NoRefillsLeft,
             IneligibleReason::AlreadyRequested,
             IneligibleReason::TooSoon,
+            IneligibleReason::HistoryUnavailable,
         ] {
             assert_eq!(serde_json::to_value(r).unwrap(), json!(r.code()));
         }
@@ -1736,6 +1901,9 @@ mod tests {
                     task("t3", "MedicationRequest/mr1"),
                     task("t4", "Observation/mr2"),
                     task("t5", "http://ehr.example/fhir/MedicationRequest/mr2"),
+                    // Not a Task: an included resource of an EHR without search.mode.
+                    json!({"resourceType": "Communication", "id": "c1", "status": "in-progress",
+                           "focus": {"reference": "MedicationRequest/mr3"}}),
                 ],
                 ..Page::default()
             },
@@ -1745,6 +1913,7 @@ mod tests {
         };
         let (open, stale) = search.open_of(&["mr1", "mr2", "mr3"]);
         assert!(!stale);
+        let open = open.expect("a whole answer");
         // The first open request of each, by parsed reference (mr10 is not mr1).
         assert_eq!(open["mr1"].id, "t1");
         assert_eq!(open["mr2"].id, "t5");
@@ -1770,5 +1939,8 @@ mod tests {
         mr["intent"] = json!("order");
         mr["status"] = json!("entered-in-error");
         assert!(!listed(&mr, now()));
+        let mut mr = order();
+        mr.as_object_mut().unwrap().remove("id");
+        assert!(!listed(&mr, now()), "nothing to match its fills to");
     }
 }

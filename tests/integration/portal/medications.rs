@@ -621,13 +621,25 @@ async fn more_dispenses_than_the_patient_wide_bound_are_counted_in_full() {
     app.sandbox.faults().reset_stats();
     let list = app.api_get(&token, "/medications").await;
     assert_eq!(list.status, 200, "{:?}", list.body);
-    // The patient-wide answer was not whole: the prescriptions' own dispenses were
-    // searched after it (more than the two pages the patient-wide search stops at).
-    assert!(
+    // The patient-wide answer was not whole, which its first page shows (a total and a
+    // next link past the bound): no second page of it was fetched, and the
+    // prescriptions' own dispenses were searched after it, 100 a page.
+    let listed_fills: u64 = list.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            completed_fills(
+                &app,
+                &format!("MedicationRequest/{}", m["id"].as_str().unwrap()),
+            )
+        })
+        .sum();
+    assert_eq!(
         app.sandbox
             .faults()
-            .requests_for("GET", "MedicationDispense")
-            > 2,
+            .requests_for("GET", "MedicationDispense"),
+        1 + listed_fills.div_ceil(100).max(1),
         "{:?}",
         app.sandbox.faults().stats()
     );
@@ -685,9 +697,11 @@ async fn more_open_tasks_than_the_patient_wide_bound_still_find_each_prescriptio
     app.sandbox.faults().reset_stats();
     let list = app.api_get(&token, "/medications").await;
     assert_eq!(list.status, 200, "{:?}", list.body);
-    // The Tasks of the listed prescriptions were searched after the patient-wide answer.
-    assert!(
-        app.sandbox.faults().requests_for("GET", "Task") > 2,
+    // The Tasks of the listed prescriptions were searched after the patient-wide
+    // answer, whose first page already showed it was not whole (no second page).
+    assert_eq!(
+        app.sandbox.faults().requests_for("GET", "Task"),
+        2,
         "{:?}",
         app.sandbox.faults().stats()
     );
@@ -695,4 +709,310 @@ async fn more_open_tasks_than_the_patient_wide_bound_still_find_each_prescriptio
     assert_eq!(due["refill"]["reason"], "already_requested", "{due}");
     assert_eq!(due["open_request"]["resource_type"], "Task");
     assert!(item(&list.body, "mr-1-2")["open_request"].is_null());
+}
+
+/// `portico_portal::context::MAX_COLLECTED`: the most matches the gateway collects from
+/// one search.
+const MAX_COLLECTED: usize = 1000;
+
+fn minutes_ago(minutes: i64) -> String {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    portico_sandbox::store::instant(now_ms - minutes * 60_000)
+}
+
+#[tokio::test]
+async fn a_pharmacy_history_longer_than_the_gateway_reads_is_never_decided_on() {
+    let app = TestApp::spawn().await;
+    let store = app.sandbox.store();
+    // A prescription of pat-1's allowing many refills...
+    let mut long = stored(&app, "MedicationRequest", "mr-1-1");
+    long["id"] = json!("mr-long");
+    long["dispenseRequest"]["numberOfRepeatsAllowed"] = json!(5000);
+    store
+        .update("MedicationRequest", "mr-long", long, None)
+        .unwrap();
+    // ...with more fills than one search is collected to, the latest one last.
+    let template = all(&app, "MedicationDispense")
+        .into_iter()
+        .find(|d| d["authorizingPrescription"][0]["reference"] == "MedicationRequest/mr-1-1")
+        .unwrap();
+    let fill = |when: &str| {
+        let mut fill = template.clone();
+        fill.as_object_mut().unwrap().remove("id");
+        fill["authorizingPrescription"] = json!([{"reference": "MedicationRequest/mr-long"}]);
+        fill["whenHandedOver"] = json!(when);
+        fill
+    };
+    for _ in 0..MAX_COLLECTED {
+        store
+            .create("MedicationDispense", fill("2020-01-01T10:00:00Z"), None)
+            .unwrap();
+    }
+    store
+        .create("MedicationDispense", fill(&minutes_ago(1)), None)
+        .unwrap();
+
+    let token = app.portal_token("pat-1");
+    let list = app.api_get(&token, "/medications").await;
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    // Not "eligible" on the first thousand fills: the history is unavailable, and the
+    // counts the gateway could not make are not shown.
+    let long = item(&list.body, "mr-long");
+    assert_eq!(long["refill"]["eligible"], false, "{long}");
+    assert_eq!(long["refill"]["reason"], "history_unavailable", "{long}");
+    assert_eq!(
+        long["refill"]["message"],
+        "the pharmacy history could not be read completely; call the clinic"
+    );
+    assert!(long["refills_used"].is_null(), "{long}");
+    assert!(long["refills_left"].is_null(), "{long}");
+    assert!(long["last_dispensed"].is_null(), "{long}");
+    // The one search covered every listed prescription: none is offered a refill.
+    for m in list.body["items"].as_array().unwrap() {
+        assert_eq!(m["refill"]["eligible"], false, "{m}");
+    }
+
+    // The write path refuses the same way, and nothing is created.
+    let refused = app
+        .api_post(&token, &refill_path("mr-long"), &json!({}), Some("long-1"))
+        .await;
+    assert_eq!(refused.status, 422, "{:?}", refused.body);
+    assert_eq!(refused.code(), "refill_not_eligible");
+    assert_eq!(refused.body["details"]["reason"], "history_unavailable");
+    assert!(tasks(&app).is_empty());
+    // A prescription whose own history is whole is still served.
+    let ok = app
+        .api_post(&token, &refill_path("mr-1-1"), &json!({}), Some("short-1"))
+        .await;
+    assert_eq!(ok.status, 201, "{:?}", ok.body);
+}
+
+#[tokio::test]
+async fn an_open_task_past_the_first_two_hundred_of_the_listed_prescriptions_is_found() {
+    let app = TestApp::spawn().await;
+    let store = app.sandbox.store();
+    let task = |focus: &str| {
+        json!({
+            "resourceType": "Task",
+            "status": "requested",
+            "intent": "order",
+            "code": {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "fulfill"}]},
+            "focus": {"reference": focus},
+            "for": {"reference": "Patient/pat-1"}
+        })
+    };
+    // More open refill requests of a listed prescription than a listing's page of
+    // prescriptions (and than the patient-wide search carries)...
+    for _ in 0..=PATIENT_WIDE_BOUND {
+        store
+            .create("Task", task("MedicationRequest/mr-1-3"), None)
+            .unwrap();
+    }
+    // ...and, last, one of mr-1-1: the focus= search finds it.
+    store
+        .create("Task", task("MedicationRequest/mr-1-1"), None)
+        .unwrap();
+    let token = app.portal_token("pat-1");
+    let list = app.api_get(&token, "/medications").await;
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    let due = item(&list.body, "mr-1-1");
+    assert_eq!(due["refill"]["reason"], "already_requested", "{due}");
+    assert_eq!(due["open_request"]["resource_type"], "Task");
+}
+
+#[tokio::test]
+async fn a_heavy_messager_is_not_offered_a_second_refill_message() {
+    let (app, _dir) = app_with_refills("communication").await;
+    let store = app.sandbox.store();
+    // As many open message threads as one search is collected to...
+    for i in 0..MAX_COLLECTED {
+        store
+            .create(
+                "Communication",
+                json!({
+                    "resourceType": "Communication",
+                    "status": "in-progress",
+                    "topic": {"text": format!("question {i}")},
+                    "subject": {"reference": "Patient/pat-1"},
+                    "recipient": [{"reference": "Patient/pat-1"}],
+                    "sent": "2024-01-01T10:00:00Z"
+                }),
+                None,
+            )
+            .unwrap();
+    }
+    // ...and, last, an open refill request of mr-1-1.
+    store
+        .create(
+            "Communication",
+            json!({
+                "resourceType": "Communication",
+                "status": "in-progress",
+                "topic": {"text": "Prescription Refill"},
+                "subject": {"reference": "Patient/pat-1"},
+                "sender": {"reference": "Patient/pat-1"},
+                "about": [{"reference": "MedicationRequest/mr-1-1"}],
+                "sent": minutes_ago(5),
+                "payload": [{"contentString": "Refill request"}]
+            }),
+            None,
+        )
+        .unwrap();
+    let before = all(&app, "Communication").len();
+    let token = app.portal_token("pat-1");
+    let list = app.api_get(&token, "/medications").await;
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    let due = item(&list.body, "mr-1-1");
+    assert_eq!(due["refill"]["reason"], "history_unavailable", "{due}");
+    // The dispenses were whole: their counts are shown, and a prescription without
+    // refills left is still told so.
+    assert!(due["refills_used"].is_u64(), "{due}");
+    assert_eq!(
+        item(&list.body, "mr-1-2")["refill"]["reason"],
+        "no_refills_left"
+    );
+    let refused = app
+        .api_post(&token, &refill_path("mr-1-1"), &json!({}), Some("heavy-1"))
+        .await;
+    assert_eq!(refused.status, 422, "{:?}", refused.body);
+    assert_eq!(refused.body["details"]["reason"], "history_unavailable");
+    assert_eq!(
+        all(&app, "Communication").len(),
+        before,
+        "no second request"
+    );
+}
+
+#[tokio::test]
+async fn with_nothing_listed_the_patient_wide_searches_are_not_waited_for() {
+    let app = TestApp::spawn_with(sandbox().await, |config, _| {
+        config.portal.deadline_ms = 1000;
+    })
+    .await;
+    let store = app.sandbox.store();
+    for id in store.ids("MedicationRequest") {
+        if id.starts_with("mr-1-") {
+            store.delete("MedicationRequest", &id, None).unwrap();
+        }
+    }
+    let token = app.portal_token("pat-1");
+    assert_eq!(app.api_get(&token, "/me").await.status, 200);
+    // The dispense search would answer long after the request's deadline.
+    app.sandbox
+        .faults()
+        .set(portico_sandbox::FaultConfig {
+            latency_ms: 10_000,
+            path_filter: Some("/MedicationDispense".to_owned()),
+            ..portico_sandbox::FaultConfig::default()
+        })
+        .unwrap();
+    let list = app.api_get(&token, "/medications").await;
+    app.sandbox.faults().clear();
+    // Answered when the prescriptions showed nothing to list, not at the deadline.
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    assert_eq!(list.body["items"], json!([]));
+}
+
+/// Against a mock EHR: answers that look whole but are not.
+mod not_whole_answers {
+    use serde_json::{Value, json};
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use super::refill_path;
+    use crate::support::TestApp;
+
+    fn bundle(resources: Vec<Value>) -> Value {
+        json!({"resourceType": "Bundle", "type": "searchset", "total": resources.len(),
+            "entry": resources.into_iter().map(|r| json!({"resource": r, "search": {"mode": "match"}})).collect::<Vec<_>>()})
+    }
+
+    /// An active order of pat-1's with refills left, valid this year and next.
+    fn prescription() -> Value {
+        let year = chrono::Utc::now().format("%Y").to_string();
+        let next: i32 = year.parse::<i32>().unwrap() + 1;
+        json!({"resourceType": "MedicationRequest", "id": "mr-w", "status": "active",
+            "intent": "order", "subject": {"reference": "Patient/pat-1"},
+            "authoredOn": format!("{year}-01-01"),
+            "medicationCodeableConcept": {"text": "Lisinopril 10 mg"},
+            "requester": {"reference": "Practitioner/pr-w", "display": "Dr W"},
+            "dispenseRequest": {
+                "validityPeriod": {"start": format!("{year}-01-01"), "end": format!("{next}-12-31")},
+                "numberOfRepeatsAllowed": 3,
+                "expectedSupplyDuration": {"value": 30, "unit": "days", "code": "d"}}})
+    }
+
+    /// A gateway whose EHR answers dispense searches with `dispenses`.
+    async fn app_with_dispenses(mock: &MockServer, dispenses: Value) -> TestApp {
+        Mock::given(method("GET"))
+            .and(path("/fhir/MedicationRequest"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(bundle(vec![prescription()])))
+            .mount(mock)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/fhir/MedicationRequest/mr-w"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(prescription()))
+            .mount(mock)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/fhir/Task"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(bundle(vec![])))
+            .mount(mock)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/fhir/MedicationDispense"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(dispenses))
+            .mount(mock)
+            .await;
+        let sandbox = crate::support::sandbox().await;
+        let base = url::Url::parse(&format!("{}/fhir", mock.uri())).unwrap();
+        TestApp::spawn_with(sandbox, |config, upstream| {
+            config.ehr.check_capabilities = false;
+            upstream.base_url = base.clone();
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_dispense_answer_that_is_not_a_bundle_or_flags_a_cap_decides_nothing() {
+        let capped = json!({"resourceType": "Bundle", "type": "searchset", "entry": [
+            {"resource": {"resourceType": "OperationOutcome", "issue": [
+                {"severity": "warning", "code": "too-costly",
+                 "diagnostics": "results were capped"}]},
+             "search": {"mode": "outcome"}}]});
+        for (case, dispenses) in [
+            // A 200 that is not a Bundle: the policy replaces it with an empty searchset.
+            ("not a bundle", json!({"resourceType": "Basic", "id": "x"})),
+            ("capped", capped),
+        ] {
+            let mock = MockServer::start().await;
+            let app = app_with_dispenses(&mock, dispenses).await;
+            let token = app.portal_token("pat-1");
+            let list = app.api_get(&token, "/medications").await;
+            assert_eq!(list.status, 200, "{case}: {:?}", list.body);
+            let m = super::item(&list.body, "mr-w");
+            assert_eq!(m["refill"]["reason"], "history_unavailable", "{case}: {m}");
+            assert!(m["refills_left"].is_null(), "{case}: {m}");
+            let refused = app
+                .api_post(&token, &refill_path("mr-w"), &json!({}), Some("w-1"))
+                .await;
+            assert_eq!(refused.status, 422, "{case}: {:?}", refused.body);
+            assert_eq!(
+                refused.body["details"]["reason"], "history_unavailable",
+                "{case}"
+            );
+            // Nothing was written to the EHR.
+            let writes = mock
+                .received_requests()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .filter(|r| r.method.as_str() != "GET")
+                .count();
+            assert_eq!(writes, 0, "{case}");
+        }
+    }
 }

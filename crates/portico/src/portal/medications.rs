@@ -52,7 +52,8 @@ async fn list(
 /// Asks the care team to refill a prescription. Eligibility is checked again on fresh
 /// data; when it fails the answer is 422 `refill_not_eligible` with `details.reason`
 /// (`not_active`, `not_an_order`, `reported_medication`, `not_yet_valid`, `expired`,
-/// `acute_course`, `no_refills_left`, `already_requested`, `too_soon`),
+/// `acute_course`, `no_refills_left`, `already_requested`, `too_soon`,
+/// `history_unavailable`: the pharmacy history could not be read whole),
 /// `details.message` and, for `too_soon`, `details.next_eligible`. Send an
 /// `Idempotency-Key`: a retry returns the same request instead of making another.
 #[utoipa::path(
