@@ -272,7 +272,7 @@ mod tests {
         assert!(is_whole(&page(0, false, None), 3));
         assert!(is_whole(&page(3, false, Some(3)), 3));
         assert!(is_whole(&page(2, false, None), 3));
-        // More than the bound (search_whole asks for one more to see it).
+        // More than the bound.
         assert!(!is_whole(&page(4, false, Some(4)), 3));
         // Pages left, even with few matches.
         assert!(!is_whole(&page(1, true, None), 3));
