@@ -81,6 +81,25 @@ pub struct SmartEndpoints {
     pub jwks: Option<String>,
 }
 
+/// `bytes` with every occurrence of `from` replaced by `to`; `bytes` itself when there
+/// is none.
+fn replace_all(bytes: Vec<u8>, from: &str, to: &str) -> Vec<u8> {
+    let finder = memchr::memmem::Finder::new(from.as_bytes());
+    let mut found = finder.find_iter(&bytes).peekable();
+    if found.peek().is_none() {
+        return bytes;
+    }
+    let mut out = Vec::with_capacity(bytes.len() + to.len().saturating_sub(from.len()) * 8);
+    let mut at = 0;
+    for start in found {
+        out.extend_from_slice(&bytes[at..start]);
+        out.extend_from_slice(to.as_bytes());
+        at = start + from.len();
+    }
+    out.extend_from_slice(&bytes[at..]);
+    out
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -282,6 +301,12 @@ impl AppState {
         } else {
             text.to_owned()
         }
+    }
+
+    /// [`AppState::rewrite_bases`] over bytes (serialized JSON), without a copy when
+    /// the upstream base does not occur.
+    pub fn rewrite_bases_bytes(&self, bytes: Vec<u8>) -> Vec<u8> {
+        replace_all(bytes, &self.inner.upstream_base, &self.inner.fhir_base)
     }
 
     /// Writes an audit record; a failing sink is logged, never silently dropped.
@@ -598,7 +623,21 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_path;
+    use super::{redact_path, replace_all};
+
+    #[test]
+    fn replace_all_replaces_every_occurrence_and_copies_nothing_otherwise() {
+        let up = "http://ehr:8080/fhir";
+        let gw = "https://portal.example/fhir";
+        let text = format!(r#"{{"a":"{up}/Patient/1","b":["{up}/x","{up}"]}}"#);
+        let out = replace_all(text.clone().into_bytes(), up, gw);
+        assert_eq!(String::from_utf8(out).unwrap(), text.replace(up, gw));
+        let none = br#"{"a":"Patient/1"}"#.to_vec();
+        let ptr = none.as_ptr();
+        let same = replace_all(none, up, gw);
+        assert_eq!(same.as_ptr(), ptr, "no occurrence: the same buffer");
+        assert_eq!(replace_all(b"x".to_vec(), "xy", "z"), b"x");
+    }
 
     #[test]
     fn paths_are_logged_without_ids() {

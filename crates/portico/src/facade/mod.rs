@@ -185,7 +185,10 @@ fn fhir_response(
 
 /// The body of an answer: JSON with upstream URLs rewritten to the gateway's.
 fn render(state: &AppState, body: &Value) -> Bytes {
-    Bytes::from(state.rewrite_bases(&body.to_string()))
+    // `to_vec` writes straight into the buffer (`to_string` goes through `fmt`); a
+    // `Value` always serializes (its keys are strings).
+    let json = serde_json::to_vec(body).unwrap_or_default();
+    Bytes::from(state.rewrite_bases_bytes(json))
 }
 
 /// What the facade derived from one cached upstream body for one principal: the
