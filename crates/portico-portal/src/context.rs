@@ -607,6 +607,7 @@ impl<'a> Ctx<'a> {
             all.included.extend(page.included);
             all.removed += page.removed;
             all.stale |= page.stale;
+            all.replaced |= page.replaced;
             all.outcomes.extend(page.outcomes);
             all.next = page.next;
         }

@@ -42,6 +42,35 @@ async fn portal_routes_need_a_login_and_errors_are_problem_json() {
         .await;
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.code(), "not_found");
+    // A known route with a method it does not take (the fuzz test reached this with an
+    // id of ".", which URL normalization removes): a problem too, not an empty 405.
+    let token = app.portal_token("pat-1");
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/api/v1/dashboard"),
+        (reqwest::Method::POST, "/api/v1/appointments/./cancel"),
+    ] {
+        let res = app
+            .http
+            .request(method.clone(), app.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 405, "{method} {path}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["code"], "method_not_allowed");
+    }
+    let fhir = app
+        .http
+        .delete(app.url("/fhir/metadata"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fhir.status(), 405);
+    let outcome: serde_json::Value = fhir.json().await.unwrap();
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
 }
 
 #[tokio::test]

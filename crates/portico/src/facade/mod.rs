@@ -55,6 +55,13 @@ pub fn router() -> Router<AppState> {
         .route("/{resource_type}/{id}/{operation}", get(instance_operation))
         .route("/{resource_type}/{id}/_history/{version}", get(vread))
         .fallback(|| async { FhirError(ApiError::not_found()) })
+        .method_not_allowed_fallback(|| async {
+            FhirError(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this interaction is not supported here",
+            ))
+        })
 }
 
 // ---------------------------------------------------------------------------------

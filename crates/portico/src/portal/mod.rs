@@ -135,6 +135,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
             }),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             deadline_layer(deadline, request, next)
         }))
@@ -146,6 +147,14 @@ async fn not_found() -> PortalError {
         StatusCode::NOT_FOUND,
         "not_found",
         "no such portal API route",
+    ))
+}
+
+async fn method_not_allowed() -> PortalError {
+    PortalError(ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this portal API route does not take that method",
     ))
 }
 
