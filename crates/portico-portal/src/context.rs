@@ -252,6 +252,18 @@ pub struct Page {
 }
 
 impl Page {
+    /// Adds the next page of the same search to this one (its `next` link replaces
+    /// this one's).
+    pub fn append(&mut self, page: Page) {
+        self.matches.extend(page.matches);
+        self.included.extend(page.included);
+        self.removed += page.removed;
+        self.stale |= page.stale;
+        self.replaced |= page.replaced;
+        self.outcomes.extend(page.outcomes);
+        self.next = page.next;
+    }
+
     /// The included resource a reference points to (`Practitioner/1`), if any.
     pub fn included(&self, reference: &str) -> Option<&Value> {
         let r = Reference::parse(reference).ok()?;
@@ -602,14 +614,7 @@ impl<'a> Ctx<'a> {
         let mut all = self.search(rt, params).await?;
         while all.matches.len() < limit {
             let Some(next) = all.next.take() else { break };
-            let page = self.search_page(rt, &next).await?;
-            all.matches.extend(page.matches);
-            all.included.extend(page.included);
-            all.removed += page.removed;
-            all.stale |= page.stale;
-            all.replaced |= page.replaced;
-            all.outcomes.extend(page.outcomes);
-            all.next = page.next;
+            all.append(self.search_page(rt, &next).await?);
         }
         all.matches.truncate(limit);
         Ok(all)

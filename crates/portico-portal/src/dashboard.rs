@@ -86,15 +86,8 @@ pub(crate) async fn search_whole(
         if pages == MAX_PAGES {
             return Ok(None);
         }
-        let page = ctx.search_page(rt, &next).await?;
+        all.append(ctx.search_page(rt, &next).await?);
         pages += 1;
-        all.matches.extend(page.matches);
-        all.included.extend(page.included);
-        all.removed += page.removed;
-        all.stale |= page.stale;
-        all.replaced |= page.replaced;
-        all.outcomes.extend(page.outcomes);
-        all.next = page.next;
     }
     Ok(is_whole(&all, bound).then_some(all))
 }

@@ -668,30 +668,36 @@ async fn more_dispenses_than_the_patient_wide_bound_are_counted_in_full() {
     assert_eq!(on_dashboard["refill"], due["refill"]);
 }
 
+/// An open refill request (Task strategy) of pat-1 for the prescription `focus`.
+fn open_refill_task(focus: &str) -> Value {
+    json!({
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "code": {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "fulfill"}]},
+        "focus": {"reference": focus},
+        "for": {"reference": "Patient/pat-1"}
+    })
+}
+
 #[tokio::test]
 async fn more_open_tasks_than_the_patient_wide_bound_still_find_each_prescriptions_request() {
     let app = TestApp::spawn().await;
     let store = app.sandbox.store();
-    let task = |focus: &str| {
-        json!({
-            "resourceType": "Task",
-            "status": "requested",
-            "intent": "order",
-            "code": {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "fulfill"}]},
-            "focus": {"reference": focus},
-            "for": {"reference": "Patient/pat-1"}
-        })
-    };
     // Open refill requests of a prescription that is not listed, more than one
     // patient-wide search may carry...
     for _ in 0..=PATIENT_WIDE_BOUND {
         store
-            .create("Task", task("MedicationRequest/not-listed"), None)
+            .create(
+                "Task",
+                open_refill_task("MedicationRequest/not-listed"),
+                None,
+            )
             .unwrap();
     }
     // ...and, last, one of mr-1-1.
     store
-        .create("Task", task("MedicationRequest/mr-1-1"), None)
+        .create("Task", open_refill_task("MedicationRequest/mr-1-1"), None)
         .unwrap();
     let token = app.portal_token("pat-1");
     app.sandbox.faults().reset_stats();
@@ -794,26 +800,16 @@ async fn a_pharmacy_history_longer_than_the_gateway_reads_is_never_decided_on() 
 async fn an_open_task_past_the_first_two_hundred_of_the_listed_prescriptions_is_found() {
     let app = TestApp::spawn().await;
     let store = app.sandbox.store();
-    let task = |focus: &str| {
-        json!({
-            "resourceType": "Task",
-            "status": "requested",
-            "intent": "order",
-            "code": {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "fulfill"}]},
-            "focus": {"reference": focus},
-            "for": {"reference": "Patient/pat-1"}
-        })
-    };
     // More open refill requests of a listed prescription than a listing's page of
     // prescriptions (and than the patient-wide search carries)...
     for _ in 0..=PATIENT_WIDE_BOUND {
         store
-            .create("Task", task("MedicationRequest/mr-1-3"), None)
+            .create("Task", open_refill_task("MedicationRequest/mr-1-3"), None)
             .unwrap();
     }
     // ...and, last, one of mr-1-1: the focus= search finds it.
     store
-        .create("Task", task("MedicationRequest/mr-1-1"), None)
+        .create("Task", open_refill_task("MedicationRequest/mr-1-1"), None)
         .unwrap();
     let token = app.portal_token("pat-1");
     let list = app.api_get(&token, "/medications").await;
