@@ -21,6 +21,23 @@ fn all(app: &TestApp, ty: &str) -> Vec<Value> {
         .collect()
 }
 
+/// A copy (without id) of one of the sandbox's dispenses of `prescription`, handed over
+/// a minute ago.
+fn fill_a_minute_ago(app: &TestApp, prescription: &str) -> Value {
+    let reference = format!("MedicationRequest/{prescription}");
+    let mut fill = all(app, "MedicationDispense")
+        .into_iter()
+        .find(|d| d["authorizingPrescription"][0]["reference"] == reference.as_str())
+        .unwrap();
+    fill.as_object_mut().unwrap().remove("id");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    fill["whenHandedOver"] = json!(portico_sandbox::store::instant(now_ms - 60_000));
+    fill
+}
+
 fn stored(app: &TestApp, ty: &str, id: &str) -> Value {
     serde_json::from_slice(
         app.sandbox
@@ -239,17 +256,8 @@ async fn exhausted_expired_and_finished_prescriptions_are_refused_with_their_rea
 async fn a_refill_too_soon_names_the_next_eligible_date() {
     let app = TestApp::spawn().await;
     // The patient just picked up a fill of mr-1-1.
-    let mut fill = all(&app, "MedicationDispense")
-        .into_iter()
-        .find(|d| d["authorizingPrescription"][0]["reference"] == "MedicationRequest/mr-1-1")
-        .unwrap();
-    fill.as_object_mut().unwrap().remove("id");
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let today = portico_sandbox::store::instant(now_ms - 60_000);
-    fill["whenHandedOver"] = json!(today);
+    let fill = fill_a_minute_ago(&app, "mr-1-1");
+    let today = fill["whenHandedOver"].as_str().unwrap().to_owned();
     app.sandbox
         .store()
         .create("MedicationDispense", fill, None)
@@ -605,17 +613,13 @@ async fn more_dispenses_than_the_patient_wide_bound_are_counted_in_full() {
         store.create("MedicationDispense", fill, None).unwrap();
     }
     // ...and, last, a fill of mr-1-1 picked up a minute ago.
-    let mut fresh = all(&app, "MedicationDispense")
-        .into_iter()
-        .find(|d| d["authorizingPrescription"][0]["reference"] == "MedicationRequest/mr-1-1")
+    store
+        .create(
+            "MedicationDispense",
+            fill_a_minute_ago(&app, "mr-1-1"),
+            None,
+        )
         .unwrap();
-    fresh.as_object_mut().unwrap().remove("id");
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    fresh["whenHandedOver"] = json!(portico_sandbox::store::instant(now_ms - 60_000));
-    store.create("MedicationDispense", fresh, None).unwrap();
 
     let token = app.portal_token("pat-1");
     app.sandbox.faults().reset_stats();
