@@ -368,19 +368,7 @@ async fn fetch_checked(
     rt: &str,
     id: &str,
 ) -> Result<(Value, FhirResponse), FhirError> {
-    fetch_checked_with(state, auth, audit, FhirRequest::read(rt, id), rt, id).await
-}
-
-/// Runs a read-like request (read or vread) of `rt/id` and checks the result.
-async fn fetch_checked_with(
-    state: &AppState,
-    auth: &Authenticated,
-    audit: &Audit<'_>,
-    request: FhirRequest,
-    rt: &str,
-    id: &str,
-) -> Result<(Value, FhirResponse), FhirError> {
-    let response = fetch(state, auth, audit, request).await?;
+    let response = fetch(state, auth, audit, FhirRequest::read(rt, id)).await?;
     let resource = check_read(state, auth, audit, &response, rt, id).await?;
     Ok((resource, response))
 }
