@@ -9,7 +9,7 @@
 #   scripts/bench.sh --micro      # only the criterion micro-benchmarks
 #
 # Extra arguments go to scripts/bench/run.py (--duration S, --runs N, --patients N,
-# --sessions N, --concurrency C, --out DIR, --scenarios 1,6). Everything listens on
+# --sessions N, --concurrency C, --out DIR, --scenarios 1,6, --latency-ms N). Everything listens on
 # 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -506,6 +506,9 @@ def main():
     ap.add_argument("--patients", type=int, help="sandbox size (scenario 6's patient count)")
     ap.add_argument("--sessions", type=int, help="scenario 5's simulated patients")
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--latency-ms", type=int, default=0,
+                    help="upstream latency the sandbox adds to every answer, for every "
+                         "scenario except 3 and 4 (which set 100 ms); default 0")
     ap.add_argument("--scenarios", default="1,2,3,4,5,6,7",
                     help="which scenarios to run, e.g. 1,3 (default: all)")
     args = ap.parse_args()
@@ -528,6 +531,7 @@ def main():
     results = {"mode": "smoke" if smoke else "full", "machine": machine(),
                "settings": {"duration_s": duration, "runs": runs, "patients": patients,
                             "sessions": sessions, "stampede": stampede,
+                            "upstream_latency_ms": args.latency_ms,
                             "concurrency": conc},
                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "scenarios": {}}
     S = results["scenarios"]
@@ -536,7 +540,8 @@ def main():
         log(f"starting the sandbox with {patients} patients")
         t0 = time.monotonic()
         sb = procs.start("sandbox", [args.portico, "sandbox", "--port", str(SANDBOX_PORT),
-                                     "--patients", str(patients), "--seed", "42"])
+                                     "--patients", str(patients), "--seed", "42",
+                                     "--latency-ms", str(args.latency_ms)])
         sandbox_ready = wait_ready(SANDBOX_PORT, "/fhir/metadata", 900, sb)
         secrets_ = {}
         deadline = time.monotonic() + 30
@@ -709,7 +714,7 @@ def main():
                 S["4_stampede"] = s4
                 log(f"4: {s4}")
             finally:
-                set_latency(0)
+                set_latency(args.latency_ms)
 
         # -- 5: scripted portal sessions, cache on vs off (the naive pass-through)
         if want("5"):
@@ -801,7 +806,9 @@ def markdown(r):
            f"Load generator (oha), gateway, sandbox and references share these cores.", "",
            f"Settings: {st['duration_s']} s per load point, {st['runs']} interleaved runs "
            f"(medians), {st['concurrency']} connections, sandbox with {st['patients']} "
-           f"patients; started {r['started']}, finished {r.get('finished')}.", ""]
+           f"patients and {st.get('upstream_latency_ms', 0)} ms added upstream latency "
+           f"(100 ms in scenarios 3 and 4); started {r['started']}, "
+           f"finished {r.get('finished')}.", ""]
 
     def row(name, x):
         return (f"| {name} | {x['rps']:.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | "
