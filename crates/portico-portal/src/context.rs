@@ -24,8 +24,8 @@ use portico_access::audit::{AuditRecord, AuditSink, Decision};
 use portico_access::{Interaction, Policy, Principal, ReferenceResolver, ResolveError, WriteError};
 use portico_fhir::reference::Reference;
 use portico_upstream::{
-    CachePartition, FhirRequest, FhirResponse, FhirUpstream, ReturnPreference, SecretString,
-    UpstreamError,
+    CachePartition, Derived, FhirRequest, FhirResponse, FhirUpstream, ReturnPreference,
+    SecretString, UpstreamError,
 };
 use serde_json::Value;
 use tokio::sync::OwnedMutexGuard;
@@ -274,6 +274,16 @@ impl Page {
     }
 }
 
+/// A verified page as [`Ctx::search_shared`] hands it out: shared, not copied, with the
+/// cache entry's [`Derived`] slot when the page came from a cache hit (for a caller that
+/// keeps what it builds from the page, under a key naming everything else it depends
+/// on). The slot is not inside the kept page: that would be a reference cycle.
+#[derive(Debug, Clone)]
+pub struct SharedPage {
+    pub page: Arc<Page>,
+    pub slot: Option<Derived>,
+}
+
 /// One caller's way to the EHR.
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx<'a> {
@@ -439,7 +449,9 @@ impl<'a> Ctx<'a> {
     /// One page of a type-level search. The policy narrows the parameters to the acting
     /// patient's compartment (or refuses them); every entry is verified.
     pub async fn search(&self, rt: &str, params: &[(&str, String)]) -> PortalResult<Page> {
-        Ok(Arc::unwrap_or_clone(self.search_shared(rt, params).await?))
+        Ok(Arc::unwrap_or_clone(
+            self.search_shared(rt, params).await?.page,
+        ))
     }
 
     /// [`Ctx::search`] for a caller that only reads the page: on a cache hit it gets
@@ -448,7 +460,7 @@ impl<'a> Ctx<'a> {
         &self,
         rt: &str,
         params: &[(&str, String)],
-    ) -> PortalResult<Arc<Page>> {
+    ) -> PortalResult<SharedPage> {
         let mut params: Vec<(String, String)> = params
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
@@ -483,12 +495,12 @@ impl<'a> Ctx<'a> {
     /// The page behind an upstream `next` link from an earlier [`Page`].
     pub async fn search_page(&self, rt: &str, url: &str) -> PortalResult<Page> {
         Ok(Arc::unwrap_or_clone(
-            self.search_page_shared(rt, url).await?,
+            self.search_page_shared(rt, url).await?.page,
         ))
     }
 
     /// [`Ctx::search_page`] without a copy of a page kept from an earlier hit.
-    pub async fn search_page_shared(&self, rt: &str, url: &str) -> PortalResult<Arc<Page>> {
+    pub async fn search_page_shared(&self, rt: &str, url: &str) -> PortalResult<SharedPage> {
         let only_me = self.acting();
         let response = match self.execute(FhirRequest::search_page(url)).await {
             Ok(r) => r,
@@ -511,7 +523,7 @@ impl<'a> Ctx<'a> {
         rt: &str,
         only_me: &Principal,
         response: FhirResponse,
-    ) -> PortalResult<Arc<Page>> {
+    ) -> PortalResult<SharedPage> {
         // A cache hit on an entry this principal has read before: the page as it was
         // verified then (verification is a function of the body and the principal, and
         // the entry's slot dies with the entry). Only fresh hits carry a slot, so a kept
@@ -531,7 +543,10 @@ impl<'a> Ctx<'a> {
                 },
             )
             .await;
-            return Ok(verified);
+            return Ok(SharedPage {
+                page: verified,
+                slot: Some(slot.clone()),
+            });
         }
         let page = Arc::new(self.verified_page(rt, only_me, &response).await?);
         if let (Some(slot), Some(key)) = (slot, key) {
@@ -541,7 +556,10 @@ impl<'a> Ctx<'a> {
                 response.body.len().saturating_mul(PAGE_WEIGHT_FACTOR),
             );
         }
-        Ok(page)
+        Ok(SharedPage {
+            page,
+            slot: response.derived,
+        })
     }
 
     /// Parses and verifies a search's Bundle into a [`Page`] (audited).
@@ -1386,7 +1404,8 @@ mod tests {
             .ctx(&one)
             .search_shared("Observation", &[])
             .await
-            .unwrap();
+            .unwrap()
+            .page;
         assert!(
             Arc::ptr_eq(&shared, &upstream.slot.get::<Page>(&kept).unwrap()),
             "a shared search hands out the kept page itself"

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::context::{Ctx, Page};
+use crate::context::{Ctx, Page, SharedPage};
 use crate::error::{PortalError, PortalResult};
 use crate::me::display_name;
 use crate::view::{
@@ -207,26 +207,44 @@ pub async fn list(
     count: u32,
     page_url: Option<&str>,
 ) -> PortalResult<(RecordList, Option<String>)> {
+    let shared = page(ctx, kind, count, page_url).await?;
+    Ok(view(kind, &shared.page))
+}
+
+/// The verified page behind [`list`], shared, with its cache slot (see
+/// [`SharedPage`]) for a caller that keeps the [`view`] it renders.
+pub async fn page(
+    ctx: Ctx<'_>,
+    kind: Kind,
+    count: u32,
+    page_url: Option<&str>,
+) -> PortalResult<SharedPage> {
     if count == 0 || count > MAX_COUNT {
         return Err(PortalError::invalid(format!(
             "count must be between 1 and {MAX_COUNT}"
         )));
     }
     let rt = kind.resource_type();
-    let page = match page_url {
-        Some(url) => ctx.search_page_shared(rt, url).await?,
+    match page_url {
+        Some(url) => ctx.search_page_shared(rt, url).await,
         None => {
             let mut params = kind.params(ctx.patient());
             params.push(("_count", count.to_string()));
-            ctx.search_shared(rt, &params).await?
+            ctx.search_shared(rt, &params).await
         }
-    };
+    }
+}
+
+/// The list view of a verified page of `kind` (a function of the page alone) and the
+/// page's upstream `next` link.
+pub fn view(kind: Kind, page: &Page) -> (RecordList, Option<String>) {
+    let rt = kind.resource_type();
     let items = page
         .matches
         .iter()
         // A page may carry other types (an OperationOutcome is dropped by ctx).
         .filter(|r| str_at(r, "resourceType") == Some(rt))
-        .map(|r| item(kind, r, &page))
+        .map(|r| item(kind, r, page))
         .collect();
     let list = RecordList {
         kind,
@@ -235,7 +253,7 @@ pub async fn list(
         stale: page.stale,
         next_cursor: None,
     };
-    Ok((list, page.next.clone()))
+    (list, page.next.clone())
 }
 
 fn person(role: &str, reference: &Value, page: &Page) -> Person {

@@ -192,3 +192,72 @@ async fn a_failing_ehr_serves_cached_records_marked_stale() {
     assert!(down.code().starts_with("upstream_"), "{}", down.code());
     assert_eq!(down.headers["content-type"], "application/problem+json");
 }
+
+#[tokio::test]
+async fn a_kept_record_page_is_only_reused_for_the_same_principal() {
+    // Two apps logged in for the same patient with the same scopes share the cache
+    // entry behind /records, but not the answer the gateway rendered from it: its cursor
+    // is sealed for the principal. If the kept answer were keyed by less than that
+    // binding, B would get A's cursor and be refused on the next page.
+    let app = TestApp::spawn().await;
+    let scopes = "openid fhirUser launch/patient patient/*.rs patient/*.cud";
+    let a = app.portal_token("pat-1");
+    let b = app
+        .sandbox
+        .auth()
+        .issue_access_token("portico-portal", scopes, Some("pat-1"));
+    let path = "/records/lab-results?count=2";
+    app.sandbox.faults().reset_stats();
+    let first = app.api_get(&a, path).await; // miss
+    let second = app.api_get(&a, path).await; // hit: rendered and kept
+    let third = app.api_get(&a, path).await; // the kept answer
+    let for_b = app.api_get(&b, path).await; // same entry, another principal
+    for answer in [&first, &second, &third, &for_b] {
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        assert_eq!(answer.headers["content-type"], "application/json");
+        assert_eq!(answer.headers["cache-control"], "no-store");
+    }
+    assert_eq!(
+        app.sandbox.faults().requests_for("GET", "Observation"),
+        1,
+        "one upstream search for all four"
+    );
+    assert_eq!(
+        second.body, third.body,
+        "the kept answer is the one rendered"
+    );
+    assert_eq!(first.body["items"], third.body["items"]);
+    assert_eq!(for_b.body["items"], first.body["items"]);
+    let cursor = |v: &Value| v["next_cursor"].as_str().unwrap().to_owned();
+    assert_ne!(
+        cursor(&third.body),
+        cursor(&for_b.body),
+        "B's cursor is B's own"
+    );
+    for (token, answer) in [(&a, &third), (&b, &for_b)] {
+        let next = app
+            .api_get(
+                token,
+                &format!(
+                    "/records/lab-results?count=2&cursor={}",
+                    cursor(&answer.body)
+                ),
+            )
+            .await;
+        assert_eq!(
+            next.status, 200,
+            "each follows its own cursor: {:?}",
+            next.body
+        );
+    }
+    let crossed = app
+        .api_get(
+            &b,
+            &format!(
+                "/records/lab-results?count=2&cursor={}",
+                cursor(&third.body)
+            ),
+        )
+        .await;
+    assert_eq!(crossed.code(), "invalid_cursor");
+}

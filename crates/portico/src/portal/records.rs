@@ -7,9 +7,12 @@
 //! or used by anyone else. A cursor presented by anyone else, altered, expired or used
 //! for another kind is refused with 400 `invalid_cursor`.
 
-use axum::Json;
+use std::sync::Arc;
+
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use portico_portal::records::{self, Kind, RecordList};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -69,7 +72,7 @@ async fn list(
     caller: PatientCaller,
     Path(kind): Path<String>,
     query: Result<Query<RecordQuery>, axum::extract::rejection::QueryRejection>,
-) -> PortalResult<Json<RecordList>> {
+) -> PortalResult<Response> {
     let kind = Kind::parse(&kind).ok_or_else(|| {
         PortalError(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -93,17 +96,40 @@ async fn list(
                 })?,
         ),
     };
-    let (mut list, next) = records::list(
-        ctx(&state, &caller),
-        kind,
-        query.count.unwrap_or(20),
-        page_url.as_deref(),
+    let count = query.count.unwrap_or(20);
+    let shared = records::page(ctx(&state, &caller), kind, count, page_url.as_deref()).await?;
+    // On a cache hit the answer is a function of the kept page and of this key: the
+    // binding (principal, acting patient, kind) that seals the cursor, the cursor's
+    // expiry step, and the request. Kept in the entry's slot like the facade's answers.
+    let expires = state.cursor_expiry();
+    let binding = binding(&caller, kind);
+    let key = format!(
+        "records\n{binding}\n{expires}\n{count}\n{}",
+        page_url.as_deref().unwrap_or("")
+    );
+    if let Some(body) = shared.slot.as_ref().and_then(|s| s.get::<Bytes>(&key)) {
+        return Ok(json_bytes((*body).clone()));
+    }
+    let (mut list, next) = records::view(kind, &shared.page);
+    list.next_cursor = next.map(|url| state.cursor_key().seal(&url, &binding, expires));
+    let body = Bytes::from(serde_json::to_vec(&list).map_err(|e| {
+        tracing::error!(error = %e, "a record list could not be serialized");
+        PortalError(ApiError::internal())
+    })?);
+    if let Some(slot) = &shared.slot {
+        slot.set(key, Arc::new(body.clone()), body.len());
+    }
+    Ok(json_bytes(body))
+}
+
+/// A JSON answer from serialized bytes.
+fn json_bytes(body: Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
     )
-    .await?;
-    list.next_cursor = next.map(|url| {
-        state
-            .cursor_key()
-            .seal(&url, &binding(&caller, kind), state.cursor_expiry())
-    });
-    Ok(Json(list))
+        .into_response()
 }
