@@ -252,6 +252,27 @@ pub struct Page {
 }
 
 impl Page {
+    /// Moves a verified Bundle's entries into the page: `OperationOutcome`s to
+    /// `outcomes`, `search.mode = include` to `included`, the rest to `matches`.
+    fn take_entries(&mut self, bundle: &mut Value) {
+        let Some(Value::Array(entries)) = bundle.get_mut("entry") else {
+            return;
+        };
+        for mut entry in entries.drain(..) {
+            let Some(resource) = entry.get_mut("resource").map(Value::take) else {
+                continue;
+            };
+            let include = entry.pointer("/search/mode").and_then(Value::as_str) == Some("include");
+            if resource.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome") {
+                self.outcomes.push(resource);
+            } else if include {
+                self.included.push(resource);
+            } else {
+                self.matches.push(resource);
+            }
+        }
+    }
+
     /// Adds the next page of the same search to this one (its `next` link replaces
     /// this one's).
     pub fn append(&mut self, page: Page) {
@@ -596,27 +617,7 @@ impl<'a> Ctx<'a> {
                 .map(str::to_owned),
             ..Page::default()
         };
-        if let Some(Value::Array(entries)) = bundle.get_mut("entry") {
-            for entry in entries.drain(..) {
-                let mode = entry
-                    .get("search")
-                    .and_then(|s| s.get("mode"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
-                let Some(resource) = entry.get("resource").cloned() else {
-                    continue;
-                };
-                if resource.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome")
-                {
-                    page.outcomes.push(resource);
-                    continue;
-                }
-                match mode.as_deref() {
-                    Some("include") => page.included.push(resource),
-                    _ => page.matches.push(resource),
-                }
-            }
-        }
+        page.take_entries(&mut bundle);
         Ok(page)
     }
 
@@ -1129,23 +1130,7 @@ impl<'a> Ctx<'a> {
             total: body.get("total").and_then(Value::as_u64),
             ..Page::default()
         };
-        if let Some(Value::Array(entries)) = body.get_mut("entry") {
-            for entry in entries.drain(..) {
-                let Some(resource) = entry.get("resource").cloned() else {
-                    continue;
-                };
-                let include =
-                    entry.pointer("/search/mode").and_then(Value::as_str) == Some("include");
-                if resource.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome")
-                {
-                    page.outcomes.push(resource);
-                } else if include {
-                    page.included.push(resource);
-                } else {
-                    page.matches.push(resource);
-                }
-            }
-        }
+        page.take_entries(&mut body);
         Ok(page)
     }
 
