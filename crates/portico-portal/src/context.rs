@@ -623,6 +623,11 @@ impl<'a> Ctx<'a> {
 
     /// Every match of a search, following `next` links, up to `limit` (at most
     /// [`MAX_COLLECTED`]) matches.
+    ///
+    /// A page the EHR answered with something other than a Bundle (which the policy
+    /// replaces with an empty one) is an upstream error here, not "no matches": the
+    /// callers (balances, thread lists, request lists) would otherwise show nothing as
+    /// if there were nothing.
     pub async fn search_all(
         &self,
         rt: &str,
@@ -631,9 +636,16 @@ impl<'a> Ctx<'a> {
     ) -> PortalResult<Page> {
         let limit = limit.min(MAX_COLLECTED);
         let mut all = self.search(rt, params).await?;
-        while all.matches.len() < limit {
+        while all.matches.len() < limit && !all.replaced {
             let Some(next) = all.next.take() else { break };
             all.append(self.search_page(rt, &next).await?);
+        }
+        if all.replaced {
+            return Err(PortalError::Upstream(UpstreamError::MalformedBody {
+                detail: format!(
+                    "the EHR answered a {rt} search with something other than a Bundle"
+                ),
+            }));
         }
         all.matches.truncate(limit);
         Ok(all)
@@ -1401,6 +1413,31 @@ mod tests {
         );
         // Every answer was audited, reused or not.
         assert_eq!(audit.records().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn search_all_refuses_an_answer_that_was_not_a_bundle() {
+        let upstream = Arc::new(OneEntry {
+            body: serde_json::json!({"resourceType": "Patient", "id": "pat-1"}).to_string(),
+            slot: portico_upstream::Derived::with_budget(1 << 20),
+        });
+        let portal = Portal::new(
+            upstream,
+            Policy::new("http://ehr.example/fhir"),
+            EhrProfile::built_in("generic-r4").unwrap(),
+            Arc::new(portico_access::audit::MemoryAuditSink::default()),
+            Arc::new(crate::payments::NoProcessor),
+        );
+        let caller = Caller::new(patient_principal("pat-1"), None).unwrap();
+        let ctx = portal.ctx(&caller);
+        // One page: replaced by an empty searchset, and says so.
+        let page = ctx.search("Account", &[]).await.unwrap();
+        assert!(page.replaced && page.matches.is_empty());
+        // A collected search: an upstream error, not "no accounts".
+        assert!(matches!(
+            ctx.search_all("Account", &[], 10).await,
+            Err(PortalError::Upstream(UpstreamError::MalformedBody { .. }))
+        ));
     }
 
     #[test]
