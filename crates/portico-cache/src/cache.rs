@@ -367,10 +367,12 @@ impl<U: FhirUpstream> CachedUpstream<U> {
             bump(&self.counters.revalidations);
             response = without_derived(&entry.response);
         }
-        // The body as an allocation of its own size: a body the HTTP client handed over
-        // may be a slice of a larger read buffer, which a long-lived entry would keep
-        // alive whole (the weigher counts only the body).
-        if response.status == 200 {
+        let size = u64::try_from(response.body.len()).unwrap_or(u64::MAX);
+        let stored = response.status == 200 && size <= self.config.max_entry_bytes;
+        // A stored body gets an allocation of its own size: a body the HTTP client
+        // handed over may be a slice of a larger read buffer, which a long-lived entry
+        // would keep alive whole (the weigher counts only the body).
+        if stored {
             response.body = bytes::Bytes::copy_from_slice(&response.body);
         }
         // A new entry, a new slot: nothing derived from an older entry carries over.
@@ -381,8 +383,7 @@ impl<U: FhirUpstream> CachedUpstream<U> {
             generation,
             ttl: plan.ttl,
         });
-        let size = u64::try_from(entry.response.body.len()).unwrap_or(u64::MAX);
-        if entry.response.status == 200 && size <= self.config.max_entry_bytes {
+        if stored {
             self.entries.insert(plan.key.clone(), entry.clone()).await;
         }
         Ok(entry)

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::context::{Ctx, Page, Versioned};
+use crate::context::{Ctx, Page, Versioned, outcome_unknown};
 use crate::error::{PortalError, PortalResult};
 use crate::idempotency::Idem;
 use crate::me::display_name;
@@ -1259,18 +1259,6 @@ pub fn says_unavailable(outcomes: &[Value]) -> bool {
             });
             severe && (code || text)
         })
-}
-
-/// Whether a failed write may nevertheless have been applied upstream.
-fn outcome_unknown(e: &UpstreamError) -> bool {
-    matches!(
-        e,
-        UpstreamError::Timeout
-            | UpstreamError::Connect { .. }
-            | UpstreamError::Server { .. }
-            | UpstreamError::MalformedBody { .. }
-            | UpstreamError::Protocol { .. }
-    )
 }
 
 /// The patient's appointment `id` if the EHR shows it to them; `None` when it does not.

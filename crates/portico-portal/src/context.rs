@@ -569,7 +569,11 @@ impl<'a> Ctx<'a> {
                 slot: Some(slot.clone()),
             });
         }
-        let page = Arc::new(self.verified_page(rt, only_me, &response).await?);
+        let bundle = response.json()?;
+        let page = Arc::new(
+            self.verified_page(Interaction::Search, rt, only_me, bundle, &response)
+                .await,
+        );
         if let (Some(slot), Some(key)) = (slot, key) {
             slot.set(
                 key,
@@ -583,17 +587,19 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    /// Parses and verifies a search's Bundle into a [`Page`] (audited).
+    /// Verifies a Bundle the EHR answered (a search page, or an operation's result made
+    /// a Bundle) for `only_me` and sorts it into a [`Page`]; audited as `interaction`.
     async fn verified_page(
         &self,
+        interaction: Interaction,
         rt: &str,
         only_me: &Principal,
+        mut bundle: Value,
         response: &FhirResponse,
-    ) -> PortalResult<Page> {
-        let mut bundle = response.json()?;
+    ) -> Page {
         let report = self.portal.policy.verify_bundle(only_me, &mut bundle);
         self.audit(
-            Interaction::Search,
+            interaction,
             rt,
             None,
             AuditOutcome::Allowed {
@@ -607,18 +613,11 @@ impl<'a> Ctx<'a> {
             replaced: report.replaced,
             stale: response.stale_age.is_some(),
             total: bundle.get("total").and_then(Value::as_u64),
-            next: bundle
-                .get("link")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .find(|l| l.get("relation").and_then(Value::as_str) == Some("next"))
-                .and_then(|l| l.get("url").and_then(Value::as_str))
-                .map(str::to_owned),
+            next: portico_fhir::bundle::link(&bundle, "next").map(str::to_owned),
             ..Page::default()
         };
         page.take_entries(&mut bundle);
-        Ok(page)
+        page
     }
 
     /// Every match of a search, following `next` links, up to `limit` (at most
@@ -808,12 +807,7 @@ impl<'a> Ctx<'a> {
             // ignores the `slot` parameter answers with unrelated appointments.
             Ok(bundle) => {
                 let wanted = Reference::new("Slot", slot_id);
-                bundle
-                    .get("entry")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|e| e.get("resource"))
+                portico_fhir::bundle::resources(&bundle)
                     .filter(|r| {
                         r.get("resourceType").and_then(Value::as_str) == Some("Appointment")
                     })
@@ -1010,7 +1004,7 @@ impl<'a> Ctx<'a> {
         patch: Value,
         rule: impl FnOnce(&Value, &Value) -> PortalResult<()>,
     ) -> PortalResult<Versioned> {
-        let only_me = self.only_me();
+        let only_me = self.acting();
         let id = current.id().ok_or(PortalError::NotFound)?.to_owned();
         if current.resource.get("resourceType").and_then(Value::as_str) != Some(rt)
             || self
@@ -1119,31 +1113,15 @@ impl<'a> Ctx<'a> {
                 return Err(PortalError::Upstream(e));
             }
         };
-        let mut body = if response.body.is_empty() {
+        let body = if response.body.is_empty() {
             Value::Null
         } else {
             response.json()?
         };
-        body = operation_result_bundle(body);
-        let only_me = self.only_me();
-        let report = self.portal.policy.verify_bundle(&only_me, &mut body);
-        self.audit(
-            interaction,
-            rt,
-            None,
-            AuditOutcome::Allowed {
-                status: Some(response.status),
-                removed: report.removed,
-            },
-        )
-        .await;
-        let mut page = Page {
-            removed: report.removed,
-            total: body.get("total").and_then(Value::as_u64),
-            ..Page::default()
-        };
-        page.take_entries(&mut body);
-        Ok(page)
+        let body = operation_result_bundle(body);
+        Ok(self
+            .verified_page(interaction, rt, &self.acting(), body, &response)
+            .await)
     }
 
     /// Remembers what an operation offered the acting patient (for example the proposed
@@ -1170,11 +1148,6 @@ impl<'a> Ctx<'a> {
             .offers
             .get(&(self.caller.patient.clone(), rt.to_owned(), id.to_owned()))
             .map(|v| (*v).clone())
-    }
-
-    /// The principal narrowed to the acting patient.
-    fn only_me(&self) -> Principal {
-        self.acting()
     }
 }
 
@@ -1240,7 +1213,7 @@ impl ReferenceResolver for Resolver<'_> {
 }
 
 /// Whether a failed create may nevertheless have been applied upstream.
-fn outcome_unknown(e: &UpstreamError) -> bool {
+pub(crate) fn outcome_unknown(e: &UpstreamError) -> bool {
     matches!(
         e,
         UpstreamError::Timeout

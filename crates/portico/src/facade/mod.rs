@@ -211,20 +211,27 @@ struct Rendered {
 /// the answer depends on. The principal's fingerprint covers what decides visibility
 /// and binds the paging cursors (subject, client, patients, fhirUser, scopes); `what`
 /// names the interaction and its request-dependent parts (the self link, the cursors'
-/// expiry). The policy and the bases are fixed for the process.
-fn render_key(auth: &Authenticated, what: std::fmt::Arguments<'_>) -> String {
-    format!("facade\n{}\n{what}", auth.principal.fingerprint())
+/// expiry). The policy and the bases are fixed for the process. `None` when the
+/// response has no slot (it was not a cache hit): nothing is computed for an answer
+/// that cannot be kept.
+fn render_key(
+    response: &FhirResponse,
+    auth: &Authenticated,
+    what: std::fmt::Arguments<'_>,
+) -> Option<String> {
+    response.derived.as_ref()?;
+    Some(format!("facade\n{}\n{what}", auth.principal.fingerprint()))
 }
 
 /// The answer rendered earlier from this cached body under `key`, if any.
-fn rendered(response: &FhirResponse, key: &str) -> Option<std::sync::Arc<Rendered>> {
-    response.derived.as_ref()?.get::<Rendered>(key)
+fn rendered(response: &FhirResponse, key: Option<&str>) -> Option<std::sync::Arc<Rendered>> {
+    response.derived.as_ref()?.get::<Rendered>(key?)
 }
 
 /// Keeps a rendered answer for later hits on the same cache entry (only a response
-/// served from a cache hit has a slot).
-fn remember(response: &FhirResponse, key: String, body: &Bytes, removed: usize) {
-    if let Some(slot) = &response.derived {
+/// served from a cache hit has a slot, and then a key).
+fn remember(response: &FhirResponse, key: Option<String>, body: &Bytes, removed: usize) {
+    if let (Some(slot), Some(key)) = (&response.derived, key) {
         slot.set(
             key,
             std::sync::Arc::new(Rendered {
@@ -336,10 +343,11 @@ async fn read_rendered(
 ) -> FhirResult {
     let response = fetch(state, auth, audit, request).await?;
     let key = render_key(
+        &response,
         auth,
         format_args!("read\n{rt}/{id}\n{}", version.unwrap_or("")),
     );
-    if let Some(hit) = rendered(&response, &key) {
+    if let Some(hit) = rendered(&response, key.as_deref()) {
         audit.allowed(Some(response.status), 0).await;
         return Ok(fhir_bytes_response(
             state,
@@ -479,10 +487,11 @@ async fn bundle_answer(
 ) -> FhirResult {
     let expires = state.cursor_expiry();
     let key = render_key(
+        response,
         auth,
         format_args!("bundle\n{expires}\n{}", self_link.as_deref().unwrap_or("")),
     );
-    if let Some(hit) = rendered(response, &key) {
+    if let Some(hit) = rendered(response, key.as_deref()) {
         audit.allowed(Some(response.status), hit.removed).await;
         return Ok(fhir_bytes_response(
             state,

@@ -103,11 +103,14 @@ async fn list(
     // expiry step, and the request. Kept in the entry's slot like the facade's answers.
     let expires = state.cursor_expiry();
     let binding = binding(&caller, kind);
-    let key = format!(
-        "records\n{binding}\n{expires}\n{count}\n{}",
-        page_url.as_deref().unwrap_or("")
-    );
-    if let Some(body) = shared.slot.as_ref().and_then(|s| s.get::<Bytes>(&key)) {
+    let kept = shared.slot.as_ref().map(|slot| {
+        let key = format!(
+            "records\n{binding}\n{expires}\n{count}\n{}",
+            page_url.as_deref().unwrap_or("")
+        );
+        (slot, key)
+    });
+    if let Some(body) = kept.as_ref().and_then(|(slot, key)| slot.get::<Bytes>(key)) {
         return Ok(json_bytes((*body).clone()));
     }
     let (mut list, next) = records::view(kind, &shared.page);
@@ -116,7 +119,7 @@ async fn list(
         tracing::error!(error = %e, "a record list could not be serialized");
         PortalError(ApiError::internal())
     })?);
-    if let Some(slot) = &shared.slot {
+    if let Some((slot, key)) = kept {
         slot.set(key, Arc::new(body.clone()), body.len());
     }
     Ok(json_bytes(body))
