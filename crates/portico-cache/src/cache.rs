@@ -24,6 +24,11 @@
 //! values of up to `DERIVED_BUDGET_FACTOR` × its body + 16 KiB (entries read once keep
 //! none).
 //!
+//! Bodies are stored LZ4-compressed unless `compress` is off (see [`crate::body`]); the
+//! weigher counts the stored bytes. The first hit on a compressed entry decompresses it
+//! once and the entry keeps that copy too, likewise unweighed; misses, waiters and
+//! stale serves decompress without keeping anything.
+//!
 //! Invariants: only `200` responses up to `max_entry_bytes` are stored; ages are
 //! measured from when the fetch *started* (conservative) on tokio's clock; keys, bodies
 //! and partitions are never logged.
@@ -37,6 +42,7 @@ use moka::notification::RemovalCause;
 use portico_upstream::{Derived, FhirRequest, FhirResponse, FhirUpstream, UpstreamError};
 use tokio::time::Instant;
 
+use crate::body::StoredBody;
 use crate::config::CacheConfig;
 use crate::invalidation::Generations;
 use crate::key::{CacheKey, Plan, plan};
@@ -44,7 +50,9 @@ use crate::key::{CacheKey, Plan, plan};
 /// One cached response.
 #[derive(Debug)]
 struct Entry {
+    /// The response without its body (`body` is empty), with the entry's derived slot.
     response: FhirResponse,
+    body: StoredBody,
     /// When the fetch that produced (or revalidated) it started.
     fetched_at: Instant,
     /// The generation clock when that fetch started.
@@ -53,6 +61,22 @@ struct Entry {
 }
 
 impl Entry {
+    /// The response a hit returns: the body (kept decompressed from now on) and the
+    /// entry's derived slot. `None` if the stored body is unreadable.
+    fn hit(&self) -> Option<FhirResponse> {
+        let mut response = self.response.clone();
+        response.body = self.body.plain_kept()?;
+        Some(response)
+    }
+
+    /// The response without the derived slot and without keeping a decompressed copy:
+    /// for a stale serve or a revalidated entry's answer.
+    fn plain(&self) -> Option<FhirResponse> {
+        let mut response = without_derived(&self.response);
+        response.body = self.body.plain_once()?;
+        Some(response)
+    }
+
     fn age(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.fetched_at)
     }
@@ -162,7 +186,7 @@ pub struct CachedUpstream<U> {
     config: CacheConfig,
     entries: Cache<CacheKey, Arc<Entry>>,
     /// Single-flight only: a fetch's result lives here just long enough for its waiters.
-    flights: Cache<(CacheKey, u64), Arc<Entry>>,
+    flights: Cache<(CacheKey, u64), FhirResponse>,
     generations: Generations,
     counters: Arc<Counters>,
 }
@@ -186,7 +210,7 @@ impl<U: FhirUpstream> CachedUpstream<U> {
             .name("portico-read-cache")
             .max_capacity(config.max_bytes)
             .weigher(|key: &CacheKey, entry: &Arc<Entry>| {
-                let bytes = key.weight() + entry.response.body.len() + 256;
+                let bytes = key.weight() + entry.body.stored_len() + 256;
                 u32::try_from(bytes).unwrap_or(u32::MAX)
             })
             .expire_after(KeepForTtlAndStale {
@@ -282,9 +306,10 @@ impl<U: FhirUpstream> CachedUpstream<U> {
             .filter(|entry| entry.generation >= required);
         if let Some(entry) = &current
             && entry.is_fresh(Instant::now())
+            && let Some(response) = entry.hit()
         {
             bump(&self.counters.hits);
-            return Ok(entry.response.clone());
+            return Ok(response);
         }
         bump(&self.counters.misses);
 
@@ -306,19 +331,18 @@ impl<U: FhirUpstream> CachedUpstream<U> {
         }
 
         let error = match fetched {
-            // What a miss returns carries no derived-value slot: only entries read again
-            // (hits) pay for keeping a second, derived copy.
-            Ok(entry) => return Ok(without_derived(&entry.response)),
+            Ok(response) => return Ok(response),
             Err(error) => (*error).clone(),
         };
         if serves_stale(&error)
             && let Some(entry) = current
         {
             let age = entry.age(Instant::now());
-            if age <= entry.ttl.saturating_add(self.config.stale_if_error) {
+            if age <= entry.ttl.saturating_add(self.config.stale_if_error)
+                && let Some(mut response) = entry.plain()
+            {
                 bump(&self.counters.stale_serves);
                 tracing::debug!(read = plan.key.describe(), age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX), error = %error, "serving stale cache entry");
-                let mut response = without_derived(&entry.response);
                 response.stale_age = Some(age);
                 return Ok(response);
             }
@@ -326,8 +350,14 @@ impl<U: FhirUpstream> CachedUpstream<U> {
         Err(error)
     }
 
-    /// One upstream fetch for `plan`, storing a cacheable result.
-    async fn fetch(&self, request: &FhirRequest, plan: &Plan) -> Result<Arc<Entry>, UpstreamError> {
+    /// One upstream fetch for `plan`, storing a cacheable result. What a miss returns
+    /// carries no derived-value slot (only entries read again, hits, pay for keeping a
+    /// derived copy) and leaves a compressed entry without a decompressed copy.
+    async fn fetch(
+        &self,
+        request: &FhirRequest,
+        plan: &Plan,
+    ) -> Result<FhirResponse, UpstreamError> {
         let previous = self.entries.get(&plan.key).await;
         // Another flight may have refreshed the entry since this caller looked.
         if let Some(entry) = &previous
@@ -336,8 +366,9 @@ impl<U: FhirUpstream> CachedUpstream<U> {
                 >= self
                     .generations
                     .required(plan.key.partition.as_ref(), &plan.deps)
+            && let Some(response) = entry.plain()
         {
-            return Ok(entry.clone());
+            return Ok(response);
         }
         let generation = self.generations.now();
         let fetched_at = Instant::now();
@@ -357,36 +388,41 @@ impl<U: FhirUpstream> CachedUpstream<U> {
             upstream = upstream.with_if_none_match(etag.clone());
         }
         bump(&self.counters.fetches);
-        let mut response = self.inner.execute(upstream).await?;
-        if response.is_not_modified() {
+        let response = self.inner.execute(upstream).await?;
+        let (response, body) = if response.is_not_modified() {
             let Some((entry, _)) = revalidating else {
                 return Err(UpstreamError::Protocol {
                     detail: "304 to an unconditional read".to_owned(),
                 });
             };
+            let Some(response) = entry.plain() else {
+                return Err(UpstreamError::Protocol {
+                    detail: "304 for a cache entry that is no longer readable".to_owned(),
+                });
+            };
             bump(&self.counters.revalidations);
-            response = without_derived(&entry.response);
-        }
-        let size = u64::try_from(response.body.len()).unwrap_or(u64::MAX);
-        let stored = response.status == 200 && size <= self.config.max_entry_bytes;
-        // A stored body gets an allocation of its own size: a body the HTTP client
-        // handed over may be a slice of a larger read buffer, which a long-lived entry
-        // would keep alive whole (the weigher counts only the body).
-        if stored {
-            response.body = bytes::Bytes::copy_from_slice(&response.body);
-        }
+            (response, entry.body.share())
+        } else {
+            let size = u64::try_from(response.body.len()).unwrap_or(u64::MAX);
+            if response.status != 200 || size > self.config.max_entry_bytes {
+                return Ok(response);
+            }
+            let body = StoredBody::new(&response.body, self.config.compress);
+            (response, body)
+        };
+        let mut stored = without_derived(&response);
+        stored.body = bytes::Bytes::new();
         // A new entry, a new slot: nothing derived from an older entry carries over.
-        response.derived = Some(Derived::with_budget(derived_budget(response.body.len())));
+        stored.derived = Some(Derived::with_budget(derived_budget(response.body.len())));
         let entry = Arc::new(Entry {
-            response,
+            response: stored,
+            body,
             fetched_at,
             generation,
             ttl: plan.ttl,
         });
-        if stored {
-            self.entries.insert(plan.key.clone(), entry.clone()).await;
-        }
-        Ok(entry)
+        self.entries.insert(plan.key.clone(), entry).await;
+        Ok(response)
     }
 }
 

@@ -8,8 +8,9 @@
 //! | `reference_ttl` | 10 min | practitioners, locations, organizations, medications, schedules, services change rarely |
 //! | `slot_ttl` | 15 s | free slots are taken by other patients booking through other channels |
 //! | `stale_if_error` | 5 min | how long past its TTL an entry may still be served, marked stale, while the EHR is failing |
-//! | `max_bytes` | 256 MiB | total weight (body + key + overhead) of cached entries |
+//! | `max_bytes` | 256 MiB | total weight (stored body, compressed or not, + key + overhead) of cached entries |
 //! | `max_entry_bytes` | 8 MiB | larger responses are passed through uncached rather than evicting everything else |
+//! | `compress` | `true` | bodies are stored LZ4-compressed (FHIR JSON shrinks several-fold); the first hit keeps a decompressed copy, so only entries that are never read again stay small |
 //!
 //! `ttl_by_type` overrides the TTL of single resource types; `"0s"` stops caching a
 //! type. Durations accept `"250ms"`, `"15s"`, `"10m"` or milliseconds.
@@ -39,6 +40,9 @@ pub struct CacheConfig {
     pub max_bytes: u64,
     /// Responses with larger bodies are not cached (default 8 MiB).
     pub max_entry_bytes: u64,
+    /// Store bodies LZ4-compressed when that saves at least an eighth (default
+    /// `true`). `max_bytes` then counts compressed bytes.
+    pub compress: bool,
     /// TTL of patient data: every type not in [`SHARED_TYPES`] (default 60 s).
     #[serde(deserialize_with = "portico_upstream::duration::deserialize")]
     pub patient_ttl: Duration,
@@ -64,6 +68,7 @@ impl Default for CacheConfig {
             enabled: true,
             max_bytes: 256 * 1024 * 1024,
             max_entry_bytes: 8 * 1024 * 1024,
+            compress: true,
             patient_ttl: Duration::from_secs(60),
             reference_ttl: Duration::from_secs(600),
             slot_ttl: Duration::from_secs(15),
@@ -141,6 +146,7 @@ mod tests {
         assert_eq!(c.ttl_by_type["Condition"], Duration::from_secs(120));
         assert_eq!(c.ttl_by_type["Slot"], Duration::from_secs(5));
         assert_eq!(c.max_bytes, 256 * 1024 * 1024);
+        assert!(c.compress);
         assert!(serde_json::from_str::<CacheConfig>(r#"{"patient_tl": "30s"}"#).is_err());
         assert!(serde_json::from_str::<CacheConfig>(r#"{"slot_ttl": "soon"}"#).is_err());
     }

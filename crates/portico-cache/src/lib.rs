@@ -22,6 +22,7 @@
 //!
 //! Never logged: keys, partitions, bodies, tokens.
 
+mod body;
 mod cache;
 pub mod config;
 pub mod invalidation;

@@ -392,6 +392,64 @@ async fn the_byte_bound_evicts_and_oversized_bodies_are_not_stored() {
     assert_eq!(fake.calls(), 2);
 }
 
+#[tokio::test(start_paused = true)]
+async fn compressed_entries_weigh_less_and_every_path_serves_the_whole_body() {
+    let padded = |n: usize| {
+        let mut body = call(n);
+        body.push_str(&" ".repeat(8192 - body.len()));
+        body
+    };
+    for compress in [true, false] {
+        let fake = Fake::new();
+        *fake.body_len.lock() = 8192;
+        *fake.etag.lock() = Some("W/\"1\"".to_owned());
+        let c = cache_with(
+            &fake,
+            CacheConfig {
+                compress,
+                ..CacheConfig::default()
+            },
+        );
+        let read = || FhirRequest::read("Patient", "a").with_partition(part("a"));
+        let whole = |r: FhirResponse| String::from_utf8(r.body.to_vec()).unwrap();
+
+        let miss = c.execute(read()).await.unwrap();
+        assert!(miss.derived.is_none());
+        assert_eq!(whole(miss), padded(1), "miss, compress={compress}");
+        let hit = c.execute(read()).await.unwrap();
+        assert!(hit.derived.is_some());
+        assert_eq!(whole(hit), padded(1), "hit, compress={compress}");
+        c.run_pending_tasks().await;
+        let weight = c.stats().bytes;
+        if compress {
+            assert!(weight < 2048, "compressed weight {weight}");
+        } else {
+            assert!(weight > 8192, "plain weight {weight}");
+        }
+
+        // Expired: revalidated by a 304, the entry is served whole and weighs the same.
+        advance(61).await;
+        let revalidated = c.execute(read()).await.unwrap();
+        assert_eq!(
+            whole(revalidated),
+            padded(1),
+            "revalidated, compress={compress}"
+        );
+        assert_eq!(c.stats().revalidations, 1);
+        c.run_pending_tasks().await;
+        assert_eq!(c.stats().bytes, weight);
+        assert_eq!(whole(c.execute(read()).await.unwrap()), padded(1));
+
+        // Expired again and the EHR fails: the stale serve is whole too.
+        advance(61).await;
+        fake.fail_with(Some(UpstreamError::Timeout));
+        let stale = c.execute(read()).await.unwrap();
+        assert!(stale.stale_age.is_some());
+        assert_eq!(whole(stale), padded(1), "stale, compress={compress}");
+        assert_eq!(fake.calls(), 3);
+    }
+}
+
 #[tokio::test]
 async fn invalidate_patient_reaches_every_partition_naming_the_patient() {
     let fake = Fake::new();
