@@ -901,9 +901,9 @@ def markdown(r):
                 f"{s['patients']} patients × {s['requests_per_patient']} facade searches "
                 f"cached: JSON bytes {s['json_bytes_mib']} MiB "
                 f"({s['json_bytes_per_patient_kib']} KiB per patient). Each gateway reads "
-                "every search once (misses, stored), then once more (one hit each: a "
-                "decompressed copy and the kept rendered answer). RSS growth over the "
-                "gateway's RSS before the first pass:", "",
+                "every search once (misses, stored), then once more (one hit each, after "
+                "which the facade keeps its rendered answer in the entry). RSS growth "
+                "over the gateway's RSS before the first pass:", "",
                 "| cache bodies | entries | warm s | RSS after one read | per patient KiB "
                 "| **RSS / JSON** | gauge / JSON | RSS after one hit each | RSS / JSON |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -1,16 +1,16 @@
 //! How a cached body is stored: LZ4-compressed when that saves space, else as is.
 //!
 //! FHIR JSON is repetitive (the same keys, systems and references in every entry), so
-//! a stored search Bundle typically shrinks several-fold. Compression costs a few
-//! microseconds per kilobyte on the miss that stores the body; a hit needs the plain
-//! bytes, so the first hit decompresses once and the entry keeps the result for its
-//! other hits (as it keeps derived values, see [`portico_upstream::Derived`]). An entry
-//! that is stored but never hit again holds only its compressed form.
+//! a stored search Bundle typically shrinks several-fold (a sandbox patient's 10 kB
+//! laboratory search: 6.5×). Compressing it costs ~3 µs on the miss that stores it, and
+//! every hit decompresses it again, ~1 µs, next to the ~70 µs of CPU a whole cached
+//! read costs the gateway (docs/BENCHMARKS.md). Keeping a decompressed copy per entry
+//! would save that microsecond at the price of the body's full size in memory; what
+//! consumers derive from a hot entry is kept in its [`portico_upstream::Derived`] slot
+//! instead.
 //!
 //! Bodies shorter than [`MIN_COMPRESSED_LEN`], and bodies that do not shrink by at least
 //! an eighth, are stored as they are.
-
-use std::sync::OnceLock;
 
 use bytes::Bytes;
 
@@ -18,7 +18,7 @@ use bytes::Bytes;
 pub(crate) const MIN_COMPRESSED_LEN: usize = 512;
 
 /// A stored response body.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum StoredBody {
     Plain(Bytes),
     Lz4 {
@@ -26,8 +26,6 @@ pub(crate) enum StoredBody {
         compressed: Bytes,
         /// The body's length before compression.
         len: usize,
-        /// The decompressed body, once a hit has needed it.
-        kept: OnceLock<Bytes>,
     },
 }
 
@@ -44,26 +42,10 @@ impl StoredBody {
                     // `into_boxed_slice` trims the compressor's worst-case capacity.
                     compressed: Bytes::from(compressed.into_boxed_slice()),
                     len: body.len(),
-                    kept: OnceLock::new(),
                 };
             }
         }
         StoredBody::Plain(Bytes::copy_from_slice(body))
-    }
-
-    /// The same stored bytes, shared, without a kept decompressed copy: for an entry
-    /// that replaces this one (a `304` revalidation).
-    pub(crate) fn share(&self) -> StoredBody {
-        match self {
-            StoredBody::Plain(bytes) => StoredBody::Plain(bytes.clone()),
-            StoredBody::Lz4 {
-                compressed, len, ..
-            } => StoredBody::Lz4 {
-                compressed: compressed.clone(),
-                len: *len,
-                kept: OnceLock::new(),
-            },
-        }
     }
 
     /// Bytes held in storage (what the weigher counts).
@@ -74,55 +56,24 @@ impl StoredBody {
         }
     }
 
-    /// The plain body for a hit: decompressed on the first call, then kept. `None` if
-    /// the stored block does not decompress to its recorded length (never for blocks
-    /// this module wrote; the caller then treats the entry as missing).
-    pub(crate) fn plain_kept(&self) -> Option<Bytes> {
+    /// The plain body. `None` if the stored block does not decompress to its recorded
+    /// length (never for blocks this module wrote; the caller then treats the entry as
+    /// missing).
+    pub(crate) fn plain(&self) -> Option<Bytes> {
         match self {
             StoredBody::Plain(bytes) => Some(bytes.clone()),
-            StoredBody::Lz4 { kept, .. } => {
-                if let Some(bytes) = kept.get() {
-                    return Some(bytes.clone());
+            StoredBody::Lz4 { compressed, len } => {
+                match lz4_flex::block::decompress(compressed, *len) {
+                    Ok(plain) if plain.len() == *len => Some(Bytes::from(plain)),
+                    _ => None,
                 }
-                let bytes = self.decompress()?;
-                Some(kept.get_or_init(|| bytes).clone())
             }
-        }
-    }
-
-    /// The plain body without keeping it (a stale serve, a revalidated entry's answer):
-    /// a kept copy if there is one, else a fresh decompression.
-    pub(crate) fn plain_once(&self) -> Option<Bytes> {
-        match self {
-            StoredBody::Plain(bytes) => Some(bytes.clone()),
-            StoredBody::Lz4 { kept, .. } => match kept.get() {
-                Some(bytes) => Some(bytes.clone()),
-                None => self.decompress(),
-            },
-        }
-    }
-
-    fn decompress(&self) -> Option<Bytes> {
-        let StoredBody::Lz4 {
-            compressed, len, ..
-        } = self
-        else {
-            return None;
-        };
-        match lz4_flex::block::decompress(compressed, *len) {
-            Ok(plain) if plain.len() == *len => Some(Bytes::from(plain)),
-            _ => None,
         }
     }
 
     #[cfg(test)]
     pub(crate) fn is_compressed(&self) -> bool {
         matches!(self, StoredBody::Lz4 { .. })
-    }
-
-    #[cfg(test)]
-    pub(crate) fn has_kept_copy(&self) -> bool {
-        matches!(self, StoredBody::Lz4 { kept, .. } if kept.get().is_some())
     }
 }
 
@@ -149,18 +100,8 @@ mod tests {
             stored.stored_len(),
             body.len()
         );
-        assert_eq!(stored.plain_once().unwrap(), body);
-        assert!(!stored.has_kept_copy(), "plain_once keeps nothing");
-        assert_eq!(stored.plain_kept().unwrap(), body);
-        assert!(stored.has_kept_copy());
-        assert_eq!(stored.plain_kept().unwrap(), body);
-        let shared = stored.share();
-        assert!(
-            !shared.has_kept_copy(),
-            "a replacing entry starts without a kept copy"
-        );
-        assert_eq!(shared.stored_len(), stored.stored_len());
-        assert_eq!(shared.plain_once().unwrap(), body);
+        assert_eq!(stored.plain().unwrap(), body);
+        assert_eq!(stored.plain().unwrap(), body);
     }
 
     #[test]
@@ -169,7 +110,7 @@ mod tests {
         let off = StoredBody::new(&body, false);
         assert!(!off.is_compressed());
         assert_eq!(off.stored_len(), body.len());
-        assert_eq!(off.plain_kept().unwrap(), body);
+        assert_eq!(off.plain().unwrap(), body);
 
         let small = br#"{"resourceType":"Patient","id":"pat-1"}"#;
         assert!(!StoredBody::new(small, true).is_compressed());
@@ -186,7 +127,7 @@ mod tests {
             .collect();
         let stored = StoredBody::new(&noise, true);
         assert!(!stored.is_compressed());
-        assert_eq!(stored.plain_once().unwrap(), noise);
+        assert_eq!(stored.plain().unwrap(), noise);
     }
 
     #[test]
@@ -201,15 +142,12 @@ mod tests {
         let truncated = StoredBody::Lz4 {
             compressed: compressed.slice(..compressed.len() / 2),
             len,
-            kept: OnceLock::new(),
         };
-        assert_eq!(truncated.plain_once(), None);
-        assert_eq!(truncated.plain_kept(), None);
+        assert_eq!(truncated.plain(), None);
         let wrong_len = StoredBody::Lz4 {
             compressed,
             len: len + 1,
-            kept: OnceLock::new(),
         };
-        assert_eq!(wrong_len.plain_once(), None);
+        assert_eq!(wrong_len.plain(), None);
     }
 }

