@@ -1,68 +1,100 @@
-//! How a cached body is stored: LZ4-compressed when that saves space, else as is.
+//! [`Packed`]: bytes kept in memory LZ4-compressed when that saves space, else as they
+//! are. The cache stores its bodies this way, and the gateway packs the answers it keeps
+//! in an entry's [`portico_upstream::Derived`] slot the same way.
 //!
 //! FHIR JSON is repetitive (the same keys, systems and references in every entry), so
 //! a stored search Bundle typically shrinks several-fold (a sandbox patient's 10 kB
 //! laboratory search: 6.5×). Compressing it costs ~3 µs on the miss that stores it, and
 //! every hit decompresses it again, ~1 µs, next to the ~70 µs of CPU a whole cached
 //! read costs the gateway (docs/BENCHMARKS.md). Keeping a decompressed copy per entry
-//! would save that microsecond at the price of the body's full size in memory; what
-//! consumers derive from a hot entry is kept in its [`portico_upstream::Derived`] slot
-//! instead.
+//! would save that microsecond at the price of the body's full size in memory.
 //!
-//! Bodies shorter than [`MIN_COMPRESSED_LEN`], and bodies that do not shrink by at least
-//! an eighth, are stored as they are.
+//! Bytes shorter than [`MIN_COMPRESSED_LEN`], and bytes that do not shrink by at least
+//! an eighth, are kept as they are.
 
 use bytes::Bytes;
 
 /// Below this size compression saves too little to pay for itself.
-pub(crate) const MIN_COMPRESSED_LEN: usize = 512;
+pub const MIN_COMPRESSED_LEN: usize = 512;
 
-/// A stored response body.
-#[derive(Debug, Clone)]
-pub(crate) enum StoredBody {
+/// Bytes kept in memory, compressed when that pays. Cloning shares the stored bytes.
+#[derive(Clone)]
+pub struct Packed(Stored);
+
+#[derive(Clone)]
+enum Stored {
     Plain(Bytes),
     Lz4 {
         /// The LZ4 block (no size prefix, no frame).
         compressed: Bytes,
-        /// The body's length before compression.
+        /// The length before compression.
         len: usize,
     },
 }
 
-impl StoredBody {
-    /// Stores `body`, compressed when `compress` is set and it pays. Either way the
+impl std::fmt::Debug for Packed {
+    /// Sizes only: the bytes are patient data.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Packed")
+            .field("len", &self.len())
+            .field("stored_len", &self.stored_len())
+            .finish()
+    }
+}
+
+impl Packed {
+    /// Packs `bytes`, compressed when they are at least [`MIN_COMPRESSED_LEN`] long and
+    /// shrink by an eighth.
+    pub fn pack(bytes: &[u8]) -> Packed {
+        Packed::new(bytes, true)
+    }
+
+    /// Packs `bytes`, compressed only when `compress` is set and it pays. Either way the
     /// stored bytes get an allocation of their own size: a body the HTTP client handed
     /// over may be a slice of a larger read buffer, which a long-lived entry would keep
     /// alive whole.
-    pub(crate) fn new(body: &[u8], compress: bool) -> StoredBody {
-        if compress && body.len() >= MIN_COMPRESSED_LEN {
-            let compressed = lz4_flex::block::compress(body);
-            if compressed.len() <= body.len() - body.len() / 8 {
-                return StoredBody::Lz4 {
+    pub fn new(bytes: &[u8], compress: bool) -> Packed {
+        if compress && bytes.len() >= MIN_COMPRESSED_LEN {
+            let compressed = lz4_flex::block::compress(bytes);
+            if compressed.len() <= bytes.len() - bytes.len() / 8 {
+                return Packed(Stored::Lz4 {
                     // `into_boxed_slice` trims the compressor's worst-case capacity.
                     compressed: Bytes::from(compressed.into_boxed_slice()),
-                    len: body.len(),
-                };
+                    len: bytes.len(),
+                });
             }
         }
-        StoredBody::Plain(Bytes::copy_from_slice(body))
+        Packed(Stored::Plain(Bytes::copy_from_slice(bytes)))
     }
 
-    /// Bytes held in storage (what the weigher counts).
-    pub(crate) fn stored_len(&self) -> usize {
-        match self {
-            StoredBody::Plain(bytes) => bytes.len(),
-            StoredBody::Lz4 { compressed, .. } => compressed.len(),
+    /// Bytes held in memory (what a weigher or a budget should count).
+    pub fn stored_len(&self) -> usize {
+        match &self.0 {
+            Stored::Plain(bytes) => bytes.len(),
+            Stored::Lz4 { compressed, .. } => compressed.len(),
         }
     }
 
-    /// The plain body. `None` if the stored block does not decompress to its recorded
-    /// length (never for blocks this module wrote; the caller then treats the entry as
-    /// missing).
-    pub(crate) fn plain(&self) -> Option<Bytes> {
-        match self {
-            StoredBody::Plain(bytes) => Some(bytes.clone()),
-            StoredBody::Lz4 { compressed, len } => {
+    /// The length of the bytes packed.
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Stored::Plain(bytes) => bytes.len(),
+            Stored::Lz4 { len, .. } => *len,
+        }
+    }
+
+    /// Whether the bytes packed are empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes packed, decompressed if need be. `None` if a compressed block does not
+    /// decompress to its recorded length: never for blocks this type wrote; a caller
+    /// treats the value as missing.
+    pub fn unpack(&self) -> Option<Bytes> {
+        match &self.0 {
+            Stored::Plain(bytes) => Some(bytes.clone()),
+            Stored::Lz4 { compressed, len } => {
                 match lz4_flex::block::decompress(compressed, *len) {
                     Ok(plain) if plain.len() == *len => Some(Bytes::from(plain)),
                     _ => None,
@@ -72,8 +104,8 @@ impl StoredBody {
     }
 
     #[cfg(test)]
-    pub(crate) fn is_compressed(&self) -> bool {
-        matches!(self, StoredBody::Lz4 { .. })
+    fn is_compressed(&self) -> bool {
+        matches!(self.0, Stored::Lz4 { .. })
     }
 }
 
@@ -92,28 +124,32 @@ mod tests {
     #[test]
     fn compresses_json_and_round_trips() {
         let body = bundle(40);
-        let stored = StoredBody::new(&body, true);
-        assert!(stored.is_compressed());
+        let packed = Packed::pack(&body);
+        assert!(packed.is_compressed());
         assert!(
-            stored.stored_len() * 4 < body.len(),
+            packed.stored_len() * 4 < body.len(),
             "{} of {}",
-            stored.stored_len(),
+            packed.stored_len(),
             body.len()
         );
-        assert_eq!(stored.plain().unwrap(), body);
-        assert_eq!(stored.plain().unwrap(), body);
+        assert_eq!(packed.len(), body.len());
+        assert_eq!(packed.unpack().unwrap(), body);
+        assert_eq!(packed.clone().unpack().unwrap(), body);
+        let debug = format!("{packed:?}");
+        assert!(!debug.contains("Observation"), "{debug}");
     }
 
     #[test]
-    fn stores_plain_when_off_small_or_incompressible() {
+    fn keeps_bytes_as_they_are_when_off_small_or_incompressible() {
         let body = bundle(40);
-        let off = StoredBody::new(&body, false);
+        let off = Packed::new(&body, false);
         assert!(!off.is_compressed());
         assert_eq!(off.stored_len(), body.len());
-        assert_eq!(off.plain().unwrap(), body);
+        assert_eq!(off.unpack().unwrap(), body);
 
         let small = br#"{"resourceType":"Patient","id":"pat-1"}"#;
-        assert!(!StoredBody::new(small, true).is_compressed());
+        assert!(!Packed::pack(small).is_compressed());
+        assert!(Packed::pack(b"").is_empty());
 
         // A pseudo-random body (xorshift) does not shrink by an eighth.
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -125,29 +161,26 @@ mod tests {
                 x.to_le_bytes()[0]
             })
             .collect();
-        let stored = StoredBody::new(&noise, true);
-        assert!(!stored.is_compressed());
-        assert_eq!(stored.plain().unwrap(), noise);
+        let packed = Packed::pack(&noise);
+        assert!(!packed.is_compressed());
+        assert_eq!(packed.unpack().unwrap(), noise);
     }
 
     #[test]
     fn a_corrupt_block_is_missing_not_a_panic() {
         let body = bundle(10);
-        let StoredBody::Lz4 {
-            compressed, len, ..
-        } = StoredBody::new(&body, true)
-        else {
+        let Packed(Stored::Lz4 { compressed, len }) = Packed::pack(&body) else {
             panic!("expected a compressed body");
         };
-        let truncated = StoredBody::Lz4 {
+        let truncated = Packed(Stored::Lz4 {
             compressed: compressed.slice(..compressed.len() / 2),
             len,
-        };
-        assert_eq!(truncated.plain(), None);
-        let wrong_len = StoredBody::Lz4 {
+        });
+        assert_eq!(truncated.unpack(), None);
+        let wrong_len = Packed(Stored::Lz4 {
             compressed,
             len: len + 1,
-        };
-        assert_eq!(wrong_len.plain(), None);
+        });
+        assert_eq!(wrong_len.unpack(), None);
     }
 }

@@ -40,7 +40,7 @@ use moka::notification::RemovalCause;
 use portico_upstream::{Derived, FhirRequest, FhirResponse, FhirUpstream, UpstreamError};
 use tokio::time::Instant;
 
-use crate::body::StoredBody;
+use crate::body::Packed;
 use crate::config::CacheConfig;
 use crate::invalidation::Generations;
 use crate::key::{CacheKey, Plan, plan};
@@ -50,7 +50,7 @@ use crate::key::{CacheKey, Plan, plan};
 struct Entry {
     /// The response without its body (`body` is empty), with the entry's derived slot.
     response: FhirResponse,
-    body: StoredBody,
+    body: Packed,
     /// When the fetch that produced (or revalidated) it started.
     fetched_at: Instant,
     /// The generation clock when that fetch started.
@@ -63,7 +63,7 @@ impl Entry {
     /// the stored body is unreadable.
     fn hit(&self) -> Option<FhirResponse> {
         let mut response = self.response.clone();
-        response.body = self.body.plain()?;
+        response.body = self.body.unpack()?;
         Some(response)
     }
 
@@ -71,7 +71,7 @@ impl Entry {
     /// answer or a fetch that found the entry refreshed.
     fn plain(&self) -> Option<FhirResponse> {
         let mut response = without_derived(&self.response);
-        response.body = self.body.plain()?;
+        response.body = self.body.unpack()?;
         Some(response)
     }
 
@@ -405,7 +405,7 @@ impl<U: FhirUpstream> CachedUpstream<U> {
             if response.status != 200 || size > self.config.max_entry_bytes {
                 return Ok(response);
             }
-            let body = StoredBody::new(&response.body, self.config.compress);
+            let body = Packed::new(&response.body, self.config.compress);
             (response, body)
         };
         let mut stored = without_derived(&response);

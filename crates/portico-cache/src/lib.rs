@@ -15,14 +15,15 @@
 //!   be joined by a later read ([`invalidation`]);
 //! - **one upstream call per cold key**: concurrent misses share one fetch; errors are
 //!   shared with the waiters and never cached;
-//! - **bounded memory**: entries are weighed in bytes (body + key + overhead) against
-//!   `max_bytes`; TTLs are per resource type ([`CacheConfig`]);
+//! - **bounded memory**: entries are weighed in bytes (stored body + key + overhead)
+//!   against `max_bytes`, bodies stored LZ4-compressed ([`Packed`]); TTLs are per
+//!   resource type ([`CacheConfig`]);
 //! - **honest staleness**: when the EHR fails, an expired entry within `stale_if_error`
 //!   may be served, always marked with `FhirResponse::stale_age`.
 //!
 //! Never logged: keys, partitions, bodies, tokens.
 
-mod body;
+pub mod body;
 mod cache;
 pub mod config;
 pub mod invalidation;
@@ -31,6 +32,7 @@ mod key;
 #[cfg(test)]
 mod tests;
 
+pub use body::Packed;
 pub use cache::{CacheStats, CachedUpstream};
 pub use config::{CacheConfig, SHARED_TYPES, is_shared_type};
 pub use invalidation::invalidated_types;

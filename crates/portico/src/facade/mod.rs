@@ -201,9 +201,11 @@ fn render(state: &AppState, body: &Value) -> Bytes {
 /// What the facade derived from one cached upstream body for one principal: the
 /// verified, rewritten answer and how many entries verification removed (for the audit
 /// record). Kept in the cache entry's [`portico_upstream::Derived`] slot, so a hit on
-/// a hot entry is a copy of bytes instead of parse, verify, rewrite and serialize.
+/// a hot entry decompresses bytes (~1 µs per 10 kB) instead of parse, verify, rewrite
+/// and serialize. Packed like the cache's own bodies: a kept answer is about the size
+/// of the body it came from, and this keeps a hot entry a fraction of its JSON size.
 struct Rendered {
-    body: Bytes,
+    body: portico_cache::Packed,
     removed: usize,
 }
 
@@ -223,23 +225,20 @@ fn render_key(
     Some(format!("facade\n{}\n{what}", auth.principal.fingerprint()))
 }
 
-/// The answer rendered earlier from this cached body under `key`, if any.
-fn rendered(response: &FhirResponse, key: Option<&str>) -> Option<std::sync::Arc<Rendered>> {
-    response.derived.as_ref()?.get::<Rendered>(key?)
+/// The answer rendered earlier from this cached body under `key`, if any: its bytes and
+/// how many entries verification removed.
+fn rendered(response: &FhirResponse, key: Option<&str>) -> Option<(Bytes, usize)> {
+    let kept = response.derived.as_ref()?.get::<Rendered>(key?)?;
+    Some((kept.body.unpack()?, kept.removed))
 }
 
 /// Keeps a rendered answer for later hits on the same cache entry (only a response
 /// served from a cache hit has a slot, and then a key).
 fn remember(response: &FhirResponse, key: Option<String>, body: &Bytes, removed: usize) {
     if let (Some(slot), Some(key)) = (&response.derived, key) {
-        slot.set(
-            key,
-            std::sync::Arc::new(Rendered {
-                body: body.clone(),
-                removed,
-            }),
-            body.len(),
-        );
+        let body = portico_cache::Packed::pack(body);
+        let weight = body.stored_len();
+        slot.set(key, std::sync::Arc::new(Rendered { body, removed }), weight);
     }
 }
 
@@ -347,12 +346,12 @@ async fn read_rendered(
         auth,
         format_args!("read\n{rt}/{id}\n{}", version.unwrap_or("")),
     );
-    if let Some(hit) = rendered(&response, key.as_deref()) {
+    if let Some((body, _)) = rendered(&response, key.as_deref()) {
         audit.allowed(Some(response.status), 0).await;
         return Ok(fhir_bytes_response(
             state,
             StatusCode::OK,
-            hit.body.clone(),
+            body,
             Some(&response),
         ));
     }
@@ -491,12 +490,12 @@ async fn bundle_answer(
         auth,
         format_args!("bundle\n{expires}\n{}", self_link.as_deref().unwrap_or("")),
     );
-    if let Some(hit) = rendered(response, key.as_deref()) {
-        audit.allowed(Some(response.status), hit.removed).await;
+    if let Some((body, removed)) = rendered(response, key.as_deref()) {
+        audit.allowed(Some(response.status), removed).await;
         return Ok(fhir_bytes_response(
             state,
             StatusCode::OK,
-            hit.body.clone(),
+            body,
             Some(response),
         ));
     }

@@ -110,8 +110,12 @@ async fn list(
         );
         (slot, key)
     });
-    if let Some(body) = kept.as_ref().and_then(|(slot, key)| slot.get::<Bytes>(key)) {
-        return Ok(json_bytes((*body).clone()));
+    if let Some(body) = kept
+        .as_ref()
+        .and_then(|(slot, key)| slot.get::<portico_cache::Packed>(key))
+        .and_then(|packed| packed.unpack())
+    {
+        return Ok(json_bytes(body));
     }
     let (mut list, next) = records::view(kind, &shared.page);
     list.next_cursor = next.map(|url| state.cursor_key().seal(&url, &binding, expires));
@@ -120,7 +124,10 @@ async fn list(
         PortalError(ApiError::internal())
     })?);
     if let Some((slot, key)) = kept {
-        slot.set(key, Arc::new(body.clone()), body.len());
+        // Packed like the facade's kept answers (see `portico_cache::Packed`).
+        let packed = portico_cache::Packed::pack(&body);
+        let weight = packed.stored_len();
+        slot.set(key, Arc::new(packed), weight);
     }
     Ok(json_bytes(body))
 }
