@@ -3,6 +3,8 @@
 //! so it is measured through `CachedUpstream::execute` on a hit — what every cached
 //! portal or facade read pays — next to the same request on a cache that is disabled
 //! (key planning skipped, straight to the inner upstream) to show what the cache adds.
+//! The `packed` group measures body compression on one sandbox patient's laboratory
+//! search, and a hit on that body with compression on and off.
 //!
 //! `cargo bench -p portico-cache --bench cache_key -- --warm-up-time 1 --measurement-time 2`
 
@@ -10,8 +12,10 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
+use chrono::NaiveDate;
 use criterion::{Criterion, criterion_group, criterion_main};
-use portico_cache::{CacheConfig, CachedUpstream};
+use portico_cache::{CacheConfig, CachedUpstream, Packed};
+use portico_sandbox::generator::{GeneratorConfig, generate};
 use portico_upstream::{CachePartition, FhirRequest, FhirResponse, FhirUpstream, UpstreamError};
 
 /// An upstream answering every request with the same bytes, counting calls.
@@ -34,6 +38,38 @@ fn fixed() -> Fixed {
         body: Bytes::from(vec![b' '; 16 * 1024]),
         calls: AtomicU64::new(0),
     }
+}
+
+/// The first sandbox patient's laboratory Observations as the searchset Bundle an EHR
+/// would answer (the body of the benchmark's cached facade read, ~10 kB).
+fn lab_bundle() -> Bytes {
+    let config = GeneratorConfig {
+        seed: 42,
+        patients: 1,
+        today: NaiveDate::from_ymd_opt(2026, 11, 1).expect("a valid date"),
+    };
+    let mut entries = Vec::new();
+    generate(&config, &mut |r: serde_json::Value| {
+        let lab = r["resourceType"] == "Observation"
+            && r["category"][0]["coding"][0]["code"] == "laboratory";
+        if lab {
+            let url = format!(
+                "http://127.0.0.1:8090/fhir/Observation/{}",
+                r["id"].as_str().unwrap_or_default()
+            );
+            entries.push(
+                serde_json::json!({"fullUrl": url, "resource": r, "search": {"mode": "match"}}),
+            );
+        }
+    });
+    assert!(
+        !entries.is_empty(),
+        "the generator made no laboratory results"
+    );
+    let bundle = serde_json::json!({
+        "resourceType": "Bundle", "type": "searchset", "total": entries.len(), "entry": entries
+    });
+    Bytes::from(serde_json::to_vec(&bundle).expect("JSON"))
 }
 
 fn search() -> FhirRequest {
@@ -88,6 +124,46 @@ fn cache(c: &mut Criterion) {
     group.bench_function("search_cache_disabled", |b| {
         b.iter(|| black_box(rt.block_on(disabled.execute(black_box(search())))))
     });
+    group.finish();
+
+    let body = lab_bundle();
+    let mut group = c.benchmark_group("packed");
+    let packed = Packed::pack(&body);
+    eprintln!(
+        "packed: {} bytes of laboratory Bundle stored in {} ({:.1}×)",
+        body.len(),
+        packed.stored_len(),
+        body.len() as f64 / packed.stored_len() as f64
+    );
+    group.bench_function("pack_lab_bundle", |b| {
+        b.iter(|| black_box(Packed::pack(black_box(&body))))
+    });
+    group.bench_function("unpack_lab_bundle", |b| {
+        b.iter(|| black_box(black_box(&packed).unpack()))
+    });
+    for compress in [true, false] {
+        let cached = CachedUpstream::new(
+            Fixed {
+                body: body.clone(),
+                calls: AtomicU64::new(0),
+            },
+            CacheConfig {
+                compress,
+                ..CacheConfig::default()
+            },
+        );
+        rt.block_on(cached.execute(search()))
+            .expect("the first read");
+        let name = if compress {
+            "search_hit_lab_bundle_compressed"
+        } else {
+            "search_hit_lab_bundle_uncompressed"
+        };
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(rt.block_on(cached.execute(black_box(search())))))
+        });
+        assert_eq!(cached.inner().calls.load(Ordering::Relaxed), 1);
+    }
     group.finish();
 }
 
