@@ -107,6 +107,15 @@ impl Packed {
     fn is_compressed(&self) -> bool {
         matches!(self.0, Stored::Lz4 { .. })
     }
+
+    /// A compressed block that does not decompress: for tests of what reads do with it.
+    #[cfg(test)]
+    pub(crate) fn unreadable() -> Packed {
+        Packed(Stored::Lz4 {
+            compressed: Bytes::from_static(&[0xF0, 0x00]),
+            len: 4096,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -182,5 +191,6 @@ mod tests {
             len: len + 1,
         });
         assert_eq!(wrong_len.unpack(), None);
+        assert_eq!(Packed::unreadable().unpack(), None);
     }
 }

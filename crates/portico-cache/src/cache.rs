@@ -160,9 +160,12 @@ fn serves_stale(error: &UpstreamError) -> bool {
     error.retryable() || matches!(error, UpstreamError::Server { .. })
 }
 
-/// How many bytes of derived values one entry may keep besides its body: room for a
-/// few rendered answers (about the body's size each) or one verified portal page (a
-/// multiple of it), and never more than this multiple of the body plus 16 KiB.
+/// How many bytes of derived values one entry may keep besides its body, measured
+/// against the body's uncompressed size: room for a few packed rendered answers or one
+/// verified portal page (parsed, a multiple of the body), and never more than this
+/// multiple of the body plus 16 KiB. Derived values are not weighed against `max_bytes`,
+/// which counts stored (compressed) bodies: the memory of entries that are hit can
+/// exceed it by up to this budget each.
 const DERIVED_BUDGET_FACTOR: usize = 8;
 
 fn derived_budget(body_len: usize) -> usize {
@@ -270,6 +273,21 @@ impl<U: FhirUpstream> CachedUpstream<U> {
         self.entries.run_pending_tasks().await;
     }
 
+    /// Replaces every stored body with one that does not decompress.
+    #[cfg(test)]
+    pub(crate) async fn make_bodies_unreadable(&self) {
+        for (key, entry) in self.entries.iter() {
+            let broken = Arc::new(Entry {
+                response: entry.response.clone(),
+                body: Packed::unreadable(),
+                fetched_at: entry.fetched_at,
+                generation: entry.generation,
+                ttl: entry.ttl,
+            });
+            self.entries.insert((*key).clone(), broken).await;
+        }
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> CacheStats {
         let c = &self.counters;
@@ -349,8 +367,8 @@ impl<U: FhirUpstream> CachedUpstream<U> {
     }
 
     /// One upstream fetch for `plan`, storing a cacheable result. What a miss returns
-    /// carries no derived-value slot (only entries read again, hits, pay for keeping a
-    /// derived copy) and leaves a compressed entry without a decompressed copy.
+    /// carries no derived-value slot: only entries read again (hits) pay for keeping a
+    /// derived copy.
     async fn fetch(
         &self,
         request: &FhirRequest,
@@ -371,7 +389,8 @@ impl<U: FhirUpstream> CachedUpstream<U> {
         let generation = self.generations.now();
         let fetched_at = Instant::now();
         // If-None-Match is safe even on an invalidated entry: a 304 proves the old body
-        // is still the current representation.
+        // is still the current representation. Only an entry whose body is readable is
+        // revalidated (a 304 must have a body to stand for).
         let revalidating = previous
             .as_ref()
             .filter(|_| {
@@ -380,26 +399,25 @@ impl<U: FhirUpstream> CachedUpstream<U> {
                     portico_upstream::Interaction::Read { .. }
                 )
             })
-            .and_then(|entry| entry.response.etag.clone().map(|etag| (entry, etag)));
+            .and_then(|entry| {
+                let etag = entry.response.etag.clone()?;
+                Some((entry, etag, entry.plain()?))
+            });
         let mut upstream = request.clone();
-        if let Some((_, etag)) = &revalidating {
+        if let Some((_, etag, _)) = &revalidating {
             upstream = upstream.with_if_none_match(etag.clone());
         }
         bump(&self.counters.fetches);
-        let response = self.inner.execute(upstream).await?;
+        let mut response = self.inner.execute(upstream).await?;
+        response.derived = None;
         let (response, body) = if response.is_not_modified() {
-            let Some((entry, _)) = revalidating else {
+            let Some((entry, _, unchanged)) = revalidating else {
                 return Err(UpstreamError::Protocol {
                     detail: "304 to an unconditional read".to_owned(),
                 });
             };
-            let Some(response) = entry.plain() else {
-                return Err(UpstreamError::Protocol {
-                    detail: "304 for a cache entry that is no longer readable".to_owned(),
-                });
-            };
             bump(&self.counters.revalidations);
-            (response, entry.body.clone())
+            (unchanged, entry.body.clone())
         } else {
             let size = u64::try_from(response.body.len()).unwrap_or(u64::MAX);
             if response.status != 200 || size > self.config.max_entry_bytes {

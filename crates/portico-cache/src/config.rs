@@ -8,9 +8,9 @@
 //! | `reference_ttl` | 10 min | practitioners, locations, organizations, medications, schedules, services change rarely |
 //! | `slot_ttl` | 15 s | free slots are taken by other patients booking through other channels |
 //! | `stale_if_error` | 5 min | how long past its TTL an entry may still be served, marked stale, while the EHR is failing |
-//! | `max_bytes` | 256 MiB | total weight (stored body, compressed or not, + key + overhead) of cached entries |
+//! | `max_bytes` | 256 MiB | total weight (stored body, compressed or not, + key + overhead) of cached entries; what the gateway derives from entries that are hit (kept answers, verified pages) comes on top, up to 8× the uncompressed body + 16 KiB per entry |
 //! | `max_entry_bytes` | 8 MiB | larger responses are passed through uncached rather than evicting everything else |
-//! | `compress` | `true` | bodies are stored LZ4-compressed: FHIR JSON shrinks several-fold, and a hit decompresses in ~1 µs per 10 kB |
+//! | `compress` | `true` | bodies of at least 512 bytes are stored LZ4-compressed when that saves an eighth (`max_entry_bytes` applies before): FHIR JSON shrinks several-fold, and a hit decompresses in ~1 µs per 10 kB. Covers cached bodies only; the answers the gateway keeps for hit entries are always packed |
 //!
 //! `ttl_by_type` overrides the TTL of single resource types; `"0s"` stops caching a
 //! type. Durations accept `"250ms"`, `"15s"`, `"10m"` or milliseconds.
@@ -40,8 +40,8 @@ pub struct CacheConfig {
     pub max_bytes: u64,
     /// Responses with larger bodies are not cached (default 8 MiB).
     pub max_entry_bytes: u64,
-    /// Store bodies LZ4-compressed when that saves at least an eighth (default
-    /// `true`). `max_bytes` then counts compressed bytes.
+    /// Store bodies of at least 512 bytes LZ4-compressed when that saves at least an
+    /// eighth (default `true`). `max_bytes` then counts compressed bytes.
     pub compress: bool,
     /// TTL of patient data: every type not in [`SHARED_TYPES`] (default 60 s).
     #[serde(deserialize_with = "portico_upstream::duration::deserialize")]

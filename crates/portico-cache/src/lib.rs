@@ -16,8 +16,9 @@
 //! - **one upstream call per cold key**: concurrent misses share one fetch; errors are
 //!   shared with the waiters and never cached;
 //! - **bounded memory**: entries are weighed in bytes (stored body + key + overhead)
-//!   against `max_bytes`, bodies stored LZ4-compressed ([`Packed`]); TTLs are per
-//!   resource type ([`CacheConfig`]);
+//!   against `max_bytes`, bodies stored LZ4-compressed ([`Packed`]); values derived
+//!   from hit entries come on top, within a per-entry budget; TTLs are per resource
+//!   type ([`CacheConfig`]);
 //! - **honest staleness**: when the EHR fails, an expired entry within `stale_if_error`
 //!   may be served, always marked with `FhirResponse::stale_age`.
 //!

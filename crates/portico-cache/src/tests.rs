@@ -123,6 +123,7 @@ async fn advance(secs: u64) {
 async fn thousand_concurrent_cold_reads_make_one_upstream_call() {
     let fake = Fake::new();
     *fake.delay.lock() = Duration::from_millis(50);
+    *fake.body_len.lock() = 2048; // stored compressed
     let c = Arc::new(cache(&fake));
     let tasks: Vec<_> = (0..1000)
         .map(|_| {
@@ -448,6 +449,32 @@ async fn compressed_entries_weigh_less_and_every_path_serves_the_whole_body() {
         assert_eq!(whole(stale), padded(1), "stale, compress={compress}");
         assert_eq!(fake.calls(), 3);
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_stored_body_is_a_miss_and_never_revalidated() {
+    let fake = Fake::new();
+    *fake.body_len.lock() = 2048;
+    *fake.etag.lock() = Some("W/\"1\"".to_owned());
+    let c = cache(&fake);
+    let read = || FhirRequest::read("Patient", "a").with_partition(part("a"));
+    assert_eq!(body(&c, read()).await, call(1));
+    c.make_bodies_unreadable().await;
+    // Fresh but unreadable: refetched, unconditionally (a 304 would stand for nothing).
+    assert_eq!(body(&c, read()).await, call(2));
+    assert_eq!(*fake.if_none_match.lock(), [None, None]);
+    // The refetch replaced the entry: a hit again.
+    assert_eq!(body(&c, read()).await, call(2));
+    assert_eq!(fake.calls(), 2);
+    // Expired and unreadable while the EHR fails: an error, not an empty stale body.
+    c.make_bodies_unreadable().await;
+    advance(61).await;
+    fake.fail_with(Some(UpstreamError::Timeout));
+    assert!(matches!(
+        c.execute(read()).await,
+        Err(UpstreamError::Timeout)
+    ));
+    assert_eq!(c.stats().stale_serves, 0);
 }
 
 #[tokio::test]

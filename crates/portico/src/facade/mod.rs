@@ -201,9 +201,10 @@ fn render(state: &AppState, body: &Value) -> Bytes {
 /// What the facade derived from one cached upstream body for one principal: the
 /// verified, rewritten answer and how many entries verification removed (for the audit
 /// record). Kept in the cache entry's [`portico_upstream::Derived`] slot, so a hit on
-/// a hot entry decompresses bytes (~1 µs per 10 kB) instead of parse, verify, rewrite
-/// and serialize. Packed like the cache's own bodies: a kept answer is about the size
-/// of the body it came from, and this keeps a hot entry a fraction of its JSON size.
+/// a hot entry decompresses bytes instead of parse, verify, rewrite and serialize (the
+/// cache has decompressed the upstream body too, which such a hit does not use; ~1 µs
+/// per 10 kB each). Packed like the cache's own bodies: a kept answer is about the size
+/// of the body it came from, and packing keeps a hot entry a fraction of its JSON size.
 struct Rendered {
     body: portico_cache::Packed,
     removed: usize,
@@ -1125,4 +1126,44 @@ async fn delete(
     );
     audit.denied(&denial).await;
     Err(forbidden(&denial))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A searchset of `n` identical small entries: JSON that compresses well.
+    fn bundle_bytes(n: usize) -> Bytes {
+        let entry = r#"{"fullUrl":"http://localhost:8080/fhir/Observation/o1","resource":{"resourceType":"Observation","id":"o1","status":"final"}}"#;
+        Bytes::from(format!(
+            r#"{{"resourceType":"Bundle","type":"searchset","entry":[{}]}}"#,
+            vec![entry; n].join(",")
+        ))
+    }
+
+    #[test]
+    fn a_kept_answer_comes_back_whole_packed_and_only_under_its_key() {
+        let mut hit = FhirResponse::new(200, bundle_bytes(20));
+        hit.derived = Some(portico_upstream::Derived::with_budget(1 << 20));
+        let body = bundle_bytes(30);
+        remember(&hit, Some("bundle\nkey-a".to_owned()), &body, 3);
+
+        assert_eq!(
+            rendered(&hit, Some("bundle\nkey-a")),
+            Some((body.clone(), 3))
+        );
+        assert_eq!(rendered(&hit, Some("bundle\nkey-b")), None);
+        assert_eq!(rendered(&hit, None), None, "no key, no kept answer");
+        let used = hit.derived.as_ref().map(|slot| slot.used()).unwrap_or(0);
+        assert!(
+            used > 0 && used * 4 < body.len(),
+            "kept {used} bytes for a {}-byte answer",
+            body.len()
+        );
+
+        // A miss has no slot: nothing is kept, nothing comes back.
+        let miss = FhirResponse::new(200, bundle_bytes(20));
+        remember(&miss, Some("bundle\nkey-a".to_owned()), &body, 0);
+        assert_eq!(rendered(&miss, Some("bundle\nkey-a")), None);
+    }
 }

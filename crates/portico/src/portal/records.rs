@@ -14,6 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use portico_portal::records::{self, Kind, RecordList};
+use portico_upstream::Derived;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -110,11 +111,7 @@ async fn list(
         );
         (slot, key)
     });
-    if let Some(body) = kept
-        .as_ref()
-        .and_then(|(slot, key)| slot.get::<portico_cache::Packed>(key))
-        .and_then(|packed| packed.unpack())
-    {
+    if let Some(body) = kept.as_ref().and_then(|(slot, key)| kept_answer(slot, key)) {
         return Ok(json_bytes(body));
     }
     let (mut list, next) = records::view(kind, &shared.page);
@@ -124,12 +121,22 @@ async fn list(
         PortalError(ApiError::internal())
     })?);
     if let Some((slot, key)) = kept {
-        // Packed like the facade's kept answers (see `portico_cache::Packed`).
-        let packed = portico_cache::Packed::pack(&body);
-        let weight = packed.stored_len();
-        slot.set(key, Arc::new(packed), weight);
+        keep_answer(slot, key, &body);
     }
     Ok(json_bytes(body))
+}
+
+/// A record-list answer kept in a cache entry's slot under `key`, if any.
+fn kept_answer(slot: &Derived, key: &str) -> Option<Bytes> {
+    slot.get::<portico_cache::Packed>(key)?.unpack()
+}
+
+/// Keeps a record-list answer under `key`, packed like the facade's kept answers (see
+/// `portico_cache::Packed`).
+fn keep_answer(slot: &Derived, key: String, body: &Bytes) {
+    let packed = portico_cache::Packed::pack(body);
+    let weight = packed.stored_len();
+    slot.set(key, Arc::new(packed), weight);
 }
 
 /// A JSON answer from serialized bytes.
@@ -142,4 +149,25 @@ fn json_bytes(body: Bytes) -> Response {
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_answer_comes_back_whole_packed_and_only_under_its_key() {
+        let item = r#"{"id":"o1","title":"Hemoglobin","value":"13.2 g/dL","date":"2026-10-01"}"#;
+        let body = Bytes::from(format!(r#"{{"items":[{}]}}"#, vec![item; 30].join(",")));
+        let slot = Derived::with_budget(1 << 20);
+        keep_answer(&slot, "records\nkey-a".to_owned(), &body);
+        assert_eq!(kept_answer(&slot, "records\nkey-a"), Some(body.clone()));
+        assert_eq!(kept_answer(&slot, "records\nkey-b"), None);
+        assert!(
+            slot.used() > 0 && slot.used() * 4 < body.len(),
+            "kept {} bytes for a {}-byte answer",
+            slot.used(),
+            body.len()
+        );
+    }
 }
