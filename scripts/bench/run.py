@@ -285,15 +285,6 @@ class Oha:
         }
 
 
-def median_runs(oha, runs, url, **kw):
-    results = [oha.run(url, **kw) for _ in range(runs)]
-    med = {k: statistics.median(r[k] for r in results) for k in ("rps", "p50_ms", "p99_ms")}
-    med["runs"] = results
-    med["non_2xx"] = sum(r["non_2xx"] for r in results)
-    med["errors"] = sum(r["errors"] for r in results)
-    return med
-
-
 def interleaved(oha, runs, targets, **kw):
     """Runs each target once per round, `runs` rounds, so that noise from the shared
     machine hits every target alike; returns the medians per target."""
@@ -392,17 +383,17 @@ http {{
 
 def scenario_session(port, patient, rng_slot):
     """One scripted portal session through the gateway's own login (cookie + CSRF):
-    login, dashboard, two record pages, slots, book, dashboard, care team, new message
+    login, dashboard, two record pages (lab results, medications), slots, book, dashboard,
+    care team, new message
     thread, threads, dashboard. Returns the statuses seen."""
     c = Http(port)
     jar = {}
 
-    def req(method, path, body=None, headers=None, absolute_port=None):
+    def req(method, path, body=None, headers=None):
         h = dict(headers or {})
         if jar:
             h["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
-        client = c if absolute_port is None else Http(absolute_port)
-        status, headers_out, payload = client.request(method, path, body, h)
+        status, headers_out, payload = c.request(method, path, body, h)
         for v in headers_out.get_all("Set-Cookie") or []:
             name, _, rest = v.partition("=")
             jar[name.strip()] = rest.split(";")[0]
@@ -512,7 +503,9 @@ def main():
     ap.add_argument("--scenarios", default="1,2,3,4,5,6,7",
                     help="which scenarios to run, e.g. 1,3 (default: all)")
     args = ap.parse_args()
-    wanted = set(args.scenarios.split(","))
+    wanted = {n.strip() for n in args.scenarios.split(",")}
+    if not wanted or not wanted <= set("1234567"):
+        ap.error(f"--scenarios takes numbers from 1 to 7, got {args.scenarios!r}")
 
     def want(n):
         return n in wanted
@@ -538,7 +531,6 @@ def main():
     try:
         # -- sandbox
         log(f"starting the sandbox with {patients} patients")
-        t0 = time.monotonic()
         sb = procs.start("sandbox", [args.portico, "sandbox", "--port", str(SANDBOX_PORT),
                                      "--patients", str(patients), "--seed", "42",
                                      "--latency-ms", str(args.latency_ms)])
@@ -560,7 +552,6 @@ def main():
         def start_gateway(name, port, **kw):
             cfg = gateway_config(os.path.join(workdir, f"{name}.toml"), port,
                                  os.path.join(workdir, f"{name}-audit.jsonl"), **kw)
-            t = time.monotonic()
             p = procs.start(name, [args.portico, "serve", "--config", cfg], gw_env)
             ready = wait_ready(port, "/readyz", 60, p)
             return p, ready
@@ -664,55 +655,58 @@ def main():
             log(f"2: {s2.get('ratio_vs_nginx')} x nginx, {s2['ratio_vs_direct']:.2f} x direct")
 
         # -- 3: dashboard with 100 ms upstream latency vs one upstream call
+        # Scenario 3 reads pat-2 .. pat-(1+n3); scenario 4 a patient after them, cold.
+        n3 = 3 if smoke else 15
         if want("3") or want("4"):
-            log("3 dashboard at 100 ms upstream latency")
             set_latency(100)
             try:
-                n3 = 3 if smoke else 15
-                pats = [f"pat-{i}" for i in range(2, 2 + n3)]
-                toks = tokens_for(pats)
-                gwc = Http(GW_CACHE_PORT)
-                sbc = Http(SANDBOX_PORT)
-                cold, warm, one = [], [], []
-                for p in pats:
-                    h = {"Authorization": f"Bearer {toks[p]}"}
-                    t = time.monotonic()
-                    status, _, body = gwc.request("GET", "/api/v1/dashboard", headers=h)
-                    cold.append(time.monotonic() - t)
-                    if status != 200:
-                        raise RuntimeError(f"dashboard answered {status}: {body[:300]!r}")
-                    t = time.monotonic()
-                    gwc.request("GET", "/api/v1/dashboard", headers=h)
-                    warm.append(time.monotonic() - t)
-                    t = time.monotonic()
-                    status, _, _ = sbc.request("GET", f"/fhir/Patient/{p}", headers=h)
-                    one.append(time.monotonic() - t)
-                S["3_dashboard_latency"] = {
-                    "upstream_latency_ms": 100, "patients": n3,
-                    "cold_dashboard_ms": round(statistics.median(cold) * 1000, 1),
-                    "warm_dashboard_ms": round(statistics.median(warm) * 1000, 1),
-                    "one_upstream_call_ms": round(statistics.median(one) * 1000, 1),
-                    "ratio_cold": statistics.median(cold) / statistics.median(one),
-                }
-                log(f"3: {S['3_dashboard_latency']}")
+                if want("3"):
+                    log("3 dashboard at 100 ms upstream latency")
+                    pats = [f"pat-{i}" for i in range(2, 2 + n3)]
+                    toks = tokens_for(pats)
+                    gwc = Http(GW_CACHE_PORT)
+                    sbc = Http(SANDBOX_PORT)
+                    cold, warm, one = [], [], []
+                    for p in pats:
+                        h = {"Authorization": f"Bearer {toks[p]}"}
+                        t = time.monotonic()
+                        status, _, body = gwc.request("GET", "/api/v1/dashboard", headers=h)
+                        cold.append(time.monotonic() - t)
+                        if status != 200:
+                            raise RuntimeError(f"dashboard answered {status}: {body[:300]!r}")
+                        t = time.monotonic()
+                        gwc.request("GET", "/api/v1/dashboard", headers=h)
+                        warm.append(time.monotonic() - t)
+                        t = time.monotonic()
+                        status, _, _ = sbc.request("GET", f"/fhir/Patient/{p}", headers=h)
+                        one.append(time.monotonic() - t)
+                    S["3_dashboard_latency"] = {
+                        "upstream_latency_ms": 100, "patients": n3,
+                        "cold_dashboard_ms": round(statistics.median(cold) * 1000, 1),
+                        "warm_dashboard_ms": round(statistics.median(warm) * 1000, 1),
+                        "one_upstream_call_ms": round(statistics.median(one) * 1000, 1),
+                        "ratio_cold": statistics.median(cold) / statistics.median(one),
+                    }
+                    log(f"3: {S['3_dashboard_latency']}")
 
                 # -- 4: stampede, with the same 100 ms latency
-                log(f"4 stampede: {stampede} concurrent identical cold reads")
-                victim = f"pat-{2 + n3}"
-                vt = patient_token(Http(SANDBOX_PORT), victim)
-                path = f"/fhir/Observation?patient={victim}&{LAB_QUERY}"
-                s4 = {}
-                for name, port in (("portico_cache", GW_CACHE_PORT),
-                                   ("portico_nocache", GW_NOCACHE_PORT)):
-                    sandbox_reset()
-                    r = oha.run(f"http://{HOST}:{port}{path}", requests=stampede,
-                                concurrency=stampede, token=vt)
-                    stats = sandbox_stats()
-                    s4[name] = {"upstream_calls": fhir_calls(stats), "ok": r["ok"],
-                                "non_2xx": r["non_2xx"], "errors": r["errors"],
-                                "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"]}
-                S["4_stampede"] = s4
-                log(f"4: {s4}")
+                if want("4"):
+                    log(f"4 stampede: {stampede} concurrent identical cold reads")
+                    victim = f"pat-{2 + n3}"
+                    vt = patient_token(Http(SANDBOX_PORT), victim)
+                    path = f"/fhir/Observation?patient={victim}&{LAB_QUERY}"
+                    s4 = {}
+                    for name, port in (("portico_cache", GW_CACHE_PORT),
+                                       ("portico_nocache", GW_NOCACHE_PORT)):
+                        sandbox_reset()
+                        r = oha.run(f"http://{HOST}:{port}{path}", requests=stampede,
+                                    concurrency=stampede, token=vt)
+                        stats = sandbox_stats()
+                        s4[name] = {"upstream_calls": fhir_calls(stats), "ok": r["ok"],
+                                    "non_2xx": r["non_2xx"], "errors": r["errors"],
+                                    "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"]}
+                    S["4_stampede"] = s4
+                    log(f"4: {s4}")
             finally:
                 set_latency(args.latency_ms)
 
@@ -742,9 +736,6 @@ def main():
             mem_pats = [f"pat-{i}" for i in range(1, patients + 1)]
             mem_tokens = {}
 
-            def mint(p):
-                return p, patient_token(thread_client(SANDBOX_PORT), p)
-
             def read_all(p):
                 tok = mem_tokens[p]
                 c = thread_client(GW_MEM_PORT)
@@ -763,15 +754,14 @@ def main():
                 # Fresh tokens for each gateway, minted before the timed passes (at
                 # 100 000 patients a pass takes minutes; tokens live an hour).
                 log(f"6 memory ({name}): minting {patients} patient tokens")
-                with concurrent.futures.ThreadPoolExecutor(8) as ex:
-                    mem_tokens.update(ex.map(mint, mem_pats))
+                mem_tokens.update(tokens_for(mem_pats))
                 log(f"6 memory ({name}): warming {patients} patients")
                 gw_mem, _ = start_gateway(f"gw-mem-{name}", GW_MEM_PORT, extra_cache=(
                     'max_bytes = 17179869184\npatient_ttl = "1h"\nreference_ttl = "1h"'
                     + extra))
-                warm_one = patient_token(Http(SANDBOX_PORT), "pat-1")
-                Http(GW_MEM_PORT).request("GET", "/fhir/Patient/pat-1",
-                                          headers={"Authorization": f"Bearer {warm_one}"})
+                Http(GW_MEM_PORT).request(
+                    "GET", "/fhir/Patient/pat-1",
+                    headers={"Authorization": f"Bearer {mem_tokens['pat-1']}"})
                 time.sleep(0.5)
                 rss_before = rss_kib(gw_mem.pid)
                 t = time.monotonic()
@@ -805,14 +795,14 @@ def main():
                     "rss_after_hit_over_json": delta_hit / json_bytes if json_bytes else None,
                 }
 
-            runs = {"compressed": memory_run("compressed", ""),
-                    "uncompressed": memory_run("uncompressed", "\ncompress = false")}
-            json_bytes = runs["compressed"]["json_bytes"]
+            variants = {"compressed": memory_run("compressed", ""),
+                        "uncompressed": memory_run("uncompressed", "\ncompress = false")}
+            json_bytes = variants["compressed"]["json_bytes"]
             S["6_memory"] = {
                 "patients": patients, "requests_per_patient": len(mem_paths),
                 "json_bytes_mib": round(json_bytes / 1048576, 1),
                 "json_bytes_per_patient_kib": round(json_bytes / patients / 1024, 1),
-                **runs,
+                **variants,
             }
             log(f"6: {S['6_memory']}")
     finally:

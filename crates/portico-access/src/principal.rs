@@ -325,4 +325,24 @@ mod tests {
         assert_ne!(a.fingerprint(), c.fingerprint());
         assert_eq!(a.fingerprint(), a2.fingerprint());
     }
+
+    #[test]
+    fn fingerprint_binds_subject_client_and_fhir_user() {
+        // Answers kept per principal (the facade's, the portal's) are keyed by the
+        // fingerprint alone, and what a principal may see also depends on these.
+        let names = ClaimNames::default();
+        let p = |v: Value| Principal::from_claims(&claims(v), &names).unwrap();
+        let base = json!({"sub":"u","client_id":"app-1","patient":"pat-1",
+            "fhirUser":"Patient/pat-1","scope":"patient/*.rs"});
+        let a = p(base.clone());
+        for (claim, value) in [
+            ("sub", "v"),
+            ("client_id", "app-2"),
+            ("fhirUser", "RelatedPerson/r1"),
+        ] {
+            let mut other = base.clone();
+            other[claim] = json!(value);
+            assert_ne!(a.fingerprint(), p(other).fingerprint(), "{claim}");
+        }
+    }
 }

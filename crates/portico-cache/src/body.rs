@@ -3,11 +3,11 @@
 //! in an entry's [`portico_upstream::Derived`] slot the same way.
 //!
 //! FHIR JSON is repetitive (the same keys, systems and references in every entry), so
-//! a stored search Bundle typically shrinks several-fold (a sandbox patient's 10 kB
-//! laboratory search: 6.5×). Compressing it costs ~3 µs on the miss that stores it, and
-//! every hit decompresses it again, ~1 µs, next to the ~70 µs of CPU a whole cached
-//! read costs the gateway (docs/BENCHMARKS.md). Keeping a decompressed copy per entry
-//! would save that microsecond at the price of the body's full size in memory.
+//! a stored search Bundle typically shrinks several-fold. Compressing costs a few
+//! microseconds on the miss that stores it, and every hit decompresses again, about a
+//! microsecond per 10 kB: small next to the whole of a cached read (the `packed`
+//! benches; figures in docs/BENCHMARKS.md). Keeping a decompressed copy per entry would
+//! save that microsecond at the price of the body's full size in memory.
 //!
 //! Bytes shorter than [`MIN_COMPRESSED_LEN`], and bytes that do not shrink by at least
 //! an eighth, are kept as they are.

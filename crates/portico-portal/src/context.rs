@@ -41,6 +41,11 @@ pub const IDENTIFIER_SYSTEM: &str = "urn:ietf:rfc:3986";
 /// The most entries [`Ctx::search_all`] collects, whatever the caller asks.
 pub const MAX_COLLECTED: usize = 1000;
 
+/// The most pages one collected search follows ([`Ctx::search_all`],
+/// [`crate::whole::search_whole`]): an EHR whose `next` links never end, or that ignores
+/// `_count` with tiny pages, gets no more requests than this.
+pub const MAX_PAGES: usize = 100;
+
 /// How long an offer made by an operation (a proposed appointment from `$find`) may be
 /// acted on through this gateway.
 pub const OFFER_LIFETIME: Duration = Duration::from_secs(30 * 60);
@@ -634,11 +639,12 @@ impl<'a> Ctx<'a> {
         limit: usize,
     ) -> PortalResult<Page> {
         let limit = limit.min(MAX_COLLECTED);
-        let mut all = self.search(rt, params).await?;
-        while all.matches.len() < limit && !all.replaced {
-            let Some(next) = all.next.take() else { break };
-            all.append(self.search_page(rt, &next).await?);
-        }
+        let first = self.search(rt, params).await?;
+        let mut all = self
+            .follow(rt, first, |page| {
+                page.matches.len() < limit && !page.replaced
+            })
+            .await?;
         if all.replaced {
             return Err(PortalError::Upstream(UpstreamError::MalformedBody {
                 detail: format!(
@@ -647,6 +653,23 @@ impl<'a> Ctx<'a> {
             }));
         }
         all.matches.truncate(limit);
+        Ok(all)
+    }
+
+    /// Follows `next` links from `all`, appending each page, while `more` says so and for
+    /// at most [`MAX_PAGES`] pages in all; a `next` link not followed is left in place.
+    pub(crate) async fn follow(
+        &self,
+        rt: &str,
+        mut all: Page,
+        more: impl Fn(&Page) -> bool,
+    ) -> PortalResult<Page> {
+        let mut pages = 1;
+        while pages < MAX_PAGES && more(&all) {
+            let Some(next) = all.next.take() else { break };
+            all.append(self.search_page(rt, &next).await?);
+            pages += 1;
+        }
         Ok(all)
     }
 
@@ -1380,12 +1403,52 @@ mod tests {
             Arc::ptr_eq(&shared, &upstream.slot.get::<Page>(&kept).unwrap()),
             "a shared search hands out the kept page itself"
         );
-        assert!(
-            upstream.slot.get::<Page>(&kept).is_some(),
-            "pat-1's page was kept"
-        );
         // Every answer was audited, reused or not.
         assert_eq!(audit.records().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_page_verified_for_one_child_is_not_reused_for_the_other_by_the_same_login() {
+        // One login acting for two patients (a parent for two children): both reach the
+        // same cache entry (the partition names both), so only the acting patient in the
+        // kept page's key keeps one child's page from the other.
+        let bundle = serde_json::json!({"resourceType": "Bundle", "type": "searchset",
+            "entry": [{"resource": {"resourceType": "Observation", "id": "o1",
+                "status": "final", "code": {"text": "x"},
+                "subject": {"reference": "Patient/c1"}}}]});
+        let upstream = Arc::new(OneEntry {
+            body: bundle.to_string(),
+            slot: portico_upstream::Derived::with_budget(1 << 20),
+        });
+        let portal = Portal::new(
+            upstream,
+            Policy::new("http://ehr.example/fhir"),
+            EhrProfile::built_in("generic-r4").unwrap(),
+            Arc::new(portico_access::audit::MemoryAuditSink::default()),
+            Arc::new(crate::payments::NoProcessor),
+        );
+        let parent = Arc::new(Principal {
+            subject: "RelatedPerson/parent".to_owned(),
+            client_id: Some("portal".to_owned()),
+            patients: vec!["c1".to_owned(), "c2".to_owned()],
+            fhir_user: Some(Reference::new("RelatedPerson", "parent")),
+            scopes: portico_access::ScopeSet::parse("patient/*.rs"),
+            expires_at: None,
+            issuer: None,
+        });
+        let first = Caller::new(parent.clone(), Some("c1")).unwrap();
+        let second = Caller::new(parent, Some("c2")).unwrap();
+        for _ in 0..2 {
+            let page = portal.ctx(&first).search("Observation", &[]).await.unwrap();
+            assert_eq!(page.matches.len(), 1, "c1 sees c1's result");
+        }
+        let page = portal
+            .ctx(&second)
+            .search("Observation", &[])
+            .await
+            .unwrap();
+        assert!(page.matches.is_empty(), "c2 must not see c1's page");
+        assert_eq!(page.removed, 1);
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@ pub mod profile;
 pub mod records;
 pub mod referrals;
 pub mod view;
+pub mod whole;
 
 pub use context::{Caller, Ctx, Page, Portal, Versioned};
 pub use error::{PortalError, PortalResult};

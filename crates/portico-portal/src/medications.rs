@@ -8,7 +8,7 @@
 //! one EHR round trip in the usual case: the prescriptions, the patient's completed
 //! dispenses and the patient's open refill requests are searched at the same time and
 //! matched here; a patient-wide answer that is not whole (more than
-//! [`PATIENT_WIDE_BOUND`], pages left, or see [`crate::dashboard::search_whole`]) is
+//! [`PATIENT_WIDE_BOUND`], pages left, or see [`crate::whole::search_whole`]) is
 //! replaced by the searches scoped to the listed prescriptions (`prescription=`,
 //! `focus=`). Every search eligibility rests on must be whole: when the dispenses or the
 //! open refill requests still cannot be read whole (more than the gateway collects, an
@@ -667,7 +667,7 @@ fn mr_reference(id: &str) -> String {
 /// The prescriptions, the patient's completed dispenses and the patient's open refill
 /// requests are searched at the same time (the [`Ctx`] narrows every search to the
 /// patient), then matched to the listed prescriptions here. When a patient-wide answer
-/// is not whole (see [`crate::dashboard::search_whole`]) or the EHR refuses the
+/// is not whole (see [`crate::whole::search_whole`]) or the EHR refuses the
 /// patient-wide query, the searches scoped to the listed prescriptions' ids are made
 /// instead; when an answer needed for eligibility is still not whole, the prescriptions
 /// are not eligible (`history_unavailable`), so eligibility is never computed on part of
@@ -713,7 +713,7 @@ pub async fn list(ctx: Ctx<'_>) -> PortalResult<MedicationList> {
             match wide_dispenses {
                 Ok(Some((whole, stale))) => Ok((Some(whole), stale)),
                 Ok(None) => dispenses_of(ctx, &ids).await,
-                Err(e) if crate::dashboard::refused_query(&e) => dispenses_of(ctx, &ids).await,
+                Err(e) if crate::whole::refused_query(&e) => dispenses_of(ctx, &ids).await,
                 Err(e) => Err(e),
             }
         },
@@ -725,9 +725,7 @@ pub async fn list(ctx: Ctx<'_>) -> PortalResult<MedicationList> {
                     Ok(search.open_of(&ids))
                 }
                 Ok(_) => open_requests(ctx, &ids).await,
-                Err(e)
-                    if strategy == RefillStrategy::Task && crate::dashboard::refused_query(&e) =>
-                {
+                Err(e) if strategy == RefillStrategy::Task && crate::whole::refused_query(&e) => {
                     open_requests(ctx, &ids).await
                 }
                 Err(e) => Err(e),
@@ -763,7 +761,7 @@ pub async fn list(ctx: Ctx<'_>) -> PortalResult<MedicationList> {
 /// All the patient's completed dispenses, when they fit in [`PATIENT_WIDE_BOUND`]
 /// (`None` otherwise), and whether any page was stale.
 async fn patient_dispenses(ctx: Ctx<'_>) -> PortalResult<Option<(Vec<Value>, bool)>> {
-    let page = crate::dashboard::search_whole(
+    let page = crate::whole::search_whole(
         ctx,
         "MedicationDispense",
         &[
@@ -784,7 +782,7 @@ async fn dispenses_of(ctx: Ctx<'_>, ids: &[&str]) -> PortalResult<(Option<Vec<Va
         .map(|id| mr_reference(id))
         .collect::<Vec<_>>()
         .join(",");
-    let page = crate::dashboard::search_whole(
+    let page = crate::whole::search_whole(
         ctx,
         "MedicationDispense",
         &[
@@ -808,7 +806,7 @@ struct OpenSearch {
     resource_type: &'static str,
     /// Where a refill request names its prescription.
     path: &'static str,
-    /// Whether the answer is whole ([`crate::dashboard::search_whole`]); when not,
+    /// Whether the answer is whole ([`crate::whole::search_whole`]); when not,
     /// `page` is empty.
     whole: bool,
 }
@@ -852,7 +850,7 @@ impl OpenSearch {
 /// Searches open refill requests per the profile's strategy: with `focus`, those of
 /// these prescriptions (the Task strategy searches `focus`; the other strategies have
 /// no R4 search parameter for the prescription and always search the patient's all);
-/// without, the patient's all. Collected with [`crate::dashboard::search_whole`].
+/// without, the patient's all. Collected with [`crate::whole::search_whole`].
 async fn open_request_search(ctx: Ctx<'_>, focus: Option<&[&str]>) -> PortalResult<OpenSearch> {
     let (resource_type, path, params, bound) = match ctx.profile().refills.strategy {
         RefillStrategy::Task => {
@@ -900,7 +898,7 @@ async fn open_request_search(ctx: Ctx<'_>, focus: Option<&[&str]>) -> PortalResu
             crate::context::MAX_COLLECTED,
         ),
     };
-    let page = crate::dashboard::search_whole(ctx, resource_type, &params, bound).await?;
+    let page = crate::whole::search_whole(ctx, resource_type, &params, bound).await?;
     Ok(OpenSearch {
         whole: page.is_some(),
         page: page.unwrap_or_default(),

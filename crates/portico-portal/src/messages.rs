@@ -632,14 +632,13 @@ async fn threads_in_one_search(ctx: &Ctx<'_>) -> PortalResult<Option<Threads>> {
         ("_include", "Communication:recipient".to_owned()),
         ("_count", COMBINED_PAGE.to_string()),
     ];
-    let page = match crate::dashboard::search_whole(*ctx, "Communication", &params, COMBINED_BOUND)
-        .await
-    {
-        Ok(Some(page)) => page,
-        Ok(None) => return Ok(None),
-        Err(e) if crate::dashboard::refused_query(&e) => return Ok(None),
-        Err(e) => return Err(e),
-    };
+    let page =
+        match crate::whole::search_whole(*ctx, "Communication", &params, COMBINED_BOUND).await {
+            Ok(Some(page)) => page,
+            Ok(None) => return Ok(None),
+            Err(e) if crate::whole::refused_query(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
     let Grouped {
         headers,
         by_thread,
