@@ -48,9 +48,11 @@ use crate::key::{CacheKey, Plan, plan};
 /// One cached response.
 #[derive(Debug)]
 struct Entry {
-    /// The response without its body (`body` is empty), with the entry's derived slot.
+    /// The response without its body (`body` is empty) and without a slot.
     response: FhirResponse,
     body: Packed,
+    /// Shared by every hit on this entry (see [`Derived`]).
+    derived: Derived,
     /// When the fetch that produced (or revalidated) it started.
     fetched_at: Instant,
     /// The generation clock when that fetch started.
@@ -62,15 +64,15 @@ impl Entry {
     /// The response a hit returns: the body and the entry's derived slot. `None` if
     /// the stored body is unreadable.
     fn hit(&self) -> Option<FhirResponse> {
-        let mut response = self.response.clone();
-        response.body = self.body.unpack()?;
+        let mut response = self.plain()?;
+        response.derived = Some(self.derived.clone());
         Some(response)
     }
 
     /// The response without the derived slot: for a stale serve, a revalidated entry's
     /// answer or a fetch that found the entry refreshed.
     fn plain(&self) -> Option<FhirResponse> {
-        let mut response = without_derived(&self.response);
+        let mut response = self.response.clone();
         response.body = self.body.unpack()?;
         Some(response)
     }
@@ -174,13 +176,6 @@ fn derived_budget(body_len: usize) -> usize {
         .saturating_add(16 * 1024)
 }
 
-/// A copy of a stored response without its [`Derived`] slot.
-fn without_derived(response: &FhirResponse) -> FhirResponse {
-    let mut copy = response.clone();
-    copy.derived = None;
-    copy
-}
-
 /// The read cache over any [`FhirUpstream`]; itself a `FhirUpstream`.
 pub struct CachedUpstream<U> {
     inner: U,
@@ -279,6 +274,7 @@ impl<U: FhirUpstream> CachedUpstream<U> {
         for (key, entry) in self.entries.iter() {
             let broken = Arc::new(Entry {
                 response: entry.response.clone(),
+                derived: entry.derived.clone(),
                 body: Packed::unreadable(),
                 fetched_at: entry.fetched_at,
                 generation: entry.generation,
@@ -426,13 +422,13 @@ impl<U: FhirUpstream> CachedUpstream<U> {
             let body = Packed::new(&response.body, self.config.compress);
             (response, body)
         };
-        let mut stored = without_derived(&response);
+        let mut stored = response.clone();
         stored.body = bytes::Bytes::new();
-        // A new entry, a new slot: nothing derived from an older entry carries over.
-        stored.derived = Some(Derived::with_budget(derived_budget(response.body.len())));
         let entry = Arc::new(Entry {
             response: stored,
             body,
+            // A new entry, a new slot: nothing derived from an older entry carries over.
+            derived: Derived::with_budget(derived_budget(response.body.len())),
             fetched_at,
             generation,
             ttl: plan.ttl,

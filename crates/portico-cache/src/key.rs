@@ -16,8 +16,11 @@
 //! is never cached unpartitioned.
 //!
 //! Each key also records what it depends on, for invalidation: the resource type it is
-//! about, or "anything" for searches whose result can contain or be filtered by other
-//! types (includes, `_has`, chains) and for paging links (whose type is not known).
+//! about; that type plus the R4 target types of each `_include` whose parameter is known
+//! (`include_targets`); or "anything" for searches whose result can contain or be
+//! filtered by other types in ways not listed there (`_revinclude`, `:iterate`,
+//! wildcard or unknown includes, `_has`, chains) and for paging links (whose type is not
+//! known).
 
 use portico_fhir::resource_types;
 use portico_upstream::{CachePartition, FhirRequest, Interaction};

@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod facade;
+mod kept;
 pub mod login;
 pub mod metrics;
 pub mod portal;

@@ -198,19 +198,7 @@ fn render(state: &AppState, body: &Value) -> Bytes {
     Bytes::from(state.rewrite_bases_bytes(json))
 }
 
-/// What the facade derived from one cached upstream body for one principal: the
-/// verified, rewritten answer and how many entries verification removed (for the audit
-/// record). Kept in the cache entry's [`portico_upstream::Derived`] slot, so a hit on
-/// a hot entry decompresses bytes instead of parse, verify, rewrite and serialize (the
-/// cache has decompressed the upstream body too, which such a hit does not use; ~1 µs
-/// per 10 kB each). Packed like the cache's own bodies: a kept answer is about the size
-/// of the body it came from, and packing keeps a hot entry a fraction of its JSON size.
-struct Rendered {
-    body: portico_cache::Packed,
-    removed: usize,
-}
-
-/// The exact key of a [`Rendered`] answer: everything besides the upstream body that
+/// The exact key of an answer the facade keeps (see [`crate::kept`]): everything besides the upstream body that
 /// the answer depends on. The principal's fingerprint covers what decides visibility
 /// and binds the paging cursors (subject, client, patients, fhirUser, scopes); `what`
 /// names the interaction and its request-dependent parts (the self link, the cursors'
@@ -229,17 +217,14 @@ fn render_key(
 /// The answer rendered earlier from this cached body under `key`, if any: its bytes and
 /// how many entries verification removed.
 fn rendered(response: &FhirResponse, key: Option<&str>) -> Option<(Bytes, usize)> {
-    let kept = response.derived.as_ref()?.get::<Rendered>(key?)?;
-    Some((kept.body.unpack()?, kept.removed))
+    crate::kept::get(response.derived.as_ref()?, key?)
 }
 
 /// Keeps a rendered answer for later hits on the same cache entry (only a response
 /// served from a cache hit has a slot, and then a key).
 fn remember(response: &FhirResponse, key: Option<String>, body: &Bytes, removed: usize) {
     if let (Some(slot), Some(key)) = (&response.derived, key) {
-        let body = portico_cache::Packed::pack(body);
-        let weight = body.stored_len();
-        slot.set(key, std::sync::Arc::new(Rendered { body, removed }), weight);
+        crate::kept::keep(slot, key, body, removed);
     }
 }
 

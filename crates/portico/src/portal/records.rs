@@ -7,14 +7,11 @@
 //! or used by anyone else. A cursor presented by anyone else, altered, expired or used
 //! for another kind is refused with 400 `invalid_cursor`.
 
-use std::sync::Arc;
-
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use portico_portal::records::{self, Kind, RecordList};
-use portico_upstream::Derived;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -82,12 +79,13 @@ async fn list(
         ))
     })?;
     let Query(query) = query.map_err(|e| PortalError(ApiError::bad_request(e.body_text())))?;
+    let binding = binding(&caller, kind);
     let page_url = match &query.cursor {
         None => None,
         Some(cursor) => Some(
             state
                 .cursor_key()
-                .open(cursor, &binding(&caller, kind), unix_now())
+                .open(cursor, &binding, unix_now())
                 .map_err(|e| {
                     PortalError(ApiError::new(
                         StatusCode::BAD_REQUEST,
@@ -103,7 +101,6 @@ async fn list(
     // binding (principal, acting patient, kind) that seals the cursor, the cursor's
     // expiry step, and the request. Kept in the entry's slot like the facade's answers.
     let expires = state.cursor_expiry();
-    let binding = binding(&caller, kind);
     let kept = shared.slot.as_ref().map(|slot| {
         let key = format!(
             "records\n{binding}\n{expires}\n{count}\n{}",
@@ -111,7 +108,10 @@ async fn list(
         );
         (slot, key)
     });
-    if let Some(body) = kept.as_ref().and_then(|(slot, key)| kept_answer(slot, key)) {
+    if let Some((body, _)) = kept
+        .as_ref()
+        .and_then(|(slot, key)| crate::kept::get(slot, key))
+    {
         return Ok(json_bytes(body));
     }
     let (mut list, next) = records::view(kind, &shared.page);
@@ -121,22 +121,9 @@ async fn list(
         PortalError(ApiError::internal())
     })?);
     if let Some((slot, key)) = kept {
-        keep_answer(slot, key, &body);
+        crate::kept::keep(slot, key, &body, 0);
     }
     Ok(json_bytes(body))
-}
-
-/// A record-list answer kept in a cache entry's slot under `key`, if any.
-fn kept_answer(slot: &Derived, key: &str) -> Option<Bytes> {
-    slot.get::<portico_cache::Packed>(key)?.unpack()
-}
-
-/// Keeps a record-list answer under `key`, packed like the facade's kept answers (see
-/// `portico_cache::Packed`).
-fn keep_answer(slot: &Derived, key: String, body: &Bytes) {
-    let packed = portico_cache::Packed::pack(body);
-    let weight = packed.stored_len();
-    slot.set(key, Arc::new(packed), weight);
 }
 
 /// A JSON answer from serialized bytes.
@@ -149,25 +136,4 @@ fn json_bytes(body: Bytes) -> Response {
         body,
     )
         .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_kept_answer_comes_back_whole_packed_and_only_under_its_key() {
-        let item = r#"{"id":"o1","title":"Hemoglobin","value":"13.2 g/dL","date":"2026-10-01"}"#;
-        let body = Bytes::from(format!(r#"{{"items":[{}]}}"#, vec![item; 30].join(",")));
-        let slot = Derived::with_budget(1 << 20);
-        keep_answer(&slot, "records\nkey-a".to_owned(), &body);
-        assert_eq!(kept_answer(&slot, "records\nkey-a"), Some(body.clone()));
-        assert_eq!(kept_answer(&slot, "records\nkey-b"), None);
-        assert!(
-            slot.used() > 0 && slot.used() * 4 < body.len(),
-            "kept {} bytes for a {}-byte answer",
-            slot.used(),
-            body.len()
-        );
-    }
 }
