@@ -139,18 +139,15 @@ impl Generations {
                 .map_or(0, |stamp| stamp.generation)
         };
         let patients = partition.map_or(&[][..], CachePartition::patients);
-        std::iter::once(Scope::Shared)
-            .chain(patients.iter().cloned().map(Scope::Patient))
-            .flat_map(|scope| {
-                topics
-                    .iter()
-                    .chain([&Topic::Everything])
-                    .map(|topic| get(&scope, topic))
-                    .collect::<Vec<_>>()
-            })
-            .chain([self.all.load(Ordering::SeqCst)])
-            .max()
-            .unwrap_or(0)
+        let mut newest = self.all.load(Ordering::SeqCst);
+        for scope in
+            std::iter::once(Scope::Shared).chain(patients.iter().cloned().map(Scope::Patient))
+        {
+            for topic in topics.iter().chain([&Topic::Everything]) {
+                newest = newest.max(get(&scope, topic));
+            }
+        }
+        newest
     }
 
     /// Invalidates the entries a write of `resource_type` changes for `partition`.

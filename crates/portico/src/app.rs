@@ -295,12 +295,10 @@ impl AppState {
     /// Replaces the EHR's FHIR base with the gateway's in text leaving the gateway, so
     /// that no upstream address (and no link around the gateway) reaches a client.
     pub fn rewrite_bases(&self, text: &str) -> String {
-        let up = &self.inner.upstream_base;
-        if text.contains(up.as_str()) {
-            text.replace(up.as_str(), &self.inner.fhir_base)
-        } else {
-            text.to_owned()
-        }
+        // A whole UTF-8 string replaced by another in UTF-8 text leaves UTF-8 (a match
+        // of a complete string always starts and ends on character boundaries).
+        String::from_utf8(self.rewrite_bases_bytes(text.as_bytes().to_vec()))
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 
     /// [`AppState::rewrite_bases`] over bytes (serialized JSON), without a copy when

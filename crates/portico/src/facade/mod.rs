@@ -192,8 +192,8 @@ fn fhir_response(
 
 /// The body of an answer: JSON with upstream URLs rewritten to the gateway's.
 fn render(state: &AppState, body: &Value) -> Bytes {
-    // `to_vec` writes straight into the buffer (`to_string` goes through `fmt`); a
-    // `Value` always serializes (its keys are strings).
+    // Bytes, not a `String`: `Bytes` takes the buffer as it is. A `Value` always
+    // serializes (its keys are strings).
     let json = serde_json::to_vec(body).unwrap_or_default();
     Bytes::from(state.rewrite_bases_bytes(json))
 }
