@@ -753,6 +753,64 @@ mod tests {
     use chrono::TimeZone;
     use proptest::prelude::*;
 
+    /// An EHR whose only invoice of pat-1's has a line pointing at pat-2's ChargeItem.
+    #[derive(Debug)]
+    struct CrossedChargeItem;
+
+    #[async_trait::async_trait]
+    impl portico_upstream::FhirUpstream for CrossedChargeItem {
+        async fn execute(
+            &self,
+            request: portico_upstream::FhirRequest,
+        ) -> Result<portico_upstream::FhirResponse, portico_upstream::UpstreamError> {
+            let searchset = |resource: Value| {
+                json!({"resourceType": "Bundle", "type": "searchset",
+                    "entry": [{"resource": resource}]})
+            };
+            let body = match request.resource_type() {
+                Some("Account") => searchset(json!({"resourceType": "Account", "id": "acc-1",
+                    "status": "active", "subject": [{"reference": "Patient/pat-1"}]})),
+                Some("Invoice") => searchset(json!({"resourceType": "Invoice", "id": "inv-1",
+                    "status": "issued", "subject": {"reference": "Patient/pat-1"},
+                    "account": {"reference": "Account/acc-1"},
+                    "lineItem": [{"sequence": 1,
+                        "chargeItemReference": {"reference": "ChargeItem/ci-2"},
+                        "priceComponent": [{"type": "base",
+                            "amount": {"value": 10.0, "currency": "USD"}}]}]})),
+                _ => json!({"resourceType": "ChargeItem", "id": "ci-2", "status": "billable",
+                    "code": {"text": "pat-2's charge"},
+                    "subject": {"reference": "Patient/pat-2"}}),
+            };
+            Ok(portico_upstream::FhirResponse::new(200, body.to_string()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_line_pointing_at_another_patients_charge_item_is_not_described_by_it() {
+        let portal = crate::context::Portal::new(
+            std::sync::Arc::new(CrossedChargeItem),
+            portico_access::Policy::new("http://ehr.example/fhir"),
+            crate::profile::EhrProfile::built_in("generic-r4").unwrap(),
+            std::sync::Arc::new(portico_access::audit::MemoryAuditSink::default()),
+            std::sync::Arc::new(crate::payments::NoProcessor),
+        );
+        let principal = std::sync::Arc::new(portico_access::Principal {
+            subject: "Patient/pat-1".to_owned(),
+            client_id: Some("portal".to_owned()),
+            patients: vec!["pat-1".to_owned()],
+            fhir_user: None,
+            scopes: portico_access::ScopeSet::parse("patient/*.rs"),
+            expires_at: None,
+            issuer: None,
+        });
+        let caller = crate::context::Caller::new(principal, None).unwrap();
+        let bills = list(portal.ctx(&caller)).await.unwrap();
+        let lines = &bills.accounts[0].invoices[0].lines;
+        assert_eq!(lines.len(), 1, "the line is listed");
+        let shown = serde_json::to_string(&bills).unwrap();
+        assert!(!shown.contains("pat-2's charge"), "{shown}");
+    }
+
     #[test]
     fn the_balance_due_sums_the_profiles_currency_in_minor_units() {
         let usd = |value: f64| Money {
