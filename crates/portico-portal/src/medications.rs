@@ -681,39 +681,40 @@ pub async fn list(ctx: Ctx<'_>) -> PortalResult<MedicationList> {
         ("_count", "100".to_owned()),
     ];
     let prescriptions = ctx.search_all("MedicationRequest", &params, MAX_LISTED);
-    let wide = async { tokio::join!(patient_dispenses(ctx), open_request_search(ctx, None)) };
-    let nothing_listed = |page: &Page| !page.matches.iter().any(|r| listed(r, now));
+    let wide = async {
+        tokio::join!(
+            completed_dispenses(ctx, None),
+            open_request_search(ctx, None)
+        )
+    };
     // With nothing listed, the other two answers (and their failures) do not matter:
     // when the prescriptions come first, the others are dropped rather than waited for.
-    let (page, (wide_dispenses, wide_open)) =
-        match futures::future::select(pin!(prescriptions), pin!(wide)).await {
-            Either::Left((page, wide)) => {
-                let page = page?;
-                if nothing_listed(&page) {
-                    return Ok(MedicationList {
-                        items: Vec::new(),
-                        stale: page.stale,
-                    });
-                }
-                (page, wide.await)
-            }
-            Either::Right((wide, prescriptions)) => (prescriptions.await?, wide),
-        };
-    if nothing_listed(&page) {
+    let wide = pin!(wide);
+    let (page, wide) = match futures::future::select(pin!(prescriptions), wide).await {
+        Either::Left((page, pending)) => (page?, Either::Left(pending)),
+        Either::Right((wide, prescriptions)) => (prescriptions.await?, Either::Right(wide)),
+    };
+    if !page.matches.iter().any(|r| listed(r, now)) {
         return Ok(MedicationList {
             items: Vec::new(),
             stale: page.stale,
         });
     }
+    let (wide_dispenses, wide_open) = match wide {
+        Either::Left(pending) => pending.await,
+        Either::Right(wide) => wide,
+    };
     let mut requests: Vec<&Value> = page.matches.iter().filter(|r| listed(r, now)).collect();
     let ids: Vec<&str> = requests.iter().filter_map(|r| str_at(r, "id")).collect();
     let strategy = ctx.profile().refills.strategy;
     let (dispenses, open) = tokio::join!(
         async {
             match wide_dispenses {
-                Ok(Some((whole, stale))) => Ok((Some(whole), stale)),
-                Ok(None) => dispenses_of(ctx, &ids).await,
-                Err(e) if crate::whole::refused_query(&e) => dispenses_of(ctx, &ids).await,
+                Ok(Some(whole)) => Ok(Some(whole)),
+                Ok(None) => completed_dispenses(ctx, Some(&ids)).await,
+                Err(e) if crate::whole::refused_query(&e) => {
+                    completed_dispenses(ctx, Some(&ids)).await
+                }
                 Err(e) => Err(e),
             }
         },
@@ -721,7 +722,7 @@ pub async fn list(ctx: Ctx<'_>) -> PortalResult<MedicationList> {
             match wide_open {
                 // Only the Task strategy has a narrower search (`focus=`); the others'
                 // patient-wide search is the only one there is.
-                Ok(search) if search.whole || strategy != RefillStrategy::Task => {
+                Ok(search) if search.page.is_some() || strategy != RefillStrategy::Task => {
                     Ok(search.open_of(&ids))
                 }
                 Ok(_) => open_requests(ctx, &ids).await,
@@ -732,7 +733,7 @@ pub async fn list(ctx: Ctx<'_>) -> PortalResult<MedicationList> {
             }
         },
     );
-    let ((dispenses, stale_dispenses), (open, stale_open)) = (dispenses?, open?);
+    let ((dispenses, stale_dispenses), (open, stale_open)) = (matches_and_stale(dispenses?), open?);
     let stale = page.stale || stale_dispenses || stale_open;
     // Active and on-hold first, then by authoredOn, newest first.
     requests.sort_by_key(|r| {
@@ -758,69 +759,64 @@ pub async fn list(ctx: Ctx<'_>) -> PortalResult<MedicationList> {
     Ok(MedicationList { items, stale })
 }
 
-/// All the patient's completed dispenses, when they fit in [`PATIENT_WIDE_BOUND`]
-/// (`None` otherwise), and whether any page was stale.
-async fn patient_dispenses(ctx: Ctx<'_>) -> PortalResult<Option<(Vec<Value>, bool)>> {
-    let page = crate::whole::search_whole(
-        ctx,
-        "MedicationDispense",
-        &[
-            ("status", "completed".to_owned()),
-            ("_count", PATIENT_WIDE_BOUND.to_string()),
-        ],
-        PATIENT_WIDE_BOUND,
-    )
-    .await?;
-    Ok(page.map(|p| (p.matches, p.stale)))
+/// The completed dispenses of these prescriptions (`of`; one search), or all the
+/// patient's when they fit in [`PATIENT_WIDE_BOUND`] (`None`); `None` when the answer is
+/// not whole (see [`crate::whole::search_whole`]).
+async fn completed_dispenses(ctx: Ctx<'_>, of: Option<&[&str]>) -> PortalResult<Option<Page>> {
+    let status = ("status", "completed".to_owned());
+    let (params, bound) = match of {
+        None => (
+            vec![status, ("_count", PATIENT_WIDE_BOUND.to_string())],
+            PATIENT_WIDE_BOUND,
+        ),
+        Some(ids) => {
+            let prescriptions = ids
+                .iter()
+                .map(|id| mr_reference(id))
+                .collect::<Vec<_>>()
+                .join(",");
+            (
+                vec![
+                    ("prescription", prescriptions),
+                    status,
+                    ("_count", "100".to_owned()),
+                ],
+                crate::context::MAX_COLLECTED,
+            )
+        }
+    };
+    crate::whole::search_whole(ctx, "MedicationDispense", &params, bound).await
 }
 
-/// The completed dispenses of these prescriptions (one search), `None` when the answer
-/// is not whole, and whether any page was stale.
-async fn dispenses_of(ctx: Ctx<'_>, ids: &[&str]) -> PortalResult<(Option<Vec<Value>>, bool)> {
-    let prescriptions = ids
-        .iter()
-        .map(|id| mr_reference(id))
-        .collect::<Vec<_>>()
-        .join(",");
-    let page = crate::whole::search_whole(
-        ctx,
-        "MedicationDispense",
-        &[
-            ("prescription", prescriptions),
-            ("status", "completed".to_owned()),
-            ("_count", "100".to_owned()),
-        ],
-        crate::context::MAX_COLLECTED,
-    )
-    .await?;
-    Ok(match page {
+/// A whole answer's matches and whether any of its pages was stale; `(None, false)` for
+/// an answer that was not whole.
+fn matches_and_stale(page: Option<Page>) -> (Option<Vec<Value>>, bool) {
+    match page {
         Some(page) => (Some(page.matches), page.stale),
         None => (None, false),
-    })
+    }
 }
 
 /// The answer of a search for open refill requests.
 struct OpenSearch {
-    page: Page,
+    /// The whole answer; `None` when it was not whole ([`crate::whole::search_whole`]).
+    page: Option<Page>,
     /// What a refill request is, per the strategy.
     resource_type: &'static str,
     /// Where a refill request names its prescription.
     path: &'static str,
-    /// Whether the answer is whole ([`crate::whole::search_whole`]); when not,
-    /// `page` is empty.
-    whole: bool,
 }
 
 impl OpenSearch {
     /// The open refill request of each of these prescriptions (`None` when the answer
     /// is not whole: any of them may have one), and whether the answer was stale.
     fn open_of(&self, ids: &[&str]) -> (Option<HashMap<String, OpenRequest>>, bool) {
-        if !self.whole {
+        let Some(page) = &self.page else {
             return (None, false);
-        }
+        };
         let wanted: HashSet<&str> = ids.iter().copied().collect();
         let mut out: HashMap<String, OpenRequest> = HashMap::new();
-        for resource in &self.page.matches {
+        for resource in &page.matches {
             // Only refill requests of the strategy's type (an EHR may mix other
             // resources into the matches).
             if str_at(resource, "resourceType") != Some(self.resource_type) {
@@ -843,7 +839,7 @@ impl OpenSearch {
                 }
             }
         }
-        (Some(out), self.page.stale)
+        (Some(out), page.stale)
     }
 }
 
@@ -898,10 +894,8 @@ async fn open_request_search(ctx: Ctx<'_>, focus: Option<&[&str]>) -> PortalResu
             crate::context::MAX_COLLECTED,
         ),
     };
-    let page = crate::whole::search_whole(ctx, resource_type, &params, bound).await?;
     Ok(OpenSearch {
-        whole: page.is_some(),
-        page: page.unwrap_or_default(),
+        page: crate::whole::search_whole(ctx, resource_type, &params, bound).await?,
         resource_type,
         path,
     })
@@ -950,8 +944,11 @@ pub async fn request_refill(
         return Ok(refill_view(&existing, medication_name(request, None)));
     }
     let ids = [id];
-    let (dispenses, open) = tokio::join!(dispenses_of(ctx, &ids), open_requests(ctx, &ids));
-    let ((dispenses, stale_dispenses), (open, stale_open)) = (dispenses?, open?);
+    let (dispenses, open) = tokio::join!(
+        completed_dispenses(ctx, Some(&ids)),
+        open_requests(ctx, &ids)
+    );
+    let ((dispenses, stale_dispenses), (open, stale_open)) = (matches_and_stale(dispenses?), open?);
     if stale_dispenses || stale_open {
         return Err(refuse_stale());
     }
@@ -1721,10 +1718,9 @@ mod tests {
     #[test]
     fn an_open_request_search_not_read_whole_knows_no_prescription_is_free() {
         let search = OpenSearch {
-            page: Page::default(),
+            page: None,
             resource_type: "Task",
             path: "focus",
-            whole: false,
         };
         let (open, _) = search.open_of(&["mr1"]);
         assert_eq!(open, None);
@@ -1892,7 +1888,7 @@ mod tests {
                    "focus": {"reference": focus}})
         };
         let search = OpenSearch {
-            page: Page {
+            page: Some(Page {
                 matches: vec![
                     task("t1", "MedicationRequest/mr1"),
                     task("t2", "MedicationRequest/mr10"),
@@ -1904,10 +1900,9 @@ mod tests {
                            "focus": {"reference": "MedicationRequest/mr3"}}),
                 ],
                 ..Page::default()
-            },
+            }),
             resource_type: "Task",
             path: "focus",
-            whole: true,
         };
         let (open, stale) = search.open_of(&["mr1", "mr2", "mr3"]);
         assert!(!stale);

@@ -588,29 +588,22 @@ fn thread_of(message: &Value) -> Option<String> {
         .map(|r| r.id)
 }
 
-/// A search's matches sorted into thread headers (in the order given), the messages of
-/// each thread, and the resources that are not Communications.
-struct Grouped {
-    headers: Vec<Value>,
-    by_thread: BTreeMap<String, Vec<Value>>,
-    /// Resources of other types among the matches: included resources whose entries
-    /// lacked `search.mode` (used for names, like the included ones).
-    others: Vec<Value>,
-}
-
 /// Sorts a search's matches into thread headers (in the order given) and the messages
 /// of each thread. A header is a Communication of the patient's (`subject`), with
 /// neither `partOf` nor `payload`; any other Communication with a `partOf` thread is a
-/// message of that thread; a resource of another type is neither.
-fn group(patient: &str, matches: Vec<Value>) -> Grouped {
-    let mut grouped = Grouped {
+/// message of that thread; a resource of another type is neither, and goes to
+/// `included` (an included resource whose entry lacked `search.mode`: used for names,
+/// like the included ones). Not stale: the caller knows.
+fn group(patient: &str, matches: Vec<Value>) -> Threads {
+    let mut grouped = Threads {
         headers: Vec::new(),
         by_thread: BTreeMap::new(),
-        others: Vec::new(),
+        included: Vec::new(),
+        stale: false,
     };
     for c in matches {
         if !is_communication(&c) {
-            grouped.others.push(c);
+            grouped.included.push(c);
         } else if is_header(&c) {
             if c.get("subject").is_some_and(|s| is_patient_ref(s, patient)) {
                 grouped.headers.push(c);
@@ -639,22 +632,13 @@ async fn threads_in_one_search(ctx: &Ctx<'_>) -> PortalResult<Option<Threads>> {
             Err(e) if crate::whole::refused_query(&e) => return Ok(None),
             Err(e) => return Err(e),
         };
-    let Grouped {
-        headers,
-        by_thread,
-        others,
-    } = group(ctx.patient(), page.matches);
-    if headers.len() > MAX_THREADS {
+    let mut threads = group(ctx.patient(), page.matches);
+    if threads.headers.len() > MAX_THREADS {
         return Ok(None);
     }
-    let mut included = page.included;
-    included.extend(others);
-    Ok(Some(Threads {
-        headers,
-        by_thread,
-        included,
-        stale: page.stale,
-    }))
+    threads.included.extend(page.included);
+    threads.stale = page.stale;
+    Ok(Some(threads))
 }
 
 /// The headers (`subject` the patient, `part-of:missing`), then the messages of up to
@@ -1277,10 +1261,11 @@ mod tests {
             json!({"resourceType": "Practitioner", "id": "pr1",
                    "partOf": [{"reference": "Communication/h1"}]}),
         ];
-        let Grouped {
+        let Threads {
             headers,
             by_thread,
-            others,
+            included: others,
+            ..
         } = group("pat-1", all);
         let others: Vec<&str> = others.iter().filter_map(|o| str_at(o, "id")).collect();
         assert_eq!(others, ["ct1", "pr1"]);
