@@ -525,6 +525,60 @@ impl<'c, 'a> Names<'c, 'a> {
     async fn look_up(&self, r: &Reference) -> Option<String> {
         look_up(self.ctx, r).await
     }
+
+    /// Learns the names of these references other than the acting patient's all at
+    /// once: from the included resources (which the [`Ctx`] verified like reads), else
+    /// read — at the same time, at most [`MAX_NAME_LOOKUPS`] of them — else the
+    /// reference's `display` where it first appears. [`Names::participant`] then answers
+    /// them without a call.
+    async fn learn<'v>(
+        &mut self,
+        references: impl IntoIterator<Item = &'v Value>,
+        included: &[Value],
+    ) {
+        let patient = self.ctx.patient();
+        // Distinct references in order of appearance, with their first `display`.
+        let mut seen: Vec<(Reference, Option<&str>)> = Vec::new();
+        for r in references {
+            let Some(parsed) = reference_of(r).and_then(|l| Reference::parse(l).ok()) else {
+                continue;
+            };
+            if parsed.is("Patient", patient)
+                || self.known.contains_key(&parsed.relative())
+                || seen.iter().any(|(s, _)| s.relative() == parsed.relative())
+            {
+                continue;
+            }
+            seen.push((parsed, str_at(r, "display")));
+        }
+        let from_include = |r: &Reference| -> Option<Option<String>> {
+            if !named_type(&r.resource_type) {
+                return Some(None);
+            }
+            included
+                .iter()
+                .find(|v| {
+                    str_at(v, "resourceType") == Some(r.resource_type.as_str())
+                        && str_at(v, "id") == Some(r.id.as_str())
+                })
+                .map(|v| name_of(&r.resource_type, v))
+        };
+        let mut names: Vec<Option<Option<String>>> =
+            seen.iter().map(|(r, _)| from_include(r)).collect();
+        let to_read: Vec<usize> = (0..seen.len())
+            .filter(|&i| names[i].is_none())
+            .take(MAX_NAME_LOOKUPS)
+            .collect();
+        let read =
+            futures::future::join_all(to_read.iter().map(|&i| self.look_up(&seen[i].0))).await;
+        for (i, name) in to_read.into_iter().zip(read) {
+            names[i] = Some(name);
+        }
+        for ((r, display), name) in seen.into_iter().zip(names) {
+            let name = name.flatten().or_else(|| display.map(str::to_owned));
+            self.known.insert(r.relative(), name);
+        }
+    }
 }
 
 /// Whether a participant of this type has a name worth looking up.
@@ -691,60 +745,6 @@ async fn threads_by_header(ctx: &Ctx<'_>) -> PortalResult<Threads> {
     })
 }
 
-/// The names of the header recipients other than the patient, by relative reference:
-/// from the included resources (which the [`Ctx`] verified like reads), else read — at
-/// the same time, at most [`MAX_NAME_LOOKUPS`] of them — else the reference's
-/// `display` where it first appears.
-async fn recipient_names(
-    ctx: &Ctx<'_>,
-    headers: &[Value],
-    included: &[Value],
-) -> HashMap<String, Option<String>> {
-    let patient = ctx.patient();
-    // Distinct references in order of appearance, with their first `display`.
-    let mut seen: Vec<(Reference, Option<&str>)> = Vec::new();
-    for r in headers.iter().flat_map(|h| array(h, "recipient")) {
-        let Some(parsed) = reference_of(r).and_then(|l| Reference::parse(l).ok()) else {
-            continue;
-        };
-        if parsed.is("Patient", patient)
-            || seen.iter().any(|(s, _)| s.relative() == parsed.relative())
-        {
-            continue;
-        }
-        seen.push((parsed, str_at(r, "display")));
-    }
-    let from_include = |r: &Reference| -> Option<Option<String>> {
-        if !named_type(&r.resource_type) {
-            return Some(None);
-        }
-        included
-            .iter()
-            .find(|v| {
-                str_at(v, "resourceType") == Some(r.resource_type.as_str())
-                    && str_at(v, "id") == Some(r.id.as_str())
-            })
-            .map(|v| name_of(&r.resource_type, v))
-    };
-    let mut names: Vec<Option<Option<String>>> =
-        seen.iter().map(|(r, _)| from_include(r)).collect();
-    let to_read: Vec<usize> = (0..seen.len())
-        .filter(|&i| names[i].is_none())
-        .take(MAX_NAME_LOOKUPS)
-        .collect();
-    let read = futures::future::join_all(to_read.iter().map(|&i| look_up(ctx, &seen[i].0))).await;
-    for (i, name) in to_read.into_iter().zip(read) {
-        names[i] = Some(name);
-    }
-    seen.into_iter()
-        .zip(names)
-        .map(|((r, display), name)| {
-            let name = name.flatten().or_else(|| display.map(str::to_owned));
-            (r.relative(), name)
-        })
-        .collect()
-}
-
 /// `GET /messages/threads`: one round trip in the usual case (`threads_in_one_search`,
 /// with the participants' names included); the header-then-messages searches when that
 /// answer is not whole.
@@ -760,7 +760,13 @@ pub async fn list_threads(ctx: Ctx<'_>) -> PortalResult<ThreadList> {
         Some(threads) => threads,
         None => threads_by_header(&ctx).await?,
     };
-    let names = recipient_names(&ctx, &headers, &included).await;
+    let mut names = Names::new(&ctx);
+    names
+        .learn(
+            headers.iter().flat_map(|h| array(h, "recipient")),
+            &included,
+        )
+        .await;
     let mut threads = Vec::with_capacity(headers.len());
     for h in &headers {
         let id = str_at(h, "id").unwrap_or_default().to_owned();
@@ -769,14 +775,13 @@ pub async fn list_threads(ctx: Ctx<'_>) -> PortalResult<ThreadList> {
         let last = messages.last();
         let mut participants = Vec::new();
         for r in array(h, "recipient") {
-            let Some(parsed) = reference_of(r).and_then(|l| Reference::parse(l).ok()) else {
-                continue;
-            };
-            if parsed.is("Patient", patient) {
+            if is_patient_ref(r, patient) {
                 continue;
             }
-            let key = parsed.relative();
-            let shown = names.get(&key).cloned().flatten().unwrap_or(key);
+            let Some(participant) = names.participant(r).await else {
+                continue;
+            };
+            let shown = participant.display.unwrap_or(participant.reference);
             if !participants.contains(&shown) {
                 participants.push(shown);
             }
