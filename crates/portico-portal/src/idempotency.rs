@@ -23,7 +23,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::context::IDENTIFIER_SYSTEM;
+use portico_guard::IfNoneExist;
+
+/// The identifier system of the business identifiers Portico puts on what it creates.
+pub const IDENTIFIER_SYSTEM: &str = "urn:ietf:rfc:3986";
 
 /// The UUID namespace of Portico's business identifiers.
 const NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_3b8e_2d4a_4c19_9b7e_5a0d_1e2f_3c4d);
@@ -74,6 +77,30 @@ impl Idem {
             .append_pair("identifier", &self.token())
             .finish()
     }
+
+    /// The condition of a create made under this identity (`If-None-Exist` on the
+    /// business identifier).
+    pub fn condition(&self) -> IfNoneExist {
+        IfNoneExist::Identifier(self.search_query())
+    }
+}
+
+/// Adds the business identifier of `idem` to a body (keeping any identifiers it has).
+pub fn with_identifier(mut body: Value, idem: &Idem) -> Value {
+    if let Some(obj) = body.as_object_mut() {
+        let identifier = serde_json::json!({"system": IDENTIFIER_SYSTEM, "value": idem.value()});
+        match obj.get_mut("identifier") {
+            Some(Value::Array(list)) => {
+                if !list.contains(&identifier) {
+                    list.push(identifier);
+                }
+            }
+            _ => {
+                obj.insert("identifier".to_owned(), Value::Array(vec![identifier]));
+            }
+        }
+    }
+    body
 }
 
 /// Checks a client's `Idempotency-Key`: 1–255 visible ASCII characters.
@@ -218,6 +245,16 @@ impl IdempotencyStore for MemoryIdempotencyStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identifiers_are_added_once() {
+        let idem = Idem::new("pat-1", "book", Some("k1"));
+        let body = serde_json::json!({"resourceType": "Task"});
+        let once = with_identifier(body, &idem);
+        let twice = with_identifier(once.clone(), &idem);
+        assert_eq!(once, twice);
+        assert_eq!(once["identifier"][0]["system"], IDENTIFIER_SYSTEM);
+    }
 
     #[test]
     fn identities_are_per_patient_action_and_key() {

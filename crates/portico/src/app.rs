@@ -60,6 +60,7 @@ struct Inner {
     capabilities: OnceCell<Capabilities>,
     login: crate::login::LoginState,
     http_metrics: crate::metrics::HttpMetrics,
+    guard: portico_guard::Guard,
     portal: portico_portal::Portal,
     idempotency: Arc<dyn portico_portal::IdempotencyStore>,
 }
@@ -178,14 +179,10 @@ impl AppState {
                     Arc::new(portico_portal::payments::SandboxProcessor::default())
                 }
             };
-        let portal = portico_portal::Portal::new(
-            cache.clone(),
-            policy.clone(),
-            profile,
-            audit.clone(),
-            payments,
-        )
-        .with_uncached(resilient.clone());
+        // The one guarded path to the EHR, shared by the facade and the portal.
+        let guard = portico_guard::Guard::new(cache.clone(), policy.clone(), audit.clone())
+            .with_uncached(resilient.clone());
+        let portal = portico_portal::Portal::with_guard(guard.clone(), profile, payments);
         let idempotency = Arc::new(portico_portal::MemoryIdempotencyStore::new(
             Duration::from_secs(config.portal.idempotency_ttl_seconds),
             1_000_000,
@@ -208,6 +205,7 @@ impl AppState {
                 capabilities: OnceCell::new(),
                 login,
                 http_metrics: crate::metrics::HttpMetrics::default(),
+                guard,
                 portal,
                 idempotency,
                 config,
@@ -240,6 +238,11 @@ impl AppState {
     }
 
     /// The portal actions' way to the EHR.
+    /// The one guarded path to the EHR (see [`portico_guard`]).
+    pub fn guard(&self) -> &portico_guard::Guard {
+        &self.inner.guard
+    }
+
     pub fn portal(&self) -> &portico_portal::Portal {
         &self.inner.portal
     }

@@ -1,49 +1,76 @@
-//! Answers kept in a cache entry's [`Derived`] slot: what the facade and the portal's
-//! record lists rendered from one cached upstream body for one principal, so that a hit
-//! on a hot entry unpacks bytes instead of parse, verify, rewrite and serialize. The
-//! caller's key names everything besides the body that the answer depends on (the
-//! principal's fingerprint or cursor binding, the request, the cursors' expiry step);
-//! keys are compared exactly. Packed like the cache's own bodies (see
-//! [`portico_cache::Packed`]): a kept answer is about the size of the body it came from,
-//! and packing keeps a hot entry a fraction of its JSON size. A hit with a kept answer
-//! still has the cache unpack the upstream body, which it does not use (~1 µs per 10 kB).
+//! Answers kept in a cache entry's slot: what the facade and the portal's record lists
+//! rendered from one cached upstream body for one principal, so that a hit on a hot
+//! entry unpacks bytes instead of parse, verify, rewrite and serialize. The slot is a
+//! [`BoundSlot`]: every key names the principal's full fingerprint (the guarded
+//! session binds it), and the caller's `what` names everything else the answer depends
+//! on (the request, a cursor binding, the cursors' expiry step); keys are compared
+//! exactly. Packed like the cache's own bodies (see [`portico_cache::Packed`]): a kept
+//! answer is about the size of the body it came from, and packing keeps a hot entry a
+//! fraction of its JSON size. A hit with a kept answer still has the cache unpack the
+//! upstream body, which it does not use (~1 µs per 10 kB).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use portico_cache::Packed;
-use portico_upstream::Derived;
+use portico_guard::{BoundSlot, KeptAnswer};
 
 /// One kept answer and how many entries verification removed from it (for the audit
 /// record of every answer served from it).
-struct Answer {
+pub(crate) struct Answer {
     body: Packed,
     removed: usize,
 }
 
-/// The answer kept under `key`, if any: its bytes and how many entries were removed.
-pub(crate) fn get(slot: &Derived, key: &str) -> Option<(Bytes, usize)> {
-    let kept = slot.get::<Answer>(key)?;
-    Some((kept.body.unpack()?, kept.removed))
+impl KeptAnswer for Answer {
+    fn removed(&self) -> usize {
+        self.removed
+    }
 }
 
-/// Keeps `body` under `key`, weighed at its packed size.
-pub(crate) fn keep(slot: &Derived, key: String, body: &Bytes, removed: usize) {
-    let body = Packed::pack(body);
-    let weight = body.stored_len();
-    slot.set(key, Arc::new(Answer { body, removed }), weight);
+impl Answer {
+    pub(crate) fn pack(body: &Bytes, removed: usize) -> Arc<Answer> {
+        Arc::new(Answer {
+            body: Packed::pack(body),
+            removed,
+        })
+    }
+
+    /// What it weighs in the slot: its packed size.
+    pub(crate) fn weight(&self) -> usize {
+        self.body.stored_len()
+    }
+
+    /// The answer's bytes; `None` only if the packed block is damaged.
+    pub(crate) fn unpack(&self) -> Option<Bytes> {
+        self.body.unpack()
+    }
+}
+
+/// The answer kept under `what`, if any: its bytes and how many entries were removed.
+pub(crate) fn get(slot: &BoundSlot, what: &str) -> Option<(Bytes, usize)> {
+    let kept = slot.get::<Answer>(what)?;
+    Some((kept.unpack()?, kept.removed))
+}
+
+/// Keeps `body` under `what`, weighed at its packed size.
+pub(crate) fn keep(slot: &BoundSlot, what: &str, body: &Bytes, removed: usize) {
+    let answer = Answer::pack(body, removed);
+    let weight = answer.weight();
+    slot.set(what, answer, weight);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portico_upstream::Derived;
 
     #[test]
     fn a_kept_answer_comes_back_whole_packed_and_only_under_its_key() {
         let item = r#"{"id":"o1","title":"Hemoglobin","value":"13.2 g/dL","date":"2026-10-01"}"#;
         let body = Bytes::from(format!(r#"{{"items":[{}]}}"#, vec![item; 30].join(",")));
-        let slot = Derived::with_budget(1 << 20);
-        keep(&slot, "records\nkey-a".to_owned(), &body, 2);
+        let slot = BoundSlot::new(Derived::with_budget(1 << 20), "principal-a");
+        keep(&slot, "records\nkey-a", &body, 2);
         assert_eq!(get(&slot, "records\nkey-a"), Some((body.clone(), 2)));
         assert_eq!(get(&slot, "records\nkey-b"), None);
         assert!(

@@ -13,7 +13,7 @@ use axum::response::Response;
 use portico_access::REFERENCE_DATA_TYPES;
 use serde_json::{Value, json};
 
-use super::fhir_response;
+use super::render::fhir_response;
 use crate::app::AppState;
 
 /// Types a patient may write through the facade (subject to the write rules).

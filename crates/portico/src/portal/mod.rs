@@ -204,10 +204,10 @@ impl FromRequestParts<AppState> for PatientCaller {
             Some(Ok(p)) => Some(p.to_owned()),
             Some(Err(_)) => return Err(PortalError(ApiError::not_found())),
         };
-        let mut caller = Caller::new(auth.principal.clone(), chosen.as_deref())?;
-        caller.request_id = auth.request_id.clone();
+        let mut caller = Caller::new(auth.principal.clone(), chosen.as_deref())?
+            .with_request_id(auth.request_id.clone());
         if state.passthrough() {
-            caller.bearer = Some(auth.token.clone());
+            caller = caller.with_bearer(auth.token.clone());
         }
         Ok(PatientCaller { caller, auth })
     }

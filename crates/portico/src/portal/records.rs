@@ -102,15 +102,15 @@ async fn list(
     // expiry step, and the request. Kept in the entry's slot like the facade's answers.
     let expires = state.cursor_expiry();
     let kept = shared.slot.as_ref().map(|slot| {
-        let key = format!(
+        let what = format!(
             "records\n{binding}\n{expires}\n{count}\n{}",
             page_url.as_deref().unwrap_or("")
         );
-        (slot, key)
+        (slot, what)
     });
     if let Some((body, _)) = kept
         .as_ref()
-        .and_then(|(slot, key)| crate::kept::get(slot, key))
+        .and_then(|(slot, what)| crate::kept::get(slot, what))
     {
         return Ok(json_bytes(body));
     }
@@ -120,8 +120,8 @@ async fn list(
         tracing::error!(error = %e, "a record list could not be serialized");
         PortalError(ApiError::internal())
     })?);
-    if let Some((slot, key)) = kept {
-        crate::kept::keep(slot, key, &body, 0);
+    if let Some((slot, what)) = kept {
+        crate::kept::keep(slot, &what, &body, 0);
     }
     Ok(json_bytes(body))
 }

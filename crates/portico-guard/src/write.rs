@@ -1,0 +1,355 @@
+//! Writes: everything is decided before the request goes upstream. A create, update or
+//! patch is checked against the patient write rules (with the current version, and
+//! with referenced compartment resources read back and checked); a conditional create's
+//! query is narrowed like a search; the version that was checked is the one sent as
+//! `If-Match`. What the EHR answers is shown only if the principal may read it.
+//!
+//! Two named domain writes exist for what a patient may not write through `/fhir` but a
+//! portal action may, after its own domain rule: [`Session::create_record`] (a payment
+//! record the gateway authors) and [`Session::patch_with_rule`] (moving the patient's
+//! own booking to another slot). Neither loosens the facade's write rules.
+
+use bytes::Bytes;
+use portico_access::{
+    Denial, DenialReason, Interaction, ReferenceResolver, ResolveError, WriteError,
+};
+use portico_fhir::reference::Reference;
+use portico_upstream::{FhirRequest, ReturnPreference, UpstreamError};
+use serde_json::Value;
+
+use crate::audit::Outcome;
+use crate::slot::Meta;
+use crate::{GuardError, Session};
+
+/// The condition of a conditional create (`If-None-Exist`).
+#[derive(Debug, Clone)]
+pub enum IfNoneExist {
+    /// A query the client sent: narrowed like a search, so that it cannot probe other
+    /// patients' data.
+    Client(Vec<(String, String)>),
+    /// The gateway's own query on the business identifier it put on the resource.
+    Identifier(String),
+}
+
+/// What a write answered.
+#[derive(Debug)]
+pub struct Written {
+    pub meta: Meta,
+    pub body: WrittenBody,
+}
+
+/// The body of a write's answer, after the read check.
+#[derive(Debug)]
+pub enum WrittenBody {
+    /// No body (`Prefer: return=minimal`, or an EHR that never returns one).
+    Empty,
+    /// A resource the principal may read.
+    Resource(Value),
+    /// An `OperationOutcome`.
+    Outcome(Value),
+    /// A resource the principal may not read: never shown.
+    Hidden { resource_type: Option<String> },
+    /// Not JSON.
+    Malformed(UpstreamError),
+}
+
+/// Whether a failed create may nevertheless have been applied upstream.
+pub fn outcome_unknown(e: &UpstreamError) -> bool {
+    matches!(
+        e,
+        UpstreamError::Timeout
+            | UpstreamError::Connect { .. }
+            | UpstreamError::Server { .. }
+            | UpstreamError::MalformedBody { .. }
+            | UpstreamError::Protocol { .. }
+    )
+}
+
+impl Session<'_> {
+    /// Checks a write against the patient write rules, reading referenced compartment
+    /// resources as the principal would. A denial is recorded.
+    pub async fn authorize(
+        &self,
+        interaction: Interaction,
+        rt: &str,
+        new: &Value,
+        current: Option<&Value>,
+    ) -> Result<(), GuardError> {
+        let resolver = Resolver { session: *self };
+        match self
+            .policy()
+            .authorize_write(
+                self.actor.principal(),
+                interaction,
+                rt,
+                new,
+                current,
+                &resolver,
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(WriteError::Denied(denial)) => Err(self.deny(interaction, rt, None, denial).await),
+            Err(WriteError::Resolve(e)) => {
+                tracing::warn!(error = %e, "could not check a referenced resource");
+                Err(GuardError::Unverifiable(e))
+            }
+        }
+    }
+
+    /// Creates `body` as `rt` after checking it against the patient write rules.
+    pub async fn create(
+        &self,
+        rt: &str,
+        body: &Value,
+        condition: Option<IfNoneExist>,
+        prefer: Option<ReturnPreference>,
+    ) -> Result<Written, GuardError> {
+        self.authorize(Interaction::Create, rt, body, None).await?;
+        self.send_create(rt, body, condition, prefer).await
+    }
+
+    /// Creates a record the gateway itself authors for the patient after checking the
+    /// action in domain code (a payment record after the processor charged the card:
+    /// `PaymentReconciliation` and `Basic` have no patient write rule).
+    pub async fn create_record(
+        &self,
+        rt: &str,
+        body: &Value,
+        condition: Option<IfNoneExist>,
+        prefer: Option<ReturnPreference>,
+    ) -> Result<Written, GuardError> {
+        self.send_create(rt, body, condition, prefer).await
+    }
+
+    async fn send_create(
+        &self,
+        rt: &str,
+        body: &Value,
+        condition: Option<IfNoneExist>,
+        prefer: Option<ReturnPreference>,
+    ) -> Result<Written, GuardError> {
+        let mut request = FhirRequest::create(rt, Bytes::from(body.to_string()));
+        match condition {
+            None => {}
+            Some(IfNoneExist::Identifier(query)) => request = request.with_if_none_exist(query),
+            Some(IfNoneExist::Client(params)) => {
+                let narrowed =
+                    match self
+                        .policy()
+                        .narrow_search(self.actor.principal(), rt, &params)
+                    {
+                        Ok(n) => n,
+                        Err(denial) => {
+                            return Err(self.deny(Interaction::Create, rt, None, denial).await);
+                        }
+                    };
+                request = request.with_if_none_exist(encode_query(&narrowed));
+            }
+        }
+        self.send(Interaction::Create, rt, None, request, prefer)
+            .await
+    }
+
+    /// Replaces `rt/id`, checked against the write rules with `current` (the version the
+    /// caller read through this session), sent with `If-Match: version`.
+    pub async fn update(
+        &self,
+        rt: &str,
+        id: &str,
+        new: &Value,
+        current: &Value,
+        version: Option<&str>,
+        prefer: Option<ReturnPreference>,
+    ) -> Result<Written, GuardError> {
+        self.authorize(Interaction::Update, rt, new, Some(current))
+            .await?;
+        let mut request = FhirRequest::update(rt, id, Bytes::from(new.to_string()));
+        if let Some(v) = version {
+            request = request.with_if_match_version(v);
+        }
+        self.send(Interaction::Update, rt, Some(id), request, prefer)
+            .await
+    }
+
+    /// Applies the JSON Patch `patch` to `rt/id`: `patched` (the caller's application of
+    /// exactly these operations to `current`) is what the write rules check; sent with
+    /// `If-Match: version`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn patch(
+        &self,
+        rt: &str,
+        id: &str,
+        patch: Bytes,
+        patched: &Value,
+        current: &Value,
+        version: Option<&str>,
+        prefer: Option<ReturnPreference>,
+    ) -> Result<Written, GuardError> {
+        self.authorize(Interaction::Patch, rt, patched, Some(current))
+            .await?;
+        let mut request = FhirRequest::patch(rt, id, patch);
+        if let Some(v) = version {
+            request = request.with_if_match_version(v);
+        }
+        self.send(Interaction::Patch, rt, Some(id), request, prefer)
+            .await
+    }
+
+    /// Applies a JSON Patch that the patient write rules do not allow in general but a
+    /// domain rule allows for this action (moving the patient's own booked appointment
+    /// to another slot, Cerner style), with `If-Match`:
+    /// - `current` must be the principal's (as a read or a search returned it; checked
+    ///   again here, else `NotFound`);
+    /// - the patch is applied locally to `current`; the result must still be the
+    ///   principal's, and `rule(current, patched)` must accept it, else nothing is sent;
+    /// - the token must allow patching `rt` (the scope check of any write).
+    pub async fn patch_with_rule<E: From<GuardError>>(
+        &self,
+        rt: &str,
+        current: &Value,
+        version: Option<&str>,
+        patch: &Value,
+        rule: impl FnOnce(&Value, &Value) -> Result<(), E>,
+    ) -> Result<Written, E> {
+        let principal = self.actor.principal();
+        let Some(id) = portico_fhir::json::id(current) else {
+            return Err(GuardError::NotFound.into());
+        };
+        if portico_fhir::json::resource_type(current) != Some(rt)
+            || self.policy().check_read(principal, current).is_err()
+        {
+            self.audit(Interaction::Patch, rt, Some(id), Outcome::Failed(None))
+                .await;
+            return Err(GuardError::NotFound.into());
+        }
+        let allowed = principal
+            .scopes
+            .permission(
+                portico_access::scopes::Context::Patient,
+                rt,
+                Interaction::Patch,
+            )
+            .is_allowed();
+        if !allowed {
+            let denial = Denial::new(
+                DenialReason::ScopeMissing,
+                format!("the login may not change {rt} resources"),
+            );
+            return Err(self
+                .deny(Interaction::Patch, rt, Some(id), denial)
+                .await
+                .into());
+        }
+        let operations: json_patch::Patch = serde_json::from_value(patch.clone())
+            .map_err(|_| GuardError::Invalid("the change is not a JSON Patch".to_owned()))?;
+        let mut patched = current.clone();
+        json_patch::patch(&mut patched, &operations).map_err(|_| {
+            GuardError::Invalid("the change cannot be applied to the resource".to_owned())
+        })?;
+        let still_mine = patched.get("id") == current.get("id")
+            && patched.get("resourceType") == current.get("resourceType")
+            && self.policy().check_read(principal, &patched).is_ok();
+        if !still_mine {
+            let denial = Denial::new(
+                DenialReason::WriteRuleViolated,
+                "the change would take the resource out of the patient's record",
+            );
+            return Err(self
+                .deny(Interaction::Patch, rt, Some(id), denial)
+                .await
+                .into());
+        }
+        if let Err(e) = rule(current, &patched) {
+            self.audit(Interaction::Patch, rt, Some(id), Outcome::Failed(None))
+                .await;
+            return Err(e);
+        }
+        let mut request = FhirRequest::patch(rt, id, Bytes::from(patch.to_string()));
+        if let Some(v) = version {
+            request = request.with_if_match_version(v);
+        }
+        Ok(self
+            .send(
+                Interaction::Patch,
+                rt,
+                Some(id),
+                request,
+                Some(ReturnPreference::Representation),
+            )
+            .await?)
+    }
+
+    /// Sends a write that was decided, records it, and checks what came back.
+    async fn send(
+        &self,
+        interaction: Interaction,
+        rt: &str,
+        id: Option<&str>,
+        request: FhirRequest,
+        prefer: Option<ReturnPreference>,
+    ) -> Result<Written, GuardError> {
+        let request = match prefer {
+            Some(p) => request.with_prefer(p),
+            None => request,
+        };
+        let response = match self.execute(request).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.audit(interaction, rt, id, Outcome::Failed(e.status()))
+                    .await;
+                return Err(GuardError::Upstream(e));
+            }
+        };
+        self.audit(interaction, rt, id, Outcome::allowed(response.status, 0))
+            .await;
+        let meta = Meta::of(&response);
+        let body = if response.body.is_empty() {
+            WrittenBody::Empty
+        } else {
+            match response.json() {
+                Err(e) => WrittenBody::Malformed(e),
+                Ok(v) => {
+                    let resource_type = portico_fhir::json::resource_type(&v).map(str::to_owned);
+                    if resource_type.as_deref() == Some("OperationOutcome") {
+                        WrittenBody::Outcome(v)
+                    } else if self.policy().check_read(self.actor.principal(), &v).is_ok() {
+                        WrittenBody::Resource(v)
+                    } else {
+                        WrittenBody::Hidden { resource_type }
+                    }
+                }
+            }
+        };
+        Ok(Written { meta, body })
+    }
+}
+
+/// Fetches referenced resources for write checks, as the principal's request would.
+struct Resolver<'a> {
+    session: Session<'a>,
+}
+
+#[async_trait::async_trait]
+impl ReferenceResolver for Resolver<'_> {
+    async fn resolve(&self, reference: &Reference) -> Result<Option<Value>, ResolveError> {
+        match self
+            .session
+            .execute(FhirRequest::read(&reference.resource_type, &reference.id))
+            .await
+        {
+            Ok(r) => r.json().map(Some).map_err(|e| ResolveError(e.to_string())),
+            Err(UpstreamError::NotFound { .. } | UpstreamError::Gone { .. }) => Ok(None),
+            Err(e) => Err(ResolveError(e.to_string())),
+        }
+    }
+}
+
+/// A query string of `params`.
+pub fn encode_query(params: &[(String, String)]) -> String {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
