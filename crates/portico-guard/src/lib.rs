@@ -157,3 +157,6 @@ impl<'a> Session<'a> {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests;
