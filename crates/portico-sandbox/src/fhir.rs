@@ -25,7 +25,7 @@ use portico_fhir::parse::{Mode, ParseError, parse_resource};
 use serde_json::{Value, json};
 
 use crate::search::{self, ParamKind, SearchError, SearchQuery, TypeInfo};
-use crate::server::SandboxState;
+use crate::state::SandboxState;
 use crate::store::{self, Created, Method, SearchResult, StoreError, StoredResource};
 
 mod batch;
@@ -368,20 +368,6 @@ fn http_date(r: &StoredResource) -> String {
     r.last_updated()
         .format("%a, %d %b %Y %H:%M:%S GMT")
         .to_string()
-}
-
-impl SandboxState {
-    fn fhir_base(&self) -> String {
-        format!("{}/fhir", self.base_url)
-    }
-
-    fn full_url(&self, r: &StoredResource) -> String {
-        format!("{}/fhir/{}/{}", self.base_url, r.resource_type, r.id)
-    }
-
-    fn version_url(&self, r: &StoredResource) -> String {
-        format!("{}/_history/{}", self.full_url(r), r.version)
-    }
 }
 
 fn set_header(response: &mut Response, name: header::HeaderName, value: &str) {

@@ -22,6 +22,7 @@ pub mod generator;
 pub mod rules;
 pub mod search;
 pub mod server;
+pub mod state;
 pub mod store;
 
 pub use faults::{FailureKind, FaultConfig, Faults};

@@ -30,6 +30,7 @@ use crate::auth::{AuthConfig, AuthServer};
 use crate::faults::{self, Faults};
 use crate::fhir::{self, FhirError};
 use crate::generator::{self, GeneratorConfig};
+pub use crate::state::SandboxState;
 use crate::store::Store;
 use crate::{ClientInfo, PatientSummary};
 
@@ -54,27 +55,6 @@ impl Default for SandboxConfig {
             require_auth: true,
             latency: Duration::ZERO,
         }
-    }
-}
-
-/// What the handlers share.
-#[derive(Clone)]
-pub struct SandboxState {
-    pub store: Arc<Store>,
-    pub auth: Arc<AuthServer>,
-    pub faults: Arc<Faults>,
-    /// `http://127.0.0.1:PORT`, without a trailing slash.
-    pub base_url: Arc<str>,
-    pub require_auth: bool,
-}
-
-impl std::fmt::Debug for SandboxState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SandboxState")
-            .field("base_url", &self.base_url)
-            .field("require_auth", &self.require_auth)
-            .field("resources", &self.store.len())
-            .finish_non_exhaustive()
     }
 }
 

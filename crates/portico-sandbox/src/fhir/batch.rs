@@ -29,7 +29,7 @@ use super::{
     patched, prefer, push_json, query_pairs, require_fhir_json, search_bundle, supported_type,
 };
 use crate::search::TypeInfo;
-use crate::server::SandboxState;
+use crate::state::SandboxState;
 use crate::store::{self, StoreError, StoredResource, TxOp, TxOutcome};
 
 /// The most entries one Bundle may carry.
