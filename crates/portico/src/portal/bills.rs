@@ -1,9 +1,10 @@
 //! `/bills`: the patient's accounts, balances and invoices, and card payments.
 //!
 //! The domain rules are in [`portico_portal::bills`]. A payment body is scanned for
-//! anything that looks like a card number *before* it is parsed, fingerprinted for the
-//! idempotency store or passed anywhere: such a request is refused with 400
-//! `card_number_not_accepted` and the number is neither stored nor logged.
+//! anything that looks like a card number ([`portico_portal::card::check_body`])
+//! *before* it is parsed, fingerprinted for the idempotency store or passed anywhere:
+//! such a request is refused with 400 `card_number_not_accepted` and the number is
+//! neither stored nor logged.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -11,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use portico_portal::bills::{self, Bills, PayError, PaymentRequest, PaymentView};
-use portico_portal::payments::looks_like_card_number;
+use portico_portal::card;
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -44,27 +45,6 @@ async fn list_bills(
     caller: PatientCaller,
 ) -> PortalResult<Json<Bills>> {
     Ok(Json(bills::list(ctx(&state, &caller)).await?))
-}
-
-/// Whether any string or number in a JSON value looks like a card number.
-fn contains_card_number(value: &Value) -> bool {
-    match value {
-        Value::String(s) => looks_like_card_number(s),
-        Value::Number(n) => looks_like_card_number(&n.to_string()),
-        Value::Array(items) => items.iter().any(contains_card_number),
-        Value::Object(map) => map
-            .iter()
-            .any(|(k, v)| looks_like_card_number(k) || contains_card_number(v)),
-        _ => false,
-    }
-}
-
-fn card_number_refused() -> PortalError {
-    PortalError(ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "card_number_not_accepted",
-        "card numbers are not accepted; pay with the payment form, which sends a token",
-    ))
 }
 
 /// Pays (part of) an account's balance with a payment token from the processor's card
@@ -101,10 +81,8 @@ async fn pay_bill(
     body: Bytes,
 ) -> PortalResult<Response> {
     // Before parsing errors can echo it and before the idempotency store hashes it.
-    if let Ok(raw) = serde_json::from_slice::<Value>(&body)
-        && contains_card_number(&raw)
-    {
-        return Err(card_number_refused());
+    if let Ok(raw) = serde_json::from_slice::<Value>(&body) {
+        card::check_body(&raw)?;
     }
     let (request, value) = json_body::<PaymentRequest>(&headers, &body)?;
     // The same key and body for another account is another request.
@@ -127,26 +105,4 @@ async fn pay_bill(
         }
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn card_numbers_are_found_anywhere_in_a_body() {
-        let found = |v: Value| contains_card_number(&v);
-        assert!(found(
-            serde_json::json!({"payment_token": "4111 1111 1111 1111"})
-        ));
-        assert!(found(
-            serde_json::json!({"payment_token": 4111111111111111u64})
-        ));
-        assert!(found(
-            serde_json::json!({"x": [{"y": "4111-1111-1111-1111"}]})
-        ));
-        assert!(!found(
-            serde_json::json!({"payment_token": "tok_ok", "amount": {"value": 12.5, "currency": "USD"}})
-        ));
-    }
 }
