@@ -186,17 +186,19 @@ impl IntoResponse for FhirError {
     }
 }
 
-/// An error rendered for the portal API: RFC 9457 problem details with a stable `code`.
+/// An error rendered for the portal API and portal login: RFC 9457 problem details
+/// with a stable `code`. (Not to be confused with the domain's
+/// [`portico_portal::PortalError`], one of the failures it renders.)
 #[derive(Debug)]
-pub struct PortalError(pub ApiError);
+pub struct ProblemError(pub ApiError);
 
-impl<E: Into<ApiError>> From<E> for PortalError {
+impl<E: Into<ApiError>> From<E> for ProblemError {
     fn from(e: E) -> Self {
-        PortalError(e.into())
+        ProblemError(e.into())
     }
 }
 
-impl IntoResponse for PortalError {
+impl IntoResponse for ProblemError {
     fn into_response(self) -> Response {
         let e = self.0;
         let mut body = serde_json::json!({

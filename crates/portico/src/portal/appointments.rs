@@ -19,9 +19,9 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PatientCaller, PortalResult, ctx, idempotent, json_body};
+use super::{PatientCaller, ProblemResult, ctx, idempotent, json_body};
 use crate::app::AppState;
-use crate::error::{ApiError, PortalError};
+use crate::error::{ApiError, ProblemError};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -32,8 +32,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(reschedule))
 }
 
-fn bad_query(e: &QueryRejection) -> PortalError {
-    PortalError(ApiError::new(
+fn bad_query(e: &QueryRejection) -> ProblemError {
+    ProblemError(ApiError::new(
         StatusCode::BAD_REQUEST,
         "invalid_request",
         e.body_text(),
@@ -62,7 +62,7 @@ async fn list(
     State(state): State<AppState>,
     caller: PatientCaller,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> PortalResult<Json<AppointmentList>> {
+) -> ProblemResult<Json<AppointmentList>> {
     let Query(query) = query.map_err(|e| bad_query(&e))?;
     let when = query.when.unwrap_or_default();
     Ok(Json(appointments::list(ctx(&state, &caller), when).await?))
@@ -91,7 +91,7 @@ async fn slots(
     State(state): State<AppState>,
     caller: PatientCaller,
     query: Result<Query<SlotQuery>, QueryRejection>,
-) -> PortalResult<Json<SlotList>> {
+) -> ProblemResult<Json<SlotList>> {
     let Query(query) = query.map_err(|e| bad_query(&e))?;
     Ok(Json(
         appointments::search_slots(ctx(&state, &caller), &query).await?,
@@ -118,7 +118,7 @@ async fn get_one(
     State(state): State<AppState>,
     caller: PatientCaller,
     Path(id): Path<String>,
-) -> PortalResult<Json<AppointmentView>> {
+) -> ProblemResult<Json<AppointmentView>> {
     Ok(Json(appointments::get(ctx(&state, &caller), &id).await?))
 }
 
@@ -153,7 +153,7 @@ async fn book(
     caller: PatientCaller,
     headers: HeaderMap,
     body: Bytes,
-) -> PortalResult<Response> {
+) -> ProblemResult<Response> {
     let (new, value) = json_body::<NewAppointment>(&headers, &body)?;
     idempotent(&state, &caller, &headers, "book", &value, |idem| {
         let state = &state;
@@ -198,7 +198,7 @@ async fn cancel(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> PortalResult<Response> {
+) -> ProblemResult<Response> {
     let (request, value) = json_body::<CancelRequest>(&headers, &body)?;
     let fingerprint = json!({"appointment": id, "body": value});
     idempotent(&state, &caller, &headers, "cancel", &fingerprint, |_idem| {
@@ -249,7 +249,7 @@ async fn reschedule(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> PortalResult<Response> {
+) -> ProblemResult<Response> {
     let (request, value) = json_body::<RescheduleRequest>(&headers, &body)?;
     let fingerprint = json!({"appointment": id, "body": value});
     idempotent(

@@ -17,9 +17,9 @@ use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PatientCaller, PortalResult, ctx, idempotent, json_body};
+use super::{PatientCaller, ProblemResult, ctx, idempotent, json_body};
 use crate::app::AppState;
-use crate::error::{ApiError, PortalError};
+use crate::error::{ApiError, ProblemError};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -43,7 +43,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 async fn list_bills(
     State(state): State<AppState>,
     caller: PatientCaller,
-) -> PortalResult<Json<Bills>> {
+) -> ProblemResult<Json<Bills>> {
     Ok(Json(bills::list(ctx(&state, &caller)).await?))
 }
 
@@ -79,7 +79,7 @@ async fn pay_bill(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> PortalResult<Response> {
+) -> ProblemResult<Response> {
     // Before parsing errors can echo it and before the idempotency store hashes it.
     if let Ok(raw) = serde_json::from_slice::<Value>(&body) {
         card::check_body(&raw)?;
@@ -96,7 +96,7 @@ async fn pay_bill(
             match bills::pay(ctx(state, caller), id, &request, &idem).await {
                 Ok(payment) => Ok((StatusCode::CREATED, payment)),
                 Err(PayError::Portal(e)) => Err(e.into()),
-                Err(e @ PayError::ProcessorUnavailable) => Err(PortalError(ApiError::new(
+                Err(e @ PayError::ProcessorUnavailable) => Err(ProblemError(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "payment_unavailable",
                     e.to_string(),

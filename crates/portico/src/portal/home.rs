@@ -5,7 +5,7 @@ use axum::extract::State;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PatientCaller, PortalResult, ctx};
+use super::{PatientCaller, ProblemResult, ctx};
 use crate::app::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -27,7 +27,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 async fn me(
     State(state): State<AppState>,
     caller: PatientCaller,
-) -> PortalResult<Json<portico_portal::me::Me>> {
+) -> ProblemResult<Json<portico_portal::me::Me>> {
     Ok(Json(portico_portal::me::me(ctx(&state, &caller)).await?))
 }
 
@@ -50,7 +50,7 @@ async fn me(
 async fn dashboard(
     State(state): State<AppState>,
     caller: PatientCaller,
-) -> PortalResult<Json<portico_portal::dashboard::Dashboard>> {
+) -> ProblemResult<Json<portico_portal::dashboard::Dashboard>> {
     Ok(Json(
         portico_portal::dashboard::dashboard(ctx(&state, &caller)).await?,
     ))

@@ -16,7 +16,7 @@ use portico_portal::medications::{
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PatientCaller, PortalResult, ctx, idempotent, json_body};
+use super::{PatientCaller, ProblemResult, ctx, idempotent, json_body};
 use crate::app::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -45,7 +45,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 async fn list(
     State(state): State<AppState>,
     caller: PatientCaller,
-) -> PortalResult<Json<MedicationList>> {
+) -> ProblemResult<Json<MedicationList>> {
     Ok(Json(medications::list(ctx(&state, &caller)).await?))
 }
 
@@ -87,7 +87,7 @@ async fn request_refill(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> PortalResult<Response> {
+) -> ProblemResult<Response> {
     let (input, value) = json_body::<RefillInput>(&headers, &body)?;
     super::referrals::require_object(&value)?;
     // The same key and body for another prescription is another request.
@@ -123,7 +123,7 @@ async fn request_refill(
 async fn refill_requests(
     State(state): State<AppState>,
     caller: PatientCaller,
-) -> PortalResult<Json<RefillRequestList>> {
+) -> ProblemResult<Json<RefillRequestList>> {
     Ok(Json(
         medications::refill_requests(ctx(&state, &caller)).await?,
     ))

@@ -12,7 +12,7 @@ use portico_portal::messages::{self, MessageView, NewReply, NewThread, ThreadLis
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PatientCaller, PortalResult, ctx, idempotent, json_body};
+use super::{PatientCaller, ProblemResult, ctx, idempotent, json_body};
 use crate::app::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -39,7 +39,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 async fn list_threads(
     State(state): State<AppState>,
     caller: PatientCaller,
-) -> PortalResult<Json<ThreadList>> {
+) -> ProblemResult<Json<ThreadList>> {
     Ok(Json(messages::list_threads(ctx(&state, &caller)).await?))
 }
 
@@ -63,7 +63,7 @@ async fn read_thread(
     State(state): State<AppState>,
     caller: PatientCaller,
     Path(id): Path<String>,
-) -> PortalResult<Json<ThreadView>> {
+) -> ProblemResult<Json<ThreadView>> {
     Ok(Json(
         messages::read_thread(ctx(&state, &caller), &id).await?,
     ))
@@ -97,7 +97,7 @@ async fn start_thread(
     caller: PatientCaller,
     headers: HeaderMap,
     body: Bytes,
-) -> PortalResult<Response> {
+) -> ProblemResult<Response> {
     let (new, value) = json_body::<NewThread>(&headers, &body)?;
     idempotent(
         &state,
@@ -149,7 +149,7 @@ async fn reply_in_thread(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> PortalResult<Response> {
+) -> ProblemResult<Response> {
     let (new, value) = json_body::<NewReply>(&headers, &body)?;
     // The same key and text in another thread is another request.
     // (serde also accepts a struct as a JSON array: never index into the body.)

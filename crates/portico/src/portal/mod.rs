@@ -3,7 +3,7 @@
 //! Handlers are thin: they authenticate ([`PatientCaller`]), parse and bound the
 //! request, call the domain code in `portico-portal` through a [`portico_portal::Ctx`]
 //! and render its views. Writes go through [`idempotent`]. Errors are problem+json
-//! with a stable `code` ([`crate::error::PortalError`]); every response carries
+//! with a stable `code` ([`crate::error::ProblemError`]); every response carries
 //! `Cache-Control: no-store`; each request has an overall deadline
 //! (`portal.deadline_ms`).
 //!
@@ -42,7 +42,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
-use crate::error::{ApiError, PortalError};
+use crate::error::{ApiError, ProblemError};
 use crate::login::PortalAuth;
 
 /// The header a proxy login uses to choose which of its patients it acts for.
@@ -142,16 +142,16 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .layer(middleware::from_fn(no_store))
 }
 
-async fn not_found() -> PortalError {
-    PortalError(ApiError::new(
+async fn not_found() -> ProblemError {
+    ProblemError(ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
         "no such portal API route",
     ))
 }
 
-async fn method_not_allowed() -> PortalError {
-    PortalError(ApiError::new(
+async fn method_not_allowed() -> ProblemError {
+    ProblemError(ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "this portal API route does not take that method",
@@ -171,7 +171,7 @@ async fn no_store(request: Request, next: Next) -> Response {
 async fn deadline_layer(deadline: Duration, request: Request, next: Next) -> Response {
     match tokio::time::timeout(deadline, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => PortalError(ApiError::new(
+        Err(_) => ProblemError(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "deadline_exceeded",
             "the request took too long; if it was a write, retry it with the same \
@@ -192,7 +192,7 @@ pub struct PatientCaller {
 }
 
 impl FromRequestParts<AppState> for PatientCaller {
-    type Rejection = PortalError;
+    type Rejection = ProblemError;
 
     async fn from_request_parts(
         parts: &mut Parts,
@@ -202,7 +202,7 @@ impl FromRequestParts<AppState> for PatientCaller {
         let chosen = match parts.headers.get(PATIENT_HEADER).map(HeaderValue::to_str) {
             None => None,
             Some(Ok(p)) => Some(p.to_owned()),
-            Some(Err(_)) => return Err(PortalError(ApiError::not_found())),
+            Some(Err(_)) => return Err(ProblemError(ApiError::not_found())),
         };
         let mut caller = Caller::new(auth.principal.clone(), chosen.as_deref())?;
         caller.request_id = auth.request_id.clone();
@@ -254,7 +254,7 @@ impl From<portico_portal::PortalError> for ApiError {
 }
 
 /// The result type of portal handlers.
-pub type PortalResult<T> = Result<T, PortalError>;
+pub type ProblemResult<T> = Result<T, ProblemError>;
 
 // ---------------------------------------------------------------------------------
 // Idempotent writes
@@ -276,25 +276,25 @@ pub async fn idempotent<F, Fut, T>(
     action: &'static str,
     body: &Value,
     run: F,
-) -> PortalResult<Response>
+) -> ProblemResult<Response>
 where
     F: FnOnce(Idem) -> Fut,
-    Fut: Future<Output = PortalResult<(StatusCode, T)>>,
+    Fut: Future<Output = ProblemResult<(StatusCode, T)>>,
     T: Serialize,
 {
     let run = |idem| async move {
         let (status, view) = run(idem).await?;
         let value = serde_json::to_value(view).map_err(|e| {
             tracing::error!(error = %e, "a portal answer could not be serialized");
-            PortalError(ApiError::internal())
+            ProblemError(ApiError::internal())
         })?;
-        Ok::<_, PortalError>((status, value))
+        Ok::<_, ProblemError>((status, value))
     };
     let key = match headers.get(IDEMPOTENCY_HEADER).map(HeaderValue::to_str) {
         None => None,
         Some(Ok(k)) if idempotency::valid_key(k) => Some(k.to_owned()),
         Some(_) => {
-            return Err(PortalError(ApiError::new(
+            return Err(ProblemError(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_idempotency_key",
                 "Idempotency-Key must be 1 to 255 visible ASCII characters",
@@ -332,14 +332,14 @@ where
             return Ok(response);
         }
         Begin::InProgress => {
-            return Err(PortalError(ApiError::new(
+            return Err(ProblemError(ApiError::new(
                 StatusCode::CONFLICT,
                 "idempotency_in_progress",
                 "a request with this Idempotency-Key is still being processed",
             )));
         }
         Begin::Mismatch => {
-            return Err(PortalError(ApiError::new(
+            return Err(ProblemError(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",
                 "this Idempotency-Key was used for a different request",
@@ -401,9 +401,9 @@ impl Drop for AbandonOnDrop {
 pub fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &[u8],
-) -> PortalResult<(T, Value)> {
+) -> ProblemResult<(T, Value)> {
     let invalid = |message: String| {
-        PortalError(ApiError::new(
+        ProblemError(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_body",
             message,
@@ -415,7 +415,7 @@ pub fn json_body<T: serde::de::DeserializeOwned>(
         .unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("application/json") {
-        return Err(PortalError(ApiError::new(
+        return Err(ProblemError(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "send the body as application/json",

@@ -17,9 +17,9 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PatientCaller, PortalResult, ctx};
+use super::{PatientCaller, ProblemResult, ctx};
 use crate::app::{AppState, unix_now};
-use crate::error::{ApiError, PortalError};
+use crate::error::{ApiError, ProblemError};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list))
@@ -70,15 +70,15 @@ async fn list(
     caller: PatientCaller,
     Path(kind): Path<String>,
     query: Result<Query<RecordQuery>, axum::extract::rejection::QueryRejection>,
-) -> PortalResult<Response> {
+) -> ProblemResult<Response> {
     let kind = Kind::parse(&kind).ok_or_else(|| {
-        PortalError(ApiError::new(
+        ProblemError(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             "unknown record kind",
         ))
     })?;
-    let Query(query) = query.map_err(|e| PortalError(ApiError::bad_request(e.body_text())))?;
+    let Query(query) = query.map_err(|e| ProblemError(ApiError::bad_request(e.body_text())))?;
     let binding = binding(&caller, kind);
     let page_url = match &query.cursor {
         None => None,
@@ -87,7 +87,7 @@ async fn list(
                 .cursor_key()
                 .open(cursor, &binding, unix_now())
                 .map_err(|e| {
-                    PortalError(ApiError::new(
+                    ProblemError(ApiError::new(
                         StatusCode::BAD_REQUEST,
                         "invalid_cursor",
                         e.to_string(),
@@ -118,7 +118,7 @@ async fn list(
     list.next_cursor = next.map(|url| state.cursor_key().seal(&url, &binding, expires));
     let body = Bytes::from(serde_json::to_vec(&list).map_err(|e| {
         tracing::error!(error = %e, "a record list could not be serialized");
-        PortalError(ApiError::internal())
+        ProblemError(ApiError::internal())
     })?);
     if let Some((slot, key)) = kept {
         crate::kept::keep(slot, key, &body, 0);

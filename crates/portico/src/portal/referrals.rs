@@ -13,9 +13,9 @@ use portico_portal::referrals::{self, Referral, ReferralInput, ReferralList, Spe
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PatientCaller, PortalResult, ctx, idempotent, json_body};
+use super::{PatientCaller, ProblemResult, ctx, idempotent, json_body};
 use crate::app::AppState;
-use crate::error::{ApiError, PortalError};
+use crate::error::{ApiError, ProblemError};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -37,7 +37,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 async fn specialties(
     State(state): State<AppState>,
     caller: PatientCaller,
-) -> PortalResult<Json<SpecialtyList>> {
+) -> ProblemResult<Json<SpecialtyList>> {
     Ok(Json(referrals::specialties(ctx(&state, &caller))))
 }
 
@@ -59,7 +59,7 @@ async fn specialties(
 async fn list(
     State(state): State<AppState>,
     caller: PatientCaller,
-) -> PortalResult<Json<ReferralList>> {
+) -> ProblemResult<Json<ReferralList>> {
     Ok(Json(referrals::list(ctx(&state, &caller)).await?))
 }
 
@@ -91,7 +91,7 @@ async fn request_referral(
     caller: PatientCaller,
     headers: HeaderMap,
     body: Bytes,
-) -> PortalResult<Response> {
+) -> ProblemResult<Response> {
     let (input, value) = json_body::<ReferralInput>(&headers, &body)?;
     require_object(&value)?;
     idempotent(&state, &caller, &headers, "referral", &value, |idem| {
@@ -107,11 +107,11 @@ async fn request_referral(
 
 /// Refuses a body that is not a JSON object: serde would read a struct from an array of
 /// its fields in order, which no client means to send.
-pub(super) fn require_object(value: &serde_json::Value) -> PortalResult<()> {
+pub(super) fn require_object(value: &serde_json::Value) -> ProblemResult<()> {
     if value.is_object() {
         return Ok(());
     }
-    Err(PortalError(ApiError::new(
+    Err(ProblemError(ApiError::new(
         StatusCode::BAD_REQUEST,
         "invalid_body",
         "the body must be a JSON object",
