@@ -21,7 +21,7 @@ use utoipa_axum::routes;
 
 use super::{PatientCaller, ProblemResult, ctx, idempotent, json_body};
 use crate::app::AppState;
-use crate::error::{ApiError, ProblemError};
+use crate::error::{ProblemError, RequestError};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -33,11 +33,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 fn bad_query(e: &QueryRejection) -> ProblemError {
-    ProblemError(ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-        e.body_text(),
-    ))
+    RequestError::InvalidQuery(e.body_text()).into()
 }
 
 /// The patient's appointments: `upcoming` (soonest first, requests without a time

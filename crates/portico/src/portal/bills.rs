@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use portico_portal::bills::{self, Bills, PayError, PaymentRequest, PaymentView};
+use portico_portal::bills::{self, Bills, PaymentRequest, PaymentView};
 use portico_portal::card;
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
@@ -19,7 +19,6 @@ use utoipa_axum::routes;
 
 use super::{PatientCaller, ProblemResult, ctx, idempotent, json_body};
 use crate::app::AppState;
-use crate::error::{ApiError, ProblemError};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -93,15 +92,8 @@ async fn pay_bill(
         let caller = &caller;
         let id = &id;
         async move {
-            match bills::pay(ctx(state, caller), id, &request, &idem).await {
-                Ok(payment) => Ok((StatusCode::CREATED, payment)),
-                Err(PayError::Portal(e)) => Err(e.into()),
-                Err(e @ PayError::ProcessorUnavailable) => Err(ProblemError(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "payment_unavailable",
-                    e.to_string(),
-                ))),
-            }
+            let payment = bills::pay(ctx(state, caller), id, &request, &idem).await?;
+            Ok((StatusCode::CREATED, payment))
         }
     })
     .await

@@ -89,7 +89,6 @@ async fn request_refill(
     body: Bytes,
 ) -> ProblemResult<Response> {
     let (input, value) = json_body::<RefillInput>(&headers, &body)?;
-    super::referrals::require_object(&value)?;
     // The same key and body for another prescription is another request.
     let value = serde_json::json!({"medication_request": id, "body": value});
     idempotent(&state, &caller, &headers, "refill", &value, |idem| {

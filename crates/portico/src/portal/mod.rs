@@ -42,7 +42,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
-use crate::error::{ApiError, ProblemError};
+use crate::error::{ApiError, ProblemError, RequestError};
 use crate::login::PortalAuth;
 
 /// The header a proxy login uses to choose which of its patients it acts for.
@@ -143,19 +143,11 @@ pub fn router(state: &AppState) -> Router<AppState> {
 }
 
 async fn not_found() -> ProblemError {
-    ProblemError(ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such portal API route",
-    ))
+    RequestError::NoRoute.into()
 }
 
 async fn method_not_allowed() -> ProblemError {
-    ProblemError(ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this portal API route does not take that method",
-    ))
+    RequestError::MethodNotAllowed.into()
 }
 
 /// Patient data must never be kept by a browser or shared proxy.
@@ -171,13 +163,7 @@ async fn no_store(request: Request, next: Next) -> Response {
 async fn deadline_layer(deadline: Duration, request: Request, next: Next) -> Response {
     match tokio::time::timeout(deadline, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => ProblemError(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "deadline_exceeded",
-            "the request took too long; if it was a write, retry it with the same \
-             Idempotency-Key to learn its outcome",
-        ))
-        .into_response(),
+        Err(_) => ProblemError::from(RequestError::DeadlineExceeded).into_response(),
     }
 }
 
@@ -210,46 +196,6 @@ impl FromRequestParts<AppState> for PatientCaller {
             caller.bearer = Some(auth.token.clone());
         }
         Ok(PatientCaller { caller, auth })
-    }
-}
-
-// ---------------------------------------------------------------------------------
-// Errors
-
-/// The status of each domain failure; the `code` is the domain's.
-impl From<portico_portal::PortalError> for ApiError {
-    fn from(e: portico_portal::PortalError) -> Self {
-        use portico_portal::PortalError as P;
-        let code = e.code();
-        let details = match &e {
-            P::Refused { detail, .. } => detail.clone(),
-            P::Partial { state, .. } => Some(state.clone()),
-            _ => None,
-        };
-        let mut error = match e {
-            P::Invalid { message, .. } => ApiError::new(StatusCode::BAD_REQUEST, code, message),
-            P::NotFound => ApiError::not_found(),
-            P::Refused { message, .. } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
-            }
-            P::Conflict { message, .. } => ApiError::new(StatusCode::CONFLICT, code, message),
-            P::Forbidden { message } => ApiError::new(StatusCode::FORBIDDEN, code, message),
-            P::NotSupported { message } => {
-                ApiError::new(StatusCode::NOT_IMPLEMENTED, code, message)
-            }
-            P::Upstream(e) => ApiError::from(&e),
-            P::OutcomeUnknown { action } => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                code,
-                format!(
-                    "the EHR failed while {action} was being saved and it is not yet known \
-                     whether it was; retry with the same Idempotency-Key to find out"
-                ),
-            ),
-            P::Partial { message, .. } => ApiError::new(StatusCode::BAD_GATEWAY, code, message),
-        };
-        error.details = details.map(Box::new);
-        error
     }
 }
 
@@ -293,13 +239,7 @@ where
     let key = match headers.get(IDEMPOTENCY_HEADER).map(HeaderValue::to_str) {
         None => None,
         Some(Ok(k)) if idempotency::valid_key(k) => Some(k.to_owned()),
-        Some(_) => {
-            return Err(ProblemError(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_idempotency_key",
-                "Idempotency-Key must be 1 to 255 visible ASCII characters",
-            )));
-        }
+        Some(_) => return Err(RequestError::InvalidIdempotencyKey.into()),
     };
     let patient = &caller.caller.patient;
     let fingerprint = idempotency::fingerprint(action, body);
@@ -331,20 +271,8 @@ where
                 .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
             return Ok(response);
         }
-        Begin::InProgress => {
-            return Err(ProblemError(ApiError::new(
-                StatusCode::CONFLICT,
-                "idempotency_in_progress",
-                "a request with this Idempotency-Key is still being processed",
-            )));
-        }
-        Begin::Mismatch => {
-            return Err(ProblemError(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                "this Idempotency-Key was used for a different request",
-            )));
-        }
+        Begin::InProgress => return Err(RequestError::IdempotencyInProgress.into()),
+        Begin::Mismatch => return Err(RequestError::IdempotencyKeyReused.into()),
     }
     // Forget the key if this future is dropped (deadline, client gone) before finishing.
     let guard = AbandonOnDrop {
@@ -402,24 +330,14 @@ pub fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> ProblemResult<(T, Value)> {
-    let invalid = |message: String| {
-        ProblemError(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            message,
-        ))
-    };
+    let invalid = |message: String| ProblemError::from(RequestError::InvalidBody(message));
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("application/json") {
-        return Err(ProblemError(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as application/json",
-        )));
+        return Err(RequestError::UnsupportedMediaType.into());
     }
     let value: Value =
         serde_json::from_slice(body).map_err(|e| invalid(format!("invalid JSON: {e}")))?;

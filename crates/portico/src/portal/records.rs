@@ -9,7 +9,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use portico_portal::records::{self, Kind, RecordList};
 use serde::Deserialize;
@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 
 use super::{PatientCaller, ProblemResult, ctx};
 use crate::app::{AppState, unix_now};
-use crate::error::{ApiError, ProblemError};
+use crate::error::{ApiError, ProblemError, RequestError};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list))
@@ -71,13 +71,7 @@ async fn list(
     Path(kind): Path<String>,
     query: Result<Query<RecordQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ProblemResult<Response> {
-    let kind = Kind::parse(&kind).ok_or_else(|| {
-        ProblemError(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "unknown record kind",
-        ))
-    })?;
+    let kind = Kind::parse(&kind).ok_or(RequestError::UnknownRecordKind)?;
     let Query(query) = query.map_err(|e| ProblemError(ApiError::bad_request(e.body_text())))?;
     let binding = binding(&caller, kind);
     let page_url = match &query.cursor {
@@ -86,13 +80,7 @@ async fn list(
             state
                 .cursor_key()
                 .open(cursor, &binding, unix_now())
-                .map_err(|e| {
-                    ProblemError(ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_cursor",
-                        e.to_string(),
-                    ))
-                })?,
+                .map_err(|e| RequestError::InvalidCursor(e.to_string()))?,
         ),
     };
     let count = query.count.unwrap_or(20);

@@ -15,7 +15,6 @@ use utoipa_axum::routes;
 
 use super::{PatientCaller, ProblemResult, ctx, idempotent, json_body};
 use crate::app::AppState;
-use crate::error::{ApiError, ProblemError};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -93,7 +92,6 @@ async fn request_referral(
     body: Bytes,
 ) -> ProblemResult<Response> {
     let (input, value) = json_body::<ReferralInput>(&headers, &body)?;
-    require_object(&value)?;
     idempotent(&state, &caller, &headers, "referral", &value, |idem| {
         let state = &state;
         let caller = &caller;
@@ -103,17 +101,4 @@ async fn request_referral(
         }
     })
     .await
-}
-
-/// Refuses a body that is not a JSON object: serde would read a struct from an array of
-/// its fields in order, which no client means to send.
-pub(super) fn require_object(value: &serde_json::Value) -> ProblemResult<()> {
-    if value.is_object() {
-        return Ok(());
-    }
-    Err(ProblemError(ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_body",
-        "the body must be a JSON object",
-    )))
 }
