@@ -3,7 +3,7 @@
 //! The FHIR strategies (slot booking under a gateway lock with the EHR as arbiter, or
 //! `Appointment/$find` + `$book`; cancel by JSON Patch or PUT with `If-Match`;
 //! reschedule as book-then-cancel with an undo, or as one JSON Patch of the slot) are in
-//! [`portico_portal::appointments`]; every write runs through [`super::idempotent`].
+//! [`portico_portal::appointments`]; every write runs through [`super::Idempotent`].
 
 use axum::Json;
 use axum::body::Bytes;
@@ -19,7 +19,7 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PatientCaller, ProblemResult, ctx, idempotent, json_body};
+use super::{Idempotent, PatientCaller, ProblemResult, ctx, json_body};
 use crate::app::AppState;
 use crate::error::{ProblemError, RequestError};
 
@@ -144,22 +144,13 @@ async fn get_one(
         (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
-async fn book(
-    State(state): State<AppState>,
-    caller: PatientCaller,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ProblemResult<Response> {
+async fn book(write: Idempotent, headers: HeaderMap, body: Bytes) -> ProblemResult<Response> {
     let (new, value) = json_body::<NewAppointment>(&headers, &body)?;
-    idempotent(&state, &caller, &headers, "book", &value, |idem| {
-        let state = &state;
-        let caller = &caller;
-        async move {
-            let view = appointments::book(ctx(state, caller), &new, &idem).await?;
-            Ok((StatusCode::CREATED, view))
-        }
-    })
-    .await
+    write
+        .run("book", &value, StatusCode::CREATED, async |ctx, idem| {
+            appointments::book(ctx, &new, idem).await
+        })
+        .await
 }
 
 /// Cancels one of the patient's appointments (booked, proposed or pending, not yet
@@ -189,23 +180,18 @@ async fn book(
     )
 )]
 async fn cancel(
-    State(state): State<AppState>,
-    caller: PatientCaller,
+    write: Idempotent,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ProblemResult<Response> {
     let (request, value) = json_body::<CancelRequest>(&headers, &body)?;
     let fingerprint = json!({"appointment": id, "body": value});
-    idempotent(&state, &caller, &headers, "cancel", &fingerprint, |_idem| {
-        let state = &state;
-        let caller = &caller;
-        async move {
-            let view = appointments::cancel(ctx(state, caller), &id, &request).await?;
-            Ok((StatusCode::OK, view))
-        }
-    })
-    .await
+    write
+        .run("cancel", &fingerprint, StatusCode::OK, async |ctx, _| {
+            appointments::cancel(ctx, &id, &request).await
+        })
+        .await
 }
 
 /// Moves one of the patient's appointments to another free slot. Generic EHRs: the new
@@ -240,29 +226,19 @@ async fn cancel(
     )
 )]
 async fn reschedule(
-    State(state): State<AppState>,
-    caller: PatientCaller,
+    write: Idempotent,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ProblemResult<Response> {
     let (request, value) = json_body::<RescheduleRequest>(&headers, &body)?;
     let fingerprint = json!({"appointment": id, "body": value});
-    idempotent(
-        &state,
-        &caller,
-        &headers,
-        "reschedule",
-        &fingerprint,
-        |idem| {
-            let state = &state;
-            let caller = &caller;
-            async move {
-                let done =
-                    appointments::reschedule(ctx(state, caller), &id, &request, &idem).await?;
-                Ok((StatusCode::OK, done))
-            }
-        },
-    )
-    .await
+    write
+        .run(
+            "reschedule",
+            &fingerprint,
+            StatusCode::OK,
+            async |ctx, idem| appointments::reschedule(ctx, &id, &request, idem).await,
+        )
+        .await
 }

@@ -17,7 +17,7 @@ use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PatientCaller, ProblemResult, ctx, idempotent, json_body};
+use super::{Idempotent, PatientCaller, ProblemResult, ctx, json_body};
 use crate::app::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -73,8 +73,7 @@ async fn list_bills(
     )
 )]
 async fn pay_bill(
-    State(state): State<AppState>,
-    caller: PatientCaller,
+    write: Idempotent,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -87,14 +86,9 @@ async fn pay_bill(
     // The same key and body for another account is another request.
     // (serde also accepts a struct as a JSON array: never index into the body.)
     let value = serde_json::json!({"account": &id, "body": value});
-    idempotent(&state, &caller, &headers, "pay", &value, |idem| {
-        let state = &state;
-        let caller = &caller;
-        let id = &id;
-        async move {
-            let payment = bills::pay(ctx(state, caller), id, &request, &idem).await?;
-            Ok((StatusCode::CREATED, payment))
-        }
-    })
-    .await
+    write
+        .run("pay", &value, StatusCode::CREATED, async |ctx, idem| {
+            bills::pay(ctx, &id, &request, idem).await
+        })
+        .await
 }

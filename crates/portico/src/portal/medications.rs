@@ -3,7 +3,7 @@
 //!
 //! The eligibility rules and the FHIR shape of a refill request (per the EHR profile's
 //! strategy) are in [`portico_portal::medications`]; the write runs through
-//! [`super::idempotent`].
+//! [`super::Idempotent`].
 
 use axum::Json;
 use axum::body::Bytes;
@@ -16,7 +16,7 @@ use portico_portal::medications::{
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PatientCaller, ProblemResult, ctx, idempotent, json_body};
+use super::{Idempotent, PatientCaller, ProblemResult, ctx, json_body};
 use crate::app::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -82,8 +82,7 @@ async fn list(
     )
 )]
 async fn request_refill(
-    State(state): State<AppState>,
-    caller: PatientCaller,
+    write: Idempotent,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -91,17 +90,11 @@ async fn request_refill(
     let (input, value) = json_body::<RefillInput>(&headers, &body)?;
     // The same key and body for another prescription is another request.
     let value = serde_json::json!({"medication_request": id, "body": value});
-    idempotent(&state, &caller, &headers, "refill", &value, |idem| {
-        let state = &state;
-        let caller = &caller;
-        let id = &id;
-        async move {
-            let request =
-                medications::request_refill(ctx(state, caller), id, &input, &idem).await?;
-            Ok((StatusCode::CREATED, request))
-        }
-    })
-    .await
+    write
+        .run("refill", &value, StatusCode::CREATED, async |ctx, idem| {
+            medications::request_refill(ctx, &id, &input, idem).await
+        })
+        .await
 }
 
 /// The patient's refill requests, newest first, with their progress.

@@ -1,7 +1,7 @@
 //! `/messages/threads`: secure messages with the care team (list, read, start, reply).
 //!
 //! The domain rules (thread convention, who may be written to, attachment limits) are in
-//! [`portico_portal::messages`]; writes run through [`super::idempotent`].
+//! [`portico_portal::messages`]; writes run through [`super::Idempotent`].
 
 use axum::Json;
 use axum::body::Bytes;
@@ -12,7 +12,7 @@ use portico_portal::messages::{self, MessageView, NewReply, NewThread, ThreadLis
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PatientCaller, ProblemResult, ctx, idempotent, json_body};
+use super::{Idempotent, PatientCaller, ProblemResult, ctx, json_body};
 use crate::app::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -93,28 +93,19 @@ async fn read_thread(
     )
 )]
 async fn start_thread(
-    State(state): State<AppState>,
-    caller: PatientCaller,
+    write: Idempotent,
     headers: HeaderMap,
     body: Bytes,
 ) -> ProblemResult<Response> {
     let (new, value) = json_body::<NewThread>(&headers, &body)?;
-    idempotent(
-        &state,
-        &caller,
-        &headers,
-        "message-thread",
-        &value,
-        |idem| {
-            let state = &state;
-            let caller = &caller;
-            async move {
-                let thread = messages::start_thread(ctx(state, caller), &new, &idem).await?;
-                Ok((StatusCode::CREATED, thread))
-            }
-        },
-    )
-    .await
+    write
+        .run(
+            "message-thread",
+            &value,
+            StatusCode::CREATED,
+            async |ctx, idem| messages::start_thread(ctx, &new, idem).await,
+        )
+        .await
 }
 
 /// Replies in an open thread, to its participants, answering its latest message.
@@ -144,8 +135,7 @@ async fn start_thread(
     )
 )]
 async fn reply_in_thread(
-    State(state): State<AppState>,
-    caller: PatientCaller,
+    write: Idempotent,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -154,14 +144,12 @@ async fn reply_in_thread(
     // The same key and text in another thread is another request.
     // (serde also accepts a struct as a JSON array: never index into the body.)
     let value = serde_json::json!({"thread": &id, "body": value});
-    idempotent(&state, &caller, &headers, "message-reply", &value, |idem| {
-        let state = &state;
-        let caller = &caller;
-        let id = &id;
-        async move {
-            let message = messages::reply(ctx(state, caller), id, &new, &idem).await?;
-            Ok((StatusCode::CREATED, message))
-        }
-    })
-    .await
+    write
+        .run(
+            "message-reply",
+            &value,
+            StatusCode::CREATED,
+            async |ctx, idem| messages::reply(ctx, &id, &new, idem).await,
+        )
+        .await
 }

@@ -2,10 +2,10 @@
 //!
 //! Handlers are thin: they authenticate ([`PatientCaller`]), parse and bound the
 //! request, call the domain code in `portico-portal` through a [`portico_portal::Ctx`]
-//! and render its views. Writes go through [`idempotent`]. Errors are problem+json
-//! with a stable `code` ([`crate::error::ProblemError`]); every response carries
-//! `Cache-Control: no-store`; each request has an overall deadline
-//! (`portal.deadline_ms`).
+//! and render its views. Writes go through [`Idempotent`]. Errors are problem+json
+//! with a stable `code` ([`crate::error::ProblemError`]; statuses come from the
+//! mapping tables in [`crate::error`]); every response carries `Cache-Control:
+//! no-store`; each request has an overall deadline (`portal.deadline_ms`).
 //!
 //! The OpenAPI 3.1 document is generated from the handlers' `#[utoipa::path]`
 //! annotations ([`openapi`]), served at `/api/v1/openapi.json` and checked into the
@@ -22,7 +22,6 @@ pub mod messages;
 pub mod records;
 pub mod referrals;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +33,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use portico_portal::idempotency::{self, Begin, StoredResponse};
-use portico_portal::{Caller, Idem};
+use portico_portal::{Caller, Ctx, Idem};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -205,102 +204,127 @@ pub type ProblemResult<T> = Result<T, ProblemError>;
 // ---------------------------------------------------------------------------------
 // Idempotent writes
 
-/// Runs a write at most once per `Idempotency-Key`.
+/// A write's way to run at most once per `Idempotency-Key`: extracted like
+/// [`PatientCaller`] (which it contains), it holds the state and the key as sent.
 ///
-/// `action` names the write (`book`, `refill`, ...) and `body` is its canonical input:
-/// together with the acting patient they form the fingerprint a reused key is compared
-/// with. `run` receives the [`Idem`] to create upstream with and returns the status and
-/// body to answer. A successful answer is remembered and replayed (with
-/// `Idempotent-Replayed: true`) for the same key and body; the same key with another
-/// body is 422 `idempotency_key_reused`; while the first request runs, 409
-/// `idempotency_in_progress`. Failures are not remembered, so a client may retry a
-/// failed write with the same key (upstream, the identifier keeps it single).
-pub async fn idempotent<F, Fut, T>(
-    state: &AppState,
-    caller: &PatientCaller,
-    headers: &HeaderMap,
-    action: &'static str,
-    body: &Value,
-    run: F,
-) -> ProblemResult<Response>
-where
-    F: FnOnce(Idem) -> Fut,
-    Fut: Future<Output = ProblemResult<(StatusCode, T)>>,
-    T: Serialize,
-{
-    let run = |idem| async move {
-        let (status, view) = run(idem).await?;
-        let value = serde_json::to_value(view).map_err(|e| {
-            tracing::error!(error = %e, "a portal answer could not be serialized");
-            ProblemError(ApiError::internal())
-        })?;
-        Ok::<_, ProblemError>((status, value))
-    };
-    let key = match headers.get(IDEMPOTENCY_HEADER).map(HeaderValue::to_str) {
-        None => None,
-        Some(Ok(k)) if idempotency::valid_key(k) => Some(k.to_owned()),
-        Some(_) => return Err(RequestError::InvalidIdempotencyKey.into()),
-    };
-    let patient = &caller.caller.patient;
-    let fingerprint = idempotency::fingerprint(action, body);
-    // The upstream identity covers who acts and the whole request (target ids are part
-    // of the body fingerprint): the same key reused for another account, prescription
-    // or appointment — after the gateway forgot it — can never be mistaken upstream
-    // (or at the payment processor) for the first request.
-    let idem = Idem::new(
-        patient,
-        &format!(
-            "{action}\n{}\n{fingerprint}",
-            caller.caller.principal.subject
-        ),
-        key.as_deref(),
-    );
-    let Some(key) = key else {
-        let (status, value) = run(idem).await?;
-        return Ok((status, Json(value)).into_response());
-    };
-    let store = state.idempotency();
-    let scope = format!("{}\n{patient}", caller.caller.principal.subject);
-    match store.begin(&scope, &key, &fingerprint).await {
-        Begin::Started => {}
-        Begin::Replay(stored) => {
-            let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-            let mut response = (status, Json(stored.body)).into_response();
-            response
-                .headers_mut()
-                .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
-            return Ok(response);
-        }
-        Begin::InProgress => return Err(RequestError::IdempotencyInProgress.into()),
-        Begin::Mismatch => return Err(RequestError::IdempotencyKeyReused.into()),
+/// [`Idempotent::run`] takes the write's name (`book`, `refill`, ...), its canonical
+/// input (which, with the acting patient, forms the fingerprint a reused key is compared
+/// with), the success status, and the action itself, which receives the acting
+/// patient's [`Ctx`] and the [`Idem`] to create upstream with. A successful answer is
+/// remembered and replayed (with `Idempotent-Replayed: true`) for the same key and
+/// body; the same key with another body is 422 `idempotency_key_reused`; while the
+/// first request runs, 409 `idempotency_in_progress`. Failures are not remembered, so a
+/// client may retry a failed write with the same key (upstream, the identifier keeps it
+/// single). The key is checked only when the write runs, after the body.
+#[derive(Debug, Clone)]
+pub struct Idempotent {
+    state: AppState,
+    caller: PatientCaller,
+    key: Option<HeaderValue>,
+}
+
+impl FromRequestParts<AppState> for Idempotent {
+    type Rejection = ProblemError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = PatientCaller::from_request_parts(parts, state).await?;
+        Ok(Idempotent {
+            state: state.clone(),
+            caller,
+            key: parts.headers.get(IDEMPOTENCY_HEADER).cloned(),
+        })
     }
-    // Forget the key if this future is dropped (deadline, client gone) before finishing.
-    let guard = AbandonOnDrop {
-        state: state.clone(),
-        scope: scope.clone(),
-        key: key.clone(),
-        armed: true,
-    };
-    let result = run(idem).await;
-    let mut guard = guard;
-    guard.armed = false;
-    match result {
-        Ok((status, value)) => {
-            store
-                .complete(
-                    &scope,
-                    &key,
-                    StoredResponse {
-                        status: status.as_u16(),
-                        body: value.clone(),
-                    },
-                )
-                .await;
-            Ok((status, Json(value)).into_response())
+}
+
+impl Idempotent {
+    pub async fn run<T, E>(
+        &self,
+        action: &'static str,
+        body: &Value,
+        status: StatusCode,
+        act: impl AsyncFnOnce(Ctx<'_>, &Idem) -> Result<T, E>,
+    ) -> ProblemResult<Response>
+    where
+        T: Serialize,
+        E: Into<ApiError>,
+    {
+        let key = match self.key.as_ref().map(HeaderValue::to_str) {
+            None => None,
+            Some(Ok(k)) if idempotency::valid_key(k) => Some(k.to_owned()),
+            Some(_) => return Err(RequestError::InvalidIdempotencyKey.into()),
+        };
+        let caller = &self.caller.caller;
+        let patient = &caller.patient;
+        let fingerprint = idempotency::fingerprint(action, body);
+        // The upstream identity covers who acts and the whole request (target ids are
+        // part of the body fingerprint): the same key reused for another account,
+        // prescription or appointment — after the gateway forgot it — can never be
+        // mistaken upstream (or at the payment processor) for the first request.
+        let idem = Idem::new(
+            patient,
+            &format!("{action}\n{}\n{fingerprint}", caller.principal.subject),
+            key.as_deref(),
+        );
+        // Not started until awaited: a replayed or refused request never runs it.
+        let answer = async {
+            let view = act(ctx(&self.state, &self.caller), &idem)
+                .await
+                .map_err(|e| ProblemError(e.into()))?;
+            serde_json::to_value(view).map_err(|e| {
+                tracing::error!(error = %e, "a portal answer could not be serialized");
+                ProblemError(ApiError::internal())
+            })
+        };
+        let Some(key) = key else {
+            return Ok((status, Json(answer.await?)).into_response());
+        };
+        let store = self.state.idempotency();
+        let scope = format!("{}\n{patient}", caller.principal.subject);
+        match store.begin(&scope, &key, &fingerprint).await {
+            Begin::Started => {}
+            Begin::Replay(stored) => {
+                let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+                let mut response = (status, Json(stored.body)).into_response();
+                response
+                    .headers_mut()
+                    .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+                return Ok(response);
+            }
+            Begin::InProgress => return Err(RequestError::IdempotencyInProgress.into()),
+            Begin::Mismatch => return Err(RequestError::IdempotencyKeyReused.into()),
         }
-        Err(e) => {
-            store.abandon(&scope, &key).await;
-            Err(e)
+        // Forget the key if this future is dropped (deadline, client gone) before
+        // finishing.
+        let guard = AbandonOnDrop {
+            state: self.state.clone(),
+            scope: scope.clone(),
+            key: key.clone(),
+            armed: true,
+        };
+        let result = answer.await;
+        let mut guard = guard;
+        guard.armed = false;
+        match result {
+            Ok(value) => {
+                store
+                    .complete(
+                        &scope,
+                        &key,
+                        StoredResponse {
+                            status: status.as_u16(),
+                            body: value.clone(),
+                        },
+                    )
+                    .await;
+                Ok((status, Json(value)).into_response())
+            }
+            Err(e) => {
+                store.abandon(&scope, &key).await;
+                Err(e)
+            }
         }
     }
 }

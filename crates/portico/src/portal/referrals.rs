@@ -2,7 +2,7 @@
 //! lists.
 //!
 //! The FHIR shape (per the profile's strategy) is in [`portico_portal::referrals`]; the
-//! write runs through [`super::idempotent`].
+//! write runs through [`super::Idempotent`].
 
 use axum::Json;
 use axum::body::Bytes;
@@ -13,7 +13,7 @@ use portico_portal::referrals::{self, Referral, ReferralInput, ReferralList, Spe
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PatientCaller, ProblemResult, ctx, idempotent, json_body};
+use super::{Idempotent, PatientCaller, ProblemResult, ctx, json_body};
 use crate::app::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -86,19 +86,17 @@ async fn list(
     )
 )]
 async fn request_referral(
-    State(state): State<AppState>,
-    caller: PatientCaller,
+    write: Idempotent,
     headers: HeaderMap,
     body: Bytes,
 ) -> ProblemResult<Response> {
     let (input, value) = json_body::<ReferralInput>(&headers, &body)?;
-    idempotent(&state, &caller, &headers, "referral", &value, |idem| {
-        let state = &state;
-        let caller = &caller;
-        async move {
-            let referral = referrals::request_referral(ctx(state, caller), &input, &idem).await?;
-            Ok((StatusCode::CREATED, referral))
-        }
-    })
-    .await
+    write
+        .run(
+            "referral",
+            &value,
+            StatusCode::CREATED,
+            async |ctx, idem| referrals::request_referral(ctx, &input, idem).await,
+        )
+        .await
 }
