@@ -46,12 +46,9 @@ fn bad_query(e: &QueryRejection) -> ProblemError {
     params(ListQuery),
     responses(
         (status = 200, description = "The appointments", body = AppointmentList),
+        super::ReadErrors,
         (status = 400, description = "Bad parameters (`invalid_request`)", body = super::Problem),
-        (status = 401, description = "Not logged in", body = super::Problem),
         (status = 403, description = "The login may not read appointments", body = super::Problem),
-        (status = 502, description = "The EHR failed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn list(
@@ -76,11 +73,8 @@ async fn list(
     params(SlotQuery),
     responses(
         (status = 200, description = "Free slots, soonest first", body = SlotList),
+        super::ReadErrors,
         (status = 400, description = "Bad window (`invalid_request`: end before start, too long, in the past), bad parameter, or `service_type_required`", body = super::Problem),
-        (status = 401, description = "Not logged in", body = super::Problem),
-        (status = 502, description = "The EHR failed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn slots(
@@ -103,11 +97,8 @@ async fn slots(
     params(("id" = String, Path, description = "The Appointment id")),
     responses(
         (status = 200, description = "The appointment", body = AppointmentView),
-        (status = 401, description = "Not logged in", body = super::Problem),
+        super::ReadErrors,
         (status = 404, description = "No such appointment of the patient's", body = super::Problem),
-        (status = 502, description = "The EHR failed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn get_one(
@@ -131,17 +122,15 @@ async fn get_one(
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes the write happen at most once")),
     responses(
         (status = 201, description = "The booked (or requested) appointment", body = AppointmentView),
+        super::WriteErrors,
+        super::BodyTooLarge,
         (status = 400, description = "Bad body (`invalid_body`, `invalid_request`, `text_too_long`)", body = super::Problem),
-        (status = 401, description = "Not logged in", body = super::Problem),
         (status = 403, description = "The login may not book", body = super::Problem),
         (status = 404, description = "No such slot (or no such offer made to this patient)", body = super::Problem),
         (status = 409, description = "`slot_unavailable` (taken, or in the past), or `idempotency_in_progress`", body = super::Problem),
-        (status = 413, description = "The body is too large", body = super::Problem),
-        (status = 415, description = "The body is not JSON", body = super::Problem),
         (status = 422, description = "`idempotency_key_reused`", body = super::Problem),
         (status = 502, description = "The EHR failed and nothing was booked", body = super::Problem),
         (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`: retry with the same key)", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn book(write: Idempotent, headers: HeaderMap, body: Bytes) -> ProblemResult<Response> {
@@ -167,16 +156,14 @@ async fn book(write: Idempotent, headers: HeaderMap, body: Bytes) -> ProblemResu
     ),
     responses(
         (status = 200, description = "The cancelled appointment", body = AppointmentView),
+        super::WriteErrors,
         (status = 400, description = "Bad body (`invalid_body`, `text_too_long`)", body = super::Problem),
-        (status = 401, description = "Not logged in", body = super::Problem),
         (status = 403, description = "The login may not cancel", body = super::Problem),
         (status = 404, description = "No such appointment of the patient's", body = super::Problem),
         (status = 409, description = "`version_conflict` (it kept changing), or `idempotency_in_progress`", body = super::Problem),
-        (status = 415, description = "The body is not JSON", body = super::Problem),
         (status = 422, description = "`not_cancelable` (already cancelled, past, or fulfilled), `idempotency_key_reused`", body = super::Problem),
         (status = 502, description = "The EHR failed; nothing changed", body = super::Problem),
         (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn cancel(
@@ -213,16 +200,14 @@ async fn cancel(
     ),
     responses(
         (status = 200, description = "The new appointment and the old one (cancelled; or, moved in place, the same appointment at its old time)", body = Rescheduled),
+        super::WriteErrors,
         (status = 400, description = "Bad body (`invalid_body`, `invalid_request`, `text_too_long`)", body = super::Problem),
-        (status = 401, description = "Not logged in", body = super::Problem),
         (status = 403, description = "The login may not reschedule", body = super::Problem),
         (status = 404, description = "No such appointment of the patient's, or no such slot", body = super::Problem),
         (status = 409, description = "`slot_unavailable`, `version_conflict`, or `idempotency_in_progress`", body = super::Problem),
-        (status = 415, description = "The body is not JSON", body = super::Problem),
         (status = 422, description = "`not_cancelable` (also: not booked, or the EHR marks it not reschedulable), `change_not_allowed` (a move in place would change more than the slot and its time), `idempotency_key_reused`", body = super::Problem),
         (status = 502, description = "`reschedule_failed` (nothing changed) or `reschedule_incomplete` (both appointments are booked; see `details`), or the EHR failed", body = super::Problem),
         (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`)", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn reschedule(

@@ -33,10 +33,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     tag = "bills",
     responses(
         (status = 200, description = "The accounts and invoices", body = Bills),
-        (status = 401, description = "Not logged in", body = super::Problem),
-        (status = 502, description = "The EHR failed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
+        super::ReadErrors,
     )
 )]
 async fn list_bills(
@@ -60,16 +57,13 @@ async fn list_bills(
     ),
     responses(
         (status = 201, description = "The payment was charged and recorded", body = PaymentView),
+        super::WriteErrors,
         (status = 400, description = "`card_number_not_accepted` (a card number was sent), `invalid_amount` (not positive whole cents), `invalid_payment_token`, `invalid_body`", body = super::Problem),
-        (status = 401, description = "Not logged in", body = super::Problem),
         (status = 404, description = "No such account of the patient's", body = super::Problem),
-        (status = 409, description = "A request with this Idempotency-Key is still running", body = super::Problem),
-        (status = 415, description = "The body is not JSON", body = super::Problem),
         (status = 422, description = "`amount_exceeds_balance`, `currency_mismatch`, `payment_declined`, `payment_method_invalid`, `account_not_payable`, `balance_unknown`, `idempotency_key_reused`", body = super::Problem),
         (status = 501, description = "The EHR takes no payments online (`not_supported_by_ehr`)", body = super::Problem),
         (status = 502, description = "`payment_not_recorded`: the card WAS charged (details carry the charge reference) but the EHR could not record it yet; retry with the same key to record it without a new charge. Or the EHR failed before any charge.", body = super::Problem),
         (status = 503, description = "`payment_unavailable`: the payment processor is unavailable, nothing was charged; or the EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn pay_bill(

@@ -21,7 +21,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     tag = "patient",
     responses(
         (status = 200, description = "The acting patient", body = portico_portal::me::Me),
-        (status = 401, description = "Not logged in", body = super::Problem),
+        super::NotLoggedIn,
     )
 )]
 async fn me(
@@ -41,10 +41,8 @@ async fn me(
     tag = "patient",
     responses(
         (status = 200, description = "The dashboard", body = portico_portal::dashboard::Dashboard),
-        (status = 401, description = "Not logged in", body = super::Problem),
+        super::ReadErrors,
         (status = 502, description = "The EHR failed for every section", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn dashboard(

@@ -35,11 +35,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
     tag = "medications",
     responses(
         (status = 200, description = "The prescriptions", body = MedicationList),
-        (status = 401, description = "Not logged in", body = super::Problem),
+        super::ReadErrors,
         (status = 403, description = "The login may not read medications (`scope_missing`)", body = super::Problem),
-        (status = 502, description = "The EHR failed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn list(
@@ -68,17 +65,14 @@ async fn list(
     ),
     responses(
         (status = 201, description = "The refill request", body = RefillRequest),
+        super::WriteErrors,
+        super::BodyTooLarge,
         (status = 400, description = "Bad body: unknown field, note longer than 500 or pharmacy longer than 200 characters (`text_too_long`), control characters, invalid JSON (`invalid_body`), bad Idempotency-Key", body = super::Problem),
-        (status = 401, description = "Not logged in", body = super::Problem),
         (status = 403, description = "The login may not write refill requests", body = super::Problem),
         (status = 404, description = "No such prescription of the patient's", body = super::Problem),
-        (status = 409, description = "A request with this Idempotency-Key is still running", body = super::Problem),
-        (status = 413, description = "The body is too large", body = super::Problem),
-        (status = 415, description = "The body is not JSON", body = super::Problem),
         (status = 422, description = "`refill_not_eligible` (see `details.reason`), `no_recipient`, `idempotency_key_reused`", body = super::Problem),
         (status = 502, description = "The EHR failed; the request was not made", body = super::Problem),
         (status = 503, description = "The EHR is unavailable (also when only stale cached data could be read: eligibility needs fresh data), or the outcome is unknown (`outcome_unknown`)", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn request_refill(
@@ -105,11 +99,8 @@ async fn request_refill(
     tag = "medications",
     responses(
         (status = 200, description = "The refill requests", body = RefillRequestList),
-        (status = 401, description = "Not logged in", body = super::Problem),
+        super::ReadErrors,
         (status = 403, description = "The login may not read refill requests (`scope_missing`)", body = super::Problem),
-        (status = 502, description = "The EHR failed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn refill_requests(

@@ -29,11 +29,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
     tag = "messages",
     responses(
         (status = 200, description = "The threads", body = ThreadList),
-        (status = 401, description = "Not logged in", body = super::Problem),
+        super::ReadErrors,
         (status = 501, description = "The EHR offers no patient messaging (`not_supported_by_ehr`)", body = super::Problem),
-        (status = 502, description = "The EHR failed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn list_threads(
@@ -51,12 +48,9 @@ async fn list_threads(
     params(("id" = String, Path, description = "The thread (header Communication) id")),
     responses(
         (status = 200, description = "The thread", body = ThreadView),
-        (status = 401, description = "Not logged in", body = super::Problem),
+        super::ReadErrors,
         (status = 404, description = "No such thread of the patient's", body = super::Problem),
         (status = 501, description = "The EHR offers no patient messaging (`not_supported_by_ehr`)", body = super::Problem),
-        (status = 502, description = "The EHR failed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn read_thread(
@@ -79,17 +73,14 @@ async fn read_thread(
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes the write happen at most once")),
     responses(
         (status = 201, description = "The new thread", body = ThreadView),
+        super::WriteErrors,
+        super::BodyTooLarge,
         (status = 400, description = "Bad body: empty or too long text or topic (`text_too_long`, ...), attachment not base64 (`invalid_attachment`), bad recipient reference (`invalid_recipient`)", body = super::Problem),
-        (status = 401, description = "Not logged in", body = super::Problem),
         (status = 403, description = "The login may not write messages", body = super::Problem),
-        (status = 409, description = "A request with this Idempotency-Key is still running", body = super::Problem),
-        (status = 413, description = "The body is too large", body = super::Problem),
-        (status = 415, description = "The body is not JSON", body = super::Problem),
         (status = 422, description = "`recipient_not_allowed` (not in the care team), `attachment_type_not_allowed`, `attachment_too_large`, `idempotency_key_reused`", body = super::Problem),
         (status = 501, description = "The EHR offers no patient messaging (`not_supported_by_ehr`)", body = super::Problem),
         (status = 502, description = "The EHR failed; `message_not_sent` when the thread was created but its message was not (retry with the same key)", body = super::Problem),
         (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`)", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn start_thread(
@@ -120,18 +111,15 @@ async fn start_thread(
     ),
     responses(
         (status = 201, description = "The new message", body = MessageView),
+        super::WriteErrors,
+        super::BodyTooLarge,
         (status = 400, description = "Bad body: empty or too long text, attachment not base64", body = super::Problem),
-        (status = 401, description = "Not logged in", body = super::Problem),
         (status = 403, description = "The login may not write messages", body = super::Problem),
         (status = 404, description = "No such thread of the patient's", body = super::Problem),
-        (status = 409, description = "A request with this Idempotency-Key is still running", body = super::Problem),
-        (status = 413, description = "The body is too large", body = super::Problem),
-        (status = 415, description = "The body is not JSON", body = super::Problem),
         (status = 422, description = "`thread_closed`, `attachment_type_not_allowed`, `attachment_too_large`, `idempotency_key_reused`", body = super::Problem),
         (status = 501, description = "The EHR offers no patient messaging (`not_supported_by_ehr`)", body = super::Problem),
         (status = 502, description = "The EHR failed", body = super::Problem),
         (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`)", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn reply_in_thread(

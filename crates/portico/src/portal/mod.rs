@@ -16,6 +16,7 @@
 
 pub mod appointments;
 pub mod bills;
+mod doc;
 pub mod home;
 pub mod medications;
 pub mod messages;
@@ -36,10 +37,11 @@ use portico_portal::idempotency::{self, Begin, StoredResponse};
 use portico_portal::{Caller, Ctx, Idem};
 use serde::Serialize;
 use serde_json::Value;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+use self::doc::ApiDoc;
+pub use self::doc::{BodyTooLarge, NotLoggedIn, Problem, ReadErrors, WriteErrors};
 use crate::app::AppState;
 use crate::error::{ApiError, ProblemError, RequestError};
 use crate::login::PortalAuth;
@@ -50,58 +52,6 @@ pub const PATIENT_HEADER: &str = "portico-patient";
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 /// Set on a response replayed from an earlier request with the same key.
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
-
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Portico portal API",
-        version = "1",
-        description = "Task-shaped JSON for patient portal frontends. Authenticate with the \
-                       session cookie from `/auth/login` (state-changing requests also send \
-                       `X-CSRF-Token`) or with a bearer token. Every write accepts an \
-                       `Idempotency-Key` header. Errors are `application/problem+json` \
-                       with a stable `code`."
-    ),
-    servers((url = "/api/v1")),
-    components(schemas(Problem)),
-    modifiers(&Security),
-    security(("session" = []), ("bearer" = []))
-)]
-struct ApiDoc;
-
-struct Security;
-
-impl Modify for Security {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "session",
-            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("portico_session"))),
-        );
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
-/// An error: RFC 9457 problem details with a stable `code`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Problem {
-    /// `https://portico.dev/problems/<code>`.
-    #[serde(rename = "type")]
-    pub type_: String,
-    pub title: String,
-    pub status: u16,
-    /// Stable and machine-readable: `slot_unavailable`, `refill_not_eligible`,
-    /// `recipient_not_allowed`, `upstream_unavailable`, ...
-    pub code: String,
-    pub detail: String,
-    /// Machine-readable detail, for some codes (the reason a refill is not eligible,
-    /// the exact state after a half-done reschedule).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub details: Option<Value>,
-}
 
 /// The routes and their OpenAPI description, before the state is attached.
 fn routes() -> OpenApiRouter<AppState> {

@@ -57,12 +57,9 @@ fn binding(caller: &PatientCaller, kind: Kind) -> String {
     ),
     responses(
         (status = 200, description = "One page of the record", body = RecordList),
+        super::ReadErrors,
         (status = 400, description = "Bad count or cursor", body = super::Problem),
-        (status = 401, description = "Not logged in", body = super::Problem),
         (status = 404, description = "Unknown kind", body = super::Problem),
-        (status = 502, description = "The EHR failed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn list(

@@ -30,7 +30,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     tag = "referrals",
     responses(
         (status = 200, description = "The configured specialties", body = SpecialtyList),
-        (status = 401, description = "Not logged in", body = super::Problem),
+        super::NotLoggedIn,
     )
 )]
 async fn specialties(
@@ -48,11 +48,8 @@ async fn specialties(
     tag = "referrals",
     responses(
         (status = 200, description = "The patient's referral requests", body = ReferralList),
-        (status = 401, description = "Not logged in", body = super::Problem),
+        super::ReadErrors,
         (status = 403, description = "The login may not read referrals (`scope_missing`)", body = super::Problem),
-        (status = 502, description = "The EHR failed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn list(
@@ -73,16 +70,13 @@ async fn list(
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes the write happen at most once")),
     responses(
         (status = 201, description = "The referral request", body = Referral),
+        super::WriteErrors,
+        super::BodyTooLarge,
         (status = 400, description = "Bad body: unknown field, empty reason, reason or notes longer than 1000 characters (`text_too_long`), control characters, invalid JSON (`invalid_body`), bad Idempotency-Key", body = super::Problem),
-        (status = 401, description = "Not logged in", body = super::Problem),
         (status = 403, description = "The login may not write referral requests", body = super::Problem),
-        (status = 409, description = "A request with this Idempotency-Key is still running", body = super::Problem),
-        (status = 413, description = "The body is too large", body = super::Problem),
-        (status = 415, description = "The body is not JSON", body = super::Problem),
         (status = 422, description = "`specialty_not_allowed`, `no_care_team` (communication strategy), `idempotency_key_reused`", body = super::Problem),
         (status = 502, description = "The EHR failed; the request was not made", body = super::Problem),
         (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`)", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn request_referral(
