@@ -12,6 +12,7 @@
 
 pub mod appointments;
 pub mod bills;
+pub mod card;
 pub mod context;
 pub mod dashboard;
 pub mod error;

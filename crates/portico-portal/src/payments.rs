@@ -5,6 +5,9 @@
 
 use std::fmt;
 
+/// Card-number detection lives in [`crate::card`]; re-exported for the payment code.
+pub use crate::card::looks_like_card_number;
+
 /// A charge to make.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ChargeRequest {
@@ -89,15 +92,6 @@ impl SandboxProcessor {
     }
 }
 
-/// Whether a string could be a primary account number (13–19 digits, spaces or dashes
-/// allowed): such a value must never be accepted, stored or forwarded.
-pub fn looks_like_card_number(s: &str) -> bool {
-    let digits = s.chars().filter(char::is_ascii_digit).count();
-    (13..=19).contains(&digits)
-        && s.chars()
-            .all(|c| c.is_ascii_digit() || c == ' ' || c == '-')
-}
-
 #[async_trait::async_trait]
 impl PaymentProcessor for SandboxProcessor {
     async fn charge(&self, request: &ChargeRequest) -> Result<Charge, PaymentError> {
@@ -164,8 +158,6 @@ mod tests {
             p.charge(&request("4242 4242 4242 4242", "k3")).await,
             Err(PaymentError::Invalid(_))
         ));
-        assert!(looks_like_card_number("4111-1111-1111-1111"));
-        assert!(!looks_like_card_number("tok_4111111111111111"));
         assert_eq!(p.charges(), 1);
     }
 }

@@ -1,15 +1,21 @@
 //! The one place where failures become HTTP responses.
 //!
 //! Domain and upstream errors know nothing of HTTP. [`ApiError`] classifies them by
-//! where they came from (the client, the EHR, or us) and chooses the status code; the two
-//! API surfaces render it differently: the FHIR facade as an OperationOutcome, the portal
-//! API as `application/problem+json` with a stable `code`. The message shown to clients
-//! is kept apart from what is logged, and neither ever contains a response body or token.
+//! where they came from (the client, the EHR, or us) and chooses the status code, in
+//! three tables: upstream failures (`From<&UpstreamError>`), portal domain failures
+//! (`From<&PortalError>`, and a payment's `From<&PayError>`), and the portal API's own
+//! refusals ([`RequestError`]). The two API surfaces render it differently: the FHIR
+//! facade as an OperationOutcome ([`FhirError`]), the portal API and login as
+//! `application/problem+json` with a stable `code` ([`ProblemError`]). The message shown
+//! to clients is kept apart from what is logged, and neither ever contains a response
+//! body or token.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use portico_fhir::outcome::{self, IssueCode};
+use portico_portal::PortalError;
+use portico_portal::bills::PayError;
 use portico_upstream::UpstreamError;
 
 /// A classified failure, ready to be rendered by either surface.
@@ -163,6 +169,157 @@ impl From<UpstreamError> for ApiError {
     }
 }
 
+/// The mapping table from portal domain failures to client-facing errors: the status of
+/// each case. The stable code is the domain's own ([`PortalError::code`]); upstream
+/// failures go through the upstream table above.
+impl From<&PortalError> for ApiError {
+    fn from(e: &PortalError) -> Self {
+        use PortalError as P;
+        let (status, message, details) = match e {
+            P::Upstream(upstream) => return ApiError::from(upstream),
+            P::NotFound => return ApiError::not_found(),
+            P::Invalid { message, .. } => (StatusCode::BAD_REQUEST, message.clone(), None),
+            P::Forbidden { message } => (StatusCode::FORBIDDEN, message.clone(), None),
+            P::Conflict { message, .. } => (StatusCode::CONFLICT, message.clone(), None),
+            P::Refused {
+                message, detail, ..
+            } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                message.clone(),
+                detail.clone(),
+            ),
+            P::NotSupported { message } => (StatusCode::NOT_IMPLEMENTED, message.clone(), None),
+            P::Partial { message, state, .. } => (
+                StatusCode::BAD_GATEWAY,
+                message.clone(),
+                Some(state.clone()),
+            ),
+            P::OutcomeUnknown { action } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the EHR failed while {action} was being saved and it is not yet known \
+                     whether it was; retry with the same Idempotency-Key to find out"
+                ),
+                None,
+            ),
+        };
+        ApiError {
+            details: details.map(Box::new),
+            ..ApiError::new(status, e.code(), message)
+        }
+    }
+}
+
+/// A payment's failures: the domain's, or the processor's (nothing was charged).
+impl From<&PayError> for ApiError {
+    fn from(e: &PayError) -> Self {
+        match e {
+            PayError::Portal(e) => ApiError::from(e),
+            PayError::ProcessorUnavailable => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "payment_unavailable",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<PortalError> for ApiError {
+    fn from(e: PortalError) -> Self {
+        ApiError::from(&e)
+    }
+}
+
+impl From<PayError> for ApiError {
+    fn from(e: PayError) -> Self {
+        ApiError::from(&e)
+    }
+}
+
+/// What the portal API refuses, or gives up on, before or around any portal action:
+/// the request's route, shape and idempotency key, and its deadline. Failures of the
+/// action itself are [`PortalError`]s.
+#[derive(Debug)]
+pub enum RequestError {
+    /// No portal route has this path.
+    NoRoute,
+    /// The route exists but not with this method.
+    MethodNotAllowed,
+    /// The body is not `application/json`.
+    UnsupportedMediaType,
+    /// The body is not JSON, not an object, too deep, or not of the expected shape.
+    InvalidBody(String),
+    /// A query parameter is unknown or malformed.
+    InvalidQuery(String),
+    /// `/records/{kind}` names no kind of record.
+    UnknownRecordKind,
+    /// A paging cursor that is not this caller's, altered, expired or for another kind.
+    InvalidCursor(String),
+    /// An `Idempotency-Key` header that is not 1 to 255 visible ASCII characters.
+    InvalidIdempotencyKey,
+    /// A request with the same key is still running.
+    IdempotencyInProgress,
+    /// The key was used before for a different request.
+    IdempotencyKeyReused,
+    /// The request ran past the portal's overall deadline.
+    DeadlineExceeded,
+}
+
+/// The mapping table from the portal API's own refusals to client-facing errors.
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        use RequestError as R;
+        let (status, code, message) = match e {
+            R::NoRoute => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such portal API route".to_owned(),
+            ),
+            R::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this portal API route does not take that method".to_owned(),
+            ),
+            R::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as application/json".to_owned(),
+            ),
+            R::InvalidBody(message) => (StatusCode::BAD_REQUEST, "invalid_body", message),
+            R::InvalidQuery(message) => (StatusCode::BAD_REQUEST, "invalid_request", message),
+            R::UnknownRecordKind => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "unknown record kind".to_owned(),
+            ),
+            R::InvalidCursor(message) => (StatusCode::BAD_REQUEST, "invalid_cursor", message),
+            R::InvalidIdempotencyKey => (
+                StatusCode::BAD_REQUEST,
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters".to_owned(),
+            ),
+            R::IdempotencyInProgress => (
+                StatusCode::CONFLICT,
+                "idempotency_in_progress",
+                "a request with this Idempotency-Key is still being processed".to_owned(),
+            ),
+            R::IdempotencyKeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used for a different request".to_owned(),
+            ),
+            R::DeadlineExceeded => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "deadline_exceeded",
+                "the request took too long; if it was a write, retry it with the same \
+                 Idempotency-Key to learn its outcome"
+                    .to_owned(),
+            ),
+        };
+        ApiError::new(status, code, message)
+    }
+}
+
 /// An error rendered for the FHIR facade: an OperationOutcome.
 #[derive(Debug)]
 pub struct FhirError(pub ApiError);
@@ -186,17 +343,19 @@ impl IntoResponse for FhirError {
     }
 }
 
-/// An error rendered for the portal API: RFC 9457 problem details with a stable `code`.
+/// An error rendered for the portal API and portal login: RFC 9457 problem details
+/// with a stable `code`. (Not to be confused with the domain's
+/// [`portico_portal::PortalError`], one of the failures it renders.)
 #[derive(Debug)]
-pub struct PortalError(pub ApiError);
+pub struct ProblemError(pub ApiError);
 
-impl<E: Into<ApiError>> From<E> for PortalError {
+impl<E: Into<ApiError>> From<E> for ProblemError {
     fn from(e: E) -> Self {
-        PortalError(e.into())
+        ProblemError(e.into())
     }
 }
 
-impl IntoResponse for PortalError {
+impl IntoResponse for ProblemError {
     fn into_response(self) -> Response {
         let e = self.0;
         let mut body = serde_json::json!({
@@ -215,5 +374,56 @@ impl IntoResponse for PortalError {
             HeaderValue::from_static("application/problem+json"),
         );
         e.finish(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn domain_failures_keep_their_code_and_details_and_choose_only_the_status() {
+        let refused = ApiError::from(PortalError::Refused {
+            code: "refill_not_eligible",
+            message: "not yet".to_owned(),
+            detail: Some(json!({"reason": "too_soon"})),
+        });
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(refused.code, "refill_not_eligible");
+        assert_eq!(refused.message, "not yet");
+        assert_eq!(
+            refused.details.as_deref(),
+            Some(&json!({"reason": "too_soon"}))
+        );
+
+        let partial = ApiError::from(PortalError::Partial {
+            code: "reschedule_incomplete",
+            message: "half done".to_owned(),
+            state: json!({"new": "a2"}),
+        });
+        assert_eq!(partial.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(partial.details.as_deref(), Some(&json!({"new": "a2"})));
+
+        let unknown = ApiError::from(PortalError::OutcomeUnknown { action: "book" });
+        assert_eq!(unknown.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(unknown.code, "outcome_unknown");
+        assert!(unknown.message.contains("book"));
+
+        // Upstream failures are coded by the upstream table, not as `upstream_error`.
+        let upstream = ApiError::from(PortalError::Upstream(UpstreamError::Timeout));
+        assert_eq!(upstream.status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(upstream.code, "upstream_timeout");
+
+        let no_processor = ApiError::from(PayError::ProcessorUnavailable);
+        assert_eq!(no_processor.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(no_processor.code, "payment_unavailable");
+        let declined = ApiError::from(PayError::Portal(PortalError::refused(
+            "payment_declined",
+            "declined",
+        )));
+        assert_eq!(declined.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(declined.code, "payment_declined");
     }
 }

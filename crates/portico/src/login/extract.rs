@@ -17,7 +17,7 @@ use portico_upstream::SecretString;
 use super::session::SessionKey;
 use crate::app::AppState;
 use crate::authn::{Authenticated, request_id};
-use crate::error::{FhirError, PortalError};
+use crate::error::{FhirError, ProblemError};
 
 /// An authenticated portal request.
 #[derive(Debug, Clone)]
@@ -52,7 +52,7 @@ impl std::fmt::Debug for SessionInfo {
 }
 
 impl FromRequestParts<AppState> for PortalAuth {
-    type Rejection = PortalError;
+    type Rejection = ProblemError;
 
     async fn from_request_parts(
         parts: &mut Parts,
@@ -61,7 +61,7 @@ impl FromRequestParts<AppState> for PortalAuth {
         if parts.headers.contains_key(header::AUTHORIZATION) {
             let auth = Authenticated::from_request_parts(parts, state)
                 .await
-                .map_err(|FhirError(e)| PortalError(e))?;
+                .map_err(|FhirError(e)| ProblemError(e))?;
             return Ok(PortalAuth {
                 principal: auth.principal,
                 token: auth.token,
@@ -73,7 +73,7 @@ impl FromRequestParts<AppState> for PortalAuth {
             .login()
             .authenticate_session(state, parts)
             .await
-            .map_err(PortalError::from)?;
+            .map_err(ProblemError::from)?;
         Ok(PortalAuth {
             principal: Arc::new(principal),
             token: session.access_token.clone(),

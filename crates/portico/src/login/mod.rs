@@ -50,7 +50,7 @@ use serde_json::json;
 use crate::app::{AppState, unix_now};
 use crate::authn::HttpKeySource;
 use crate::config::Config;
-use crate::error::{ApiError, PortalError};
+use crate::error::{ApiError, ProblemError};
 use browser::{CookiePolicy, CsrfError};
 pub use extract::{PortalAuth, SessionInfo};
 use oauth::{OAuthError, OAuthSettings};
@@ -118,7 +118,7 @@ impl From<LoginError> for ApiError {
 
 impl IntoResponse for LoginError {
     fn into_response(self) -> Response {
-        PortalError::from(self).into_response()
+        ProblemError::from(self).into_response()
     }
 }
 
@@ -671,7 +671,7 @@ async fn callback(
 
 /// `POST /auth/logout`: ends the cookie session (CSRF-checked by [`PortalAuth`]). A
 /// request without a live session still gets its cookie cleared.
-async fn logout(State(state): State<AppState>, auth: Result<PortalAuth, PortalError>) -> Response {
+async fn logout(State(state): State<AppState>, auth: Result<PortalAuth, ProblemError>) -> Response {
     let login = state.login();
     let mut response = match auth {
         Ok(PortalAuth {
@@ -704,7 +704,7 @@ async fn logout(State(state): State<AppState>, auth: Result<PortalAuth, PortalEr
 async fn session_info(
     State(state): State<AppState>,
     headers: HeaderMap,
-    auth: Result<PortalAuth, PortalError>,
+    auth: Result<PortalAuth, ProblemError>,
 ) -> Response {
     let login = state.login();
     let mut response = match auth {

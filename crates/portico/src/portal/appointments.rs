@@ -3,7 +3,7 @@
 //! The FHIR strategies (slot booking under a gateway lock with the EHR as arbiter, or
 //! `Appointment/$find` + `$book`; cancel by JSON Patch or PUT with `If-Match`;
 //! reschedule as book-then-cancel with an undo, or as one JSON Patch of the slot) are in
-//! [`portico_portal::appointments`]; every write runs through [`super::idempotent`].
+//! [`portico_portal::appointments`]; every write runs through [`super::Idempotent`].
 
 use axum::Json;
 use axum::body::Bytes;
@@ -19,9 +19,9 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PatientCaller, PortalResult, ctx, idempotent, json_body};
+use super::{Idempotent, PatientCaller, ProblemResult, ctx, json_body};
 use crate::app::AppState;
-use crate::error::{ApiError, PortalError};
+use crate::error::{ProblemError, RequestError};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -32,12 +32,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(reschedule))
 }
 
-fn bad_query(e: &QueryRejection) -> PortalError {
-    PortalError(ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-        e.body_text(),
-    ))
+fn bad_query(e: &QueryRejection) -> ProblemError {
+    RequestError::InvalidQuery(e.body_text()).into()
 }
 
 /// The patient's appointments: `upcoming` (soonest first, requests without a time
@@ -50,19 +46,16 @@ fn bad_query(e: &QueryRejection) -> PortalError {
     params(ListQuery),
     responses(
         (status = 200, description = "The appointments", body = AppointmentList),
+        super::ReadErrors,
         (status = 400, description = "Bad parameters (`invalid_request`)", body = super::Problem),
-        (status = 401, description = "Not logged in", body = super::Problem),
         (status = 403, description = "The login may not read appointments", body = super::Problem),
-        (status = 502, description = "The EHR failed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn list(
     State(state): State<AppState>,
     caller: PatientCaller,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> PortalResult<Json<AppointmentList>> {
+) -> ProblemResult<Json<AppointmentList>> {
     let Query(query) = query.map_err(|e| bad_query(&e))?;
     let when = query.when.unwrap_or_default();
     Ok(Json(appointments::list(ctx(&state, &caller), when).await?))
@@ -80,18 +73,15 @@ async fn list(
     params(SlotQuery),
     responses(
         (status = 200, description = "Free slots, soonest first", body = SlotList),
+        super::ReadErrors,
         (status = 400, description = "Bad window (`invalid_request`: end before start, too long, in the past), bad parameter, or `service_type_required`", body = super::Problem),
-        (status = 401, description = "Not logged in", body = super::Problem),
-        (status = 502, description = "The EHR failed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn slots(
     State(state): State<AppState>,
     caller: PatientCaller,
     query: Result<Query<SlotQuery>, QueryRejection>,
-) -> PortalResult<Json<SlotList>> {
+) -> ProblemResult<Json<SlotList>> {
     let Query(query) = query.map_err(|e| bad_query(&e))?;
     Ok(Json(
         appointments::search_slots(ctx(&state, &caller), &query).await?,
@@ -107,18 +97,15 @@ async fn slots(
     params(("id" = String, Path, description = "The Appointment id")),
     responses(
         (status = 200, description = "The appointment", body = AppointmentView),
-        (status = 401, description = "Not logged in", body = super::Problem),
+        super::ReadErrors,
         (status = 404, description = "No such appointment of the patient's", body = super::Problem),
-        (status = 502, description = "The EHR failed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn get_one(
     State(state): State<AppState>,
     caller: PatientCaller,
     Path(id): Path<String>,
-) -> PortalResult<Json<AppointmentView>> {
+) -> ProblemResult<Json<AppointmentView>> {
     Ok(Json(appointments::get(ctx(&state, &caller), &id).await?))
 }
 
@@ -135,35 +122,24 @@ async fn get_one(
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes the write happen at most once")),
     responses(
         (status = 201, description = "The booked (or requested) appointment", body = AppointmentView),
+        super::WriteErrors,
+        super::BodyTooLarge,
         (status = 400, description = "Bad body (`invalid_body`, `invalid_request`, `text_too_long`)", body = super::Problem),
-        (status = 401, description = "Not logged in", body = super::Problem),
         (status = 403, description = "The login may not book", body = super::Problem),
         (status = 404, description = "No such slot (or no such offer made to this patient)", body = super::Problem),
         (status = 409, description = "`slot_unavailable` (taken, or in the past), or `idempotency_in_progress`", body = super::Problem),
-        (status = 413, description = "The body is too large", body = super::Problem),
-        (status = 415, description = "The body is not JSON", body = super::Problem),
         (status = 422, description = "`idempotency_key_reused`", body = super::Problem),
         (status = 502, description = "The EHR failed and nothing was booked", body = super::Problem),
         (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`: retry with the same key)", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
-async fn book(
-    State(state): State<AppState>,
-    caller: PatientCaller,
-    headers: HeaderMap,
-    body: Bytes,
-) -> PortalResult<Response> {
+async fn book(write: Idempotent, headers: HeaderMap, body: Bytes) -> ProblemResult<Response> {
     let (new, value) = json_body::<NewAppointment>(&headers, &body)?;
-    idempotent(&state, &caller, &headers, "book", &value, |idem| {
-        let state = &state;
-        let caller = &caller;
-        async move {
-            let view = appointments::book(ctx(state, caller), &new, &idem).await?;
-            Ok((StatusCode::CREATED, view))
-        }
-    })
-    .await
+    write
+        .run("book", &value, StatusCode::CREATED, async |ctx, idem| {
+            appointments::book(ctx, &new, idem).await
+        })
+        .await
 }
 
 /// Cancels one of the patient's appointments (booked, proposed or pending, not yet
@@ -180,36 +156,29 @@ async fn book(
     ),
     responses(
         (status = 200, description = "The cancelled appointment", body = AppointmentView),
+        super::WriteErrors,
         (status = 400, description = "Bad body (`invalid_body`, `text_too_long`)", body = super::Problem),
-        (status = 401, description = "Not logged in", body = super::Problem),
         (status = 403, description = "The login may not cancel", body = super::Problem),
         (status = 404, description = "No such appointment of the patient's", body = super::Problem),
         (status = 409, description = "`version_conflict` (it kept changing), or `idempotency_in_progress`", body = super::Problem),
-        (status = 415, description = "The body is not JSON", body = super::Problem),
         (status = 422, description = "`not_cancelable` (already cancelled, past, or fulfilled), `idempotency_key_reused`", body = super::Problem),
         (status = 502, description = "The EHR failed; nothing changed", body = super::Problem),
         (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn cancel(
-    State(state): State<AppState>,
-    caller: PatientCaller,
+    write: Idempotent,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> PortalResult<Response> {
+) -> ProblemResult<Response> {
     let (request, value) = json_body::<CancelRequest>(&headers, &body)?;
     let fingerprint = json!({"appointment": id, "body": value});
-    idempotent(&state, &caller, &headers, "cancel", &fingerprint, |_idem| {
-        let state = &state;
-        let caller = &caller;
-        async move {
-            let view = appointments::cancel(ctx(state, caller), &id, &request).await?;
-            Ok((StatusCode::OK, view))
-        }
-    })
-    .await
+    write
+        .run("cancel", &fingerprint, StatusCode::OK, async |ctx, _| {
+            appointments::cancel(ctx, &id, &request).await
+        })
+        .await
 }
 
 /// Moves one of the patient's appointments to another free slot. Generic EHRs: the new
@@ -231,42 +200,30 @@ async fn cancel(
     ),
     responses(
         (status = 200, description = "The new appointment and the old one (cancelled; or, moved in place, the same appointment at its old time)", body = Rescheduled),
+        super::WriteErrors,
         (status = 400, description = "Bad body (`invalid_body`, `invalid_request`, `text_too_long`)", body = super::Problem),
-        (status = 401, description = "Not logged in", body = super::Problem),
         (status = 403, description = "The login may not reschedule", body = super::Problem),
         (status = 404, description = "No such appointment of the patient's, or no such slot", body = super::Problem),
         (status = 409, description = "`slot_unavailable`, `version_conflict`, or `idempotency_in_progress`", body = super::Problem),
-        (status = 415, description = "The body is not JSON", body = super::Problem),
         (status = 422, description = "`not_cancelable` (also: not booked, or the EHR marks it not reschedulable), `change_not_allowed` (a move in place would change more than the slot and its time), `idempotency_key_reused`", body = super::Problem),
         (status = 502, description = "`reschedule_failed` (nothing changed) or `reschedule_incomplete` (both appointments are booked; see `details`), or the EHR failed", body = super::Problem),
         (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`)", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn reschedule(
-    State(state): State<AppState>,
-    caller: PatientCaller,
+    write: Idempotent,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> PortalResult<Response> {
+) -> ProblemResult<Response> {
     let (request, value) = json_body::<RescheduleRequest>(&headers, &body)?;
     let fingerprint = json!({"appointment": id, "body": value});
-    idempotent(
-        &state,
-        &caller,
-        &headers,
-        "reschedule",
-        &fingerprint,
-        |idem| {
-            let state = &state;
-            let caller = &caller;
-            async move {
-                let done =
-                    appointments::reschedule(ctx(state, caller), &id, &request, &idem).await?;
-                Ok((StatusCode::OK, done))
-            }
-        },
-    )
-    .await
+    write
+        .run(
+            "reschedule",
+            &fingerprint,
+            StatusCode::OK,
+            async |ctx, idem| appointments::reschedule(ctx, &id, &request, idem).await,
+        )
+        .await
 }

@@ -1,24 +1,24 @@
 //! `/bills`: the patient's accounts, balances and invoices, and card payments.
 //!
 //! The domain rules are in [`portico_portal::bills`]. A payment body is scanned for
-//! anything that looks like a card number *before* it is parsed, fingerprinted for the
-//! idempotency store or passed anywhere: such a request is refused with 400
-//! `card_number_not_accepted` and the number is neither stored nor logged.
+//! anything that looks like a card number ([`portico_portal::card::check_body`])
+//! *before* it is parsed, fingerprinted for the idempotency store or passed anywhere:
+//! such a request is refused with 400 `card_number_not_accepted` and the number is
+//! neither stored nor logged.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use portico_portal::bills::{self, Bills, PayError, PaymentRequest, PaymentView};
-use portico_portal::payments::looks_like_card_number;
+use portico_portal::bills::{self, Bills, PaymentRequest, PaymentView};
+use portico_portal::card;
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PatientCaller, PortalResult, ctx, idempotent, json_body};
+use super::{Idempotent, PatientCaller, ProblemResult, ctx, json_body};
 use crate::app::AppState;
-use crate::error::{ApiError, PortalError};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -33,38 +33,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
     tag = "bills",
     responses(
         (status = 200, description = "The accounts and invoices", body = Bills),
-        (status = 401, description = "Not logged in", body = super::Problem),
-        (status = 502, description = "The EHR failed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
+        super::ReadErrors,
     )
 )]
 async fn list_bills(
     State(state): State<AppState>,
     caller: PatientCaller,
-) -> PortalResult<Json<Bills>> {
+) -> ProblemResult<Json<Bills>> {
     Ok(Json(bills::list(ctx(&state, &caller)).await?))
-}
-
-/// Whether any string or number in a JSON value looks like a card number.
-fn contains_card_number(value: &Value) -> bool {
-    match value {
-        Value::String(s) => looks_like_card_number(s),
-        Value::Number(n) => looks_like_card_number(&n.to_string()),
-        Value::Array(items) => items.iter().any(contains_card_number),
-        Value::Object(map) => map
-            .iter()
-            .any(|(k, v)| looks_like_card_number(k) || contains_card_number(v)),
-        _ => false,
-    }
-}
-
-fn card_number_refused() -> PortalError {
-    PortalError(ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "card_number_not_accepted",
-        "card numbers are not accepted; pay with the payment form, which sends a token",
-    ))
 }
 
 /// Pays (part of) an account's balance with a payment token from the processor's card
@@ -81,72 +57,32 @@ fn card_number_refused() -> PortalError {
     ),
     responses(
         (status = 201, description = "The payment was charged and recorded", body = PaymentView),
+        super::WriteErrors,
         (status = 400, description = "`card_number_not_accepted` (a card number was sent), `invalid_amount` (not positive whole cents), `invalid_payment_token`, `invalid_body`", body = super::Problem),
-        (status = 401, description = "Not logged in", body = super::Problem),
         (status = 404, description = "No such account of the patient's", body = super::Problem),
-        (status = 409, description = "A request with this Idempotency-Key is still running", body = super::Problem),
-        (status = 415, description = "The body is not JSON", body = super::Problem),
         (status = 422, description = "`amount_exceeds_balance`, `currency_mismatch`, `payment_declined`, `payment_method_invalid`, `account_not_payable`, `balance_unknown`, `idempotency_key_reused`", body = super::Problem),
         (status = 501, description = "The EHR takes no payments online (`not_supported_by_ehr`)", body = super::Problem),
         (status = 502, description = "`payment_not_recorded`: the card WAS charged (details carry the charge reference) but the EHR could not record it yet; retry with the same key to record it without a new charge. Or the EHR failed before any charge.", body = super::Problem),
         (status = 503, description = "`payment_unavailable`: the payment processor is unavailable, nothing was charged; or the EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn pay_bill(
-    State(state): State<AppState>,
-    caller: PatientCaller,
+    write: Idempotent,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> PortalResult<Response> {
+) -> ProblemResult<Response> {
     // Before parsing errors can echo it and before the idempotency store hashes it.
-    if let Ok(raw) = serde_json::from_slice::<Value>(&body)
-        && contains_card_number(&raw)
-    {
-        return Err(card_number_refused());
+    if let Ok(raw) = serde_json::from_slice::<Value>(&body) {
+        card::check_body(&raw)?;
     }
     let (request, value) = json_body::<PaymentRequest>(&headers, &body)?;
     // The same key and body for another account is another request.
     // (serde also accepts a struct as a JSON array: never index into the body.)
     let value = serde_json::json!({"account": &id, "body": value});
-    idempotent(&state, &caller, &headers, "pay", &value, |idem| {
-        let state = &state;
-        let caller = &caller;
-        let id = &id;
-        async move {
-            match bills::pay(ctx(state, caller), id, &request, &idem).await {
-                Ok(payment) => Ok((StatusCode::CREATED, payment)),
-                Err(PayError::Portal(e)) => Err(e.into()),
-                Err(e @ PayError::ProcessorUnavailable) => Err(PortalError(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "payment_unavailable",
-                    e.to_string(),
-                ))),
-            }
-        }
-    })
-    .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn card_numbers_are_found_anywhere_in_a_body() {
-        let found = |v: Value| contains_card_number(&v);
-        assert!(found(
-            serde_json::json!({"payment_token": "4111 1111 1111 1111"})
-        ));
-        assert!(found(
-            serde_json::json!({"payment_token": 4111111111111111u64})
-        ));
-        assert!(found(
-            serde_json::json!({"x": [{"y": "4111-1111-1111-1111"}]})
-        ));
-        assert!(!found(
-            serde_json::json!({"payment_token": "tok_ok", "amount": {"value": 12.5, "currency": "USD"}})
-        ));
-    }
+    write
+        .run("pay", &value, StatusCode::CREATED, async |ctx, idem| {
+            bills::pay(ctx, &id, &request, idem).await
+        })
+        .await
 }

@@ -5,7 +5,7 @@ use axum::extract::State;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PatientCaller, PortalResult, ctx};
+use super::{PatientCaller, ProblemResult, ctx};
 use crate::app::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -21,13 +21,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
     tag = "patient",
     responses(
         (status = 200, description = "The acting patient", body = portico_portal::me::Me),
-        (status = 401, description = "Not logged in", body = super::Problem),
+        super::NotLoggedIn,
     )
 )]
 async fn me(
     State(state): State<AppState>,
     caller: PatientCaller,
-) -> PortalResult<Json<portico_portal::me::Me>> {
+) -> ProblemResult<Json<portico_portal::me::Me>> {
     Ok(Json(portico_portal::me::me(ctx(&state, &caller)).await?))
 }
 
@@ -41,16 +41,14 @@ async fn me(
     tag = "patient",
     responses(
         (status = 200, description = "The dashboard", body = portico_portal::dashboard::Dashboard),
-        (status = 401, description = "Not logged in", body = super::Problem),
+        super::ReadErrors,
         (status = 502, description = "The EHR failed for every section", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn dashboard(
     State(state): State<AppState>,
     caller: PatientCaller,
-) -> PortalResult<Json<portico_portal::dashboard::Dashboard>> {
+) -> ProblemResult<Json<portico_portal::dashboard::Dashboard>> {
     Ok(Json(
         portico_portal::dashboard::dashboard(ctx(&state, &caller)).await?,
     ))

@@ -3,7 +3,7 @@
 //!
 //! The eligibility rules and the FHIR shape of a refill request (per the EHR profile's
 //! strategy) are in [`portico_portal::medications`]; the write runs through
-//! [`super::idempotent`].
+//! [`super::Idempotent`].
 
 use axum::Json;
 use axum::body::Bytes;
@@ -16,7 +16,7 @@ use portico_portal::medications::{
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PatientCaller, PortalResult, ctx, idempotent, json_body};
+use super::{Idempotent, PatientCaller, ProblemResult, ctx, json_body};
 use crate::app::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -35,17 +35,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
     tag = "medications",
     responses(
         (status = 200, description = "The prescriptions", body = MedicationList),
-        (status = 401, description = "Not logged in", body = super::Problem),
+        super::ReadErrors,
         (status = 403, description = "The login may not read medications (`scope_missing`)", body = super::Problem),
-        (status = 502, description = "The EHR failed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn list(
     State(state): State<AppState>,
     caller: PatientCaller,
-) -> PortalResult<Json<MedicationList>> {
+) -> ProblemResult<Json<MedicationList>> {
     Ok(Json(medications::list(ctx(&state, &caller)).await?))
 }
 
@@ -68,41 +65,30 @@ async fn list(
     ),
     responses(
         (status = 201, description = "The refill request", body = RefillRequest),
+        super::WriteErrors,
+        super::BodyTooLarge,
         (status = 400, description = "Bad body: unknown field, note longer than 500 or pharmacy longer than 200 characters (`text_too_long`), control characters, invalid JSON (`invalid_body`), bad Idempotency-Key", body = super::Problem),
-        (status = 401, description = "Not logged in", body = super::Problem),
         (status = 403, description = "The login may not write refill requests", body = super::Problem),
         (status = 404, description = "No such prescription of the patient's", body = super::Problem),
-        (status = 409, description = "A request with this Idempotency-Key is still running", body = super::Problem),
-        (status = 413, description = "The body is too large", body = super::Problem),
-        (status = 415, description = "The body is not JSON", body = super::Problem),
         (status = 422, description = "`refill_not_eligible` (see `details.reason`), `no_recipient`, `idempotency_key_reused`", body = super::Problem),
         (status = 502, description = "The EHR failed; the request was not made", body = super::Problem),
         (status = 503, description = "The EHR is unavailable (also when only stale cached data could be read: eligibility needs fresh data), or the outcome is unknown (`outcome_unknown`)", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn request_refill(
-    State(state): State<AppState>,
-    caller: PatientCaller,
+    write: Idempotent,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> PortalResult<Response> {
+) -> ProblemResult<Response> {
     let (input, value) = json_body::<RefillInput>(&headers, &body)?;
-    super::referrals::require_object(&value)?;
     // The same key and body for another prescription is another request.
     let value = serde_json::json!({"medication_request": id, "body": value});
-    idempotent(&state, &caller, &headers, "refill", &value, |idem| {
-        let state = &state;
-        let caller = &caller;
-        let id = &id;
-        async move {
-            let request =
-                medications::request_refill(ctx(state, caller), id, &input, &idem).await?;
-            Ok((StatusCode::CREATED, request))
-        }
-    })
-    .await
+    write
+        .run("refill", &value, StatusCode::CREATED, async |ctx, idem| {
+            medications::request_refill(ctx, &id, &input, idem).await
+        })
+        .await
 }
 
 /// The patient's refill requests, newest first, with their progress.
@@ -113,17 +99,14 @@ async fn request_refill(
     tag = "medications",
     responses(
         (status = 200, description = "The refill requests", body = RefillRequestList),
-        (status = 401, description = "Not logged in", body = super::Problem),
+        super::ReadErrors,
         (status = 403, description = "The login may not read refill requests (`scope_missing`)", body = super::Problem),
-        (status = 502, description = "The EHR failed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn refill_requests(
     State(state): State<AppState>,
     caller: PatientCaller,
-) -> PortalResult<Json<RefillRequestList>> {
+) -> ProblemResult<Json<RefillRequestList>> {
     Ok(Json(
         medications::refill_requests(ctx(&state, &caller)).await?,
     ))

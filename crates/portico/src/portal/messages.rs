@@ -1,7 +1,7 @@
 //! `/messages/threads`: secure messages with the care team (list, read, start, reply).
 //!
 //! The domain rules (thread convention, who may be written to, attachment limits) are in
-//! [`portico_portal::messages`]; writes run through [`super::idempotent`].
+//! [`portico_portal::messages`]; writes run through [`super::Idempotent`].
 
 use axum::Json;
 use axum::body::Bytes;
@@ -12,7 +12,7 @@ use portico_portal::messages::{self, MessageView, NewReply, NewThread, ThreadLis
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PatientCaller, PortalResult, ctx, idempotent, json_body};
+use super::{Idempotent, PatientCaller, ProblemResult, ctx, json_body};
 use crate::app::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -29,17 +29,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
     tag = "messages",
     responses(
         (status = 200, description = "The threads", body = ThreadList),
-        (status = 401, description = "Not logged in", body = super::Problem),
+        super::ReadErrors,
         (status = 501, description = "The EHR offers no patient messaging (`not_supported_by_ehr`)", body = super::Problem),
-        (status = 502, description = "The EHR failed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn list_threads(
     State(state): State<AppState>,
     caller: PatientCaller,
-) -> PortalResult<Json<ThreadList>> {
+) -> ProblemResult<Json<ThreadList>> {
     Ok(Json(messages::list_threads(ctx(&state, &caller)).await?))
 }
 
@@ -51,19 +48,16 @@ async fn list_threads(
     params(("id" = String, Path, description = "The thread (header Communication) id")),
     responses(
         (status = 200, description = "The thread", body = ThreadView),
-        (status = 401, description = "Not logged in", body = super::Problem),
+        super::ReadErrors,
         (status = 404, description = "No such thread of the patient's", body = super::Problem),
         (status = 501, description = "The EHR offers no patient messaging (`not_supported_by_ehr`)", body = super::Problem),
-        (status = 502, description = "The EHR failed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn read_thread(
     State(state): State<AppState>,
     caller: PatientCaller,
     Path(id): Path<String>,
-) -> PortalResult<Json<ThreadView>> {
+) -> ProblemResult<Json<ThreadView>> {
     Ok(Json(
         messages::read_thread(ctx(&state, &caller), &id).await?,
     ))
@@ -79,42 +73,30 @@ async fn read_thread(
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes the write happen at most once")),
     responses(
         (status = 201, description = "The new thread", body = ThreadView),
+        super::WriteErrors,
+        super::BodyTooLarge,
         (status = 400, description = "Bad body: empty or too long text or topic (`text_too_long`, ...), attachment not base64 (`invalid_attachment`), bad recipient reference (`invalid_recipient`)", body = super::Problem),
-        (status = 401, description = "Not logged in", body = super::Problem),
         (status = 403, description = "The login may not write messages", body = super::Problem),
-        (status = 409, description = "A request with this Idempotency-Key is still running", body = super::Problem),
-        (status = 413, description = "The body is too large", body = super::Problem),
-        (status = 415, description = "The body is not JSON", body = super::Problem),
         (status = 422, description = "`recipient_not_allowed` (not in the care team), `attachment_type_not_allowed`, `attachment_too_large`, `idempotency_key_reused`", body = super::Problem),
         (status = 501, description = "The EHR offers no patient messaging (`not_supported_by_ehr`)", body = super::Problem),
         (status = 502, description = "The EHR failed; `message_not_sent` when the thread was created but its message was not (retry with the same key)", body = super::Problem),
         (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`)", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn start_thread(
-    State(state): State<AppState>,
-    caller: PatientCaller,
+    write: Idempotent,
     headers: HeaderMap,
     body: Bytes,
-) -> PortalResult<Response> {
+) -> ProblemResult<Response> {
     let (new, value) = json_body::<NewThread>(&headers, &body)?;
-    idempotent(
-        &state,
-        &caller,
-        &headers,
-        "message-thread",
-        &value,
-        |idem| {
-            let state = &state;
-            let caller = &caller;
-            async move {
-                let thread = messages::start_thread(ctx(state, caller), &new, &idem).await?;
-                Ok((StatusCode::CREATED, thread))
-            }
-        },
-    )
-    .await
+    write
+        .run(
+            "message-thread",
+            &value,
+            StatusCode::CREATED,
+            async |ctx, idem| messages::start_thread(ctx, &new, idem).await,
+        )
+        .await
 }
 
 /// Replies in an open thread, to its participants, answering its latest message.
@@ -129,39 +111,33 @@ async fn start_thread(
     ),
     responses(
         (status = 201, description = "The new message", body = MessageView),
+        super::WriteErrors,
+        super::BodyTooLarge,
         (status = 400, description = "Bad body: empty or too long text, attachment not base64", body = super::Problem),
-        (status = 401, description = "Not logged in", body = super::Problem),
         (status = 403, description = "The login may not write messages", body = super::Problem),
         (status = 404, description = "No such thread of the patient's", body = super::Problem),
-        (status = 409, description = "A request with this Idempotency-Key is still running", body = super::Problem),
-        (status = 413, description = "The body is too large", body = super::Problem),
-        (status = 415, description = "The body is not JSON", body = super::Problem),
         (status = 422, description = "`thread_closed`, `attachment_type_not_allowed`, `attachment_too_large`, `idempotency_key_reused`", body = super::Problem),
         (status = 501, description = "The EHR offers no patient messaging (`not_supported_by_ehr`)", body = super::Problem),
         (status = 502, description = "The EHR failed", body = super::Problem),
         (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`)", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn reply_in_thread(
-    State(state): State<AppState>,
-    caller: PatientCaller,
+    write: Idempotent,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> PortalResult<Response> {
+) -> ProblemResult<Response> {
     let (new, value) = json_body::<NewReply>(&headers, &body)?;
     // The same key and text in another thread is another request.
     // (serde also accepts a struct as a JSON array: never index into the body.)
     let value = serde_json::json!({"thread": &id, "body": value});
-    idempotent(&state, &caller, &headers, "message-reply", &value, |idem| {
-        let state = &state;
-        let caller = &caller;
-        let id = &id;
-        async move {
-            let message = messages::reply(ctx(state, caller), id, &new, &idem).await?;
-            Ok((StatusCode::CREATED, message))
-        }
-    })
-    .await
+    write
+        .run(
+            "message-reply",
+            &value,
+            StatusCode::CREATED,
+            async |ctx, idem| messages::reply(ctx, &id, &new, idem).await,
+        )
+        .await
 }

@@ -2,10 +2,10 @@
 //!
 //! Handlers are thin: they authenticate ([`PatientCaller`]), parse and bound the
 //! request, call the domain code in `portico-portal` through a [`portico_portal::Ctx`]
-//! and render its views. Writes go through [`idempotent`]. Errors are problem+json
-//! with a stable `code` ([`crate::error::PortalError`]); every response carries
-//! `Cache-Control: no-store`; each request has an overall deadline
-//! (`portal.deadline_ms`).
+//! and render its views. Writes go through [`Idempotent`]. Errors are problem+json
+//! with a stable `code` ([`crate::error::ProblemError`]; statuses come from the
+//! mapping tables in [`crate::error`]); every response carries `Cache-Control:
+//! no-store`; each request has an overall deadline (`portal.deadline_ms`).
 //!
 //! The OpenAPI 3.1 document is generated from the handlers' `#[utoipa::path]`
 //! annotations ([`openapi`]), served at `/api/v1/openapi.json` and checked into the
@@ -16,13 +16,13 @@
 
 pub mod appointments;
 pub mod bills;
+mod doc;
 pub mod home;
 pub mod medications;
 pub mod messages;
 pub mod records;
 pub mod referrals;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,15 +34,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use portico_portal::idempotency::{self, Begin, StoredResponse};
-use portico_portal::{Caller, Idem};
+use portico_portal::{Caller, Ctx, Idem};
 use serde::Serialize;
 use serde_json::Value;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+use self::doc::ApiDoc;
+pub use self::doc::{BodyTooLarge, NotLoggedIn, Problem, ReadErrors, WriteErrors};
 use crate::app::AppState;
-use crate::error::{ApiError, PortalError};
+use crate::error::{ApiError, ProblemError, RequestError};
 use crate::login::PortalAuth;
 
 /// The header a proxy login uses to choose which of its patients it acts for.
@@ -51,58 +52,6 @@ pub const PATIENT_HEADER: &str = "portico-patient";
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 /// Set on a response replayed from an earlier request with the same key.
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
-
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Portico portal API",
-        version = "1",
-        description = "Task-shaped JSON for patient portal frontends. Authenticate with the \
-                       session cookie from `/auth/login` (state-changing requests also send \
-                       `X-CSRF-Token`) or with a bearer token. Every write accepts an \
-                       `Idempotency-Key` header. Errors are `application/problem+json` \
-                       with a stable `code`."
-    ),
-    servers((url = "/api/v1")),
-    components(schemas(Problem)),
-    modifiers(&Security),
-    security(("session" = []), ("bearer" = []))
-)]
-struct ApiDoc;
-
-struct Security;
-
-impl Modify for Security {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "session",
-            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("portico_session"))),
-        );
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
-/// An error: RFC 9457 problem details with a stable `code`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Problem {
-    /// `https://portico.dev/problems/<code>`.
-    #[serde(rename = "type")]
-    pub type_: String,
-    pub title: String,
-    pub status: u16,
-    /// Stable and machine-readable: `slot_unavailable`, `refill_not_eligible`,
-    /// `recipient_not_allowed`, `upstream_unavailable`, ...
-    pub code: String,
-    pub detail: String,
-    /// Machine-readable detail, for some codes (the reason a refill is not eligible,
-    /// the exact state after a half-done reschedule).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub details: Option<Value>,
-}
 
 /// The routes and their OpenAPI description, before the state is attached.
 fn routes() -> OpenApiRouter<AppState> {
@@ -142,20 +91,12 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .layer(middleware::from_fn(no_store))
 }
 
-async fn not_found() -> PortalError {
-    PortalError(ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such portal API route",
-    ))
+async fn not_found() -> ProblemError {
+    RequestError::NoRoute.into()
 }
 
-async fn method_not_allowed() -> PortalError {
-    PortalError(ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this portal API route does not take that method",
-    ))
+async fn method_not_allowed() -> ProblemError {
+    RequestError::MethodNotAllowed.into()
 }
 
 /// Patient data must never be kept by a browser or shared proxy.
@@ -171,13 +112,7 @@ async fn no_store(request: Request, next: Next) -> Response {
 async fn deadline_layer(deadline: Duration, request: Request, next: Next) -> Response {
     match tokio::time::timeout(deadline, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => PortalError(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "deadline_exceeded",
-            "the request took too long; if it was a write, retry it with the same \
-             Idempotency-Key to learn its outcome",
-        ))
-        .into_response(),
+        Err(_) => ProblemError::from(RequestError::DeadlineExceeded).into_response(),
     }
 }
 
@@ -192,7 +127,7 @@ pub struct PatientCaller {
 }
 
 impl FromRequestParts<AppState> for PatientCaller {
-    type Rejection = PortalError;
+    type Rejection = ProblemError;
 
     async fn from_request_parts(
         parts: &mut Parts,
@@ -202,7 +137,7 @@ impl FromRequestParts<AppState> for PatientCaller {
         let chosen = match parts.headers.get(PATIENT_HEADER).map(HeaderValue::to_str) {
             None => None,
             Some(Ok(p)) => Some(p.to_owned()),
-            Some(Err(_)) => return Err(PortalError(ApiError::not_found())),
+            Some(Err(_)) => return Err(ProblemError(ApiError::not_found())),
         };
         let mut caller = Caller::new(auth.principal.clone(), chosen.as_deref())?
             .with_request_id(auth.request_id.clone());
@@ -213,166 +148,133 @@ impl FromRequestParts<AppState> for PatientCaller {
     }
 }
 
-// ---------------------------------------------------------------------------------
-// Errors
-
-/// The status of each domain failure; the `code` is the domain's.
-impl From<portico_portal::PortalError> for ApiError {
-    fn from(e: portico_portal::PortalError) -> Self {
-        use portico_portal::PortalError as P;
-        let code = e.code();
-        let details = match &e {
-            P::Refused { detail, .. } => detail.clone(),
-            P::Partial { state, .. } => Some(state.clone()),
-            _ => None,
-        };
-        let mut error = match e {
-            P::Invalid { message, .. } => ApiError::new(StatusCode::BAD_REQUEST, code, message),
-            P::NotFound => ApiError::not_found(),
-            P::Refused { message, .. } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
-            }
-            P::Conflict { message, .. } => ApiError::new(StatusCode::CONFLICT, code, message),
-            P::Forbidden { message } => ApiError::new(StatusCode::FORBIDDEN, code, message),
-            P::NotSupported { message } => {
-                ApiError::new(StatusCode::NOT_IMPLEMENTED, code, message)
-            }
-            P::Upstream(e) => ApiError::from(&e),
-            P::OutcomeUnknown { action } => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                code,
-                format!(
-                    "the EHR failed while {action} was being saved and it is not yet known \
-                     whether it was; retry with the same Idempotency-Key to find out"
-                ),
-            ),
-            P::Partial { message, .. } => ApiError::new(StatusCode::BAD_GATEWAY, code, message),
-        };
-        error.details = details.map(Box::new);
-        error
-    }
-}
-
 /// The result type of portal handlers.
-pub type PortalResult<T> = Result<T, PortalError>;
+pub type ProblemResult<T> = Result<T, ProblemError>;
 
 // ---------------------------------------------------------------------------------
 // Idempotent writes
 
-/// Runs a write at most once per `Idempotency-Key`.
+/// A write's way to run at most once per `Idempotency-Key`: extracted like
+/// [`PatientCaller`] (which it contains), it holds the state and the key as sent.
 ///
-/// `action` names the write (`book`, `refill`, ...) and `body` is its canonical input:
-/// together with the acting patient they form the fingerprint a reused key is compared
-/// with. `run` receives the [`Idem`] to create upstream with and returns the status and
-/// body to answer. A successful answer is remembered and replayed (with
-/// `Idempotent-Replayed: true`) for the same key and body; the same key with another
-/// body is 422 `idempotency_key_reused`; while the first request runs, 409
-/// `idempotency_in_progress`. Failures are not remembered, so a client may retry a
-/// failed write with the same key (upstream, the identifier keeps it single).
-pub async fn idempotent<F, Fut, T>(
-    state: &AppState,
-    caller: &PatientCaller,
-    headers: &HeaderMap,
-    action: &'static str,
-    body: &Value,
-    run: F,
-) -> PortalResult<Response>
-where
-    F: FnOnce(Idem) -> Fut,
-    Fut: Future<Output = PortalResult<(StatusCode, T)>>,
-    T: Serialize,
-{
-    let run = |idem| async move {
-        let (status, view) = run(idem).await?;
-        let value = serde_json::to_value(view).map_err(|e| {
-            tracing::error!(error = %e, "a portal answer could not be serialized");
-            PortalError(ApiError::internal())
-        })?;
-        Ok::<_, PortalError>((status, value))
-    };
-    let key = match headers.get(IDEMPOTENCY_HEADER).map(HeaderValue::to_str) {
-        None => None,
-        Some(Ok(k)) if idempotency::valid_key(k) => Some(k.to_owned()),
-        Some(_) => {
-            return Err(PortalError(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_idempotency_key",
-                "Idempotency-Key must be 1 to 255 visible ASCII characters",
-            )));
-        }
-    };
-    let patient = &caller.caller.patient;
-    let fingerprint = idempotency::fingerprint(action, body);
-    // The upstream identity covers who acts and the whole request (target ids are part
-    // of the body fingerprint): the same key reused for another account, prescription
-    // or appointment — after the gateway forgot it — can never be mistaken upstream
-    // (or at the payment processor) for the first request.
-    let idem = Idem::new(
-        patient,
-        &format!(
-            "{action}\n{}\n{fingerprint}",
-            caller.caller.principal.subject
-        ),
-        key.as_deref(),
-    );
-    let Some(key) = key else {
-        let (status, value) = run(idem).await?;
-        return Ok((status, Json(value)).into_response());
-    };
-    let store = state.idempotency();
-    let scope = format!("{}\n{patient}", caller.caller.principal.subject);
-    match store.begin(&scope, &key, &fingerprint).await {
-        Begin::Started => {}
-        Begin::Replay(stored) => {
-            let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-            let mut response = (status, Json(stored.body)).into_response();
-            response
-                .headers_mut()
-                .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
-            return Ok(response);
-        }
-        Begin::InProgress => {
-            return Err(PortalError(ApiError::new(
-                StatusCode::CONFLICT,
-                "idempotency_in_progress",
-                "a request with this Idempotency-Key is still being processed",
-            )));
-        }
-        Begin::Mismatch => {
-            return Err(PortalError(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                "this Idempotency-Key was used for a different request",
-            )));
-        }
+/// [`Idempotent::run`] takes the write's name (`book`, `refill`, ...), its canonical
+/// input (which, with the acting patient, forms the fingerprint a reused key is compared
+/// with), the success status, and the action itself, which receives the acting
+/// patient's [`Ctx`] and the [`Idem`] to create upstream with. A successful answer is
+/// remembered and replayed (with `Idempotent-Replayed: true`) for the same key and
+/// body; the same key with another body is 422 `idempotency_key_reused`; while the
+/// first request runs, 409 `idempotency_in_progress`. Failures are not remembered, so a
+/// client may retry a failed write with the same key (upstream, the identifier keeps it
+/// single). The key is checked only when the write runs, after the body.
+#[derive(Debug, Clone)]
+pub struct Idempotent {
+    state: AppState,
+    caller: PatientCaller,
+    key: Option<HeaderValue>,
+}
+
+impl FromRequestParts<AppState> for Idempotent {
+    type Rejection = ProblemError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = PatientCaller::from_request_parts(parts, state).await?;
+        Ok(Idempotent {
+            state: state.clone(),
+            caller,
+            key: parts.headers.get(IDEMPOTENCY_HEADER).cloned(),
+        })
     }
-    // Forget the key if this future is dropped (deadline, client gone) before finishing.
-    let guard = AbandonOnDrop {
-        state: state.clone(),
-        scope: scope.clone(),
-        key: key.clone(),
-        armed: true,
-    };
-    let result = run(idem).await;
-    let mut guard = guard;
-    guard.armed = false;
-    match result {
-        Ok((status, value)) => {
-            store
-                .complete(
-                    &scope,
-                    &key,
-                    StoredResponse {
-                        status: status.as_u16(),
-                        body: value.clone(),
-                    },
-                )
-                .await;
-            Ok((status, Json(value)).into_response())
+}
+
+impl Idempotent {
+    pub async fn run<T, E>(
+        &self,
+        action: &'static str,
+        body: &Value,
+        status: StatusCode,
+        act: impl AsyncFnOnce(Ctx<'_>, &Idem) -> Result<T, E>,
+    ) -> ProblemResult<Response>
+    where
+        T: Serialize,
+        E: Into<ApiError>,
+    {
+        let key = match self.key.as_ref().map(HeaderValue::to_str) {
+            None => None,
+            Some(Ok(k)) if idempotency::valid_key(k) => Some(k.to_owned()),
+            Some(_) => return Err(RequestError::InvalidIdempotencyKey.into()),
+        };
+        let caller = &self.caller.caller;
+        let patient = &caller.patient;
+        let fingerprint = idempotency::fingerprint(action, body);
+        // The upstream identity covers who acts and the whole request (target ids are
+        // part of the body fingerprint): the same key reused for another account,
+        // prescription or appointment — after the gateway forgot it — can never be
+        // mistaken upstream (or at the payment processor) for the first request.
+        let idem = Idem::new(
+            patient,
+            &format!("{action}\n{}\n{fingerprint}", caller.principal.subject),
+            key.as_deref(),
+        );
+        // Not started until awaited: a replayed or refused request never runs it.
+        let answer = async {
+            let view = act(ctx(&self.state, &self.caller), &idem)
+                .await
+                .map_err(|e| ProblemError(e.into()))?;
+            serde_json::to_value(view).map_err(|e| {
+                tracing::error!(error = %e, "a portal answer could not be serialized");
+                ProblemError(ApiError::internal())
+            })
+        };
+        let Some(key) = key else {
+            return Ok((status, Json(answer.await?)).into_response());
+        };
+        let store = self.state.idempotency();
+        let scope = format!("{}\n{patient}", caller.principal.subject);
+        match store.begin(&scope, &key, &fingerprint).await {
+            Begin::Started => {}
+            Begin::Replay(stored) => {
+                let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+                let mut response = (status, Json(stored.body)).into_response();
+                response
+                    .headers_mut()
+                    .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+                return Ok(response);
+            }
+            Begin::InProgress => return Err(RequestError::IdempotencyInProgress.into()),
+            Begin::Mismatch => return Err(RequestError::IdempotencyKeyReused.into()),
         }
-        Err(e) => {
-            store.abandon(&scope, &key).await;
-            Err(e)
+        // Forget the key if this future is dropped (deadline, client gone) before
+        // finishing.
+        let guard = AbandonOnDrop {
+            state: self.state.clone(),
+            scope: scope.clone(),
+            key: key.clone(),
+            armed: true,
+        };
+        let result = answer.await;
+        let mut guard = guard;
+        guard.armed = false;
+        match result {
+            Ok(value) => {
+                store
+                    .complete(
+                        &scope,
+                        &key,
+                        StoredResponse {
+                            status: status.as_u16(),
+                            body: value.clone(),
+                        },
+                    )
+                    .await;
+                Ok((status, Json(value)).into_response())
+            }
+            Err(e) => {
+                store.abandon(&scope, &key).await;
+                Err(e)
+            }
         }
     }
 }
@@ -401,25 +303,15 @@ impl Drop for AbandonOnDrop {
 pub fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &[u8],
-) -> PortalResult<(T, Value)> {
-    let invalid = |message: String| {
-        PortalError(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            message,
-        ))
-    };
+) -> ProblemResult<(T, Value)> {
+    let invalid = |message: String| ProblemError::from(RequestError::InvalidBody(message));
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("application/json") {
-        return Err(PortalError(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as application/json",
-        )));
+        return Err(RequestError::UnsupportedMediaType.into());
     }
     let value: Value =
         serde_json::from_slice(body).map_err(|e| invalid(format!("invalid JSON: {e}")))?;

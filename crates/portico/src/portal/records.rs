@@ -9,7 +9,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use portico_portal::records::{self, Kind, RecordList};
 use serde::Deserialize;
@@ -17,9 +17,9 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PatientCaller, PortalResult, ctx};
+use super::{PatientCaller, ProblemResult, ctx};
 use crate::app::{AppState, unix_now};
-use crate::error::{ApiError, PortalError};
+use crate::error::{ApiError, ProblemError, RequestError};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list))
@@ -57,12 +57,9 @@ fn binding(caller: &PatientCaller, kind: Kind) -> String {
     ),
     responses(
         (status = 200, description = "One page of the record", body = RecordList),
+        super::ReadErrors,
         (status = 400, description = "Bad count or cursor", body = super::Problem),
-        (status = 401, description = "Not logged in", body = super::Problem),
         (status = 404, description = "Unknown kind", body = super::Problem),
-        (status = 502, description = "The EHR failed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn list(
@@ -70,15 +67,9 @@ async fn list(
     caller: PatientCaller,
     Path(kind): Path<String>,
     query: Result<Query<RecordQuery>, axum::extract::rejection::QueryRejection>,
-) -> PortalResult<Response> {
-    let kind = Kind::parse(&kind).ok_or_else(|| {
-        PortalError(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "unknown record kind",
-        ))
-    })?;
-    let Query(query) = query.map_err(|e| PortalError(ApiError::bad_request(e.body_text())))?;
+) -> ProblemResult<Response> {
+    let kind = Kind::parse(&kind).ok_or(RequestError::UnknownRecordKind)?;
+    let Query(query) = query.map_err(|e| ProblemError(ApiError::bad_request(e.body_text())))?;
     let binding = binding(&caller, kind);
     let page_url = match &query.cursor {
         None => None,
@@ -86,13 +77,7 @@ async fn list(
             state
                 .cursor_key()
                 .open(cursor, &binding, unix_now())
-                .map_err(|e| {
-                    PortalError(ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_cursor",
-                        e.to_string(),
-                    ))
-                })?,
+                .map_err(|e| RequestError::InvalidCursor(e.to_string()))?,
         ),
     };
     let count = query.count.unwrap_or(20);
@@ -118,7 +103,7 @@ async fn list(
     list.next_cursor = next.map(|url| state.cursor_key().seal(&url, &binding, expires));
     let body = Bytes::from(serde_json::to_vec(&list).map_err(|e| {
         tracing::error!(error = %e, "a record list could not be serialized");
-        PortalError(ApiError::internal())
+        ProblemError(ApiError::internal())
     })?);
     if let Some((slot, what)) = kept {
         crate::kept::keep(slot, &what, &body, 0);

@@ -2,7 +2,7 @@
 //! lists.
 //!
 //! The FHIR shape (per the profile's strategy) is in [`portico_portal::referrals`]; the
-//! write runs through [`super::idempotent`].
+//! write runs through [`super::Idempotent`].
 
 use axum::Json;
 use axum::body::Bytes;
@@ -13,9 +13,8 @@ use portico_portal::referrals::{self, Referral, ReferralInput, ReferralList, Spe
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PatientCaller, PortalResult, ctx, idempotent, json_body};
+use super::{Idempotent, PatientCaller, ProblemResult, ctx, json_body};
 use crate::app::AppState;
-use crate::error::{ApiError, PortalError};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -31,13 +30,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
     tag = "referrals",
     responses(
         (status = 200, description = "The configured specialties", body = SpecialtyList),
-        (status = 401, description = "Not logged in", body = super::Problem),
+        super::NotLoggedIn,
     )
 )]
 async fn specialties(
     State(state): State<AppState>,
     caller: PatientCaller,
-) -> PortalResult<Json<SpecialtyList>> {
+) -> ProblemResult<Json<SpecialtyList>> {
     Ok(Json(referrals::specialties(ctx(&state, &caller))))
 }
 
@@ -49,17 +48,14 @@ async fn specialties(
     tag = "referrals",
     responses(
         (status = 200, description = "The patient's referral requests", body = ReferralList),
-        (status = 401, description = "Not logged in", body = super::Problem),
+        super::ReadErrors,
         (status = 403, description = "The login may not read referrals (`scope_missing`)", body = super::Problem),
-        (status = 502, description = "The EHR failed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn list(
     State(state): State<AppState>,
     caller: PatientCaller,
-) -> PortalResult<Json<ReferralList>> {
+) -> ProblemResult<Json<ReferralList>> {
     Ok(Json(referrals::list(ctx(&state, &caller)).await?))
 }
 
@@ -74,46 +70,27 @@ async fn list(
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes the write happen at most once")),
     responses(
         (status = 201, description = "The referral request", body = Referral),
+        super::WriteErrors,
+        super::BodyTooLarge,
         (status = 400, description = "Bad body: unknown field, empty reason, reason or notes longer than 1000 characters (`text_too_long`), control characters, invalid JSON (`invalid_body`), bad Idempotency-Key", body = super::Problem),
-        (status = 401, description = "Not logged in", body = super::Problem),
         (status = 403, description = "The login may not write referral requests", body = super::Problem),
-        (status = 409, description = "A request with this Idempotency-Key is still running", body = super::Problem),
-        (status = 413, description = "The body is too large", body = super::Problem),
-        (status = 415, description = "The body is not JSON", body = super::Problem),
         (status = 422, description = "`specialty_not_allowed`, `no_care_team` (communication strategy), `idempotency_key_reused`", body = super::Problem),
         (status = 502, description = "The EHR failed; the request was not made", body = super::Problem),
         (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`)", body = super::Problem),
-        (status = 504, description = "The EHR did not answer in time", body = super::Problem),
     )
 )]
 async fn request_referral(
-    State(state): State<AppState>,
-    caller: PatientCaller,
+    write: Idempotent,
     headers: HeaderMap,
     body: Bytes,
-) -> PortalResult<Response> {
+) -> ProblemResult<Response> {
     let (input, value) = json_body::<ReferralInput>(&headers, &body)?;
-    require_object(&value)?;
-    idempotent(&state, &caller, &headers, "referral", &value, |idem| {
-        let state = &state;
-        let caller = &caller;
-        async move {
-            let referral = referrals::request_referral(ctx(state, caller), &input, &idem).await?;
-            Ok((StatusCode::CREATED, referral))
-        }
-    })
-    .await
-}
-
-/// Refuses a body that is not a JSON object: serde would read a struct from an array of
-/// its fields in order, which no client means to send.
-pub(super) fn require_object(value: &serde_json::Value) -> PortalResult<()> {
-    if value.is_object() {
-        return Ok(());
-    }
-    Err(PortalError(ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_body",
-        "the body must be a JSON object",
-    )))
+    write
+        .run(
+            "referral",
+            &value,
+            StatusCode::CREATED,
+            async |ctx, idem| referrals::request_referral(ctx, &input, idem).await,
+        )
+        .await
 }
