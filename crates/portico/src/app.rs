@@ -8,17 +8,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
-use portico_access::audit::{AuditRecord, AuditSink};
 use portico_access::{ExtraLink, Policy, TokenVerifier, VerifierConfig};
 use portico_cache::CachedUpstream;
-use portico_upstream::{
-    Capabilities, FhirClient, FhirUpstream, Resilient, ResolvedAuth, ResolvedUpstreamConfig,
-};
+use portico_upstream::{FhirClient, Resilient, ResolvedAuth, ResolvedUpstreamConfig};
 use tokio::net::TcpListener;
 use tokio::sync::OnceCell;
 use tower::ServiceBuilder;
@@ -35,78 +32,8 @@ use crate::authn::HttpKeySource;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::facade::cursor::CursorKey;
-
-/// Everything a handler needs, cheap to clone.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    config: Config,
-    upstream: Arc<dyn FhirUpstream>,
-    cache: Arc<CachedUpstream<Arc<Resilient<Arc<FhirClient>>>>>,
-    resilient: Arc<Resilient<Arc<FhirClient>>>,
-    client: Arc<FhirClient>,
-    passthrough: bool,
-    verifier: TokenVerifier,
-    policy: Policy,
-    audit: Arc<dyn AuditSink>,
-    cursor_key: CursorKey,
-    http: reqwest::Client,
-    fhir_base: String,
-    upstream_base: String,
-    smart: OnceCell<SmartEndpoints>,
-    capabilities: OnceCell<Capabilities>,
-    login: crate::login::LoginState,
-    http_metrics: crate::metrics::HttpMetrics,
-    guard: portico_guard::Guard,
-    portal: portico_portal::Portal,
-    idempotency: Arc<dyn portico_portal::IdempotencyStore>,
-}
-
-impl std::fmt::Debug for Inner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
-            .field("fhir_base", &self.fhir_base)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Where clients log in, as the facade advertises it.
-#[derive(Debug, Clone)]
-pub struct SmartEndpoints {
-    pub issuer: String,
-    pub authorize: String,
-    pub token: String,
-    pub jwks: Option<String>,
-}
-
-/// `bytes` with every occurrence of `from` replaced by `to`; `bytes` itself when there
-/// is none.
-fn replace_all(bytes: Vec<u8>, from: &str, to: &str) -> Vec<u8> {
-    let finder = memchr::memmem::Finder::new(from.as_bytes());
-    let mut found = finder.find_iter(&bytes).peekable();
-    if found.peek().is_none() {
-        return bytes;
-    }
-    let mut out = Vec::with_capacity(bytes.len() + to.len().saturating_sub(from.len()) * 8);
-    let mut at = 0;
-    for start in found {
-        out.extend_from_slice(&bytes[at..start]);
-        out.extend_from_slice(to.as_bytes());
-        at = start + from.len();
-    }
-    out.extend_from_slice(&bytes[at..]);
-    out
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use crate::state::AppState;
+use crate::state::Inner;
 
 impl AppState {
     /// State over a real upstream client. `config.server.public_url` must be final.
@@ -211,177 +138,6 @@ impl AppState {
                 config,
             }),
         })
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.inner.config
-    }
-
-    /// The upstream port every request goes through.
-    pub fn upstream(&self) -> &Arc<dyn FhirUpstream> {
-        &self.inner.upstream
-    }
-
-    /// The concrete client, for probes that need more than the port (token checks).
-    pub fn client(&self) -> &FhirClient {
-        &self.inner.client
-    }
-
-    /// The read cache (for invalidation and statistics).
-    pub fn cache(&self) -> &CachedUpstream<Arc<Resilient<Arc<FhirClient>>>> {
-        &self.inner.cache
-    }
-
-    /// The resilience layer (breaker state for `/readyz`).
-    pub fn resilience(&self) -> &Resilient<Arc<FhirClient>> {
-        &self.inner.resilient
-    }
-
-    /// The portal actions' way to the EHR.
-    /// The one guarded path to the EHR (see [`portico_guard`]).
-    pub fn guard(&self) -> &portico_guard::Guard {
-        &self.inner.guard
-    }
-
-    pub fn portal(&self) -> &portico_portal::Portal {
-        &self.inner.portal
-    }
-
-    /// Where portal writes' idempotency keys are remembered.
-    pub fn idempotency(&self) -> &dyn portico_portal::IdempotencyStore {
-        self.inner.idempotency.as_ref()
-    }
-
-    /// HTTP request counters and latency histograms, for `/metrics`.
-    pub fn http_metrics(&self) -> &crate::metrics::HttpMetrics {
-        &self.inner.http_metrics
-    }
-
-    /// Whether the caller's own token goes upstream.
-    pub fn passthrough(&self) -> bool {
-        self.inner.passthrough
-    }
-
-    pub fn verifier(&self) -> &TokenVerifier {
-        &self.inner.verifier
-    }
-
-    pub fn policy(&self) -> &Policy {
-        &self.inner.policy
-    }
-
-    /// The portal login (BFF) and its sessions.
-    pub fn login(&self) -> &crate::login::LoginState {
-        &self.inner.login
-    }
-
-    pub fn cursor_key(&self) -> &CursorKey {
-        &self.inner.cursor_key
-    }
-
-    /// When a paging cursor issued now expires: `cursor_ttl_seconds` from the start of
-    /// the current step (a tenth of the TTL, at most a minute), so that a Bundle
-    /// rendered once can be served again for the rest of the step with the same
-    /// cursors (see the facade's rendered answers). A cursor lives at least 90 % of the
-    /// TTL.
-    pub fn cursor_expiry(&self) -> u64 {
-        let ttl = self.inner.config.facade.cursor_ttl_seconds;
-        let step = (ttl / 10).clamp(1, 60);
-        unix_now() / step * step + ttl
-    }
-
-    /// The gateway's FHIR base, as clients see it.
-    pub fn fhir_base(&self) -> &str {
-        &self.inner.fhir_base
-    }
-
-    /// Replaces the EHR's FHIR base with the gateway's in text leaving the gateway, so
-    /// that no upstream address (and no link around the gateway) reaches a client.
-    pub fn rewrite_bases(&self, text: &str) -> String {
-        // A whole UTF-8 string replaced by another in UTF-8 text leaves UTF-8 (a match
-        // of a complete string always starts and ends on character boundaries).
-        String::from_utf8(self.rewrite_bases_bytes(text.as_bytes().to_vec()))
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-    }
-
-    /// [`AppState::rewrite_bases`] over bytes (serialized JSON), without a copy when
-    /// the upstream base does not occur.
-    pub fn rewrite_bases_bytes(&self, bytes: Vec<u8>) -> Vec<u8> {
-        replace_all(bytes, &self.inner.upstream_base, &self.inner.fhir_base)
-    }
-
-    /// Writes an audit record; a failing sink is logged, never silently dropped.
-    pub async fn audit(&self, record: &AuditRecord) {
-        if let Err(e) = self.inner.audit.record(record).await {
-            tracing::error!(error = %e, "audit record could not be written");
-        }
-    }
-
-    /// The authorization server's endpoints: configured, or discovered from the EHR's
-    /// SMART configuration (cached once found).
-    pub async fn smart_endpoints(&self) -> Option<SmartEndpoints> {
-        let auth = &self.inner.config.auth;
-        let issuer = auth.issuer.as_str().trim_end_matches('/').to_owned();
-        if let (Some(a), Some(t)) = (&auth.authorize_url, &auth.token_url) {
-            return Some(SmartEndpoints {
-                issuer,
-                authorize: a.to_string(),
-                token: t.to_string(),
-                jwks: auth.jwks_url.as_ref().map(|u| u.to_string()),
-            });
-        }
-        self.inner
-            .smart
-            .get_or_try_init(|| async {
-                let url = format!(
-                    "{}/.well-known/smart-configuration",
-                    self.inner.upstream_base
-                );
-                let doc: serde_json::Value = self
-                    .inner
-                    .http
-                    .get(url)
-                    .send()
-                    .await
-                    .map_err(|_| ())?
-                    .json()
-                    .await
-                    .map_err(|_| ())?;
-                let field = |k: &str| doc.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-                Ok::<_, ()>(SmartEndpoints {
-                    issuer: field("issuer").unwrap_or(issuer.clone()),
-                    authorize: auth
-                        .authorize_url
-                        .as_ref()
-                        .map(|u| u.to_string())
-                        .or_else(|| field("authorization_endpoint"))
-                        .ok_or(())?,
-                    token: auth
-                        .token_url
-                        .as_ref()
-                        .map(|u| u.to_string())
-                        .or_else(|| field("token_endpoint"))
-                        .ok_or(())?,
-                    jwks: auth
-                        .jwks_url
-                        .as_ref()
-                        .map(|u| u.to_string())
-                        .or_else(|| field("jwks_uri")),
-                })
-            })
-            .await
-            .ok()
-            .cloned()
-    }
-
-    /// The EHR's CapabilityStatement (cached once read).
-    pub async fn upstream_capabilities(&self) -> Option<Capabilities> {
-        self.inner
-            .capabilities
-            .get_or_try_init(|| self.inner.client.capabilities())
-            .await
-            .ok()
-            .cloned()
     }
 }
 
@@ -517,9 +273,9 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(log_errors));
 
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::metrics::metrics))
+        .route("/healthz", get(crate::probes::healthz))
+        .route("/readyz", get(crate::probes::readyz))
+        .route("/metrics", get(crate::probes::metrics))
         .nest("/fhir", crate::facade::router())
         .nest("/auth", crate::login::router())
         .nest("/api/v1", crate::portal::router(&state))
@@ -527,7 +283,7 @@ pub fn router(state: AppState) -> Router {
         // Inside the router, so the matched route template is known (see `metrics`).
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::metrics::track,
+            crate::probes::track,
         ))
         .layer(layers)
         .with_state(state)
@@ -585,60 +341,9 @@ async fn log_errors(request: Request, next: Next) -> Response {
     response
 }
 
-/// Liveness: the process is up and serving.
-async fn healthz() -> &'static str {
-    "ok"
-}
-
-/// Readiness: the EHR answers its `metadata` and the upstream credential works.
-async fn readyz(State(state): State<AppState>) -> Response {
-    let token = state.client().check_auth().await;
-    // Probed on the client directly: readiness must see the EHR, not the cache, and a
-    // probe must not wait on the breaker it reports.
-    let metadata = state
-        .client()
-        .execute(portico_upstream::FhirRequest::capabilities())
-        .await;
-    let breaker = state.resilience().breaker_state();
-    let check = |r: Result<(), String>| match r {
-        Ok(()) => serde_json::json!({"status": "ok"}),
-        Err(e) => serde_json::json!({"status": "failing", "error": e}),
-    };
-    let breaker_open = breaker == portico_upstream::BreakerState::Open;
-    let ready = token.is_ok() && metadata.is_ok() && !breaker_open;
-    let body = serde_json::json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "checks": {
-            "upstream_credentials": check(token.map_err(|e| e.to_string())),
-            "upstream_metadata": check(metadata.map(|_| ()).map_err(|e| e.to_string())),
-            "upstream_breaker": {"status": if breaker_open { "failing" } else { "ok" }, "state": breaker.as_str()},
-        }
-    });
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, axum::Json(body)).into_response()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{redact_path, replace_all};
-
-    #[test]
-    fn replace_all_replaces_every_occurrence_and_copies_nothing_otherwise() {
-        let up = "http://ehr:8080/fhir";
-        let gw = "https://portal.example/fhir";
-        let text = format!(r#"{{"a":"{up}/Patient/1","b":["{up}/x","{up}"]}}"#);
-        let out = replace_all(text.clone().into_bytes(), up, gw);
-        assert_eq!(String::from_utf8(out).unwrap(), text.replace(up, gw));
-        let none = br#"{"a":"Patient/1"}"#.to_vec();
-        let ptr = none.as_ptr();
-        let same = replace_all(none, up, gw);
-        assert_eq!(same.as_ptr(), ptr, "no occurrence: the same buffer");
-        assert_eq!(replace_all(b"x".to_vec(), "xy", "z"), b"x");
-    }
+    use super::redact_path;
 
     #[test]
     fn paths_are_logged_without_ids() {

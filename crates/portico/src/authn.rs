@@ -20,8 +20,8 @@ use tokio::sync::OnceCell;
 use tower_http::request_id::RequestId;
 use url::Url;
 
-use crate::app::AppState;
 use crate::error::{ApiError, FhirError};
+use crate::state::AppState;
 
 /// Fetches an issuer's signing keys over HTTP.
 #[derive(Debug)]
@@ -268,7 +268,7 @@ mod tests {
     #[tokio::test]
     async fn opaque_tokens_are_introspected_into_a_principal() {
         let server = MockServer::start().await;
-        let exp = crate::app::unix_now() + 600;
+        let exp = crate::clock::unix_now() + 600;
         Mock::given(method("POST"))
             .and(path("/introspect"))
             // portico:s3cret in HTTP Basic

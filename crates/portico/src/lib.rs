@@ -9,6 +9,7 @@ pub mod app;
 pub mod audit;
 pub mod authn;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -17,6 +18,8 @@ mod kept;
 pub mod login;
 pub mod metrics;
 pub mod portal;
+pub mod probes;
+pub mod state;
 pub mod telemetry;
 
 use std::process::ExitCode;

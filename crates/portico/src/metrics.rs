@@ -15,16 +15,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use portico_cache::CacheStats;
 use portico_upstream::ResilienceStats;
-
-use crate::app::AppState;
 
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -35,7 +29,7 @@ pub const LATENCY_BUCKETS: [f64; 11] = [
 ];
 
 /// The route label of requests that matched no route.
-const UNMATCHED: &str = "unmatched";
+pub(crate) const UNMATCHED: &str = "unmatched";
 
 /// HTTP request counters and latency histograms, shared by every request.
 #[derive(Debug, Default)]
@@ -312,39 +306,6 @@ pub fn render(http: &HttpMetrics, upstream: &ResilienceStats, cache: &CacheStats
         cache.entries as f64,
     );
     out.finish()
-}
-
-/// `GET /metrics`.
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    let body = render(
-        state.http_metrics(),
-        &state.resilience().stats(),
-        &state.cache().stats(),
-    );
-    let mut response = body.into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-    response
-}
-
-/// Counts every routed request by its route template, method and status, and times it.
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED, MatchedPath::as_str)
-        .to_owned();
-    let method = request.method().as_str().to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    state.http_metrics().record(
-        &route,
-        &method,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use portico_access::REFERENCE_DATA_TYPES;
 use serde_json::{Value, json};
 
 use super::render::fhir_response;
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Types a patient may write through the facade (subject to the write rules).
 const WRITABLE: &[&str] = &[

@@ -32,9 +32,9 @@ use portico_fhir::resource_types;
 use portico_guard::{Actor, GuardError};
 use portico_upstream::UpstreamError;
 
-use crate::app::AppState;
 use crate::authn::Authenticated;
 use crate::error::{ApiError, FhirError};
+use crate::state::AppState;
 
 type FhirResult = Result<Response, FhirError>;
 

@@ -7,10 +7,10 @@ use portico_guard::{Reuse, Target};
 use super::render::{fhir_bytes_response, fhir_response, kept_body, render};
 use super::search::{bundle_answer, check_count, parse_query};
 use super::{FhirResult, MAX_COUNT, actor, checked_id, checked_type};
-use crate::app::AppState;
 use crate::authn::Authenticated;
 use crate::error::{ApiError, FhirError};
 use crate::kept;
+use crate::state::AppState;
 
 /// The types `$everything` gathers, each by a compartment search.
 const EVERYTHING: &[&str] = &[

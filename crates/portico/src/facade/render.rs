@@ -8,9 +8,9 @@ use portico_guard::{Meta, Written, WrittenBody};
 use serde_json::Value;
 
 use super::{FhirResult, upstream_error};
-use crate::app::AppState;
 use crate::error::{ApiError, FhirError};
 use crate::kept;
+use crate::state::AppState;
 
 /// A FHIR JSON response with upstream URLs rewritten to the gateway's and no caching.
 pub(crate) fn fhir_response(

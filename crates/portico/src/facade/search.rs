@@ -9,10 +9,10 @@ use portico_guard::{Reply, Reuse, Session, Unchecked, encode_query};
 
 use super::render::{fhir_bytes_response, kept_body, render, rewrite_links};
 use super::{FhirResult, MAX_COUNT, actor, bad_request, checked_type, cursor};
-use crate::app::AppState;
 use crate::authn::Authenticated;
 use crate::error::{ApiError, FhirError};
 use crate::kept;
+use crate::state::AppState;
 
 pub(super) fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
     query
@@ -108,7 +108,7 @@ pub(super) async fn page(
     let session = state.guard().session(&actor);
     let url = match state
         .cursor_key()
-        .open(cursor, actor.fingerprint(), crate::app::unix_now())
+        .open(cursor, actor.fingerprint(), crate::clock::unix_now())
     {
         Ok(url) => url,
         Err(e) => {

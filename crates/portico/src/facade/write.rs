@@ -12,9 +12,9 @@ use serde_json::Value;
 
 use super::render::written;
 use super::{FhirResult, actor, bad_request, checked_id, checked_type};
-use crate::app::AppState;
 use crate::authn::Authenticated;
 use crate::error::{ApiError, FhirError};
+use crate::state::AppState;
 
 /// How deeply nested a submitted resource may be.
 const MAX_DEPTH: usize = 64;

@@ -15,9 +15,9 @@ use portico_access::Principal;
 use portico_upstream::SecretString;
 
 use super::session::SessionKey;
-use crate::app::AppState;
 use crate::authn::{Authenticated, request_id};
 use crate::error::{FhirError, ProblemError};
+use crate::state::AppState;
 
 /// An authenticated portal request.
 #[derive(Debug, Clone)]

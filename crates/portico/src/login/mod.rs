@@ -29,13 +29,13 @@
 //!   `login.absolute_timeout_seconds` after login, whichever comes first.
 
 pub mod browser;
+mod error;
 mod extract;
 pub mod oauth;
 pub mod session;
+pub mod state;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{RawQuery, State};
@@ -47,220 +47,19 @@ use oauth2::TokenResponse as _;
 use portico_upstream::SecretString;
 use serde_json::json;
 
-use crate::app::{AppState, unix_now};
 use crate::authn::HttpKeySource;
-use crate::config::Config;
-use crate::error::{ApiError, ProblemError};
-use browser::{CookiePolicy, CsrfError};
+use crate::clock::unix_now;
+use crate::error::ProblemError;
+use crate::state::AppState;
+pub use error::LoginError;
 pub use extract::{PortalAuth, SessionInfo};
 use oauth::{OAuthError, OAuthSettings};
 pub use session::{
     MemorySessionStore, PendingLogin, Session, SessionKey, SessionStore, StoreError,
 };
-
-/// Why a login or a session request failed. Messages are safe to show: they carry no
-/// token, code, session id or patient id.
-#[derive(Debug, thiserror::Error)]
-pub enum LoginError {
-    #[error("portal login is not configured")]
-    NotConfigured,
-    #[error("{0}")]
-    BadRequest(&'static str),
-    #[error("no login is in progress in this browser, or it expired; start again")]
-    NoPendingLogin,
-    #[error("the login response does not belong to the login this browser started")]
-    StateMismatch,
-    #[error("the authorization server refused the login: {0}")]
-    Denied(String),
-    #[error("the id token does not belong to this login")]
-    IdToken,
-    #[error("the login did not select a patient")]
-    NoPatient,
-    #[error("the authorization server's token was not accepted")]
-    TokenRejected,
-    #[error("the authorization server is unavailable; try again shortly")]
-    AuthServerUnavailable,
-    #[error("log in, or send a bearer token")]
-    Unauthenticated,
-    #[error("the session has ended; log in again")]
-    SessionExpired,
-    #[error(transparent)]
-    Csrf(#[from] CsrfError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("the login configuration is invalid: {0}")]
-    Config(String),
-}
-
-impl From<LoginError> for ApiError {
-    fn from(e: LoginError) -> Self {
-        use LoginError as L;
-        let message = e.to_string();
-        let (status, code) = match &e {
-            L::NotConfigured => (StatusCode::NOT_FOUND, "login_not_configured"),
-            L::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            L::NoPendingLogin => (StatusCode::BAD_REQUEST, "login_not_in_progress"),
-            L::StateMismatch => (StatusCode::BAD_REQUEST, "login_state_mismatch"),
-            L::Denied(_) => (StatusCode::BAD_REQUEST, "login_denied"),
-            L::IdToken => (StatusCode::BAD_REQUEST, "login_failed"),
-            L::NoPatient => (StatusCode::FORBIDDEN, "login_no_patient"),
-            L::TokenRejected => (StatusCode::BAD_GATEWAY, "login_token_rejected"),
-            L::AuthServerUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable"),
-            L::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            L::SessionExpired => (StatusCode::UNAUTHORIZED, "session_expired"),
-            L::Csrf(_) => (StatusCode::FORBIDDEN, "csrf_failed"),
-            L::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "session_store_unavailable"),
-            L::Config(_) => return ApiError::internal(),
-        };
-        ApiError::new(status, code, message)
-    }
-}
-
-impl IntoResponse for LoginError {
-    fn into_response(self) -> Response {
-        ProblemError::from(self).into_response()
-    }
-}
-
-/// The login's configuration and state, held in [`AppState`].
-pub struct LoginState {
-    /// `None` when `login.client_id` is not set: `/auth/login` then answers 404.
-    settings: Option<OAuthSettings>,
-    store: Arc<dyn SessionStore>,
-    http: reqwest::Client,
-    cookies: CookiePolicy,
-    cookie_name: String,
-    login_cookie_name: String,
-    public_origin: url::Origin,
-    jwks_url: Option<url::Url>,
-    leeway: u64,
-    idle_timeout: u64,
-    absolute_timeout: u64,
-    pending_timeout: u64,
-    refresh_margin: u64,
-    /// One lock per session being refreshed or touched.
-    locks: Mutex<HashMap<SessionKey, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-impl std::fmt::Debug for LoginState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoginState")
-            .field("settings", &self.settings)
-            .field("store", &self.store)
-            .field("cookie_name", &self.cookie_name)
-            .finish_non_exhaustive()
-    }
-}
+pub use state::LoginState;
 
 impl LoginState {
-    /// Builds the login from a final configuration (`server.public_url` resolved).
-    pub fn new(config: &Config) -> anyhow::Result<LoginState> {
-        let login = &config.login;
-        let public = url::Url::parse(&config.public_url())?;
-        let settings = match &login.client_id {
-            None => None,
-            Some(client_id) => Some(OAuthSettings {
-                client_id: client_id.clone(),
-                client_secret: login.resolve_secret().map_err(anyhow::Error::msg)?,
-                redirect_uri: format!("{}/auth/callback", config.public_url()),
-                scopes: login.scopes.split_whitespace().map(str::to_owned).collect(),
-                aud: login.aud.clone().unwrap_or_else(|| {
-                    config
-                        .upstream
-                        .base_url
-                        .as_str()
-                        .trim_end_matches('/')
-                        .to_owned()
-                }),
-            }),
-        };
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(LoginState {
-            settings,
-            store: Arc::new(MemorySessionStore::new()),
-            http,
-            cookies: CookiePolicy {
-                secure: public.scheme() == "https",
-            },
-            cookie_name: login.cookie_name.clone(),
-            login_cookie_name: format!("{}_login", login.cookie_name),
-            public_origin: public.origin(),
-            jwks_url: config.auth.jwks_url.clone(),
-            leeway: config.auth.leeway_seconds,
-            idle_timeout: login.idle_timeout_seconds,
-            absolute_timeout: login.absolute_timeout_seconds,
-            pending_timeout: login.pending_timeout_seconds,
-            refresh_margin: login.refresh_margin_seconds,
-            locks: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// Replaces the in-memory store (a shared store for several replicas).
-    pub fn with_store(mut self, store: Arc<dyn SessionStore>) -> LoginState {
-        self.store = store;
-        self
-    }
-
-    pub fn store(&self) -> &Arc<dyn SessionStore> {
-        &self.store
-    }
-
-    /// The session cookie's name.
-    pub fn cookie_name(&self) -> &str {
-        &self.cookie_name
-    }
-
-    fn settings(&self) -> Result<&OAuthSettings, LoginError> {
-        self.settings.as_ref().ok_or(LoginError::NotConfigured)
-    }
-
-    fn session_cookie(&self, value: &str) -> Option<HeaderValue> {
-        self.cookies
-            .set(&self.cookie_name, value, "/", self.absolute_timeout)
-    }
-
-    fn clear_session_cookie(&self) -> Option<HeaderValue> {
-        self.cookies.clear(&self.cookie_name, "/")
-    }
-
-    fn needs_refresh(&self, session: &Session, now: u64) -> bool {
-        session.access_expires_at <= now.saturating_add(self.refresh_margin)
-    }
-
-    /// Sessions are re-stored (for the idle deadline) at most this often.
-    fn needs_touch(&self, session: &Session, now: u64) -> bool {
-        let interval = (self.idle_timeout / 4).clamp(1, 60);
-        now.saturating_sub(session.last_seen) >= interval
-    }
-
-    fn lock_for(&self, key: &SessionKey) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
-        locks.entry(*key).or_default().clone()
-    }
-
-    fn release(&self, key: &SessionKey, lock: Arc<tokio::sync::Mutex<()>>) {
-        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
-        // Only the map and this caller hold it: nobody is waiting.
-        if locks.get(key).is_some_and(|l| Arc::ptr_eq(l, &lock)) && Arc::strong_count(&lock) == 2 {
-            locks.remove(key);
-        }
-    }
-
-    /// Ends a session (under its lock, so that a concurrent refresh cannot store it back).
-    pub async fn end_session(&self, key: &SessionKey) -> Result<(), StoreError> {
-        let lock = self.lock_for(key);
-        let result = {
-            let _guard = lock.lock().await;
-            self.store.delete(key).await
-        };
-        self.release(key, lock);
-        result
-    }
-
     /// The session behind the request's cookie, checked and ready for use: CSRF rule for
     /// unsafe methods, then refresh and idle-deadline update, then verification of the
     /// access token.
@@ -528,7 +327,7 @@ impl LoginState {
     async fn check_id_token(
         &self,
         state: &AppState,
-        endpoints: &crate::app::SmartEndpoints,
+        endpoints: &crate::login::oauth::SmartEndpoints,
         settings: &OAuthSettings,
         id_token: &str,
         nonce: &str,
@@ -749,6 +548,8 @@ async fn session_info(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ApiError;
+    use crate::login::browser::CsrfError;
 
     #[test]
     fn repeated_query_parameters_are_refused() {

@@ -25,7 +25,14 @@ use portico_access::KeySource;
 use portico_upstream::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::app::SmartEndpoints;
+/// Where clients log in, as the facade advertises it.
+#[derive(Debug, Clone)]
+pub struct SmartEndpoints {
+    pub issuer: String,
+    pub authorize: String,
+    pub token: String,
+    pub jwks: Option<String>,
+}
 
 /// SMART's additions to the token response (App Launch 2.x §"Token response").
 #[derive(Clone, Default, Serialize, Deserialize)]

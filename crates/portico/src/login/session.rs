@@ -229,7 +229,7 @@ impl SessionStore for MemorySessionStore {
 
     async fn put(&self, key: &SessionKey, session: Session) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        inner.purge(crate::app::unix_now(), false);
+        inner.purge(crate::clock::unix_now(), false);
         inner.sessions.insert(*key, session);
         Ok(())
     }
@@ -241,7 +241,7 @@ impl SessionStore for MemorySessionStore {
 
     async fn put_pending(&self, key: &SessionKey, login: PendingLogin) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        let now = crate::app::unix_now();
+        let now = crate::clock::unix_now();
         let full = inner.pending.len() >= MAX_PENDING;
         inner.purge(now, full);
         if inner.pending.len() >= MAX_PENDING
@@ -335,7 +335,7 @@ mod tests {
     #[tokio::test]
     async fn memory_store_round_trip_and_expiry() {
         let store = MemorySessionStore::new();
-        let now = crate::app::unix_now();
+        let now = crate::clock::unix_now();
         let key = SessionKey::of("a");
         store.put(&key, session(now, 60, now + 600)).await.unwrap();
         assert!(store.get(&key, now).await.unwrap().is_some());
@@ -350,7 +350,7 @@ mod tests {
     #[tokio::test]
     async fn expired_sessions_are_swept() {
         let store = MemorySessionStore::new();
-        let now = crate::app::unix_now();
+        let now = crate::clock::unix_now();
         store
             .put(&SessionKey::of("old"), session(now - 1000, 60, now + 600))
             .await
@@ -367,7 +367,7 @@ mod tests {
     #[tokio::test]
     async fn pending_logins_are_taken_once_and_expire() {
         let store = MemorySessionStore::new();
-        let now = crate::app::unix_now();
+        let now = crate::clock::unix_now();
         let key = SessionKey::of("p");
         store.put_pending(&key, pending(now + 60)).await.unwrap();
         assert!(store.take_pending(&key, now).await.unwrap().is_some());
@@ -379,7 +379,7 @@ mod tests {
     #[tokio::test]
     async fn pending_logins_are_bounded() {
         let store = MemorySessionStore::new();
-        let now = crate::app::unix_now();
+        let now = crate::clock::unix_now();
         for i in 0..MAX_PENDING + 5 {
             store
                 .put_pending(

@@ -42,9 +42,9 @@ use utoipa_axum::router::OpenApiRouter;
 
 use self::doc::ApiDoc;
 pub use self::doc::{BodyTooLarge, NotLoggedIn, Problem, ReadErrors, WriteErrors};
-use crate::app::AppState;
 use crate::error::{ApiError, ProblemError, RequestError};
 use crate::login::PortalAuth;
+use crate::state::AppState;
 
 /// The header a proxy login uses to choose which of its patients it acts for.
 pub const PATIENT_HEADER: &str = "portico-patient";

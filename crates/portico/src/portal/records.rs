@@ -18,8 +18,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{PatientCaller, ProblemResult, ctx};
-use crate::app::{AppState, unix_now};
+use crate::clock::unix_now;
 use crate::error::{ApiError, ProblemError, RequestError};
+use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list))
