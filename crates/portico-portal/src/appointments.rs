@@ -40,6 +40,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::context::{Ctx, Page, Versioned, outcome_unknown};
 use crate::error::{PortalError, PortalResult};
 use crate::idempotency::Idem;
+use crate::input::{Text, check_id, check_token};
 use crate::me::display_name;
 use crate::profile::{BookStrategy, CancelStrategy, RescheduleStrategy};
 use crate::view::{array, concept_text, first_concept_text, instant, parse_datetime, str_at};
@@ -345,40 +346,10 @@ pub fn slot_window(
     Ok((requested_start.max(now), end))
 }
 
-fn check_text(name: &str, text: Option<&str>) -> PortalResult<Option<String>> {
-    match text.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(t) if t.chars().count() > MAX_TEXT_CHARS => Err(PortalError::Invalid {
-            code: "text_too_long",
-            message: format!("{name} may be at most {MAX_TEXT_CHARS} characters"),
-        }),
-        Some(t) if t.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => Err(
-            PortalError::invalid(format!("{name} contains control characters")),
-        ),
-        Some(t) => Ok(Some(t.to_owned())),
-    }
-}
-
-/// A search token (`code` or `system|code`) that is safe to forward.
-fn check_token(name: &str, token: &str) -> PortalResult<String> {
-    let ok = !token.is_empty()
-        && token.len() <= 200
-        && token.split('|').count() <= 2
-        && !token.contains(',')
-        && token.chars().all(|c| c.is_ascii_graphic());
-    if ok {
-        Ok(token.to_owned())
-    } else {
-        Err(PortalError::invalid(format!("{name} is not a valid code")))
-    }
-}
-
-fn check_id(name: &str, id: &str) -> PortalResult<String> {
-    if portico_fhir::reference::is_valid_id(id) {
-        Ok(id.to_owned())
-    } else {
-        Err(PortalError::invalid(format!("{name} is not a valid id")))
-    }
+/// A reason or comment ([`crate::input::Text`]: at most [`MAX_TEXT_CHARS`], blank is
+/// `None`).
+fn check_text(name: &'static str, text: Option<&str>) -> PortalResult<Option<String>> {
+    Text::new(name, MAX_TEXT_CHARS).optional(text)
 }
 
 /// The CodeableConcept of a service-type token.

@@ -56,6 +56,7 @@ use utoipa::ToSchema;
 use crate::context::Ctx;
 use crate::error::{PortalError, PortalResult};
 use crate::idempotency::Idem;
+use crate::input::is_visible_ascii;
 use crate::payments::{Charge, ChargeRequest, PaymentError, looks_like_card_number};
 use crate::profile::PaymentStrategy;
 use crate::view::{Money, array, concept_text, instant, money, reference_of, str_at, to_minor};
@@ -436,10 +437,7 @@ pub fn check_token(token: &str) -> PortalResult<()> {
                 .to_owned(),
         });
     }
-    if token.is_empty()
-        || token.len() > MAX_TOKEN_LEN
-        || !token.bytes().all(|b| b.is_ascii_graphic())
-    {
+    if !is_visible_ascii(token, MAX_TOKEN_LEN) {
         return Err(PortalError::Invalid {
             code: "invalid_payment_token",
             message: "payment_token must be the payment form's token".to_owned(),

@@ -12,10 +12,12 @@
 
 pub mod appointments;
 pub mod bills;
+pub mod careteam;
 pub mod context;
 pub mod dashboard;
 pub mod error;
 pub mod idempotency;
+pub mod input;
 pub mod me;
 pub mod medications;
 pub mod messages;

@@ -55,9 +55,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use crate::careteam;
 use crate::context::{Ctx, Page};
 use crate::error::{PortalError, PortalResult};
 use crate::idempotency::Idem;
+use crate::input::Text;
 use crate::me::display_name;
 use crate::profile::{RefillStrategy, RefillsProfile};
 use crate::view::{array, concept_text, instant, parse_datetime, str_at};
@@ -540,33 +542,10 @@ impl RefillInput {
     /// The note and pharmacy, trimmed (blank ones dropped) and bounded.
     pub fn checked(&self) -> PortalResult<(Option<String>, Option<String>)> {
         Ok((
-            checked_text("note", self.note.as_deref(), MAX_NOTE_CHARS)?,
-            checked_text("pharmacy", self.pharmacy.as_deref(), MAX_PHARMACY_CHARS)?,
+            Text::new("note", MAX_NOTE_CHARS).optional(self.note.as_deref())?,
+            Text::new("pharmacy", MAX_PHARMACY_CHARS).optional(self.pharmacy.as_deref())?,
         ))
     }
-}
-
-/// A patient's free text, trimmed: at most `max` characters, no control characters
-/// other than line breaks and tabs. Blank text is `None`.
-pub fn checked_text(field: &str, text: Option<&str>, max: usize) -> PortalResult<Option<String>> {
-    let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
-        return Ok(None);
-    };
-    if text.chars().count() > max {
-        return Err(PortalError::Invalid {
-            code: "text_too_long",
-            message: format!("{field} is longer than {max} characters"),
-        });
-    }
-    if text
-        .chars()
-        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
-    {
-        return Err(PortalError::invalid(format!(
-            "{field} contains control characters"
-        )));
-    }
-    Ok(Some(text.to_owned()))
 }
 
 /// The medication's name: `medicationCodeableConcept`, else the referenced Medication's
@@ -997,7 +976,7 @@ pub async fn request_refill(
         RefillStrategy::Communication => {
             let recipient = match prescriber_reference(request) {
                 Some(r) => r,
-                None => crate::referrals::care_team(ctx).await?.ok_or_else(|| {
+                None => careteam::first_team(ctx).await?.ok_or_else(|| {
                     PortalError::refused(
                         "no_recipient",
                         "this prescription names no prescriber and you have no care team to send the request to",

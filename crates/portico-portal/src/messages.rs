@@ -44,9 +44,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use crate::careteam;
 use crate::context::Ctx;
 use crate::error::{PortalError, PortalResult};
 use crate::idempotency::Idem;
+use crate::input::Text;
 use crate::me::display_name;
 use crate::profile::{MessageStrategy, MessagesProfile};
 use crate::view::{array, parse_datetime, reference_of, str_at};
@@ -227,26 +229,22 @@ fn invalid(code: &'static str, message: impl Into<String>) -> PortalError {
     }
 }
 
-/// Checks a topic: 1 to 200 characters after trimming.
+/// A thread's topic: one line of text ([`crate::input::Text::one_line`]).
+const TOPIC: Text = Text::new("topic", MAX_TOPIC_CHARS)
+    .one_line()
+    .blank_code("topic_required")
+    .too_long_code("topic_too_long")
+    .control_code("invalid_topic");
+
+/// An attachment's title: one line of text, optional.
+const ATTACHMENT_TITLE: Text = Text::new("attachment title", MAX_TOPIC_CHARS)
+    .one_line()
+    .too_long_code("invalid_attachment")
+    .control_code("invalid_attachment");
+
+/// Checks a topic: 1 to 200 characters after trimming, one line.
 pub fn check_topic(topic: &str) -> PortalResult<String> {
-    let topic = topic.trim();
-    let n = topic.chars().count();
-    if n == 0 {
-        return Err(invalid("topic_required", "the topic must not be empty"));
-    }
-    if n > MAX_TOPIC_CHARS {
-        return Err(invalid(
-            "topic_too_long",
-            format!("the topic is longer than {MAX_TOPIC_CHARS} characters"),
-        ));
-    }
-    if topic.chars().any(|c| c.is_control()) {
-        return Err(invalid(
-            "invalid_topic",
-            "the topic must be one line of text",
-        ));
-    }
-    Ok(topic.to_owned())
+    TOPIC.required(topic)
 }
 
 /// Checks a message's text and attachments against the profile.
@@ -256,20 +254,9 @@ pub fn check_content(
     attachments: &[NewAttachment],
     now: DateTime<Utc>,
 ) -> PortalResult<Content> {
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err(invalid("text_required", "the message must not be empty"));
-    }
-    let n = trimmed.chars().count();
-    if n > profile.max_text_chars {
-        return Err(invalid(
-            "text_too_long",
-            format!(
-                "the message is longer than {} characters",
-                profile.max_text_chars
-            ),
-        ));
-    }
+    let text = Text::new("text", profile.max_text_chars)
+        .blank_code("text_required")
+        .required(text)?;
     if attachments.len() > MAX_ATTACHMENTS {
         return Err(invalid(
             "too_many_attachments",
@@ -316,16 +303,7 @@ pub fn check_content(
         if bytes.len() > profile.max_attachment_bytes {
             return Err(too_large(profile));
         }
-        let title = match a.title.as_deref().map(str::trim) {
-            Some(t) if t.chars().count() > MAX_TOPIC_CHARS => {
-                return Err(invalid(
-                    "invalid_attachment",
-                    format!("an attachment title is longer than {MAX_TOPIC_CHARS} characters"),
-                ));
-            }
-            Some("") | None => None,
-            Some(t) => Some(t.to_owned()),
-        };
+        let title = ATTACHMENT_TITLE.optional(a.title.as_deref())?;
         let mut attachment = json!({
             "contentType": content_type,
             "data": base64::engine::general_purpose::STANDARD.encode(&bytes),
@@ -338,7 +316,7 @@ pub fn check_content(
         out.push(attachment);
     }
     Ok(Content {
-        text: trimmed.to_owned(),
+        text,
         attachments: out,
     })
 }
@@ -381,27 +359,13 @@ pub fn parse_recipient(recipient: &str) -> PortalResult<Reference> {
 }
 
 /// Whether `recipient` is allowed: in the pool, one of `care_teams` (the patient's
-/// active CareTeams), or a participant member of one of them.
+/// active CareTeams), or a participant member of one of them ([`careteam::includes`]).
 pub fn recipient_allowed(recipient: &Reference, pool: &[String], care_teams: &[Value]) -> bool {
-    let same = |s: &str| {
-        Reference::parse(s)
+    let pooled = pool.iter().any(|p| {
+        Reference::parse(p)
             .is_ok_and(|r| r.base.is_none() && r.is(&recipient.resource_type, &recipient.id))
-    };
-    if pool.iter().any(|p| same(p)) {
-        return true;
-    }
-    // Only CareTeams count (an EHR may mix other resources into the answer).
-    care_teams
-        .iter()
-        .filter(|team| str_at(team, "resourceType") == Some("CareTeam"))
-        .any(|team| {
-            let is_team = str_at(team, "id") == Some(recipient.id.as_str())
-                && recipient.resource_type == "CareTeam";
-            is_team
-                || array(team, "participant")
-                    .filter_map(|p| p.get("member").and_then(reference_of))
-                    .any(same)
-        })
+    });
+    pooled || careteam::includes(care_teams, recipient)
 }
 
 // ---------------------------------------------------------------------------------
@@ -937,17 +901,8 @@ pub async fn start_thread(ctx: Ctx<'_>, new: &NewThread, idem: &Idem) -> PortalR
     let content = check_content(profile, &new.text, &new.attachments, now)?;
     let recipient = parse_recipient(&new.recipient)?;
     let patient = ctx.patient();
-    let teams = ctx
-        .search_all(
-            "CareTeam",
-            &[
-                ("patient", format!("Patient/{patient}")),
-                ("status", "active".to_owned()),
-            ],
-            100,
-        )
-        .await?;
-    if !recipient_allowed(&recipient, &profile.recipient_pool, &teams.matches) {
+    let teams = careteam::active(ctx).await?;
+    if !recipient_allowed(&recipient, &profile.recipient_pool, &teams) {
         return Err(PortalError::refused(
             "recipient_not_allowed",
             "you can only write to members of your care team",
