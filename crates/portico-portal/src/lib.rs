@@ -13,10 +13,12 @@
 pub mod appointments;
 pub mod bills;
 pub mod card;
+pub mod careteam;
 pub mod context;
 pub mod dashboard;
 pub mod error;
 pub mod idempotency;
+pub mod input;
 pub mod me;
 pub mod medications;
 pub mod messages;

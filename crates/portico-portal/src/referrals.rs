@@ -20,10 +20,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use crate::careteam;
 use crate::context::Ctx;
 use crate::error::{PortalError, PortalResult};
 use crate::idempotency::Idem;
-use crate::medications::checked_text;
+use crate::input::Text;
 use crate::profile::{Coding, ReferralStrategy};
 use crate::view::{array, concept_codes, instant, parse_datetime, str_at};
 
@@ -39,6 +40,10 @@ pub const MAX_REASON_CHARS: usize = 1000;
 /// The longest notes, in characters.
 pub const MAX_NOTES_CHARS: usize = 1000;
 const MAX_LISTED: usize = 200;
+/// The reason field of a referral request.
+const REASON: Text = Text::new("reason", MAX_REASON_CHARS);
+/// The notes field of a referral request.
+const NOTES: Text = Text::new("notes", MAX_NOTES_CHARS);
 
 /// What a patient sends to ask for a referral.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -94,9 +99,8 @@ pub fn specialties(ctx: Ctx<'_>) -> SpecialtyList {
 
 /// The checked input: the configured specialty, the reason and the notes.
 fn checked(ctx: Ctx<'_>, input: &ReferralInput) -> PortalResult<(Coding, String, Option<String>)> {
-    let reason = checked_text("reason", Some(&input.reason), MAX_REASON_CHARS)?
-        .ok_or_else(|| PortalError::invalid("reason must not be empty"))?;
-    let notes = checked_text("notes", input.notes.as_deref(), MAX_NOTES_CHARS)?;
+    let reason = REASON.required(&input.reason)?;
+    let notes = NOTES.optional(input.notes.as_deref())?;
     let specialty = ctx
         .profile()
         .referrals
@@ -129,7 +133,7 @@ pub async fn request_referral(
             ctx.create("ServiceRequest", body, idem).await?
         }
         ReferralStrategy::Communication => {
-            let team = care_team(ctx).await?.ok_or_else(|| {
+            let team = careteam::first_team(ctx).await?.ok_or_else(|| {
                 PortalError::refused(
                     "no_care_team",
                     "you have no active care team to send a referral request to; contact the clinic",
@@ -202,21 +206,6 @@ fn communication(
         "sent": now,
         "payload": payload,
     })
-}
-
-/// The acting patient's active care team, as a reference, if they have one.
-pub async fn care_team(ctx: Ctx<'_>) -> PortalResult<Option<Value>> {
-    let page = ctx
-        .search("CareTeam", &[("status", "active".to_owned())])
-        .await?;
-    Ok(page.matches.iter().find_map(|t| {
-        let id = str_at(t, "id")?;
-        let mut r = json!({"reference": format!("CareTeam/{id}")});
-        if let Some(name) = str_at(t, "name") {
-            r["display"] = json!(name);
-        }
-        Some(r)
-    }))
 }
 
 /// The view of a referral request the patient made; `None` for anything else.
