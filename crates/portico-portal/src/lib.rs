@@ -6,9 +6,14 @@
 //! auditing on every call) and maps FHIR resources into simple, stable views. EHR
 //! profiles ([`profile::EhrProfile`]) pick the FHIR strategy per action.
 //!
-//! Modules: [`context`] (the way to the EHR), [`profile`] (EHR profiles),
-//! [`idempotency`] (exactly-once writes), [`payments`] (the processor port), [`error`],
-//! [`view`] (shared FHIR → JSON helpers), and one module per portal area.
+//! Modules: [`context`] (the way to the EHR: a thin user of `portico_guard`'s one
+//! guarded session), [`profile`] (EHR profiles), [`idempotency`] (exactly-once writes),
+//! [`payments`] (the processor port) and [`card`] (card numbers never enter), [`error`],
+//! [`input`] (the one validator of patients' text and ids), [`careteam`] (the one
+//! care-team lookup), [`view`] (shared FHIR → JSON helpers), [`whole`] (searches
+//! collected whole or not at all), and one module per portal area: [`records`],
+//! [`appointments`], [`medications`], [`referrals`], [`messages`], [`bills`] (folders
+//! split by concern and strategy), [`dashboard`], [`me`].
 
 pub mod appointments;
 pub mod bills;

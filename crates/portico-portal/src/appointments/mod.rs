@@ -1,5 +1,6 @@
-//! Appointments: list, slot search, book, cancel, reschedule (FHIR mapping: see
-//! `notes/fhir-portal-workflows.md` §1).
+//! Appointments: list, slot search, book, cancel, reschedule, mapped to FHIR R4
+//! `Appointment`, `Slot` and `Schedule` (and, for EHRs that schedule that way, the
+//! `Appointment/$find` and `$book` operations).
 //!
 //! Where each concern lives: `views` holds the view and request types and the FHIR →
 //! view mapping (pure); `read` lists the patient's appointments and reads one; `slots`
