@@ -1,12 +1,17 @@
-//! Spawning a sandbox EHR and a gateway in front of it, on free ports.
+//! What the integration tests share: a sandbox EHR and a gateway in front of it on free
+//! ports ([`TestApp`]), spawned as is or with an edited configuration or EHR profile;
+//! what the sandbox stores.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use portico::config::{Config, EhrProfile};
 use portico_sandbox::{Sandbox, SandboxConfig};
 use portico_upstream::{
     ClientAuthMethod, FhirClient, ResolvedAuth, SecretString, UpstreamAuthConfig, UpstreamConfig,
 };
+use serde_json::Value;
 use tokio::sync::oneshot;
 
 /// A sandbox with few patients, requiring tokens like a real EHR.
@@ -53,10 +58,42 @@ impl TestApp {
         Self::spawn_with(sandbox, |_, _| {}).await
     }
 
+    /// Spawns in front of a fresh [`sandbox`] with a chance to change the gateway's
+    /// configuration first.
+    pub async fn spawn_configured(tweak: impl FnOnce(&mut Config)) -> TestApp {
+        Self::spawn_with(sandbox().await, |config, _| tweak(config)).await
+    }
+
+    /// Spawns in front of a fresh [`sandbox`] with a vendor's built-in EHR profile. The
+    /// sandbox does not declare the vendors' own operations, so the capability check at
+    /// start is off.
+    pub async fn spawn_for_ehr(profile: EhrProfile) -> TestApp {
+        Self::spawn_configured(|config| {
+            config.ehr.profile = profile;
+            config.ehr.check_capabilities = false;
+        })
+        .await
+    }
+
+    /// Spawns in front of a fresh [`sandbox`] with `config/ehr/generic-r4.toml` edited:
+    /// its first `from` replaced by `to`. The profile is read while the gateway is built,
+    /// so the edited file is gone when this returns.
+    pub async fn spawn_with_profile_edit(from: &str, to: &str) -> TestApp {
+        let generic = std::fs::read_to_string(repo_path("config/ehr/generic-r4.toml"))
+            .expect("the generic-r4 profile");
+        let edited = generic.replacen(from, to, 1);
+        assert_ne!(edited, generic, "{from:?} is in config/ehr/generic-r4.toml");
+        assert!(edited.contains(to));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("profile.toml");
+        std::fs::write(&file, edited).expect("profile written");
+        Self::spawn_configured(|config| config.ehr.profile_file = Some(file)).await
+    }
+
     /// Spawns with a chance to change the gateway's configuration first.
     pub async fn spawn_with(
         sandbox: Sandbox,
-        tweak: impl FnOnce(&mut portico::config::Config, &mut portico_upstream::ResolvedUpstreamConfig),
+        tweak: impl FnOnce(&mut Config, &mut portico_upstream::ResolvedUpstreamConfig),
     ) -> TestApp {
         let listen = SocketAddr::from(([127, 0, 0, 1], 0));
         let (mut config, mut upstream) =
@@ -138,6 +175,39 @@ impl TestApp {
             request = request.header("idempotency-key", key);
         }
         ApiAnswer::read(request.send().await.expect("portal POST")).await
+    }
+
+    /// A resource as the sandbox stores it now (read directly, not through the gateway).
+    pub fn stored(&self, ty: &str, id: &str) -> Value {
+        let stored = self
+            .sandbox
+            .store()
+            .read(ty, id)
+            .unwrap_or_else(|e| panic!("{ty}/{id} is not stored: {e:?}"));
+        let body = stored
+            .body
+            .unwrap_or_else(|| panic!("{ty}/{id} is deleted"));
+        serde_json::from_slice(&body).expect("stored JSON")
+    }
+
+    /// Every live resource of a type the sandbox stores.
+    pub fn all_stored(&self, ty: &str) -> Vec<Value> {
+        let store = self.sandbox.store();
+        store
+            .ids(ty)
+            .into_iter()
+            .filter_map(|id| store.read(ty, &id).ok())
+            .filter_map(|r| serde_json::from_slice(r.body.as_ref()?).ok())
+            .collect()
+    }
+
+    /// The id of the patient's (first) CareTeam in the sandbox.
+    pub fn care_team_id(&self, patient: &str) -> String {
+        self.all_stored("CareTeam")
+            .into_iter()
+            .find(|t| t["subject"]["reference"] == format!("Patient/{patient}"))
+            .and_then(|t| t["id"].as_str().map(str::to_owned))
+            .expect("a care team")
     }
 
     /// Every audit record written so far.
@@ -229,4 +299,12 @@ pub fn system_client_with(
         client_auth: ClientAuthMethod::Basic,
     };
     FhirClient::new(resolved).expect("client")
+}
+
+// ---------------------------------------------------------------------------------
+// Repository files
+
+/// A path in the repository (`rel` from its root).
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }

@@ -7,31 +7,16 @@ use serde_json::{Value, json};
 
 use crate::support::TestApp;
 
-fn resource(app: &TestApp, ty: &str, id: &str) -> Value {
-    let r = app.sandbox.store().read(ty, id).expect("stored");
-    serde_json::from_slice(&r.body.expect("live")).expect("json")
-}
-
 fn slot_status(app: &TestApp, id: &str) -> String {
-    resource(app, "Slot", id)["status"]
+    app.stored("Slot", id)["status"]
         .as_str()
         .unwrap()
         .to_owned()
 }
 
-/// Every stored Appointment.
-fn appointments(app: &TestApp) -> Vec<Value> {
-    app.sandbox
-        .store()
-        .ids("Appointment")
-        .iter()
-        .map(|id| resource(app, "Appointment", id))
-        .collect()
-}
-
 /// The stored Appointments on `slot` with `status`.
 fn on_slot(app: &TestApp, slot: &str, status: &str) -> Vec<Value> {
-    appointments(app)
+    app.all_stored("Appointment")
         .into_iter()
         .filter(|a| a["status"] == status)
         .filter(|a| a["slot"][0]["reference"] == format!("Slot/{slot}"))
@@ -69,7 +54,7 @@ async fn book(
 
 /// A booked upcoming appointment of `patient`, from the generated data.
 fn booked_of(app: &TestApp, patient: &str) -> Value {
-    appointments(app)
+    app.all_stored("Appointment")
         .into_iter()
         .find(|a| {
             a["status"] == "booked"
@@ -116,7 +101,8 @@ async fn lists_upcoming_and_past_appointments_in_order() {
     assert!(first["version"].is_string());
     assert_eq!(upcoming.body["stale"], false);
     // Only pat-1's appointments.
-    let mine: Vec<String> = appointments(&app)
+    let mine: Vec<String> = app
+        .all_stored("Appointment")
         .iter()
         .filter(|a| a.to_string().contains("\"Patient/pat-1\""))
         .map(|a| a["id"].as_str().unwrap().to_owned())
@@ -232,7 +218,7 @@ async fn slot_search_is_bounded_and_returns_free_slots_only() {
         .ids("Practitioner")
         .into_iter()
         .find(|p| {
-            let v = resource(&app, "Practitioner", p);
+            let v = app.stored("Practitioner", p);
             v.to_string()
                 .contains(name.split_whitespace().last().unwrap())
         })
@@ -261,7 +247,7 @@ async fn booking_a_free_slot_makes_it_busy_and_a_second_booking_conflicts() {
     assert_eq!(booked.body["cancelable"], true);
     let id = booked.body["id"].as_str().unwrap().to_owned();
     assert_eq!(slot_status(&app, &slot), "busy");
-    let stored = resource(&app, "Appointment", &id);
+    let stored = app.stored("Appointment", &id);
     assert_eq!(
         stored["participant"][0]["actor"]["reference"],
         "Patient/pat-1"
@@ -398,7 +384,7 @@ async fn cancel_frees_the_slot_and_cannot_happen_twice() {
     assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
     assert_eq!(cancelled.body["status"], "cancelled");
     assert_eq!(cancelled.body["cancelable"], false);
-    let stored = resource(&app, "Appointment", &id);
+    let stored = app.stored("Appointment", &id);
     assert_eq!(stored["status"], "cancelled");
     let reason = &stored["cancelationReason"];
     assert_eq!(
@@ -433,21 +419,7 @@ async fn cancel_frees_the_slot_and_cannot_happen_twice() {
 
 #[tokio::test]
 async fn cancel_with_update_strategy_puts_the_whole_resource() {
-    let sandbox = crate::support::sandbox().await;
-    let generic = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/ehr/generic-r4.toml");
-    let profile = std::fs::read_to_string(generic).unwrap().replacen(
-        "cancel = \"patch\"",
-        "cancel = \"update\"",
-        1,
-    );
-    assert!(profile.contains("cancel = \"update\""));
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("profile.toml");
-    std::fs::write(&file, profile).unwrap();
-    let app = TestApp::spawn_with(sandbox, |config, _| {
-        config.ehr.profile_file = Some(file.clone());
-    })
-    .await;
+    let app = TestApp::spawn_with_profile_edit("cancel = \"patch\"", "cancel = \"update\"").await;
     let token = app.portal_token("pat-1");
     let slot = free_slots(&app, &token).await.remove(0);
     let id = book(&app, &token, &slot, None).await.body["id"]
@@ -465,7 +437,7 @@ async fn cancel_with_update_strategy_puts_the_whole_resource() {
     assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
     assert_eq!(app.sandbox.faults().requests_for("PUT", "Appointment"), 1);
     assert_eq!(app.sandbox.faults().requests_for("PATCH", "Appointment"), 0);
-    assert_eq!(resource(&app, "Appointment", &id)["status"], "cancelled");
+    assert_eq!(app.stored("Appointment", &id)["status"], "cancelled");
     assert_eq!(slot_status(&app, &slot), "free");
 }
 
@@ -491,8 +463,8 @@ async fn reschedule_books_the_new_slot_and_cancels_the_old() {
     assert_ne!(new, old);
     assert_eq!(answer.body["appointment"]["status"], "booked");
     assert_eq!(answer.body["previous"]["status"], "cancelled");
-    assert_eq!(resource(&app, "Appointment", new)["status"], "booked");
-    assert_eq!(resource(&app, "Appointment", &old)["status"], "cancelled");
+    assert_eq!(app.stored("Appointment", new)["status"], "booked");
+    assert_eq!(app.stored("Appointment", &old)["status"], "cancelled");
     assert_eq!(slot_status(&app, &slots[0]), "free");
     assert_eq!(slot_status(&app, &slots[1]), "busy");
 }
@@ -530,11 +502,11 @@ async fn reschedule_whose_cancel_fails_is_undone() {
             .contains("nothing changed")
     );
     // Upstream matches: the old one still booked, the new one cancelled, its slot free.
-    assert_eq!(resource(&app, "Appointment", &old)["status"], "booked");
+    assert_eq!(app.stored("Appointment", &old)["status"], "booked");
     assert_eq!(slot_status(&app, &slots[0]), "busy");
     assert_eq!(slot_status(&app, &slots[1]), "free");
     let new = answer.body["details"]["new"]["id"].as_str().unwrap();
-    assert_eq!(resource(&app, "Appointment", new)["status"], "cancelled");
+    assert_eq!(app.stored("Appointment", new)["status"], "cancelled");
     assert!(on_slot(&app, &slots[1], "booked").is_empty());
 }
 
@@ -568,8 +540,8 @@ async fn reschedule_whose_undo_fails_says_both_are_booked() {
     assert_eq!(details["new"]["status"], "booked");
     let new = details["new"]["id"].as_str().unwrap();
     // Exactly what the answer says.
-    assert_eq!(resource(&app, "Appointment", &old)["status"], "booked");
-    assert_eq!(resource(&app, "Appointment", new)["status"], "booked");
+    assert_eq!(app.stored("Appointment", &old)["status"], "booked");
+    assert_eq!(app.stored("Appointment", new)["status"], "booked");
     assert_eq!(slot_status(&app, &slots[1]), "busy");
 }
 
@@ -578,7 +550,7 @@ async fn a_failing_ehr_never_yields_a_false_booking() {
     let app = TestApp::spawn().await;
     let token = app.portal_token("pat-1");
     let slots = free_slots(&app, &token).await;
-    let count = || appointments(&app).len();
+    let count = || app.all_stored("Appointment").len();
     // 500 before anything is stored: an error, nothing booked; a retry books once.
     let before = count();
     app.sandbox
@@ -621,23 +593,11 @@ async fn a_failing_ehr_never_yields_a_false_booking() {
 
 /// A gateway whose profile is generic-r4 with `reschedule = "patch-slot"`.
 async fn patch_slot_app() -> TestApp {
-    let sandbox = crate::support::sandbox().await;
-    let generic = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/ehr/generic-r4.toml");
-    let profile = std::fs::read_to_string(generic).unwrap().replacen(
+    TestApp::spawn_with_profile_edit(
         "reschedule = \"book-then-cancel\"",
         "reschedule = \"patch-slot\"",
-        1,
-    );
-    assert!(profile.contains("reschedule = \"patch-slot\""));
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("profile.toml");
-    std::fs::write(&file, profile).unwrap();
-    let app = TestApp::spawn_with(sandbox, |config, _| {
-        config.ehr.profile_file = Some(file.clone());
-    })
-    .await;
-    drop(dir);
-    app
+    )
+    .await
 }
 
 fn reschedule_reasons(appointment: &Value) -> Vec<String> {
@@ -671,20 +631,20 @@ async fn patch_slot_reschedule_keeps_the_id_and_moves_the_booking() {
     assert_eq!(answer.body["appointment"]["status"], "booked");
     assert_eq!(
         answer.body["appointment"]["start"],
-        resource(&app, "Slot", &slots[1])["start"]
+        app.stored("Slot", &slots[1])["start"]
     );
     assert_eq!(answer.body["previous"]["id"], id.as_str());
     assert_eq!(answer.body["previous"]["start"], old_start);
     // Upstream: one PATCH of the appointment; no second booking, no cancel.
     assert_eq!(app.sandbox.faults().requests_for("PATCH", "Appointment"), 1);
     assert_eq!(app.sandbox.faults().requests_for("POST", "Appointment"), 1);
-    let stored = resource(&app, "Appointment", &id);
+    let stored = app.stored("Appointment", &id);
     assert_eq!(stored["status"], "booked");
     assert_eq!(
         stored["slot"],
         json!([{"reference": format!("Slot/{}", slots[1])}])
     );
-    assert_eq!(stored["start"], resource(&app, "Slot", &slots[1])["start"]);
+    assert_eq!(stored["start"], app.stored("Slot", &slots[1])["start"]);
     assert_eq!(reschedule_reasons(&stored), ["a conflict at work"]);
     assert_eq!(
         stored["participant"][0]["actor"]["reference"],
@@ -777,7 +737,7 @@ async fn patch_slot_to_a_taken_slot_conflicts_and_changes_nothing() {
     assert_eq!(answer.code(), "slot_unavailable");
     // Refused before anything was sent.
     assert_eq!(app.sandbox.faults().requests_for("PATCH", "Appointment"), 0);
-    let stored = resource(&app, "Appointment", &id);
+    let stored = app.stored("Appointment", &id);
     assert_eq!(
         stored["slot"],
         json!([{"reference": format!("Slot/{}", slots[0])}])
@@ -1039,9 +999,7 @@ async fn a_slot_held_by_an_appointment_is_unavailable_even_if_the_ehr_says_free(
         .await;
     assert_eq!(booked.status, 201, "{:?}", booked.body);
     // Behave like a store without booking rules: the Slot goes back to "free".
-    let stored = app.sandbox.store().read("Slot", &slot).unwrap();
-    let mut resource: serde_json::Value =
-        serde_json::from_slice(stored.body.as_ref().unwrap()).unwrap();
+    let mut resource = app.stored("Slot", &slot);
     resource["status"] = json!("free");
     app.sandbox
         .store()
