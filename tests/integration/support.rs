@@ -1,17 +1,21 @@
 //! What the integration tests share: a sandbox EHR and a gateway in front of it on free
 //! ports ([`TestApp`]), spawned as is or with an edited configuration or EHR profile;
-//! what the sandbox stores.
+//! what the sandbox stores; SMART logins.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use portico::config::{Config, EhrProfile};
 use portico_sandbox::{Sandbox, SandboxConfig};
 use portico_upstream::{
     ClientAuthMethod, FhirClient, ResolvedAuth, SecretString, UpstreamAuthConfig, UpstreamConfig,
 };
+use rand::RngCore;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 /// A sandbox with few patients, requiring tokens like a real EHR.
@@ -299,6 +303,85 @@ pub fn system_client_with(
         client_auth: ClientAuthMethod::Basic,
     };
     FhirClient::new(resolved).expect("client")
+}
+
+// ---------------------------------------------------------------------------------
+// SMART logins of the public client `demo-app`
+
+/// Where `demo-app` is redirected; nothing listens there, the tests read the redirect.
+pub const REDIRECT: &str = "http://127.0.0.1:9/callback";
+
+/// A PKCE S256 verifier and its challenge.
+pub struct Pkce {
+    pub verifier: String,
+    pub challenge: String,
+}
+
+impl Pkce {
+    pub fn generate() -> Pkce {
+        let mut bytes = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        let verifier = URL_SAFE_NO_PAD.encode(bytes);
+        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        Pkce {
+            verifier,
+            challenge,
+        }
+    }
+}
+
+/// `demo-app`'s authorization request at `authorize` (PKCE S256, `login_hint`, which the
+/// sandbox approves at once): the code the redirect to [`REDIRECT`] carries.
+pub async fn authorization_code(
+    http: &reqwest::Client,
+    authorize: &str,
+    aud: &str,
+    scope: &str,
+    patient: &str,
+    pkce: &Pkce,
+) -> String {
+    let res = http
+        .get(authorize)
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", "demo-app"),
+            ("redirect_uri", REDIRECT),
+            ("scope", scope),
+            ("state", "st-42"),
+            ("aud", aud),
+            ("code_challenge", pkce.challenge.as_str()),
+            ("code_challenge_method", "S256"),
+            ("login_hint", patient),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302, "{:?}", res.text().await);
+    let location = url::Url::parse(res.headers()["location"].to_str().unwrap()).unwrap();
+    assert!(location.as_str().starts_with(REDIRECT));
+    let q: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    assert_eq!(q.get("state").map(String::as_str), Some("st-42"));
+    q.get("code").expect("a code").clone()
+}
+
+/// `demo-app` exchanging an authorization code at `token`.
+pub async fn exchange_code(
+    http: &reqwest::Client,
+    token: &str,
+    code: &str,
+    verifier: &str,
+) -> reqwest::Response {
+    http.post(token)
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", "demo-app"),
+            ("code_verifier", verifier),
+        ])
+        .send()
+        .await
+        .unwrap()
 }
 
 // ---------------------------------------------------------------------------------
