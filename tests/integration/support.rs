@@ -1,6 +1,7 @@
 //! What the integration tests share: a sandbox EHR and a gateway in front of it on free
-//! ports ([`TestApp`]), spawned as is or with an edited configuration or EHR profile;
-//! what the sandbox stores; SMART logins.
+//! ports ([`TestApp`]), spawned as is, with an edited configuration or EHR profile, or in
+//! front of a mock EHR; what the sandbox stores; SMART logins; and the hand-written EHR
+//! documents under the repository's `fixtures/` ([`fixture`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,8 @@ use rand::RngCore;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// A sandbox with few patients, requiring tokens like a real EHR.
 pub async fn sandbox() -> Sandbox {
@@ -92,6 +95,19 @@ impl TestApp {
         let file = dir.path().join("profile.toml");
         std::fs::write(&file, edited).expect("profile written");
         Self::spawn_configured(|config| config.ehr.profile_file = Some(file)).await
+    }
+
+    /// Spawns with `mock` as the EHR (its FHIR base at `/fhir`) and `profile`, the
+    /// capability check off. A sandbox still runs beside it: it issues the patients'
+    /// tokens the gateway verifies.
+    pub async fn spawn_on_mock(mock: &MockServer, profile: EhrProfile) -> TestApp {
+        let base = url::Url::parse(&format!("{}/fhir", mock.uri())).expect("mock base");
+        Self::spawn_with(sandbox().await, |config, upstream| {
+            config.ehr.profile = profile;
+            config.ehr.check_capabilities = false;
+            upstream.base_url = base;
+        })
+        .await
     }
 
     /// Spawns with a chance to change the gateway's configuration first.
@@ -385,9 +401,39 @@ pub async fn exchange_code(
 }
 
 // ---------------------------------------------------------------------------------
-// Repository files
+// Repository files, fixtures and mock EHRs
 
 /// A path in the repository (`rel` from its root).
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+/// A hand-written document under `fixtures/` (see `fixtures/README.md`).
+pub fn fixture(name: &str) -> Value {
+    fixture_with(name, &[])
+}
+
+/// A document under `fixtures/` whose `{{key}}` placeholders are filled in (dates that
+/// must stay relative to today); every placeholder must be filled.
+pub fn fixture_with(name: &str, values: &[(&str, &str)]) -> Value {
+    let path = repo_path(&format!("fixtures/{name}"));
+    let mut text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("fixtures/{name} cannot be read: {e}"));
+    for (key, value) in values {
+        text = text.replace(&format!("{{{{{key}}}}}"), value);
+    }
+    assert!(
+        !text.contains("{{"),
+        "fixtures/{name} has a placeholder left unfilled"
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixtures/{name}: {e}"))
+}
+
+/// Makes `mock` answer `method path` (any query) with 200 and `body`.
+pub async fn mount_json(mock: &MockServer, http_method: &str, at: &str, body: Value) {
+    Mock::given(method(http_method))
+        .and(path(at))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .mount(mock)
+        .await;
 }

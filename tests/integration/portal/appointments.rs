@@ -752,65 +752,37 @@ async fn patch_slot_to_a_taken_slot_conflicts_and_changes_nothing() {
 
 mod operations {
     use chrono::{Duration, Utc};
+    use portico::config::EhrProfile;
     use serde_json::{Value, json};
     use wiremock::matchers::{method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
-    use crate::support::TestApp;
+    use crate::support::{TestApp, fixture, fixture_with, mount_json};
 
-    /// A gateway with the Epic profile whose upstream is `mock`.
-    async fn epic_app(mock: &MockServer) -> TestApp {
-        let sandbox = crate::support::sandbox().await;
-        let base = url::Url::parse(&format!("{}/fhir", mock.uri())).unwrap();
-        TestApp::spawn_with(sandbox, |config, upstream| {
-            config.ehr.profile = portico::config::EhrProfile::Epic;
-            config.ehr.check_capabilities = false;
-            upstream.base_url = base.clone();
-        })
-        .await
-    }
-
-    fn at(days: i64) -> String {
+    /// The date `days` from today.
+    fn day(days: i64) -> String {
         (Utc::now() + Duration::days(days))
-            .format("%Y-%m-%dT10:00:00Z")
+            .format("%Y-%m-%d")
             .to_string()
     }
 
-    fn proposed(id: &str, patient: &str, days: i64) -> Value {
-        json!({"resourceType": "Appointment", "id": id, "status": "proposed",
-        "start": at(days), "end": at(days).replace("T10:00", "T10:30"),
-        "serviceType": [{"text": "Office visit"}],
-        "participant": [
-            {"actor": {"reference": format!("Patient/{patient}")}, "status": "needs-action"},
-            {"actor": {"reference": "Practitioner/dr-y", "display": "Dr Y"}, "status": "accepted"}
-        ]})
+    /// 10:00 UTC `days` from today: when the offers of the fixtures start.
+    fn at(days: i64) -> String {
+        format!("{}T10:00:00Z", day(days))
     }
 
-    fn bundle(resources: Vec<Value>) -> Value {
-        json!({"resourceType": "Bundle", "type": "searchset",
-            "entry": resources.into_iter().map(|r| json!({"resource": r})).collect::<Vec<_>>()})
+    /// An Epic answer from `fixtures/ehr/`, its offers dated from today.
+    fn epic_answer(name: &str) -> Value {
+        fixture_with(name, &[("in_2_days", &day(2)), ("in_3_days", &day(3))])
     }
 
-    /// `$find` offers two proposed appointments to pat-1 and one naming pat-2; plain
-    /// Appointment searches find nothing.
+    /// `$find` offers two proposed appointments to pat-1 (in three days, then in two) and
+    /// one naming pat-2; plain Appointment searches find nothing.
     async fn mount_find(mock: &MockServer) {
-        let outcome = json!({"resourceType": "OperationOutcome", "issue": [
-            {"severity": "information", "code": "informational", "details": {"text": "3 found"}}]});
-        Mock::given(method("POST"))
-            .and(path("/fhir/Appointment/$find"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(bundle(vec![
-                proposed("prop-2", "pat-1", 3),
-                proposed("prop-1", "pat-1", 2),
-                proposed("prop-other", "pat-2", 2),
-                outcome,
-            ])))
-            .mount(mock)
-            .await;
-        Mock::given(method("GET"))
-            .and(path("/fhir/Appointment"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(bundle(vec![])))
-            .mount(mock)
-            .await;
+        let offers = epic_answer("ehr/epic-find-appointments.json");
+        mount_json(mock, "POST", "/fhir/Appointment/$find", offers).await;
+        let nothing = fixture("ehr/searchset-empty.json");
+        mount_json(mock, "GET", "/fhir/Appointment", nothing).await;
     }
 
     async fn bodies(mock: &MockServer, p: &str) -> Vec<Value> {
@@ -843,7 +815,7 @@ mod operations {
     async fn find_offers_only_the_patients_proposed_appointments() {
         let mock = MockServer::start().await;
         mount_find(&mock).await;
-        let app = epic_app(&mock).await;
+        let app = TestApp::spawn_on_mock(&mock, EhrProfile::Epic).await;
         let token = app.portal_token("pat-1");
         let answer = find(&app, &token).await;
         assert_eq!(answer.status, 200, "{:?}", answer.body);
@@ -887,15 +859,10 @@ mod operations {
     async fn book_sends_the_offered_appointment_once_per_key() {
         let mock = MockServer::start().await;
         mount_find(&mock).await;
-        let mut booked = proposed("prop-1", "pat-1", 2);
-        booked["status"] = json!("booked");
-        booked["meta"] = json!({"versionId": "2"});
-        Mock::given(method("POST"))
-            .and(path("/fhir/Appointment/$book"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(bundle(vec![booked])))
-            .mount(&mock)
-            .await;
-        let app = epic_app(&mock).await;
+        // The EHR answers with the offer, now booked.
+        let booked = epic_answer("ehr/epic-book-booked.json");
+        mount_json(&mock, "POST", "/fhir/Appointment/$book", booked).await;
+        let app = TestApp::spawn_on_mock(&mock, EhrProfile::Epic).await;
         let token = app.portal_token("pat-1");
         assert_eq!(find(&app, &token).await.status, 200);
         let body = json!({"slot_id": "prop-1", "comment": "first visit"});
@@ -933,7 +900,7 @@ mod operations {
             .respond_with(ResponseTemplate::new(500))
             .mount(&mock)
             .await;
-        let app = epic_app(&mock).await;
+        let app = TestApp::spawn_on_mock(&mock, EhrProfile::Epic).await;
         let token = app.portal_token("pat-1");
         assert_eq!(find(&app, &token).await.status, 200);
         // Offered to another patient (dropped from pat-1's answer), or never offered.
@@ -960,16 +927,9 @@ mod operations {
     async fn a_failure_outcome_is_slot_unavailable() {
         let mock = MockServer::start().await;
         mount_find(&mock).await;
-        let failed = json!({"resourceType": "Bundle", "type": "searchset", "entry": [{"resource":
-            {"resourceType": "OperationOutcome", "issue": [{"severity": "error",
-                "code": "business-rule",
-                "details": {"text": "the appointment is no longer available"}}]}}]});
-        Mock::given(method("POST"))
-            .and(path("/fhir/Appointment/$book"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(failed))
-            .mount(&mock)
-            .await;
-        let app = epic_app(&mock).await;
+        let failed = fixture("ehr/epic-book-unavailable.json");
+        mount_json(&mock, "POST", "/fhir/Appointment/$book", failed).await;
+        let app = TestApp::spawn_on_mock(&mock, EhrProfile::Epic).await;
         let token = app.portal_token("pat-1");
         assert_eq!(find(&app, &token).await.status, 200);
         let answer = app

@@ -873,12 +873,12 @@ async fn with_nothing_listed_the_patient_wide_searches_are_not_waited_for() {
 
 /// Against a mock EHR: answers that look whole but are not.
 mod not_whole_answers {
+    use portico::config::EhrProfile;
     use serde_json::{Value, json};
-    use wiremock::matchers::{method, path};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
+    use wiremock::MockServer;
 
     use super::refill_path;
-    use crate::support::TestApp;
+    use crate::support::{TestApp, fixture, fixture_with, mount_json};
 
     fn bundle(resources: Vec<Value>) -> Value {
         json!({"resourceType": "Bundle", "type": "searchset", "total": resources.len(),
@@ -887,57 +887,30 @@ mod not_whole_answers {
 
     /// An active order of pat-1's with refills left, valid this year and next.
     fn prescription() -> Value {
-        let year = chrono::Utc::now().format("%Y").to_string();
-        let next: i32 = year.parse::<i32>().unwrap() + 1;
-        json!({"resourceType": "MedicationRequest", "id": "mr-w", "status": "active",
-            "intent": "order", "subject": {"reference": "Patient/pat-1"},
-            "authoredOn": format!("{year}-01-01"),
-            "medicationCodeableConcept": {"text": "Lisinopril 10 mg"},
-            "requester": {"reference": "Practitioner/pr-w", "display": "Dr W"},
-            "dispenseRequest": {
-                "validityPeriod": {"start": format!("{year}-01-01"), "end": format!("{next}-12-31")},
-                "numberOfRepeatsAllowed": 3,
-                "expectedSupplyDuration": {"value": 30, "unit": "days", "code": "d"}}})
+        let year: i32 = chrono::Utc::now().format("%Y").to_string().parse().unwrap();
+        fixture_with(
+            "ehr/medication-request-refills-left.json",
+            &[
+                ("this_year", &year.to_string()),
+                ("next_year", &(year + 1).to_string()),
+            ],
+        )
     }
 
     /// A gateway whose EHR answers dispense searches with `dispenses`.
     async fn app_with_dispenses(mock: &MockServer, dispenses: Value) -> TestApp {
-        Mock::given(method("GET"))
-            .and(path("/fhir/MedicationRequest"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(bundle(vec![prescription()])))
-            .mount(mock)
-            .await;
-        Mock::given(method("GET"))
-            .and(path("/fhir/MedicationRequest/mr-w"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(prescription()))
-            .mount(mock)
-            .await;
-        Mock::given(method("GET"))
-            .and(path("/fhir/Task"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(bundle(vec![])))
-            .mount(mock)
-            .await;
-        Mock::given(method("GET"))
-            .and(path("/fhir/MedicationDispense"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(dispenses))
-            .mount(mock)
-            .await;
-        let sandbox = crate::support::sandbox().await;
-        let base = url::Url::parse(&format!("{}/fhir", mock.uri())).unwrap();
-        TestApp::spawn_with(sandbox, |config, upstream| {
-            config.ehr.check_capabilities = false;
-            upstream.base_url = base.clone();
-        })
-        .await
+        let prescriptions = bundle(vec![prescription()]);
+        mount_json(mock, "GET", "/fhir/MedicationRequest", prescriptions).await;
+        mount_json(mock, "GET", "/fhir/MedicationRequest/mr-w", prescription()).await;
+        let no_tasks = fixture("ehr/searchset-empty.json");
+        mount_json(mock, "GET", "/fhir/Task", no_tasks).await;
+        mount_json(mock, "GET", "/fhir/MedicationDispense", dispenses).await;
+        TestApp::spawn_on_mock(mock, EhrProfile::GenericR4).await
     }
 
     #[tokio::test]
     async fn a_dispense_answer_that_is_not_a_bundle_or_flags_a_cap_decides_nothing() {
-        let capped = json!({"resourceType": "Bundle", "type": "searchset", "entry": [
-            {"resource": {"resourceType": "OperationOutcome", "issue": [
-                {"severity": "warning", "code": "too-costly",
-                 "diagnostics": "results were capped"}]},
-             "search": {"mode": "outcome"}}]});
+        let capped = fixture("ehr/searchset-capped.json");
         for (case, dispenses) in [
             // A 200 that is not a Bundle: the policy replaces it with an empty searchset.
             ("not a bundle", json!({"resourceType": "Basic", "id": "x"})),

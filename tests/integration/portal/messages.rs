@@ -614,28 +614,10 @@ async fn a_participant_the_patient_may_not_read_is_shown_by_reference_only() {
 /// Against a mock EHR whose search answers carry no `search.mode`: an `_include`d
 /// resource then sits among the matches.
 mod without_search_mode {
-    use serde_json::{Value, json};
-    use wiremock::matchers::{method, path};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
+    use portico::config::EhrProfile;
+    use wiremock::MockServer;
 
-    use crate::support::TestApp;
-
-    /// A gateway (sandbox profile) whose upstream is `mock`.
-    async fn app_on(mock: &MockServer) -> TestApp {
-        let sandbox = crate::support::sandbox().await;
-        let base = url::Url::parse(&format!("{}/fhir", mock.uri())).unwrap();
-        TestApp::spawn_with(sandbox, |config, upstream| {
-            config.ehr.check_capabilities = false;
-            upstream.base_url = base.clone();
-        })
-        .await
-    }
-
-    /// A searchset whose entries have no `search` element at all.
-    fn bundle(resources: Vec<Value>) -> Value {
-        json!({"resourceType": "Bundle", "type": "searchset",
-            "entry": resources.into_iter().map(|r| json!({"resource": r})).collect::<Vec<_>>()})
-    }
+    use crate::support::{TestApp, fixture, mount_json};
 
     async fn requests_to(mock: &MockServer, p: &str) -> usize {
         mock.received_requests()
@@ -649,34 +631,13 @@ mod without_search_mode {
     #[tokio::test]
     async fn an_included_care_team_is_a_name_never_a_thread() {
         let mock = MockServer::start().await;
-        let thread = bundle(vec![
-            json!({"resourceType": "Communication", "id": "h-1", "status": "in-progress",
-                "topic": {"text": "Question about my results"},
-                "subject": {"reference": "Patient/pat-1"},
-                "recipient": [{"reference": "Patient/pat-1"}, {"reference": "CareTeam/ct-9"},
-                              {"reference": "Practitioner/pr-9"}],
-                "sent": "2025-01-01T10:00:00Z"}),
-            json!({"resourceType": "Communication", "id": "m-1", "status": "completed",
-                "partOf": [{"reference": "Communication/h-1"}],
-                "subject": {"reference": "Patient/pat-1"},
-                "sender": {"reference": "Practitioner/pr-9"},
-                "recipient": [{"reference": "Patient/pat-1"}],
-                "sent": "2025-01-02T10:00:00Z",
-                "payload": [{"contentString": "Your results are normal."}]}),
-            // The included recipients, without `search.mode: include`. The CareTeam is
-            // the patient's, with neither `partOf` nor `payload`: shaped like a header.
-            json!({"resourceType": "CareTeam", "id": "ct-9", "status": "active",
-                "name": "Heart team", "subject": {"reference": "Patient/pat-1"},
-                "participant": [{"member": {"reference": "Practitioner/pr-9"}}]}),
-            json!({"resourceType": "Practitioner", "id": "pr-9",
-                "name": [{"given": ["Ada"], "family": "Quinn", "prefix": ["Dr"]}]}),
-        ]);
-        Mock::given(method("GET"))
-            .and(path("/fhir/Communication"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(thread))
-            .mount(&mock)
-            .await;
-        let app = app_on(&mock).await;
+        // A thread header h-1 of pat-1's to CareTeam/ct-9 and Practitioner/pr-9, one
+        // message m-1, then the included recipients, none with a `search` element. The
+        // CareTeam is the patient's, with neither `partOf` nor `payload`: shaped like a
+        // header.
+        let thread = fixture("ehr/communication-thread-without-search-mode.json");
+        mount_json(&mock, "GET", "/fhir/Communication", thread).await;
+        let app = TestApp::spawn_on_mock(&mock, EhrProfile::GenericR4).await;
         let token = app.portal_token("pat-1");
         let list = app.api_get(&token, "/messages/threads").await;
         assert_eq!(list.status, 200, "{:?}", list.body);
