@@ -177,6 +177,18 @@ impl TestApp {
         ApiAnswer::read(response).await
     }
 
+    /// [`api_get`](Self::api_get) while every EHR call takes at least `latency`, the
+    /// sandbox's counters reset first: afterwards they count this request's EHR calls, and
+    /// its high-water mark shows how many of them were in flight at once.
+    pub async fn api_get_timed(&self, token: &str, path: &str, latency: Duration) -> ApiAnswer {
+        let faults = self.sandbox.faults();
+        faults.set_latency(latency);
+        faults.reset_stats();
+        let answer = self.api_get(token, path).await;
+        faults.set_latency(Duration::ZERO);
+        answer
+    }
+
     /// `POST /api/v1{path}` with a JSON body, a bearer token and an optional
     /// `Idempotency-Key`.
     pub async fn api_post(

@@ -308,12 +308,8 @@ async fn accounts_and_invoices_are_searched_at_the_same_time() {
     let app = TestApp::spawn().await;
     let token = app.portal_token("pat-1");
     assert_eq!(app.api_get(&token, "/me").await.status, 200);
-    app.sandbox
-        .faults()
-        .set_latency(std::time::Duration::from_millis(200));
-    app.sandbox.faults().reset_stats();
-    let answer = app.api_get(&token, "/bills").await;
-    app.sandbox.faults().set_latency(std::time::Duration::ZERO);
+    let latency = std::time::Duration::from_millis(200);
+    let answer = app.api_get_timed(&token, "/bills", latency).await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     let faults = app.sandbox.faults();
     assert_eq!(faults.requests_for("GET", "Account"), 1);

@@ -188,12 +188,8 @@ async fn a_cold_dashboard_is_one_round_trip_of_concurrent_ehr_calls() {
         // not the dashboard's.
         assert_eq!(app.api_get(&token, "/me").await.status, 200);
         // A latency long enough that every call of the page is seen in flight at once.
-        app.sandbox
-            .faults()
-            .set_latency(std::time::Duration::from_millis(200));
-        app.sandbox.faults().reset_stats();
-        let d = app.api_get(&token, "/dashboard").await;
-        app.sandbox.faults().set_latency(std::time::Duration::ZERO);
+        let latency = std::time::Duration::from_millis(200);
+        let d = app.api_get_timed(&token, "/dashboard", latency).await;
         assert_eq!(d.status, 200, "{:?}", d.body);
         assert_eq!(d.body["unavailable"], serde_json::json!([]));
         let faults = app.sandbox.faults();

@@ -501,10 +501,9 @@ async fn the_listing_costs_one_round_trip_and_matches_dispenses_and_requests_loc
     let app = TestApp::spawn().await;
     let token = app.portal_token("pat-1");
     assert_eq!(app.api_get(&token, "/me").await.status, 200);
-    app.sandbox.faults().set_latency(Duration::from_millis(200));
-    app.sandbox.faults().reset_stats();
-    let list = app.api_get(&token, "/medications").await;
-    app.sandbox.faults().set_latency(Duration::ZERO);
+    let list = app
+        .api_get_timed(&token, "/medications", Duration::from_millis(200))
+        .await;
     assert_eq!(list.status, 200, "{:?}", list.body);
     let faults = app.sandbox.faults();
     // Prescriptions, the patient's dispenses and open refill Tasks, at the same time.
