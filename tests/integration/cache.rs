@@ -6,7 +6,7 @@ use std::time::Duration;
 use portico_sandbox::faults::FailureKind;
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, sandbox};
+use crate::support::TestApp;
 
 const SCOPES: &str = "launch/patient patient/*.rs patient/*.cud";
 
@@ -102,7 +102,7 @@ async fn a_write_is_visible_to_the_next_read() {
 
 #[tokio::test]
 async fn stale_entries_are_served_marked_when_the_ehr_fails() {
-    let app = TestApp::spawn_with(sandbox().await, |config, _| {
+    let app = TestApp::spawn_configured(|config| {
         config.cache.patient_ttl = Duration::from_millis(200);
         config.resilience.max_attempts = 1;
     })

@@ -46,28 +46,15 @@ async fn readyz_follows_the_ehr() {
 
 #[tokio::test]
 async fn readyz_fails_when_the_upstream_credential_is_refused() {
-    let sandbox = sandbox().await;
-    let (config, mut upstream) =
-        portico::demo::gateway_for_sandbox(&sandbox, SocketAddr::from(([127, 0, 0, 1], 0)))
-            .unwrap();
-    if let ResolvedAuth::ClientCredentials { client_secret, .. } = &mut upstream.auth {
-        *client_secret = SecretString::new("not-the-secret");
-    } else {
-        panic!("the demo gateway uses client credentials");
-    }
-    let app = portico::app::App::build_with(config, upstream)
-        .await
-        .unwrap();
-    let addr = app.local_addr().unwrap();
-    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async {
-        let _ = rx.await;
-    }));
-    let res = http_client()
-        .get(format!("http://{addr}/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let app = TestApp::spawn_with(sandbox().await, |_, upstream| {
+        if let ResolvedAuth::ClientCredentials { client_secret, .. } = &mut upstream.auth {
+            *client_secret = SecretString::new("not-the-secret");
+        } else {
+            panic!("the demo gateway uses client credentials");
+        }
+    })
+    .await;
+    let res = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(res.status(), 503);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["checks"]["upstream_credentials"]["status"], "failing");

@@ -659,10 +659,7 @@ async fn a_refused_refresh_ends_the_session() {
 
 #[tokio::test]
 async fn an_idle_session_ends() {
-    let app = TestApp::spawn_with(sandbox().await, |config, _| {
-        config.login.idle_timeout_seconds = 3;
-    })
-    .await;
+    let app = TestApp::spawn_configured(|config| config.login.idle_timeout_seconds = 3).await;
     let mut browser = Browser::new(&app);
     browser.login(&app, "pat-1").await;
     // Use keeps it alive past the idle timeout...

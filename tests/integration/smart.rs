@@ -1,31 +1,9 @@
 //! A SMART standalone patient launch against the sandbox's authorization server:
 //! discovery, authorization code + PKCE S256, then reads with the patient's token.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::RngCore;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use crate::support::{http_client, sandbox};
-
-const REDIRECT: &str = "http://127.0.0.1:9/callback";
-
-struct Pkce {
-    verifier: String,
-    challenge: String,
-}
-
-fn pkce() -> Pkce {
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    let verifier = URL_SAFE_NO_PAD.encode(bytes);
-    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-    Pkce {
-        verifier,
-        challenge,
-    }
-}
+use crate::support::{Pkce, authorization_code, exchange_code, http_client, sandbox};
 
 /// Runs `/authorize` with `login_hint` and returns the code from the redirect.
 async fn authorize(
@@ -35,28 +13,9 @@ async fn authorize(
     patient: &str,
     pkce: &Pkce,
 ) -> String {
-    let res = http
-        .get(smart["authorization_endpoint"].as_str().unwrap())
-        .query(&[
-            ("response_type", "code"),
-            ("client_id", "demo-app"),
-            ("redirect_uri", REDIRECT),
-            ("scope", "launch/patient openid fhirUser patient/*.rs"),
-            ("state", "s-123"),
-            ("aud", fhir),
-            ("code_challenge", &pkce.challenge),
-            ("code_challenge_method", "S256"),
-            ("login_hint", patient),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 302);
-    let location = url::Url::parse(res.headers()["location"].to_str().unwrap()).unwrap();
-    assert!(location.as_str().starts_with(REDIRECT));
-    let q: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
-    assert_eq!(q.get("state").map(String::as_str), Some("s-123"));
-    q["code"].clone()
+    let authorize = smart["authorization_endpoint"].as_str().unwrap();
+    let scope = "launch/patient openid fhirUser patient/*.rs";
+    authorization_code(http, authorize, fhir, scope, patient, pkce).await
 }
 
 async fn exchange(
@@ -65,17 +24,8 @@ async fn exchange(
     code: &str,
     verifier: &str,
 ) -> reqwest::Response {
-    http.post(smart["token_endpoint"].as_str().unwrap())
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", REDIRECT),
-            ("client_id", "demo-app"),
-            ("code_verifier", verifier),
-        ])
-        .send()
-        .await
-        .unwrap()
+    let token = smart["token_endpoint"].as_str().unwrap();
+    exchange_code(http, token, code, verifier).await
 }
 
 #[tokio::test]
@@ -97,7 +47,7 @@ async fn standalone_patient_launch_with_pkce() {
     );
 
     let patient = sandbox.patients()[1].id.clone();
-    let pkce = pkce();
+    let pkce = Pkce::generate();
     let code = authorize(&http, &smart, &fhir, &patient, &pkce).await;
     let res = exchange(&http, &smart, &code, &pkce.verifier).await;
     assert_eq!(res.status(), 200);
@@ -150,7 +100,7 @@ async fn a_wrong_verifier_gets_no_token() {
     let http = http_client();
     let fhir = sandbox.fhir_base();
     let smart = portico_sandbox::auth::smart_configuration(sandbox.auth());
-    let pkce = pkce();
+    let pkce = Pkce::generate();
     let code = authorize(&http, &smart, &fhir, &sandbox.patients()[0].id, &pkce).await;
     let res = exchange(
         &http,

@@ -4,17 +4,10 @@
 //! `aud` = the gateway's FHIR base, then reads, searches and paging through the gateway
 //! with SMART v1 (`patient/*.read`), v2 (`patient/*.rs`) and v2 granular scopes.
 
-use std::collections::HashMap;
-
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::RngCore;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use crate::support::TestApp;
+use crate::support::{Pkce, TestApp, authorization_code, exchange_code};
 
-const REDIRECT: &str = "http://127.0.0.1:9/callback";
 const OAUTH_URIS: &str = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris";
 
 /// What a SMART client library learns from discovery.
@@ -113,45 +106,10 @@ async fn discover(app: &TestApp) -> Endpoints {
 
 /// Authorization code + PKCE S256 for `patient`; returns the token response.
 async fn launch(app: &TestApp, endpoints: &Endpoints, patient: &str, scope: &str) -> Value {
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    let verifier = URL_SAFE_NO_PAD.encode(bytes);
-    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-    let res = app
-        .http
-        .get(&endpoints.authorize)
-        .query(&[
-            ("response_type", "code"),
-            ("client_id", "demo-app"),
-            ("redirect_uri", REDIRECT),
-            ("scope", scope),
-            ("state", "st-42"),
-            ("aud", app.fhir().as_str()),
-            ("code_challenge", challenge.as_str()),
-            ("code_challenge_method", "S256"),
-            ("login_hint", patient),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 302, "{:?}", res.text().await);
-    let location = url::Url::parse(res.headers()["location"].to_str().unwrap()).unwrap();
-    let q: HashMap<_, _> = location.query_pairs().into_owned().collect();
-    assert_eq!(q.get("state").map(String::as_str), Some("st-42"));
-    let code = q.get("code").expect("a code").clone();
-    let res = app
-        .http
-        .post(&endpoints.token)
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", REDIRECT),
-            ("client_id", "demo-app"),
-            ("code_verifier", verifier.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let pkce = Pkce::generate();
+    let (http, aud) = (&app.http, app.fhir());
+    let code = authorization_code(http, &endpoints.authorize, &aud, scope, patient, &pkce).await;
+    let res = exchange_code(http, &endpoints.token, &code, &pkce.verifier).await;
     assert_eq!(res.status(), 200);
     let token: Value = res.json().await.unwrap();
     assert_eq!(token["token_type"], "Bearer");

@@ -52,6 +52,16 @@ fn client_credentials(server: &MockServer) -> FhirClient {
     FhirClient::new(resolved).unwrap()
 }
 
+/// A hand-written EHR document from the repository's `fixtures/` (see its README).
+fn fixture(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{} cannot be read: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 fn outcome(code: &str) -> Value {
     json!({"resourceType": "OperationOutcome",
            "issue": [{"severity": "error", "code": code, "diagnostics": "x"}]})
@@ -602,14 +612,10 @@ async fn capabilities_are_fetched_and_summarised() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/fhir/metadata"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "resourceType": "CapabilityStatement",
-            "fhirVersion": "4.0.1",
-            "rest": [{"mode": "server", "resource": [
-                {"type": "Appointment", "interaction": [{"code": "read"}, {"code": "create"}],
-                 "searchParam": [{"name": "patient"}]}
-            ]}]
-        })))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(fixture("ehr/capability-statement-appointment.json")),
+        )
         .mount(&server)
         .await;
     let caps = open_client(&server).capabilities().await.unwrap();

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use super::writes::{message, stored};
+use super::writes::message;
 use super::{Attempt, Expect, Fixture, finish};
 
 fn bundle(kind: &str, entries: Vec<Value>) -> Value {
@@ -56,7 +56,7 @@ pub fn attempts(fx: &Fixture) -> Vec<Attempt> {
         submit("batch reading B's Observation", bundle("batch", vec![get(&format!("Observation/{b_obs}"))]), Expect::DeniedOrOnlyA),
         submit("batch of A's own reads", bundle("batch", vec![get("Patient/pat-1"), get("Observation?patient=pat-1")]), Expect::DeniedOrOnlyA),
         submit("transaction updating B's thread", bundle("transaction", vec![json!({
-            "resource": stored(fx, "Communication", &b_thread),
+            "resource": fx.app.stored("Communication", &b_thread),
             "request": { "method": "PUT", "url": format!("Communication/{b_thread}") }
         })]), refused()),
         submit("transaction deleting B's thread", bundle("transaction", vec![json!({

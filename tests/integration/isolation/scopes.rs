@@ -209,7 +209,7 @@ async fn scopes_narrow_within_the_compartment() {
             format!("/Communication/{a_comm}"),
         )
         .token(read_only.clone())
-        .json(&super::writes::stored(&fx, "Communication", &a_comm))
+        .json(&fx.app.stored("Communication", &a_comm))
         .expect(Expect::Forbidden),
         Attempt::new(
             "scope: rs token patches A's message",

@@ -9,18 +9,12 @@ use serde_json::{Value, json};
 
 use super::{A, Attempt, Expect, Fixture, finish};
 
-/// A stored resource, as JSON.
-pub fn stored(fx: &Fixture, ty: &str, id: &str) -> Value {
-    let r = fx.app.sandbox.store().read(ty, id).unwrap();
-    serde_json::from_slice(&r.body.unwrap()).unwrap()
-}
-
 /// The first `ty` of `owner`'s for which `pred` holds.
 pub fn find(fx: &Fixture, ty: &str, owner: &str, pred: impl Fn(&Value) -> bool) -> Option<String> {
     let ids = if owner == A { &fx.a_res } else { &fx.b_res };
     ids.get(ty)?
         .iter()
-        .find(|id| pred(&stored(fx, ty, id)))
+        .find(|id| pred(&fx.app.stored(ty, id)))
         .cloned()
 }
 
@@ -193,10 +187,10 @@ pub fn attempts(fx: &Fixture) -> Vec<Attempt> {
     ]);
 
     // Updates.
-    let a_msg_current = stored(fx, "Communication", &a_thread);
-    let b_msg_current = stored(fx, "Communication", &b_thread);
-    let a_appt_current = stored(fx, "Appointment", &a_appt);
-    let b_appt_current = stored(fx, "Appointment", &b_appt);
+    let a_msg_current = fx.app.stored("Communication", &a_thread);
+    let b_msg_current = fx.app.stored("Communication", &b_thread);
+    let a_appt_current = fx.app.stored("Appointment", &a_appt);
+    let b_appt_current = fx.app.stored("Appointment", &b_appt);
     let put = |name: &str, path: String, body: Value, expect: Expect| {
         Attempt::new(format!("update: {name}"), "PUT", path)
             .json(&body)
@@ -290,26 +284,26 @@ pub fn attempts(fx: &Fixture) -> Vec<Attempt> {
         put(
             "B's Patient",
             "/Patient/pat-2".into(),
-            stored(fx, "Patient", "pat-2"),
+            fx.app.stored("Patient", "pat-2"),
             hidden(),
         ),
         put(
             "B's Patient with A's content",
             "/Patient/pat-2".into(),
-            with(stored(fx, "Patient", A), |v| v["id"] = json!("pat-2")),
+            with(fx.app.stored("Patient", A), |v| v["id"] = json!("pat-2")),
             hidden(),
         ),
         put(
             "A's Patient with B's id in the body",
             "/Patient/pat-1".into(),
-            with(stored(fx, "Patient", A), |v| v["id"] = json!("pat-2")),
+            with(fx.app.stored("Patient", A), |v| v["id"] = json!("pat-2")),
             Expect::Status(vec![400, 403, 404, 422]),
         ),
         put(
             "A's Patient linked to B",
             "/Patient/pat-1".into(),
             with(
-                stored(fx, "Patient", A),
+                fx.app.stored("Patient", A),
                 |v| v["link"] = json!([{ "other": r("Patient/pat-2"), "type": "replaced-by" }]),
             ),
             Expect::Forbidden,
@@ -326,13 +320,13 @@ pub fn attempts(fx: &Fixture) -> Vec<Attempt> {
         put(
             "B's Observation",
             format!("/Observation/{}", fx.b("Observation")),
-            stored(fx, "Observation", &fx.b("Observation")),
+            fx.app.stored("Observation", &fx.b("Observation")),
             hidden(),
         ),
         put(
             "B's MedicationRequest",
             format!("/MedicationRequest/{b_mr}"),
-            with(stored(fx, "MedicationRequest", &b_mr), |v| {
+            with(fx.app.stored("MedicationRequest", &b_mr), |v| {
                 v["status"] = json!("cancelled")
             }),
             hidden(),

@@ -7,31 +7,16 @@ use serde_json::{Value, json};
 
 use crate::support::TestApp;
 
-fn resource(app: &TestApp, ty: &str, id: &str) -> Value {
-    let r = app.sandbox.store().read(ty, id).expect("stored");
-    serde_json::from_slice(&r.body.expect("live")).expect("json")
-}
-
 fn slot_status(app: &TestApp, id: &str) -> String {
-    resource(app, "Slot", id)["status"]
+    app.stored("Slot", id)["status"]
         .as_str()
         .unwrap()
         .to_owned()
 }
 
-/// Every stored Appointment.
-fn appointments(app: &TestApp) -> Vec<Value> {
-    app.sandbox
-        .store()
-        .ids("Appointment")
-        .iter()
-        .map(|id| resource(app, "Appointment", id))
-        .collect()
-}
-
 /// The stored Appointments on `slot` with `status`.
 fn on_slot(app: &TestApp, slot: &str, status: &str) -> Vec<Value> {
-    appointments(app)
+    app.all_stored("Appointment")
         .into_iter()
         .filter(|a| a["status"] == status)
         .filter(|a| a["slot"][0]["reference"] == format!("Slot/{slot}"))
@@ -69,7 +54,7 @@ async fn book(
 
 /// A booked upcoming appointment of `patient`, from the generated data.
 fn booked_of(app: &TestApp, patient: &str) -> Value {
-    appointments(app)
+    app.all_stored("Appointment")
         .into_iter()
         .find(|a| {
             a["status"] == "booked"
@@ -116,7 +101,8 @@ async fn lists_upcoming_and_past_appointments_in_order() {
     assert!(first["version"].is_string());
     assert_eq!(upcoming.body["stale"], false);
     // Only pat-1's appointments.
-    let mine: Vec<String> = appointments(&app)
+    let mine: Vec<String> = app
+        .all_stored("Appointment")
         .iter()
         .filter(|a| a.to_string().contains("\"Patient/pat-1\""))
         .map(|a| a["id"].as_str().unwrap().to_owned())
@@ -232,7 +218,7 @@ async fn slot_search_is_bounded_and_returns_free_slots_only() {
         .ids("Practitioner")
         .into_iter()
         .find(|p| {
-            let v = resource(&app, "Practitioner", p);
+            let v = app.stored("Practitioner", p);
             v.to_string()
                 .contains(name.split_whitespace().last().unwrap())
         })
@@ -261,7 +247,7 @@ async fn booking_a_free_slot_makes_it_busy_and_a_second_booking_conflicts() {
     assert_eq!(booked.body["cancelable"], true);
     let id = booked.body["id"].as_str().unwrap().to_owned();
     assert_eq!(slot_status(&app, &slot), "busy");
-    let stored = resource(&app, "Appointment", &id);
+    let stored = app.stored("Appointment", &id);
     assert_eq!(
         stored["participant"][0]["actor"]["reference"],
         "Patient/pat-1"
@@ -398,7 +384,7 @@ async fn cancel_frees_the_slot_and_cannot_happen_twice() {
     assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
     assert_eq!(cancelled.body["status"], "cancelled");
     assert_eq!(cancelled.body["cancelable"], false);
-    let stored = resource(&app, "Appointment", &id);
+    let stored = app.stored("Appointment", &id);
     assert_eq!(stored["status"], "cancelled");
     let reason = &stored["cancelationReason"];
     assert_eq!(
@@ -433,21 +419,7 @@ async fn cancel_frees_the_slot_and_cannot_happen_twice() {
 
 #[tokio::test]
 async fn cancel_with_update_strategy_puts_the_whole_resource() {
-    let sandbox = crate::support::sandbox().await;
-    let generic = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/ehr/generic-r4.toml");
-    let profile = std::fs::read_to_string(generic).unwrap().replacen(
-        "cancel = \"patch\"",
-        "cancel = \"update\"",
-        1,
-    );
-    assert!(profile.contains("cancel = \"update\""));
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("profile.toml");
-    std::fs::write(&file, profile).unwrap();
-    let app = TestApp::spawn_with(sandbox, |config, _| {
-        config.ehr.profile_file = Some(file.clone());
-    })
-    .await;
+    let app = TestApp::spawn_with_profile_edit("cancel = \"patch\"", "cancel = \"update\"").await;
     let token = app.portal_token("pat-1");
     let slot = free_slots(&app, &token).await.remove(0);
     let id = book(&app, &token, &slot, None).await.body["id"]
@@ -465,7 +437,7 @@ async fn cancel_with_update_strategy_puts_the_whole_resource() {
     assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
     assert_eq!(app.sandbox.faults().requests_for("PUT", "Appointment"), 1);
     assert_eq!(app.sandbox.faults().requests_for("PATCH", "Appointment"), 0);
-    assert_eq!(resource(&app, "Appointment", &id)["status"], "cancelled");
+    assert_eq!(app.stored("Appointment", &id)["status"], "cancelled");
     assert_eq!(slot_status(&app, &slot), "free");
 }
 
@@ -491,8 +463,8 @@ async fn reschedule_books_the_new_slot_and_cancels_the_old() {
     assert_ne!(new, old);
     assert_eq!(answer.body["appointment"]["status"], "booked");
     assert_eq!(answer.body["previous"]["status"], "cancelled");
-    assert_eq!(resource(&app, "Appointment", new)["status"], "booked");
-    assert_eq!(resource(&app, "Appointment", &old)["status"], "cancelled");
+    assert_eq!(app.stored("Appointment", new)["status"], "booked");
+    assert_eq!(app.stored("Appointment", &old)["status"], "cancelled");
     assert_eq!(slot_status(&app, &slots[0]), "free");
     assert_eq!(slot_status(&app, &slots[1]), "busy");
 }
@@ -530,11 +502,11 @@ async fn reschedule_whose_cancel_fails_is_undone() {
             .contains("nothing changed")
     );
     // Upstream matches: the old one still booked, the new one cancelled, its slot free.
-    assert_eq!(resource(&app, "Appointment", &old)["status"], "booked");
+    assert_eq!(app.stored("Appointment", &old)["status"], "booked");
     assert_eq!(slot_status(&app, &slots[0]), "busy");
     assert_eq!(slot_status(&app, &slots[1]), "free");
     let new = answer.body["details"]["new"]["id"].as_str().unwrap();
-    assert_eq!(resource(&app, "Appointment", new)["status"], "cancelled");
+    assert_eq!(app.stored("Appointment", new)["status"], "cancelled");
     assert!(on_slot(&app, &slots[1], "booked").is_empty());
 }
 
@@ -568,8 +540,8 @@ async fn reschedule_whose_undo_fails_says_both_are_booked() {
     assert_eq!(details["new"]["status"], "booked");
     let new = details["new"]["id"].as_str().unwrap();
     // Exactly what the answer says.
-    assert_eq!(resource(&app, "Appointment", &old)["status"], "booked");
-    assert_eq!(resource(&app, "Appointment", new)["status"], "booked");
+    assert_eq!(app.stored("Appointment", &old)["status"], "booked");
+    assert_eq!(app.stored("Appointment", new)["status"], "booked");
     assert_eq!(slot_status(&app, &slots[1]), "busy");
 }
 
@@ -578,7 +550,7 @@ async fn a_failing_ehr_never_yields_a_false_booking() {
     let app = TestApp::spawn().await;
     let token = app.portal_token("pat-1");
     let slots = free_slots(&app, &token).await;
-    let count = || appointments(&app).len();
+    let count = || app.all_stored("Appointment").len();
     // 500 before anything is stored: an error, nothing booked; a retry books once.
     let before = count();
     app.sandbox
@@ -621,23 +593,11 @@ async fn a_failing_ehr_never_yields_a_false_booking() {
 
 /// A gateway whose profile is generic-r4 with `reschedule = "patch-slot"`.
 async fn patch_slot_app() -> TestApp {
-    let sandbox = crate::support::sandbox().await;
-    let generic = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/ehr/generic-r4.toml");
-    let profile = std::fs::read_to_string(generic).unwrap().replacen(
+    TestApp::spawn_with_profile_edit(
         "reschedule = \"book-then-cancel\"",
         "reschedule = \"patch-slot\"",
-        1,
-    );
-    assert!(profile.contains("reschedule = \"patch-slot\""));
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("profile.toml");
-    std::fs::write(&file, profile).unwrap();
-    let app = TestApp::spawn_with(sandbox, |config, _| {
-        config.ehr.profile_file = Some(file.clone());
-    })
-    .await;
-    drop(dir);
-    app
+    )
+    .await
 }
 
 fn reschedule_reasons(appointment: &Value) -> Vec<String> {
@@ -671,20 +631,20 @@ async fn patch_slot_reschedule_keeps_the_id_and_moves_the_booking() {
     assert_eq!(answer.body["appointment"]["status"], "booked");
     assert_eq!(
         answer.body["appointment"]["start"],
-        resource(&app, "Slot", &slots[1])["start"]
+        app.stored("Slot", &slots[1])["start"]
     );
     assert_eq!(answer.body["previous"]["id"], id.as_str());
     assert_eq!(answer.body["previous"]["start"], old_start);
     // Upstream: one PATCH of the appointment; no second booking, no cancel.
     assert_eq!(app.sandbox.faults().requests_for("PATCH", "Appointment"), 1);
     assert_eq!(app.sandbox.faults().requests_for("POST", "Appointment"), 1);
-    let stored = resource(&app, "Appointment", &id);
+    let stored = app.stored("Appointment", &id);
     assert_eq!(stored["status"], "booked");
     assert_eq!(
         stored["slot"],
         json!([{"reference": format!("Slot/{}", slots[1])}])
     );
-    assert_eq!(stored["start"], resource(&app, "Slot", &slots[1])["start"]);
+    assert_eq!(stored["start"], app.stored("Slot", &slots[1])["start"]);
     assert_eq!(reschedule_reasons(&stored), ["a conflict at work"]);
     assert_eq!(
         stored["participant"][0]["actor"]["reference"],
@@ -777,7 +737,7 @@ async fn patch_slot_to_a_taken_slot_conflicts_and_changes_nothing() {
     assert_eq!(answer.code(), "slot_unavailable");
     // Refused before anything was sent.
     assert_eq!(app.sandbox.faults().requests_for("PATCH", "Appointment"), 0);
-    let stored = resource(&app, "Appointment", &id);
+    let stored = app.stored("Appointment", &id);
     assert_eq!(
         stored["slot"],
         json!([{"reference": format!("Slot/{}", slots[0])}])
@@ -792,65 +752,37 @@ async fn patch_slot_to_a_taken_slot_conflicts_and_changes_nothing() {
 
 mod operations {
     use chrono::{Duration, Utc};
+    use portico::config::EhrProfile;
     use serde_json::{Value, json};
     use wiremock::matchers::{method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
-    use crate::support::TestApp;
+    use crate::support::{TestApp, fixture, fixture_with, mount_json};
 
-    /// A gateway with the Epic profile whose upstream is `mock`.
-    async fn epic_app(mock: &MockServer) -> TestApp {
-        let sandbox = crate::support::sandbox().await;
-        let base = url::Url::parse(&format!("{}/fhir", mock.uri())).unwrap();
-        TestApp::spawn_with(sandbox, |config, upstream| {
-            config.ehr.profile = portico::config::EhrProfile::Epic;
-            config.ehr.check_capabilities = false;
-            upstream.base_url = base.clone();
-        })
-        .await
-    }
-
-    fn at(days: i64) -> String {
+    /// The date `days` from today.
+    fn day(days: i64) -> String {
         (Utc::now() + Duration::days(days))
-            .format("%Y-%m-%dT10:00:00Z")
+            .format("%Y-%m-%d")
             .to_string()
     }
 
-    fn proposed(id: &str, patient: &str, days: i64) -> Value {
-        json!({"resourceType": "Appointment", "id": id, "status": "proposed",
-        "start": at(days), "end": at(days).replace("T10:00", "T10:30"),
-        "serviceType": [{"text": "Office visit"}],
-        "participant": [
-            {"actor": {"reference": format!("Patient/{patient}")}, "status": "needs-action"},
-            {"actor": {"reference": "Practitioner/dr-y", "display": "Dr Y"}, "status": "accepted"}
-        ]})
+    /// 10:00 UTC `days` from today: when the offers of the fixtures start.
+    fn at(days: i64) -> String {
+        format!("{}T10:00:00Z", day(days))
     }
 
-    fn bundle(resources: Vec<Value>) -> Value {
-        json!({"resourceType": "Bundle", "type": "searchset",
-            "entry": resources.into_iter().map(|r| json!({"resource": r})).collect::<Vec<_>>()})
+    /// An Epic answer from `fixtures/ehr/`, its offers dated from today.
+    fn epic_answer(name: &str) -> Value {
+        fixture_with(name, &[("in_2_days", &day(2)), ("in_3_days", &day(3))])
     }
 
-    /// `$find` offers two proposed appointments to pat-1 and one naming pat-2; plain
-    /// Appointment searches find nothing.
+    /// `$find` offers two proposed appointments to pat-1 (in three days, then in two) and
+    /// one naming pat-2; plain Appointment searches find nothing.
     async fn mount_find(mock: &MockServer) {
-        let outcome = json!({"resourceType": "OperationOutcome", "issue": [
-            {"severity": "information", "code": "informational", "details": {"text": "3 found"}}]});
-        Mock::given(method("POST"))
-            .and(path("/fhir/Appointment/$find"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(bundle(vec![
-                proposed("prop-2", "pat-1", 3),
-                proposed("prop-1", "pat-1", 2),
-                proposed("prop-other", "pat-2", 2),
-                outcome,
-            ])))
-            .mount(mock)
-            .await;
-        Mock::given(method("GET"))
-            .and(path("/fhir/Appointment"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(bundle(vec![])))
-            .mount(mock)
-            .await;
+        let offers = epic_answer("ehr/epic-find-appointments.json");
+        mount_json(mock, "POST", "/fhir/Appointment/$find", offers).await;
+        let nothing = fixture("ehr/searchset-empty.json");
+        mount_json(mock, "GET", "/fhir/Appointment", nothing).await;
     }
 
     async fn bodies(mock: &MockServer, p: &str) -> Vec<Value> {
@@ -883,7 +815,7 @@ mod operations {
     async fn find_offers_only_the_patients_proposed_appointments() {
         let mock = MockServer::start().await;
         mount_find(&mock).await;
-        let app = epic_app(&mock).await;
+        let app = TestApp::spawn_on_mock(&mock, EhrProfile::Epic).await;
         let token = app.portal_token("pat-1");
         let answer = find(&app, &token).await;
         assert_eq!(answer.status, 200, "{:?}", answer.body);
@@ -927,15 +859,10 @@ mod operations {
     async fn book_sends_the_offered_appointment_once_per_key() {
         let mock = MockServer::start().await;
         mount_find(&mock).await;
-        let mut booked = proposed("prop-1", "pat-1", 2);
-        booked["status"] = json!("booked");
-        booked["meta"] = json!({"versionId": "2"});
-        Mock::given(method("POST"))
-            .and(path("/fhir/Appointment/$book"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(bundle(vec![booked])))
-            .mount(&mock)
-            .await;
-        let app = epic_app(&mock).await;
+        // The EHR answers with the offer, now booked.
+        let booked = epic_answer("ehr/epic-book-booked.json");
+        mount_json(&mock, "POST", "/fhir/Appointment/$book", booked).await;
+        let app = TestApp::spawn_on_mock(&mock, EhrProfile::Epic).await;
         let token = app.portal_token("pat-1");
         assert_eq!(find(&app, &token).await.status, 200);
         let body = json!({"slot_id": "prop-1", "comment": "first visit"});
@@ -973,7 +900,7 @@ mod operations {
             .respond_with(ResponseTemplate::new(500))
             .mount(&mock)
             .await;
-        let app = epic_app(&mock).await;
+        let app = TestApp::spawn_on_mock(&mock, EhrProfile::Epic).await;
         let token = app.portal_token("pat-1");
         assert_eq!(find(&app, &token).await.status, 200);
         // Offered to another patient (dropped from pat-1's answer), or never offered.
@@ -1000,16 +927,9 @@ mod operations {
     async fn a_failure_outcome_is_slot_unavailable() {
         let mock = MockServer::start().await;
         mount_find(&mock).await;
-        let failed = json!({"resourceType": "Bundle", "type": "searchset", "entry": [{"resource":
-            {"resourceType": "OperationOutcome", "issue": [{"severity": "error",
-                "code": "business-rule",
-                "details": {"text": "the appointment is no longer available"}}]}}]});
-        Mock::given(method("POST"))
-            .and(path("/fhir/Appointment/$book"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(failed))
-            .mount(&mock)
-            .await;
-        let app = epic_app(&mock).await;
+        let failed = fixture("ehr/epic-book-unavailable.json");
+        mount_json(&mock, "POST", "/fhir/Appointment/$book", failed).await;
+        let app = TestApp::spawn_on_mock(&mock, EhrProfile::Epic).await;
         let token = app.portal_token("pat-1");
         assert_eq!(find(&app, &token).await.status, 200);
         let answer = app
@@ -1039,9 +959,7 @@ async fn a_slot_held_by_an_appointment_is_unavailable_even_if_the_ehr_says_free(
         .await;
     assert_eq!(booked.status, 201, "{:?}", booked.body);
     // Behave like a store without booking rules: the Slot goes back to "free".
-    let stored = app.sandbox.store().read("Slot", &slot).unwrap();
-    let mut resource: serde_json::Value =
-        serde_json::from_slice(stored.body.as_ref().unwrap()).unwrap();
+    let mut resource = app.stored("Slot", &slot);
     resource["status"] = json!("free");
     app.sandbox
         .store()

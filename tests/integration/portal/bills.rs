@@ -1,23 +1,14 @@
 //! Portal API: bills (accounts, invoices, payments through the sandbox processor).
 
+use portico::config::EhrProfile;
 use portico_sandbox::FailureKind;
 use serde_json::{Value, json};
 
 use crate::support::TestApp;
 
-fn all(app: &TestApp, ty: &str) -> Vec<Value> {
-    let store = app.sandbox.store();
-    store
-        .ids(ty)
-        .into_iter()
-        .filter_map(|id| store.read(ty, &id).ok())
-        .filter_map(|r| serde_json::from_slice(r.body.as_ref()?).ok())
-        .collect()
-}
-
 /// The patient's Account id.
 fn account_of(app: &TestApp, patient: &str) -> String {
-    all(app, "Account")
+    app.all_stored("Account")
         .into_iter()
         .find(|a| a["subject"][0]["reference"] == format!("Patient/{patient}"))
         .and_then(|a| a["id"].as_str().map(str::to_owned))
@@ -25,21 +16,13 @@ fn account_of(app: &TestApp, patient: &str) -> String {
 }
 
 fn balance(app: &TestApp, account: &str) -> f64 {
-    let a: Value = serde_json::from_slice(
-        app.sandbox
-            .store()
-            .read("Account", account)
-            .unwrap()
-            .body
-            .as_ref()
-            .unwrap(),
-    )
-    .unwrap();
-    a["extension"][0]["valueMoney"]["value"].as_f64().unwrap()
+    app.stored("Account", account)["extension"][0]["valueMoney"]["value"]
+        .as_f64()
+        .unwrap()
 }
 
 fn payments(app: &TestApp) -> Vec<Value> {
-    all(app, "PaymentReconciliation")
+    app.all_stored("PaymentReconciliation")
 }
 
 fn pay_body(value: f64, currency: &str, token: &str) -> Value {
@@ -302,11 +285,7 @@ async fn a_charge_that_could_not_be_recorded_is_reported_and_recorded_on_retry_w
 
 #[tokio::test]
 async fn epic_takes_no_payments_online() {
-    let app = TestApp::spawn_with(crate::support::sandbox().await, |config, _| {
-        config.ehr.profile = portico::config::EhrProfile::Epic;
-        config.ehr.check_capabilities = false;
-    })
-    .await;
+    let app = TestApp::spawn_for_ehr(EhrProfile::Epic).await;
     let token = app.portal_token("pat-1");
     let account = account_of(&app, "pat-1");
     let answer = app
@@ -329,12 +308,8 @@ async fn accounts_and_invoices_are_searched_at_the_same_time() {
     let app = TestApp::spawn().await;
     let token = app.portal_token("pat-1");
     assert_eq!(app.api_get(&token, "/me").await.status, 200);
-    app.sandbox
-        .faults()
-        .set_latency(std::time::Duration::from_millis(200));
-    app.sandbox.faults().reset_stats();
-    let answer = app.api_get(&token, "/bills").await;
-    app.sandbox.faults().set_latency(std::time::Duration::ZERO);
+    let latency = std::time::Duration::from_millis(200);
+    let answer = app.api_get_timed(&token, "/bills", latency).await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     let faults = app.sandbox.faults();
     assert_eq!(faults.requests_for("GET", "Account"), 1);

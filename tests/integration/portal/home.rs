@@ -102,12 +102,9 @@ async fn the_dashboard_shows_every_section_for_the_patient_only() {
     );
     // Everything shown is pat-1's: the upcoming appointments name them as a participant.
     for a in d.body["upcoming_appointments"].as_array().unwrap() {
-        let stored = app
-            .sandbox
-            .store()
-            .read("Appointment", a["id"].as_str().unwrap())
-            .unwrap();
-        let text = String::from_utf8(stored.body.unwrap().to_vec()).unwrap();
+        let text = app
+            .stored("Appointment", a["id"].as_str().unwrap())
+            .to_string();
         assert!(text.contains("\"Patient/pat-1\""), "{text}");
     }
 }
@@ -143,10 +140,7 @@ async fn dashboard_sections_load_concurrently_and_repeat_loads_come_from_the_cac
 
 #[tokio::test]
 async fn a_failing_section_is_named_and_the_rest_still_shows() {
-    let app = TestApp::spawn_with(crate::support::sandbox().await, |config, _| {
-        config.resilience.max_attempts = 1;
-    })
-    .await;
+    let app = TestApp::spawn_configured(|config| config.resilience.max_attempts = 1).await;
     let token = app.portal_token("pat-1");
     app.sandbox.faults().inject(
         portico_sandbox::faults::FailureKind::Status500,
@@ -170,10 +164,7 @@ async fn a_failing_section_is_named_and_the_rest_still_shows() {
 
 #[tokio::test]
 async fn a_portal_request_past_its_deadline_is_an_honest_504() {
-    let app = TestApp::spawn_with(crate::support::sandbox().await, |config, _| {
-        config.portal.deadline_ms = 300;
-    })
-    .await;
+    let app = TestApp::spawn_configured(|config| config.portal.deadline_ms = 300).await;
     let token = app.portal_token("pat-1");
     // Authenticate once so that only the EHR is slow.
     assert_eq!(app.api_get(&token, "/me").await.status, 200);
@@ -197,12 +188,8 @@ async fn a_cold_dashboard_is_one_round_trip_of_concurrent_ehr_calls() {
         // not the dashboard's.
         assert_eq!(app.api_get(&token, "/me").await.status, 200);
         // A latency long enough that every call of the page is seen in flight at once.
-        app.sandbox
-            .faults()
-            .set_latency(std::time::Duration::from_millis(200));
-        app.sandbox.faults().reset_stats();
-        let d = app.api_get(&token, "/dashboard").await;
-        app.sandbox.faults().set_latency(std::time::Duration::ZERO);
+        let latency = std::time::Duration::from_millis(200);
+        let d = app.api_get_timed(&token, "/dashboard", latency).await;
         assert_eq!(d.status, 200, "{:?}", d.body);
         assert_eq!(d.body["unavailable"], serde_json::json!([]));
         let faults = app.sandbox.faults();

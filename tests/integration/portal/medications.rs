@@ -3,57 +3,30 @@
 //! `mr-N-2` has none left, `mr-N-3` has expired, `mr-N-4`, when present, is a finished
 //! acute course).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use portico_sandbox::FailureKind;
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, sandbox};
-
-fn all(app: &TestApp, ty: &str) -> Vec<Value> {
-    let store = app.sandbox.store();
-    store
-        .ids(ty)
-        .into_iter()
-        .filter_map(|id| store.read(ty, &id).ok())
-        .filter_map(|r| serde_json::from_slice(r.body.as_ref()?).ok())
-        .collect()
-}
+use crate::support::TestApp;
 
 /// A copy (without id) of one of the sandbox's dispenses of `prescription`, handed over
 /// a minute ago.
 fn fill_a_minute_ago(app: &TestApp, prescription: &str) -> Value {
     let reference = format!("MedicationRequest/{prescription}");
-    let mut fill = all(app, "MedicationDispense")
+    let mut fill = app
+        .all_stored("MedicationDispense")
         .into_iter()
         .find(|d| d["authorizingPrescription"][0]["reference"] == reference.as_str())
         .unwrap();
     fill.as_object_mut().unwrap().remove("id");
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    fill["whenHandedOver"] = json!(portico_sandbox::store::instant(now_ms - 60_000));
+    fill["whenHandedOver"] = json!(minutes_ago(1));
     fill
-}
-
-fn stored(app: &TestApp, ty: &str, id: &str) -> Value {
-    serde_json::from_slice(
-        app.sandbox
-            .store()
-            .read(ty, id)
-            .expect("stored")
-            .body
-            .as_ref()
-            .expect("not deleted"),
-    )
-    .unwrap()
 }
 
 /// The Tasks the gateway created (every Task in the sandbox is a gateway write).
 fn tasks(app: &TestApp) -> Vec<Value> {
-    all(app, "Task")
+    app.all_stored("Task")
 }
 
 fn refill_path(id: &str) -> String {
@@ -69,31 +42,10 @@ fn item<'a>(list: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{id} not listed: {list}"))
 }
 
-/// A profile file based on `generic-r4` with another refill strategy.
-fn profile_with(dir: &tempfile::TempDir, refills: &str) -> PathBuf {
-    let base = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/ehr/generic-r4.toml"),
-    )
-    .unwrap();
-    let text = base.replacen(
-        "strategy = \"task\"",
-        &format!("strategy = \"{refills}\""),
-        1,
-    );
-    assert_ne!(text, base, "the refill strategy line is in the profile");
-    let path = dir.path().join(format!("refills-{refills}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-async fn app_with_refills(strategy: &str) -> (TestApp, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = profile_with(&dir, strategy);
-    let app = TestApp::spawn_with(sandbox().await, |config, _| {
-        config.ehr.profile_file = Some(path);
-    })
-    .await;
-    (app, dir)
+/// A gateway whose profile is `generic-r4` with another refill strategy.
+async fn app_with_refills(strategy: &str) -> TestApp {
+    TestApp::spawn_with_profile_edit("strategy = \"task\"", &format!("strategy = \"{strategy}\""))
+        .await
 }
 
 #[tokio::test]
@@ -122,11 +74,12 @@ async fn medications_show_each_refill_situation_of_the_patients_own_prescription
     assert_eq!(due["refill"]["eligible"], true, "{due}");
     assert!(due["refill"].get("reason").is_none());
     assert!(due["open_request"].is_null());
-    let mr = stored(&app, "MedicationRequest", "mr-1-1");
+    let mr = app.stored("MedicationRequest", "mr-1-1");
     let allowed = mr["dispenseRequest"]["numberOfRepeatsAllowed"]
         .as_u64()
         .unwrap();
-    let fills = all(&app, "MedicationDispense")
+    let fills = app
+        .all_stored("MedicationDispense")
         .into_iter()
         .filter(|d| d["authorizingPrescription"][0]["reference"] == "MedicationRequest/mr-1-1")
         .count() as u64;
@@ -166,7 +119,7 @@ async fn an_eligible_refill_creates_one_task_for_the_prescriber_and_a_repeat_is_
     assert_eq!(created.body["note"], "running low");
     assert!(created.body["medication"].is_string());
 
-    let mr = stored(&app, "MedicationRequest", "mr-1-1");
+    let mr = app.stored("MedicationRequest", "mr-1-1");
     let all_tasks = tasks(&app);
     assert_eq!(all_tasks.len(), 1);
     let task = &all_tasks[0];
@@ -395,7 +348,7 @@ async fn bad_refill_bodies_are_refused_before_anything_is_sent() {
 
 #[tokio::test]
 async fn a_refill_is_not_judged_on_stale_cached_data() {
-    let app = TestApp::spawn_with(sandbox().await, |config, _| {
+    let app = TestApp::spawn_configured(|config| {
         config.cache.patient_ttl = Duration::from_millis(200);
         config.resilience.max_attempts = 1;
     })
@@ -424,7 +377,7 @@ async fn a_refill_is_not_judged_on_stale_cached_data() {
 
 #[tokio::test]
 async fn the_medication_request_strategy_creates_a_proposal() {
-    let (app, _dir) = app_with_refills("medication-request").await;
+    let app = app_with_refills("medication-request").await;
     let token = app.portal_token("pat-1");
     let created = app
         .api_post(
@@ -437,8 +390,8 @@ async fn the_medication_request_strategy_creates_a_proposal() {
     assert_eq!(created.status, 201, "{:?}", created.body);
     assert_eq!(created.body["resource_type"], "MedicationRequest");
     let id = created.body["id"].as_str().unwrap();
-    let proposal = stored(&app, "MedicationRequest", id);
-    let prior = stored(&app, "MedicationRequest", "mr-1-1");
+    let proposal = app.stored("MedicationRequest", id);
+    let prior = app.stored("MedicationRequest", "mr-1-1");
     assert_eq!(proposal["intent"], "proposal");
     assert_eq!(proposal["status"], "active");
     assert_eq!(
@@ -480,7 +433,7 @@ async fn the_medication_request_strategy_creates_a_proposal() {
 
 #[tokio::test]
 async fn the_communication_strategy_writes_to_the_prescriber() {
-    let (app, _dir) = app_with_refills("communication").await;
+    let app = app_with_refills("communication").await;
     let token = app.portal_token("pat-1");
     let created = app
         .api_post(
@@ -492,8 +445,8 @@ async fn the_communication_strategy_writes_to_the_prescriber() {
         .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     assert_eq!(created.body["resource_type"], "Communication");
-    let message = stored(&app, "Communication", created.body["id"].as_str().unwrap());
-    let prior = stored(&app, "MedicationRequest", "mr-1-1");
+    let message = app.stored("Communication", created.body["id"].as_str().unwrap());
+    let prior = app.stored("MedicationRequest", "mr-1-1");
     assert_eq!(message["status"], "in-progress");
     assert_eq!(message["topic"]["text"], "Prescription Refill");
     assert_eq!(message["about"][0]["reference"], "MedicationRequest/mr-1-1");
@@ -532,7 +485,7 @@ const PATIENT_WIDE_BOUND: usize = 200;
 
 /// Completed dispenses in the store per prescription reference.
 fn completed_fills(app: &TestApp, prescription: &str) -> u64 {
-    all(app, "MedicationDispense")
+    app.all_stored("MedicationDispense")
         .into_iter()
         .filter(|d| d["status"] == "completed")
         .filter(|d| {
@@ -548,10 +501,9 @@ async fn the_listing_costs_one_round_trip_and_matches_dispenses_and_requests_loc
     let app = TestApp::spawn().await;
     let token = app.portal_token("pat-1");
     assert_eq!(app.api_get(&token, "/me").await.status, 200);
-    app.sandbox.faults().set_latency(Duration::from_millis(200));
-    app.sandbox.faults().reset_stats();
-    let list = app.api_get(&token, "/medications").await;
-    app.sandbox.faults().set_latency(Duration::ZERO);
+    let list = app
+        .api_get_timed(&token, "/medications", Duration::from_millis(200))
+        .await;
     assert_eq!(list.status, 200, "{:?}", list.body);
     let faults = app.sandbox.faults();
     // Prescriptions, the patient's dispenses and open refill Tasks, at the same time.
@@ -601,7 +553,8 @@ async fn the_listing_costs_one_round_trip_and_matches_dispenses_and_requests_loc
 async fn more_dispenses_than_the_patient_wide_bound_are_counted_in_full() {
     let app = TestApp::spawn().await;
     let store = app.sandbox.store();
-    let template = all(&app, "MedicationDispense")
+    let template = app
+        .all_stored("MedicationDispense")
         .into_iter()
         .find(|d| d["authorizingPrescription"][0]["reference"] == "MedicationRequest/mr-1-3")
         .expect("a fill of mr-1-3");
@@ -738,14 +691,15 @@ async fn a_pharmacy_history_longer_than_the_gateway_reads_is_never_decided_on() 
     let app = TestApp::spawn().await;
     let store = app.sandbox.store();
     // A prescription of pat-1's allowing many refills...
-    let mut long = stored(&app, "MedicationRequest", "mr-1-1");
+    let mut long = app.stored("MedicationRequest", "mr-1-1");
     long["id"] = json!("mr-long");
     long["dispenseRequest"]["numberOfRepeatsAllowed"] = json!(5000);
     store
         .update("MedicationRequest", "mr-long", long, None)
         .unwrap();
     // ...with more fills than one search is collected to, the latest one last.
-    let template = all(&app, "MedicationDispense")
+    let template = app
+        .all_stored("MedicationDispense")
         .into_iter()
         .find(|d| d["authorizingPrescription"][0]["reference"] == "MedicationRequest/mr-1-1")
         .unwrap();
@@ -825,7 +779,7 @@ async fn an_open_task_past_the_first_two_hundred_of_the_listed_prescriptions_is_
 
 #[tokio::test]
 async fn a_heavy_messager_is_not_offered_a_second_refill_message() {
-    let (app, _dir) = app_with_refills("communication").await;
+    let app = app_with_refills("communication").await;
     let store = app.sandbox.store();
     // As many open message threads as one search is collected to...
     for i in 0..MAX_COLLECTED {
@@ -861,7 +815,7 @@ async fn a_heavy_messager_is_not_offered_a_second_refill_message() {
             None,
         )
         .unwrap();
-    let before = all(&app, "Communication").len();
+    let before = app.all_stored("Communication").len();
     let token = app.portal_token("pat-1");
     let list = app.api_get(&token, "/medications").await;
     assert_eq!(list.status, 200, "{:?}", list.body);
@@ -880,7 +834,7 @@ async fn a_heavy_messager_is_not_offered_a_second_refill_message() {
     assert_eq!(refused.status, 422, "{:?}", refused.body);
     assert_eq!(refused.body["details"]["reason"], "history_unavailable");
     assert_eq!(
-        all(&app, "Communication").len(),
+        app.all_stored("Communication").len(),
         before,
         "no second request"
     );
@@ -888,7 +842,7 @@ async fn a_heavy_messager_is_not_offered_a_second_refill_message() {
 
 #[tokio::test]
 async fn with_nothing_listed_the_patient_wide_searches_are_not_waited_for() {
-    let app = TestApp::spawn_with(sandbox().await, |config, _| {
+    let app = TestApp::spawn_configured(|config| {
         config.portal.deadline_ms = 1000;
     })
     .await;
@@ -918,12 +872,12 @@ async fn with_nothing_listed_the_patient_wide_searches_are_not_waited_for() {
 
 /// Against a mock EHR: answers that look whole but are not.
 mod not_whole_answers {
+    use portico::config::EhrProfile;
     use serde_json::{Value, json};
-    use wiremock::matchers::{method, path};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
+    use wiremock::MockServer;
 
     use super::refill_path;
-    use crate::support::TestApp;
+    use crate::support::{TestApp, fixture, fixture_with, mount_json};
 
     fn bundle(resources: Vec<Value>) -> Value {
         json!({"resourceType": "Bundle", "type": "searchset", "total": resources.len(),
@@ -932,57 +886,30 @@ mod not_whole_answers {
 
     /// An active order of pat-1's with refills left, valid this year and next.
     fn prescription() -> Value {
-        let year = chrono::Utc::now().format("%Y").to_string();
-        let next: i32 = year.parse::<i32>().unwrap() + 1;
-        json!({"resourceType": "MedicationRequest", "id": "mr-w", "status": "active",
-            "intent": "order", "subject": {"reference": "Patient/pat-1"},
-            "authoredOn": format!("{year}-01-01"),
-            "medicationCodeableConcept": {"text": "Lisinopril 10 mg"},
-            "requester": {"reference": "Practitioner/pr-w", "display": "Dr W"},
-            "dispenseRequest": {
-                "validityPeriod": {"start": format!("{year}-01-01"), "end": format!("{next}-12-31")},
-                "numberOfRepeatsAllowed": 3,
-                "expectedSupplyDuration": {"value": 30, "unit": "days", "code": "d"}}})
+        let year: i32 = chrono::Utc::now().format("%Y").to_string().parse().unwrap();
+        fixture_with(
+            "ehr/medication-request-refills-left.json",
+            &[
+                ("this_year", &year.to_string()),
+                ("next_year", &(year + 1).to_string()),
+            ],
+        )
     }
 
     /// A gateway whose EHR answers dispense searches with `dispenses`.
     async fn app_with_dispenses(mock: &MockServer, dispenses: Value) -> TestApp {
-        Mock::given(method("GET"))
-            .and(path("/fhir/MedicationRequest"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(bundle(vec![prescription()])))
-            .mount(mock)
-            .await;
-        Mock::given(method("GET"))
-            .and(path("/fhir/MedicationRequest/mr-w"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(prescription()))
-            .mount(mock)
-            .await;
-        Mock::given(method("GET"))
-            .and(path("/fhir/Task"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(bundle(vec![])))
-            .mount(mock)
-            .await;
-        Mock::given(method("GET"))
-            .and(path("/fhir/MedicationDispense"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(dispenses))
-            .mount(mock)
-            .await;
-        let sandbox = crate::support::sandbox().await;
-        let base = url::Url::parse(&format!("{}/fhir", mock.uri())).unwrap();
-        TestApp::spawn_with(sandbox, |config, upstream| {
-            config.ehr.check_capabilities = false;
-            upstream.base_url = base.clone();
-        })
-        .await
+        let prescriptions = bundle(vec![prescription()]);
+        mount_json(mock, "GET", "/fhir/MedicationRequest", prescriptions).await;
+        mount_json(mock, "GET", "/fhir/MedicationRequest/mr-w", prescription()).await;
+        let no_tasks = fixture("ehr/searchset-empty.json");
+        mount_json(mock, "GET", "/fhir/Task", no_tasks).await;
+        mount_json(mock, "GET", "/fhir/MedicationDispense", dispenses).await;
+        TestApp::spawn_on_mock(mock, EhrProfile::GenericR4).await
     }
 
     #[tokio::test]
     async fn a_dispense_answer_that_is_not_a_bundle_or_flags_a_cap_decides_nothing() {
-        let capped = json!({"resourceType": "Bundle", "type": "searchset", "entry": [
-            {"resource": {"resourceType": "OperationOutcome", "issue": [
-                {"severity": "warning", "code": "too-costly",
-                 "diagnostics": "results were capped"}]},
-             "search": {"mode": "outcome"}}]});
+        let capped = fixture("ehr/searchset-capped.json");
         for (case, dispenses) in [
             // A 200 that is not a Bundle: the policy replaces it with an empty searchset.
             ("not a bundle", json!({"resourceType": "Basic", "id": "x"})),

@@ -1,25 +1,15 @@
 //! Portal API: messages (Medplum-style Communication threads).
 
+use portico::config::EhrProfile;
 use portico_sandbox::FailureKind;
 use serde_json::{Value, json};
 
 use crate::support::TestApp;
 
-/// Every stored resource of a type, as JSON.
-fn all(app: &TestApp, ty: &str) -> Vec<Value> {
-    let store = app.sandbox.store();
-    store
-        .ids(ty)
-        .into_iter()
-        .filter_map(|id| store.read(ty, &id).ok())
-        .filter_map(|r| serde_json::from_slice(r.body.as_ref()?).ok())
-        .collect()
-}
-
 /// Communications with one of `identifier`-free gateway writes: those whose subject is
 /// the patient and that were not generated (generated ids are `comm-…`).
 fn created_communications(app: &TestApp, patient: &str) -> Vec<Value> {
-    all(app, "Communication")
+    app.all_stored("Communication")
         .into_iter()
         .filter(|c| c["subject"]["reference"] == format!("Patient/{patient}"))
         .filter(|c| !c["id"].as_str().unwrap_or("").starts_with("comm-"))
@@ -28,7 +18,7 @@ fn created_communications(app: &TestApp, patient: &str) -> Vec<Value> {
 
 /// The members of the patient's active CareTeams.
 fn care_team_members(app: &TestApp, patient: &str) -> Vec<String> {
-    all(app, "CareTeam")
+    app.all_stored("CareTeam")
         .into_iter()
         .filter(|t| t["subject"]["reference"] == format!("Patient/{patient}"))
         .flat_map(|t| {
@@ -40,14 +30,6 @@ fn care_team_members(app: &TestApp, patient: &str) -> Vec<String> {
                 .filter_map(|p| p["member"]["reference"].as_str().map(str::to_owned))
         })
         .collect()
-}
-
-fn care_team_id(app: &TestApp, patient: &str) -> String {
-    all(app, "CareTeam")
-        .into_iter()
-        .find(|t| t["subject"]["reference"] == format!("Patient/{patient}"))
-        .and_then(|t| t["id"].as_str().map(str::to_owned))
-        .expect("a care team")
 }
 
 /// A practitioner who is not in the patient's care team.
@@ -81,16 +63,7 @@ async fn threads_list_and_read_only_the_patients_own() {
         assert!(!t["participants"].as_array().unwrap().is_empty());
         // Only pat-1's headers: the stored header's subject is pat-1.
         let id = t["id"].as_str().unwrap();
-        let stored: Value = serde_json::from_slice(
-            app.sandbox
-                .store()
-                .read("Communication", id)
-                .unwrap()
-                .body
-                .as_ref()
-                .unwrap(),
-        )
-        .unwrap();
+        let stored = app.stored("Communication", id);
         assert_eq!(stored["subject"]["reference"], "Patient/pat-1");
         assert!(stored.get("partOf").is_none());
     }
@@ -209,7 +182,7 @@ async fn starting_a_thread_with_the_care_team_creates_header_and_message() {
     // The new thread is listed first, and the care team itself is a valid recipient.
     let list = app.api_get(&token, "/messages/threads").await;
     assert_eq!(list.body["threads"][0]["id"], thread_id.as_str());
-    let team = format!("CareTeam/{}", care_team_id(&app, "pat-1"));
+    let team = format!("CareTeam/{}", app.care_team_id("pat-1"));
     let to_team = app
         .api_post(&token, "/messages/threads", &new_thread(&team), None)
         .await;
@@ -223,7 +196,7 @@ async fn recipients_outside_the_care_team_are_refused_and_nothing_is_written() {
     let before = app.sandbox.faults().requests_for("POST", "Communication");
     for recipient in [
         stranger(&app, "pat-1"),
-        format!("CareTeam/{}", care_team_id(&app, "pat-2")),
+        format!("CareTeam/{}", app.care_team_id("pat-2")),
         "Patient/pat-2".to_owned(),
     ] {
         let answer = app
@@ -304,18 +277,10 @@ async fn bad_text_and_attachments_are_refused_before_anything_is_written() {
 
 #[tokio::test]
 async fn attachments_over_the_profile_limit_are_refused() {
-    let profile_dir = tempfile::tempdir().unwrap();
-    let path = profile_dir.path().join("small.toml");
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../config/ehr/generic-r4.toml"
-    ))
-    .unwrap()
-    .replace("max_attachment_bytes = 1048576", "max_attachment_bytes = 8");
-    std::fs::write(&path, text).unwrap();
-    let app = TestApp::spawn_with(crate::support::sandbox().await, |config, _| {
-        config.ehr.profile_file = Some(path.clone());
-    })
+    let app = TestApp::spawn_with_profile_edit(
+        "max_attachment_bytes = 1048576",
+        "max_attachment_bytes = 8",
+    )
     .await;
     let token = app.portal_token("pat-1");
     let member = care_team_members(&app, "pat-1").remove(0);
@@ -358,16 +323,7 @@ async fn replies_answer_the_latest_message_and_closed_threads_refuse() {
         format!("Communication/{last}")
     );
     assert_eq!(reply.body["sender"]["is_me"], true);
-    let stored: Value = serde_json::from_slice(
-        app.sandbox
-            .store()
-            .read("Communication", reply.body["id"].as_str().unwrap())
-            .unwrap()
-            .body
-            .as_ref()
-            .unwrap(),
-    )
-    .unwrap();
+    let stored = app.stored("Communication", reply.body["id"].as_str().unwrap());
     assert_eq!(
         stored["inResponseTo"][0]["reference"],
         format!("Communication/{last}")
@@ -396,16 +352,7 @@ async fn replies_answer_the_latest_message_and_closed_threads_refuse() {
     );
 
     // Close the thread in the EHR: replies are refused, nothing is written.
-    let mut header: Value = serde_json::from_slice(
-        app.sandbox
-            .store()
-            .read("Communication", &id)
-            .unwrap()
-            .body
-            .as_ref()
-            .unwrap(),
-    )
-    .unwrap();
+    let mut header = app.stored("Communication", &id);
     header["status"] = json!("completed");
     app.sandbox
         .store()
@@ -500,11 +447,7 @@ async fn a_failed_first_message_is_reported_and_a_retry_completes_the_same_threa
 
 #[tokio::test]
 async fn cerner_has_no_patient_messaging() {
-    let app = TestApp::spawn_with(crate::support::sandbox().await, |config, _| {
-        config.ehr.profile = portico::config::EhrProfile::Cerner;
-        config.ehr.check_capabilities = false;
-    })
-    .await;
+    let app = TestApp::spawn_for_ehr(EhrProfile::Cerner).await;
     let token = app.portal_token("pat-1");
     let list = app.api_get(&token, "/messages/threads").await;
     assert_eq!(list.status, 501, "{:?}", list.body);
@@ -551,13 +494,10 @@ fn seed_stray_messages(app: &TestApp, patient: &str, n: usize) {
 #[tokio::test]
 async fn threads_from_one_search_equal_the_header_then_messages_listing() {
     // No cache: both listings below ask the EHR.
-    let app = TestApp::spawn_with(crate::support::sandbox().await, |config, _| {
-        config.cache.enabled = false;
-    })
-    .await;
+    let app = TestApp::spawn_configured(|config| config.cache.enabled = false).await;
     let token = app.portal_token("pat-1");
     // A thread to the care team itself too, so that names come from more than one type.
-    let team = format!("CareTeam/{}", care_team_id(&app, "pat-1"));
+    let team = format!("CareTeam/{}", app.care_team_id("pat-1"));
     let to_team = app
         .api_post(&token, "/messages/threads", &new_thread(&team), None)
         .await;
@@ -674,28 +614,10 @@ async fn a_participant_the_patient_may_not_read_is_shown_by_reference_only() {
 /// Against a mock EHR whose search answers carry no `search.mode`: an `_include`d
 /// resource then sits among the matches.
 mod without_search_mode {
-    use serde_json::{Value, json};
-    use wiremock::matchers::{method, path};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
+    use portico::config::EhrProfile;
+    use wiremock::MockServer;
 
-    use crate::support::TestApp;
-
-    /// A gateway (sandbox profile) whose upstream is `mock`.
-    async fn app_on(mock: &MockServer) -> TestApp {
-        let sandbox = crate::support::sandbox().await;
-        let base = url::Url::parse(&format!("{}/fhir", mock.uri())).unwrap();
-        TestApp::spawn_with(sandbox, |config, upstream| {
-            config.ehr.check_capabilities = false;
-            upstream.base_url = base.clone();
-        })
-        .await
-    }
-
-    /// A searchset whose entries have no `search` element at all.
-    fn bundle(resources: Vec<Value>) -> Value {
-        json!({"resourceType": "Bundle", "type": "searchset",
-            "entry": resources.into_iter().map(|r| json!({"resource": r})).collect::<Vec<_>>()})
-    }
+    use crate::support::{TestApp, fixture, mount_json};
 
     async fn requests_to(mock: &MockServer, p: &str) -> usize {
         mock.received_requests()
@@ -709,34 +631,13 @@ mod without_search_mode {
     #[tokio::test]
     async fn an_included_care_team_is_a_name_never_a_thread() {
         let mock = MockServer::start().await;
-        let thread = bundle(vec![
-            json!({"resourceType": "Communication", "id": "h-1", "status": "in-progress",
-                "topic": {"text": "Question about my results"},
-                "subject": {"reference": "Patient/pat-1"},
-                "recipient": [{"reference": "Patient/pat-1"}, {"reference": "CareTeam/ct-9"},
-                              {"reference": "Practitioner/pr-9"}],
-                "sent": "2025-01-01T10:00:00Z"}),
-            json!({"resourceType": "Communication", "id": "m-1", "status": "completed",
-                "partOf": [{"reference": "Communication/h-1"}],
-                "subject": {"reference": "Patient/pat-1"},
-                "sender": {"reference": "Practitioner/pr-9"},
-                "recipient": [{"reference": "Patient/pat-1"}],
-                "sent": "2025-01-02T10:00:00Z",
-                "payload": [{"contentString": "Your results are normal."}]}),
-            // The included recipients, without `search.mode: include`. The CareTeam is
-            // the patient's, with neither `partOf` nor `payload`: shaped like a header.
-            json!({"resourceType": "CareTeam", "id": "ct-9", "status": "active",
-                "name": "Heart team", "subject": {"reference": "Patient/pat-1"},
-                "participant": [{"member": {"reference": "Practitioner/pr-9"}}]}),
-            json!({"resourceType": "Practitioner", "id": "pr-9",
-                "name": [{"given": ["Ada"], "family": "Quinn", "prefix": ["Dr"]}]}),
-        ]);
-        Mock::given(method("GET"))
-            .and(path("/fhir/Communication"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(thread))
-            .mount(&mock)
-            .await;
-        let app = app_on(&mock).await;
+        // A thread header h-1 of pat-1's to CareTeam/ct-9 and Practitioner/pr-9, one
+        // message m-1, then the included recipients, none with a `search` element. The
+        // CareTeam is the patient's, with neither `partOf` nor `payload`: shaped like a
+        // header.
+        let thread = fixture("ehr/communication-thread-without-search-mode.json");
+        mount_json(&mock, "GET", "/fhir/Communication", thread).await;
+        let app = TestApp::spawn_on_mock(&mock, EhrProfile::GenericR4).await;
         let token = app.portal_token("pat-1");
         let list = app.api_get(&token, "/messages/threads").await;
         assert_eq!(list.status, 200, "{:?}", list.body);

@@ -11,10 +11,10 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::support::TestApp;
+use crate::support::{TestApp, repo_path};
 
 fn golden_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json")
+    repo_path("docs/openapi.json")
 }
 
 fn generated() -> (String, Value) {

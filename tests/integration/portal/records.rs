@@ -6,7 +6,7 @@ use std::time::Duration;
 use portico_sandbox::faults::FailureKind;
 use serde_json::Value;
 
-use crate::support::{TestApp, sandbox};
+use crate::support::TestApp;
 
 const KINDS: [&str; 10] = [
     "allergies",
@@ -23,8 +23,7 @@ const KINDS: [&str; 10] = [
 
 /// The patient a stored resource belongs to (the reference element of its type).
 fn owner(app: &TestApp, resource_type: &str, id: &str) -> String {
-    let stored = app.sandbox.store().read(resource_type, id).expect("stored");
-    let r: Value = serde_json::from_slice(stored.body.as_ref().unwrap()).unwrap();
+    let r = app.stored(resource_type, id);
     let reference = ["patient", "subject"]
         .iter()
         .find_map(|k| r[k]["reference"].as_str())
@@ -165,7 +164,7 @@ async fn bad_kinds_counts_and_parameters_are_clear_4xx_and_go_nowhere() {
 
 #[tokio::test]
 async fn a_failing_ehr_serves_cached_records_marked_stale() {
-    let app = TestApp::spawn_with(sandbox().await, |config, _| {
+    let app = TestApp::spawn_configured(|config| {
         config.cache.patient_ttl = Duration::from_millis(200);
         config.resilience.max_attempts = 1;
     })

@@ -1,24 +1,12 @@
 //! Portal API: patient-initiated referral requests.
 
-use std::path::PathBuf;
-
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, sandbox};
-
-fn all(app: &TestApp, ty: &str) -> Vec<Value> {
-    let store = app.sandbox.store();
-    store
-        .ids(ty)
-        .into_iter()
-        .filter_map(|id| store.read(ty, &id).ok())
-        .filter_map(|r| serde_json::from_slice(r.body.as_ref()?).ok())
-        .collect()
-}
+use crate::support::TestApp;
 
 /// ServiceRequests the gateway created (generated ones are `sr-…`).
 fn created_service_requests(app: &TestApp) -> Vec<Value> {
-    all(app, "ServiceRequest")
+    app.all_stored("ServiceRequest")
         .into_iter()
         .filter(|s| !s["id"].as_str().unwrap_or("").starts_with("sr-"))
         .collect()
@@ -216,22 +204,10 @@ async fn bad_referral_bodies_are_refused_before_anything_is_sent() {
 
 #[tokio::test]
 async fn the_communication_strategy_writes_to_the_care_team() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/ehr/generic-r4.toml"),
-    )
-    .unwrap();
-    let text = base.replacen(
+    let app = TestApp::spawn_with_profile_edit(
         "strategy = \"service-request\"",
         "strategy = \"communication\"",
-        1,
-    );
-    assert_ne!(text, base);
-    let path = dir.path().join("referrals-communication.toml");
-    std::fs::write(&path, text).unwrap();
-    let app = TestApp::spawn_with(sandbox().await, |config, _| {
-        config.ehr.profile_file = Some(path.clone());
-    })
+    )
     .await;
     let token = app.portal_token("pat-1");
     let created = app
@@ -240,23 +216,10 @@ async fn the_communication_strategy_writes_to_the_care_team() {
     assert_eq!(created.status, 201, "{:?}", created.body);
     assert_eq!(created.body["resource_type"], "Communication");
     let id = created.body["id"].as_str().unwrap();
-    let message: Value = serde_json::from_slice(
-        app.sandbox
-            .store()
-            .read("Communication", id)
-            .unwrap()
-            .body
-            .as_ref()
-            .unwrap(),
-    )
-    .unwrap();
-    let team = all(&app, "CareTeam")
-        .into_iter()
-        .find(|t| t["subject"]["reference"] == "Patient/pat-1")
-        .unwrap();
+    let message = app.stored("Communication", id);
     assert_eq!(
         message["recipient"][0]["reference"],
-        format!("CareTeam/{}", team["id"].as_str().unwrap())
+        format!("CareTeam/{}", app.care_team_id("pat-1"))
     );
     assert_eq!(message["topic"]["text"], "Referrals and Authorizations");
     assert_eq!(message["sender"]["reference"], "Patient/pat-1");
