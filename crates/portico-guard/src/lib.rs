@@ -48,7 +48,7 @@ pub use bundle::{Unchecked, Verified, operation_result_bundle};
 pub use error::GuardError;
 pub use read::{Checked, Target};
 pub use slot::{BoundSlot, Keeper, KeptAnswer, Meta, Reply, Reuse};
-pub use write::{IfNoneExist, Written, WrittenBody, encode_query, outcome_unknown};
+pub use write::{Base, IfNoneExist, Written, WrittenBody, encode_query, outcome_unknown};
 
 /// What every session shares: the upstream port, the policy and the audit sink. Cheap
 /// to clone; built once per process.

@@ -31,6 +31,17 @@ pub enum IfNoneExist {
     Identifier(String),
 }
 
+/// The version of a resource a change is made against, as the caller read it through
+/// the session: the change is checked against it and sent with `If-Match` on its
+/// version.
+#[derive(Debug, Clone, Copy)]
+pub struct Base<'a> {
+    pub rt: &'a str,
+    pub id: &'a str,
+    pub resource: &'a Value,
+    pub version: Option<&'a str>,
+}
+
 /// What a write answered.
 #[derive(Debug)]
 pub struct Written {
@@ -151,48 +162,50 @@ impl Session<'_> {
             .await
     }
 
-    /// Replaces `rt/id`, checked against the write rules with `current` (the version the
-    /// caller read through this session), sent with `If-Match: version`.
+    /// Replaces the resource `base` names with `new`, checked against the write rules
+    /// with the version the caller read, sent with `If-Match` on that version.
     pub async fn update(
         &self,
-        rt: &str,
-        id: &str,
+        base: Base<'_>,
         new: &Value,
-        current: &Value,
-        version: Option<&str>,
         prefer: Option<ReturnPreference>,
     ) -> Result<Written, GuardError> {
-        self.authorize(Interaction::Update, rt, new, Some(current))
+        self.authorize(Interaction::Update, base.rt, new, Some(base.resource))
             .await?;
-        let mut request = FhirRequest::update(rt, id, Bytes::from(new.to_string()));
-        if let Some(v) = version {
-            request = request.with_if_match_version(v);
-        }
-        self.send(Interaction::Update, rt, Some(id), request, prefer)
+        let request = FhirRequest::update(base.rt, base.id, Bytes::from(new.to_string()));
+        self.send_change(Interaction::Update, base, request, prefer)
             .await
     }
 
-    /// Applies the JSON Patch `patch` to `rt/id`: `patched` (the caller's application of
-    /// exactly these operations to `current`) is what the write rules check; sent with
-    /// `If-Match: version`.
-    #[allow(clippy::too_many_arguments)]
+    /// Applies the JSON Patch `patch` to the resource `base` names: `patched` (the
+    /// caller's application of exactly these operations to it) is what the write rules
+    /// check; sent with `If-Match` on the version the caller read.
     pub async fn patch(
         &self,
-        rt: &str,
-        id: &str,
+        base: Base<'_>,
         patch: Bytes,
         patched: &Value,
-        current: &Value,
-        version: Option<&str>,
         prefer: Option<ReturnPreference>,
     ) -> Result<Written, GuardError> {
-        self.authorize(Interaction::Patch, rt, patched, Some(current))
+        self.authorize(Interaction::Patch, base.rt, patched, Some(base.resource))
             .await?;
-        let mut request = FhirRequest::patch(rt, id, patch);
-        if let Some(v) = version {
-            request = request.with_if_match_version(v);
-        }
-        self.send(Interaction::Patch, rt, Some(id), request, prefer)
+        let request = FhirRequest::patch(base.rt, base.id, patch);
+        self.send_change(Interaction::Patch, base, request, prefer)
+            .await
+    }
+
+    async fn send_change(
+        &self,
+        interaction: Interaction,
+        base: Base<'_>,
+        request: FhirRequest,
+        prefer: Option<ReturnPreference>,
+    ) -> Result<Written, GuardError> {
+        let request = match base.version {
+            Some(v) => request.with_if_match_version(v),
+            None => request,
+        };
+        self.send(interaction, base.rt, Some(base.id), request, prefer)
             .await
     }
 
@@ -206,17 +219,19 @@ impl Session<'_> {
     /// - the token must allow patching `rt` (the scope check of any write).
     pub async fn patch_with_rule<E: From<GuardError>>(
         &self,
-        rt: &str,
-        current: &Value,
-        version: Option<&str>,
+        base: Base<'_>,
         patch: &Value,
         rule: impl FnOnce(&Value, &Value) -> Result<(), E>,
     ) -> Result<Written, E> {
         let principal = self.actor.principal();
-        let Some(id) = portico_fhir::json::id(current) else {
-            return Err(GuardError::NotFound.into());
-        };
+        let Base {
+            rt,
+            id,
+            resource: current,
+            ..
+        } = base;
         if portico_fhir::json::resource_type(current) != Some(rt)
+            || portico_fhir::json::id(current) != Some(id)
             || self.policy().check_read(principal, current).is_err()
         {
             self.audit(Interaction::Patch, rt, Some(id), Outcome::Failed(None))
@@ -265,15 +280,11 @@ impl Session<'_> {
                 .await;
             return Err(e);
         }
-        let mut request = FhirRequest::patch(rt, id, Bytes::from(patch.to_string()));
-        if let Some(v) = version {
-            request = request.with_if_match_version(v);
-        }
+        let request = FhirRequest::patch(rt, id, Bytes::from(patch.to_string()));
         Ok(self
-            .send(
+            .send_change(
                 Interaction::Patch,
-                rt,
-                Some(id),
+                base,
                 request,
                 Some(ReturnPreference::Representation),
             )

@@ -24,7 +24,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use portico_access::audit::AuditSink;
 use portico_access::{Interaction, Policy, Principal};
-use portico_guard::{Actor, Checked, Guard, GuardError, Reuse, Session, Written, WrittenBody};
+use portico_guard::{
+    Actor, Base, Checked, Guard, GuardError, Reuse, Session, Written, WrittenBody,
+};
 use portico_upstream::{FhirUpstream, ReturnPreference, SecretString, UpstreamError};
 use serde_json::Value;
 use tokio::sync::OwnedMutexGuard;
@@ -467,17 +469,7 @@ impl<'a> Ctx<'a> {
     /// the create is conditional (`If-None-Exist`), and when the EHR fails after the
     /// create may have happened, the identifier is searched to tell.
     pub async fn create(&self, rt: &str, body: Value, idem: &Idem) -> PortalResult<Versioned> {
-        let body = with_identifier(body, idem);
-        let sent = self
-            .session()
-            .create(
-                rt,
-                &body,
-                Some(idem.condition()),
-                Some(ReturnPreference::Representation),
-            )
-            .await;
-        self.created(rt, idem, sent).await
+        self.create_once(rt, body, idem, Checks::WriteRules).await
     }
 
     /// Creates a record the gateway itself authors for the patient after checking the
@@ -490,25 +482,24 @@ impl<'a> Ctx<'a> {
         body: Value,
         idem: &Idem,
     ) -> PortalResult<Versioned> {
-        let body = with_identifier(body, idem);
-        let sent = self
-            .session()
-            .create_record(
-                rt,
-                &body,
-                Some(idem.condition()),
-                Some(ReturnPreference::Representation),
-            )
-            .await;
-        self.created(rt, idem, sent).await
+        self.create_once(rt, body, idem, Checks::DomainRule).await
     }
 
-    async fn created(
+    async fn create_once(
         &self,
         rt: &str,
+        body: Value,
         idem: &Idem,
-        sent: Result<Written, GuardError>,
+        checks: Checks,
     ) -> PortalResult<Versioned> {
+        let body = with_identifier(body, idem);
+        let session = self.session();
+        let condition = Some(idem.condition());
+        let prefer = Some(ReturnPreference::Representation);
+        let sent = match checks {
+            Checks::WriteRules => session.create(rt, &body, condition, prefer).await,
+            Checks::DomainRule => session.create_record(rt, &body, condition, prefer).await,
+        };
         match sent {
             Ok(written) => self.written(rt, None, written).await,
             Err(GuardError::Upstream(e)) if outcome_unknown(&e) => {
@@ -603,8 +594,8 @@ impl<'a> Ctx<'a> {
         self.read(&location.resource_type, &location.id).await
     }
 
-    /// Applies a JSON Patch to `rt/id` at `version` (`If-Match`), after checking the
-    /// patched resource against the write rules. Returns the resource as written.
+    /// Applies a JSON Patch to `current` (`If-Match` on its version), after checking
+    /// the patched resource against the write rules. Returns the resource as written.
     pub async fn patch(
         &self,
         rt: &str,
@@ -612,53 +603,38 @@ impl<'a> Ctx<'a> {
         patch: Value,
         patched: &Value,
     ) -> PortalResult<Versioned> {
-        let id = current.id().ok_or(PortalError::NotFound)?;
+        let base = base(rt, current)?;
+        let patch = bytes::Bytes::from(patch.to_string());
         let sent = self
             .session()
-            .patch(
-                rt,
-                id,
-                bytes::Bytes::from(patch.to_string()),
-                patched,
-                &current.resource,
-                current.version.as_deref(),
-                Some(ReturnPreference::Representation),
-            )
+            .patch(base, patch, patched, Some(ReturnPreference::Representation))
             .await;
-        self.updated(rt, id, sent).await
+        self.updated(base, sent).await
     }
 
-    /// Replaces `rt/id` at `version` (`If-Match`), after checking it against the write
-    /// rules.
+    /// Replaces `current` with `new` (`If-Match` on its version), after checking it
+    /// against the write rules.
     pub async fn update(
         &self,
         rt: &str,
         current: &Versioned,
         new: Value,
     ) -> PortalResult<Versioned> {
-        let id = current.id().ok_or(PortalError::NotFound)?;
+        let base = base(rt, current)?;
         let sent = self
             .session()
-            .update(
-                rt,
-                id,
-                &new,
-                &current.resource,
-                current.version.as_deref(),
-                Some(ReturnPreference::Representation),
-            )
+            .update(base, &new, Some(ReturnPreference::Representation))
             .await;
-        self.updated(rt, id, sent).await
+        self.updated(base, sent).await
     }
 
     async fn updated(
         &self,
-        rt: &str,
-        id: &str,
+        base: Base<'_>,
         sent: Result<Written, GuardError>,
     ) -> PortalResult<Versioned> {
         match sent {
-            Ok(written) => self.written(rt, Some(id), written).await,
+            Ok(written) => self.written(base.rt, Some(base.id), written).await,
             // Cerner answers a wrong version with 409, the spec with 412.
             Err(GuardError::Upstream(
                 UpstreamError::PreconditionFailed { .. } | UpstreamError::Conflict { .. },
@@ -682,21 +658,10 @@ impl<'a> Ctx<'a> {
         patch: Value,
         rule: impl FnOnce(&Value, &Value) -> PortalResult<()>,
     ) -> PortalResult<Versioned> {
-        let sent = self
-            .session()
-            .patch_with_rule(
-                rt,
-                &current.resource,
-                current.version.as_deref(),
-                &patch,
-                rule,
-            )
-            .await;
+        let base = base(rt, current)?;
+        let sent = self.session().patch_with_rule(base, &patch, rule).await;
         match sent {
-            Ok(written) => {
-                let id = current.id().unwrap_or_default();
-                self.written(rt, Some(id), written).await
-            }
+            Ok(written) => self.written(rt, Some(base.id), written).await,
             Err(PortalError::Upstream(UpstreamError::PreconditionFailed { .. })) => {
                 Err(version_conflict())
             }
@@ -760,6 +725,24 @@ impl<'a> Ctx<'a> {
             .get(&(self.caller.patient.clone(), rt.to_owned(), id.to_owned()))
             .map(|v| (*v).clone())
     }
+}
+
+/// Which checks a create passes before it is sent.
+enum Checks {
+    /// The patient write rules.
+    WriteRules,
+    /// A domain rule the caller applied (a named domain write).
+    DomainRule,
+}
+
+/// The version a change to `current` is made against.
+fn base<'v>(rt: &'v str, current: &'v Versioned) -> PortalResult<Base<'v>> {
+    Ok(Base {
+        rt,
+        id: current.id().ok_or(PortalError::NotFound)?,
+        resource: &current.resource,
+        version: current.version.as_deref(),
+    })
 }
 
 fn version_conflict() -> PortalError {

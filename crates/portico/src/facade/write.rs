@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use portico_access::{Denial, DenialReason, Interaction};
-use portico_guard::{Checked, IfNoneExist, Session};
+use portico_guard::{Base, Checked, IfNoneExist, Session};
 use portico_upstream::ReturnPreference;
 use serde_json::Value;
 
@@ -157,6 +157,16 @@ async fn current_version(
     Ok((current, version))
 }
 
+/// The version a change is checked against and sent with (`If-Match`).
+fn base<'a>(rt: &'a str, id: &'a str, current: &'a Checked, version: &'a str) -> Base<'a> {
+    Base {
+        rt,
+        id,
+        resource: &current.resource,
+        version: Some(version),
+    }
+}
+
 pub(super) async fn update(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -175,11 +185,8 @@ pub(super) async fn update(
     let (current, version) = current_version(session, &rt, &id, &headers).await?;
     let sent = session
         .update(
-            &rt,
-            &id,
+            base(&rt, &id, &current, &version),
             &resource,
-            &current.resource,
-            Some(&version),
             prefer(&headers),
         )
         .await?;
@@ -234,16 +241,9 @@ pub(super) async fn patch(
     // body an upstream parser would read differently (duplicate keys) cannot slip past.
     let checked_patch =
         Bytes::from(serde_json::to_vec(&operations).map_err(|_| bad_request("invalid patch"))?);
+    let base = base(&rt, &id, &current, &version);
     let sent = session
-        .patch(
-            &rt,
-            &id,
-            checked_patch,
-            &patched,
-            &current.resource,
-            Some(&version),
-            prefer(&headers),
-        )
+        .patch(base, checked_patch, &patched, prefer(&headers))
         .await?;
     written(&state, sent)
 }
