@@ -25,11 +25,24 @@ pub enum Decision {
     Denied,
 }
 
+/// Which half of a write a record describes: the attempt is recorded before the request
+/// goes to the EHR, the outcome after it answered (or failed). Reads and searches have
+/// one record and no phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Attempt,
+    Outcome,
+}
+
 /// One access decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
     /// Milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
+    /// The gateway replica that decided (set by the sink from `[audit] instance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     /// The token's subject; `None` for unauthenticated requests.
@@ -49,6 +62,9 @@ pub struct AuditRecord {
     /// Bundle entries removed by outbound verification.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub removed_entries: Option<usize>,
+    /// For writes: the attempt (before the EHR call) or the outcome (after).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
 }
 
 fn now_ms() -> u64 {
@@ -73,6 +89,7 @@ impl AuditRecord {
         }
         AuditRecord {
             timestamp_ms: now_ms(),
+            instance: None,
             request_id: None,
             subject: principal.map(|p| p.subject.clone()),
             client_id: principal.and_then(|p| p.client_id.clone()),
@@ -84,6 +101,7 @@ impl AuditRecord {
             reason: None,
             upstream_status: None,
             removed_entries: None,
+            phase: None,
         }
     }
 
@@ -109,6 +127,11 @@ impl AuditRecord {
         self
     }
 
+    pub fn with_phase(mut self, phase: Phase) -> AuditRecord {
+        self.phase = Some(phase);
+        self
+    }
+
     pub fn with_removed_entries(mut self, removed: usize) -> AuditRecord {
         self.removed_entries = Some(removed);
         self
@@ -121,6 +144,12 @@ impl AuditRecord {
 pub struct AuditError(pub String);
 
 /// Where audit records go. Implementations must be durable and append-only.
+///
+/// `record` returns once the record is as safe as the sink promises (for the gateway's
+/// file sink: handed to the operating system, or synced to disk, per its configured
+/// durability). It returns `Err` only when the request the record describes must be
+/// refused because the trail cannot be written (`[audit] on_failure = "refuse"`); a sink
+/// told to continue logs and counts its failures and answers `Ok`.
 #[async_trait]
 pub trait AuditSink: Send + Sync {
     async fn record(&self, record: &AuditRecord) -> Result<(), AuditError>;
