@@ -251,3 +251,54 @@ async fn a_rendered_answer_is_only_reused_for_the_same_principal() {
         .count();
     assert_eq!(searches, 4);
 }
+
+/// A corrupted answer (a 200 whose body is cut in half) is an upstream error and never
+/// becomes a cache entry: once the EHR heals, the next read of the same thing — by the
+/// facade and by the portal — goes upstream and succeeds, instead of replaying the
+/// broken body until the entry expires.
+#[tokio::test]
+async fn a_corrupted_answer_is_never_cached() {
+    let app = TestApp::spawn_configured(|config| {
+        config.cache.patient_ttl = Duration::from_secs(600);
+        config.resilience.max_attempts = 1;
+    })
+    .await;
+    let token = app.patient_token("pat-1", SCOPES);
+    let portal = app.portal_token("pat-1");
+    let read = "/fhir/Condition?patient=pat-1";
+    let get = |path: &'static str, token: String| {
+        let app = &app;
+        async move {
+            app.http
+                .get(app.url(path))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    app.sandbox
+        .faults()
+        .inject(FailureKind::MalformedJson, 1.0, Some("/fhir/Condition"));
+    assert_eq!(get(read, token.clone()).await.status(), 502);
+    let broken = app.api_get(&portal, "/records/conditions").await;
+    assert_eq!(broken.status, 502, "{:?}", broken.body);
+    let before = app.sandbox.faults().requests();
+    app.sandbox.faults().clear();
+    let healed = get(read, token.clone()).await;
+    assert_eq!(healed.status(), 200);
+    let bundle: Value = healed.json().await.unwrap();
+    assert_eq!(bundle["resourceType"], "Bundle");
+    assert!(app.sandbox.faults().requests() > before, "went upstream");
+    let records = app.api_get(&portal, "/records/conditions").await;
+    assert_eq!(records.status, 200, "{:?}", records.body);
+    // And a malformed answer is counted.
+    let metrics = get("/metrics", token).await.text().await.unwrap();
+    let malformed = metrics
+        .lines()
+        .find(|l| l.starts_with("portico_upstream_malformed_answers_total "))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap();
+    assert!(malformed >= 2.0, "{malformed}");
+}

@@ -480,7 +480,10 @@ impl FhirClient {
                 request.interaction,
                 Interaction::Read { .. } | Interaction::VRead { .. }
             );
-        let result = self.exchange(builder, conditional).await;
+        let result = self
+            .exchange(builder, conditional)
+            .await
+            .and_then(|response| check_answer(&request.interaction, response));
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let resource_type = request.resource_type().unwrap_or("");
         match &result {
@@ -576,6 +579,70 @@ impl FhirUpstream for FhirClient {
     }
 }
 
+/// Checks that a successful answer is what the request asked for before anything uses
+/// or keeps it: readable JSON (complete: a body cut short is not), a JSON content type
+/// when one is named, and for reads, histories and searches the expected resource type
+/// (a read answered with an `OperationOutcome` is not the resource). What fails is a
+/// [`UpstreamError::MalformedBody`]: an upstream fault, never cached, retried like the
+/// EHR's other failures where reads are retried. Writes are left to the caller, which
+/// must tell a malformed answer to an applied write from a write that did not happen.
+fn check_answer(
+    interaction: &Interaction,
+    response: FhirResponse,
+) -> Result<FhirResponse, UpstreamError> {
+    let expected = match interaction {
+        Interaction::Read { resource_type, .. } | Interaction::VRead { resource_type, .. } => {
+            Some(resource_type.as_str())
+        }
+        Interaction::History { .. }
+        | Interaction::Search { .. }
+        | Interaction::SearchPage { .. } => Some("Bundle"),
+        Interaction::Capabilities => Some("CapabilityStatement"),
+        // An operation may answer with nothing, a Bundle, Parameters or a resource.
+        Interaction::Operation { .. } if response.body.is_empty() => return Ok(response),
+        Interaction::Operation { .. } => None,
+        _ => return Ok(response),
+    };
+    if response.is_not_modified() {
+        return Ok(response);
+    }
+    if let Some(content_type) = response.content_type.as_deref() {
+        let media = content_type.split(';').next().unwrap_or_default().trim();
+        let json = media.eq_ignore_ascii_case("application/fhir+json")
+            || media.eq_ignore_ascii_case("application/json")
+            || media.eq_ignore_ascii_case("application/json+fhir");
+        if !json {
+            return Err(UpstreamError::MalformedBody {
+                detail: "the answer is not FHIR JSON".to_owned(),
+            });
+        }
+    }
+    /// Just the resource type; everything else is read past (which checks it is JSON).
+    #[derive(serde::Deserialize)]
+    struct Shape<'a> {
+        #[serde(rename = "resourceType", borrow, default)]
+        resource_type: Option<std::borrow::Cow<'a, str>>,
+    }
+    let shape: Shape<'_> =
+        serde_json::from_slice(&response.body).map_err(|e| UpstreamError::MalformedBody {
+            detail: format!(
+                "the answer is not complete JSON (line {} column {})",
+                e.line(),
+                e.column()
+            ),
+        })?;
+    match (expected, shape.resource_type.as_deref()) {
+        (None, _) => Ok(response),
+        (Some(want), Some(got)) if want == got => Ok(response),
+        (Some(want), got) => Err(UpstreamError::MalformedBody {
+            detail: format!(
+                "expected a {want}, the EHR answered with {}",
+                got.unwrap_or("something that is not a resource")
+            ),
+        }),
+    }
+}
+
 fn check_type(resource_type: &str) -> Result<(), UpstreamError> {
     if resource_types::is_known(resource_type) {
         Ok(())
@@ -628,6 +695,77 @@ fn set_query(url: &mut Url, params: &[(String, String)]) {
     let query = encode_query(params);
     if !query.is_empty() {
         url.set_query(Some(&query));
+    }
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+
+    fn answer(body: &str, content_type: Option<&str>) -> FhirResponse {
+        let mut r = FhirResponse::new(200, body.to_owned());
+        r.content_type = content_type.map(str::to_owned);
+        r
+    }
+
+    fn read() -> Interaction {
+        Interaction::Read {
+            resource_type: "Patient".to_owned(),
+            id: "p1".to_owned(),
+        }
+    }
+
+    fn search() -> Interaction {
+        Interaction::Search {
+            resource_type: "Observation".to_owned(),
+            params: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_complete_answers_of_the_type_asked_for_pass() {
+        let fhir = Some("application/fhir+json; charset=utf-8");
+        let patient = r#"{"resourceType":"Patient","id":"p1","name":[{"family":"A"}]}"#;
+        let bundle = r#"{"resourceType":"Bundle","type":"searchset","entry":[]}"#;
+        assert!(check_answer(&read(), answer(patient, fhir)).is_ok());
+        assert!(check_answer(&read(), answer(patient, None)).is_ok());
+        assert!(check_answer(&search(), answer(bundle, fhir)).is_ok());
+        let refused = [
+            (read(), answer(&patient[..30], fhir)),
+            (read(), answer(patient, Some("text/html"))),
+            (
+                read(),
+                answer(r#"{"resourceType":"OperationOutcome","issue":[]}"#, fhir),
+            ),
+            (read(), answer(r#"{"id":"p1"}"#, fhir)),
+            (search(), answer(patient, fhir)),
+            (search(), answer(&bundle[..bundle.len() - 1], fhir)),
+            (search(), answer(&format!("{bundle} trailing"), fhir)),
+        ];
+        for (interaction, response) in refused {
+            assert!(
+                matches!(
+                    check_answer(&interaction, response),
+                    Err(UpstreamError::MalformedBody { .. })
+                ),
+                "{interaction:?}"
+            );
+        }
+        // An operation may answer with nothing; writes are the caller's to judge.
+        let operation = Interaction::Operation {
+            resource_type: Some("Appointment".to_owned()),
+            id: None,
+            name: "find".to_owned(),
+            body: Bytes::new(),
+        };
+        assert!(check_answer(&operation, answer("", None)).is_ok());
+        assert!(check_answer(&operation, answer("{", fhir)).is_err());
+        let create = Interaction::Create {
+            resource_type: "Patient".to_owned(),
+            body: Bytes::new(),
+            if_none_exist: None,
+        };
+        assert!(check_answer(&create, answer("{", fhir)).is_ok());
     }
 }
 

@@ -81,7 +81,9 @@ impl UpstreamError {
             | UpstreamError::Connect { .. }
             | UpstreamError::RateLimited { .. }
             | UpstreamError::CircuitOpen { .. }
-            | UpstreamError::Overloaded => true,
+            | UpstreamError::Overloaded
+            // A body cut short or garbled in transit may well come whole next time.
+            | UpstreamError::MalformedBody { .. } => true,
             UpstreamError::Server { status, .. } => matches!(status, 502..=504),
             _ => false,
         }

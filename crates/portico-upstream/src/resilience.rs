@@ -115,6 +115,9 @@ pub struct ResilienceStats {
     pub overloaded: u64,
     /// Attempts that failed fast during a `Retry-After` hold.
     pub rate_limit_rejections: u64,
+    /// Answers the EHR sent that were not what was asked (cut short, not JSON, not the
+    /// resource type asked for): never used, never cached.
+    pub malformed_answers: u64,
     /// The breaker's state now.
     pub breaker_state: BreakerState,
 }
@@ -126,6 +129,7 @@ struct Counters {
     retries_denied: AtomicU64,
     breaker_rejections: AtomicU64,
     overloaded: AtomicU64,
+    malformed_answers: AtomicU64,
     rate_limit_rejections: AtomicU64,
 }
 
@@ -235,6 +239,7 @@ impl<U: FhirUpstream> Resilient<U> {
             retries_denied: load(&c.retries_denied),
             breaker_rejections: load(&c.breaker_rejections),
             overloaded: load(&c.overloaded),
+            malformed_answers: load(&c.malformed_answers),
             rate_limit_rejections: load(&c.rate_limit_rejections),
             breaker_state: self.breaker.state(),
         }
@@ -296,6 +301,9 @@ impl<U: FhirUpstream> Resilient<U> {
             }
         };
         let result = self.inner.execute(request.clone()).await;
+        if let Err(UpstreamError::MalformedBody { .. }) = &result {
+            bump(&self.counters.malformed_answers);
+        }
         if let Err(UpstreamError::RateLimited {
             retry_after: Some(delay),
         }) = &result

@@ -240,6 +240,12 @@ pub fn render(http: &HttpMetrics, upstream: &ResilienceStats, cache: &CacheStats
         upstream.rate_limit_rejections as f64,
     );
     out.single(
+        "portico_upstream_malformed_answers_total",
+        "EHR answers that were not what was asked (cut short, not JSON, another resource type): refused, never cached.",
+        "counter",
+        upstream.malformed_answers as f64,
+    );
+    out.single(
         "portico_upstream_breaker_state",
         "The EHR circuit breaker: 0 closed, 1 half-open, 2 open.",
         "gauge",
@@ -398,6 +404,7 @@ mod tests {
             breaker_rejections: 4,
             overloaded: 0,
             rate_limit_rejections: 3,
+            malformed_answers: 2,
             breaker_state: BreakerState::Open,
         };
         let cache = CacheStats {
