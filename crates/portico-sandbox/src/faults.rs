@@ -10,6 +10,8 @@
 //! - the knobs apply to requests whose path contains `path_filter` (all when unset) and
 //!   whose method is one of `methods` (all when empty), so that a test can aim at a
 //!   write (`POST` on `/Appointment`) and leave the reads of the same type alone;
+//! - the first `skip_first` requests they target (counted from when the knobs were set)
+//!   pass untouched, so that a test can let a first write through and break the second;
 //! - a failure happens with probability `failure_rate` (always at 1.0, never at 0.0);
 //! - `phase` says whether the latency and the failure come *before* the request runs
 //!   (nothing is read or written: the EHR failed, or was slow, before doing anything)
@@ -97,6 +99,8 @@ pub struct FaultConfig {
     /// Before or after the request runs; unset: the latency before, the failure at the
     /// kind's usual phase (see the module docs).
     pub phase: Option<FaultPhase>,
+    /// How many targeted requests pass untouched before the knobs apply.
+    pub skip_first: u64,
     /// How long a `slow_body` response takes to trickle out, in milliseconds.
     pub slow_body_ms: u64,
 }
@@ -110,6 +114,7 @@ impl Default for FaultConfig {
             path_filter: None,
             methods: Vec::new(),
             phase: None,
+            skip_first: 0,
             slow_body_ms: 5000,
         }
     }
@@ -146,6 +151,8 @@ pub struct Faults {
     /// reset (shows whether a client's calls ran concurrently, without timing them).
     in_flight: std::sync::atomic::AtomicU64,
     max_in_flight: std::sync::atomic::AtomicU64,
+    /// Targeted requests seen since the knobs were last set (for `skip_first`).
+    targeted: std::sync::atomic::AtomicU64,
 }
 
 /// Counts a request as in flight until dropped.
@@ -207,7 +214,9 @@ impl Faults {
         if !(0.0..=1.0).contains(&config.failure_rate) {
             return Err(FaultError::Rate(config.failure_rate));
         }
-        *self.config.write() = config;
+        let mut current = self.config.write();
+        *current = config;
+        self.targeted.store(0, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
@@ -227,11 +236,13 @@ impl Faults {
             rate.clamp(0.0, 1.0)
         };
         config.path_filter = path_filter.map(str::to_owned);
+        self.targeted.store(0, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Removes every fault and the added latency.
     pub fn clear(&self) {
         *self.config.write() = FaultConfig::default();
+        self.targeted.store(0, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The counter's state.
@@ -263,6 +274,12 @@ impl Faults {
             .get(&(method.to_owned(), resource_type.to_owned()))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// How many `/fhir` requests are being served right now (a request whose answer
+    /// is late still counts until it is sent or its client went away).
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The most `/fhir` requests served at the same time since the last reset.
@@ -299,6 +316,12 @@ impl Faults {
                     .iter()
                     .any(|m| m.eq_ignore_ascii_case(method)));
         if !targeted {
+            return Decision::none();
+        }
+        let seen = self
+            .targeted
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if seen < config.skip_first {
             return Decision::none();
         }
         let fails = config.failure_rate >= 1.0
@@ -578,6 +601,22 @@ mod tests {
         assert_eq!(
             faults.decide("POST", "/fhir/Appointment").phase,
             FaultPhase::After
+        );
+        // The first targeted requests can be let through.
+        faults
+            .set(FaultConfig {
+                failure_rate: 1.0,
+                path_filter: Some("/Communication".to_owned()),
+                methods: vec!["POST".to_owned()],
+                skip_first: 1,
+                ..FaultConfig::default()
+            })
+            .unwrap();
+        assert_eq!(faults.decide("GET", "/fhir/Communication").failure, None);
+        assert_eq!(faults.decide("POST", "/fhir/Communication").failure, None);
+        assert_eq!(
+            faults.decide("POST", "/fhir/Communication").failure,
+            Some(FailureKind::Status503)
         );
         // Latency alone, unphased, comes before.
         faults.clear();
