@@ -1,0 +1,1 @@
+//! Retry promises (to be written).
