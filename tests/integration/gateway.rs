@@ -145,6 +145,98 @@ async fn oversized_bodies_are_refused_before_anything_else() {
     assert_eq!(app.sandbox.faults().requests(), 0, "nothing went upstream");
 }
 
+/// A 2 MB body — declared or streamed in chunks — to a portal write and to the facade:
+/// each answer is a 413 the client can read (the gateway reads the rest of the body
+/// before answering instead of resetting the connection), in the surface's format.
+#[tokio::test]
+async fn oversized_bodies_get_a_readable_413_in_the_api_format() {
+    let app = TestApp::spawn().await;
+    let portal = app.portal_token("pat-1");
+    let fhir = app.patient_token("pat-1", "launch/patient patient/*.rs patient/*.cu");
+    let big = || vec![b' '; 2 * 1024 * 1024];
+    let chunked = || {
+        let chunks = (0..32).map(|_| Ok::<_, std::io::Error>(vec![b' '; 64 * 1024]));
+        reqwest::Body::wrap_stream(futures::stream::iter(chunks))
+    };
+    for streamed in [false, true] {
+        let body = if streamed { chunked() } else { big().into() };
+        let res = app
+            .http
+            .post(app.url("/api/v1/messages/threads"))
+            .bearer_auth(&portal)
+            .header("content-type", "application/json")
+            .header("idempotency-key", "big-1")
+            .body(body)
+            .send()
+            .await
+            .expect("a status, not a broken pipe");
+        assert_eq!(res.status(), 413, "streamed: {streamed}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+        let problem: Value = res.json().await.unwrap();
+        assert_eq!(problem["code"], "payload_too_large");
+
+        let body = if streamed { chunked() } else { big().into() };
+        let res = app
+            .http
+            .post(app.url("/fhir/Observation"))
+            .bearer_auth(&fhir)
+            .header("content-type", "application/fhir+json")
+            .body(body)
+            .send()
+            .await
+            .expect("a status, not a broken pipe");
+        assert_eq!(res.status(), 413, "streamed: {streamed}");
+        let outcome: Value = res.json().await.unwrap();
+        assert_eq!(outcome["resourceType"], "OperationOutcome");
+    }
+}
+
+/// 404, 405 and 415 in the surface's format, whichever layer refused.
+#[tokio::test]
+async fn routing_and_media_type_errors_are_in_the_api_format() {
+    let app = TestApp::spawn().await;
+    let portal = app.portal_token("pat-1");
+    let fhir = app.patient_token("pat-1", "launch/patient patient/*.rs");
+    let checks = [
+        ("GET", "/api/v1/no-such-thing", &portal, None, 404),
+        ("DELETE", "/api/v1/me", &portal, None, 405),
+        (
+            "POST",
+            "/api/v1/messages/threads",
+            &portal,
+            Some("text/plain"),
+            415,
+        ),
+        ("GET", "/fhir/NotAType/1", &fhir, None, 404),
+        ("PUT", "/fhir/metadata", &fhir, None, 405),
+        ("POST", "/fhir/Observation", &fhir, Some("text/plain"), 415),
+    ];
+    for (method, path, token, content_type, status) in checks {
+        let mut request = app
+            .http
+            .request(method.parse().unwrap(), app.url(path))
+            .bearer_auth(token);
+        if let Some(ct) = content_type {
+            request = request
+                .header("content-type", ct)
+                .header("idempotency-key", "k-415")
+                .body("hello");
+        }
+        let res = request.send().await.unwrap();
+        assert_eq!(res.status(), status, "{method} {path}");
+        let content_type = res.headers()["content-type"].to_str().unwrap().to_owned();
+        let body: Value = res.json().await.unwrap();
+        if path.starts_with("/fhir") {
+            assert!(content_type.starts_with("application/fhir+json"), "{path}");
+            assert_eq!(body["resourceType"], "OperationOutcome", "{path}");
+        } else {
+            assert_eq!(content_type, "application/problem+json", "{path}");
+            assert!(body["code"].is_string(), "{path}: {body}");
+            assert_eq!(body["status"], status, "{path}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn stops_serving_after_shutdown() {
     let app = TestApp::spawn().await;

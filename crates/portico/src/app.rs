@@ -19,8 +19,6 @@ use portico_upstream::{FhirClient, Resilient, ResolvedAuth, ResolvedUpstreamConf
 use tokio::net::TcpListener;
 use tokio::sync::OnceCell;
 use tower::ServiceBuilder;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::map_request_body::MapRequestBodyLayer;
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -266,10 +264,14 @@ pub fn router(state: AppState) -> Router {
                 }),
         )
         .layer(PropagateRequestIdLayer::new(request_id))
-        // Refuses declared-too-large bodies at once (413) and caps streamed ones.
-        .layer(RequestBodyLimitLayer::new(server.body_limit_bytes))
-        .layer(MapRequestBodyLayer::new(Body::new))
+        // Every error in the API's format, whoever produced it (see `edge`).
+        .layer(middleware::from_fn(crate::edge::uniform_errors))
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, server.request_timeout()))
+        // Bodies read whole and bounded; an oversized one is drained, then refused (413).
+        .layer(middleware::from_fn_with_state(
+            crate::edge::BodyLimit(server.body_limit_bytes),
+            crate::edge::bounded_body,
+        ))
         .layer(middleware::from_fn(log_errors));
 
     Router::new()
@@ -280,6 +282,8 @@ pub fn router(state: AppState) -> Router {
         .nest("/auth", crate::login::router())
         .nest("/api/v1", crate::portal::router(&state))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
+        // Bodies are bounded once, by `edge::bounded_body` (the configured limit).
+        .layer(axum::extract::DefaultBodyLimit::disable())
         // Inside the router, so the matched route template is known (see `metrics`).
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod edge;
 pub mod error;
 pub mod facade;
 mod kept;
