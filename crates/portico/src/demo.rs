@@ -133,6 +133,7 @@ pub fn gateway_for_sandbox(
             payment_processor: crate::config::PaymentProcessorKind::Sandbox,
             ..crate::config::PortalConfig::default()
         },
+        redis: crate::config::RedisConfig::default(),
     };
     Ok((config, resolved))
 }

@@ -9,6 +9,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod redis;
+
+pub use redis::RedisConfig;
+
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
@@ -41,6 +45,9 @@ pub struct Config {
     /// `[portal]`: the portal API.
     #[serde(default)]
     pub portal: PortalConfig,
+    /// `[redis]`: state shared by replicas (unset: single process).
+    #[serde(default)]
+    pub redis: RedisConfig,
 }
 
 /// `[login]`: the portal login (BFF) under `/auth`. The gateway logs patients in at the
@@ -534,6 +541,7 @@ impl Config {
             }
         }
         self.login.validate(&mut problems);
+        self.redis.validate(&mut problems);
         if self.portal.deadline_ms == 0 {
             problems.push("config key `portal.deadline_ms`: must be greater than 0".to_owned());
         }
