@@ -290,6 +290,11 @@ pub fn render(http: &HttpMetrics, upstream: &ResilienceStats, cache: &CacheStats
             "Writes that invalidated entries.",
             cache.write_invalidations,
         ),
+        (
+            "shared_failures",
+            "Calls to the shared generation store (Redis) that failed.",
+            cache.shared_failures,
+        ),
     ];
     for (what, help, value) in counters {
         out.single(
@@ -412,6 +417,7 @@ mod tests {
             misses: 5,
             single_flight_joins: 9,
             stale_serves: 1,
+            shared_failures: 0,
             evictions: 6,
             bytes: 2048,
             entries: 12,
