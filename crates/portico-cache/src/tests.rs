@@ -604,9 +604,12 @@ async fn hits_share_one_derived_slot_that_dies_with_the_entry() {
 /// A shared generation store in memory, standing for Redis: one clock, a floor and
 /// stamps, as the gateway's Redis implementation keeps them; it can be made to fail or
 /// to lose everything (a restart without persistence).
+/// The clock, the floor and the stamps.
+type SharedState = (u64, u64, std::collections::HashMap<String, u64>);
+
 #[derive(Debug)]
 struct SharedFake {
-    state: Mutex<Option<(u64, u64, std::collections::HashMap<String, u64>)>>,
+    state: Mutex<Option<SharedState>>,
     /// The "time" a fresh clock starts from (grows like a clock in microseconds).
     epoch: AtomicUsize,
     down: std::sync::atomic::AtomicBool,
@@ -623,7 +626,7 @@ impl SharedFake {
 
     fn with_state<T>(
         &self,
-        f: impl FnOnce(&mut (u64, u64, std::collections::HashMap<String, u64>)) -> T,
+        f: impl FnOnce(&mut SharedState) -> T,
     ) -> Result<T, crate::SharedError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(crate::SharedError("down".to_owned()));
