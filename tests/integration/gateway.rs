@@ -28,16 +28,28 @@ async fn readyz_follows_the_ehr() {
     assert_eq!(body["status"], "ready");
     assert_eq!(body["checks"]["upstream_metadata"]["status"], "ok");
 
-    // The EHR's metadata fails: not ready, and the failing check is named.
+    // The EHR's metadata fails: strictly, not ready, and the failing check is named.
     app.sandbox
         .faults()
         .inject(FailureKind::Status503, 1.0, Some("/metadata"));
-    let res = app.http.get(app.url("/readyz")).send().await.unwrap();
+    let res = app
+        .http
+        .get(app.url("/readyz?strict=true"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 503);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["status"], "not_ready");
     assert_eq!(body["checks"]["upstream_metadata"]["status"], "failing");
     assert_eq!(body["checks"]["upstream_credentials"]["status"], "ok");
+    // For the load balancer, the replica keeps serving what it can (cached and stale
+    // answers): degraded, not taken out.
+    let res = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["checks"]["upstream_metadata"]["status"], "failing");
 
     app.sandbox.faults().clear();
     let res = app.http.get(app.url("/readyz")).send().await.unwrap();
@@ -54,7 +66,12 @@ async fn readyz_fails_when_the_upstream_credential_is_refused() {
         }
     })
     .await;
-    let res = app.http.get(app.url("/readyz")).send().await.unwrap();
+    let res = app
+        .http
+        .get(app.url("/readyz?strict=true"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 503);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["checks"]["upstream_credentials"]["status"], "failing");

@@ -89,7 +89,9 @@ impl AppState {
             )
         })?);
         let cursor_key = match &config.facade.cursor_key_file {
-            Some(path) => CursorKey::new(std::fs::read(path)?),
+            Some(path) => {
+                CursorKey::from_file_contents(&std::fs::read(path)?).map_err(anyhow::Error::msg)?
+            }
             None => CursorKey::random(),
         }
         .with_upstream_base(upstream_base.clone());

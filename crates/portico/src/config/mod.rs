@@ -291,8 +291,10 @@ impl Default for AuditConfig {
 pub struct FacadeConfig {
     /// How long a paging link stays valid, in seconds.
     pub cursor_ttl_seconds: u64,
-    /// A file with the key that signs paging cursors (at least 32 bytes). Default: a
-    /// random key per process, so links die with a restart.
+    /// A file with the keys that sign paging cursors, one per line (each at least 32
+    /// characters): the first signs, all verify (see `facade/cursor.rs` on rotation).
+    /// Default: a random key per process, so links die with a restart and do not work
+    /// on other replicas.
     pub cursor_key_file: Option<std::path::PathBuf>,
 }
 
@@ -529,11 +531,11 @@ impl Config {
         }
         if let Some(path) = &self.facade.cursor_key_file {
             match std::fs::read(path) {
-                Ok(key) if key.len() >= 32 => {}
-                Ok(_) => problems.push(
-                    "config key `facade.cursor_key_file`: the key must be at least 32 bytes"
-                        .to_owned(),
-                ),
+                Ok(keys) => {
+                    if let Err(e) = crate::facade::cursor::CursorKey::from_file_contents(&keys) {
+                        problems.push(format!("config key `facade.cursor_key_file`: {e}"));
+                    }
+                }
                 Err(e) => problems.push(format!(
                     "config key `facade.cursor_key_file`: cannot read {}: {e}",
                     path.display()
