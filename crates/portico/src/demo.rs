@@ -120,7 +120,10 @@ pub fn gateway_for_sandbox(
             claims: ClaimNamesConfig::default(),
             introspection: None,
         },
-        audit: AuditConfig { path: audit_path },
+        audit: AuditConfig {
+            path: audit_path,
+            ..AuditConfig::default()
+        },
         facade: FacadeConfig::default(),
         cache: portico_cache::CacheConfig::default(),
         resilience: portico_upstream::ResilienceConfig::default(),
@@ -171,6 +174,7 @@ pub async fn run_demo(args: DemoArgs) -> ExitCode {
     if let Some(path) = audit_path {
         println!("Audit log: {}", path.display());
     }
+    crate::audit::reopen_on_sighup(app.audit_trail().clone());
     let result = app.run_until_stopped(crate::shutdown_signal()).await;
     sandbox.shutdown().await;
     match result {
