@@ -54,6 +54,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         state.http_metrics(),
         &state.resilience().stats(),
         &state.cache().stats(),
+        &state.audit_trail().stats(),
     );
     let mut response = body.into_response();
     response.headers_mut().insert(
