@@ -440,15 +440,8 @@ fn audit_event_post() -> wiremock::MockBuilder {
 #[tokio::test]
 async fn fhir_events_are_spooled_while_the_repository_fails_and_delivered_once() {
     let server = MockServer::start().await;
-    // The first four attempts fail, then the repository accepts.
     audit_event_post()
         .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(4)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    audit_event_post()
-        .respond_with(ResponseTemplate::new(201))
         .with_priority(2)
         .mount(&server)
         .await;
@@ -458,23 +451,44 @@ async fn fhir_events_are_spooled_while_the_repository_fails_and_delivered_once()
     for i in 0..10 {
         trail.record(&record(i)).await.unwrap();
     }
-    // Acknowledged means spooled: none is delivered before four failures.
+    eventually("a few failed attempts", || {
+        trail.stats().fhir_failed_attempts >= 3
+    })
+    .await;
+    // Acknowledged means spooled: all of it waits on disk while the repository fails.
     let stats = trail.stats();
-    assert!(stats.spool_bytes > 0, "{stats:?}");
     assert_eq!(stats.fhir_delivered, 0);
+    assert!(stats.spool_bytes > 0, "{stats:?}");
+    let segments = std::fs::read_dir(dir.path().join("spool"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("segment-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap().lines().count())
+        .sum::<usize>();
+    assert_eq!(segments, 10, "every event is in the spool");
 
+    // The repository recovers (mounted over the failing answer, with no gap between).
+    audit_event_post()
+        .respond_with(ResponseTemplate::new(201))
+        .with_priority(1)
+        .mount(&server)
+        .await;
     eventually("every event delivered", || {
         trail.stats().fhir_delivered == 10
     })
     .await;
     let stats = trail.stats();
     assert_eq!(stats.spool_bytes, 0, "{stats:?}");
-    assert_eq!(stats.fhir_failed_attempts, 4);
     let posted = posted_request_ids(&server).await;
-    // The first event was tried four times in vain, then each went through once, in order.
-    assert_eq!(posted[..4], ["req-0"; 4]);
-    let delivered: Vec<String> = (0..10).map(|i| format!("req-{i}")).collect();
-    assert_eq!(posted[4..], delivered[..]);
+    // The first event was retried until it went through; then each went once, in order.
+    let retries = stats.fhir_failed_attempts as usize;
+    assert_eq!(posted.len(), retries + 10, "{posted:?}");
+    assert!(
+        posted[..=retries].iter().all(|id| id == "req-0"),
+        "{posted:?}"
+    );
+    let rest: Vec<String> = (1..10).map(|i| format!("req-{i}")).collect();
+    assert_eq!(posted[retries + 1..], rest[..]);
     trail.close().await;
 }
 
