@@ -1,9 +1,9 @@
 //! One audit record per guarded call, written through the configured sink.
 
-use portico_access::audit::{AuditRecord, Decision};
+use portico_access::audit::{AuditRecord, Decision, Phase};
 use portico_access::{Denial, Interaction};
 
-use crate::Session;
+use crate::{GuardError, Session};
 
 /// How a guarded call ended, for its record.
 pub(crate) enum Outcome<'a> {
@@ -15,6 +15,10 @@ pub(crate) enum Outcome<'a> {
     /// The EHR failed (its status when it answered), or the call stopped before it was
     /// sent for a reason that is not a policy denial.
     Failed(Option<u16>),
+    /// A write about to be sent to the EHR (recorded before it goes).
+    Attempt,
+    /// What a write sent to the EHR came to: its status, or its failure.
+    Written(Result<u16, Option<u16>>),
 }
 
 impl Outcome<'_> {
@@ -27,15 +31,47 @@ impl Outcome<'_> {
 }
 
 impl Session<'_> {
-    /// Writes the record of one call. A sink failure is logged; it never changes the
-    /// answer.
+    /// Writes the record of a call that reveals or changes patient data, before its
+    /// answer is handed out. When the trail cannot be written (the sink refuses), the
+    /// call fails with [`GuardError::AuditUnavailable`]: nothing is answered that was not
+    /// recorded.
     pub(crate) async fn audit(
         &self,
         interaction: Interaction,
         resource_type: &str,
         id: Option<&str>,
         outcome: Outcome<'_>,
+    ) -> Result<(), GuardError> {
+        let r = self.record_of(interaction, resource_type, id, outcome);
+        self.guard.inner.audit.record(&r).await.map_err(|e| {
+            tracing::error!(error = %e, "audit record could not be written; refusing the request");
+            GuardError::AuditUnavailable
+        })
+    }
+
+    /// Writes the record of a refusal or a failure: nothing was revealed or changed, so
+    /// the answer stands even when the record cannot be written (the sink logs and
+    /// counts that).
+    pub(crate) async fn note(
+        &self,
+        interaction: Interaction,
+        resource_type: &str,
+        id: Option<&str>,
+        outcome: Outcome<'_>,
     ) {
+        let r = self.record_of(interaction, resource_type, id, outcome);
+        if let Err(e) = self.guard.inner.audit.record(&r).await {
+            tracing::error!(error = %e, "audit record of a refusal could not be written");
+        }
+    }
+
+    fn record_of(
+        &self,
+        interaction: Interaction,
+        resource_type: &str,
+        id: Option<&str>,
+        outcome: Outcome<'_>,
+    ) -> AuditRecord {
         let mut r = AuditRecord::new(
             Some(self.actor.principal()),
             interaction,
@@ -57,15 +93,19 @@ impl Session<'_> {
                 }
             }
             Outcome::Denied(denial) => r = r.denied(denial),
-            Outcome::Failed(status) => {
+            Outcome::Failed(status) | Outcome::Written(Err(status)) => {
                 r.decision = Decision::Denied;
                 if let Some(s) = status {
                     r = r.with_upstream_status(s);
                 }
             }
+            Outcome::Attempt => {}
+            Outcome::Written(Ok(status)) => r = r.with_upstream_status(status),
         }
-        if let Err(e) = self.guard.inner.audit.record(&r).await {
-            tracing::error!(error = %e, "audit record could not be written");
+        match outcome {
+            Outcome::Attempt => r.with_phase(Phase::Attempt),
+            Outcome::Written(_) => r.with_phase(Phase::Outcome),
+            _ => r,
         }
     }
 
@@ -77,9 +117,9 @@ impl Session<'_> {
         resource_type: &str,
         id: Option<&str>,
         denial: Denial,
-    ) -> crate::GuardError {
-        self.audit(interaction, resource_type, id, Outcome::Denied(&denial))
+    ) -> GuardError {
+        self.note(interaction, resource_type, id, Outcome::Denied(&denial))
             .await;
-        crate::GuardError::Denied(denial)
+        GuardError::Denied(denial)
     }
 }

@@ -135,7 +135,7 @@ impl Session<'_> {
                 operation: false,
             }),
             Err(e) => {
-                self.audit(interaction, rt, id, Outcome::Failed(e.status()))
+                self.note(interaction, rt, id, Outcome::Failed(e.status()))
                     .await;
                 Err(GuardError::Upstream(e))
             }
@@ -158,7 +158,7 @@ impl Session<'_> {
             unchecked.id.as_deref(),
             Outcome::allowed(meta.status, report.removed),
         )
-        .await;
+        .await?;
         Ok(Verified {
             bundle,
             report,
@@ -183,7 +183,7 @@ impl Session<'_> {
                 unchecked.id.as_deref(),
                 Outcome::allowed(unchecked.response.status, kept.removed()),
             )
-            .await;
+            .await?;
             return Ok(Reply::new(unchecked.meta(), Reuse::Kept(kept), slot, what));
         }
         let verified = self.verify(unchecked).await?;
@@ -212,7 +212,7 @@ impl Session<'_> {
         match unchecked.response.json() {
             Ok(v) => Ok(v),
             Err(e) => {
-                self.audit(
+                self.note(
                     unchecked.interaction,
                     &unchecked.rt,
                     unchecked.id.as_deref(),
@@ -256,7 +256,7 @@ impl Session<'_> {
             let bundle = match result.and_then(|r| r.json()) {
                 Ok(b) => b,
                 Err(e) => {
-                    self.audit(
+                    self.note(
                         Interaction::Read,
                         "Patient",
                         Some(id),
@@ -285,7 +285,7 @@ impl Session<'_> {
                 removed: report.removed,
             },
         )
-        .await;
+        .await?;
         Ok(Verified {
             bundle,
             report,

@@ -21,6 +21,10 @@ pub enum GuardError {
     /// Patch, or does not apply).
     #[error("{0}")]
     Invalid(String),
+    /// The audit trail cannot be written, so nothing is answered or sent
+    /// (`[audit] on_failure = "refuse"`).
+    #[error("the audit trail cannot be written")]
+    AuditUnavailable,
     /// The EHR failed or refused (classified by origin in [`UpstreamError`]).
     #[error("upstream: {0}")]
     Upstream(#[from] UpstreamError),

@@ -85,7 +85,7 @@ impl Session<'_> {
             Some(id),
             Outcome::allowed(checked.meta.status, 0),
         )
-        .await;
+        .await?;
         Ok(checked)
     }
 
@@ -115,7 +115,7 @@ impl Session<'_> {
                 Some(id),
                 Outcome::allowed(response.status, kept.removed()),
             )
-            .await;
+            .await?;
             return Ok(Reply::new(
                 Meta::of(&response),
                 Reuse::Kept(kept),
@@ -130,7 +130,7 @@ impl Session<'_> {
             Some(id),
             Outcome::allowed(checked.meta.status, 0),
         )
-        .await;
+        .await?;
         Ok(Reply::new(
             checked.meta.clone(),
             Reuse::Fresh(checked),
@@ -163,7 +163,7 @@ impl Session<'_> {
         match self.execute(target.request()).await {
             Ok(r) => Ok(r),
             Err(e) => {
-                self.audit(
+                self.note(
                     target.interaction(),
                     rt,
                     Some(id),
@@ -191,7 +191,7 @@ impl Session<'_> {
         let resource = match response.json() {
             Ok(r) => r,
             Err(e) => {
-                self.audit(
+                self.note(
                     target.interaction(),
                     rt,
                     Some(id),
@@ -205,7 +205,7 @@ impl Session<'_> {
             self.policy()
                 .check_read_at(self.actor.principal(), &Reference::new(rt, id), &resource)
         {
-            self.audit(target.interaction(), rt, Some(id), Outcome::Denied(&denial))
+            self.note(target.interaction(), rt, Some(id), Outcome::Denied(&denial))
                 .await;
             return Err(GuardError::NotFound);
         }
@@ -242,7 +242,7 @@ impl Session<'_> {
         let inner = &self.guard.inner;
         let upstream = inner.uncached.as_ref().unwrap_or(&inner.upstream);
         let answer = upstream.execute(request).await;
-        self.audit(
+        self.note(
             Interaction::Search,
             "Appointment",
             Some(slot_id),

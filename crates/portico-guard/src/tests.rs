@@ -239,3 +239,68 @@ async fn acting_for_one_patient_narrows_to_that_patient() {
     let partition = seen[0].partition.as_ref().unwrap();
     assert_eq!(partition.patients(), ["c1".to_owned(), "c2".to_owned()]);
 }
+
+/// A sink that refuses every record, as the gateway's does under
+/// `[audit] on_failure = "refuse"` while the trail cannot be written.
+#[derive(Debug, Default)]
+struct RefusingSink;
+
+#[async_trait::async_trait]
+impl portico_access::audit::AuditSink for RefusingSink {
+    async fn record(
+        &self,
+        _: &portico_access::audit::AuditRecord,
+    ) -> Result<(), portico_access::audit::AuditError> {
+        Err(portico_access::audit::AuditError("disk full".to_owned()))
+    }
+}
+
+#[tokio::test]
+async fn nothing_is_answered_or_sent_that_could_not_be_recorded() {
+    let upstream = OneEntry::new(observation_of("pat-1"));
+    let guard = Guard::new(
+        upstream.clone(),
+        Policy::new("http://ehr.example/fhir"),
+        Arc::new(RefusingSink),
+    );
+    let one = Actor::new(patient("pat-1"));
+    let read = guard.session(&one).read("Observation", "o1").await;
+    assert!(
+        matches!(read, Err(GuardError::AuditUnavailable)),
+        "{read:?}"
+    );
+    let body = json!({"resourceType": "Communication", "status": "in-progress",
+        "subject": {"reference": "Patient/pat-1"},
+        "sender": {"reference": "Patient/pat-1"}});
+    let before = upstream.requests();
+    let sent = guard
+        .session(&one)
+        .create("Communication", &body, None, None)
+        .await;
+    assert!(
+        matches!(sent, Err(GuardError::AuditUnavailable)),
+        "{sent:?}"
+    );
+    assert_eq!(upstream.requests(), before, "the write was not sent");
+}
+
+#[tokio::test]
+async fn a_write_is_recorded_before_it_is_sent_and_its_outcome_after() {
+    use portico_access::audit::Phase;
+    let upstream = OneEntry::new(json!({"resourceType": "Communication", "id": "c1",
+        "status": "in-progress", "subject": {"reference": "Patient/pat-1"}}));
+    let (guard, audit) = guard(upstream.clone());
+    let one = Actor::new(patient("pat-1"));
+    let body = json!({"resourceType": "Communication", "status": "in-progress",
+        "subject": {"reference": "Patient/pat-1"},
+        "sender": {"reference": "Patient/pat-1"}});
+    guard
+        .session(&one)
+        .create("Communication", &body, None, None)
+        .await
+        .unwrap();
+    let phases: Vec<_> = audit.records().iter().map(|r| r.phase).collect();
+    assert_eq!(phases, [Some(Phase::Attempt), Some(Phase::Outcome)]);
+    assert_eq!(audit.records()[1].upstream_status, Some(200));
+    assert_eq!(upstream.requests(), 1);
+}

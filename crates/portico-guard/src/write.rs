@@ -234,7 +234,7 @@ impl Session<'_> {
             || portico_fhir::json::id(current) != Some(id)
             || self.policy().check_read(principal, current).is_err()
         {
-            self.audit(Interaction::Patch, rt, Some(id), Outcome::Failed(None))
+            self.note(Interaction::Patch, rt, Some(id), Outcome::Failed(None))
                 .await;
             return Err(GuardError::NotFound.into());
         }
@@ -276,7 +276,7 @@ impl Session<'_> {
                 .into());
         }
         if let Err(e) = rule(current, &patched) {
-            self.audit(Interaction::Patch, rt, Some(id), Outcome::Failed(None))
+            self.note(Interaction::Patch, rt, Some(id), Outcome::Failed(None))
                 .await;
             return Err(e);
         }
@@ -304,16 +304,19 @@ impl Session<'_> {
             Some(p) => request.with_prefer(p),
             None => request,
         };
+        // The attempt is on record before anything reaches the EHR: a crash between the
+        // call and its outcome still leaves the write in the trail.
+        self.audit(interaction, rt, id, Outcome::Attempt).await?;
         let response = match self.execute(request).await {
             Ok(r) => r,
             Err(e) => {
-                self.audit(interaction, rt, id, Outcome::Failed(e.status()))
+                self.note(interaction, rt, id, Outcome::Written(Err(e.status())))
                     .await;
                 return Err(GuardError::Upstream(e));
             }
         };
-        self.audit(interaction, rt, id, Outcome::allowed(response.status, 0))
-            .await;
+        self.audit(interaction, rt, id, Outcome::Written(Ok(response.status)))
+            .await?;
         let meta = Meta::of(&response);
         let body = if response.body.is_empty() {
             WrittenBody::Empty

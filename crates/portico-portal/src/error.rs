@@ -53,6 +53,13 @@ pub enum PortalError {
     #[error("the outcome of {action} is unknown")]
     OutcomeUnknown { action: &'static str },
 
+    /// The audit trail cannot be written, so the gateway answers nothing that reveals
+    /// or changes patient data (503, `audit_unavailable`); a write may have reached the
+    /// EHR before its outcome could be recorded, so a retry with the same
+    /// `Idempotency-Key` is the way to learn what happened.
+    #[error("the audit trail cannot be written")]
+    AuditUnavailable,
+
     /// A multi-step action stopped half-way (502, `partially_completed`); `state`
     /// says precisely what happened (for example a reschedule whose new appointment is
     /// booked but whose old one could not be cancelled).
@@ -105,6 +112,7 @@ impl PortalError {
             PortalError::NotSupported { .. } => "not_supported_by_ehr",
             PortalError::Upstream(_) => "upstream_error",
             PortalError::OutcomeUnknown { .. } => "outcome_unknown",
+            PortalError::AuditUnavailable => "audit_unavailable",
         }
     }
 

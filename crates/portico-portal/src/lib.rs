@@ -38,3 +38,13 @@ pub use context::{Caller, Ctx, Page, Portal, Versioned};
 pub use error::{PortalError, PortalResult};
 pub use idempotency::{Idem, IdempotencyStore, MemoryIdempotencyStore};
 pub use profile::EhrProfile;
+
+/// A hand-written EHR document from the repository's `fixtures/` (see its README), for
+/// the unit tests.
+#[cfg(test)]
+pub(crate) fn fixture(name: &str) -> serde_json::Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/").to_owned() + name;
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path} cannot be read: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}

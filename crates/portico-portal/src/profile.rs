@@ -434,14 +434,8 @@ mod tests {
     #[test]
     fn missing_interactions_are_named() {
         let p = EhrProfile::built_in("generic-r4").unwrap();
-        let statement = serde_json::json!({
-            "resourceType": "CapabilityStatement",
-            "fhirVersion": "4.0.1",
-            "rest": [{"mode": "server", "resource": [
-                {"type": "Patient", "interaction": [{"code": "read"}]},
-                {"type": "Appointment", "interaction": [{"code": "read"}, {"code": "search-type"}]}
-            ]}]
-        });
+        // Patient read; Appointment read and search-type; nothing else.
+        let statement = crate::fixture("ehr/capability-statement-appointment-read-only.json");
         let caps = CapabilitySummary::from_statement(&statement).unwrap();
         let missing = p.check_capabilities(&caps);
         assert!(

@@ -445,6 +445,7 @@ pub fn item(kind: Kind, r: &Value, page: &Page) -> RecordItem {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixture;
     use serde_json::json;
 
     #[test]
@@ -458,16 +459,7 @@ mod tests {
 
     #[test]
     fn a_blood_pressure_panel_keeps_components_units_and_range() {
-        let obs = json!({
-            "resourceType": "Observation", "id": "o1", "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9", "display": "Blood pressure panel"}]},
-            "effectiveDateTime": "2025-01-02T03:04:05Z",
-            "component": [
-                {"code": {"text": "Systolic"}, "valueQuantity": {"value": 120, "unit": "mmHg"}},
-                {"code": {"text": "Diastolic"}, "valueQuantity": {"value": 80, "unit": "mmHg"}}
-            ],
-            "referenceRange": [{"low": {"value": 90, "unit": "mmHg"}, "high": {"value": 120, "unit": "mmHg"}}]
-        });
+        let obs = fixture("ehr/observation-blood-pressure.json");
         let it = item(Kind::VitalSigns, &obs, &Page::default());
         assert_eq!(it.id, "o1");
         assert_eq!(it.title.as_deref(), Some("Blood pressure panel"));
@@ -484,15 +476,11 @@ mod tests {
     #[test]
     fn medication_names_come_from_the_included_medication() {
         let page = Page {
-            included: vec![
-                json!({"resourceType": "Medication", "id": "m1", "code": {"text": "Lisinopril 10 mg"}}),
-            ],
+            included: vec![fixture("ehr/medication-lisinopril.json")],
             ..Page::default()
         };
-        let mr = json!({"resourceType": "MedicationRequest", "id": "mr1", "status": "active",
-            "medicationReference": {"reference": "Medication/m1"},
-            "requester": {"reference": "Practitioner/p1", "display": "Dr. A"},
-            "dosageInstruction": [{"text": "once daily"}]});
+        // Prescribed by "Dr. A", "once daily", naming Medication/m1.
+        let mr = fixture("ehr/medication-request-medication-reference.json");
         let it = item(Kind::Medications, &mr, &page);
         assert_eq!(it.title.as_deref(), Some("Lisinopril 10 mg"));
         assert_eq!(it.detail.as_deref(), Some("once daily"));

@@ -406,13 +406,9 @@ mod tests {
 
     #[test]
     fn clinician_referrals_are_not_patient_initiated() {
-        let ordered = json!({"resourceType": "ServiceRequest", "id": "sr-1",
-            "category": [{"coding": [{"system": SNOMED, "code": "3457005"}]}],
-            "requester": {"reference": "Practitioner/1"}});
+        let ordered = crate::fixture("ehr/service-request-referral-by-practitioner.json");
         assert!(!patient_initiated(&ordered, "p1"));
-        let mine = json!({"resourceType": "ServiceRequest", "id": "sr-2",
-            "category": [{"coding": [{"system": SNOMED, "code": "3457005"}]}],
-            "requester": {"reference": "Patient/p1"}});
+        let mine = crate::fixture("ehr/service-request-referral-by-patient.json");
         assert!(patient_initiated(&mine, "p1"));
         // Patient/p10 is not Patient/p1.
         assert!(!patient_initiated(&mine, "p"));

@@ -10,8 +10,9 @@ use crate::view::{array, str_at};
 
 /// A search collected whole, or `None` when it is not: more than `bound` matches, a
 /// `next` link left, a `total` larger than what came back, an answer that was not a
-/// Bundle (replaced by an empty one by the policy), or an `OperationOutcome` warning or
-/// error in the Bundle (some EHRs flag a capped or partial answer only that way).
+/// Bundle (refused as malformed by the upstream client, or replaced by an empty one by
+/// the policy), or an `OperationOutcome` warning or error in the Bundle (some EHRs flag
+/// a capped or partial answer only that way).
 ///
 /// Sections use it to replace a chain of narrow searches (the dispenses *of these*
 /// prescriptions, the messages *of these* threads) with one broad search started
@@ -28,12 +29,20 @@ pub(crate) async fn search_whole(
     bound: usize,
 ) -> PortalResult<Option<Page>> {
     let bound = bound.min(MAX_COLLECTED);
-    let first = ctx.search(rt, params).await?;
-    // An answer that needs more than `MAX_PAGES` pages keeps its `next` link: not whole.
-    let all = ctx
-        .follow(rt, first, |page| !cannot_be_whole(page, bound))
-        .await?;
-    Ok(is_whole(&all, bound).then_some(all))
+    let collected = async {
+        let first = ctx.search(rt, params).await?;
+        // An answer that needs more than `MAX_PAGES` pages keeps its `next` link: not
+        // whole.
+        ctx.follow(rt, first, |page| !cannot_be_whole(page, bound))
+            .await
+    };
+    match collected.await {
+        Ok(all) => Ok(is_whole(&all, bound).then_some(all)),
+        // A page that was not a Bundle (the upstream client refuses it as malformed):
+        // not whole, like an answer the policy had to replace.
+        Err(PortalError::Upstream(UpstreamError::MalformedBody { .. })) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether what was collected so far already shows that the answer is not whole, so

@@ -158,29 +158,13 @@ fn array<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tests::fixture;
     use serde_json::json;
 
-    pub(crate) fn statement() -> Value {
-        json!({
-            "resourceType": "CapabilityStatement",
-            "fhirVersion": "4.0.1",
-            "rest": [{
-                "mode": "server",
-                "security": {"extension": [{
-                    "url": OAUTH_URIS_EXTENSION,
-                    "extension": [
-                        {"url": "authorize", "valueUri": "https://ehr/auth/authorize"},
-                        {"url": "token", "valueUri": "https://ehr/auth/token"}
-                    ]
-                }]},
-                "resource": [
-                    {"type": "Patient", "interaction": [{"code": "read"}, {"code": "search-type"}],
-                     "searchParam": [{"name": "identifier", "type": "token"}]},
-                    {"type": "Task", "interaction": [{"code": "create"}], "conditionalCreate": true}
-                ],
-                "searchParam": [{"name": "_id", "type": "token"}]
-            }]
-        })
+    /// Patient read and search by identifier, Task conditional create, `_id` on every
+    /// type, and SMART's authorize and token endpoints in the `oauth-uris` extension.
+    fn statement() -> Value {
+        fixture("ehr/capability-statement-smart-patient-task.json")
     }
 
     #[test]

@@ -790,7 +790,7 @@ mod operation_tests {
                 .and(body_string_contains("\"Parameters\""))
                 .respond_with(
                     ResponseTemplate::new(200)
-                        .set_body_json(serde_json::json!({"resourceType": "Bundle"})),
+                        .set_body_json(crate::tests::fixture("ehr/searchset-empty.json")),
                 )
                 .expect(1)
                 .mount(&server)

@@ -52,8 +52,9 @@ fn client_credentials(server: &MockServer) -> FhirClient {
     FhirClient::new(resolved).unwrap()
 }
 
-/// A hand-written EHR document from the repository's `fixtures/` (see its README).
-fn fixture(name: &str) -> Value {
+/// A hand-written EHR document from the repository's `fixtures/` (see its README); the
+/// crate's other test modules use it too.
+pub(crate) fn fixture(name: &str) -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../fixtures")
         .join(name);
@@ -377,7 +378,7 @@ async fn read_sends_accept_and_request_id_and_no_authorization_in_none_mode() {
                 .insert_header("etag", "W/\"7\"")
                 .insert_header("last-modified", "Wed, 21 Oct 2015 07:28:00 GMT")
                 .set_body_raw(
-                    r#"{"resourceType":"Patient","id":"p1"}"#,
+                    fixture("ehr/patient-p1.json").to_string(),
                     "application/fhir+json",
                 ),
         )
@@ -532,14 +533,14 @@ async fn search_uses_get_and_switches_to_post_when_long() {
         .and(path("/fhir/Observation"))
         .and(query_param("patient", "Patient/p1"))
         .and(query_param("code", "http://loinc.org|1234-5"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"resourceType": "Bundle"})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(fixture("ehr/searchset-empty.json")))
         .expect(1)
         .mount(&server)
         .await;
     Mock::given(method("POST"))
         .and(path("/fhir/Observation/_search"))
         .and(header("content-type", "application/x-www-form-urlencoded"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"resourceType": "Bundle"})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(fixture("ehr/searchset-empty.json")))
         .expect(1)
         .mount(&server)
         .await;
@@ -587,10 +588,7 @@ async fn bad_types_ids_and_header_values_are_refused_before_sending() {
 async fn passthrough_sends_the_callers_token_and_nothing_without_one() {
     let server = MockServer::start().await;
     Mock::given(path("/fhir/Patient/p1"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"resourceType": "Patient", "id": "p1"})),
-        )
+        .respond_with(ResponseTemplate::new(200).set_body_json(fixture("ehr/patient-p1.json")))
         .mount(&server)
         .await;
     let c = client(
@@ -678,7 +676,7 @@ async fn search_page_outside_base_is_not_sent() {
         .await;
     Mock::given(path("/fhir/Patient"))
         .and(query_param("page", "2"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"resourceType": "Bundle"})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(fixture("ehr/searchset-empty.json")))
         .expect(1)
         .mount(&server)
         .await;
@@ -708,10 +706,7 @@ async fn client_credentials_token_is_requested_once_and_reused() {
         .await;
     Mock::given(path("/fhir/Patient/p1"))
         .and(header("authorization", "Bearer t1"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"resourceType": "Patient", "id": "p1"})),
-        )
+        .respond_with(ResponseTemplate::new(200).set_body_json(fixture("ehr/patient-p1.json")))
         .expect(3)
         .mount(&server)
         .await;
@@ -746,10 +741,7 @@ async fn client_credentials_token_is_refreshed_near_expiry() {
         .mount(&server)
         .await;
     Mock::given(path("/fhir/Patient/p1"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"resourceType": "Patient", "id": "p1"})),
-        )
+        .respond_with(ResponseTemplate::new(200).set_body_json(fixture("ehr/patient-p1.json")))
         .mount(&server)
         .await;
     let c = client_credentials(&server);
@@ -777,10 +769,7 @@ async fn concurrent_callers_share_one_token_request() {
         .await;
     Mock::given(path("/fhir/Patient/p1"))
         .and(header("authorization", "Bearer t1"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"resourceType": "Patient", "id": "p1"})),
-        )
+        .respond_with(ResponseTemplate::new(200).set_body_json(fixture("ehr/patient-p1.json")))
         .expect(10)
         .mount(&server)
         .await;
@@ -852,10 +841,7 @@ async fn upstream_401_discards_the_cached_token() {
         .await;
     Mock::given(path("/fhir/Patient/p1"))
         .and(header("authorization", "Bearer t2"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"resourceType": "Patient", "id": "p1"})),
-        )
+        .respond_with(ResponseTemplate::new(200).set_body_json(fixture("ehr/patient-p1.json")))
         .mount(&server)
         .await;
     let c = client_credentials(&server);
@@ -920,10 +906,7 @@ async fn check_backend_services(algorithm: SigningAlgorithm) {
         .await;
     Mock::given(path("/fhir/Patient/p1"))
         .and(header("authorization", "Bearer bs-token"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"resourceType": "Patient", "id": "p1"})),
-        )
+        .respond_with(ResponseTemplate::new(200).set_body_json(fixture("ehr/patient-p1.json")))
         .expect(1)
         .mount(&server)
         .await;

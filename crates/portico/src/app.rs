@@ -19,15 +19,13 @@ use portico_upstream::{FhirClient, Resilient, ResolvedAuth, ResolvedUpstreamConf
 use tokio::net::TcpListener;
 use tokio::sync::OnceCell;
 use tower::ServiceBuilder;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::map_request_body::MapRequestBodyLayer;
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::audit::FileAuditSink;
+use crate::audit::AuditTrail;
 use crate::authn::HttpKeySource;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -84,14 +82,13 @@ impl AppState {
             .with_local_base(fhir_base.clone())
             .with_link(ExtraLink::task_for())
             .with_link(portico_portal::bills::payment_link());
-        let audit = Arc::new(FileAuditSink::open(&config.audit.path).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot open the audit log {}: {e}",
-                config.audit.path.display()
-            )
-        })?);
+        // The audit trail: its writer (and AuditEvent delivery) tasks start here.
+        let audit_trail = AuditTrail::start(&config.audit, client.token_provider().cloned())?;
+        let audit: Arc<dyn portico_access::audit::AuditSink> = Arc::new(audit_trail.clone());
         let cursor_key = match &config.facade.cursor_key_file {
-            Some(path) => CursorKey::new(std::fs::read(path)?),
+            Some(path) => {
+                CursorKey::from_file_contents(&std::fs::read(path)?).map_err(anyhow::Error::msg)?
+            }
             None => CursorKey::random(),
         }
         .with_upstream_base(upstream_base.clone());
@@ -124,6 +121,7 @@ impl AppState {
                 verifier,
                 policy,
                 audit,
+                audit_trail,
                 cursor_key,
                 http,
                 fhir_base,
@@ -174,6 +172,7 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     shutdown_grace: Duration,
+    audit: AuditTrail,
 }
 
 impl App {
@@ -205,11 +204,13 @@ impl App {
         if state.config().ehr.check_capabilities {
             verify_ehr_profile(&state).await?;
         }
+        let audit = state.audit_trail().clone();
         let router = router(state);
         Ok(App {
             listener,
             router,
             shutdown_grace,
+            audit,
         })
     }
 
@@ -217,8 +218,13 @@ impl App {
         self.listener.local_addr()
     }
 
+    /// The audit trail (to reopen its file on SIGHUP).
+    pub fn audit_trail(&self) -> &AuditTrail {
+        &self.audit
+    }
+
     /// Serves until `shutdown` completes, then lets in-flight requests finish for up to
-    /// the configured grace period.
+    /// the configured grace period, then drains and syncs the audit trail.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -230,7 +236,7 @@ impl App {
             let _ = tx.send(());
         });
         let mut serve = std::pin::pin!(serve.into_future());
-        tokio::select! {
+        let result = tokio::select! {
             result = &mut serve => result,
             _ = async {
                 let _ = rx.await;
@@ -239,7 +245,9 @@ impl App {
                 tracing::warn!(grace_ms = grace.as_millis() as u64, "shutdown grace period over; dropping open connections");
                 Ok(())
             }
-        }
+        };
+        self.audit.close().await;
+        result
     }
 }
 
@@ -266,10 +274,14 @@ pub fn router(state: AppState) -> Router {
                 }),
         )
         .layer(PropagateRequestIdLayer::new(request_id))
-        // Refuses declared-too-large bodies at once (413) and caps streamed ones.
-        .layer(RequestBodyLimitLayer::new(server.body_limit_bytes))
-        .layer(MapRequestBodyLayer::new(Body::new))
+        // Every error in the API's format, whoever produced it (see `edge`).
+        .layer(middleware::from_fn(crate::edge::uniform_errors))
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, server.request_timeout()))
+        // Bodies read whole and bounded; an oversized one is drained, then refused (413).
+        .layer(middleware::from_fn_with_state(
+            crate::edge::BodyLimit(server.body_limit_bytes),
+            crate::edge::bounded_body,
+        ))
         .layer(middleware::from_fn(log_errors));
 
     Router::new()
@@ -280,6 +292,8 @@ pub fn router(state: AppState) -> Router {
         .nest("/auth", crate::login::router())
         .nest("/api/v1", crate::portal::router(&state))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
+        // Bodies are bounded once, by `edge::bounded_body` (the configured limit).
+        .layer(axum::extract::DefaultBodyLimit::disable())
         // Inside the router, so the matched route template is known (see `metrics`).
         .layer(middleware::from_fn_with_state(
             state.clone(),

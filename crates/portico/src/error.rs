@@ -56,6 +56,19 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
+    /// The audit trail cannot be written: nothing that reveals or changes patient data
+    /// is answered (`[audit] on_failure = "refuse"`).
+    pub fn audit_unavailable() -> Self {
+        ApiError {
+            retry_after: Some(5),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                "the audit trail cannot be written right now; try again shortly",
+            )
+        }
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -194,6 +207,7 @@ impl From<&PortalError> for ApiError {
                 message.clone(),
                 Some(state.clone()),
             ),
+            P::AuditUnavailable => return ApiError::audit_unavailable(),
             P::OutcomeUnknown { action } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(

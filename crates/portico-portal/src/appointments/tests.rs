@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use super::patch_slot::not_reschedulable;
 use super::*;
+use crate::fixture;
 use crate::idempotency::Idem;
 use crate::input::check_token;
 use crate::view::instant;
@@ -88,7 +89,7 @@ fn cancelable_means_open_status_and_not_started() {
 
 #[test]
 fn cancellation_patch_and_patched_agree() {
-    let current = json!({"resourceType": "Appointment", "id": "a", "status": "booked"});
+    let current = booked();
     let (patched, patch) = cancellation(&current, Some("feeling better"), None);
     assert_eq!(patched["status"], "cancelled");
     assert_eq!(patched["cancelationReason"]["coding"][0]["code"], "pat");
@@ -106,7 +107,7 @@ fn cancellation_patch_and_patched_agree() {
 
 #[test]
 fn a_cancellation_carries_the_identity_of_its_request() {
-    let current = json!({"resourceType": "Appointment", "id": "a", "status": "booked"});
+    let current = booked();
     let idem = Idem::new("pat-1", "cancel", Some("k1"));
     let mark = idem.step("cancel");
     let (patched, patch) = cancellation(&current, None, Some(&mark));
@@ -125,14 +126,9 @@ fn a_cancellation_carries_the_identity_of_its_request() {
 
 #[test]
 fn booking_takes_time_and_actors_from_the_slot_and_schedule() {
-    let slot = json!({"resourceType": "Slot", "id": "s1", "status": "free",
-        "start": "2030-01-11T09:00:00Z", "end": "2030-01-11T09:30:00Z",
-        "serviceType": [{"text": "Cardiology"}], "schedule": {"reference": "Schedule/x"}});
-    let schedule = json!({"resourceType": "Schedule", "id": "x", "actor": [
-        {"reference": "Practitioner/p1", "display": "Dr P"},
-        {"reference": "Location/l1", "display": "Clinic"},
-        {"reference": "Patient/someone-else"}
-    ]});
+    // Slot s1 on Schedule/x, whose actors are a practitioner, a location and a patient.
+    let slot = fixture("ehr/slot-free-cardiology.json");
+    let schedule = fixture("ehr/schedule-practitioner-location.json");
     let body = booking_body("pat-1", &slot, Some(&schedule), Some("cough"), None, now());
     assert_eq!(body["status"], "booked");
     assert_eq!(body["slot"][0]["reference"], "Slot/s1");
@@ -169,21 +165,14 @@ fn texts_and_tokens_are_checked() {
     assert!(check_token("service_type", "a|b|c").is_err());
 }
 
+/// pat-1's appointment a1 with Practitioner/p1 (version 3) on Slot/old, 2030-01-11 09:00.
 fn booked() -> Value {
-    json!({"resourceType": "Appointment", "id": "a1", "status": "booked",
-        "meta": {"versionId": "3"},
-        "slot": [{"reference": "Slot/old"}],
-        "start": "2030-01-11T09:00:00Z", "end": "2030-01-11T09:30:00Z",
-        "participant": [
-            {"actor": {"reference": "Patient/pat-1"}, "status": "accepted"},
-            {"actor": {"reference": "Practitioner/p1"}, "status": "accepted"}
-        ],
-        "serviceType": [{"text": "Checkup"}]})
+    fixture("ehr/appointment-booked.json")
 }
 
+/// The free Slot `new`, 2030-01-12 10:00–10:30.
 fn new_slot() -> Value {
-    json!({"resourceType": "Slot", "id": "new", "status": "free",
-        "start": "2030-01-12T10:00:00Z", "end": "2030-01-12T10:30:00Z"})
+    fixture("ehr/slot-free-next-day.json")
 }
 
 fn apply(current: &Value, patch: &Value) -> Value {

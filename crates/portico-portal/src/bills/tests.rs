@@ -3,11 +3,12 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::record::CERNER_EXT;
 use super::views::{balance_of, line_amounts};
 use super::*;
+use crate::fixture;
 use crate::payments::{Charge, looks_like_card_number};
 use crate::view::Money;
 
@@ -21,24 +22,11 @@ impl portico_upstream::FhirUpstream for CrossedChargeItem {
         &self,
         request: portico_upstream::FhirRequest,
     ) -> Result<portico_upstream::FhirResponse, portico_upstream::UpstreamError> {
-        let searchset = |resource: Value| {
-            json!({"resourceType": "Bundle", "type": "searchset",
-                "entry": [{"resource": resource}]})
-        };
-        let body = match request.resource_type() {
-            Some("Account") => searchset(json!({"resourceType": "Account", "id": "acc-1",
-                "status": "active", "subject": [{"reference": "Patient/pat-1"}]})),
-            Some("Invoice") => searchset(json!({"resourceType": "Invoice", "id": "inv-1",
-                "status": "issued", "subject": {"reference": "Patient/pat-1"},
-                "account": {"reference": "Account/acc-1"},
-                "lineItem": [{"sequence": 1,
-                    "chargeItemReference": {"reference": "ChargeItem/ci-2"},
-                    "priceComponent": [{"type": "base",
-                        "amount": {"value": 10.0, "currency": "USD"}}]}]})),
-            _ => json!({"resourceType": "ChargeItem", "id": "ci-2", "status": "billable",
-                "code": {"text": "pat-2's charge"},
-                "subject": {"reference": "Patient/pat-2"}}),
-        };
+        let body = fixture(match request.resource_type() {
+            Some("Account") => "ehr/searchset-account.json",
+            Some("Invoice") => "ehr/searchset-invoice-line-to-another-patients-charge.json",
+            _ => "ehr/charge-item-pat-2.json",
+        });
         Ok(portico_upstream::FhirResponse::new(200, body.to_string()))
     }
 }

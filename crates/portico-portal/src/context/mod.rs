@@ -282,6 +282,7 @@ impl From<GuardError> for PortalError {
                 detail: "a referenced resource could not be checked".to_owned(),
             }),
             GuardError::Invalid(message) => PortalError::invalid(message),
+            GuardError::AuditUnavailable => PortalError::AuditUnavailable,
             GuardError::Upstream(e) => PortalError::Upstream(e),
         }
     }

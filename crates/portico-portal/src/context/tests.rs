@@ -1,4 +1,5 @@
 use super::*;
+use crate::fixture;
 use portico_fhir::reference::Reference;
 use portico_upstream::{FhirRequest, FhirResponse};
 
@@ -82,10 +83,8 @@ fn patient_principal(patient: &str) -> Arc<Principal> {
 
 #[tokio::test]
 async fn a_verified_page_is_reused_only_for_the_principal_it_was_verified_for() {
-    let bundle = serde_json::json!({"resourceType": "Bundle", "type": "searchset",
-        "entry": [{"resource": {"resourceType": "Observation", "id": "o1",
-            "status": "final", "code": {"text": "x"},
-            "subject": {"reference": "Patient/pat-1"}}}]});
+    // One Observation of pat-1's.
+    let bundle = fixture("ehr/searchset-observation.json");
     let upstream = Arc::new(OneEntry {
         body: bundle.to_string(),
         slot: portico_upstream::Derived::with_budget(1 << 20),
@@ -128,10 +127,9 @@ async fn a_page_verified_for_one_child_is_not_reused_for_the_other_by_the_same_l
     // One login acting for two patients (a parent for two children): both reach the
     // same cache entry (the partition names both), so only the acting patient in the
     // kept page's key keeps one child's page from the other.
-    let bundle = serde_json::json!({"resourceType": "Bundle", "type": "searchset",
-        "entry": [{"resource": {"resourceType": "Observation", "id": "o1",
-            "status": "final", "code": {"text": "x"},
-            "subject": {"reference": "Patient/c1"}}}]});
+    // The searchset of one Observation, made c1's.
+    let mut bundle = fixture("ehr/searchset-observation.json");
+    bundle["entry"][0]["resource"]["subject"]["reference"] = "Patient/c1".into();
     let upstream = Arc::new(OneEntry {
         body: bundle.to_string(),
         slot: portico_upstream::Derived::with_budget(1 << 20),
@@ -170,7 +168,7 @@ async fn a_page_verified_for_one_child_is_not_reused_for_the_other_by_the_same_l
 #[tokio::test]
 async fn search_all_refuses_an_answer_that_was_not_a_bundle() {
     let upstream = Arc::new(OneEntry {
-        body: serde_json::json!({"resourceType": "Patient", "id": "pat-1"}).to_string(),
+        body: fixture("ehr/patient-pat-1.json").to_string(),
         slot: portico_upstream::Derived::with_budget(1 << 20),
     });
     let portal = Portal::new(

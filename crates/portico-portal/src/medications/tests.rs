@@ -13,6 +13,7 @@ use super::views::{normalized_status, refill_view};
 use super::*;
 use crate::context::Page;
 use crate::error::PortalError;
+use crate::fixture;
 use crate::profile::{RefillStrategy, RefillsProfile};
 
 fn now() -> DateTime<Utc> {
@@ -27,23 +28,10 @@ fn rules() -> RefillsProfile {
     }
 }
 
-/// An active order of p1, valid 2025-01-01..2025-12-31, 3 repeats, 30-day supply.
+/// An active order (mr1) of p1, valid 2025-01-01..2025-12-31, 3 repeats, 30-day supply,
+/// prescribed by Practitioner/dr1.
 fn order() -> Value {
-    json!({
-        "resourceType": "MedicationRequest",
-        "id": "mr1",
-        "status": "active",
-        "intent": "order",
-        "subject": {"reference": "Patient/p1"},
-        "requester": {"reference": "Practitioner/dr1", "display": "Dr One"},
-        "medicationCodeableConcept": {"text": "Lisinopril 10 mg"},
-        "courseOfTherapyType": {"coding": [{"code": "continuous"}]},
-        "dispenseRequest": {
-            "validityPeriod": {"start": "2025-01-01", "end": "2025-12-31"},
-            "numberOfRepeatsAllowed": 3,
-            "expectedSupplyDuration": {"value": 30, "unit": "days", "code": "d"}
-        }
-    })
+    fixture("ehr/medication-request-continuous-2025.json")
 }
 
 fn dispense(handed_over: &str) -> Value {

@@ -7,6 +7,7 @@ use serde_json::json;
 use super::threads::{Threads, group};
 use super::views::{is_header, snippet, unread};
 use super::*;
+use crate::fixture;
 use crate::profile::{MessageStrategy, MessagesProfile};
 use crate::view::str_at;
 
@@ -99,11 +100,8 @@ fn attachments_are_checked_for_type_size_and_encoding() {
 #[test]
 fn recipients_must_be_care_team_members_the_team_or_pooled() {
     let teams = vec![
-        json!({
-            "resourceType": "CareTeam", "id": "ct-1", "status": "active",
-            "participant": [{"member": {"reference": "Practitioner/pr-1"}},
-                            {"member": {"reference": "Practitioner/pr-2", "display": "Dr B"}}]
-        }),
+        // CareTeam ct-1: Practitioner/pr-1 and Practitioner/pr-2.
+        fixture("ehr/care-team-ct-1.json"),
         // Not a CareTeam: its participants are nobody's care team.
         json!({
             "resourceType": "Group", "id": "g-1",

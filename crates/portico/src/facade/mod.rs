@@ -116,6 +116,7 @@ impl From<GuardError> for FhirError {
                 "a referenced resource could not be checked",
             )),
             GuardError::Invalid(message) => bad_request(message),
+            GuardError::AuditUnavailable => FhirError(ApiError::audit_unavailable()),
             GuardError::Upstream(e) => upstream_error(&e),
         }
     }
