@@ -141,7 +141,12 @@ scope = "system/*.read system/*.write"
 issuer = "{base}/auth"
 
 [audit]
+sinks = ["file"]
 path = "{audit}"
+# The guarantee under test: a record is written (reached the OS) before its answer
+# leaves, so a killed process loses none.
+durability = "written"
+on_failure = "refuse"
 "#,
         deadline = DEADLINE.as_millis(),
         audit = audit.display(),
