@@ -47,6 +47,9 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, ScriptInvocation};
 
+/// The `redis` crate, for stores built on [`Redis`] elsewhere (scripts, commands).
+pub use redis;
+
 pub use error::RedisError;
 pub use idempotency::RedisIdempotencyStore;
 pub use locks::RedisLocks;
