@@ -71,7 +71,9 @@ impl SharedStores {
         Ok(SharedStores {
             sessions: Arc::new(RedisSessionStore::new(redis.clone())),
             idempotency: Arc::new(RedisIdempotencyStore::new(redis.clone(), ttl, held_at_most)),
-            locks: Arc::new(RedisLocks::new(redis.clone(), held_at_most, deadline)),
+            // A lock not taken within half the deadline is 409 `busy`: the client learns
+            // the write did not start, rather than a 504 that leaves it guessing.
+            locks: Arc::new(RedisLocks::new(redis.clone(), held_at_most, deadline / 2)),
             offers: Arc::new(RedisOffers::new(
                 redis.clone(),
                 portico_portal::offers::OFFER_LIFETIME,
