@@ -2,12 +2,16 @@
 # The whole test suite: every crate's unit tests, the integration-test binary (the real
 # router against the sandbox EHR), then a smoke test of `portico demo` driven by a real
 # SMART authorization-code + PKCE login. The portal API's OpenAPI document is also
-# validated against the OpenAPI 3.1 schema, and the interop scenarios run last.
+# validated against the OpenAPI 3.1 schema, deploy/ is checked (scripts/check-deploy.sh),
+# and the interop scenarios run last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo test --workspace --all-targets
 scripts/check-openapi.sh
+# deploy/: the Containerfile linted, the Kubernetes manifests validated offline against
+# the API schemas, deploy/kubernetes/portico.toml through check-config.
+scripts/check-deploy.sh
 scripts/demo-smoke.sh
 # The gateway against third-party servers, authorization server and client libraries
 # (docs/INTEROP.md); installs its pinned peers into .interop/ on first use.

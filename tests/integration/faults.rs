@@ -63,10 +63,12 @@ async fn expect_outcome(app: &TestApp, token: &str, status: u16, code: &str) {
     assert_eq!(body["issue"][0]["code"], code, "{body}");
 }
 
+/// `/readyz?strict=true`: the EHR's checks decide too (the load balancer's `/readyz`
+/// keeps a replica whose EHR fails; see `gateway.rs`).
 async fn readyz(app: &TestApp) -> (u16, Value) {
     let res = app
         .http
-        .get(app.url("/readyz"))
+        .get(app.url("/readyz?strict=true"))
         .timeout(Duration::from_secs(10))
         .send()
         .await

@@ -256,6 +256,11 @@ impl TestApp {
             .expect("a care team")
     }
 
+    /// The directory the audit file is written in.
+    pub fn audit_dir(&self) -> &std::path::Path {
+        self.audit_dir.path()
+    }
+
     /// Every audit record written so far.
     pub fn audit_records(&self) -> Vec<serde_json::Value> {
         let text =

@@ -42,7 +42,7 @@ use tokio::time::Instant;
 
 use crate::body::Packed;
 use crate::config::CacheConfig;
-use crate::invalidation::Generations;
+use crate::invalidation::{self, Generations, SharedGenerations};
 use crate::key::{CacheKey, Plan, plan};
 
 /// One cached response.
@@ -133,6 +133,9 @@ pub struct CacheStats {
     pub write_invalidations: u64,
     /// Entries evicted to stay under `max_bytes`.
     pub evictions: u64,
+    /// Calls to the shared generation store (Redis) that failed: reads that went
+    /// upstream uncached, or writes whose invalidation dropped this replica's entries.
+    pub shared_failures: u64,
     /// Current weight of the entries, in bytes (approximate until pending maintenance
     /// has run).
     pub bytes: u64,
@@ -151,6 +154,7 @@ struct Counters {
     bypasses: AtomicU64,
     write_invalidations: AtomicU64,
     evictions: AtomicU64,
+    shared_failures: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -183,7 +187,10 @@ pub struct CachedUpstream<U> {
     entries: Cache<CacheKey, Arc<Entry>>,
     /// Single-flight only: a fetch's result lives here just long enough for its waiters.
     flights: Cache<(CacheKey, u64), FhirResponse>,
+    /// The single-process generation table (used when `shared` is not set).
     generations: Generations,
+    /// The generation clock and stamps every replica shares (see [`invalidation`]).
+    shared: Option<Arc<dyn SharedGenerations>>,
     counters: Arc<Counters>,
 }
 
@@ -224,12 +231,22 @@ impl<U: FhirUpstream> CachedUpstream<U> {
             .build();
         CachedUpstream {
             generations: Generations::new(config.max_lifetime()),
+            shared: None,
             inner,
             config,
             entries,
             flights,
             counters,
         }
+    }
+
+    /// Keeps the generation clock and stamps in `shared` (Redis, for a fleet) instead
+    /// of this process: a write on any replica invalidates the entries of every replica
+    /// before its response returns. When `shared` does not answer, reads go upstream
+    /// uncached, and a write's stamp that cannot be recorded drops every local entry.
+    pub fn with_shared_generations(mut self, shared: Arc<dyn SharedGenerations>) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     /// The wrapped upstream.
@@ -245,21 +262,69 @@ impl<U: FhirUpstream> CachedUpstream<U> {
     /// Invalidates a patient's cached entries of `resource_types` (all types when
     /// empty) in every partition that names the patient. Shared reference types among
     /// `resource_types` are invalidated for everyone. Takes effect before it returns.
-    pub fn invalidate_patient(&self, patient_id: &str, resource_types: &[&str]) {
-        self.generations
-            .invalidate_patient(patient_id, resource_types);
+    pub async fn invalidate_patient(&self, patient_id: &str, resource_types: &[&str]) {
+        match &self.shared {
+            None => self
+                .generations
+                .invalidate_patient(patient_id, resource_types),
+            Some(_) => {
+                self.stamp_shared(&invalidation::patient_keys(patient_id, resource_types))
+                    .await
+            }
+        }
     }
 
     /// Invalidates cached entries of `resource_types` (all types when empty) for
     /// everyone.
-    pub fn invalidate_shared(&self, resource_types: &[&str]) {
-        self.generations.invalidate_shared(resource_types);
+    pub async fn invalidate_shared(&self, resource_types: &[&str]) {
+        match &self.shared {
+            None => self.generations.invalidate_shared(resource_types),
+            Some(_) => {
+                self.stamp_shared(&invalidation::shared_keys(resource_types))
+                    .await
+            }
+        }
     }
 
     /// Invalidates every entry.
-    pub fn invalidate_all(&self) {
-        self.generations.invalidate_all();
+    pub async fn invalidate_all(&self) {
+        match &self.shared {
+            None => self.generations.invalidate_all(),
+            Some(_) => self.stamp_shared(&[invalidation::ALL.to_owned()]).await,
+        }
         self.entries.invalidate_all();
+    }
+
+    /// Stamps `keys` in the shared store; when it cannot, this replica drops every
+    /// entry it holds, so that it at least never serves what the write changed.
+    async fn stamp_shared(&self, keys: &[String]) {
+        let Some(shared) = &self.shared else { return };
+        if let Err(e) = shared.stamp(keys).await {
+            bump(&self.counters.shared_failures);
+            tracing::error!(error = %e, "a write's cache invalidation could not be shared; dropping this replica's entries");
+            self.entries.invalidate_all();
+        }
+    }
+
+    /// The generation an entry for `plan` must not be older than, and (shared mode) the
+    /// clock to stamp a fetch started now with; `None` when the shared store does not
+    /// answer.
+    async fn required(&self, plan: &Plan) -> Option<(u64, Option<u64>)> {
+        let partition = plan.key.partition.as_ref();
+        let Some(shared) = &self.shared else {
+            return Some((self.generations.required(partition, &plan.deps), None));
+        };
+        match shared
+            .snapshot(&invalidation::read_keys(partition, &plan.deps))
+            .await
+        {
+            Ok(snapshot) => Some((snapshot.newest, Some(snapshot.clock))),
+            Err(e) => {
+                bump(&self.counters.shared_failures);
+                tracing::warn!(error = %e, "cache generations unavailable; reading upstream uncached");
+                None
+            }
+        }
     }
 
     /// Runs moka's pending maintenance (evictions, expirations) so that
@@ -298,6 +363,7 @@ impl<U: FhirUpstream> CachedUpstream<U> {
             bypasses: load(&c.bypasses),
             write_invalidations: load(&c.write_invalidations),
             evictions: load(&c.evictions),
+            shared_failures: load(&c.shared_failures),
             bytes: self.entries.weighted_size(),
             entries: self.entries.entry_count(),
         }
@@ -308,9 +374,10 @@ impl<U: FhirUpstream> CachedUpstream<U> {
         request: FhirRequest,
         plan: Plan,
     ) -> Result<FhirResponse, UpstreamError> {
-        let required = self
-            .generations
-            .required(plan.key.partition.as_ref(), &plan.deps);
+        let Some((required, clock)) = self.required(&plan).await else {
+            bump(&self.counters.bypasses);
+            return self.inner.execute(request).await;
+        };
         let current = self
             .entries
             .get(&plan.key)
@@ -333,7 +400,7 @@ impl<U: FhirUpstream> CachedUpstream<U> {
             .flights
             .try_get_with(flight.clone(), async {
                 led.store(true, Ordering::Relaxed);
-                self.fetch(&request, &plan).await
+                self.fetch(&request, &plan, required, clock).await
             })
             .await;
         if led.load(Ordering::Relaxed) {
@@ -369,20 +436,20 @@ impl<U: FhirUpstream> CachedUpstream<U> {
         &self,
         request: &FhirRequest,
         plan: &Plan,
+        required: u64,
+        clock: Option<u64>,
     ) -> Result<FhirResponse, UpstreamError> {
         let previous = self.entries.get(&plan.key).await;
         // Another flight may have refreshed the entry since this caller looked.
         if let Some(entry) = &previous
             && entry.is_fresh(Instant::now())
-            && entry.generation
-                >= self
-                    .generations
-                    .required(plan.key.partition.as_ref(), &plan.deps)
+            && entry.generation >= required
             && let Some(response) = entry.plain()
         {
             return Ok(response);
         }
-        let generation = self.generations.now();
+        // The clock before the fetch starts: shared, as the snapshot gave it, or local.
+        let generation = clock.unwrap_or_else(|| self.generations.now());
         let fetched_at = Instant::now();
         // If-None-Match is safe even on an invalidated entry: a 304 proves the old body
         // is still the current representation. Only an entry whose body is readable is
@@ -450,8 +517,15 @@ impl<U: FhirUpstream> FhirUpstream for CachedUpstream<U> {
             let result = self.inner.execute(request).await;
             if let Some(resource_type) = written {
                 bump(&self.counters.write_invalidations);
-                self.generations
-                    .invalidate_write(partition.as_ref(), &resource_type);
+                match &self.shared {
+                    None => self
+                        .generations
+                        .invalidate_write(partition.as_ref(), &resource_type),
+                    Some(_) => {
+                        let keys = invalidation::write_keys(partition.as_ref(), &resource_type);
+                        self.stamp_shared(&keys).await;
+                    }
+                }
             }
             return result;
         }

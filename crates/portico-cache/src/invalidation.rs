@@ -18,6 +18,16 @@
 //! Stamps are dropped once they are older than any entry can be of use (largest TTL plus
 //! the stale bound, measured from fetch start), so the table stays small.
 //!
+//! **Across replicas** ([`SharedGenerations`], Redis in the gateway): the clock and the
+//! stamps live in the shared store instead of this process. A cacheable read asks it, in
+//! one round trip, for the clock and the newest stamp among the read's (scope, topic)
+//! keys ([`read_keys`]); a write stamps its keys ([`write_keys`]) before its response
+//! returns. So a write on one replica is seen by the next read on any other: read your
+//! writes across the fleet. The store keeps a *floor* below which no entry is valid (the
+//! clock's first value, taken from the store's time when the clock is created), so a
+//! store that lost its data (restarted without persistence) invalidates every entry
+//! instead of forgetting the stamps. Keys name patients only by a hash.
+//!
 //! Which types a write invalidates ([`invalidated_types`]):
 //!
 //! | write of | invalidates |
@@ -75,6 +85,130 @@ pub fn invalidated_types(resource_type: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Generation stamps shared by every replica; see the module docs.
+#[async_trait::async_trait]
+pub trait SharedGenerations: Send + Sync + std::fmt::Debug {
+    /// In one round trip: the clock now, and the newest of the floor and the stamps on
+    /// `keys` (names from [`read_keys`]).
+    async fn snapshot(&self, keys: &[String]) -> Result<Snapshot, SharedError>;
+    /// Takes a new clock value and stamps it on each of `keys` (names from
+    /// [`write_keys`] and the other invalidations), before it returns.
+    async fn stamp(&self, keys: &[String]) -> Result<(), SharedError>;
+}
+
+/// The shared clock and the newest stamp a read must not be older than.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    pub clock: u64,
+    pub newest: u64,
+}
+
+/// The shared store did not answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("shared cache generations unavailable: {0}")]
+pub struct SharedError(pub String);
+
+/// The (scope, topic) names a read with these dependencies must check, in the shared
+/// store's form: `all`, and for the shared scope and each patient of the partition the
+/// read's topics and `*` ("everything").
+pub(crate) fn read_keys(partition: Option<&CachePartition>, deps: &Deps) -> Vec<String> {
+    let mut keys = vec![ALL.to_owned()];
+    keys.extend(
+        read_stamps(partition, deps)
+            .into_iter()
+            .map(|(scope, topic)| key_name(&scope, &topic)),
+    );
+    keys
+}
+
+/// The names a write of `resource_type` by `partition` stamps.
+pub fn write_keys(partition: Option<&CachePartition>, resource_type: &str) -> Vec<String> {
+    let patients = partition.map_or(&[][..], CachePartition::patients);
+    names(type_stamps(patients, &invalidated_types(resource_type)))
+}
+
+/// The name stamped by invalidating everything.
+pub const ALL: &str = "all";
+
+fn names(stamps: Vec<(Scope, Topic)>) -> Vec<String> {
+    stamps.iter().map(|(s, t)| key_name(s, t)).collect()
+}
+
+/// `s|…` for the shared scope, `p<hash>|…` for a patient (ids never appear in the
+/// store), then `t:<type>`, `any` or `*`.
+fn key_name(scope: &Scope, topic: &Topic) -> String {
+    use sha2::Digest as _;
+    let scope = match scope {
+        Scope::Shared => "s".to_owned(),
+        Scope::Patient(id) => {
+            let digest = sha2::Sha256::digest(id.as_bytes());
+            let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+            format!("p{hex}")
+        }
+    };
+    match topic {
+        Topic::Type(t) => format!("{scope}|t:{t}"),
+        Topic::Anything => format!("{scope}|any"),
+        Topic::Everything => format!("{scope}|*"),
+    }
+}
+
+/// The (scope, topic) stamps a read with these dependencies must not be older than.
+fn read_stamps(partition: Option<&CachePartition>, deps: &Deps) -> Vec<(Scope, Topic)> {
+    let topics: Vec<Topic> = match deps {
+        Deps::Type(t) => vec![Topic::Type(t.clone())],
+        Deps::Types(types) => types.iter().cloned().map(Topic::Type).collect(),
+        Deps::Any => vec![Topic::Anything],
+    };
+    let patients = partition.map_or(&[][..], CachePartition::patients);
+    let mut out = Vec::new();
+    for scope in std::iter::once(Scope::Shared).chain(patients.iter().cloned().map(Scope::Patient))
+    {
+        for topic in topics.iter().chain([&Topic::Everything]) {
+            out.push((scope.clone(), topic.clone()));
+        }
+    }
+    out
+}
+
+/// The stamps of invalidating `types` and "anything" for each patient (the shared
+/// scope when there are none), and in the shared scope for shared reference types.
+fn type_stamps(patients: &[String], types: &[&str]) -> Vec<(Scope, Topic)> {
+    let mut scopes: Vec<Scope> = patients.iter().cloned().map(Scope::Patient).collect();
+    if scopes.is_empty() || types.iter().any(|t| is_shared_type(t)) {
+        scopes.push(Scope::Shared);
+    }
+    let mut keys = Vec::new();
+    for scope in &scopes {
+        for t in types {
+            if *scope != Scope::Shared || patients.is_empty() || is_shared_type(t) {
+                keys.push((scope.clone(), Topic::Type((*t).to_owned())));
+            }
+        }
+        keys.push((scope.clone(), Topic::Anything));
+    }
+    keys
+}
+
+/// The stamps of invalidating one patient's `types` (all when empty).
+fn patient_stamps(patient: &str, types: &[&str]) -> Vec<(Scope, Topic)> {
+    if types.is_empty() {
+        vec![(Scope::Patient(patient.to_owned()), Topic::Everything)]
+    } else {
+        type_stamps(&[patient.to_owned()], types)
+    }
+}
+
+/// The names stamped by invalidating one patient's `types` (all when empty).
+pub fn patient_keys(patient: &str, types: &[&str]) -> Vec<String> {
+    names(patient_stamps(patient, types))
+}
+
+/// The names stamped by invalidating `types` (all when empty) for everyone.
+pub fn shared_keys(types: &[&str]) -> Vec<String> {
+    names(topics(types).map(|topic| (Scope::Shared, topic)).collect())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Scope {
     Shared,
@@ -127,65 +261,24 @@ impl Generations {
 
     /// The newest stamp an entry with these dependencies must not be older than.
     pub(crate) fn required(&self, partition: Option<&CachePartition>, deps: &Deps) -> u64 {
-        let topics: Vec<Topic> = match deps {
-            Deps::Type(t) => vec![Topic::Type(t.clone())],
-            Deps::Types(types) => types.iter().cloned().map(Topic::Type).collect(),
-            Deps::Any => vec![Topic::Anything],
-        };
         let stamps = self.stamps.read();
-        let get = |scope: &Scope, topic: &Topic| {
-            stamps
-                .get(&(scope.clone(), topic.clone()))
-                .map_or(0, |stamp| stamp.generation)
-        };
-        let patients = partition.map_or(&[][..], CachePartition::patients);
-        let mut newest = self.all.load(Ordering::SeqCst);
-        for scope in
-            std::iter::once(Scope::Shared).chain(patients.iter().cloned().map(Scope::Patient))
-        {
-            for topic in topics.iter().chain([&Topic::Everything]) {
-                newest = newest.max(get(&scope, topic));
-            }
-        }
-        newest
+        read_stamps(partition, deps)
+            .iter()
+            .filter_map(|key| stamps.get(key))
+            .map(|stamp| stamp.generation)
+            .fold(self.all.load(Ordering::SeqCst), u64::max)
     }
 
     /// Invalidates the entries a write of `resource_type` changes for `partition`.
     pub(crate) fn invalidate_write(&self, partition: Option<&CachePartition>, resource_type: &str) {
         let patients = partition.map_or(&[][..], CachePartition::patients);
-        self.invalidate_types(patients, &invalidated_types(resource_type));
+        self.stamp(type_stamps(patients, &invalidated_types(resource_type)));
     }
 
     /// Invalidates `types` (all types when empty) of one patient, in every partition
     /// that names the patient; shared types among `types` are invalidated for everyone.
     pub(crate) fn invalidate_patient(&self, patient: &str, types: &[&str]) {
-        if types.is_empty() {
-            self.stamp(vec![(
-                Scope::Patient(patient.to_owned()),
-                Topic::Everything,
-            )]);
-        } else {
-            self.invalidate_types(&[patient.to_owned()], types);
-        }
-    }
-
-    /// Stamps `types` and "anything" for each patient (the shared scope when there are
-    /// none), and in the shared scope for shared reference types.
-    fn invalidate_types(&self, patients: &[String], types: &[&str]) {
-        let mut scopes: Vec<Scope> = patients.iter().cloned().map(Scope::Patient).collect();
-        if scopes.is_empty() || types.iter().any(|t| is_shared_type(t)) {
-            scopes.push(Scope::Shared);
-        }
-        let mut keys = Vec::new();
-        for scope in &scopes {
-            for t in types {
-                if *scope != Scope::Shared || patients.is_empty() || is_shared_type(t) {
-                    keys.push((scope.clone(), Topic::Type((*t).to_owned())));
-                }
-            }
-            keys.push((scope.clone(), Topic::Anything));
-        }
-        self.stamp(keys);
+        self.stamp(patient_stamps(patient, types));
     }
 
     /// Invalidates `types` (all types when empty) in the shared scope, which every

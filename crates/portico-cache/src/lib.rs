@@ -36,4 +36,4 @@ mod tests;
 pub use body::Packed;
 pub use cache::{CacheStats, CachedUpstream};
 pub use config::{CacheConfig, SHARED_TYPES, is_shared_type};
-pub use invalidation::invalidated_types;
+pub use invalidation::{SharedError, SharedGenerations, Snapshot, invalidated_types};

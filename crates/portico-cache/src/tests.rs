@@ -485,13 +485,13 @@ async fn invalidate_patient_reaches_every_partition_naming_the_patient() {
     assert_eq!(body(&c, observations("a")).await, call(1));
     assert_eq!(body(&c, proxy()).await, call(2));
     assert_eq!(body(&c, observations("b")).await, call(3));
-    c.invalidate_patient("a", &["Observation"]);
+    c.invalidate_patient("a", &["Observation"]).await;
     assert_eq!(body(&c, observations("a")).await, call(4));
     assert_eq!(body(&c, proxy()).await, call(5));
     assert_eq!(body(&c, observations("b")).await, call(3));
-    c.invalidate_patient("b", &[]);
+    c.invalidate_patient("b", &[]).await;
     assert_eq!(body(&c, observations("b")).await, call(6));
-    c.invalidate_all();
+    c.invalidate_all().await;
     assert_eq!(body(&c, observations("a")).await, call(7));
 }
 
@@ -599,4 +599,140 @@ async fn hits_share_one_derived_slot_that_dies_with_the_entry() {
     assert!(revalidated.derived.is_none(), "the refetch is a miss");
     let hit = c.execute(read()).await.unwrap();
     assert!(hit.derived.unwrap().get::<u32>("principal-1").is_none());
+}
+
+/// A shared generation store in memory, standing for Redis: one clock, a floor and
+/// stamps, as the gateway's Redis implementation keeps them; it can be made to fail or
+/// to lose everything (a restart without persistence).
+/// The clock, the floor and the stamps.
+type SharedState = (u64, u64, std::collections::HashMap<String, u64>);
+
+#[derive(Debug)]
+struct SharedFake {
+    state: Mutex<Option<SharedState>>,
+    /// The "time" a fresh clock starts from (grows like a clock in microseconds).
+    epoch: AtomicUsize,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl SharedFake {
+    fn new() -> Arc<SharedFake> {
+        Arc::new(SharedFake {
+            state: Mutex::new(None),
+            epoch: AtomicUsize::new(1_000),
+            down: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn with_state<T>(
+        &self,
+        f: impl FnOnce(&mut SharedState) -> T,
+    ) -> Result<T, crate::SharedError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(crate::SharedError("down".to_owned()));
+        }
+        let mut state = self.state.lock();
+        let state = state.get_or_insert_with(|| {
+            let start = self.epoch.fetch_add(1_000_000, Ordering::SeqCst) as u64;
+            (start, start, std::collections::HashMap::new())
+        });
+        Ok(f(state))
+    }
+
+    /// Loses the clock, the floor and every stamp.
+    fn restart_empty(&self) {
+        *self.state.lock() = None;
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::SharedGenerations for SharedFake {
+    async fn snapshot(&self, keys: &[String]) -> Result<crate::Snapshot, crate::SharedError> {
+        self.with_state(|(clock, floor, stamps)| crate::Snapshot {
+            clock: *clock,
+            newest: keys
+                .iter()
+                .filter_map(|k| stamps.get(k))
+                .fold(*floor, |a, b| a.max(*b)),
+        })
+    }
+
+    async fn stamp(&self, keys: &[String]) -> Result<(), crate::SharedError> {
+        self.with_state(|(clock, _, stamps)| {
+            *clock += 1;
+            for k in keys {
+                stamps.insert(k.clone(), *clock);
+            }
+        })
+    }
+}
+
+/// Two replicas (two caches over one EHR) sharing one generation store.
+fn fleet(fake: &Arc<Fake>, shared: &Arc<SharedFake>) -> (Cached, Cached) {
+    let one = cache(fake).with_shared_generations(shared.clone());
+    let two = cache(fake).with_shared_generations(shared.clone());
+    (one, two)
+}
+
+#[tokio::test]
+async fn a_write_on_one_replica_invalidates_the_others_entries() {
+    let fake = Fake::new();
+    let shared = SharedFake::new();
+    let (a, b) = fleet(&fake, &shared);
+    // B caches the patient's appointments and their slots.
+    assert_eq!(body(&b, appointments("p1")).await, call(1));
+    assert_eq!(body(&b, appointments("p1")).await, call(1), "a hit");
+    assert_eq!(body(&b, observations("p1")).await, call(2));
+    // A books: the next read on B goes upstream; unrelated entries stay.
+    a.execute(FhirRequest::create("Appointment", "{}").with_partition(part("p1")))
+        .await
+        .unwrap();
+    assert_eq!(body(&b, appointments("p1")).await, call(4));
+    assert_eq!(body(&b, observations("p1")).await, call(2), "still a hit");
+    // Another patient's entries on B are untouched.
+    assert_eq!(body(&b, appointments("p2")).await, call(5));
+    a.execute(FhirRequest::create("Observation", "{}").with_partition(part("p1")))
+        .await
+        .unwrap();
+    assert_eq!(body(&b, appointments("p2")).await, call(5));
+}
+
+#[tokio::test]
+async fn a_shared_store_that_lost_its_data_invalidates_everything() {
+    let fake = Fake::new();
+    let shared = SharedFake::new();
+    let (a, b) = fleet(&fake, &shared);
+    assert_eq!(body(&b, observations("p1")).await, call(1));
+    // A write whose stamp is then lost with the store: B must not trust its entry.
+    a.execute(FhirRequest::create("Observation", "{}").with_partition(part("p1")))
+        .await
+        .unwrap();
+    shared.restart_empty();
+    assert_eq!(body(&b, observations("p1")).await, call(3));
+}
+
+#[tokio::test]
+async fn without_the_shared_store_reads_go_upstream_and_writes_drop_local_entries() {
+    let fake = Fake::new();
+    let shared = SharedFake::new();
+    let (a, b) = fleet(&fake, &shared);
+    assert_eq!(body(&a, observations("p1")).await, call(1));
+    assert_eq!(body(&a, appointments("p1")).await, call(2));
+    assert_eq!(
+        body(&b, observations("p1")).await,
+        call(3),
+        "each replica its own"
+    );
+    shared.down.store(true, Ordering::SeqCst);
+    // Reads: upstream, uncached.
+    assert_eq!(body(&a, observations("p1")).await, call(4));
+    assert_eq!(body(&a, observations("p1")).await, call(5));
+    // A write that cannot be shared: A forgets everything it had, even what the write
+    // did not touch.
+    a.execute(FhirRequest::create("Observation", "{}").with_partition(part("p1")))
+        .await
+        .unwrap();
+    shared.down.store(false, Ordering::SeqCst);
+    assert_eq!(body(&a, appointments("p1")).await, call(7));
+    assert!(a.stats().shared_failures >= 3);
 }

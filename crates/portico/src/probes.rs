@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, RawQuery, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -16,8 +16,24 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Readiness: the EHR answers its `metadata` and the upstream credential works.
-pub async fn readyz(State(state): State<AppState>) -> Response {
+/// `GET /readyz[?strict=true]`: whether this replica should receive traffic.
+///
+/// Two kinds of checks: the **EHR's** (the upstream credential works, the EHR answers
+/// its `metadata`, the circuit breaker is not open) and **this replica's own** (what it
+/// needs to answer anything at all). The answer is
+/// - `ready` (200): everything works;
+/// - `degraded` (200): the EHR is failing, but this replica still serves what it can —
+///   cached answers, stale answers (`Warning: 110`), logins in progress — so a load
+///   balancer keeps it; every replica sees the same EHR, and taking them all out would
+///   serve nothing;
+/// - `not_ready` (503): this replica itself cannot serve.
+///
+/// With `?strict=true` (for monitoring, not for Kubernetes' readiness probe) any
+/// failing check answers 503.
+pub async fn readyz(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    let strict = query
+        .as_deref()
+        .is_some_and(|q| q.split('&').any(|p| p == "strict=true" || p == "strict=1"));
     let token = state.client().check_auth().await;
     // Probed on the client directly: readiness must see the EHR, not the cache, and a
     // probe must not wait on the breaker it reports.
@@ -26,26 +42,44 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         .execute(portico_upstream::FhirRequest::capabilities())
         .await;
     let breaker = state.resilience().breaker_state();
-    let check = |r: Result<(), String>| match r {
+    let check = |r: &Result<(), String>| match r {
         Ok(()) => serde_json::json!({"status": "ok"}),
         Err(e) => serde_json::json!({"status": "failing", "error": e}),
     };
     let breaker_open = breaker == portico_upstream::BreakerState::Open;
-    let ready = token.is_ok() && metadata.is_ok() && !breaker_open;
-    let body = serde_json::json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "checks": {
-            "upstream_credentials": check(token.map_err(|e| e.to_string())),
-            "upstream_metadata": check(metadata.map(|_| ()).map_err(|e| e.to_string())),
-            "upstream_breaker": {"status": if breaker_open { "failing" } else { "ok" }, "state": breaker.as_str()},
-        }
+    let token = token.map_err(|e| e.to_string());
+    let metadata = metadata.map(|_| ()).map_err(|e| e.to_string());
+    let ehr_ok = token.is_ok() && metadata.is_ok() && !breaker_open;
+    let replica = replica_checks(&state).await;
+    let replica_ok = replica.iter().all(|(_, r)| r.is_ok());
+    let mut checks = serde_json::json!({
+        "upstream_credentials": check(&token),
+        "upstream_metadata": check(&metadata),
+        "upstream_breaker": {"status": if breaker_open { "failing" } else { "ok" }, "state": breaker.as_str()},
     });
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    for (name, result) in &replica {
+        checks[*name] = check(result);
+    }
+    let (status, code) = match (replica_ok, ehr_ok) {
+        (true, true) => ("ready", StatusCode::OK),
+        (true, false) if !strict => ("degraded", StatusCode::OK),
+        _ => ("not_ready", StatusCode::SERVICE_UNAVAILABLE),
     };
-    (status, axum::Json(body)).into_response()
+    let body = serde_json::json!({"status": status, "checks": checks});
+    (code, axum::Json(body)).into_response()
+}
+
+/// What this replica needs to answer anything at all, each named.
+async fn replica_checks(state: &AppState) -> Vec<(&'static str, Result<(), String>)> {
+    let trail = state.audit_trail();
+    // A trail that failed is tried again here (the file reopened), so that a replica the
+    // load balancer took out for it comes back once the disk does.
+    let audit = if trail.can_record() || trail.reopen().await.is_ok() {
+        Ok(())
+    } else {
+        Err("the audit trail cannot be written; patient data is refused".to_owned())
+    };
+    vec![("audit_trail", audit)]
 }
 
 /// `GET /metrics`.
@@ -54,6 +88,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         state.http_metrics(),
         &state.resilience().stats(),
         &state.cache().stats(),
+        &state.audit_trail().stats(),
     );
     let mut response = body.into_response();
     response.headers_mut().insert(

@@ -9,6 +9,14 @@
 //! and an expiry, and the MAC is HMAC-SHA256 under a key only the gateway has. A cursor
 //! that was altered, has expired, or is presented by another principal is refused; the
 //! link inside is still checked against the upstream base before it is followed.
+//!
+//! **Keys and rotation.** Every replica of a fleet reads the same keys from
+//! `facade.cursor_key_file`: one key per line (each at least 32 characters, for
+//! example `openssl rand -hex 32`), the first signs, every one verifies. To rotate, put
+//! a new key on the first line and keep the old one below it: links signed with the old
+//! key keep working until they expire; after `facade.cursor_ttl_seconds`, remove it.
+//! Without a file, a random key per process makes links die with a restart (and fail
+//! on any other replica).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -21,7 +29,8 @@ type HmacSha256 = Hmac<Sha256>;
 /// Signs and opens cursors.
 #[derive(Clone)]
 pub struct CursorKey {
-    key: Vec<u8>,
+    /// The signing key first, then the keys that still verify.
+    keys: Vec<Vec<u8>>,
     /// The EHR's base URL: left out of the payload (which is signed, not encrypted) and
     /// put back when the cursor is opened, so that a cursor does not show the EHR's
     /// address.
@@ -55,13 +64,39 @@ pub enum CursorError {
     WrongPrincipal,
 }
 
+/// The shortest key accepted, in bytes.
+pub const MIN_KEY_LEN: usize = 32;
+
 impl CursorKey {
     /// A key from configured bytes (at least 32).
     pub fn new(key: Vec<u8>) -> CursorKey {
         CursorKey {
-            key,
+            keys: vec![key],
             upstream_base: None,
         }
+    }
+
+    /// The keys of a key file: one per line (blank lines ignored), the first signs.
+    pub fn from_file_contents(contents: &[u8]) -> Result<CursorKey, String> {
+        let keys: Vec<Vec<u8>> = contents
+            .split(|b| *b == b'\n')
+            .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+            .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+            .map(<[u8]>::to_vec)
+            .collect();
+        if keys.is_empty() {
+            return Err("the file holds no key".to_owned());
+        }
+        if keys.iter().any(|k| k.len() < MIN_KEY_LEN) {
+            return Err(format!(
+                "every key (one per line) must be at least {MIN_KEY_LEN} characters, \
+                 e.g. `openssl rand -hex 32`"
+            ));
+        }
+        Ok(CursorKey {
+            keys,
+            upstream_base: None,
+        })
     }
 
     /// Keeps `base` (the EHR's FHIR base) out of the cursors' payloads.
@@ -78,9 +113,9 @@ impl CursorKey {
         CursorKey::new(key)
     }
 
-    fn mac(&self) -> HmacSha256 {
+    fn mac(key: &[u8]) -> HmacSha256 {
         // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
-        HmacSha256::new_from_slice(&self.key).unwrap_or_else(|_| unreachable_hmac())
+        HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac())
     }
 
     /// A cursor for `upstream_link`, valid for `principal_fingerprint` until `expires`.
@@ -98,7 +133,7 @@ impl CursorKey {
             e: expires,
         };
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).unwrap_or_default());
-        let mut mac = self.mac();
+        let mut mac = Self::mac(&self.keys[0]);
         mac.update(payload.as_bytes());
         let tag = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
         format!("{payload}.{tag}")
@@ -115,9 +150,14 @@ impl CursorKey {
         let tag = URL_SAFE_NO_PAD
             .decode(tag)
             .map_err(|_| CursorError::Invalid)?;
-        let mut mac = self.mac();
-        mac.update(payload.as_bytes());
-        mac.verify_slice(&tag).map_err(|_| CursorError::Invalid)?;
+        let verifies = |key: &Vec<u8>| {
+            let mut mac = Self::mac(key);
+            mac.update(payload.as_bytes());
+            mac.verify_slice(&tag).is_ok()
+        };
+        if !self.keys.iter().any(verifies) {
+            return Err(CursorError::Invalid);
+        }
         let bytes = URL_SAFE_NO_PAD
             .decode(payload)
             .map_err(|_| CursorError::Invalid)?;
@@ -149,6 +189,31 @@ fn unreachable_hmac() -> HmacSha256 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rotated_file_signs_with_the_new_key_and_still_opens_old_links() {
+        let old =
+            CursorKey::from_file_contents(format!("{}\n", "a".repeat(64)).as_bytes()).unwrap();
+        let link = "http://ehr/fhir/Observation?page=2";
+        let before = old.seal(link, "fp-a", 100);
+        let rotated = CursorKey::from_file_contents(
+            format!("{}\n{}\n\n", "b".repeat(64), "a".repeat(64)).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(rotated.open(&before, "fp-a", 50).unwrap(), link);
+        let after = rotated.seal(link, "fp-a", 100);
+        assert_ne!(after, before, "the new key signs");
+        assert_eq!(old.open(&after, "fp-a", 50), Err(CursorError::Invalid));
+        // Once the old key is removed, its links stop working.
+        let new_only = CursorKey::from_file_contents("b".repeat(64).as_bytes()).unwrap();
+        assert_eq!(
+            new_only.open(&before, "fp-a", 50),
+            Err(CursorError::Invalid)
+        );
+        assert_eq!(new_only.open(&after, "fp-a", 50).unwrap(), link);
+        assert!(CursorKey::from_file_contents(b"short\n").is_err());
+        assert!(CursorKey::from_file_contents(b"\n \n").is_err());
+    }
 
     #[test]
     fn round_trip() {
