@@ -15,7 +15,7 @@
 //! The store is a trait so that a Redis implementation (`portico-redis`) can share
 //! records between replicas without touching the handlers; [`MemoryIdempotencyStore`]
 //! is the single-node default (moka, time-bounded). Both pass one contract suite
-//! ([`crate::contract::idempotency`]). A started key is held by a [`Claim`]: a running
+//! (`crate::contract::idempotency`). A started key is held by a [`Claim`]: a running
 //! record whose owner died expires after a bounded time, and only its owner completes
 //! or abandons it.
 
@@ -207,7 +207,7 @@ pub const DEFAULT_RUNNING_TTL: Duration = Duration::from_secs(60);
 /// A store that cannot answer is an error, and the caller must then not run the
 /// action: a write without its key's protection could run twice. Implementations keep
 /// a running record for a bounded time (its owner may die), and a final answer for
-/// their configured lifetime. [`crate::contract::idempotency`] is the contract every
+/// their configured lifetime. `crate::contract::idempotency` is the contract every
 /// implementation passes.
 #[async_trait::async_trait]
 pub trait IdempotencyStore: Send + Sync + std::fmt::Debug {

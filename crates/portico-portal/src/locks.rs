@@ -4,7 +4,7 @@
 //!
 //! The EHR stays the final judge of conflicts (a slot booked twice is refused there);
 //! a lock only spares it the obvious races. [`Locks`] has two implementations proven by
-//! one contract suite ([`crate::contract::locks`]): [`MemoryLocks`] for a single node
+//! one contract suite (`crate::contract::locks`): [`MemoryLocks`] for a single node
 //! (exact, process-local) and a Redis one (`portico-redis`) for replicas, whose locks
 //! expire so that a crashed replica cannot hold one forever.
 //!

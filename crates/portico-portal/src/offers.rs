@@ -3,7 +3,7 @@
 //! *this* patient by *this* gateway (a proposed appointment need not be searchable).
 //!
 //! [`Offers`] has two implementations proven by one contract suite
-//! ([`crate::contract::offers`]): [`MemoryOffers`] (moka, single node) and a Redis one
+//! (`crate::contract::offers`): [`MemoryOffers`] (moka, single node) and a Redis one
 //! (`portico-redis`, encrypted: offers are patient data), so that a `$find` answered by
 //! one replica can be booked through another.
 
