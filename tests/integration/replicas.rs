@@ -354,6 +354,27 @@ async fn without_redis_what_needs_shared_state_is_503_and_comes_back_with_it() {
     // What needs no shared state still works.
     let reads = a.api_get(&token, "/appointments").await;
     assert_eq!(reads.status, 200, "{:?}", reads.body);
+    // The replica stays in the load balancer (every replica shares this Redis), and
+    // says what is failing; strictly, it is not ready.
+    let ready: Value = http_client()
+        .get(a.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert_eq!(
+        ready["checks"]["shared_state"]["status"], "failing",
+        "{ready}"
+    );
+    let strict = http_client()
+        .get(a.url("/readyz?strict=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(strict.status(), 503);
 
     // Redis comes back (empty: nothing was persisted); the same replicas use it.
     shared.redis.restart();
