@@ -39,7 +39,17 @@ impl AppState {
         let client = Arc::new(client);
         // The port every request goes through: cache → resilience → HTTP client.
         let resilient = Arc::new(Resilient::new(client.clone(), config.resilience.clone()));
-        let cache = Arc::new(CachedUpstream::new(resilient.clone(), config.cache.clone()));
+        // Sessions, idempotency records, locks, offers and the cache's invalidation: in
+        // memory, or shared by the replicas through Redis.
+        let shared = crate::shared::SharedStores::build(&config)?;
+        let mut cache = CachedUpstream::new(resilient.clone(), config.cache.clone());
+        if let Some(redis) = &shared.redis {
+            cache = cache.with_shared_generations(Arc::new(portico_redis::RedisGenerations::new(
+                redis.clone(),
+                config.cache.max_lifetime(),
+            )));
+        }
+        let cache = Arc::new(cache);
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))
@@ -92,7 +102,9 @@ impl AppState {
             None => CursorKey::random(),
         }
         .with_upstream_base(upstream_base.clone());
-        let login = crate::login::LoginState::new(&config)?;
+        let login = crate::login::LoginState::new(&config)?
+            .with_store(shared.sessions)
+            .with_locks(shared.locks.clone());
         let profile = config.ehr.load_profile().map_err(|e| anyhow::anyhow!(e))?;
         let payments: Arc<dyn portico_portal::payments::PaymentProcessor> =
             match config.portal.payment_processor {
@@ -106,11 +118,10 @@ impl AppState {
         // The one guarded path to the EHR, shared by the facade and the portal.
         let guard = portico_guard::Guard::new(cache.clone(), policy.clone(), audit.clone())
             .with_uncached(resilient.clone());
-        let portal = portico_portal::Portal::with_guard(guard.clone(), profile, payments);
-        let idempotency = Arc::new(portico_portal::MemoryIdempotencyStore::new(
-            Duration::from_secs(config.portal.idempotency_ttl_seconds),
-            1_000_000,
-        ));
+        let portal = portico_portal::Portal::with_guard(guard.clone(), profile, payments)
+            .with_locks(shared.locks)
+            .with_offers(shared.offers);
+        let idempotency = shared.idempotency;
         Ok(AppState {
             inner: Arc::new(Inner {
                 upstream: cache.clone(),
@@ -133,6 +144,7 @@ impl AppState {
                 guard,
                 portal,
                 idempotency,
+                redis: shared.redis,
                 config,
             }),
         })

@@ -20,6 +20,7 @@ pub mod login;
 pub mod metrics;
 pub mod portal;
 pub mod probes;
+mod shared;
 pub mod state;
 pub mod telemetry;
 

@@ -46,6 +46,8 @@ pub(crate) struct Inner {
     pub(crate) guard: portico_guard::Guard,
     pub(crate) portal: portico_portal::Portal,
     pub(crate) idempotency: Arc<dyn portico_portal::IdempotencyStore>,
+    /// The Redis client replicas share state through, when `[redis] url` is set.
+    pub(crate) redis: Option<portico_redis::Redis>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -113,6 +115,11 @@ impl AppState {
     /// Where portal writes' idempotency keys are remembered.
     pub fn idempotency(&self) -> &dyn portico_portal::IdempotencyStore {
         self.inner.idempotency.as_ref()
+    }
+
+    /// The Redis client shared state goes through (`None`: single node, all in memory).
+    pub fn redis(&self) -> Option<&portico_redis::Redis> {
+        self.inner.redis.as_ref()
     }
 
     /// The audit trail (its figures for `/metrics`; closing it at shutdown).

@@ -33,7 +33,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use portico_portal::idempotency::{self, Begin, StoredResponse};
+use portico_portal::idempotency::{self, Begin, Claim, StoredResponse};
 use portico_portal::{Caller, Ctx, Idem};
 use serde::Serialize;
 use serde_json::Value;
@@ -233,9 +233,11 @@ impl Idempotent {
         };
         let store = self.state.idempotency();
         let scope = format!("{}\n{patient}", caller.principal.subject);
-        match store.begin(&scope, &key, &fingerprint).await {
-            Begin::Started => {}
-            Begin::Replay(stored) => {
+        // A store that cannot answer means the write cannot be protected against
+        // running twice: it is not attempted.
+        let claim = match store.begin(&scope, &key, &fingerprint).await {
+            Ok(Begin::Started(claim)) => claim,
+            Ok(Begin::Replay(stored)) => {
                 let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
                 let mut response = (status, Json(stored.body)).into_response();
                 response
@@ -243,15 +245,20 @@ impl Idempotent {
                     .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
                 return Ok(response);
             }
-            Begin::InProgress => return Err(RequestError::IdempotencyInProgress.into()),
-            Begin::Mismatch => return Err(RequestError::IdempotencyKeyReused.into()),
-        }
+            Ok(Begin::InProgress) => return Err(RequestError::IdempotencyInProgress.into()),
+            Ok(Begin::Mismatch) => return Err(RequestError::IdempotencyKeyReused.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, action, "idempotency store unavailable; the write was not attempted");
+                return Err(RequestError::IdempotencyUnavailable.into());
+            }
+        };
         // Forget the key if this future is dropped (deadline, client gone) before
         // finishing.
         let guard = AbandonOnDrop {
             state: self.state.clone(),
             scope: scope.clone(),
             key: key.clone(),
+            claim: claim.clone(),
             armed: true,
         };
         let result = answer.await;
@@ -259,20 +266,22 @@ impl Idempotent {
         guard.armed = false;
         match result {
             Ok(value) => {
-                store
-                    .complete(
-                        &scope,
-                        &key,
-                        StoredResponse {
-                            status: status.as_u16(),
-                            body: value.clone(),
-                        },
-                    )
-                    .await;
+                let stored = StoredResponse {
+                    status: status.as_u16(),
+                    body: value.clone(),
+                };
+                // The action happened: its answer goes to the client even when it cannot
+                // be remembered. A retry then waits out the running record (409) and runs
+                // again, kept single upstream by the business identifier.
+                if let Err(e) = store.complete(&scope, &key, &claim, stored).await {
+                    tracing::warn!(error = %e, action, "idempotency store unavailable; the answer was not remembered");
+                }
                 Ok((status, Json(value)).into_response())
             }
             Err(e) => {
-                store.abandon(&scope, &key).await;
+                if let Err(e) = store.abandon(&scope, &key, &claim).await {
+                    tracing::warn!(error = %e, action, "idempotency store unavailable; the key stays running until it expires");
+                }
                 Err(e)
             }
         }
@@ -283,6 +292,7 @@ struct AbandonOnDrop {
     state: AppState,
     scope: String,
     key: String,
+    claim: Claim,
     armed: bool,
 }
 
@@ -292,7 +302,12 @@ impl Drop for AbandonOnDrop {
             let state = self.state.clone();
             let scope = std::mem::take(&mut self.scope);
             let key = std::mem::take(&mut self.key);
-            tokio::spawn(async move { state.idempotency().abandon(&scope, &key).await });
+            let claim = self.claim.clone();
+            tokio::spawn(async move {
+                if let Err(e) = state.idempotency().abandon(&scope, &key, &claim).await {
+                    tracing::warn!(error = %e, "idempotency store unavailable; the key stays running until it expires");
+                }
+            });
         }
     }
 }
