@@ -378,7 +378,8 @@ cleanup() {
         else
             rm -rf -- "$work"
         fi
-        rm -f -- "$state"
+        # Only a detached start writes (and so owns) the state file.
+        if ((detach)); then rm -f -- "$state"; fi
     fi
     exit "$code"
 }
