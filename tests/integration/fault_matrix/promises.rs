@@ -9,7 +9,7 @@
 //! | 504 `deadline_exceeded` | "retry … to learn its outcome" | [`a_write_past_its_deadline_is_learned_by_the_retry`] |
 //! | 502 `message_not_sent`, `message_sent: false` | "retry … to send it" | [`a_thread_whose_message_was_not_sent_is_completed_by_the_retry`] |
 //! | 502 `message_not_sent`, `message_sent: "unknown"` | "retry … to finish it" | [`a_thread_whose_message_is_in_doubt_is_finished_by_the_retry`] |
-//! | 502 `payment_not_recorded` | "retry … to record it (you will not be charged again)" | `portal::bills` (`a_charge_that_could_not_be_recorded_…`) and the matrix's `payment` row |
+//! | 502 `payment_not_recorded` or `payment_record_unknown` | "retry … to record it (you will not be charged again)" | `portal::bills` (`a_charge_that_could_not_be_recorded_…`) and the matrix's `payment` row |
 //!
 //! And the issue's own case: threads started while 60 % of the EHR's `/Communication`
 //! answers are garbled, every one of them finished by one retry once the EHR heals
