@@ -12,3 +12,4 @@ mod smart;
 mod smart_facade;
 mod support;
 mod upstream;
+mod web;

@@ -134,6 +134,7 @@ pub fn gateway_for_sandbox(
             ..crate::config::PortalConfig::default()
         },
         redis: crate::config::RedisConfig::default(),
+        web: crate::config::WebConfig::default(),
     };
     Ok((config, resolved))
 }

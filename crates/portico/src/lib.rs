@@ -22,6 +22,7 @@ pub mod portal;
 pub mod probes;
 pub mod state;
 pub mod telemetry;
+pub mod web;
 
 use std::process::ExitCode;
 

@@ -203,78 +203,121 @@ impl Idempotent {
     {
         let key = match self.key.as_ref().map(HeaderValue::to_str) {
             None => None,
-            Some(Ok(k)) if idempotency::valid_key(k) => Some(k.to_owned()),
+            Some(Ok(k)) if idempotency::valid_key(k) => Some(k),
             Some(_) => return Err(RequestError::InvalidIdempotencyKey.into()),
         };
-        let caller = &self.caller.caller;
-        let patient = &caller.patient;
-        let fingerprint = idempotency::fingerprint(action, body);
-        // The upstream identity covers who acts and the whole request (target ids are
-        // part of the body fingerprint): the same key reused for another account,
-        // prescription or appointment — after the gateway forgot it — can never be
-        // mistaken upstream (or at the payment processor) for the first request.
-        let idem = Idem::new(
-            patient,
-            &format!("{action}\n{}\n{fingerprint}", caller.principal.subject),
-            key.as_deref(),
-        );
-        // Not started until awaited: a replayed or refused request never runs it.
-        let answer = async {
-            let view = act(ctx(&self.state, &self.caller), &idem)
-                .await
-                .map_err(|e| ProblemError(e.into()))?;
-            serde_json::to_value(view).map_err(|e| {
-                tracing::error!(error = %e, "a portal answer could not be serialized");
-                ProblemError(ApiError::internal())
-            })
-        };
-        let Some(key) = key else {
-            return Ok((status, Json(answer.await?)).into_response());
-        };
-        let store = self.state.idempotency();
-        let scope = format!("{}\n{patient}", caller.principal.subject);
-        match store.begin(&scope, &key, &fingerprint).await {
-            Begin::Started => {}
-            Begin::Replay(stored) => {
-                let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-                let mut response = (status, Json(stored.body)).into_response();
-                response
-                    .headers_mut()
-                    .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
-                return Ok(response);
-            }
-            Begin::InProgress => return Err(RequestError::IdempotencyInProgress.into()),
-            Begin::Mismatch => return Err(RequestError::IdempotencyKeyReused.into()),
+        let done = run_once(&self.state, &self.caller, key, action, body, status, act).await?;
+        let mut response = (done.status, Json(done.body)).into_response();
+        if done.replayed {
+            response
+                .headers_mut()
+                .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
         }
-        // Forget the key if this future is dropped (deadline, client gone) before
-        // finishing.
-        let guard = AbandonOnDrop {
-            state: self.state.clone(),
-            scope: scope.clone(),
-            key: key.clone(),
-            armed: true,
-        };
-        let result = answer.await;
-        let mut guard = guard;
-        guard.armed = false;
-        match result {
-            Ok(value) => {
-                store
-                    .complete(
-                        &scope,
-                        &key,
-                        StoredResponse {
-                            status: status.as_u16(),
-                            body: value.clone(),
-                        },
-                    )
-                    .await;
-                Ok((status, Json(value)).into_response())
-            }
-            Err(e) => {
-                store.abandon(&scope, &key).await;
-                Err(e)
-            }
+        Ok(response)
+    }
+}
+
+/// What a write run through [`run_once`] answered: its status and view, and whether
+/// they were replayed from an earlier request with the same key.
+#[derive(Debug)]
+pub struct Done {
+    pub status: StatusCode,
+    pub body: Value,
+    pub replayed: bool,
+}
+
+/// The core of [`Idempotent::run`], shared by the portal API and the portal pages
+/// (`crate::web`): runs `act` at most once per (principal, acting patient, `key`), with
+/// `body` as the fingerprint a reused key is compared with. A successful answer is
+/// remembered for the key and replayed; the same key with another body is
+/// `idempotency_key_reused`; while the first request runs, `idempotency_in_progress`.
+/// Failures are not remembered. `key` must already be valid
+/// ([`idempotency::valid_key`]); without one the action simply runs.
+pub async fn run_once<T, E>(
+    state: &AppState,
+    caller: &PatientCaller,
+    key: Option<&str>,
+    action: &'static str,
+    body: &Value,
+    status: StatusCode,
+    act: impl AsyncFnOnce(Ctx<'_>, &Idem) -> Result<T, E>,
+) -> ProblemResult<Done>
+where
+    T: Serialize,
+    E: Into<ApiError>,
+{
+    let principal = &caller.caller.principal;
+    let patient = &caller.caller.patient;
+    let fingerprint = idempotency::fingerprint(action, body);
+    // The upstream identity covers who acts and the whole request (target ids are
+    // part of the body fingerprint): the same key reused for another account,
+    // prescription or appointment — after the gateway forgot it — can never be
+    // mistaken upstream (or at the payment processor) for the first request.
+    let idem = Idem::new(
+        patient,
+        &format!("{action}\n{}\n{fingerprint}", principal.subject),
+        key,
+    );
+    // Not started until awaited: a replayed or refused request never runs it.
+    let answer = async {
+        let view = act(ctx(state, caller), &idem)
+            .await
+            .map_err(|e| ProblemError(e.into()))?;
+        serde_json::to_value(view).map_err(|e| {
+            tracing::error!(error = %e, "a portal answer could not be serialized");
+            ProblemError(ApiError::internal())
+        })
+    };
+    let done = |body| Done {
+        status,
+        body,
+        replayed: false,
+    };
+    let Some(key) = key else {
+        return Ok(done(answer.await?));
+    };
+    let store = state.idempotency();
+    let scope = format!("{}\n{patient}", principal.subject);
+    match store.begin(&scope, key, &fingerprint).await {
+        Begin::Started => {}
+        Begin::Replay(stored) => {
+            return Ok(Done {
+                status: StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
+                body: stored.body,
+                replayed: true,
+            });
+        }
+        Begin::InProgress => return Err(RequestError::IdempotencyInProgress.into()),
+        Begin::Mismatch => return Err(RequestError::IdempotencyKeyReused.into()),
+    }
+    // Forget the key if this future is dropped (deadline, client gone) before
+    // finishing.
+    let guard = AbandonOnDrop {
+        state: state.clone(),
+        scope: scope.clone(),
+        key: key.to_owned(),
+        armed: true,
+    };
+    let result = answer.await;
+    let mut guard = guard;
+    guard.armed = false;
+    match result {
+        Ok(value) => {
+            store
+                .complete(
+                    &scope,
+                    key,
+                    StoredResponse {
+                        status: status.as_u16(),
+                        body: value.clone(),
+                    },
+                )
+                .await;
+            Ok(done(value))
+        }
+        Err(e) => {
+            store.abandon(&scope, key).await;
+            Err(e)
         }
     }
 }
