@@ -260,6 +260,10 @@ fn banner(sandbox: &Sandbox, gateway: SocketAddr) -> String {
         out,
         "  liveness / readiness  http://{gateway}/healthz   http://{gateway}/readyz"
     );
+    let _ = writeln!(
+        out,
+        "\nPatient portal: open http://{gateway}/ and sign in (pick a demo patient)"
+    );
     let _ = writeln!(out, "\nTry:");
     let _ = writeln!(out, "  curl -s http://{gateway}/readyz");
     let _ = writeln!(
