@@ -285,6 +285,24 @@ def run_flows(p, sandbox, patient):
     p.press(f"button[value='{patient}']")
     check(f"{mode}: signed in to home", p.h1() == "Your health at a glance", p.h1())
     p.audit("home", "home")
+    if mode == "keyboard":
+        # The first Tab reaches the skip link, which moves focus to the content.
+        p.get("/")
+        ActionChains(p.d).send_keys(Keys.TAB).perform()
+        active = p.d.switch_to.active_element
+        check("keyboard: skip link first", active.get_attribute("class") == "skip-link", active.tag_name)
+        p.check_focus_visible(active, "a.skip-link")
+        active.send_keys(Keys.ENTER)
+        check("keyboard: skip link moves to main", p.d.switch_to.active_element.get_attribute("id") == "main", "")
+    if mode == "js":
+        # The session-timeout warning is armed (shown by the script before the end).
+        warning = p.one("#timeout-warning")
+        check("js: timeout warning armed", int(warning.get_attribute("data-expires-in")) > 0, "")
+        p.d.execute_script(
+            "const w = document.getElementById('timeout-warning'); w.hidden = false;"
+        )
+        p.audit("timeout warning shown", "timeout-warning")
+        p.get("/")
 
     # The record with its charts.
     p.get("/record/lab-results")

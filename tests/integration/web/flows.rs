@@ -51,6 +51,10 @@ async fn lab_results_are_trend_charts_with_their_numbers_beside_them() {
     // Each chart has a title and a description, tied to it, and a table beside it.
     assert_eq!(page.count("svg.chart > title"), charts);
     assert_eq!(page.count("svg.chart > desc"), charts);
+    // Drawn, not nested into each other: every point and line is the svg's own child.
+    assert!(page.count("svg.chart > circle.chart-point") >= charts);
+    assert_eq!(page.count("svg.chart > line.chart-grid"), 5 * charts);
+    assert_eq!(page.count("svg.chart rect circle, svg.chart line line"), 0);
     let labelled = page.attrs("svg.chart", "aria-labelledby");
     assert!(labelled[0].ends_with("-desc"));
     assert!(page.count("section.trend table caption") >= charts);

@@ -187,6 +187,8 @@ pub fn trend(
     let title_id = format!("{id}-title");
     let desc_id = format!("{id}-desc");
     html! {
+        // SVG is foreign content: each element needs its end tag (`{}`), since maud's
+        // `;` writes none and the parser would nest what follows inside it.
         svg.chart xmlns="http://www.w3.org/2000/svg" viewBox=(format!("0 0 {W} {H}")) role="img"
             aria-labelledby=(format!("{title_id} {desc_id}")) focusable="false" {
             title id=(title_id) { (title) }
@@ -194,14 +196,14 @@ pub fn trend(
             @if let Some(r) = range {
                 @let top = r.high.map_or(TOP, y);
                 @let bottom = r.low.map_or(TOP + plot_h, y);
-                rect.chart-range x=(fmt(LEFT)) y=(fmt(top)) width=(fmt(plot_w)) height=(fmt((bottom - top).max(0.0)));
+                rect.chart-range x=(fmt(LEFT)) y=(fmt(top)) width=(fmt(plot_w)) height=(fmt((bottom - top).max(0.0))) {}
             }
             @for t in &ticks {
-                line.chart-grid x1=(fmt(LEFT)) x2=(fmt(W - RIGHT)) y1=(fmt(y(*t))) y2=(fmt(y(*t)));
+                line.chart-grid x1=(fmt(LEFT)) x2=(fmt(W - RIGHT)) y1=(fmt(y(*t))) y2=(fmt(y(*t))) {}
                 text.chart-label x=(fmt(LEFT - 6.0)) y=(fmt(y(*t) + 4.0)) text-anchor="end" { (l.number((t * 10.0).round() / 10.0)) }
             }
-            line.chart-axis x1=(fmt(LEFT)) x2=(fmt(LEFT)) y1=(fmt(TOP)) y2=(fmt(TOP + plot_h));
-            line.chart-axis x1=(fmt(LEFT)) x2=(fmt(W - RIGHT)) y1=(fmt(TOP + plot_h)) y2=(fmt(TOP + plot_h));
+            line.chart-axis x1=(fmt(LEFT)) x2=(fmt(LEFT)) y1=(fmt(TOP)) y2=(fmt(TOP + plot_h)) {}
+            line.chart-axis x1=(fmt(LEFT)) x2=(fmt(W - RIGHT)) y1=(fmt(TOP + plot_h)) y2=(fmt(TOP + plot_h)) {}
             text.chart-label x=(fmt(LEFT)) y=(fmt(H - 12.0)) text-anchor="start" { (first) }
             @if let Some(p) = last {
                 @if points.len() > 1 {
@@ -209,11 +211,11 @@ pub fn trend(
                 }
             }
             @if points.len() > 1 {
-                polyline.chart-line points=(line.join(" "));
+                polyline.chart-line points=(line.join(" ")) {}
             }
             @for (i, p) in points.iter().enumerate() {
                 @let flag = range.map_or(Flag::Normal, |r| r.flag(p.value));
-                circle class=(format!("chart-point {}", flag.class())) cx=(fmt(x(i))) cy=(fmt(y(p.value))) r=(if flag == Flag::Normal { "4" } else { "6" });
+                circle class=(format!("chart-point {}", flag.class())) cx=(fmt(x(i))) cy=(fmt(y(p.value))) r=(if flag == Flag::Normal { "4" } else { "6" }) {}
             }
         }
     }
@@ -266,6 +268,8 @@ mod tests {
         );
         assert!(svg.contains("<desc id=\"c1-desc\">"), "{svg}");
         assert_eq!(svg.matches("<circle").count(), 3);
+        assert_eq!(svg.matches("</circle>").count(), 3);
+        assert_eq!(svg.matches("<line").count(), svg.matches("</line>").count());
         assert!(svg.contains("flag-high"));
         assert!(svg.contains("1 of them outside"), "{svg}");
     }
