@@ -13,6 +13,10 @@ scripts/check-openapi.sh
 # the API schemas, deploy/kubernetes/portico.toml through check-config.
 scripts/check-deploy.sh
 scripts/demo-smoke.sh
+# The patient portal's pages in headless Chromium: every flow with JavaScript on, off and
+# keyboard-only, axe-core on every page (tests/browser/). Run it alone to refresh the
+# screenshots in docs/portal/; here they are not written, so the tree stays clean.
+SCREENSHOTS=0 scripts/browser-tests.sh
 # The gateway against third-party servers, authorization server and client libraries
 # (docs/INTEROP.md); installs its pinned peers into .interop/ on first use.
 scripts/interop.sh
