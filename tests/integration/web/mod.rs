@@ -177,6 +177,7 @@ impl Browser {
     }
 
     pub fn with_header(mut self, name: &str, value: &str) -> Browser {
+        self.extra.retain(|(k, _)| k != name);
         self.extra.push((name.to_owned(), value.to_owned()));
         self
     }

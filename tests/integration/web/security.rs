@@ -268,3 +268,29 @@ async fn the_pages_can_be_switched_off_or_moved() {
     let appointments = browser.get("/portal/appointments").await;
     assert_eq!(appointments.h1(), "Your appointments");
 }
+
+#[tokio::test]
+async fn a_form_shown_again_links_back_to_its_page_not_to_the_post() {
+    let (_app, mut browser) = signed_in().await;
+    let page = browser.get("/referrals/new").await;
+    let form = page.form("main form");
+    let referer = format!("{}/referrals/new", browser.gateway);
+    let mut browser = browser.with_header("referer", &referer);
+    let refused = browser.post_raw(&form.action, &form.fields).await;
+    assert_eq!(refused.status, 422);
+    assert_eq!(
+        refused.attrs(".lang-switch a", "href"),
+        vec!["/referrals/new?lang=es".to_owned()]
+    );
+    assert_eq!(
+        refused.form("#timeout-warning form").get("return_to"),
+        Some("/referrals/new")
+    );
+    // Without a Referer (or with another site's), they lead home.
+    let mut browser = browser.with_header("referer", "http://evil.example/x");
+    let refused = browser.post_raw(&form.action, &form.fields).await;
+    assert_eq!(
+        refused.attrs(".lang-switch a", "href"),
+        vec!["/?lang=es".to_owned()]
+    );
+}

@@ -4,7 +4,7 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use portico_portal::{Caller, Ctx};
 
 use super::errors::WebError;
@@ -64,18 +64,45 @@ impl Chrome {
             .extensions
             .get::<axum::extract::OriginalUri>()
             .map_or(&parts.uri, |o| &o.0);
-        let here = uri
+        let mut here = uri
             .path_and_query()
             .map_or("/".to_owned(), |p| p.as_str().to_owned());
+        let base = state.config().web.base();
+        if !matches!(parts.method, Method::GET | Method::HEAD) {
+            // A form shown again after a post: its links (the language switcher, "stay
+            // signed in", signing in again) lead back to the page the form was on,
+            // which a GET can show, not to the post's own address.
+            here = same_origin_path(&parts.headers, state).unwrap_or_else(|| {
+                if base.is_empty() {
+                    "/".to_owned()
+                } else {
+                    base.to_owned()
+                }
+            });
+        }
         let secure = state.config().public_url().starts_with("https://");
         Chrome {
             lang,
-            base: state.config().web.base().to_owned(),
+            base: base.to_owned(),
             here,
             session: None,
             lang_cookie: if chosen { lang.cookie(secure) } else { None },
         }
     }
+}
+
+/// The path (and query) of a same-origin `Referer`, if it is a page of the gateway.
+fn same_origin_path(headers: &HeaderMap, state: &AppState) -> Option<String> {
+    let referer = url::Url::parse(headers.get(header::REFERER)?.to_str().ok()?).ok()?;
+    let public = url::Url::parse(&state.config().public_url()).ok()?;
+    if referer.origin() != public.origin() {
+        return None;
+    }
+    let path = match referer.query() {
+        Some(q) => format!("{}?{q}", referer.path()),
+        None => referer.path().to_owned(),
+    };
+    crate::login::browser::return_to(Some(&path)).ok()
 }
 
 /// A signed-in request acting for one patient.
