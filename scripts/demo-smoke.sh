@@ -45,6 +45,25 @@ python3 scripts/smart-login.py --ehr "http://127.0.0.1:$ehr" --fhir "http://127.
 # reschedule, refills (eligible and refused), a referral, messages, paying a bill.
 python3 scripts/portal-walkthrough.py --gateway "http://127.0.0.1:$gw" --patient pat-3
 
+# The audit trail: one JSON object per line, stamped with the instance, and the same
+# records delivered to the sandbox as FHIR AuditEvents.
+python3 - "$out" "http://127.0.0.1:$ehr/_sandbox/stats" <<'PY'
+import json, sys, time, urllib.request
+path = next(l.split(": ", 1)[1].strip() for l in open(sys.argv[1]) if l.startswith("Audit log: "))
+records = [json.loads(l) for l in open(path)]
+assert records and all(r.get("instance") for r in records), "audit records without an instance"
+for _ in range(50):
+    stats = json.load(urllib.request.urlopen(sys.argv[2], timeout=10))
+    sent = sum(c["count"] for c in stats["by_method_and_type"]
+               if c["method"] == "POST" and c["resource_type"] == "AuditEvent")
+    if sent:
+        break
+    time.sleep(0.2)
+else:
+    sys.exit("no AuditEvent reached the sandbox")
+print(f"audit: {len(records)} records in {path}, {sent} AuditEvents POSTed to the sandbox")
+PY
+
 # Even at debug level, the application log carries no tokens, names or birth dates.
 if grep -q 'eyJ' "$log"; then echo "a JWT reached the application log"; exit 1; fi
 python3 - "$log" "http://127.0.0.1:$ehr/auth/patients" <<'PY'
@@ -61,4 +80,4 @@ PY
 kill -TERM "$pid"
 for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
 if kill -0 "$pid" 2>/dev/null; then echo "demo did not stop on SIGTERM"; exit 1; fi
-echo "smoke: 4 passed, 0 failed"
+echo "smoke: 5 passed, 0 failed"

@@ -287,3 +287,72 @@ async fn a_profile_the_ehr_cannot_serve_is_refused_at_start_naming_what_is_missi
     assert!(error.contains("Appointment $book"), "{error}");
     assert!(error.contains("`epic`"), "{error}");
 }
+
+#[tokio::test]
+async fn audit_events_reach_the_sandbox_as_in_the_demo() {
+    let sandbox = sandbox().await;
+    let base = sandbox.fhir_base();
+    let spool = tempfile::tempdir().unwrap();
+    let spool_dir = spool.path().join("spool");
+    let app = TestApp::spawn_with(sandbox, |config, _| {
+        config.audit.instance = Some("gw-test".to_owned());
+        portico::demo::send_audit_events_to(config, &base, spool_dir).unwrap();
+    })
+    .await;
+    let token = app.patient_token("pat-1", "launch/patient patient/*.rs");
+    let res = app
+        .http
+        .get(app.url("/fhir/Patient/pat-1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // The JSON line is written before the response; the AuditEvent follows it.
+    let line = app
+        .audit_records()
+        .into_iter()
+        .find(|r| r["resource_type"] == "Patient" && r["interaction"] == "read")
+        .expect("the read is in the audit log");
+    assert_eq!(line["instance"], "gw-test");
+    let mut events = Vec::new();
+    for _ in 0..500 {
+        events = app.all_stored("AuditEvent");
+        if !events.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let event = events
+        .iter()
+        .find(|e| e["subtype"][0]["code"] == "read")
+        .unwrap_or_else(|| panic!("no AuditEvent for the read in the sandbox: {events:?}"));
+    assert_eq!(
+        event["source"]["observer"]["identifier"]["value"],
+        "gw-test"
+    );
+    assert_eq!(event["action"], "R");
+    assert_eq!(event["outcome"], "0");
+    let entities = event["entity"].as_array().unwrap();
+    assert!(
+        entities
+            .iter()
+            .any(|e| e["what"]["reference"] == "Patient/pat-1"),
+        "{event}"
+    );
+    // The gateway's metrics count what was delivered.
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("# TYPE portico_audit_fhir_delivered_total counter"),
+        "{text}"
+    );
+    assert!(text.contains("portico_audit_failures_total 0"), "{text}");
+}

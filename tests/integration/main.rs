@@ -8,6 +8,7 @@ mod gateway;
 mod isolation;
 mod login;
 mod portal;
+mod replicas;
 mod smart;
 mod smart_facade;
 mod support;

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -36,9 +37,9 @@ pub async fn sandbox_with(config: SandboxConfig) -> Sandbox {
         .expect("sandbox starts")
 }
 
-/// A running gateway in front of a sandbox.
+/// A running gateway in front of a sandbox (shared with its replicas, if any).
 pub struct TestApp {
-    pub sandbox: Sandbox,
+    pub sandbox: Arc<Sandbox>,
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     audit_dir: tempfile::TempDir,
@@ -113,6 +114,19 @@ impl TestApp {
     /// Spawns with a chance to change the gateway's configuration first.
     pub async fn spawn_with(
         sandbox: Sandbox,
+        tweak: impl FnOnce(&mut Config, &mut portico_upstream::ResolvedUpstreamConfig),
+    ) -> TestApp {
+        Self::spawn_in_front_of(Arc::new(sandbox), tweak).await
+    }
+
+    /// Another gateway in front of this one's sandbox, as a second replica behind a
+    /// load balancer would be: configured by `tweak`.
+    pub async fn spawn_replica(&self, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        Self::spawn_in_front_of(self.sandbox.clone(), |config, _| tweak(config)).await
+    }
+
+    async fn spawn_in_front_of(
+        sandbox: Arc<Sandbox>,
         tweak: impl FnOnce(&mut Config, &mut portico_upstream::ResolvedUpstreamConfig),
     ) -> TestApp {
         let listen = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -240,6 +254,11 @@ impl TestApp {
             .find(|t| t["subject"]["reference"] == format!("Patient/{patient}"))
             .and_then(|t| t["id"].as_str().map(str::to_owned))
             .expect("a care team")
+    }
+
+    /// The directory the audit file is written in.
+    pub fn audit_dir(&self) -> &std::path::Path {
+        self.audit_dir.path()
     }
 
     /// Every audit record written so far.

@@ -49,7 +49,9 @@ mod search;
 pub mod token;
 mod write;
 
-pub use policy::{Denial, DenialReason, ExtraLink, Policy, REFERENCE_DATA_TYPES, VerifyReport};
+pub use policy::{
+    Denial, DenialReason, ExtraLink, Policy, REFERENCE_DATA_TYPES, SECURITY_TYPES, VerifyReport,
+};
 pub use principal::{ClaimNames, ClaimsError, Principal};
 pub use scopes::{Interaction, Permission, ScopeSet};
 pub use token::{KeySource, TokenError, TokenVerifier, VerifierConfig};

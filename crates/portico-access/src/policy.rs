@@ -22,7 +22,8 @@
 //!   appointment, a Group — would reveal them, so it is refused: stricter than R4);
 //! - reference data ([`REFERENCE_DATA_TYPES`]): readable with a read scope for the type;
 //!   a Schedule whose actor is a patient must name one of the principal's patients;
-//! - everything else: denied.
+//! - everything else, and the security records of [`SECURITY_TYPES`] although R4 puts
+//!   them in the compartment: denied.
 //!
 //! A read denial must look exactly like a missing resource: the gateway answers 404 for
 //! any [`Denial`] on read, vread and history, never 403, so that a foreign id cannot be
@@ -40,6 +41,13 @@ use serde_json::Value;
 use crate::filter::any_matches;
 use crate::principal::Principal;
 use crate::scopes::{Context, Interaction, Permission};
+
+/// Types in the R4 Patient compartment that are never served to patients: security
+/// records. An AuditEvent names everyone an access involved (a proxy's other patients,
+/// the client, the gateway instance), and the gateway itself writes AuditEvents to the
+/// EHR when its `fhir` audit sink points there; an accounting of disclosures is the
+/// hospital's process, not a search.
+pub const SECURITY_TYPES: &[&str] = &["AuditEvent"];
 
 /// Types outside the patient compartment that patients may read with a read scope for the
 /// type: the directory data a portal needs to show who and where.
@@ -269,6 +277,7 @@ impl Policy {
     pub fn with_link(mut self, link: ExtraLink) -> Policy {
         if link.resource_type != "Patient"
             && !REFERENCE_DATA_TYPES.contains(&link.resource_type.as_str())
+            && !SECURITY_TYPES.contains(&link.resource_type.as_str())
             && portico_fhir::resource_types::is_known(&link.resource_type)
         {
             self.extra_links.push(link);
@@ -279,6 +288,9 @@ impl Policy {
     pub(crate) fn classify<'a>(&'a self, resource_type: &str) -> Class<'a> {
         if resource_type == "Patient" {
             return Class::Patient;
+        }
+        if SECURITY_TYPES.contains(&resource_type) {
+            return Class::Other;
         }
         let standard: Vec<LinkView<'a>> = patient_links(resource_type)
             .unwrap_or_default()

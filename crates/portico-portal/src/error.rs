@@ -60,6 +60,11 @@ pub enum PortalError {
     #[error("the audit trail cannot be written")]
     AuditUnavailable,
 
+    /// State the replicas share (per-object locks, offers) cannot be reached, so the
+    /// action was not attempted (503, `state_unavailable`).
+    #[error("shared state is unavailable")]
+    StateUnavailable,
+
     /// A multi-step action stopped half-way (502, `partially_completed`); `state`
     /// says precisely what happened (for example a reschedule whose new appointment is
     /// booked but whose old one could not be cancelled).
@@ -113,6 +118,7 @@ impl PortalError {
             PortalError::Upstream(_) => "upstream_error",
             PortalError::OutcomeUnknown { .. } => "outcome_unknown",
             PortalError::AuditUnavailable => "audit_unavailable",
+            PortalError::StateUnavailable => "state_unavailable",
         }
     }
 
@@ -127,3 +133,34 @@ impl PortalError {
 }
 
 pub type PortalResult<T> = Result<T, PortalError>;
+
+/// Why state shared between replicas (idempotency records, per-object locks, offers)
+/// could not be read or written. The memory stores never fail; a remote store (Redis)
+/// fails when it cannot be reached, answers too slowly, or holds a value that cannot be
+/// read. Messages never carry keys, values or patient data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// The store could not answer.
+    #[error("shared state unavailable: {0}")]
+    Unavailable(String),
+    /// A lock stayed held by another request for longer than a caller waits.
+    #[error("another request holds this lock")]
+    Busy,
+}
+
+/// A lock that cannot be taken stops the action before it starts: unavailable is a
+/// 503, a lock held too long by another request a 409 the client may retry.
+impl From<StateError> for PortalError {
+    fn from(e: StateError) -> PortalError {
+        match e {
+            StateError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "shared state unavailable");
+                PortalError::StateUnavailable
+            }
+            StateError::Busy => PortalError::conflict(
+                "busy",
+                "another request is changing this right now; try again shortly",
+            ),
+        }
+    }
+}

@@ -12,18 +12,25 @@
 //!    `If-None-Exist`, so that a retry after a lost answer (or a second replica) cannot
 //!    create a duplicate, and a create whose outcome is unknown can be found again.
 //!
-//! The store is a trait so that a Redis implementation can share records between
-//! replicas without touching the handlers; [`MemoryIdempotencyStore`] is the
-//! single-node default (moka, time-bounded).
+//! The store is a trait so that a Redis implementation (`portico-redis`) can share
+//! records between replicas without touching the handlers; [`MemoryIdempotencyStore`]
+//! is the single-node default (moka, time-bounded). Both pass one contract suite
+//! (`crate::contract::idempotency`). A started key is held by a [`Claim`]: a running
+//! record whose owner died expires after a bounded time, and only its owner completes
+//! or abandons it.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use moka::ops::compute::Op;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use portico_guard::IfNoneExist;
+
+use crate::error::StateError;
 
 /// The identifier system of the business identifiers Portico puts on what it creates.
 pub const IDENTIFIER_SYSTEM: &str = "urn:ietf:rfc:3986";
@@ -150,9 +157,9 @@ pub struct StoredResponse {
 /// What [`IdempotencyStore::begin`] found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Begin {
-    /// First use of the key: the caller runs the action, then calls `complete` or
-    /// `abandon`.
-    Started,
+    /// First use of the key (or the running record of an owner that died expired): the
+    /// caller runs the action, then calls `complete` or `abandon` with this claim.
+    Started(Claim),
     /// The key was used with the same request and finished: replay this.
     Replay(StoredResponse),
     /// The key is being used right now by the same request.
@@ -161,19 +168,67 @@ pub enum Begin {
     Mismatch,
 }
 
+/// Proof that a caller started a key: only the holder of the running record's claim
+/// completes or abandons it, so that a record taken over after it expired is never
+/// overwritten by its first, slow owner.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Claim(Arc<[u8]>);
+
+impl Claim {
+    /// A claim carried as these bytes (for stores that keep it in their own form).
+    pub fn from_bytes(bytes: impl Into<Arc<[u8]>>) -> Claim {
+        Claim(bytes.into())
+    }
+
+    /// A fresh random claim.
+    pub fn random() -> Claim {
+        Claim::from_bytes(Uuid::new_v4().as_bytes().to_vec())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Claim")
+    }
+}
+
+/// How long a running record outlives the request that started it by default: past
+/// this a key whose owner died (a replica that crashed mid-action) can be used again.
+/// The gateway sets the portal's deadline plus a margin.
+pub const DEFAULT_RUNNING_TTL: Duration = Duration::from_secs(60);
+
 /// Where idempotency records live. `scope` separates principals (a patient's keys
 /// never collide with another's).
+///
+/// A store that cannot answer is an error, and the caller must then not run the
+/// action: a write without its key's protection could run twice. Implementations keep
+/// a running record for a bounded time (its owner may die), and a final answer for
+/// their configured lifetime. `crate::contract::idempotency` is the contract every
+/// implementation passes.
 #[async_trait::async_trait]
 pub trait IdempotencyStore: Send + Sync + std::fmt::Debug {
-    async fn begin(&self, scope: &str, key: &str, fingerprint: &str) -> Begin;
-    async fn complete(&self, scope: &str, key: &str, response: StoredResponse);
-    /// Forgets a started key whose action failed without a final answer.
-    async fn abandon(&self, scope: &str, key: &str);
+    async fn begin(&self, scope: &str, key: &str, fingerprint: &str) -> Result<Begin, StateError>;
+    /// Replaces the running record of `claim` with the final answer (nothing happens
+    /// when the claim no longer holds the key).
+    async fn complete(
+        &self,
+        scope: &str,
+        key: &str,
+        claim: &Claim,
+        response: StoredResponse,
+    ) -> Result<(), StateError>;
+    /// Forgets a started key whose action failed without a final answer (nothing
+    /// happens when the claim no longer holds the key).
+    async fn abandon(&self, scope: &str, key: &str, claim: &Claim) -> Result<(), StateError>;
 }
 
 #[derive(Debug, Clone)]
 enum State {
-    Running,
+    Running { claim: Claim, until: Instant },
     Done(StoredResponse),
 }
 
@@ -183,10 +238,12 @@ struct Record {
     state: State,
 }
 
-/// The in-memory store: records expire after `ttl` (24 h by default).
+/// The in-memory store: records expire after `ttl` (24 h by default), running records
+/// after the running TTL.
 #[derive(Debug, Clone)]
 pub struct MemoryIdempotencyStore {
     records: moka::sync::Cache<(String, String), Record>,
+    running_ttl: Duration,
 }
 
 impl MemoryIdempotencyStore {
@@ -196,7 +253,14 @@ impl MemoryIdempotencyStore {
                 .time_to_live(ttl)
                 .max_capacity(max_records)
                 .build(),
+            running_ttl: DEFAULT_RUNNING_TTL,
         }
+    }
+
+    /// How long a running record may stay without being completed or abandoned.
+    pub fn with_running_ttl(mut self, running_ttl: Duration) -> MemoryIdempotencyStore {
+        self.running_ttl = running_ttl;
+        self
     }
 }
 
@@ -208,37 +272,82 @@ impl Default for MemoryIdempotencyStore {
 
 #[async_trait::async_trait]
 impl IdempotencyStore for MemoryIdempotencyStore {
-    async fn begin(&self, scope: &str, key: &str, fingerprint: &str) -> Begin {
-        let entry = self
-            .records
+    async fn begin(&self, scope: &str, key: &str, fingerprint: &str) -> Result<Begin, StateError> {
+        let now = Instant::now();
+        let claim = Claim::random();
+        let mut found = None;
+        self.records
             .entry((scope.to_owned(), key.to_owned()))
-            .or_insert_with(|| Record {
-                fingerprint: fingerprint.to_owned(),
-                state: State::Running,
+            .and_compute_with(|existing| match existing.map(|e| e.into_value()) {
+                Some(Record {
+                    state: State::Running { until, .. },
+                    ..
+                }) if until <= now => Op::Put(Record {
+                    fingerprint: fingerprint.to_owned(),
+                    state: State::Running {
+                        claim: claim.clone(),
+                        until: now + self.running_ttl,
+                    },
+                }),
+                Some(record) => {
+                    found = Some(record);
+                    Op::Nop
+                }
+                None => Op::Put(Record {
+                    fingerprint: fingerprint.to_owned(),
+                    state: State::Running {
+                        claim: claim.clone(),
+                        until: now + self.running_ttl,
+                    },
+                }),
             });
-        if entry.is_fresh() {
-            return Begin::Started;
-        }
-        let record = entry.into_value();
-        if record.fingerprint != fingerprint {
-            return Begin::Mismatch;
-        }
-        match record.state {
-            State::Running => Begin::InProgress,
-            State::Done(r) => Begin::Replay(r),
-        }
+        Ok(match found {
+            None => Begin::Started(claim),
+            Some(record) if record.fingerprint != fingerprint => Begin::Mismatch,
+            Some(Record {
+                state: State::Running { .. },
+                ..
+            }) => Begin::InProgress,
+            Some(Record {
+                state: State::Done(r),
+                ..
+            }) => Begin::Replay(r),
+        })
     }
 
-    async fn complete(&self, scope: &str, key: &str, response: StoredResponse) {
-        let k = (scope.to_owned(), key.to_owned());
-        if let Some(mut record) = self.records.get(&k) {
-            record.state = State::Done(response);
-            self.records.insert(k, record);
-        }
+    async fn complete(
+        &self,
+        scope: &str,
+        key: &str,
+        claim: &Claim,
+        response: StoredResponse,
+    ) -> Result<(), StateError> {
+        self.records
+            .entry((scope.to_owned(), key.to_owned()))
+            .and_compute_with(|existing| match existing.map(|e| e.into_value()) {
+                Some(Record {
+                    fingerprint,
+                    state: State::Running { claim: held, .. },
+                }) if held == *claim => Op::Put(Record {
+                    fingerprint,
+                    state: State::Done(response),
+                }),
+                _ => Op::Nop,
+            });
+        Ok(())
     }
 
-    async fn abandon(&self, scope: &str, key: &str) {
-        self.records.invalidate(&(scope.to_owned(), key.to_owned()));
+    async fn abandon(&self, scope: &str, key: &str, claim: &Claim) -> Result<(), StateError> {
+        self.records
+            .entry((scope.to_owned(), key.to_owned()))
+            .and_compute_with(|existing| match existing.map(|e| e.into_value()) {
+                Some(Record {
+                    state: State::Running { claim: held, .. },
+                    ..
+                }) if held == *claim => Op::Remove,
+                _ => Op::Nop,
+            });
+        Ok(())
     }
 }
 
@@ -293,18 +402,42 @@ mod tests {
     #[tokio::test]
     async fn store_replays_refuses_mismatch_and_forgets_abandoned() {
         let store = MemoryIdempotencyStore::default();
-        assert_eq!(store.begin("p1", "k", "f1").await, Begin::Started);
-        assert_eq!(store.begin("p1", "k", "f1").await, Begin::InProgress);
-        assert_eq!(store.begin("p1", "k", "f2").await, Begin::Mismatch);
+        let Ok(Begin::Started(p1)) = store.begin("p1", "k", "f1").await else {
+            panic!("first use starts")
+        };
+        assert_eq!(store.begin("p1", "k", "f1").await, Ok(Begin::InProgress));
+        assert_eq!(store.begin("p1", "k", "f2").await, Ok(Begin::Mismatch));
         // Another patient's identical key is independent.
-        assert_eq!(store.begin("p2", "k", "f1").await, Begin::Started);
+        let Ok(Begin::Started(p2)) = store.begin("p2", "k", "f1").await else {
+            panic!("another scope starts")
+        };
         let answer = StoredResponse {
             status: 201,
             body: serde_json::json!({"id": "a1"}),
         };
-        store.complete("p1", "k", answer.clone()).await;
-        assert_eq!(store.begin("p1", "k", "f1").await, Begin::Replay(answer));
-        store.abandon("p2", "k").await;
-        assert_eq!(store.begin("p2", "k", "f9").await, Begin::Started);
+        store
+            .complete("p1", "k", &p1, answer.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.begin("p1", "k", "f1").await,
+            Ok(Begin::Replay(answer))
+        );
+        store.abandon("p2", "k", &p2).await.unwrap();
+        assert!(matches!(
+            store.begin("p2", "k", "f9").await,
+            Ok(Begin::Started(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn memory_store_passes_the_contract() {
+        crate::contract::idempotency::run(async |settings| {
+            Arc::new(
+                MemoryIdempotencyStore::new(settings.ttl, 1000)
+                    .with_running_ttl(settings.running_ttl),
+            ) as Arc<dyn IdempotencyStore>
+        })
+        .await;
     }
 }

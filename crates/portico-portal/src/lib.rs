@@ -8,6 +8,10 @@
 //!
 //! Modules: [`context`] (the way to the EHR: a thin user of `portico_guard`'s one
 //! guarded session), [`profile`] (EHR profiles), [`idempotency`] (exactly-once writes),
+//! [`locks`] (per-object locks) and [`offers`] (what `$find` offered) — the state
+//! replicas share, each a trait with a memory implementation here, a Redis one in
+//! `portico-redis`, and one contract suite for both (`contract`, behind the `contract`
+//! feature),
 //! [`payments`] (the processor port) and [`card`] (card numbers never enter), [`error`],
 //! [`input`] (the one validator of patients' text and ids), [`careteam`] (the one
 //! care-team lookup), [`view`] (shared FHIR → JSON helpers), [`whole`] (searches
@@ -20,13 +24,17 @@ pub mod bills;
 pub mod card;
 pub mod careteam;
 pub mod context;
+#[cfg(any(test, feature = "contract"))]
+pub mod contract;
 pub mod dashboard;
 pub mod error;
 pub mod idempotency;
 pub mod input;
+pub mod locks;
 pub mod me;
 pub mod medications;
 pub mod messages;
+pub mod offers;
 pub mod payments;
 pub mod profile;
 pub mod records;
@@ -35,8 +43,10 @@ pub mod view;
 pub mod whole;
 
 pub use context::{Caller, Ctx, Page, Portal, Versioned};
-pub use error::{PortalError, PortalResult};
+pub use error::{PortalError, PortalResult, StateError};
 pub use idempotency::{Idem, IdempotencyStore, MemoryIdempotencyStore};
+pub use locks::{LockGuard, Locks, MemoryLocks};
+pub use offers::{MemoryOffers, Offer, Offers};
 pub use profile::EhrProfile;
 
 /// A hand-written EHR document from the repository's `fixtures/` (see its README), for

@@ -167,6 +167,20 @@ pub static TABLE: &[(&str, &[ParamDef])] = &[
         ],
     ),
     (
+        "AuditEvent",
+        &[
+            r("patient", &["agent.who", "entity.what"], PAT),
+            r("agent", &["agent.who"], ANY),
+            r("entity", &["entity.what"], ANY),
+            r("source", &["source.observer"], ANY),
+            d("date", &["recorded"]),
+            t("type", &["type"]),
+            t("subtype", &["subtype"]),
+            t("action", &["action"]),
+            t("outcome", &["outcome"]),
+        ],
+    ),
+    (
         "CarePlan",
         &[
             IDENT,

@@ -25,7 +25,7 @@ use tower_http::request_id::{
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::audit::FileAuditSink;
+use crate::audit::AuditTrail;
 use crate::authn::HttpKeySource;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -82,12 +82,9 @@ impl AppState {
             .with_local_base(fhir_base.clone())
             .with_link(ExtraLink::task_for())
             .with_link(portico_portal::bills::payment_link());
-        let audit = Arc::new(FileAuditSink::open(&config.audit.path).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot open the audit log {}: {e}",
-                config.audit.path.display()
-            )
-        })?);
+        // The audit trail: its writer (and AuditEvent delivery) tasks start here.
+        let audit_trail = AuditTrail::start(&config.audit, client.token_provider().cloned())?;
+        let audit: Arc<dyn portico_access::audit::AuditSink> = Arc::new(audit_trail.clone());
         let cursor_key = match &config.facade.cursor_key_file {
             Some(path) => {
                 CursorKey::from_file_contents(&std::fs::read(path)?).map_err(anyhow::Error::msg)?
@@ -95,7 +92,12 @@ impl AppState {
             None => CursorKey::random(),
         }
         .with_upstream_base(upstream_base.clone());
-        let login = crate::login::LoginState::new(&config)?;
+        // Sessions, idempotency records, locks and offers: in memory, or shared by the
+        // replicas through Redis.
+        let shared = crate::shared::SharedStores::build(&config)?;
+        let login = crate::login::LoginState::new(&config)?
+            .with_store(shared.sessions)
+            .with_locks(shared.locks.clone());
         let profile = config.ehr.load_profile().map_err(|e| anyhow::anyhow!(e))?;
         let payments: Arc<dyn portico_portal::payments::PaymentProcessor> =
             match config.portal.payment_processor {
@@ -109,11 +111,10 @@ impl AppState {
         // The one guarded path to the EHR, shared by the facade and the portal.
         let guard = portico_guard::Guard::new(cache.clone(), policy.clone(), audit.clone())
             .with_uncached(resilient.clone());
-        let portal = portico_portal::Portal::with_guard(guard.clone(), profile, payments);
-        let idempotency = Arc::new(portico_portal::MemoryIdempotencyStore::new(
-            Duration::from_secs(config.portal.idempotency_ttl_seconds),
-            1_000_000,
-        ));
+        let portal = portico_portal::Portal::with_guard(guard.clone(), profile, payments)
+            .with_locks(shared.locks)
+            .with_offers(shared.offers);
+        let idempotency = shared.idempotency;
         Ok(AppState {
             inner: Arc::new(Inner {
                 upstream: cache.clone(),
@@ -124,6 +125,7 @@ impl AppState {
                 verifier,
                 policy,
                 audit,
+                audit_trail,
                 cursor_key,
                 http,
                 fhir_base,
@@ -135,6 +137,7 @@ impl AppState {
                 guard,
                 portal,
                 idempotency,
+                redis: shared.redis,
                 config,
             }),
         })
@@ -174,6 +177,7 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     shutdown_grace: Duration,
+    audit: AuditTrail,
 }
 
 impl App {
@@ -205,11 +209,13 @@ impl App {
         if state.config().ehr.check_capabilities {
             verify_ehr_profile(&state).await?;
         }
+        let audit = state.audit_trail().clone();
         let router = router(state);
         Ok(App {
             listener,
             router,
             shutdown_grace,
+            audit,
         })
     }
 
@@ -217,8 +223,13 @@ impl App {
         self.listener.local_addr()
     }
 
+    /// The audit trail (to reopen its file on SIGHUP).
+    pub fn audit_trail(&self) -> &AuditTrail {
+        &self.audit
+    }
+
     /// Serves until `shutdown` completes, then lets in-flight requests finish for up to
-    /// the configured grace period.
+    /// the configured grace period, then drains and syncs the audit trail.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -230,7 +241,7 @@ impl App {
             let _ = tx.send(());
         });
         let mut serve = std::pin::pin!(serve.into_future());
-        tokio::select! {
+        let result = tokio::select! {
             result = &mut serve => result,
             _ = async {
                 let _ = rx.await;
@@ -239,7 +250,9 @@ impl App {
                 tracing::warn!(grace_ms = grace.as_millis() as u64, "shutdown grace period over; dropping open connections");
                 Ok(())
             }
-        }
+        };
+        self.audit.close().await;
+        result
     }
 }
 

@@ -18,8 +18,8 @@ use url::Url;
 
 use crate::cli::{DemoArgs, ExportArgs, ExportFormat, SandboxAction, SandboxArgs, SandboxData};
 use crate::config::{
-    AuditConfig, AuthConfig, ClaimNamesConfig, Config, EhrConfig, FacadeConfig, LogConfig,
-    LoginConfig, ServerConfig,
+    AuditConfig, AuthConfig, ClaimNamesConfig, Config, EhrConfig, FacadeConfig, FhirAuthKind,
+    FhirSinkConfig, LogConfig, LoginConfig, ServerConfig, SinkKind,
 };
 
 /// The sandbox client the demo gateway uses for its own system access.
@@ -120,7 +120,10 @@ pub fn gateway_for_sandbox(
             claims: ClaimNamesConfig::default(),
             introspection: None,
         },
-        audit: AuditConfig { path: audit_path },
+        audit: AuditConfig {
+            path: audit_path,
+            ..AuditConfig::default()
+        },
         facade: FacadeConfig::default(),
         cache: portico_cache::CacheConfig::default(),
         resilience: portico_upstream::ResilienceConfig::default(),
@@ -151,11 +154,21 @@ pub async fn run_demo(args: DemoArgs) -> ExitCode {
     };
     let listen = SocketAddr::from(([127, 0, 0, 1], args.port));
     let mut audit_path = None;
+    let mut audit_events = None;
     let app = match gateway_for_sandbox(&sandbox, listen) {
-        Ok((config, upstream)) => {
-            audit_path = Some(config.audit.path.clone());
-            crate::app::App::build_with(config, upstream).await
-        }
+        Ok((mut config, upstream)) => match send_audit_events_to(
+            &mut config,
+            &sandbox.fhir_base(),
+            // Per process, like the audit log: the demo keeps nothing between runs.
+            std::env::temp_dir().join(format!("portico-demo-audit-spool-{}", std::process::id())),
+        ) {
+            Ok(()) => {
+                audit_path = Some(config.audit.path.clone());
+                audit_events = config.audit.fhir.clone();
+                crate::app::App::build_with(config, upstream).await
+            }
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     let app = match app {
@@ -173,6 +186,14 @@ pub async fn run_demo(args: DemoArgs) -> ExitCode {
     if let Some(path) = audit_path {
         println!("Audit log: {}", path.display());
     }
+    if let Some(fhir) = audit_events {
+        println!(
+            "Audit events: FHIR AuditEvents POSTed to {}/AuditEvent (spool {})",
+            fhir.base_url.as_str().trim_end_matches('/'),
+            fhir.spool_dir.display()
+        );
+    }
+    crate::audit::reopen_on_sighup(app.audit_trail().clone());
     let result = app.run_until_stopped(crate::shutdown_signal()).await;
     sandbox.shutdown().await;
     match result {
@@ -182,6 +203,27 @@ pub async fn run_demo(args: DemoArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Makes the gateway also send every record as a FHIR AuditEvent to `fhir_base` (in the
+/// demo, the sandbox, standing in for the audit repository: hospitals often use the EHR
+/// for that), with the gateway's own EHR credential (`auth = "upstream"`: the demo's
+/// `portico-system` client), spooled in `spool_dir`. Kept out of
+/// [`gateway_for_sandbox`], which the integration tests share: their counts of sandbox
+/// requests must not include AuditEvents.
+pub fn send_audit_events_to(
+    config: &mut Config,
+    fhir_base: &str,
+    spool_dir: std::path::PathBuf,
+) -> anyhow::Result<()> {
+    let mut fhir = FhirSinkConfig::new(Url::parse(fhir_base)?);
+    fhir.auth = FhirAuthKind::Upstream;
+    fhir.spool_dir = spool_dir;
+    if !config.audit.has(SinkKind::Fhir) {
+        config.audit.sinks.push(SinkKind::Fhir);
+    }
+    config.audit.fhir = Some(fhir);
+    Ok(())
 }
 
 /// `portico sandbox`.

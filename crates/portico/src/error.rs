@@ -69,6 +69,20 @@ impl ApiError {
         }
     }
 
+    /// State the replicas share (per-object locks, offers) cannot be reached through
+    /// Redis: the action was not attempted.
+    pub fn state_unavailable() -> Self {
+        ApiError {
+            retry_after: Some(2),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "state_unavailable",
+                "the gateway's shared state cannot be reached right now; nothing was done, \
+                 try again shortly",
+            )
+        }
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -208,6 +222,7 @@ impl From<&PortalError> for ApiError {
                 Some(state.clone()),
             ),
             P::AuditUnavailable => return ApiError::audit_unavailable(),
+            P::StateUnavailable => return ApiError::state_unavailable(),
             P::OutcomeUnknown { action } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
@@ -275,6 +290,8 @@ pub enum RequestError {
     IdempotencyInProgress,
     /// The key was used before for a different request.
     IdempotencyKeyReused,
+    /// The idempotency store cannot be reached: the write was not attempted.
+    IdempotencyUnavailable,
     /// The request ran past the portal's overall deadline.
     DeadlineExceeded,
 }
@@ -322,6 +339,18 @@ impl From<RequestError> for ApiError {
                 "idempotency_key_reused",
                 "this Idempotency-Key was used for a different request".to_owned(),
             ),
+            R::IdempotencyUnavailable => {
+                return ApiError {
+                    retry_after: Some(2),
+                    ..ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "idempotency_unavailable",
+                        "the write cannot be protected against running twice right now, so \
+                         it was not attempted; try again shortly with the same \
+                         Idempotency-Key",
+                    )
+                };
+            }
             R::DeadlineExceeded => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "deadline_exceeded",
@@ -439,5 +468,24 @@ mod tests {
         )));
         assert_eq!(declined.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(declined.code, "payment_declined");
+    }
+
+    #[test]
+    fn shared_state_failures_are_503s_with_their_own_codes() {
+        use portico_portal::StateError;
+        let state = ApiError::from(PortalError::from(StateError::Unavailable(
+            "connection refused".to_owned(),
+        )));
+        assert_eq!(state.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(state.code, "state_unavailable");
+        assert!(!state.message.contains("refused"), "no internal detail");
+        assert!(state.retry_after.is_some());
+        let busy = ApiError::from(PortalError::from(StateError::Busy));
+        assert_eq!(busy.status, StatusCode::CONFLICT);
+        assert_eq!(busy.code, "busy");
+        let idem = ApiError::from(RequestError::IdempotencyUnavailable);
+        assert_eq!(idem.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(idem.code, "idempotency_unavailable");
+        assert!(idem.retry_after.is_some());
     }
 }

@@ -20,6 +20,7 @@ pub mod login;
 pub mod metrics;
 pub mod portal;
 pub mod probes;
+mod shared;
 pub mod state;
 pub mod telemetry;
 pub mod web;
@@ -84,6 +85,8 @@ async fn serve(config: Config) -> ExitCode {
         Ok(addr) => tracing::info!(%addr, "gateway listening"),
         Err(e) => tracing::warn!(error = %e, "cannot read the bound address"),
     }
+    // An external logrotate moves the audit log away and sends SIGHUP.
+    audit::reopen_on_sighup(app.audit_trail().clone());
     match app.run_until_stopped(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

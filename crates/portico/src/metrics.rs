@@ -1,13 +1,14 @@
 //! `GET /metrics`: the gateway's counters in the Prometheus text exposition format
 //! (version 0.0.4).
 //!
-//! Two sources feed it. HTTP traffic is recorded here, by a middleware that runs after
+//! Several sources feed it. HTTP traffic is recorded here, by a middleware that runs after
 //! routing: requests are labelled with the *matched route template*
 //! (`/fhir/{resource_type}/{id}`), never the raw path, so no id or other patient data can
 //! become a label and the label set stays bounded; requests that matched no route share
 //! the label `unmatched`. The upstream and cache figures are snapshots taken at scrape
-//! time from the resilience layer ([`ResilienceStats`]) and the read cache
-//! ([`CacheStats`]), which keep their own atomic counters.
+//! time from the resilience layer ([`ResilienceStats`]), the read cache
+//! ([`CacheStats`]) and the audit trail ([`AuditStats`]), which keep their own atomic
+//! counters.
 //!
 //! The encoder is deliberately small: counters, gauges and one histogram family with
 //! fixed buckets. Label values are escaped as the format requires (`\\`, `\"`, `\n`).
@@ -19,6 +20,8 @@ use std::time::Duration;
 
 use portico_cache::CacheStats;
 use portico_upstream::ResilienceStats;
+
+use crate::audit::AuditStats;
 
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -196,7 +199,12 @@ fn format_float(v: f64) -> String {
 }
 
 /// Renders every metric family.
-pub fn render(http: &HttpMetrics, upstream: &ResilienceStats, cache: &CacheStats) -> String {
+pub fn render(
+    http: &HttpMetrics,
+    upstream: &ResilienceStats,
+    cache: &CacheStats,
+    audit: &AuditStats,
+) -> String {
     let mut out = Encoder::new();
     http.encode(&mut out);
 
@@ -316,7 +324,83 @@ pub fn render(http: &HttpMetrics, upstream: &ResilienceStats, cache: &CacheStats
         "gauge",
         cache.entries as f64,
     );
+    encode_audit(&mut out, audit);
     out.finish()
+}
+
+fn encode_audit(out: &mut Encoder, audit: &AuditStats) {
+    let counters = [
+        (
+            "records",
+            "Audit records written to every configured local sink.",
+            audit.records_written,
+        ),
+        (
+            "batches",
+            "Batches the audit writer wrote (one write per sink each).",
+            audit.batches,
+        ),
+        (
+            "fsyncs",
+            "fdatasync calls made by the audit writer.",
+            audit.fsyncs,
+        ),
+        (
+            "failures",
+            "Audit records that could not be written (refused, or lost with on_failure = continue).",
+            audit.failures,
+        ),
+        (
+            "rotations",
+            "Rotations of the audit log file.",
+            audit.rotations,
+        ),
+        (
+            "files_deleted",
+            "Rotated audit files deleted to stay under audit.max_total_bytes.",
+            audit.files_deleted,
+        ),
+        (
+            "spool_overflows",
+            "AuditEvents that did not fit in the spool (audit.fhir.max_spool_bytes).",
+            audit.spool_overflows,
+        ),
+        (
+            "fhir_delivered",
+            "AuditEvents the audit repository accepted.",
+            audit.fhir_delivered,
+        ),
+        (
+            "fhir_failed_attempts",
+            "AuditEvent POSTs that failed and are retried.",
+            audit.fhir_failed_attempts,
+        ),
+        (
+            "fhir_rejected",
+            "AuditEvents the audit repository refused for good (kept in the spool's rejected.ndjson).",
+            audit.fhir_rejected,
+        ),
+    ];
+    for (what, help, value) in counters {
+        out.single(
+            &format!("portico_audit_{what}_total"),
+            help,
+            "counter",
+            value as f64,
+        );
+    }
+    out.single(
+        "portico_audit_queue_depth",
+        "Audit records waiting for the writer.",
+        "gauge",
+        audit.queue_depth as f64,
+    );
+    out.single(
+        "portico_audit_spool_bytes",
+        "Bytes of AuditEvents spooled and not yet delivered.",
+        "gauge",
+        audit.spool_bytes as f64,
+    );
 }
 
 #[cfg(test)]
@@ -423,7 +507,16 @@ mod tests {
             entries: 12,
             ..CacheStats::default()
         };
-        let text = render(&HttpMetrics::default(), &upstream, &cache);
+        let audit = AuditStats {
+            records_written: 40,
+            batches: 9,
+            fsyncs: 3,
+            failures: 2,
+            queue_depth: 5,
+            spool_bytes: 1234,
+            ..AuditStats::default()
+        };
+        let text = render(&HttpMetrics::default(), &upstream, &cache, &audit);
         let l = lines(&text);
         for expected in [
             "portico_upstream_requests_total 7",
@@ -441,6 +534,15 @@ mod tests {
             "portico_cache_bytes 2048",
             "# TYPE portico_cache_bytes gauge",
             "portico_cache_entries 12",
+            "portico_audit_records_total 40",
+            "portico_audit_batches_total 9",
+            "portico_audit_fsyncs_total 3",
+            "portico_audit_failures_total 2",
+            "# TYPE portico_audit_failures_total counter",
+            "portico_audit_queue_depth 5",
+            "# TYPE portico_audit_queue_depth gauge",
+            "portico_audit_spool_bytes 1234",
+            "portico_audit_fhir_delivered_total 0",
         ] {
             assert!(l.contains(&expected), "missing {expected:?} in\n{text}");
         }

@@ -50,7 +50,7 @@ pub async fn readyz(State(state): State<AppState>, RawQuery(query): RawQuery) ->
     let token = token.map_err(|e| e.to_string());
     let metadata = metadata.map(|_| ()).map_err(|e| e.to_string());
     let ehr_ok = token.is_ok() && metadata.is_ok() && !breaker_open;
-    let replica = replica_checks(&state);
+    let replica = replica_checks(&state).await;
     let replica_ok = replica.iter().all(|(_, r)| r.is_ok());
     let mut checks = serde_json::json!({
         "upstream_credentials": check(&token),
@@ -70,8 +70,16 @@ pub async fn readyz(State(state): State<AppState>, RawQuery(query): RawQuery) ->
 }
 
 /// What this replica needs to answer anything at all, each named.
-fn replica_checks(_state: &AppState) -> Vec<(&'static str, Result<(), String>)> {
-    Vec::new()
+async fn replica_checks(state: &AppState) -> Vec<(&'static str, Result<(), String>)> {
+    let trail = state.audit_trail();
+    // A trail that failed is tried again here (the file reopened), so that a replica the
+    // load balancer took out for it comes back once the disk does.
+    let audit = if trail.can_record() || trail.reopen().await.is_ok() {
+        Ok(())
+    } else {
+        Err("the audit trail cannot be written; patient data is refused".to_owned())
+    };
+    vec![("audit_trail", audit)]
 }
 
 /// `GET /metrics`.
@@ -80,6 +88,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         state.http_metrics(),
         &state.resilience().stats(),
         &state.cache().stats(),
+        &state.audit_trail().stats(),
     );
     let mut response = body.into_response();
     response.headers_mut().insert(

@@ -33,6 +33,8 @@ pub(crate) struct Inner {
     pub(crate) verifier: TokenVerifier,
     pub(crate) policy: Policy,
     pub(crate) audit: Arc<dyn AuditSink>,
+    /// The same sink, as itself: for `/metrics` and shutdown.
+    pub(crate) audit_trail: crate::audit::AuditTrail,
     pub(crate) cursor_key: CursorKey,
     pub(crate) http: reqwest::Client,
     pub(crate) fhir_base: String,
@@ -44,6 +46,8 @@ pub(crate) struct Inner {
     pub(crate) guard: portico_guard::Guard,
     pub(crate) portal: portico_portal::Portal,
     pub(crate) idempotency: Arc<dyn portico_portal::IdempotencyStore>,
+    /// The Redis client replicas share state through, when `[redis] url` is set.
+    pub(crate) redis: Option<portico_redis::Redis>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -111,6 +115,16 @@ impl AppState {
     /// Where portal writes' idempotency keys are remembered.
     pub fn idempotency(&self) -> &dyn portico_portal::IdempotencyStore {
         self.inner.idempotency.as_ref()
+    }
+
+    /// The Redis client shared state goes through (`None`: single node, all in memory).
+    pub fn redis(&self) -> Option<&portico_redis::Redis> {
+        self.inner.redis.as_ref()
+    }
+
+    /// The audit trail (its figures for `/metrics`; closing it at shutdown).
+    pub fn audit_trail(&self) -> &crate::audit::AuditTrail {
+        &self.inner.audit_trail
     }
 
     /// HTTP request counters and latency histograms, for `/metrics`.

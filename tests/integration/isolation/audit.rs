@@ -79,3 +79,63 @@ async fn every_attempt_is_audited() {
     );
     finish("audit", checked, &failures);
 }
+
+/// `[audit] on_failure = "refuse"` (the default): while the trail cannot be written, no
+/// patient data is answered — through the facade or the portal — and nothing is written
+/// to the EHR; the replica says it cannot serve; once the disk is back, it serves again.
+#[tokio::test]
+async fn nothing_is_answered_while_the_trail_cannot_be_written() {
+    // Every batch rotates the file, so the writer needs the directory at each one (an
+    // open file would otherwise keep taking records after its directory moved).
+    let app = crate::support::TestApp::spawn_configured(|config| {
+        config.audit.max_file_bytes = 1;
+    })
+    .await;
+    let fhir = app.patient_token("pat-1", "launch/patient patient/*.rs");
+    let portal = app.portal_token("pat-1");
+    let read = || async {
+        app.http
+            .get(app.url("/fhir/Patient/pat-1"))
+            .bearer_auth(&fhir)
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(read().await.status(), 200);
+    // The log's directory becomes a file: nothing can be appended or reopened.
+    let dir = app.audit_dir().to_owned();
+    let aside = dir.with_extension("aside");
+    std::fs::rename(&dir, &aside).unwrap();
+    std::fs::write(&dir, b"not a directory").unwrap();
+    let refused = read().await;
+    assert_eq!(refused.status(), 503);
+    let outcome: Value = refused.json().await.unwrap();
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+    assert!(outcome.to_string().contains("audit"), "{outcome}");
+    let me = app.api_get(&portal, "/me").await;
+    assert_eq!(me.status, 503, "{:?}", me.body);
+    assert_eq!(me.code(), "audit_unavailable");
+    app.sandbox.faults().reset_stats();
+    let sent = app
+        .api_post(
+            &portal,
+            "/referrals",
+            &serde_json::json!({"specialty": "394579002", "reason": "chest pain"}),
+            Some("audit-refused-1"),
+        )
+        .await;
+    assert_eq!(sent.status, 503, "{:?}", sent.body);
+    assert_eq!(
+        app.sandbox.faults().requests_for("POST", "ServiceRequest"),
+        0,
+        "no write was sent unrecorded"
+    );
+    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    // The disk comes back: the replica recovers by itself.
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::rename(&aside, &dir).unwrap();
+    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(read().await.status(), 200);
+}

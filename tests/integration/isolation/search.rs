@@ -352,7 +352,8 @@ pub fn attempts(fx: &Fixture) -> Vec<Attempt> {
         "/Observation?_format=xml&patient=pat-2".into(),
     ));
 
-    // Not reachable at all: non-compartment types of no one's portal.
+    // Not reachable at all: types of no one's portal (AuditEvent is in the R4 compartment,
+    // but security records are never served to patients; the demo's sandbox stores them).
     for ty in ["PaymentNotice", "AuditEvent", "Device", "Basic"] {
         rows.push(
             Attempt::get(format!("search {ty}"), format!("/{ty}"))

@@ -34,11 +34,38 @@ fn classes() {
         Class::ReferenceData { .. }
     ));
     assert!(matches!(p.classify("Device"), Class::Other));
+    // In the R4 compartment, but security records: never served to patients.
+    assert!(matches!(p.classify("AuditEvent"), Class::Other));
+    assert!(matches!(
+        Policy::new("https://ehr/fhir")
+            .with_link(ExtraLink {
+                resource_type: "AuditEvent".into(),
+                param: "x".into(),
+                paths: vec!["x".into()],
+            })
+            .classify("AuditEvent"),
+        Class::Other
+    ));
     assert!(matches!(p.classify("Nope"), Class::Other));
     assert!(matches!(
         Policy::new("https://ehr/fhir").classify("Task"),
         Class::Other
     ));
+}
+
+#[test]
+fn audit_events_about_the_patient_are_not_theirs_to_read() {
+    let p = Policy::new("https://ehr/fhir");
+    let patient = principal(json!({"sub": "u1", "patient": "pat-1", "scope": "patient/*.rs"}));
+    let event = json!({
+        "resourceType": "AuditEvent",
+        "agent": [{"who": {"reference": "Patient/pat-1"}, "requestor": true}],
+        "entity": [{"what": {"reference": "Patient/pat-1"}}],
+    });
+    let denial = p.check_read(&patient, &event).unwrap_err();
+    assert_eq!(denial.reason(), DenialReason::TypeNotAccessible);
+    let denial = p.narrow_search(&patient, "AuditEvent", &[]).unwrap_err();
+    assert_eq!(denial.reason(), DenialReason::TypeNotAccessible);
 }
 
 #[test]

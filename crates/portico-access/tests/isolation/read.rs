@@ -1,6 +1,6 @@
 //! Reads by id (and vread/history entries): `check_read`.
 
-use portico_access::{DenialReason, Policy, REFERENCE_DATA_TYPES};
+use portico_access::{DenialReason, Policy, REFERENCE_DATA_TYPES, SECURITY_TYPES};
 use portico_fhir::compartment::PATIENT_COMPARTMENT;
 use portico_fhir::reference::Reference;
 use serde_json::json;
@@ -43,6 +43,16 @@ fn every_compartment_type_is_checked_by_id() {
     let mut checked = 0;
     for (resource_type, links) in PATIENT_COMPARTMENT {
         if *resource_type == "Patient" || REFERENCE_DATA_TYPES.contains(resource_type) {
+            continue;
+        }
+        if SECURITY_TYPES.contains(resource_type) {
+            // Never served to patients, even when they name only the patient.
+            for link in *links {
+                for path in link.paths {
+                    let own = with_reference_at(resource_type, path, "Patient/pat-1");
+                    assert_denied(p.check_read(&a, &own), DenialReason::TypeNotAccessible);
+                }
+            }
             continue;
         }
         for link in *links {

@@ -91,7 +91,7 @@ pub(super) async fn book_slot(
     comment: Option<&str>,
     idem: &Idem,
 ) -> PortalResult<Versioned> {
-    let _guard = ctx.portal.lock(&format!("slot:{slot_id}")).await;
+    let _guard = ctx.portal.lock(&format!("slot:{slot_id}")).await?;
     let slot = match ctx.read("Slot", slot_id).await {
         Ok(s) => s.resource,
         Err(PortalError::NotFound) => return Err(PortalError::NotFound),

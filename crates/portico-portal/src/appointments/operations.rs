@@ -62,7 +62,7 @@ pub(super) async fn book_operation(
     comment: Option<&str>,
     idem: &Idem,
 ) -> PortalResult<Versioned> {
-    let _guard = ctx.portal.lock(&format!("appointment:{id}")).await;
+    let _guard = ctx.portal.lock(&format!("appointment:{id}")).await?;
     // `$book` is not a conditional create: an earlier attempt's booking is looked for
     // first (by this key's identifier, in case the EHR keeps it, and by id).
     if let Some(existing) = ctx.find_by_identifier("Appointment", idem).await? {
@@ -79,6 +79,7 @@ pub(super) async fn book_operation(
         // be searchable): anything else is not theirs to book.
         None => ctx
             .offered("Appointment", id)
+            .await?
             .ok_or(PortalError::NotFound)?,
     };
     let future = str_at(&proposed, "start")

@@ -163,7 +163,7 @@ pub(super) async fn patch_slot(
     keys.dedup();
     let mut guards = Vec::with_capacity(keys.len());
     for key in &keys {
-        guards.push(ctx.portal.lock(key).await);
+        guards.push(ctx.portal.lock(key).await?);
     }
     let original = old.clone();
     let mut current = old;

@@ -287,7 +287,8 @@ async fn find_offers(ctx: Ctx<'_>, finding: &Finding<'_>) -> PortalResult<(Vec<S
         })
         .filter(|a| str_at(a, "id").is_some_and(portico_fhir::reference::is_valid_id))
         .collect();
-    ctx.remember_offers(&offers.iter().map(|a| (*a).clone()).collect::<Vec<_>>());
+    ctx.remember_offers(&offers.iter().map(|a| (*a).clone()).collect::<Vec<_>>())
+        .await?;
     let mut slots: Vec<SlotView> = offers
         .iter()
         .filter_map(|a| {

@@ -140,7 +140,7 @@ pub async fn pay(
             return Err(PortalError::not_supported("this EHR takes no payments online").into());
         }
     };
-    let _guard = ctx.portal.lock(&format!("pay:{account_id}")).await;
+    let _guard = ctx.portal.lock(&format!("pay:{account_id}")).await?;
     let account = ctx.read("Account", account_id).await?.resource;
     if str_at(&account, "status") != Some("active") {
         return Err(PortalError::refused(

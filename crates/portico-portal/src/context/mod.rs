@@ -29,13 +29,14 @@ use portico_guard::{
 };
 use portico_upstream::{FhirUpstream, ReturnPreference, SecretString, UpstreamError};
 use serde_json::Value;
-use tokio::sync::OwnedMutexGuard;
 
 pub use page::{Page, SharedPage};
 pub(crate) use portico_guard::outcome_unknown;
 
 use crate::error::{PortalError, PortalResult};
 use crate::idempotency::{Idem, with_identifier};
+use crate::locks::{LockGuard, Locks, MemoryLocks};
+use crate::offers::{MemoryOffers, Offer, Offers};
 use crate::payments::PaymentProcessor;
 use crate::profile::EhrProfile;
 
@@ -49,9 +50,7 @@ pub const MAX_COLLECTED: usize = 1000;
 /// `_count` with tiny pages, gets no more requests than this.
 pub const MAX_PAGES: usize = 100;
 
-/// How long an offer made by an operation (a proposed appointment from `$find`) may be
-/// acted on through this gateway.
-pub const OFFER_LIFETIME: Duration = Duration::from_secs(30 * 60);
+pub use crate::offers::OFFER_LIFETIME;
 
 /// What a verified [`Page`] kept in a cache entry's slot is taken to weigh, as a
 /// multiple of the Bundle's JSON size: parsed `serde_json` values of FHIR JSON (short
@@ -72,11 +71,12 @@ pub struct Portal {
     profile: Arc<EhrProfile>,
     payments: Arc<dyn PaymentProcessor>,
     clock: Clock,
-    locks: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Per-object locks (in this process, or shared by the replicas through Redis).
+    locks: Arc<dyn Locks>,
     /// What an operation such as `Appointment/$find` offered each patient, by
     /// (patient, type, id), so that only an offer made to this patient can be acted on
     /// later (see [`Ctx::remember_offers`]).
-    offers: moka::sync::Cache<(String, String, String), Arc<Value>>,
+    offers: Arc<dyn Offers>,
 }
 
 impl std::fmt::Debug for Portal {
@@ -111,17 +111,21 @@ impl Portal {
             profile: Arc::new(profile),
             payments,
             clock: Arc::new(Utc::now),
-            // Bounded: a flood of distinct keys evicts idle locks (the EHR stays the
-            // arbiter of conflicts; the lock only spares it the obvious ones).
-            locks: moka::sync::Cache::builder()
-                .time_to_idle(Duration::from_secs(300))
-                .max_capacity(100_000)
-                .build(),
-            offers: moka::sync::Cache::builder()
-                .time_to_live(OFFER_LIFETIME)
-                .max_capacity(100_000)
-                .build(),
+            locks: Arc::new(MemoryLocks::new()),
+            offers: Arc::new(MemoryOffers::default()),
         }
+    }
+
+    /// Replaces the process-local per-object locks (locks shared by replicas).
+    pub fn with_locks(mut self, locks: Arc<dyn Locks>) -> Portal {
+        self.locks = locks;
+        self
+    }
+
+    /// Replaces the process-local offers (offers shared by replicas).
+    pub fn with_offers(mut self, offers: Arc<dyn Offers>) -> Portal {
+        self.offers = offers;
+        self
     }
 
     /// The upstream to use, without the cache, for checks that must not be answered from
@@ -153,14 +157,13 @@ impl Portal {
         (self.clock)()
     }
 
-    /// Serializes actions on one key inside this gateway process (for example two
-    /// bookings of the same slot: the second re-checks the slot after the first has
-    /// booked it). The EHR remains the arbiter across replicas.
-    pub async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
-        let mutex = self
-            .locks
-            .get_with(key.to_owned(), || Arc::new(tokio::sync::Mutex::new(())));
-        mutex.lock_owned().await
+    /// Serializes actions on one key (for example two bookings of the same slot: the
+    /// second re-checks the slot after the first has booked it), in this process or
+    /// across replicas, depending on the [`Locks`] the portal was built with. The EHR
+    /// remains the final arbiter; a lock that cannot be taken stops the action
+    /// (`state_unavailable`, or `busy` when another request holds it too long).
+    pub async fn lock(&self, key: &str) -> PortalResult<LockGuard> {
+        Ok(self.locks.lock(key).await?)
     }
 
     /// A request context for one caller.
@@ -704,27 +707,30 @@ impl<'a> Ctx<'a> {
     /// Remembers what an operation offered the acting patient (for example the proposed
     /// Appointments of a `$find`) for [`OFFER_LIFETIME`], so that a later action on one
     /// of them can check it was offered to this patient.
-    pub fn remember_offers(&self, offers: &[Value]) {
-        for offer in offers {
-            let (Some(rt), Some(id)) = (
-                offer.get("resourceType").and_then(Value::as_str),
-                offer.get("id").and_then(Value::as_str),
-            ) else {
-                continue;
-            };
-            self.portal.offers.insert(
-                (self.caller.patient.clone(), rt.to_owned(), id.to_owned()),
-                Arc::new(offer.clone()),
-            );
+    pub async fn remember_offers(&self, offers: &[Value]) -> PortalResult<()> {
+        let offers: Vec<Offer> = offers
+            .iter()
+            .filter_map(|offer| {
+                Some(Offer {
+                    resource_type: offer.get("resourceType")?.as_str()?.to_owned(),
+                    id: offer.get("id")?.as_str()?.to_owned(),
+                    resource: offer.clone(),
+                })
+            })
+            .collect();
+        if offers.is_empty() {
+            return Ok(());
         }
+        Ok(self
+            .portal
+            .offers
+            .put(&self.caller.patient, &offers)
+            .await?)
     }
 
     /// The offer `rt/id` this gateway made to the acting patient, if it is still valid.
-    pub fn offered(&self, rt: &str, id: &str) -> Option<Value> {
-        self.portal
-            .offers
-            .get(&(self.caller.patient.clone(), rt.to_owned(), id.to_owned()))
-            .map(|v| (*v).clone())
+    pub async fn offered(&self, rt: &str, id: &str) -> PortalResult<Option<Value>> {
+        Ok(self.portal.offers.get(&self.caller.patient, rt, id).await?)
     }
 }
 

@@ -51,7 +51,7 @@ pub async fn request_refill(
     let rt = strategy_type(strategy);
     // Two requests for the same prescription run one after the other, so the second
     // sees the first one's open request.
-    let _guard = ctx.portal.lock(&format!("refill:{id}")).await;
+    let _guard = ctx.portal.lock(&format!("refill:{id}")).await?;
 
     let current = ctx.read("MedicationRequest", id).await?;
     if current.stale.is_some() {

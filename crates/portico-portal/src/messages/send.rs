@@ -156,7 +156,7 @@ pub async fn reply(
     let content = check_content(profile, &new.text, &new.attachments, now)?;
     let patient = ctx.patient();
     // Two replies at once must not both answer the same message.
-    let _guard = ctx.portal.lock(&format!("thread:{thread_id}")).await;
+    let _guard = ctx.portal.lock(&format!("thread:{thread_id}")).await?;
     let header = read_header(&ctx, thread_id).await?;
     if ThreadStatus::of(&header.resource) != ThreadStatus::Open {
         return Err(PortalError::refused(

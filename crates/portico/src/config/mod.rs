@@ -274,21 +274,10 @@ impl Default for ClaimNamesConfig {
     }
 }
 
-/// `[audit]`: where access decisions are recorded.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuditConfig {
-    /// A JSON-lines file, appended to (created if missing).
-    pub path: std::path::PathBuf,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        AuditConfig {
-            path: "portico-audit.jsonl".into(),
-        }
-    }
-}
+/// `[audit]` and `[audit.fhir]` live with the audit trail (`audit/config.rs`).
+pub use crate::audit::config::{
+    AuditConfig, Durability, FhirAuthKind, FhirSinkConfig, OnFailure, SinkKind,
+};
 
 /// `[facade]`: the SMART-on-FHIR endpoint.
 #[derive(Debug, Clone, Deserialize)]
@@ -550,6 +539,12 @@ impl Config {
         self.login.validate(&mut problems);
         self.redis.validate(&mut problems);
         self.web.validate(&mut problems);
+        let upstream_has_credential = matches!(
+            self.upstream.auth,
+            portico_upstream::UpstreamAuthConfig::ClientCredentials { .. }
+                | portico_upstream::UpstreamAuthConfig::BackendServices { .. }
+        );
+        self.audit.validate(upstream_has_credential, &mut problems);
         if self.portal.deadline_ms == 0 {
             problems.push("config key `portal.deadline_ms`: must be greater than 0".to_owned());
         }
@@ -755,6 +750,68 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`login.client_secret`"), "{err}");
+    }
+
+    #[test]
+    fn audit_section() {
+        let c = Config::from_sources(MINIMAL, no_env()).unwrap();
+        assert_eq!(c.audit.sinks, vec![SinkKind::File]);
+        assert_eq!(c.audit.durability, Durability::Written);
+        assert_eq!(c.audit.on_failure, OnFailure::Refuse);
+        assert_eq!(
+            c.audit.max_total_bytes, 0,
+            "no audit history is deleted by default"
+        );
+        assert!(c.audit.max_file_bytes > 0 && c.audit.rotate_seconds == 86_400);
+
+        let text = format!(
+            "{MINIMAL}\n[audit]\nsinks = [\"file\", \"stdout\", \"fhir\"]\ndurability = \"synced\"\non_failure = \"continue\"\ninstance = \"gw-1\"\n[audit.fhir]\nbase_url = \"https://audit.example/fhir\"\nspool_dir = \"/tmp/spool\"\n"
+        );
+        let c = Config::from_sources(&text, no_env()).unwrap();
+        assert_eq!(c.audit.durability, Durability::Synced);
+        assert_eq!(c.audit.on_failure, OnFailure::Continue);
+        assert_eq!(c.audit.resolve_instance(), "gw-1");
+        let fhir = c.audit.fhir.unwrap();
+        assert_eq!(fhir.auth, FhirAuthKind::None);
+        assert_eq!(fhir.base_url.as_str(), "https://audit.example/fhir");
+
+        let named = |extra: &str, key: &str| {
+            let text = format!("{MINIMAL}\n{extra}\n");
+            let err = Config::from_sources(&text, no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{key} not named for {extra:?}: {err}");
+        };
+        named("[audit]\ndurability = \"fsync\"", "`audit.durability`");
+        named("[audit]\non_failure = \"ignore\"", "`audit.on_failure`");
+        named("[audit]\nsinks = [\"syslog\"]", "`audit.sinks");
+        named("[audit]\nsinks = []", "`audit.sinks`");
+        named("[audit]\nsinks = [\"file\", \"file\"]", "`audit.sinks`");
+        named("[audit]\ninstance = \"two words\"", "`audit.instance`");
+        named(
+            "[audit]\nmax_file_bytes = 1000\nmax_total_bytes = 10",
+            "`audit.max_total_bytes`",
+        );
+        named("[audit]\nsinks = [\"fhir\"]", "`audit.fhir`");
+        named(
+            "[audit.fhir]\nbase_url = \"https://audit.example/fhir\"",
+            "`audit.sinks`",
+        );
+        let fhir =
+            "[audit]\nsinks = [\"fhir\"]\n[audit.fhir]\nbase_url = \"https://audit.example/fhir\"";
+        named(&format!("{fhir}\nauth = \"bearer\""), "`audit.fhir.auth`");
+        named(
+            &format!("{fhir}\nauth = \"bearer\"\ntoken_env = \"PORTICO_TEST_UNSET_AUDIT_TOKEN\""),
+            "`audit.fhir.token_env`",
+        );
+        // The upstream in MINIMAL has no credential of its own to lend.
+        named(&format!("{fhir}\nauth = \"upstream\""), "`audit.fhir.auth`");
+        named(
+            &format!("{fhir}\nretry_initial_ms = 0"),
+            "`audit.fhir.retry_initial_ms`",
+        );
+        // Tokens never live in the file.
+        named(&format!("{fhir}\ntoken = \"inline\""), "`audit.fhir.token`");
     }
 
     #[test]

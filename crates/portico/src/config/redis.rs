@@ -124,6 +124,22 @@ impl RedisConfig {
         })
     }
 
+    /// The client's settings, secrets resolved; `None` when Redis is not configured.
+    pub fn settings(&self) -> Result<Option<portico_redis::Settings>, String> {
+        let Some(url) = &self.url else {
+            return Ok(None);
+        };
+        Ok(Some(portico_redis::Settings {
+            url: url.clone(),
+            username: self.username.clone(),
+            password: self.resolve_password()?.map(|p| p.expose().to_owned()),
+            key_prefix: self.key_prefix.clone(),
+            connect_timeout: self.connect_timeout(),
+            command_timeout: self.command_timeout(),
+            encryption_key: self.resolve_encryption_key()?,
+        }))
+    }
+
     pub(super) fn validate(&self, problems: &mut Vec<String>) {
         let Some(url) = &self.url else {
             return;

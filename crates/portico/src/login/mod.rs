@@ -22,16 +22,22 @@
 //!   same-origin `Origin`/`Referer` when one is sent (see [`browser::check_csrf`]); the
 //!   check runs before anything else happens for the request, refresh included;
 //! - an access token that expires within `login.refresh_margin_seconds` is refreshed
-//!   before use, one refresh at a time per session (refresh tokens rotate: two
-//!   concurrent refreshes with one token would revoke the login); a refused refresh ends
-//!   the session;
+//!   before use, one refresh at a time per session across every replica (refresh
+//!   tokens rotate: two concurrent refreshes with one token would revoke the login): the
+//!   refresh runs under the session's lock ([`portico_portal::Locks`], in Redis when
+//!   replicas share state), re-reads the session first and uses another refresh's result
+//!   when its version moved, and stores its tokens by compare-and-set on the version; a
+//!   refused refresh ends the session (unless another one already rotated the token);
 //! - sessions end after `login.idle_timeout_seconds` without use and
 //!   `login.absolute_timeout_seconds` after login, whichever comes first.
 
 pub mod browser;
+#[cfg(test)]
+mod contract;
 mod error;
 mod extract;
 pub mod oauth;
+pub mod redis_store;
 pub mod session;
 pub mod state;
 
@@ -54,6 +60,8 @@ use crate::state::AppState;
 pub use error::LoginError;
 pub use extract::{PortalAuth, SessionInfo};
 use oauth::{OAuthError, OAuthSettings};
+use portico_portal::StateError;
+pub use redis_store::RedisSessionStore;
 pub use session::{
     MemorySessionStore, PendingLogin, Session, SessionKey, SessionStore, StoreError,
 };
@@ -81,7 +89,7 @@ impl LoginState {
             browser::check_csrf(&parts.headers, &session.csrf_token, &self.public_origin)?;
         }
         if self.needs_refresh(&session, now) || self.needs_touch(&session, now) {
-            session = self.maintain(state, &key).await?;
+            session = self.maintain(state, &key, session).await?;
         }
         let principal = match state.verifier().verify(session.access_token.expose()).await {
             Ok(p) => p,
@@ -103,61 +111,118 @@ impl LoginState {
         Ok((key, session, principal))
     }
 
-    /// Refreshes the access token if it is about to expire and moves the idle deadline,
-    /// one caller per session at a time.
-    async fn maintain(&self, state: &AppState, key: &SessionKey) -> Result<Session, LoginError> {
-        let lock = self.lock_for(key);
-        let result = {
-            let _guard = lock.lock().await;
-            self.maintain_locked(state, key).await
-        };
-        self.release(key, lock);
-        result
-    }
-
-    async fn maintain_locked(
+    /// Refreshes the access token if it is about to expire and moves the idle deadline.
+    /// A touch alone takes no lock (it writes only `last_seen`); a refresh runs under
+    /// the session's lock, shared by every replica, so that exactly one of them spends
+    /// the rotating refresh token and the others use its result.
+    async fn maintain(
         &self,
         state: &AppState,
         key: &SessionKey,
+        seen: Session,
     ) -> Result<Session, LoginError> {
         let now = unix_now();
-        // Read again under the lock: another request may have refreshed meanwhile.
+        if !self.needs_refresh(&seen, now) {
+            return self.touched(key, seen, now).await;
+        }
+        let _guard = match self.refresh_lock(key).await {
+            Ok(guard) => guard,
+            // Another replica's refresh is taking very long: the current token, while
+            // it lasts; then the authorization server counts as unavailable.
+            Err(StateError::Busy) if seen.access_expires_at > now => {
+                tracing::warn!("session refresh lock busy; using the current token");
+                return Ok(seen);
+            }
+            Err(StateError::Busy) => return Err(LoginError::AuthServerUnavailable),
+            Err(StateError::Unavailable(e)) => return Err(StoreError(e).into()),
+        };
+        self.refresh_locked(state, key, now).await
+    }
+
+    /// `session` with `last_seen` moved to `now` in the store.
+    async fn touched(
+        &self,
+        key: &SessionKey,
+        mut session: Session,
+        now: u64,
+    ) -> Result<Session, LoginError> {
+        session.last_seen = now;
+        if self.store.touch(key, &session).await? {
+            Ok(session)
+        } else {
+            Err(LoginError::SessionExpired)
+        }
+    }
+
+    async fn refresh_locked(
+        &self,
+        state: &AppState,
+        key: &SessionKey,
+        now: u64,
+    ) -> Result<Session, LoginError> {
+        // Read again under the lock: another request, on this replica or another, may
+        // have refreshed meanwhile; its tokens are then the ones to use.
         let mut session = self
             .store
             .get(key, now)
             .await?
             .ok_or(LoginError::SessionExpired)?;
+        if !self.needs_refresh(&session, now) {
+            return self.touched(key, session, now).await;
+        }
         let still_valid = session.access_expires_at > now;
-        if self.needs_refresh(&session, now) {
-            match session.refresh_token.clone() {
-                None if still_valid => {}
-                None => {
-                    self.store.delete(key).await?;
-                    return Err(LoginError::SessionExpired);
+        let Some(refresh_token) = session.refresh_token.clone() else {
+            if still_valid {
+                return self.touched(key, session, now).await;
+            }
+            self.store.delete(key).await?;
+            return Err(LoginError::SessionExpired);
+        };
+        match self.refresh(state, &refresh_token).await {
+            Ok(tokens) => {
+                apply_tokens(&mut session, &tokens, now);
+                session.last_seen = now;
+                tracing::debug!("portal session tokens refreshed");
+                match self.store.replace(key, &session).await? {
+                    Some(version) => {
+                        session.version = version;
+                        Ok(session)
+                    }
+                    // Someone else changed the session despite the lock (it expired
+                    // under a very slow refresh), or it was ended: what is stored wins,
+                    // and never the tokens read before.
+                    None => {
+                        tracing::warn!(
+                            "the session changed during its refresh; using the stored one"
+                        );
+                        self.store
+                            .get(key, now)
+                            .await?
+                            .ok_or(LoginError::SessionExpired)
+                    }
                 }
-                Some(refresh_token) => match self.refresh(state, &refresh_token).await {
-                    Ok(tokens) => {
-                        apply_tokens(&mut session, &tokens, now);
-                        tracing::debug!("portal session tokens refreshed");
-                    }
-                    Err(OAuthError::Unavailable(e)) if still_valid => {
-                        tracing::warn!(error = %e, "token refresh failed; using the current token");
-                    }
-                    Err(OAuthError::Unavailable(e)) => {
-                        tracing::warn!(error = %e, "token refresh failed");
-                        return Err(LoginError::AuthServerUnavailable);
-                    }
-                    Err(e) => {
-                        tracing::info!(error = %e, "token refresh refused; session ended");
-                        self.store.delete(key).await?;
-                        return Err(LoginError::SessionExpired);
-                    }
-                },
+            }
+            Err(OAuthError::Unavailable(e)) if still_valid => {
+                tracing::warn!(error = %e, "token refresh failed; using the current token");
+                self.touched(key, session, now).await
+            }
+            Err(OAuthError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "token refresh failed");
+                Err(LoginError::AuthServerUnavailable)
+            }
+            Err(e) => {
+                // Refused. If another writer rotated the token meanwhile (the version
+                // moved), its tokens are good and the session lives on.
+                if let Some(current) = self.store.get(key, now).await?
+                    && current.version != session.version
+                {
+                    return Ok(current);
+                }
+                tracing::info!(error = %e, "token refresh refused; session ended");
+                self.store.delete(key).await?;
+                Err(LoginError::SessionExpired)
             }
         }
-        session.last_seen = now;
-        self.store.put(key, session.clone()).await?;
-        Ok(session)
     }
 
     async fn refresh(
@@ -308,6 +373,7 @@ impl LoginState {
             csrf_token: session::random_token(),
             created_at: now,
             last_seen: now,
+            version: 0,
             idle_timeout: self.idle_timeout,
             absolute_expires_at: now + self.absolute_timeout,
         };

@@ -6,10 +6,15 @@
 //! - a record past its expiry is never returned, and expired records are evicted;
 //! - a pending login is taken exactly once ([`SessionStore::take_pending`] removes it),
 //!   so a callback cannot be replayed;
-//! - tokens live only in [`Session`] and never appear in `Debug` output.
+//! - tokens live only in [`Session`] and never appear in `Debug` output;
+//! - a touch ([`SessionStore::touch`]) moves only the idle deadline, and tokens change
+//!   only by compare-and-set on the session's version ([`SessionStore::replace`]), so
+//!   that a request holding an older copy can never write revoked tokens back, and a
+//!   deleted session never comes back.
 //!
-//! [`MemorySessionStore`] is the single-node default; a Redis store (a later issue)
-//! implements the same trait so that replicas share sessions.
+//! [`MemorySessionStore`] is the single-node default; [`super::redis_store`] implements
+//! the same trait so that replicas share sessions. Both pass one contract suite
+//! (`super::contract`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -80,6 +85,9 @@ pub struct Session {
     pub csrf_token: String,
     pub created_at: u64,
     pub last_seen: u64,
+    /// Counts the changes of the session's tokens: set by the store, compared by
+    /// [`SessionStore::replace`]. A new session has version 0.
+    pub version: u64,
     /// Seconds of inactivity after which the session ends.
     pub idle_timeout: u64,
     /// When the session ends whatever its use.
@@ -108,6 +116,7 @@ impl fmt::Debug for Session {
             .field("refreshable", &self.refresh_token.is_some())
             .field("created_at", &self.created_at)
             .field("last_seen", &self.last_seen)
+            .field("version", &self.version)
             .field("expires_at", &self.expires_at())
             .finish_non_exhaustive()
     }
@@ -145,8 +154,17 @@ pub struct StoreError(pub String);
 #[async_trait]
 pub trait SessionStore: Send + Sync + fmt::Debug {
     async fn get(&self, key: &SessionKey, now: u64) -> Result<Option<Session>, StoreError>;
-    /// Inserts or replaces.
+    /// Inserts or replaces, with the session's version as given (a new session: 0).
     async fn put(&self, key: &SessionKey, session: Session) -> Result<(), StoreError>;
+    /// Records `session.last_seen` (if later than the stored one) and moves the expiry
+    /// accordingly, without rewriting anything else: a touch from a request holding an
+    /// older copy never brings back older tokens. Whether the session still exists.
+    async fn touch(&self, key: &SessionKey, session: &Session) -> Result<bool, StoreError>;
+    /// Stores `session` (its tokens, scope, `last_seen`) if the stored version is still
+    /// `session.version`, and returns the new version; `None` when another writer got
+    /// there first or the session ended (nothing is written then).
+    async fn replace(&self, key: &SessionKey, session: &Session)
+    -> Result<Option<u64>, StoreError>;
     async fn delete(&self, key: &SessionKey) -> Result<(), StoreError>;
     async fn put_pending(&self, key: &SessionKey, login: PendingLogin) -> Result<(), StoreError>;
     /// Removes and returns the pending login (at most one caller ever gets it).
@@ -234,6 +252,39 @@ impl SessionStore for MemorySessionStore {
         Ok(())
     }
 
+    async fn touch(&self, key: &SessionKey, session: &Session) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let now = crate::clock::unix_now();
+        match inner.sessions.get_mut(key) {
+            Some(stored) if !stored.is_expired(now) => {
+                stored.last_seen = stored.last_seen.max(session.last_seen);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn replace(
+        &self,
+        key: &SessionKey,
+        session: &Session,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut inner = self.lock();
+        let Some(stored) = inner.sessions.get_mut(key) else {
+            return Ok(None);
+        };
+        if stored.version != session.version {
+            return Ok(None);
+        }
+        let last_seen = stored.last_seen.max(session.last_seen);
+        *stored = Session {
+            version: session.version + 1,
+            last_seen,
+            ..session.clone()
+        };
+        Ok(Some(stored.version))
+    }
+
     async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
         self.lock().sessions.remove(key);
         Ok(())
@@ -285,6 +336,7 @@ mod tests {
             csrf_token: random_token(),
             created_at: last_seen,
             last_seen,
+            version: 0,
             idle_timeout: idle,
             absolute_expires_at: absolute,
         }
@@ -374,6 +426,14 @@ mod tests {
         assert!(store.take_pending(&key, now).await.unwrap().is_none());
         store.put_pending(&key, pending(now + 60)).await.unwrap();
         assert!(store.take_pending(&key, now + 60).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn memory_store_passes_the_contract() {
+        super::super::contract::run(async || {
+            std::sync::Arc::new(MemorySessionStore::new()) as std::sync::Arc<dyn SessionStore>
+        })
+        .await;
     }
 
     #[tokio::test]

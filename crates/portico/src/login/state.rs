@@ -2,11 +2,11 @@
 //! `AppState`. The flows that use it (`/auth/*`, the session extractor) live in the
 //! parent module; this file knows nothing of the HTTP state around it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
+use portico_portal::{LockGuard, Locks, MemoryLocks, StateError};
 
 use super::browser::CookiePolicy;
 use super::error::LoginError;
@@ -30,8 +30,8 @@ pub struct LoginState {
     pub(super) absolute_timeout: u64,
     pub(super) pending_timeout: u64,
     pub(super) refresh_margin: u64,
-    /// One lock per session being refreshed or touched.
-    pub(super) locks: Mutex<HashMap<SessionKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// One lock per session being refreshed (in this process, or across replicas).
+    pub(super) locks: Arc<dyn Locks>,
 }
 
 impl std::fmt::Debug for LoginState {
@@ -87,13 +87,19 @@ impl LoginState {
             absolute_timeout: login.absolute_timeout_seconds,
             pending_timeout: login.pending_timeout_seconds,
             refresh_margin: login.refresh_margin_seconds,
-            locks: Mutex::new(HashMap::new()),
+            locks: Arc::new(MemoryLocks::new()),
         })
     }
 
     /// Replaces the in-memory store (a shared store for several replicas).
     pub fn with_store(mut self, store: Arc<dyn SessionStore>) -> LoginState {
         self.store = store;
+        self
+    }
+
+    /// Replaces the in-process refresh locks (locks shared by replicas).
+    pub fn with_locks(mut self, locks: Arc<dyn Locks>) -> LoginState {
+        self.locks = locks;
         self
     }
 
@@ -129,27 +135,17 @@ impl LoginState {
         now.saturating_sub(session.last_seen) >= interval
     }
 
-    pub(super) fn lock_for(&self, key: &SessionKey) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
-        locks.entry(*key).or_default().clone()
+    /// The lock under which one session is refreshed: one refresh at a time per
+    /// session, across every replica sharing the locks.
+    pub(super) async fn refresh_lock(&self, key: &SessionKey) -> Result<LockGuard, StateError> {
+        self.locks.lock(&format!("session:{}", key.to_hex())).await
     }
 
-    pub(super) fn release(&self, key: &SessionKey, lock: Arc<tokio::sync::Mutex<()>>) {
-        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
-        // Only the map and this caller hold it: nobody is waiting.
-        if locks.get(key).is_some_and(|l| Arc::ptr_eq(l, &lock)) && Arc::strong_count(&lock) == 2 {
-            locks.remove(key);
-        }
-    }
-
-    /// Ends a session (under its lock, so that a concurrent refresh cannot store it back).
+    /// Ends a session, in every replica sharing the store. No lock is needed: a refresh
+    /// or touch in flight writes only by compare-and-set or to an existing session
+    /// ([`SessionStore::replace`], [`SessionStore::touch`]), so it cannot store the
+    /// session back.
     pub async fn end_session(&self, key: &SessionKey) -> Result<(), StoreError> {
-        let lock = self.lock_for(key);
-        let result = {
-            let _guard = lock.lock().await;
-            self.store.delete(key).await
-        };
-        self.release(key, lock);
-        result
+        self.store.delete(key).await
     }
 }

@@ -127,10 +127,10 @@ async fn get_one(
         (status = 400, description = "Bad body (`invalid_body`, `invalid_request`, `text_too_long`)", body = super::Problem),
         (status = 403, description = "The login may not book", body = super::Problem),
         (status = 404, description = "No such slot (or no such offer made to this patient)", body = super::Problem),
-        (status = 409, description = "`slot_unavailable` (taken, or in the past), or `idempotency_in_progress`", body = super::Problem),
+        (status = 409, description = "`slot_unavailable` (taken, or in the past), `idempotency_in_progress`, or `busy` (another request is booking it; retry shortly)", body = super::Problem),
         (status = 422, description = "`idempotency_key_reused`", body = super::Problem),
         (status = 502, description = "The EHR failed and nothing was booked", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`: retry with the same key)", body = super::Problem),
+        (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`: retry with the same key); `idempotency_unavailable` or `state_unavailable`: the gateway's shared state cannot be reached, nothing was attempted", body = super::Problem),
     )
 )]
 async fn book(write: Idempotent, headers: HeaderMap, body: Bytes) -> ProblemResult<Response> {
@@ -163,7 +163,7 @@ async fn book(write: Idempotent, headers: HeaderMap, body: Bytes) -> ProblemResu
         (status = 409, description = "`version_conflict` (it kept changing), or `idempotency_in_progress`", body = super::Problem),
         (status = 422, description = "`not_cancelable` (already cancelled, past, or fulfilled), `idempotency_key_reused`", body = super::Problem),
         (status = 502, description = "The EHR failed; nothing changed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable", body = super::Problem),
+        (status = 503, description = "The EHR is unavailable; `idempotency_unavailable` or `state_unavailable`: the gateway's shared state cannot be reached, nothing was attempted", body = super::Problem),
     )
 )]
 async fn cancel(
@@ -204,10 +204,10 @@ async fn cancel(
         (status = 400, description = "Bad body (`invalid_body`, `invalid_request`, `text_too_long`)", body = super::Problem),
         (status = 403, description = "The login may not reschedule", body = super::Problem),
         (status = 404, description = "No such appointment of the patient's, or no such slot", body = super::Problem),
-        (status = 409, description = "`slot_unavailable`, `version_conflict`, or `idempotency_in_progress`", body = super::Problem),
+        (status = 409, description = "`slot_unavailable`, `version_conflict`, `idempotency_in_progress`, or `busy` (another request is changing the slot; retry shortly)", body = super::Problem),
         (status = 422, description = "`not_cancelable` (also: not booked, or the EHR marks it not reschedulable), `change_not_allowed` (a move in place would change more than the slot and its time), `idempotency_key_reused`", body = super::Problem),
         (status = 502, description = "`reschedule_failed` (nothing changed) or `reschedule_incomplete` (both appointments are booked; see `details`), or the EHR failed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`)", body = super::Problem),
+        (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`); `idempotency_unavailable` or `state_unavailable`: the gateway's shared state cannot be reached, nothing was attempted", body = super::Problem),
     )
 )]
 async fn reschedule(

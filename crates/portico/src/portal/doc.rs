@@ -71,7 +71,11 @@ pub struct Problem {
 type Shared = (u16, &'static str);
 
 const NOT_LOGGED_IN: Shared = (401, "Not logged in");
-const KEY_IN_USE: Shared = (409, "A request with this Idempotency-Key is still running");
+const KEY_IN_USE: Shared = (
+    409,
+    "A request with this Idempotency-Key is still running (`idempotency_in_progress`), or \
+     another request is changing the same thing (`busy`: retry shortly)",
+);
 const BODY_TOO_LARGE: Shared = (413, "The body is too large");
 const NOT_JSON: Shared = (415, "The body is not JSON");
 const EHR_FAILED: Shared = (502, "The EHR failed");

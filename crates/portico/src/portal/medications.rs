@@ -72,7 +72,7 @@ async fn list(
         (status = 404, description = "No such prescription of the patient's", body = super::Problem),
         (status = 422, description = "`refill_not_eligible` (see `details.reason`), `no_recipient`, `idempotency_key_reused`", body = super::Problem),
         (status = 502, description = "The EHR failed; the request was not made", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable (also when only stale cached data could be read: eligibility needs fresh data), or the outcome is unknown (`outcome_unknown`)", body = super::Problem),
+        (status = 503, description = "The EHR is unavailable (also when only stale cached data could be read: eligibility needs fresh data), or the outcome is unknown (`outcome_unknown`); `idempotency_unavailable` or `state_unavailable`: the gateway's shared state cannot be reached, nothing was attempted", body = super::Problem),
     )
 )]
 async fn request_refill(

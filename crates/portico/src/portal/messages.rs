@@ -80,7 +80,7 @@ async fn read_thread(
         (status = 422, description = "`recipient_not_allowed` (not in the care team), `attachment_type_not_allowed`, `attachment_too_large`, `idempotency_key_reused`", body = super::Problem),
         (status = 501, description = "The EHR offers no patient messaging (`not_supported_by_ehr`)", body = super::Problem),
         (status = 502, description = "The EHR failed; `message_not_sent` when the thread was created but its message was not (retry with the same key)", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`)", body = super::Problem),
+        (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`); `idempotency_unavailable` or `state_unavailable`: the gateway's shared state cannot be reached, nothing was attempted", body = super::Problem),
     )
 )]
 async fn start_thread(
@@ -119,7 +119,7 @@ async fn start_thread(
         (status = 422, description = "`thread_closed`, `attachment_type_not_allowed`, `attachment_too_large`, `idempotency_key_reused`", body = super::Problem),
         (status = 501, description = "The EHR offers no patient messaging (`not_supported_by_ehr`)", body = super::Problem),
         (status = 502, description = "The EHR failed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`)", body = super::Problem),
+        (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`); `idempotency_unavailable` or `state_unavailable`: the gateway's shared state cannot be reached, nothing was attempted", body = super::Problem),
     )
 )]
 async fn reply_in_thread(

@@ -33,7 +33,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use portico_portal::idempotency::{self, Begin, StoredResponse};
+use portico_portal::idempotency::{self, Begin, Claim, StoredResponse};
 use portico_portal::{Caller, Ctx, Idem};
 use serde::Serialize;
 use serde_json::Value;
@@ -230,7 +230,8 @@ pub struct Done {
 /// (`crate::web`): runs `act` at most once per (principal, acting patient, `key`), with
 /// `body` as the fingerprint a reused key is compared with. A successful answer is
 /// remembered for the key and replayed; the same key with another body is
-/// `idempotency_key_reused`; while the first request runs, `idempotency_in_progress`.
+/// `idempotency_key_reused`; while the first request runs, `idempotency_in_progress`;
+/// a store that cannot answer, `idempotency_unavailable` (the write is not attempted).
 /// Failures are not remembered. `key` must already be valid
 /// ([`idempotency::valid_key`]); without one the action simply runs.
 pub async fn run_once<T, E>(
@@ -278,24 +279,31 @@ where
     };
     let store = state.idempotency();
     let scope = format!("{}\n{patient}", principal.subject);
-    match store.begin(&scope, key, &fingerprint).await {
-        Begin::Started => {}
-        Begin::Replay(stored) => {
+    // A store that cannot answer means the write cannot be protected against
+    // running twice: it is not attempted.
+    let claim = match store.begin(&scope, key, &fingerprint).await {
+        Ok(Begin::Started(claim)) => claim,
+        Ok(Begin::Replay(stored)) => {
             return Ok(Done {
                 status: StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
                 body: stored.body,
                 replayed: true,
             });
         }
-        Begin::InProgress => return Err(RequestError::IdempotencyInProgress.into()),
-        Begin::Mismatch => return Err(RequestError::IdempotencyKeyReused.into()),
-    }
+        Ok(Begin::InProgress) => return Err(RequestError::IdempotencyInProgress.into()),
+        Ok(Begin::Mismatch) => return Err(RequestError::IdempotencyKeyReused.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, action, "idempotency store unavailable; the write was not attempted");
+            return Err(RequestError::IdempotencyUnavailable.into());
+        }
+    };
     // Forget the key if this future is dropped (deadline, client gone) before
     // finishing.
     let guard = AbandonOnDrop {
         state: state.clone(),
         scope: scope.clone(),
         key: key.to_owned(),
+        claim: claim.clone(),
         armed: true,
     };
     let result = answer.await;
@@ -303,20 +311,22 @@ where
     guard.armed = false;
     match result {
         Ok(value) => {
-            store
-                .complete(
-                    &scope,
-                    key,
-                    StoredResponse {
-                        status: status.as_u16(),
-                        body: value.clone(),
-                    },
-                )
-                .await;
+            let stored = StoredResponse {
+                status: status.as_u16(),
+                body: value.clone(),
+            };
+            // The action happened: its answer goes to the client even when it cannot
+            // be remembered. A retry then waits out the running record (409) and runs
+            // again, kept single upstream by the business identifier.
+            if let Err(e) = store.complete(&scope, key, &claim, stored).await {
+                tracing::warn!(error = %e, action, "idempotency store unavailable; the answer was not remembered");
+            }
             Ok(done(value))
         }
         Err(e) => {
-            store.abandon(&scope, key).await;
+            if let Err(e) = store.abandon(&scope, key, &claim).await {
+                tracing::warn!(error = %e, action, "idempotency store unavailable; the key stays running until it expires");
+            }
             Err(e)
         }
     }
@@ -326,6 +336,7 @@ struct AbandonOnDrop {
     state: AppState,
     scope: String,
     key: String,
+    claim: Claim,
     armed: bool,
 }
 
@@ -335,7 +346,12 @@ impl Drop for AbandonOnDrop {
             let state = self.state.clone();
             let scope = std::mem::take(&mut self.scope);
             let key = std::mem::take(&mut self.key);
-            tokio::spawn(async move { state.idempotency().abandon(&scope, &key).await });
+            let claim = self.claim.clone();
+            tokio::spawn(async move {
+                if let Err(e) = state.idempotency().abandon(&scope, &key, &claim).await {
+                    tracing::warn!(error = %e, "idempotency store unavailable; the key stays running until it expires");
+                }
+            });
         }
     }
 }

@@ -76,7 +76,7 @@ async fn list(
         (status = 403, description = "The login may not write referral requests", body = super::Problem),
         (status = 422, description = "`specialty_not_allowed`, `no_care_team` (communication strategy), `idempotency_key_reused`", body = super::Problem),
         (status = 502, description = "The EHR failed; the request was not made", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`)", body = super::Problem),
+        (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`); `idempotency_unavailable` or `state_unavailable`: the gateway's shared state cannot be reached, nothing was attempted", body = super::Problem),
     )
 )]
 async fn request_referral(
