@@ -57,7 +57,7 @@ async fn recipients(v: &Viewer) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for team in &teams {
         if let Some(id) = str_at(team, "id") {
-            let name = str_at(team, "name").unwrap_or("Care team");
+            let name = str_at(team, "name").unwrap_or(v.lang().t(M::KindCareTeam));
             out.push((format!("CareTeam/{id}"), name.to_owned()));
         }
         for p in array(team, "participant") {
