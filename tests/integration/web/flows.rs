@@ -477,3 +477,29 @@ async fn the_profile_says_who_is_signed_in() {
     assert_eq!(refused.status, 404);
     let _ = Browser::new;
 }
+
+#[tokio::test]
+async fn a_bad_search_is_explained_next_to_the_dates() {
+    let (_app, mut browser) = signed_in().await;
+    let page = browser.get("/appointments/find?start=2020-01-01").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.attrs(".error-summary a", "href"), vec!["#start"]);
+    assert_eq!(page.attrs("#start", "aria-invalid"), vec!["true"]);
+    assert_eq!(page.count("input[name=slot_id]"), 0);
+    // A query that cannot be read is no query.
+    let page = browser.get("/appointments/find?start=%ZZ&start=1").await;
+    assert_eq!(page.status, 200);
+    assert!(page.count("input[name=slot_id]") >= 1);
+    // Filtering by clinician shows only that clinician's times.
+    let all = browser.get("/appointments/find").await;
+    let clinician = all.attrs("#clinician option", "value")[1].clone();
+    let filtered = browser
+        .get(&format!(
+            "/appointments/find?clinician={}",
+            url::form_urlencoded::byte_serialize(clinician.as_bytes()).collect::<String>()
+        ))
+        .await;
+    let hints = filtered.texts(".radio-hint");
+    assert!(!hints.is_empty());
+    assert!(hints.iter().all(|h| h.starts_with(&clinician)), "{hints:?}");
+}

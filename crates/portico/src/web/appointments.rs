@@ -3,6 +3,7 @@
 //! someone else meanwhile is explained in words and the form comes back with fresh
 //! times.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -50,7 +51,13 @@ pub struct ListParams {
     when: Option<String>,
 }
 
-pub async fn list(v: Viewer, Query(q): Query<ListParams>) -> Response {
+/// A page's query; one that cannot be read is taken as none (the page's defaults).
+fn query<T: Default>(q: Result<Query<T>, QueryRejection>) -> T {
+    q.map(|Query(q)| q).unwrap_or_default()
+}
+
+pub async fn list(v: Viewer, q: Result<Query<ListParams>, QueryRejection>) -> Response {
+    let q = query(q);
     let when = match q.when.as_deref() {
         Some("past") => When::Past,
         _ => When::Upcoming,
@@ -280,7 +287,8 @@ fn times_form(
     }
 }
 
-pub async fn find(v: Viewer, Query(f): Query<Filters>) -> Response {
+pub async fn find(v: Viewer, f: Result<Query<Filters>, QueryRejection>) -> Response {
+    let f = query(f);
     find_page(
         &v,
         &f,
@@ -482,8 +490,9 @@ pub async fn cancel(Path(id): Path<String>, form: FormPost) -> Response {
 pub async fn reschedule_form(
     v: Viewer,
     Path(id): Path<String>,
-    Query(f): Query<Filters>,
+    f: Result<Query<Filters>, QueryRejection>,
 ) -> Response {
+    let f = query(f);
     match load(&v, &id).await {
         Ok(a) => {
             reschedule_page(

@@ -85,7 +85,7 @@ impl IntoResponse for WebError {
                 l.t(M::CsrfTitle),
                 html! {
                     p { (l.t(M::CsrfBody)) }
-                    p { a href=(chrome.here_or_home()) { (l.t(M::TryAgain)) } }
+                    p { a href=(chrome.href("/")) { (l.t(M::TryAgain)) } }
                 },
             ),
             Kind::Api(e) => {
@@ -106,13 +106,6 @@ impl IntoResponse for WebError {
                 )
             }
         }
-    }
-}
-
-impl Chrome {
-    /// The current page for a GET; home for anything else.
-    fn here_or_home(&self) -> String {
-        self.href("/")
     }
 }
 

@@ -6,7 +6,7 @@
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{DOCTYPE, Markup, html};
 
 use super::i18n::{Lang, M};
 use super::viewer::Chrome;
@@ -222,9 +222,4 @@ pub fn stale(l: Lang, is_stale: bool) -> Markup {
             div.banner.banner-warning role="note" { p { (l.t(M::StaleNotice)) } }
         }
     }
-}
-
-/// Raw markup the pages never build from patient data (the SVG charts' fixed parts).
-pub fn trusted(s: &'static str) -> PreEscaped<&'static str> {
-    PreEscaped(s)
 }
