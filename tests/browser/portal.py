@@ -298,10 +298,25 @@ def run_flows(p, sandbox, patient):
         # The session-timeout warning is armed (shown by the script before the end).
         warning = p.one("#timeout-warning")
         check("js: timeout warning armed", int(warning.get_attribute("data-expires-in")) > 0, "")
+        # As if the session ended within the warning time: the page's own script, run
+        # again, shows the warning and moves focus to it.
         p.d.execute_script(
-            "const w = document.getElementById('timeout-warning'); w.hidden = false;"
+            "const w = document.getElementById('timeout-warning');"
+            "w.setAttribute('data-expires-in', '60'); w.setAttribute('data-warn', '120');"
+            "const s = document.createElement('script'); s.src = arguments[0];"
+            "document.body.appendChild(s);",
+            p.url("/assets/portal.js"),
+        )
+        time.sleep(0.5)
+        check("js: timeout warning shown", warning.is_displayed(), "")
+        check(
+            "js: focus on the warning",
+            p.d.switch_to.active_element.get_attribute("id") == "timeout-title",
+            p.d.switch_to.active_element.tag_name,
         )
         p.audit("timeout warning shown", "timeout-warning")
+        p.press("#timeout-warning button[type=submit]")
+        check("js: stayed signed in", banner(p) == "You are still signed in.", banner(p))
         p.get("/")
 
     # The record with its charts.
