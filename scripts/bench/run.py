@@ -25,6 +25,8 @@ import os
 import platform
 import re
 import secrets
+import shutil
+import socket
 import signal
 import statistics
 import subprocess
@@ -47,6 +49,9 @@ NGINX_PORT = 18070
 STATIC_PORTAL_PORT = 18060
 STATIC_FACADE_PORT = 18061
 # Scenario 8: one gateway per audit durability (and the no-durable-trail reference).
+# Scenario 9: a gateway sharing state through Redis, and its Redis.
+GW_REDIS_PORT = 18088
+REDIS_PORT = 18379
 AUDIT_PORTS = {"no_durable_trail": 18084, "async": 18085, "written": 18086, "synced": 18087}
 
 LAB_QUERY = "category=laboratory"
@@ -307,7 +312,8 @@ def interleaved(oha, runs, targets, **kw):
 # ---------------------------------------------------------------- configs
 
 
-def gateway_config(path, port, audit, cache_enabled=True, extra_cache="", audit_extra=""):
+def gateway_config(path, port, audit, cache_enabled=True, extra_cache="", audit_extra="",
+                   extra=""):
     text = f"""
 [server]
 listen = "{HOST}:{port}"
@@ -346,6 +352,7 @@ client_secret_env = "PORTICO_PORTAL_CLIENT_SECRET"
 [cache]
 enabled = {"true" if cache_enabled else "false"}
 {extra_cache}
+{extra}
 """
     with open(path, "w") as f:
         f.write(text)
@@ -448,6 +455,42 @@ def scenario_session(port, patient, rng_slot):
     return statuses
 
 
+def timed_logins(port, patients):
+    """Milliseconds of each portal login (authorization code through the gateway, to a
+    session cookie), one after the other."""
+    out = []
+    for patient in patients:
+        c = Http(port)
+        started = time.perf_counter()
+        status, h, _ = c.request("GET", "/auth/login")
+        jar = "; ".join(v.split(";")[0] for v in (h.get_all("Set-Cookie") or []))
+        authorize = urllib.parse.urlparse(h["Location"] + f"&login_hint={patient}")
+        status, h, _ = Http(authorize.port).request("GET",
+                                                    f"{authorize.path}?{authorize.query}")
+        cb = urllib.parse.urlparse(h["Location"])
+        status, _, _ = c.request("GET", f"{cb.path}?{cb.query}", headers={"Cookie": jar})
+        if status != 303:
+            raise RuntimeError(f"login through {port} answered {status}")
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def timed_writes(port, token, n):
+    """Milliseconds of `n` keyed portal writes (a referral each), one after the other."""
+    out = []
+    c = Http(port)
+    for _ in range(n):
+        started = time.perf_counter()
+        status, _, body = c.request(
+            "POST", "/api/v1/referrals",
+            {"specialty": "394579002", "reason": "benchmark"},
+            {"Authorization": f"Bearer {token}", "Idempotency-Key": str(uuid.uuid4())})
+        if status != 201:
+            raise RuntimeError(f"a referral through {port} answered {status}: {body[:200]!r}")
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
 def run_sessions(port, patients, workers=8):
     sandbox_reset()
     start = time.monotonic()
@@ -503,12 +546,12 @@ def main():
     ap.add_argument("--latency-ms", type=int, default=0,
                     help="upstream latency the sandbox adds to every answer, for every "
                          "scenario except 3 and 4 (which set 100 ms); default 0")
-    ap.add_argument("--scenarios", default="1,2,3,4,5,6,7,8",
+    ap.add_argument("--scenarios", default="1,2,3,4,5,6,7,8,9",
                     help="which scenarios to run, e.g. 1,3 (default: all)")
     args = ap.parse_args()
     wanted = {n.strip() for n in args.scenarios.split(",")}
-    if not wanted or not wanted <= set("12345678"):
-        ap.error(f"--scenarios takes numbers from 1 to 8, got {args.scenarios!r}")
+    if not wanted or not wanted <= set("123456789"):
+        ap.error(f"--scenarios takes numbers from 1 to 9, got {args.scenarios!r}")
 
     def want(n):
         return n in wanted
@@ -620,6 +663,67 @@ def main():
             for p in gws.values():
                 procs.stop(p)
             log(f"8: {S['8_audit_durability']['ratios']}")
+
+        # -- 9: what sharing state through Redis costs: cached reads (every one checks
+        # the shared generations in one round trip), logins and keyed writes, each next
+        # to the single-process gateway, side by side.
+        if want("9"):
+            redis_bin = shutil.which("redis-server") or "/usr/bin/redis-server"
+            rdir = os.path.join(workdir, "redis")
+            os.makedirs(rdir, exist_ok=True)
+            rs = procs.start("redis", [redis_bin, "--port", str(REDIS_PORT), "--bind", HOST,
+                                       "--save", "", "--appendonly", "no", "--dir", rdir])
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection((HOST, REDIS_PORT), timeout=0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            key_file = os.path.join(workdir, "redis-key")
+            with open(key_file, "w") as f:
+                f.write(secrets.token_hex(32))
+            gw_redis, _ = start_gateway("gw-redis", GW_REDIS_PORT, extra=f"""
+[redis]
+url = "redis://{HOST}:{REDIS_PORT}/0"
+key_prefix = "bench:"
+encryption_key_file = "{key_file}"
+""")
+            auth = {"Authorization": f"Bearer {token}"}
+            for port in (GW_CACHE_PORT, GW_REDIS_PORT):
+                status, _, _ = Http(port).request("GET", facade_path, headers=auth)
+                if status != 200:
+                    raise RuntimeError(f"{port}: {facade_path} answered {status}")
+            log("9 Redis-shared state vs single process")
+            s9 = interleaved(oha, runs, {
+                "single_process": (f"http://{HOST}:{GW_CACHE_PORT}{facade_path}", token),
+                "redis_shared": (f"http://{HOST}:{GW_REDIS_PORT}{facade_path}", token),
+            }, duration=duration, concurrency=conc)
+            n = 5 if smoke else 30
+            login_patients = [f"pat-{i}" for i in range(2, 2 + n)]
+            portal_token = patient_token(Http(SANDBOX_PORT), "pat-1",
+                                         scope="launch/patient openid fhirUser patient/*.rs "
+                                               "patient/*.cu")
+            logins = {"single_process": [], "redis_shared": []}
+            writes = {"single_process": [], "redis_shared": []}
+            for _ in range(runs):
+                for name, port in (("single_process", GW_CACHE_PORT),
+                                   ("redis_shared", GW_REDIS_PORT)):
+                    logins[name] += timed_logins(port, login_patients)
+                    writes[name] += timed_writes(port, portal_token, n)
+            med = statistics.median
+            S["9_redis"] = {
+                "cached_reads": s9,
+                "cached_read_ratio": s9["redis_shared"]["rps"] / s9["single_process"]["rps"],
+                "login_ms": {k: round(med(v), 2) for k, v in logins.items()},
+                "write_ms": {k: round(med(v), 2) for k, v in writes.items()},
+                "shared_failures": metrics_value(GW_REDIS_PORT,
+                                                 "portico_cache_shared_failures_total"),
+            }
+            procs.stop(gw_redis)
+            procs.stop(rs)
+            log(f"9: cached reads {S['9_redis']['cached_read_ratio']:.2f}x, "
+                f"logins {S['9_redis']['login_ms']}, writes {S['9_redis']['write_ms']}")
 
         # -- 1: cached reads vs the static-bytes server
         if want("1"):
@@ -970,6 +1074,20 @@ def markdown(r):
                        f"{s['records'][k]:.0f} | {s['batches'][k]:.0f} | {s['fsyncs'][k]:.0f} |")
         out += ["", "Goals: `written` (the default) costs ≤ 5 % of the reference's "
                 "throughput, `synced` ≤ 15 %.", ""]
+    if "9_redis" in S:
+        s = S["9_redis"]
+        out += ["## 9. State shared through Redis vs one process", "",
+                "The facade's cached lab search on a gateway sharing state through a local "
+                "`redis-server` (every cacheable read checks the shared generations: one "
+                "Lua round trip) and on the single-process gateway, interleaved:", "",
+                "| gateway | req/s | p50 ms | p99 ms | failed |", "|---|---:|---:|---:|---:|"]
+        out += [row(k, v) for k, v in s["cached_reads"].items()]
+        out += ["", f"Cached reads with Redis: **{s['cached_read_ratio']:.2f}×** the single "
+                "process (goal ≥ 0.8×). Medians, one after the other: a portal login "
+                f"{s['login_ms']['redis_shared']} ms with Redis vs "
+                f"{s['login_ms']['single_process']} ms without; a keyed portal write "
+                f"{s['write_ms']['redis_shared']} ms vs {s['write_ms']['single_process']} ms. "
+                f"Shared-store failures during the run: {s['shared_failures']}.", ""]
     if "7_startup" in S:
         s = S["7_startup"]
         out += ["## 7. Start-up", "",

@@ -354,6 +354,27 @@ async fn without_redis_what_needs_shared_state_is_503_and_comes_back_with_it() {
     // What needs no shared state still works.
     let reads = a.api_get(&token, "/appointments").await;
     assert_eq!(reads.status, 200, "{:?}", reads.body);
+    // The replica stays in the load balancer (every replica shares this Redis), and
+    // says what is failing; strictly, it is not ready.
+    let ready: Value = http_client()
+        .get(a.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert_eq!(
+        ready["checks"]["shared_state"]["status"], "failing",
+        "{ready}"
+    );
+    let strict = http_client()
+        .get(a.url("/readyz?strict=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(strict.status(), 503);
 
     // Redis comes back (empty: nothing was persisted); the same replicas use it.
     shared.redis.restart();
@@ -368,4 +389,48 @@ async fn without_redis_what_needs_shared_state_is_503_and_comes_back_with_it() {
     assert_eq!(booked.status, 201, "{:?}", booked.body);
     assert_eq!(browser.login(&b, &a, "pat-1").await.status, 303);
     assert_eq!(browser.get(&a.url("/auth/session")).await.status, 200);
+}
+
+/// Read your writes across the fleet: B has the patient's referrals cached (a long
+/// TTL), A takes a new referral; B's next read shows it — and without shared cache
+/// invalidation it would not (the control).
+#[tokio::test]
+async fn a_write_on_one_replica_is_seen_by_the_next_read_on_another() {
+    let shared = Shared::start();
+    let long_ttl = |config: &mut Config| config.cache.patient_ttl = Duration::from_secs(600);
+    for with_redis in [true, false] {
+        let (a, b) = fleet(with_redis.then_some(&shared), long_ttl, None).await;
+        let portal = a.portal_token("pat-1");
+        let fhir = a.patient_token("pat-1", "launch/patient patient/*.rs");
+        let referrals = |app: &TestApp| {
+            let request = app
+                .http
+                .get(app.url("/fhir/ServiceRequest?patient=pat-1&_count=100"))
+                .bearer_auth(&fhir);
+            async move {
+                let bundle: Value = request.send().await.unwrap().json().await.unwrap();
+                bundle["entry"].as_array().map_or(0, Vec::len)
+            }
+        };
+        let before = referrals(&b).await;
+        assert_eq!(referrals(&b).await, before, "served from B's cache");
+        let made = a
+            .api_post(
+                &portal,
+                "/referrals",
+                &json!({"specialty": "394579002", "reason": "palpitations"}),
+                Some(&format!("fleet-ryw-{with_redis}")),
+            )
+            .await;
+        assert_eq!(made.status, 201, "{:?}", made.body);
+        let after = referrals(&b).await;
+        if with_redis {
+            assert_eq!(after, before + 1, "B sees A's write at once");
+        } else {
+            assert_eq!(
+                after, before,
+                "control: without Redis, B serves its stale entry"
+            );
+        }
+    }
 }

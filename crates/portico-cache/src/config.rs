@@ -101,7 +101,7 @@ impl CacheConfig {
     }
 
     /// The longest time an entry can be of use (TTL plus the stale bound).
-    pub(crate) fn max_lifetime(&self) -> Duration {
+    pub fn max_lifetime(&self) -> Duration {
         self.ttl_by_type
             .values()
             .copied()

@@ -31,6 +31,7 @@
 //! Needs Redis 7.0 or later (or Valkey): `SET … NX GET`, `GETDEL`.
 
 mod error;
+mod generations;
 mod idempotency;
 mod locks;
 mod offers;
@@ -51,6 +52,7 @@ use redis::{Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, ScriptInvocation}
 pub use redis;
 
 pub use error::RedisError;
+pub use generations::RedisGenerations;
 pub use idempotency::RedisIdempotencyStore;
 pub use locks::RedisLocks;
 pub use offers::RedisOffers;

@@ -273,3 +273,30 @@ async fn a_redis_down_at_start_is_used_once_it_is_up() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn cache_generations_stamp_what_writes_touch_and_survive_nothing_a_restart_lost() {
+    use portico_cache::SharedGenerations as _;
+    let mut server = RedisServer::start();
+    let generations = crate::RedisGenerations::new(client(&server), Duration::from_secs(60));
+    let mine = ["p1|t:Appointment".to_owned(), "p1|*".to_owned()];
+    let theirs = ["p2|t:Appointment".to_owned(), "p2|*".to_owned()];
+    let first = generations.snapshot(&mine).await.unwrap();
+    assert_eq!(first.newest, first.clock, "a fresh clock is its own floor");
+    // A write stamps its keys past every clock value handed out before it.
+    generations.stamp(&mine[..1]).await.unwrap();
+    let after = generations.snapshot(&mine).await.unwrap();
+    assert!(after.newest > first.clock && after.clock >= after.newest);
+    // Another patient's keys are untouched.
+    let other = generations.snapshot(&theirs).await.unwrap();
+    assert_eq!(other.newest, first.newest);
+    // Redis restarts empty: a new floor, later than any generation handed out before.
+    server.restart();
+    let fresh = loop {
+        if let Ok(s) = generations.snapshot(&theirs).await {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(fresh.newest > after.clock, "{fresh:?} vs {after:?}");
+}

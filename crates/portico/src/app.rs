@@ -39,7 +39,17 @@ impl AppState {
         let client = Arc::new(client);
         // The port every request goes through: cache → resilience → HTTP client.
         let resilient = Arc::new(Resilient::new(client.clone(), config.resilience.clone()));
-        let cache = Arc::new(CachedUpstream::new(resilient.clone(), config.cache.clone()));
+        // Sessions, idempotency records, locks, offers and the cache's invalidation: in
+        // memory, or shared by the replicas through Redis.
+        let shared = crate::shared::SharedStores::build(&config)?;
+        let mut cache = CachedUpstream::new(resilient.clone(), config.cache.clone());
+        if let Some(redis) = &shared.redis {
+            cache = cache.with_shared_generations(Arc::new(portico_redis::RedisGenerations::new(
+                redis.clone(),
+                config.cache.max_lifetime(),
+            )));
+        }
+        let cache = Arc::new(cache);
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))
@@ -92,9 +102,6 @@ impl AppState {
             None => CursorKey::random(),
         }
         .with_upstream_base(upstream_base.clone());
-        // Sessions, idempotency records, locks and offers: in memory, or shared by the
-        // replicas through Redis.
-        let shared = crate::shared::SharedStores::build(&config)?;
         let login = crate::login::LoginState::new(&config)?
             .with_store(shared.sessions)
             .with_locks(shared.locks.clone());

@@ -18,11 +18,12 @@ pub async fn healthz() -> &'static str {
 
 /// `GET /readyz[?strict=true]`: whether this replica should receive traffic.
 ///
-/// Two kinds of checks: the **EHR's** (the upstream credential works, the EHR answers
-/// its `metadata`, the circuit breaker is not open) and **this replica's own** (what it
-/// needs to answer anything at all). The answer is
+/// Two kinds of checks: the **dependencies'** (the upstream credential works, the EHR
+/// answers its `metadata`, the circuit breaker is not open, Redis answers when replicas
+/// share state through it) and **this replica's own** (what it needs to answer anything
+/// at all: the audit trail). The answer is
 /// - `ready` (200): everything works;
-/// - `degraded` (200): the EHR is failing, but this replica still serves what it can —
+/// - `degraded` (200): the EHR or Redis is failing, but this replica still serves what it can —
 ///   cached answers, stale answers (`Warning: 110`), logins in progress — so a load
 ///   balancer keeps it; every replica sees the same EHR, and taking them all out would
 ///   serve nothing;
@@ -49,7 +50,17 @@ pub async fn readyz(State(state): State<AppState>, RawQuery(query): RawQuery) ->
     let breaker_open = breaker == portico_upstream::BreakerState::Open;
     let token = token.map_err(|e| e.to_string());
     let metadata = metadata.map(|_| ()).map_err(|e| e.to_string());
-    let ehr_ok = token.is_ok() && metadata.is_ok() && !breaker_open;
+    // Redis, when replicas share state: without it logins, sessions and keyed writes
+    // answer 503, but reads with a bearer token are still served (and every replica
+    // shares the same Redis): a dependency like the EHR, not this replica's fault.
+    let shared_state = match state.redis() {
+        None => None,
+        Some(redis) => Some(redis.ping().await.map_err(|e| e.to_string())),
+    };
+    let ehr_ok = token.is_ok()
+        && metadata.is_ok()
+        && !breaker_open
+        && shared_state.as_ref().is_none_or(Result::is_ok);
     let replica = replica_checks(&state).await;
     let replica_ok = replica.iter().all(|(_, r)| r.is_ok());
     let mut checks = serde_json::json!({
@@ -57,6 +68,9 @@ pub async fn readyz(State(state): State<AppState>, RawQuery(query): RawQuery) ->
         "upstream_metadata": check(&metadata),
         "upstream_breaker": {"status": if breaker_open { "failing" } else { "ok" }, "state": breaker.as_str()},
     });
+    if let Some(result) = &shared_state {
+        checks["shared_state"] = check(result);
+    }
     for (name, result) in &replica {
         checks[*name] = check(result);
     }
