@@ -3,6 +3,7 @@
 
 mod cache;
 mod facade;
+mod fault_matrix;
 mod faults;
 mod gateway;
 mod isolation;

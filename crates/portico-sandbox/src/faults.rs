@@ -7,12 +7,22 @@
 //! or `/_sandbox`.
 //!
 //! Semantics:
-//! - the knobs apply to requests whose path contains `path_filter` (all when unset);
-//! - `latency_ms` is added before anything else;
+//! - the knobs apply to requests whose path contains `path_filter` (all when unset) and
+//!   whose method is one of `methods` (all when empty), so that a test can aim at a
+//!   write (`POST` on `/Appointment`) and leave the reads of the same type alone;
+//! - the first `skip_first` requests they target (counted from when the knobs were set)
+//!   pass untouched, so that a test can let a first write through and break the second;
 //! - a failure happens with probability `failure_rate` (always at 1.0, never at 0.0);
-//!   `status500`, `status503` and `reset` answer *without* running the request (nothing
-//!   is written), while `malformed_json` and `slow_body` run it and then mangle or
-//!   trickle its response body;
+//! - `phase` says whether the latency and the failure come *before* the request runs
+//!   (nothing is read or written: the EHR failed, or was slow, before doing anything)
+//!   or *after* it ran (a write is committed, then its answer is late or broken: the
+//!   case where only the EHR knows that it happened). Unset, the latency comes before
+//!   and each kind keeps its usual phase: `status500`, `status503` and `reset` answer
+//!   without running the request, while `malformed_json` and `slow_body` run it and then
+//!   mangle or trickle its response body;
+//! - before the request, `malformed_json` is a 200 with a truncated body and `slow_body`
+//!   a 503 OperationOutcome trickled out; after it, `status500`/`status503` replace the
+//!   answer and `reset` drops the connection;
 //! - every `/fhir` request is counted, by method and resource type (the first path
 //!   segment after `/fhir`, e.g. `Slot` or `metadata`), faulty or not.
 
@@ -50,6 +60,28 @@ pub enum FailureKind {
     SlowBody,
 }
 
+impl FailureKind {
+    /// When this kind strikes if the configuration names no [`FaultPhase`].
+    fn usual_phase(self) -> FaultPhase {
+        match self {
+            FailureKind::Status500 | FailureKind::Status503 | FailureKind::Reset => {
+                FaultPhase::Before
+            }
+            FailureKind::MalformedJson | FailureKind::SlowBody => FaultPhase::After,
+        }
+    }
+}
+
+/// When the latency and the failure strike, relative to the request's own work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultPhase {
+    /// Before the request runs: nothing is read or written.
+    Before,
+    /// After the request ran (a write is committed): its answer is late or broken.
+    After,
+}
+
 /// The knobs. `PUT /_sandbox/faults` takes this as JSON (missing fields take defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -61,6 +93,14 @@ pub struct FaultConfig {
     pub failure_kind: FailureKind,
     /// Only requests whose path contains this (e.g. `/Slot`) are affected.
     pub path_filter: Option<String>,
+    /// Only requests with one of these methods (e.g. `["POST"]`) are affected; all when
+    /// empty.
+    pub methods: Vec<String>,
+    /// Before or after the request runs; unset: the latency before, the failure at the
+    /// kind's usual phase (see the module docs).
+    pub phase: Option<FaultPhase>,
+    /// How many targeted requests pass untouched before the knobs apply.
+    pub skip_first: u64,
     /// How long a `slow_body` response takes to trickle out, in milliseconds.
     pub slow_body_ms: u64,
 }
@@ -72,6 +112,9 @@ impl Default for FaultConfig {
             failure_rate: 0.0,
             failure_kind: FailureKind::default(),
             path_filter: None,
+            methods: Vec::new(),
+            phase: None,
+            skip_first: 0,
             slow_body_ms: 5000,
         }
     }
@@ -108,6 +151,8 @@ pub struct Faults {
     /// reset (shows whether a client's calls ran concurrently, without timing them).
     in_flight: std::sync::atomic::AtomicU64,
     max_in_flight: std::sync::atomic::AtomicU64,
+    /// Targeted requests seen since the knobs were last set (for `skip_first`).
+    targeted: std::sync::atomic::AtomicU64,
 }
 
 /// Counts a request as in flight until dropped.
@@ -135,7 +180,20 @@ impl Drop for InFlight<'_> {
 struct Decision {
     latency: Duration,
     failure: Option<FailureKind>,
+    /// When the latency and the failure strike.
+    phase: FaultPhase,
     slow_body: Duration,
+}
+
+impl Decision {
+    fn none() -> Decision {
+        Decision {
+            latency: Duration::ZERO,
+            failure: None,
+            phase: FaultPhase::Before,
+            slow_body: Duration::ZERO,
+        }
+    }
 }
 
 impl Faults {
@@ -156,7 +214,9 @@ impl Faults {
         if !(0.0..=1.0).contains(&config.failure_rate) {
             return Err(FaultError::Rate(config.failure_rate));
         }
-        *self.config.write() = config;
+        let mut current = self.config.write();
+        *current = config;
+        self.targeted.store(0, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
@@ -176,11 +236,13 @@ impl Faults {
             rate.clamp(0.0, 1.0)
         };
         config.path_filter = path_filter.map(str::to_owned);
+        self.targeted.store(0, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Removes every fault and the added latency.
     pub fn clear(&self) {
         *self.config.write() = FaultConfig::default();
+        self.targeted.store(0, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The counter's state.
@@ -214,6 +276,12 @@ impl Faults {
             .unwrap_or(0)
     }
 
+    /// How many `/fhir` requests are being served right now (a request whose answer
+    /// is late still counts until it is sent or its client went away).
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The most `/fhir` requests served at the same time since the last reset.
     pub fn max_in_flight(&self) -> u64 {
         self.max_in_flight.load(std::sync::atomic::Ordering::SeqCst)
@@ -236,25 +304,38 @@ impl Faults {
             .or_default() += 1;
     }
 
-    fn decide(&self, path: &str) -> Decision {
+    fn decide(&self, method: &str, path: &str) -> Decision {
         let config = self.config.read();
         let targeted = config
             .path_filter
             .as_deref()
-            .is_none_or(|filter| path.contains(filter));
+            .is_none_or(|filter| path.contains(filter))
+            && (config.methods.is_empty()
+                || config
+                    .methods
+                    .iter()
+                    .any(|m| m.eq_ignore_ascii_case(method)));
         if !targeted {
-            return Decision {
-                latency: Duration::ZERO,
-                failure: None,
-                slow_body: Duration::ZERO,
-            };
+            return Decision::none();
+        }
+        let seen = self
+            .targeted
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if seen < config.skip_first {
+            return Decision::none();
         }
         let fails = config.failure_rate >= 1.0
             || (config.failure_rate > 0.0
                 && rand::thread_rng().r#gen::<f64>() < config.failure_rate);
+        let failure = fails.then_some(config.failure_kind);
         Decision {
             latency: Duration::from_millis(config.latency_ms),
-            failure: fails.then_some(config.failure_kind),
+            failure,
+            phase: match (config.phase, failure) {
+                (Some(phase), _) => phase,
+                (None, Some(kind)) => kind.usual_phase(),
+                (None, None) => FaultPhase::Before,
+            },
             slow_body: Duration::from_millis(config.slow_body_ms),
         }
     }
@@ -281,7 +362,8 @@ fn failure_response(status: StatusCode, message: &str) -> Response {
     response
 }
 
-/// The `/fhir` middleware: counts the request, then applies latency and faults.
+/// The `/fhir` middleware: counts the request, then applies latency and faults, before
+/// or after the request runs (see the module docs).
 pub async fn middleware(
     State(faults): State<Arc<Faults>>,
     request: Request,
@@ -293,21 +375,44 @@ pub async fn middleware(
         .map_or_else(|| request.uri().path().to_owned(), |u| u.path().to_owned());
     faults.record(request.method().as_str(), resource_type_of(&path));
     let _in_flight = InFlight::enter(&faults);
-    let decision = faults.decide(&path);
-    if !decision.latency.is_zero() {
+    let decision = faults.decide(request.method().as_str(), &path);
+    let after = decision.phase == FaultPhase::After;
+    if !after && !decision.latency.is_zero() {
         tokio::time::sleep(decision.latency).await;
     }
-    match decision.failure {
-        None => next.run(request).await,
-        Some(FailureKind::Status500) => failure_response(
+    let Some(kind) = decision.failure else {
+        let response = next.run(request).await;
+        if after && !decision.latency.is_zero() {
+            tokio::time::sleep(decision.latency).await;
+        }
+        return response;
+    };
+    // Before: a failing request never runs. After: it runs to completion (a write is
+    // committed) whatever then happens to its answer.
+    let ran = if after {
+        let response = next.run(request).await;
+        if !decision.latency.is_zero() {
+            tokio::time::sleep(decision.latency).await;
+        }
+        Some(response)
+    } else {
+        None
+    };
+    failure(kind, ran, decision.slow_body).await
+}
+
+/// The answer of an injected failure; `ran` is the request's own answer when it ran.
+async fn failure(kind: FailureKind, ran: Option<Response>, slow_body: Duration) -> Response {
+    match kind {
+        FailureKind::Status500 => failure_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             "injected fault: internal server error",
         ),
-        Some(FailureKind::Status503) => failure_response(
+        FailureKind::Status503 => failure_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "injected fault: service unavailable",
         ),
-        Some(FailureKind::Reset) => {
+        FailureKind::Reset => {
             // A body that fails before its first byte makes hyper abort the connection.
             let stream = futures::stream::once(async {
                 Err::<Bytes, std::io::Error>(std::io::Error::new(
@@ -322,8 +427,8 @@ pub async fn middleware(
             );
             response
         }
-        Some(FailureKind::MalformedJson) => {
-            let response = next.run(request).await;
+        FailureKind::MalformedJson => {
+            let response = ran.unwrap_or_else(|| (StatusCode::OK, "").into_response());
             let (mut parts, body) = response.into_parts();
             let bytes = axum::body::to_bytes(body, usize::MAX)
                 .await
@@ -341,14 +446,20 @@ pub async fn middleware(
             );
             Response::from_parts(parts, Body::from(truncated))
         }
-        Some(FailureKind::SlowBody) => {
-            let response = next.run(request).await;
+        FailureKind::SlowBody => {
+            // Before the request ran: the EHR takes its time to say it is unavailable.
+            let response = ran.unwrap_or_else(|| {
+                failure_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "injected fault: service unavailable, slowly",
+                )
+            });
             let (mut parts, body) = response.into_parts();
             let bytes = axum::body::to_bytes(body, usize::MAX)
                 .await
                 .unwrap_or_default();
             parts.headers.remove(header::CONTENT_LENGTH);
-            Response::from_parts(parts, Body::from_stream(trickle(bytes, decision.slow_body)))
+            Response::from_parts(parts, Body::from_stream(trickle(bytes, slow_body)))
         }
     }
 }
@@ -424,18 +535,18 @@ mod tests {
     #[test]
     fn decisions_follow_the_knobs() {
         let faults = Faults::new(Duration::from_millis(7));
-        let d = faults.decide("/fhir/Slot");
+        let d = faults.decide("GET", "/fhir/Slot");
         assert_eq!(d.latency, Duration::from_millis(7));
         assert_eq!(d.failure, None);
         faults.inject(FailureKind::Reset, 1.0, Some("/Slot"));
         assert_eq!(
-            faults.decide("/fhir/Slot").failure,
+            faults.decide("GET", "/fhir/Slot").failure,
             Some(FailureKind::Reset)
         );
-        let other = faults.decide("/fhir/Patient/1");
+        let other = faults.decide("GET", "/fhir/Patient/1");
         assert_eq!((other.failure, other.latency), (None, Duration::ZERO));
         faults.inject(FailureKind::Status500, 0.0, None);
-        assert_eq!(faults.decide("/fhir/Slot").failure, None);
+        assert_eq!(faults.decide("GET", "/fhir/Slot").failure, None);
         faults.clear();
         assert_eq!(faults.config(), FaultConfig::default());
         assert_eq!(
@@ -448,6 +559,72 @@ mod tests {
     }
 
     #[test]
+    fn methods_and_phase_aim_the_fault() {
+        let faults = Faults::default();
+        faults
+            .set(FaultConfig {
+                failure_rate: 1.0,
+                failure_kind: FailureKind::Status500,
+                path_filter: Some("/Appointment".to_owned()),
+                methods: vec!["POST".to_owned(), "patch".to_owned()],
+                latency_ms: 9,
+                ..FaultConfig::default()
+            })
+            .unwrap();
+        // The write is hit, before it runs (the kind's usual phase)...
+        let write = faults.decide("POST", "/fhir/Appointment");
+        assert_eq!(write.failure, Some(FailureKind::Status500));
+        assert_eq!(write.phase, FaultPhase::Before);
+        assert_eq!(write.latency, Duration::from_millis(9));
+        assert_eq!(
+            faults.decide("PATCH", "/fhir/Appointment/a1").failure,
+            Some(FailureKind::Status500)
+        );
+        // ...the reads of the same type are not.
+        assert_eq!(faults.decide("GET", "/fhir/Appointment"), Decision::none());
+        // Malformed answers keep their usual phase (after) unless told otherwise.
+        faults.inject(FailureKind::MalformedJson, 1.0, Some("/Appointment"));
+        assert_eq!(
+            faults.decide("POST", "/fhir/Appointment").phase,
+            FaultPhase::After
+        );
+        let mut config = faults.config();
+        config.phase = Some(FaultPhase::Before);
+        faults.set(config.clone()).unwrap();
+        assert_eq!(
+            faults.decide("POST", "/fhir/Appointment").phase,
+            FaultPhase::Before
+        );
+        config.phase = Some(FaultPhase::After);
+        config.failure_kind = FailureKind::Reset;
+        faults.set(config).unwrap();
+        assert_eq!(
+            faults.decide("POST", "/fhir/Appointment").phase,
+            FaultPhase::After
+        );
+        // The first targeted requests can be let through.
+        faults
+            .set(FaultConfig {
+                failure_rate: 1.0,
+                path_filter: Some("/Communication".to_owned()),
+                methods: vec!["POST".to_owned()],
+                skip_first: 1,
+                ..FaultConfig::default()
+            })
+            .unwrap();
+        assert_eq!(faults.decide("GET", "/fhir/Communication").failure, None);
+        assert_eq!(faults.decide("POST", "/fhir/Communication").failure, None);
+        assert_eq!(
+            faults.decide("POST", "/fhir/Communication").failure,
+            Some(FailureKind::Status503)
+        );
+        // Latency alone, unphased, comes before.
+        faults.clear();
+        faults.set_latency(Duration::from_millis(5));
+        assert_eq!(faults.decide("GET", "/fhir/Slot").phase, FaultPhase::Before);
+    }
+
+    #[test]
     fn config_json_shape() {
         let config: FaultConfig = serde_json::from_str(
             r#"{"failure_rate": 1.0, "failure_kind": "malformed_json", "path_filter": "/Slot"}"#,
@@ -455,6 +632,14 @@ mod tests {
         .unwrap();
         assert_eq!(config.failure_kind, FailureKind::MalformedJson);
         assert_eq!(config.latency_ms, 0);
+        assert_eq!((config.phase, config.methods.len()), (None, 0));
+        let aimed: FaultConfig = serde_json::from_str(
+            r#"{"failure_rate": 1.0, "failure_kind": "status500", "phase": "after", "methods": ["POST"]}"#,
+        )
+        .unwrap();
+        assert_eq!(aimed.phase, Some(FaultPhase::After));
+        assert_eq!(aimed.methods, ["POST"]);
+        assert_eq!(serde_json::to_value(FaultPhase::Before).unwrap(), "before");
         assert!(serde_json::from_str::<FaultConfig>(r#"{"bogus": 1}"#).is_err());
         for (kind, name) in [
             (FailureKind::Status500, "status500"),

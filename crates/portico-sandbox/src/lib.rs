@@ -25,7 +25,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 
-pub use faults::{FailureKind, FaultConfig, Faults};
+pub use faults::{FailureKind, FaultConfig, FaultPhase, Faults};
 pub use server::{Sandbox, SandboxConfig};
 
 /// One generated patient, as listed by `GET /auth/patients` and printed by `portico demo`.

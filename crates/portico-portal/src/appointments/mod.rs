@@ -30,7 +30,7 @@ use crate::error::{PortalError, PortalResult};
 use crate::input::Text;
 
 pub use book::{book, booking_body};
-pub use cancel::{CANCELLATION_SYSTEM, cancel, cancellation};
+pub use cancel::{CANCELLATION_SYSTEM, CANCELLED_BY_URL, cancel, cancellation, cancelled_by};
 pub use operations::{book_parameters, says_unavailable};
 pub use patch_slot::{
     IS_RESCHEDULABLE_URL, RESCHEDULE_REASON_URL, reschedule_patch, reschedule_rule,

@@ -91,7 +91,7 @@ async fn book_then_cancel(
     };
     let old_id = old.id().unwrap_or_default().to_owned();
     let new_id = new.id().unwrap_or_default().to_owned();
-    match cancel_loaded(ctx, old, reason).await {
+    match cancel_loaded(ctx, old, reason, Some(&idem.step("cancel"))).await {
         Ok(previous) => Ok(Rescheduled {
             appointment: appointment_view(&new.resource, new.version.clone(), None, now),
             previous: Some(appointment_view(
@@ -136,7 +136,7 @@ async fn book_then_cancel(
                 });
             }
             tracing::warn!(error = %cancel_error, "reschedule: the old appointment could not be cancelled; undoing the new booking");
-            match cancel_loaded(ctx, new, Some("reschedule undone")).await {
+            match cancel_loaded(ctx, new, Some("reschedule undone"), None).await {
                 Ok(_) => Err(PortalError::Partial {
                     code: "reschedule_failed",
                     message: "the appointment could not be rescheduled and nothing changed: \

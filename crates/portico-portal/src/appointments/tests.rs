@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use super::patch_slot::not_reschedulable;
 use super::*;
 use crate::fixture;
+use crate::idempotency::Idem;
 use crate::input::check_token;
 use crate::view::instant;
 
@@ -89,7 +90,7 @@ fn cancelable_means_open_status_and_not_started() {
 #[test]
 fn cancellation_patch_and_patched_agree() {
     let current = booked();
-    let (patched, patch) = cancellation(&current, Some("feeling better"));
+    let (patched, patch) = cancellation(&current, Some("feeling better"), None);
     assert_eq!(patched["status"], "cancelled");
     assert_eq!(patched["cancelationReason"]["coding"][0]["code"], "pat");
     assert_eq!(patched["cancelationReason"]["text"], "feeling better");
@@ -102,6 +103,25 @@ fn cancellation_patch_and_patched_agree() {
     assert_eq!(patch[1]["path"], "/cancelationReason");
     assert_eq!(patch[1]["value"], patched["cancelationReason"]);
     assert_eq!(patch.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_cancellation_carries_the_identity_of_its_request() {
+    let current = booked();
+    let idem = Idem::new("pat-1", "cancel", Some("k1"));
+    let mark = idem.step("cancel");
+    let (patched, patch) = cancellation(&current, None, Some(&mark));
+    assert_eq!(patch[1]["value"], patched["cancelationReason"]);
+    assert!(cancelled_by(&patched, &mark));
+    // Another request's cancellation, an unmarked one, or one not (yet) applied is not
+    // this request's.
+    let other = Idem::new("pat-1", "cancel", Some("k2")).step("cancel");
+    assert!(!cancelled_by(&patched, &other));
+    assert!(!cancelled_by(&cancellation(&current, None, None).0, &mark));
+    assert!(!cancelled_by(&current, &mark));
+    let mut reverted = patched.clone();
+    reverted["status"] = json!("booked");
+    assert!(!cancelled_by(&reverted, &mark));
 }
 
 #[test]

@@ -7,7 +7,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
 use super::{Sandbox, SandboxConfig};
-use crate::faults::{FailureKind, FaultConfig};
+use crate::faults::{FailureKind, FaultConfig, FaultPhase};
 
 async fn start(require_auth: bool) -> Sandbox {
     Sandbox::start(
@@ -596,6 +596,150 @@ async fn faults_and_request_counter() {
         http.get(&read).send().await.unwrap().status(),
         StatusCode::OK
     );
+    sb.shutdown().await;
+}
+
+/// Observations of `patient` the sandbox stores.
+fn observations_of(sb: &Sandbox, patient: &str) -> usize {
+    let store = sb.store();
+    store
+        .ids("Observation")
+        .into_iter()
+        .filter_map(|id| store.read("Observation", &id).ok()?.body)
+        .filter(|body| {
+            serde_json::from_slice::<Value>(body)
+                .is_ok_and(|o| o["subject"]["reference"] == format!("Patient/{patient}"))
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn faults_strike_before_the_write_or_after_it_committed() {
+    let sb = start(false).await;
+    let base = sb.fhir_base();
+    let http = Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let kinds = [
+        FailureKind::Status500,
+        FailureKind::Status503,
+        FailureKind::Reset,
+        FailureKind::MalformedJson,
+        FailureKind::SlowBody,
+    ];
+    for (n, kind) in kinds.into_iter().enumerate() {
+        for phase in [FaultPhase::Before, FaultPhase::After] {
+            let patient = format!("phase-{n}-{phase:?}");
+            sb.faults()
+                .set(FaultConfig {
+                    failure_rate: 1.0,
+                    failure_kind: kind,
+                    path_filter: Some("/Observation".to_owned()),
+                    methods: vec!["POST".to_owned()],
+                    phase: Some(phase),
+                    slow_body_ms: 1000,
+                    ..FaultConfig::default()
+                })
+                .unwrap();
+            // Reads of the same type are left alone.
+            let search = http
+                .get(format!("{base}/Observation?_count=1"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(search.status(), StatusCode::OK, "{kind:?} {phase:?}");
+            json_of(search).await;
+            let sent = http
+                .post(format!("{base}/Observation"))
+                .header("content-type", FHIR)
+                .timeout(Duration::from_millis(400))
+                .body(observation(&patient, "2024-05-01").to_string())
+                .send()
+                .await;
+            let answer = match sent {
+                Ok(r) => {
+                    let status = r.status();
+                    r.bytes().await.map(|b| (status, b)).ok()
+                }
+                Err(_) => None,
+            };
+            let parsed = answer
+                .as_ref()
+                .and_then(|(s, b)| Some((*s, serde_json::from_slice::<Value>(b).ok()?)));
+            // Never a well-formed "created" answer.
+            assert!(
+                !matches!(&parsed, Some((s, v)) if *s == StatusCode::CREATED && v["resourceType"] == "Observation"),
+                "{kind:?} {phase:?}: {parsed:?}"
+            );
+            let stored = observations_of(&sb, &patient);
+            match phase {
+                FaultPhase::Before => assert_eq!(stored, 0, "{kind:?} before: nothing written"),
+                FaultPhase::After => assert_eq!(stored, 1, "{kind:?} after: committed"),
+            }
+            match (kind, &parsed) {
+                (FailureKind::Status500, Some((s, _))) => {
+                    assert_eq!(*s, StatusCode::INTERNAL_SERVER_ERROR);
+                }
+                (FailureKind::Status503, Some((s, _))) => {
+                    assert_eq!(*s, StatusCode::SERVICE_UNAVAILABLE);
+                }
+                // A body slower than the client's patience never arrives.
+                (FailureKind::Reset | FailureKind::MalformedJson | FailureKind::SlowBody, None) => {
+                }
+                (kind, other) => panic!("{kind:?} {phase:?}: {other:?}"),
+            }
+            if kind == FailureKind::MalformedJson {
+                let (status, _) = answer.as_ref().unwrap();
+                assert_eq!(*status, StatusCode::OK, "{phase:?}");
+            }
+        }
+    }
+
+    // A slow body before the request: a 503 that takes its time, nothing written.
+    sb.faults()
+        .set(FaultConfig {
+            failure_rate: 1.0,
+            failure_kind: FailureKind::SlowBody,
+            path_filter: Some("/Observation".to_owned()),
+            phase: Some(FaultPhase::Before),
+            slow_body_ms: 300,
+            ..FaultConfig::default()
+        })
+        .unwrap();
+    let started = Instant::now();
+    let slow = http
+        .post(format!("{base}/Observation"))
+        .header("content-type", FHIR)
+        .body(observation("slow-before", "2024-05-01").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(slow.status(), StatusCode::SERVICE_UNAVAILABLE);
+    issue_code(&json_of(slow).await);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert_eq!(observations_of(&sb, "slow-before"), 0);
+
+    // Latency after the request: the write is committed before the (late) answer.
+    sb.faults()
+        .set(FaultConfig {
+            latency_ms: 1500,
+            path_filter: Some("/Observation".to_owned()),
+            methods: vec!["POST".to_owned()],
+            phase: Some(FaultPhase::After),
+            ..FaultConfig::default()
+        })
+        .unwrap();
+    let late = http
+        .post(format!("{base}/Observation"))
+        .header("content-type", FHIR)
+        .timeout(Duration::from_millis(500))
+        .body(observation("late-after", "2024-05-01").to_string())
+        .send()
+        .await;
+    assert!(late.is_err(), "the answer comes after the client gave up");
+    assert_eq!(observations_of(&sb, "late-after"), 1);
+    sb.faults().clear();
     sb.shutdown().await;
 }
 

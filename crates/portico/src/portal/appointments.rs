@@ -163,7 +163,7 @@ async fn book(write: Idempotent, headers: HeaderMap, body: Bytes) -> ProblemResu
         (status = 409, description = "`version_conflict` (it kept changing), or `idempotency_in_progress`", body = super::Problem),
         (status = 422, description = "`not_cancelable` (already cancelled, past, or fulfilled), `idempotency_key_reused`", body = super::Problem),
         (status = 502, description = "The EHR failed; nothing changed", body = super::Problem),
-        (status = 503, description = "The EHR is unavailable; `idempotency_unavailable` or `state_unavailable`: the gateway's shared state cannot be reached, nothing was attempted", body = super::Problem),
+        (status = 503, description = "The EHR is unavailable, or the outcome is unknown (`outcome_unknown`: retry with the same key); `idempotency_unavailable` or `state_unavailable`: the gateway's shared state cannot be reached, nothing was attempted", body = super::Problem),
     )
 )]
 async fn cancel(
@@ -175,8 +175,8 @@ async fn cancel(
     let (request, value) = json_body::<CancelRequest>(&headers, &body)?;
     let fingerprint = json!({"appointment": id, "body": value});
     write
-        .run("cancel", &fingerprint, StatusCode::OK, async |ctx, _| {
-            appointments::cancel(ctx, &id, &request).await
+        .run("cancel", &fingerprint, StatusCode::OK, async |ctx, idem| {
+            appointments::cancel(ctx, &id, &request, idem).await
         })
         .await
 }
