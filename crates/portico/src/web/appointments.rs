@@ -464,7 +464,7 @@ pub async fn cancel(Path(id): Path<String>, form: FormPost) -> Response {
         "cancel",
         &fingerprint,
         StatusCode::OK,
-        async |ctx, _| appointments::cancel(ctx, &id, &request).await,
+        async |ctx, idem| appointments::cancel(ctx, &id, &request, idem).await,
     )
     .await
     {
