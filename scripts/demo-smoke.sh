@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 profile="${PROFILE:-debug}"
 if [ "$profile" = release ]; then cargo build --release -p portico; else cargo build -p portico; fi
-bin="target/$profile/portico"
+bin="${CARGO_TARGET_DIR:-target}/$profile/portico"
 
 # check-config: the example passes (its secret variable set), a bad key exits 64 naming it.
 PORTICO_UPSTREAM_CLIENT_SECRET=example "$bin" check-config config/portico.example.toml

@@ -83,7 +83,7 @@ fi
 
 echo "== cargo build -p portico"
 cargo build -q -p portico
-bin="$root/target/debug/portico"
+bin="${CARGO_TARGET_DIR:-$root/target}/debug/portico"
 
 # --- helpers -------------------------------------------------------------------------
 pids=()

@@ -298,9 +298,11 @@ pub fn said(sent: &Sent) -> Said {
     }
     let details = &answer.body["details"];
     match answer.code() {
-        "outcome_unknown" | "deadline_exceeded" | "upstream_timeout" | "reschedule_incomplete" => {
-            Said::Unknown
-        }
+        "outcome_unknown"
+        | "deadline_exceeded"
+        | "upstream_timeout"
+        | "reschedule_incomplete"
+        | "payment_record_unknown" => Said::Unknown,
         "message_not_sent" if details["message_sent"] == "unknown" => Said::Unknown,
         _ if answer.status == 504 => Said::Unknown,
         _ => Said::NotDone,

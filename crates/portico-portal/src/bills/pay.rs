@@ -210,6 +210,28 @@ pub async fn pay(
         .await
     {
         Ok(r) => r,
+        // The EHR may have recorded it: say so, and that a retry with the key finds out.
+        Err(PortalError::OutcomeUnknown { .. }) => {
+            tracing::error!(
+                record_type,
+                "a charge succeeded and whether it was recorded in the EHR is unknown"
+            );
+            return Err(PortalError::Partial {
+                code: "payment_record_unknown",
+                message: "your card was charged; whether the payment was recorded in your \
+                          account is not yet known; retry with the same Idempotency-Key to \
+                          find out (you will not be charged again)"
+                    .to_owned(),
+                state: json!({
+                    "charged": true,
+                    "recorded": "unknown",
+                    "charge_reference": charge.reference,
+                    "amount": money_json(charge.amount_minor, &charge.currency),
+                    "account_id": account_id,
+                }),
+            }
+            .into());
+        }
         Err(e) => {
             tracing::error!(error = %e, record_type, "a charge succeeded but could not be recorded in the EHR");
             return Err(PortalError::Partial {

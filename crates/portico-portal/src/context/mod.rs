@@ -505,7 +505,22 @@ impl<'a> Ctx<'a> {
             Checks::DomainRule => session.create_record(rt, &body, condition, prefer).await,
         };
         match sent {
-            Ok(written) => self.written(rt, None, written).await,
+            // The EHR accepted the create (2xx); if what it answered cannot be read (a
+            // garbled body, no Location, a failing read-back), the create still happened:
+            // find it by its identifier rather than report a failure.
+            Ok(written) => match self.written(rt, None, written).await {
+                Err(PortalError::Upstream(e)) => {
+                    tracing::warn!(error = %e, resource_type = rt, "a create's answer could not be read; finding it by identifier");
+                    // Not found by its identifier is not "it did not happen" here: the
+                    // EHR said it did.
+                    let accepted = UpstreamError::Protocol {
+                        detail: "the EHR accepted the create but its answer could not be read"
+                            .to_owned(),
+                    };
+                    self.reconcile(rt, idem, accepted).await
+                }
+                other => other,
+            },
             Err(GuardError::Upstream(e)) if outcome_unknown(&e) => {
                 tracing::warn!(error = %e, resource_type = rt, "create failed mid-flight; reconciling by identifier");
                 self.reconcile(rt, idem, e).await

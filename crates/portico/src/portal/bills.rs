@@ -62,7 +62,7 @@ async fn list_bills(
         (status = 404, description = "No such account of the patient's", body = super::Problem),
         (status = 422, description = "`amount_exceeds_balance`, `currency_mismatch`, `payment_declined`, `payment_method_invalid`, `account_not_payable`, `balance_unknown`, `idempotency_key_reused`", body = super::Problem),
         (status = 501, description = "The EHR takes no payments online (`not_supported_by_ehr`)", body = super::Problem),
-        (status = 502, description = "`payment_not_recorded`: the card WAS charged (details carry the charge reference) but the EHR could not record it yet; retry with the same key to record it without a new charge. Or the EHR failed before any charge.", body = super::Problem),
+        (status = 502, description = "`payment_not_recorded`: the card WAS charged (details carry the charge reference) but the EHR could not record it yet; `payment_record_unknown`: the card WAS charged and whether the EHR recorded it is not known. Either way, retry with the same key to record it (or find the record) without a new charge. Or the EHR failed before any charge.", body = super::Problem),
         (status = 503, description = "`payment_unavailable`: the payment processor is unavailable, nothing was charged; or the EHR is unavailable; `idempotency_unavailable` or `state_unavailable`: the gateway's shared state cannot be reached, nothing was attempted", body = super::Problem),
     )
 )]
