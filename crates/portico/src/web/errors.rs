@@ -190,6 +190,7 @@ pub fn sentence(l: Lang, e: &ApiError) -> String {
         "account_not_payable" | "balance_unknown" | "currency_mismatch" => M::ErrAccountNotPayable,
         "payment_unavailable" => M::ErrPaymentUnavailable,
         "payment_not_recorded" => M::ErrPaymentNotRecorded,
+        "payment_record_unknown" => M::ErrPaymentRecordUnknown,
         "outcome_unknown" => M::ErrOutcomeUnknown,
         "reschedule_failed" => M::ErrRescheduleFailed,
         "reschedule_incomplete" => M::ErrRescheduleIncomplete,
@@ -229,5 +230,50 @@ pub fn refill_reason(code: &str) -> M {
         "too_soon" => M::ReasonTooSoon,
         "history_unavailable" => M::ReasonHistoryUnavailable,
         _ => M::ReasonOther,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(status: StatusCode, code: &'static str) -> ApiError {
+        ApiError::new(status, code, "the domain's English message")
+    }
+
+    #[test]
+    fn a_refused_refill_names_its_reason() {
+        let mut e = error(StatusCode::UNPROCESSABLE_ENTITY, "refill_not_eligible");
+        e.details = Some(Box::new(serde_json::json!({"reason": "no_refills_left"})));
+        assert_eq!(
+            sentence(Lang::En, &e),
+            "You cannot ask for a refill of this prescription: no refills are left. Ask your care team to renew it."
+        );
+        assert!(sentence(Lang::Es, &e).starts_with("No puede pedir la renovación"));
+    }
+
+    #[test]
+    fn what_may_have_happened_is_never_said_not_to_have() {
+        for code in [
+            "outcome_unknown",
+            "payment_not_recorded",
+            "payment_record_unknown",
+            "reschedule_incomplete",
+            "message_not_sent",
+        ] {
+            let text = sentence(Lang::En, &error(StatusCode::BAD_GATEWAY, code));
+            assert!(!text.contains("Nothing has been changed"), "{code}: {text}");
+            assert!(!text.contains("English message"), "{code}");
+        }
+        // Unknown codes fall back on their status, in the patient's language.
+        let text = sentence(
+            Lang::Es,
+            &error(StatusCode::SERVICE_UNAVAILABLE, "new_code"),
+        );
+        assert!(text.starts_with("El sistema"), "{text}");
+        assert_eq!(
+            sentence(Lang::En, &error(StatusCode::NOT_FOUND, "not_found")),
+            Lang::En.t(M::ErrNotFound)
+        );
     }
 }

@@ -113,6 +113,7 @@ catalog! {
     ErrAccountNotPayable => "This bill cannot be paid online right now. Contact the billing office.", "Esta factura no se puede pagar por internet ahora. Póngase en contacto con la oficina de facturación.";
     ErrPaymentUnavailable => "Payments are not available right now. Nothing was charged. Try again later.", "Los pagos no están disponibles ahora. No se ha cobrado nada. Vuelva a intentarlo más tarde.";
     ErrPaymentNotRecorded => "Your card was charged but the hospital has not recorded the payment yet. Send the form again to record it: you will not be charged twice.", "Se ha cobrado su tarjeta pero el hospital aún no ha registrado el pago. Envíe el formulario de nuevo para registrarlo: no se le cobrará dos veces.";
+    ErrPaymentRecordUnknown => "Your card was charged, but we do not know yet whether the hospital recorded the payment. Send the form again to find out: you will not be charged twice.", "Se ha cobrado su tarjeta, pero aún no sabemos si el hospital registró el pago. Envíe el formulario de nuevo para saberlo: no se le cobrará dos veces.";
     RefillRefused => "You cannot ask for a refill of this prescription: {reason}", "No puede pedir la renovación de esta receta: {reason}";
 
     // Refill eligibility reasons
