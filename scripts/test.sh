@@ -17,6 +17,10 @@ scripts/demo-smoke.sh
 # A fleet on 127.0.0.1 (scripts/fleet.sh: Redis, the sandbox, three gateways, nginx), checked
 # from outside: logins, writes and paging links across replicas, EHR faults, Redis down.
 scripts/fleet-test.sh
+# The patient portal's pages in headless Chromium: every flow with JavaScript on, off and
+# keyboard-only, axe-core on every page (tests/browser/). Run it alone to refresh the
+# screenshots in docs/portal/; here they are not written, so the tree stays clean.
+SCREENSHOTS=0 scripts/browser-tests.sh
 # The gateway against third-party servers, authorization server and client libraries
 # (docs/INTEROP.md); installs its pinned peers into .interop/ on first use.
 scripts/interop.sh

@@ -14,3 +14,4 @@ mod smart;
 mod smart_facade;
 mod support;
 mod upstream;
+mod web;

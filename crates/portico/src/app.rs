@@ -296,14 +296,15 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn(log_errors));
 
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(crate::probes::healthz))
         .route("/readyz", get(crate::probes::readyz))
         .route("/metrics", get(crate::probes::metrics))
         .nest("/fhir", crate::facade::router())
         .nest("/auth", crate::login::router())
-        .nest("/api/v1", crate::portal::router(&state))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
+        .nest("/api/v1", crate::portal::router(&state));
+    // The patient portal's pages (and the fallback: their 404 page, or a plain one).
+    crate::web::mount(routes, &state)
         // Bodies are bounded once, by `edge::bounded_body` (the configured limit).
         .layer(axum::extract::DefaultBodyLimit::disable())
         // Inside the router, so the matched route template is known (see `metrics`).

@@ -137,6 +137,7 @@ pub fn gateway_for_sandbox(
             ..crate::config::PortalConfig::default()
         },
         redis: crate::config::RedisConfig::default(),
+        web: crate::config::WebConfig::default(),
     };
     Ok((config, resolved))
 }
@@ -300,6 +301,10 @@ fn banner(sandbox: &Sandbox, gateway: SocketAddr) -> String {
     let _ = writeln!(
         out,
         "  liveness / readiness  http://{gateway}/healthz   http://{gateway}/readyz"
+    );
+    let _ = writeln!(
+        out,
+        "\nPatient portal: open http://{gateway}/ and sign in (pick a demo patient)"
     );
     let _ = writeln!(out, "\nTry:");
     let _ = writeln!(out, "  curl -s http://{gateway}/readyz");

@@ -23,6 +23,7 @@ pub mod probes;
 mod shared;
 pub mod state;
 pub mod telemetry;
+pub mod web;
 
 use std::process::ExitCode;
 

@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod redis;
+mod web;
 
 pub use redis::RedisConfig;
+pub use web::WebConfig;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -48,6 +50,9 @@ pub struct Config {
     /// `[redis]`: state shared by replicas (unset: single process).
     #[serde(default)]
     pub redis: RedisConfig,
+    /// `[web]`: the reference patient portal's pages.
+    #[serde(default)]
+    pub web: WebConfig,
 }
 
 /// `[login]`: the portal login (BFF) under `/auth`. The gateway logs patients in at the
@@ -533,6 +538,7 @@ impl Config {
         }
         self.login.validate(&mut problems);
         self.redis.validate(&mut problems);
+        self.web.validate(&mut problems);
         let upstream_has_credential = matches!(
             self.upstream.auth,
             portico_upstream::UpstreamAuthConfig::ClientCredentials { .. }

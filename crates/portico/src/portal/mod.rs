@@ -203,87 +203,131 @@ impl Idempotent {
     {
         let key = match self.key.as_ref().map(HeaderValue::to_str) {
             None => None,
-            Some(Ok(k)) if idempotency::valid_key(k) => Some(k.to_owned()),
+            Some(Ok(k)) if idempotency::valid_key(k) => Some(k),
             Some(_) => return Err(RequestError::InvalidIdempotencyKey.into()),
         };
-        let caller = &self.caller.caller;
-        let patient = &caller.patient;
-        let fingerprint = idempotency::fingerprint(action, body);
-        // The upstream identity covers who acts and the whole request (target ids are
-        // part of the body fingerprint): the same key reused for another account,
-        // prescription or appointment — after the gateway forgot it — can never be
-        // mistaken upstream (or at the payment processor) for the first request.
-        let idem = Idem::new(
-            patient,
-            &format!("{action}\n{}\n{fingerprint}", caller.principal.subject),
-            key.as_deref(),
-        );
-        // Not started until awaited: a replayed or refused request never runs it.
-        let answer = async {
-            let view = act(ctx(&self.state, &self.caller), &idem)
-                .await
-                .map_err(|e| ProblemError(e.into()))?;
-            serde_json::to_value(view).map_err(|e| {
-                tracing::error!(error = %e, "a portal answer could not be serialized");
-                ProblemError(ApiError::internal())
-            })
-        };
-        let Some(key) = key else {
-            return Ok((status, Json(answer.await?)).into_response());
-        };
-        let store = self.state.idempotency();
-        let scope = format!("{}\n{patient}", caller.principal.subject);
-        // A store that cannot answer means the write cannot be protected against
-        // running twice: it is not attempted.
-        let claim = match store.begin(&scope, &key, &fingerprint).await {
-            Ok(Begin::Started(claim)) => claim,
-            Ok(Begin::Replay(stored)) => {
-                let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-                let mut response = (status, Json(stored.body)).into_response();
-                response
-                    .headers_mut()
-                    .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
-                return Ok(response);
+        let done = run_once(&self.state, &self.caller, key, action, body, status, act).await?;
+        let mut response = (done.status, Json(done.body)).into_response();
+        if done.replayed {
+            response
+                .headers_mut()
+                .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+        }
+        Ok(response)
+    }
+}
+
+/// What a write run through [`run_once`] answered: its status and view, and whether
+/// they were replayed from an earlier request with the same key.
+#[derive(Debug)]
+pub struct Done {
+    pub status: StatusCode,
+    pub body: Value,
+    pub replayed: bool,
+}
+
+/// The core of [`Idempotent::run`], shared by the portal API and the portal pages
+/// (`crate::web`): runs `act` at most once per (principal, acting patient, `key`), with
+/// `body` as the fingerprint a reused key is compared with. A successful answer is
+/// remembered for the key and replayed; the same key with another body is
+/// `idempotency_key_reused`; while the first request runs, `idempotency_in_progress`;
+/// a store that cannot answer, `idempotency_unavailable` (the write is not attempted).
+/// Failures are not remembered. `key` must already be valid
+/// ([`idempotency::valid_key`]); without one the action simply runs.
+pub async fn run_once<T, E>(
+    state: &AppState,
+    caller: &PatientCaller,
+    key: Option<&str>,
+    action: &'static str,
+    body: &Value,
+    status: StatusCode,
+    act: impl AsyncFnOnce(Ctx<'_>, &Idem) -> Result<T, E>,
+) -> ProblemResult<Done>
+where
+    T: Serialize,
+    E: Into<ApiError>,
+{
+    let principal = &caller.caller.principal;
+    let patient = &caller.caller.patient;
+    let fingerprint = idempotency::fingerprint(action, body);
+    // The upstream identity covers who acts and the whole request (target ids are
+    // part of the body fingerprint): the same key reused for another account,
+    // prescription or appointment — after the gateway forgot it — can never be
+    // mistaken upstream (or at the payment processor) for the first request.
+    let idem = Idem::new(
+        patient,
+        &format!("{action}\n{}\n{fingerprint}", principal.subject),
+        key,
+    );
+    // Not started until awaited: a replayed or refused request never runs it.
+    let answer = async {
+        let view = act(ctx(state, caller), &idem)
+            .await
+            .map_err(|e| ProblemError(e.into()))?;
+        serde_json::to_value(view).map_err(|e| {
+            tracing::error!(error = %e, "a portal answer could not be serialized");
+            ProblemError(ApiError::internal())
+        })
+    };
+    let done = |body| Done {
+        status,
+        body,
+        replayed: false,
+    };
+    let Some(key) = key else {
+        return Ok(done(answer.await?));
+    };
+    let store = state.idempotency();
+    let scope = format!("{}\n{patient}", principal.subject);
+    // A store that cannot answer means the write cannot be protected against
+    // running twice: it is not attempted.
+    let claim = match store.begin(&scope, key, &fingerprint).await {
+        Ok(Begin::Started(claim)) => claim,
+        Ok(Begin::Replay(stored)) => {
+            return Ok(Done {
+                status: StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
+                body: stored.body,
+                replayed: true,
+            });
+        }
+        Ok(Begin::InProgress) => return Err(RequestError::IdempotencyInProgress.into()),
+        Ok(Begin::Mismatch) => return Err(RequestError::IdempotencyKeyReused.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, action, "idempotency store unavailable; the write was not attempted");
+            return Err(RequestError::IdempotencyUnavailable.into());
+        }
+    };
+    // Forget the key if this future is dropped (deadline, client gone) before
+    // finishing.
+    let guard = AbandonOnDrop {
+        state: state.clone(),
+        scope: scope.clone(),
+        key: key.to_owned(),
+        claim: claim.clone(),
+        armed: true,
+    };
+    let result = answer.await;
+    let mut guard = guard;
+    guard.armed = false;
+    match result {
+        Ok(value) => {
+            let stored = StoredResponse {
+                status: status.as_u16(),
+                body: value.clone(),
+            };
+            // The action happened: its answer goes to the client even when it cannot
+            // be remembered. A retry then waits out the running record (409) and runs
+            // again, kept single upstream by the business identifier.
+            if let Err(e) = store.complete(&scope, key, &claim, stored).await {
+                tracing::warn!(error = %e, action, "idempotency store unavailable; the answer was not remembered");
             }
-            Ok(Begin::InProgress) => return Err(RequestError::IdempotencyInProgress.into()),
-            Ok(Begin::Mismatch) => return Err(RequestError::IdempotencyKeyReused.into()),
-            Err(e) => {
-                tracing::warn!(error = %e, action, "idempotency store unavailable; the write was not attempted");
-                return Err(RequestError::IdempotencyUnavailable.into());
+            Ok(done(value))
+        }
+        Err(e) => {
+            if let Err(e) = store.abandon(&scope, key, &claim).await {
+                tracing::warn!(error = %e, action, "idempotency store unavailable; the key stays running until it expires");
             }
-        };
-        // Forget the key if this future is dropped (deadline, client gone) before
-        // finishing.
-        let guard = AbandonOnDrop {
-            state: self.state.clone(),
-            scope: scope.clone(),
-            key: key.clone(),
-            claim: claim.clone(),
-            armed: true,
-        };
-        let result = answer.await;
-        let mut guard = guard;
-        guard.armed = false;
-        match result {
-            Ok(value) => {
-                let stored = StoredResponse {
-                    status: status.as_u16(),
-                    body: value.clone(),
-                };
-                // The action happened: its answer goes to the client even when it cannot
-                // be remembered. A retry then waits out the running record (409) and runs
-                // again, kept single upstream by the business identifier.
-                if let Err(e) = store.complete(&scope, &key, &claim, stored).await {
-                    tracing::warn!(error = %e, action, "idempotency store unavailable; the answer was not remembered");
-                }
-                Ok((status, Json(value)).into_response())
-            }
-            Err(e) => {
-                if let Err(e) = store.abandon(&scope, &key, &claim).await {
-                    tracing::warn!(error = %e, action, "idempotency store unavailable; the key stays running until it expires");
-                }
-                Err(e)
-            }
+            Err(e)
         }
     }
 }
