@@ -295,6 +295,28 @@ impl Session<'_> {
     }
 }
 
+/// What `Patient/{id}/$everything` gathers (the facade's, and the portal's download of
+/// the whole record), each type by a compartment search.
+pub const EVERYTHING_TYPES: &[&str] = &[
+    "AllergyIntolerance",
+    "Condition",
+    "Observation",
+    "DiagnosticReport",
+    "Immunization",
+    "MedicationRequest",
+    "MedicationDispense",
+    "Encounter",
+    "DocumentReference",
+    "Procedure",
+    "CareTeam",
+    "Appointment",
+    "Communication",
+    "ServiceRequest",
+    "Account",
+    "Invoice",
+    "Coverage",
+];
+
 /// An operation's answer as a Bundle: a Bundle as is; a `Parameters` answer's `return`
 /// resource (a Bundle, or one resource); one resource as a one-entry collection.
 pub fn operation_result_bundle(body: Value) -> Value {

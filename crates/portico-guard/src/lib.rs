@@ -44,7 +44,7 @@ use portico_access::audit::AuditSink;
 use portico_upstream::{FhirRequest, FhirResponse, FhirUpstream, UpstreamError};
 
 pub use actor::Actor;
-pub use bundle::{Unchecked, Verified, operation_result_bundle};
+pub use bundle::{EVERYTHING_TYPES, Unchecked, Verified, operation_result_bundle};
 pub use error::GuardError;
 pub use read::{Checked, Target};
 pub use slot::{BoundSlot, Keeper, KeptAnswer, Meta, Reply, Reuse};

@@ -12,27 +12,6 @@ use crate::error::{ApiError, FhirError};
 use crate::kept;
 use crate::state::AppState;
 
-/// The types `$everything` gathers, each by a compartment search.
-const EVERYTHING: &[&str] = &[
-    "AllergyIntolerance",
-    "Condition",
-    "Observation",
-    "DiagnosticReport",
-    "Immunization",
-    "MedicationRequest",
-    "MedicationDispense",
-    "Encounter",
-    "DocumentReference",
-    "Procedure",
-    "CareTeam",
-    "Appointment",
-    "Communication",
-    "ServiceRequest",
-    "Account",
-    "Invoice",
-    "Coverage",
-];
-
 pub(super) async fn read(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -131,7 +110,7 @@ async fn everything(state: AppState, auth: Authenticated, id: String) -> FhirRes
     let verified = state
         .guard()
         .session(&actor)
-        .everything(&id, EVERYTHING, MAX_COUNT)
+        .everything(&id, portico_guard::EVERYTHING_TYPES, MAX_COUNT)
         .await?;
     Ok(fhir_response(
         &state,

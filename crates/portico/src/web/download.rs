@@ -15,28 +15,6 @@ use super::layout::{self, none, row};
 use super::record::{kind_name, result_value};
 use super::viewer::Viewer;
 
-/// The types the download gathers, each by a compartment search (those of the
-/// facade's `$everything`).
-const EVERYTHING: &[&str] = &[
-    "AllergyIntolerance",
-    "Condition",
-    "Observation",
-    "DiagnosticReport",
-    "Immunization",
-    "MedicationRequest",
-    "MedicationDispense",
-    "Encounter",
-    "DocumentReference",
-    "Procedure",
-    "CareTeam",
-    "Appointment",
-    "Communication",
-    "ServiceRequest",
-    "Account",
-    "Invoice",
-    "Coverage",
-];
-
 /// Entries per type, as the facade allows.
 const MAX_COUNT: u32 = 1000;
 
@@ -77,7 +55,7 @@ pub async fn bundle(v: Viewer) -> Response {
         .state
         .guard()
         .session(&actor)
-        .everything(patient, EVERYTHING, MAX_COUNT)
+        .everything(patient, portico_guard::EVERYTHING_TYPES, MAX_COUNT)
         .await
     {
         Ok(verified) => verified,
