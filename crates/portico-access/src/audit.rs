@@ -65,6 +65,19 @@ pub struct AuditRecord {
     /// For writes: the attempt (before the EHR call) or the outcome (after).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
+    /// For a proxy (the subject acting for someone else): for each patient of
+    /// `patients` it acts for, the `RelatedPerson` its access comes from and the level.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_behalf_of: Vec<OnBehalfOf>,
+}
+
+/// Who a proxy acted for, under which relationship.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnBehalfOf {
+    pub patient: String,
+    /// The `RelatedPerson` id.
+    pub relationship: String,
+    pub level: crate::delegation::AccessLevel,
 }
 
 fn now_ms() -> u64 {
@@ -102,6 +115,18 @@ impl AuditRecord {
             upstream_status: None,
             removed_entries: None,
             phase: None,
+            on_behalf_of: principal
+                .map(|p| {
+                    p.proxies
+                        .iter()
+                        .map(|g| OnBehalfOf {
+                            patient: g.patient.clone(),
+                            relationship: g.relationship.clone(),
+                            level: g.level,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 

@@ -41,6 +41,7 @@
 //!   token cache is keyed by a SHA-256 of the token.
 
 pub mod audit;
+pub mod delegation;
 pub mod filter;
 mod policy;
 pub mod principal;
@@ -49,6 +50,7 @@ mod search;
 pub mod token;
 mod write;
 
+pub use delegation::{AccessLevel, DelegationRules, Label, ProxyGrant};
 pub use policy::{
     Denial, DenialReason, ExtraLink, Policy, REFERENCE_DATA_TYPES, SECURITY_TYPES, VerifyReport,
 };

@@ -38,6 +38,7 @@ use portico_fhir::reference::Reference;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::delegation::{ProxyGrant, is_labelled};
 use crate::filter::any_matches;
 use crate::principal::Principal;
 use crate::scopes::{Context, Interaction, Permission};
@@ -79,6 +80,9 @@ pub enum DenialReason {
     WriteRuleViolated,
     /// Patients may never delete.
     DeleteNotAllowed,
+    /// The principal acts for this patient as a proxy whose access level does not allow
+    /// it (a read-only proxy writing, a billing-only proxy and clinical data).
+    ProxyNotPermitted,
 }
 
 impl DenialReason {
@@ -95,6 +99,7 @@ impl DenialReason {
             DenialReason::WriteNotAllowed => "write-not-allowed",
             DenialReason::WriteRuleViolated => "write-rule-violated",
             DenialReason::DeleteNotAllowed => "delete-not-allowed",
+            DenialReason::ProxyNotPermitted => "proxy-not-permitted",
         }
     }
 }
@@ -196,6 +201,48 @@ impl<'p> Grants<'p> {
         self.principal.patients.iter().any(|p| p == id) || self.user_patient == Some(id)
     }
 
+    /// The grant under which the principal acts for `patient` as a proxy. The
+    /// `fhirUser` patient is always the principal's own, whatever the token claims.
+    pub(crate) fn proxy(&self, patient: &str) -> Option<&'p ProxyGrant> {
+        if self.user_patient == Some(patient) {
+            return None;
+        }
+        self.principal.proxy_for(patient)
+    }
+
+    /// Whether some patient of the principal is one it acts for as a proxy whose
+    /// records are partly withheld: searches that could reveal withheld records by
+    /// their effect (counts, `_has`, chains) are refused for it.
+    pub(crate) fn withholds(&self) -> bool {
+        self.own()
+            .into_iter()
+            .any(|p| self.proxy(p).is_some_and(|g| !g.withheld.is_empty()))
+    }
+
+    /// Whether `resource`, in `patient`'s compartment, is withheld from the principal
+    /// as that patient's proxy: a type its level does not read, or a record carrying a
+    /// withheld security label.
+    pub(crate) fn withheld(&self, patient: &str, resource_type: &str, resource: &Value) -> bool {
+        self.proxy(patient)
+            .is_some_and(|g| !g.level.may_read(resource_type) || is_labelled(resource, &g.withheld))
+    }
+
+    /// Whether the proxy level for `patient` refuses `interaction` on `resource_type`.
+    pub(crate) fn level_refuses(
+        &self,
+        patient: &str,
+        resource_type: &str,
+        interaction: Interaction,
+    ) -> bool {
+        self.proxy(patient).is_some_and(|g| match interaction {
+            Interaction::Create
+            | Interaction::Update
+            | Interaction::Patch
+            | Interaction::Delete => !g.level.may_write(resource_type),
+            _ => !g.level.may_read(resource_type),
+        })
+    }
+
     /// The permission for `interaction` on `resource_type` in `patient`'s compartment.
     pub(crate) fn permission(
         &self,
@@ -205,6 +252,9 @@ impl<'p> Grants<'p> {
     ) -> Permission {
         let scopes = &self.principal.scopes;
         let mut permission = Permission::Denied;
+        if self.level_refuses(patient, resource_type, interaction) {
+            return permission;
+        }
         if self.principal.patients.iter().any(|p| p == patient) {
             permission =
                 permission.union(scopes.permission(Context::Patient, resource_type, interaction));
@@ -447,6 +497,16 @@ impl Policy {
                 if self.names_other_patient(grants, resource, &links) {
                     return Err(not_in());
                 }
+                // Withheld from a proxy (a sensitive record, or a type its level does
+                // not read): exactly like a resource of someone else.
+                if !grants.principal.proxies.is_empty()
+                    && grants.own().into_iter().any(|p| {
+                        grants.withheld(p, resource_type, resource)
+                            && self.in_compartment(resource, &links, standard, p)
+                    })
+                {
+                    return Err(not_in());
+                }
                 let mut denial = not_in();
                 for patient in grants.own() {
                     if !self.in_compartment(resource, &links, standard, patient) {
@@ -535,7 +595,10 @@ impl Policy {
             }
             report.removed += 1;
         }
-        if report.removed > 0 && bundle.get("total").is_some() {
+        // A proxy's withheld records may sit on another page of a paged search: its
+        // `total` would count them, so a paged Bundle never carries one for it.
+        let withholds = grants.as_ref().is_ok_and(Grants::withholds);
+        if (report.removed > 0 || withholds) && bundle.get("total").is_some() {
             let paged = ["next", "previous", "prev"]
                 .iter()
                 .any(|rel| portico_fhir::bundle::link(bundle, rel).is_some());
@@ -587,5 +650,7 @@ pub(crate) fn require(
     }
 }
 
+#[cfg(test)]
+mod proxies;
 #[cfg(test)]
 mod tests;

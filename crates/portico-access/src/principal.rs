@@ -22,6 +22,7 @@ use portico_fhir::reference::{Reference, is_valid_id};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::delegation::ProxyGrant;
 use crate::scopes::{Context, ScopeSet, hex};
 
 /// The authenticated caller.
@@ -40,6 +41,11 @@ pub struct Principal {
     pub expires_at: Option<u64>,
     /// `iss`, when the token carried one.
     pub issuer: Option<String>,
+    /// The patients of `patients` this principal acts for as a proxy, with what the
+    /// relationship allows ([`crate::delegation`]). A patient without a grant here is
+    /// the principal's own (or the token's launch context). Empty until the gateway
+    /// has resolved the login's relationships from the EHR.
+    pub proxies: Vec<ProxyGrant>,
 }
 
 /// Patient ids are not logged: `Debug` shows counts and the scopes only.
@@ -54,6 +60,7 @@ impl fmt::Debug for Principal {
             )
             .field("scopes", &self.scopes.to_string())
             .field("expires_at", &self.expires_at)
+            .field("proxies", &self.proxies.len())
             .finish_non_exhaustive()
     }
 }
@@ -135,14 +142,35 @@ impl Principal {
             scopes,
             expires_at,
             issuer,
+            proxies: Vec::new(),
         })
     }
 
+    /// The grant under which this principal acts for `patient`, if it is a proxy for
+    /// them.
+    pub fn proxy_for(&self, patient: &str) -> Option<&ProxyGrant> {
+        self.proxies.iter().find(|g| g.patient == patient)
+    }
+
     /// A stable hex digest of everything that decides what this principal may see
-    /// (subject, client, patients, fhirUser, scopes): for binding paging cursors and
-    /// partitioning caches. Patient ids do not appear in clear.
+    /// (subject, client, patients, fhirUser, scopes, proxy grants): for binding paging
+    /// cursors and partitioning caches. Patient ids do not appear in clear.
     pub fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
+        let grants: String = self
+            .proxies
+            .iter()
+            .map(|g| {
+                let labels: Vec<String> = g.withheld.iter().map(ToString::to_string).collect();
+                format!(
+                    "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1e}",
+                    g.patient,
+                    g.relationship,
+                    g.level.as_str(),
+                    labels.join(" ")
+                )
+            })
+            .collect();
         for part in [
             self.subject.as_str(),
             self.client_id.as_deref().unwrap_or(""),
@@ -156,6 +184,12 @@ impl Principal {
         ] {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part.as_bytes());
+        }
+        // Only proxies have this part: an ordinary login's fingerprint (and the paging
+        // cursors bound to it) is what it was before grants existed.
+        if !grants.is_empty() {
+            h.update((grants.len() as u64).to_be_bytes());
+            h.update(grants.as_bytes());
         }
         hex(&h.finalize())
     }
@@ -344,5 +378,28 @@ mod tests {
             other[claim] = json!(value);
             assert_ne!(a.fingerprint(), p(other).fingerprint(), "{claim}");
         }
+        // A proxy grant, its level and its withheld labels are bound too.
+        let grant = crate::delegation::ProxyGrant {
+            patient: "pat-1".into(),
+            relationship: "rp-1".into(),
+            level: crate::AccessLevel::Full,
+            withheld: std::sync::Arc::new(vec![]),
+        };
+        let with = |g: &crate::delegation::ProxyGrant| Principal {
+            proxies: vec![g.clone()],
+            ..a.clone()
+        };
+        let full = with(&grant);
+        assert_ne!(a.fingerprint(), full.fingerprint());
+        let read_only = with(&crate::delegation::ProxyGrant {
+            level: crate::AccessLevel::ReadOnly,
+            ..grant.clone()
+        });
+        assert_ne!(full.fingerprint(), read_only.fingerprint());
+        let withheld = with(&crate::delegation::ProxyGrant {
+            withheld: std::sync::Arc::new(vec![crate::Label::new("s", "R")]),
+            ..grant.clone()
+        });
+        assert_ne!(full.fingerprint(), withheld.fingerprint());
     }
 }

@@ -454,10 +454,34 @@ impl Policy {
             }
         };
         if searchable.is_empty() {
+            if grants
+                .own()
+                .into_iter()
+                .any(|p| grants.level_refuses(p, resource_type, Interaction::Search))
+            {
+                return Err(Denial::new(
+                    DenialReason::ProxyNotPermitted,
+                    format!("a proxy at this access level may not search {resource_type}"),
+                ));
+            }
             return Err(Denial::new(
                 DenialReason::ScopeMissing,
                 format!("no scope grants search on {resource_type}"),
             ));
+        }
+        // A proxy from whom some records are withheld must not learn of them by a
+        // search's effect: a count, a `_has` or a chain through another resource.
+        let withholds = grants.withholds();
+        if withholds {
+            for (name, value) in params {
+                let counting = name == "_summary" && value == "count";
+                if counting || name.starts_with("_has") || name.contains('.') {
+                    return Err(Denial::new(
+                        DenialReason::ProxyNotPermitted,
+                        "counts, _has and chained searches are not available to a proxy",
+                    ));
+                }
+            }
         }
         let n = Narrowing {
             policy: self,
@@ -576,6 +600,15 @@ impl Policy {
             for id in &named {
                 match searchable.iter().find(|(p, _)| p == id) {
                     Some(entry) => effective.push(entry),
+                    None if n
+                        .grants
+                        .level_refuses(id, resource_type, Interaction::Search) =>
+                    {
+                        return Err(Denial::new(
+                            DenialReason::ProxyNotPermitted,
+                            format!("a proxy at this access level may not search {resource_type}"),
+                        ));
+                    }
                     None => {
                         return Err(Denial::new(
                             DenialReason::ScopeMissing,
@@ -620,6 +653,10 @@ impl Policy {
                 if let Some(paths) = filter_paths(resource_type, param) {
                     needed.extend(paths.iter().map(|p| p.split('.').next().unwrap_or(p)));
                 }
+            }
+            // The security labels, for the proxy rules.
+            if withholds {
+                needed.push("meta");
             }
             for e in needed {
                 if !elements.iter().any(|x| x == e) {

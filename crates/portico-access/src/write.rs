@@ -152,7 +152,30 @@ fn without(resource: &Value, keys: &[&str]) -> Value {
     copy
 }
 
+fn proxy_refusal(resource_type: &str) -> Denial {
+    denial(
+        DenialReason::ProxyNotPermitted,
+        format!("a proxy at this access level may not write {resource_type}"),
+    )
+}
+
 impl Policy {
+    /// For writes the gateway authors after a domain check instead of
+    /// [`Policy::check_write`] (a payment record, a rescheduling patch): refused when the
+    /// principal acts for `patient` as a proxy whose level does not write `resource_type`.
+    pub fn check_proxy_write(
+        &self,
+        principal: &Principal,
+        patient: &str,
+        resource_type: &str,
+    ) -> Result<(), Denial> {
+        let grants = self.grants(principal)?;
+        if grants.level_refuses(patient, resource_type, Interaction::Create) {
+            return Err(proxy_refusal(resource_type));
+        }
+        Ok(())
+    }
+
     /// Checks a create, update or patch by `principal` before it is sent upstream.
     /// `new` is the body to be written (for patch: the current resource with the patch
     /// applied); `current` is the resource as it is now (required for update and patch).
@@ -259,6 +282,9 @@ impl Policy {
                 DenialReason::NotInCompartment,
                 format!("{resource_type} is not in the patient compartment"),
             ));
+        }
+        if grants.level_refuses(&patient, resource_type, interaction) {
+            return Err(proxy_refusal(resource_type));
         }
         let permission = grants.permission(&patient, resource_type, interaction);
         require(permission.clone(), resource_type, new)?;

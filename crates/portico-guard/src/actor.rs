@@ -45,7 +45,7 @@ impl Actor {
     }
 
     /// The principal narrowed to `patient`'s compartment (one of its patients; the
-    /// caller checks that). A `fhirUser` naming another patient (a parent's own record,
+    /// caller checks that), with the proxy grant for that patient if it is one. A `fhirUser` naming another patient (a parent's own record,
     /// for a parent acting for a child) is dropped, since the policy counts it as one of
     /// the principal's own patients.
     pub fn acting_for(principal: &Principal, patient: &str) -> Actor {
@@ -57,6 +57,12 @@ impl Actor {
         let acting = Principal {
             patients: vec![patient.to_owned()],
             fhir_user,
+            proxies: principal
+                .proxies
+                .iter()
+                .filter(|g| g.patient == patient)
+                .cloned()
+                .collect(),
             ..principal.clone()
         };
         Actor {

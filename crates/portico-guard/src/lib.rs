@@ -32,6 +32,7 @@
 pub mod actor;
 mod audit;
 mod bundle;
+pub mod delegation;
 pub mod error;
 mod read;
 pub mod slot;
@@ -45,6 +46,7 @@ use portico_upstream::{FhirRequest, FhirResponse, FhirUpstream, UpstreamError};
 
 pub use actor::Actor;
 pub use bundle::{EVERYTHING_TYPES, Unchecked, Verified, operation_result_bundle};
+pub use delegation::{DelegationError, Delegations};
 pub use error::GuardError;
 pub use read::{Checked, Target};
 pub use slot::{BoundSlot, Keeper, KeptAnswer, Meta, Reply, Reuse};

@@ -54,6 +54,7 @@ fn patient(id: &str) -> Arc<Principal> {
         scopes: ScopeSet::parse("patient/*.rs patient/Communication.c"),
         expires_at: None,
         issuer: None,
+        proxies: Vec::new(),
     })
 }
 
@@ -224,6 +225,7 @@ async fn acting_for_one_patient_narrows_to_that_patient() {
         scopes: ScopeSet::parse("patient/*.rs"),
         expires_at: None,
         issuer: None,
+        proxies: Vec::new(),
     };
     let upstream = OneEntry::new(observation_of("c1"));
     let (guard, _) = guard(upstream.clone());

@@ -130,7 +130,26 @@ impl Session<'_> {
         condition: Option<IfNoneExist>,
         prefer: Option<ReturnPreference>,
     ) -> Result<Written, GuardError> {
+        self.check_proxy_level(Interaction::Create, rt, None)
+            .await?;
         self.send_create(rt, body, condition, prefer).await
+    }
+
+    /// The domain writes skip the patient write rules, not the proxy's level: a
+    /// read-only proxy pays no bill and moves no booking. Refusals are recorded.
+    async fn check_proxy_level(
+        &self,
+        interaction: Interaction,
+        rt: &str,
+        id: Option<&str>,
+    ) -> Result<(), GuardError> {
+        let principal = self.actor.principal();
+        for patient in &principal.patients {
+            if let Err(denial) = self.policy().check_proxy_write(principal, patient, rt) {
+                return Err(self.deny(interaction, rt, id, denial).await);
+            }
+        }
+        Ok(())
     }
 
     async fn send_create(
@@ -223,6 +242,78 @@ impl Session<'_> {
         patch: &Value,
         rule: impl FnOnce(&Value, &Value) -> Result<(), E>,
     ) -> Result<Written, E> {
+        self.domain_change_allowed(Interaction::Patch, base).await?;
+        let operations: json_patch::Patch = serde_json::from_value(patch.clone())
+            .map_err(|_| GuardError::Invalid("the change is not a JSON Patch".to_owned()))?;
+        let mut patched = base.resource.clone();
+        json_patch::patch(&mut patched, &operations).map_err(|_| {
+            GuardError::Invalid("the change cannot be applied to the resource".to_owned())
+        })?;
+        self.domain_result_allowed(Interaction::Patch, base, &patched)
+            .await?;
+        if let Err(e) = rule(base.resource, &patched) {
+            self.note(
+                Interaction::Patch,
+                base.rt,
+                Some(base.id),
+                Outcome::Failed(None),
+            )
+            .await;
+            return Err(e);
+        }
+        let request = FhirRequest::patch(base.rt, base.id, Bytes::from(patch.to_string()));
+        Ok(self
+            .send_change(
+                Interaction::Patch,
+                base,
+                request,
+                Some(ReturnPreference::Representation),
+            )
+            .await?)
+    }
+
+    /// Replaces the resource `base` names with `new`, which the patient write rules do
+    /// not allow in general but a domain rule allows for this action (a patient ending
+    /// a proxy's access on their `RelatedPerson`), with `If-Match` — checked exactly like
+    /// [`Session::patch_with_rule`].
+    pub async fn update_with_rule<E: From<GuardError>>(
+        &self,
+        base: Base<'_>,
+        new: &Value,
+        rule: impl FnOnce(&Value, &Value) -> Result<(), E>,
+    ) -> Result<Written, E> {
+        self.domain_change_allowed(Interaction::Update, base)
+            .await?;
+        self.domain_result_allowed(Interaction::Update, base, new)
+            .await?;
+        if let Err(e) = rule(base.resource, new) {
+            self.note(
+                Interaction::Update,
+                base.rt,
+                Some(base.id),
+                Outcome::Failed(None),
+            )
+            .await;
+            return Err(e);
+        }
+        let request = FhirRequest::update(base.rt, base.id, Bytes::from(new.to_string()));
+        Ok(self
+            .send_change(
+                Interaction::Update,
+                base,
+                request,
+                Some(ReturnPreference::Representation),
+            )
+            .await?)
+    }
+
+    /// A domain change may start from `base`: it is the principal's (else `NotFound`),
+    /// the proxy level allows writing it, and the token allows `interaction` on its type.
+    async fn domain_change_allowed(
+        &self,
+        interaction: Interaction,
+        base: Base<'_>,
+    ) -> Result<(), GuardError> {
         let principal = self.actor.principal();
         let Base {
             rt,
@@ -234,61 +325,46 @@ impl Session<'_> {
             || portico_fhir::json::id(current) != Some(id)
             || self.policy().check_read(principal, current).is_err()
         {
-            self.note(Interaction::Patch, rt, Some(id), Outcome::Failed(None))
+            self.note(interaction, rt, Some(id), Outcome::Failed(None))
                 .await;
-            return Err(GuardError::NotFound.into());
+            return Err(GuardError::NotFound);
         }
+        self.check_proxy_level(interaction, rt, Some(id)).await?;
         let allowed = principal
             .scopes
-            .permission(
-                portico_access::scopes::Context::Patient,
-                rt,
-                Interaction::Patch,
-            )
+            .permission(portico_access::scopes::Context::Patient, rt, interaction)
             .is_allowed();
         if !allowed {
             let denial = Denial::new(
                 DenialReason::ScopeMissing,
                 format!("the login may not change {rt} resources"),
             );
-            return Err(self
-                .deny(Interaction::Patch, rt, Some(id), denial)
-                .await
-                .into());
+            return Err(self.deny(interaction, rt, Some(id), denial).await);
         }
-        let operations: json_patch::Patch = serde_json::from_value(patch.clone())
-            .map_err(|_| GuardError::Invalid("the change is not a JSON Patch".to_owned()))?;
-        let mut patched = current.clone();
-        json_patch::patch(&mut patched, &operations).map_err(|_| {
-            GuardError::Invalid("the change cannot be applied to the resource".to_owned())
-        })?;
-        let still_mine = patched.get("id") == current.get("id")
-            && patched.get("resourceType") == current.get("resourceType")
-            && self.policy().check_read(principal, &patched).is_ok();
+        Ok(())
+    }
+
+    /// What a domain change would write is still the principal's, with the same id.
+    async fn domain_result_allowed(
+        &self,
+        interaction: Interaction,
+        base: Base<'_>,
+        changed: &Value,
+    ) -> Result<(), GuardError> {
+        let still_mine = changed.get("id") == base.resource.get("id")
+            && changed.get("resourceType") == base.resource.get("resourceType")
+            && self
+                .policy()
+                .check_read(self.actor.principal(), changed)
+                .is_ok();
         if !still_mine {
             let denial = Denial::new(
                 DenialReason::WriteRuleViolated,
                 "the change would take the resource out of the patient's record",
             );
-            return Err(self
-                .deny(Interaction::Patch, rt, Some(id), denial)
-                .await
-                .into());
+            return Err(self.deny(interaction, base.rt, Some(base.id), denial).await);
         }
-        if let Err(e) = rule(current, &patched) {
-            self.note(Interaction::Patch, rt, Some(id), Outcome::Failed(None))
-                .await;
-            return Err(e);
-        }
-        let request = FhirRequest::patch(rt, id, Bytes::from(patch.to_string()));
-        Ok(self
-            .send_change(
-                Interaction::Patch,
-                base,
-                request,
-                Some(ReturnPreference::Representation),
-            )
-            .await?)
+        Ok(())
     }
 
     /// Sends a write that was decided, records it, and checks what came back.

@@ -38,6 +38,13 @@ pub enum PortalError {
     #[error("{message}")]
     Forbidden { message: String },
 
+    /// The login acts for this patient as a proxy whose access level does not allow
+    /// the action (403, `proxy_not_permitted`): a read-only proxy writing, a
+    /// billing-only proxy booking or reading clinical data, a proxy managing who else
+    /// may act for the patient.
+    #[error("{message}")]
+    ProxyNotPermitted { message: String },
+
     /// The configured EHR profile has no way to do this (501, `not_supported_by_ehr`).
     #[error("{message}")]
     NotSupported { message: String },
@@ -114,6 +121,7 @@ impl PortalError {
             | PortalError::Partial { code, .. } => code,
             PortalError::NotFound => "not_found",
             PortalError::Forbidden { .. } => "scope_missing",
+            PortalError::ProxyNotPermitted { .. } => "proxy_not_permitted",
             PortalError::NotSupported { .. } => "not_supported_by_ehr",
             PortalError::Upstream(_) => "upstream_error",
             PortalError::OutcomeUnknown { .. } => "outcome_unknown",

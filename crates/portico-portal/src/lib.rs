@@ -19,6 +19,7 @@
 //! [`appointments`], [`medications`], [`referrals`], [`messages`], [`bills`] (folders
 //! split by concern and strategy), [`dashboard`], [`me`].
 
+pub mod access;
 pub mod appointments;
 pub mod bills;
 pub mod card;

@@ -118,6 +118,11 @@ impl AppState {
         // The one guarded path to the EHR, shared by the facade and the portal.
         let guard = portico_guard::Guard::new(cache.clone(), policy.clone(), audit.clone())
             .with_uncached(resilient.clone());
+        let rules = config
+            .proxies
+            .rules()
+            .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
+        let delegations = portico_guard::Delegations::new(cache.clone(), rules);
         let portal = portico_portal::Portal::with_guard(guard.clone(), profile, payments)
             .with_locks(shared.locks)
             .with_offers(shared.offers);
@@ -142,6 +147,7 @@ impl AppState {
                 login,
                 http_metrics: crate::metrics::HttpMetrics::default(),
                 guard,
+                delegations,
                 portal,
                 idempotency,
                 redis: shared.redis,

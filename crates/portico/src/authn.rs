@@ -131,11 +131,18 @@ impl FromRequestParts<AppState> for Authenticated {
             return Err(unauthorized("a bearer token is required"));
         };
         match state.verifier().verify(token).await {
-            Ok(principal) => Ok(Authenticated {
-                principal: Arc::new(principal),
-                token: SecretString::new(token),
-                request_id,
-            }),
+            Ok(principal) => {
+                let token = SecretString::new(token);
+                let principal = state
+                    .resolve_principal(principal, &token)
+                    .await
+                    .map_err(FhirError)?;
+                Ok(Authenticated {
+                    principal: Arc::new(principal),
+                    token,
+                    request_id,
+                })
+            }
             Err(e) => {
                 audit_refusal(state, request_id).await;
                 if e.retryable() {
@@ -149,6 +156,25 @@ impl FromRequestParts<AppState> for Authenticated {
                 tracing::debug!(error = %e, "token refused");
                 Err(unauthorized(token_message(&e)))
             }
+        }
+    }
+}
+
+/// The answer when a login's proxy access cannot be decided.
+pub fn delegation_error(e: &portico_guard::DelegationError) -> ApiError {
+    match e {
+        portico_guard::DelegationError::Unprovable => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "proxy_unprovable",
+            "the token names several patients but no fhirUser to check them against",
+        ),
+        portico_guard::DelegationError::Upstream(e) => {
+            tracing::warn!(error = %e, "relationships could not be read from the EHR");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "relationships_unavailable",
+                "who this login may act for cannot be checked right now; try again shortly",
+            )
         }
     }
 }

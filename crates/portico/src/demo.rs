@@ -138,6 +138,7 @@ pub fn gateway_for_sandbox(
         },
         redis: crate::config::RedisConfig::default(),
         web: crate::config::WebConfig::default(),
+        proxies: crate::config::ProxiesConfig::default(),
     };
     Ok((config, resolved))
 }

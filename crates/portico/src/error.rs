@@ -206,7 +206,9 @@ impl From<&PortalError> for ApiError {
             P::Upstream(upstream) => return ApiError::from(upstream),
             P::NotFound => return ApiError::not_found(),
             P::Invalid { message, .. } => (StatusCode::BAD_REQUEST, message.clone(), None),
-            P::Forbidden { message } => (StatusCode::FORBIDDEN, message.clone(), None),
+            P::Forbidden { message } | P::ProxyNotPermitted { message } => {
+                (StatusCode::FORBIDDEN, message.clone(), None)
+            }
             P::Conflict { message, .. } => (StatusCode::CONFLICT, message.clone(), None),
             P::Refused {
                 message, detail, ..

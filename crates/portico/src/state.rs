@@ -44,6 +44,8 @@ pub(crate) struct Inner {
     pub(crate) login: crate::login::state::LoginState,
     pub(crate) http_metrics: crate::metrics::HttpMetrics,
     pub(crate) guard: portico_guard::Guard,
+    /// Proxy access from the EHR's `RelatedPerson` records.
+    pub(crate) delegations: portico_guard::Delegations,
     pub(crate) portal: portico_portal::Portal,
     pub(crate) idempotency: Arc<dyn portico_portal::IdempotencyStore>,
     /// The Redis client replicas share state through, when `[redis] url` is set.
@@ -103,6 +105,26 @@ impl AppState {
     }
 
     /// The portal actions' way to the EHR.
+    /// Where a login's proxy access comes from ([`portico_guard::delegation`]).
+    pub fn delegations(&self) -> &portico_guard::Delegations {
+        &self.inner.delegations
+    }
+
+    /// The principal every decision is made for: `principal` as verified from a token,
+    /// with the patients its relationships in the EHR back and their proxy grants.
+    /// `token` goes upstream with the lookups in passthrough mode.
+    pub async fn resolve_principal(
+        &self,
+        principal: portico_access::Principal,
+        token: &portico_upstream::SecretString,
+    ) -> Result<portico_access::Principal, crate::error::ApiError> {
+        let bearer = self.passthrough().then_some(token);
+        self.delegations()
+            .resolve(principal, bearer)
+            .await
+            .map_err(|e| crate::authn::delegation_error(&e))
+    }
+
     /// The one guarded path to the EHR (see [`portico_guard`]).
     pub fn guard(&self) -> &portico_guard::Guard {
         &self.inner.guard

@@ -48,6 +48,7 @@ async fn a_line_pointing_at_another_patients_charge_item_is_not_described_by_it(
         scopes: portico_access::ScopeSet::parse("patient/*.rs"),
         expires_at: None,
         issuer: None,
+        proxies: Vec::new(),
     });
     let caller = crate::context::Caller::new(principal, None).unwrap();
     let bills = list(portal.ctx(&caller)).await.unwrap();
@@ -87,6 +88,7 @@ fn only_portals_own_extension_puts_a_payment_record_in_a_compartment() {
         scopes: portico_access::ScopeSet::parse("patient/*.rs"),
         expires_at: None,
         issuer: None,
+        proxies: Vec::new(),
     };
     let record = |url: &str| {
         json!({"resourceType": "PaymentReconciliation", "id": "p1",

@@ -246,6 +246,41 @@ impl Caller {
     pub fn patient_reference(&self) -> String {
         format!("Patient/{}", self.patient)
     }
+
+    /// The grant under which the login acts for this patient, when it is their proxy.
+    pub fn proxy(&self) -> Option<&portico_access::ProxyGrant> {
+        self.actor.principal().proxies.first()
+    }
+
+    /// Whether the login may take the portal action `action` (`book`, `pay`, ...) for
+    /// this patient: anyone for themselves; a full proxy, any; a billing-only proxy,
+    /// only `pay`; a read-only proxy, none. Checked before the action starts, so that
+    /// nothing (not a card charge) happens before the EHR write would be refused.
+    pub fn may_act(&self, action: &str) -> PortalResult<()> {
+        use portico_access::AccessLevel;
+        let allowed = match self.proxy().map(|g| g.level) {
+            None | Some(AccessLevel::Full) => true,
+            Some(AccessLevel::BillingOnly) => action == "pay",
+            Some(AccessLevel::ReadOnly) => false,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(PortalError::ProxyNotPermitted {
+                message: "your access for this patient does not include this action".to_owned(),
+            })
+        }
+    }
+
+    /// Refused for a proxy: only the patient themselves may change who acts for them.
+    pub fn require_self(&self) -> PortalResult<()> {
+        match self.proxy() {
+            None => Ok(()),
+            Some(_) => Err(PortalError::ProxyNotPermitted {
+                message: "only the patient may change who can act for them".to_owned(),
+            }),
+        }
+    }
 }
 
 /// A resource as read or written, with its version.
@@ -278,6 +313,13 @@ impl From<GuardError> for PortalError {
     fn from(e: GuardError) -> PortalError {
         match e {
             GuardError::NotFound => PortalError::NotFound,
+            GuardError::Denied(denial)
+                if denial.reason() == portico_access::DenialReason::ProxyNotPermitted =>
+            {
+                PortalError::ProxyNotPermitted {
+                    message: denial.message().to_owned(),
+                }
+            }
             GuardError::Denied(denial) => PortalError::Forbidden {
                 message: denial.message().to_owned(),
             },
@@ -687,6 +729,28 @@ impl<'a> Ctx<'a> {
             Err(PortalError::Upstream(e @ UpstreamError::Conflict { .. })) => {
                 Err(PortalError::Upstream(e))
             }
+            Err(PortalError::Upstream(other)) => Err(PortalError::from_read(other)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces `current` with `new` where a domain rule, not the patient write rules,
+    /// allows it (see [`Session::update_with_rule`]); a wrong version is
+    /// `version_conflict`.
+    pub async fn update_with_rule(
+        &self,
+        rt: &str,
+        current: &Versioned,
+        new: Value,
+        rule: impl FnOnce(&Value, &Value) -> PortalResult<()>,
+    ) -> PortalResult<Versioned> {
+        let base = base(rt, current)?;
+        let sent = self.session().update_with_rule(base, &new, rule).await;
+        match sent {
+            Ok(written) => self.written(rt, Some(base.id), written).await,
+            Err(PortalError::Upstream(
+                UpstreamError::PreconditionFailed { .. } | UpstreamError::Conflict { .. },
+            )) => Err(version_conflict()),
             Err(PortalError::Upstream(other)) => Err(PortalError::from_read(other)),
             Err(e) => Err(e),
         }

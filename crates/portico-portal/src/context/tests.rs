@@ -30,6 +30,7 @@ fn acting_for_a_child_excludes_the_parents_own_record() {
         scopes: portico_access::ScopeSet::parse("patient/*.rs user/*.rs"),
         expires_at: None,
         issuer: None,
+        proxies: Vec::new(),
     });
     let caller = Caller::new(principal.clone(), Some("child")).unwrap();
     let ctx = portal.ctx(&caller);
@@ -78,6 +79,7 @@ fn patient_principal(patient: &str) -> Arc<Principal> {
         scopes: portico_access::ScopeSet::parse("patient/*.rs"),
         expires_at: None,
         issuer: None,
+        proxies: Vec::new(),
     })
 }
 
@@ -149,6 +151,7 @@ async fn a_page_verified_for_one_child_is_not_reused_for_the_other_by_the_same_l
         scopes: portico_access::ScopeSet::parse("patient/*.rs"),
         expires_at: None,
         issuer: None,
+        proxies: Vec::new(),
     });
     let first = Caller::new(parent.clone(), Some("c1")).unwrap();
     let second = Caller::new(parent, Some("c2")).unwrap();

@@ -11,8 +11,9 @@
 //!   attempt record, whose `outcomeDesc` says so), `4` when denied or the EHR answered
 //!   4xx, `8` when the EHR failed (5xx); `outcomeDesc` names the denial reason or status;
 //! - `agent`: the subject of the token (`requestor: true`, by identifier; "unauthenticated"
-//!   when there was none) and, when known, the client application (DICOM "Source Role
-//!   ID", `requestor: false`);
+//!   when there was none); for a proxy, the `RelatedPerson` its access to each patient
+//!   comes from (`requestor: true`, `policy` naming the access level); and, when known,
+//!   the client application (DICOM "Source Role ID", `requestor: false`);
 //! - `source.observer`: the gateway instance (`[audit] instance`);
 //! - `entity`: each patient of the principal's compartment (`Patient/<id>`, role
 //!   Patient), the resource (`Type/id`, or the type's name for searches, with the EHR's
@@ -108,6 +109,16 @@ pub(crate) fn audit_event(record: &AuditRecord, instance: &str) -> Value {
             "requestor": true,
         }),
     }];
+    // A proxy: the person it is in the EHR (the RelatedPerson its access to each
+    // patient comes from), acting for that patient (an entity below).
+    for proxy in &record.on_behalf_of {
+        agents.push(json!({
+            "type": {"coding": [coding(PARTICIPATION_TYPE, "IRCP", "information recipient")]},
+            "who": {"reference": format!("RelatedPerson/{}", proxy.relationship)},
+            "requestor": true,
+            "policy": [format!("urn:portico:proxy-access:{}", proxy.level.as_str())],
+        }));
+    }
     if let Some(client) = non_empty(&record.client_id) {
         agents.push(json!({
             "type": {"coding": [coding(DICOM, "110153", "Source Role ID")]},

@@ -9,9 +9,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod proxies;
 mod redis;
 mod web;
 
+pub use proxies::ProxiesConfig;
 pub use redis::RedisConfig;
 pub use web::WebConfig;
 
@@ -53,6 +55,9 @@ pub struct Config {
     /// `[web]`: the reference patient portal's pages.
     #[serde(default)]
     pub web: WebConfig,
+    /// `[proxies]`: what those who act for a patient may do and see.
+    #[serde(default)]
+    pub proxies: ProxiesConfig,
 }
 
 /// `[login]`: the portal login (BFF) under `/auth`. The gateway logs patients in at the
@@ -539,6 +544,7 @@ impl Config {
         self.login.validate(&mut problems);
         self.redis.validate(&mut problems);
         self.web.validate(&mut problems);
+        self.proxies.validate(&mut problems);
         let upstream_has_credential = matches!(
             self.upstream.auth,
             portico_upstream::UpstreamAuthConfig::ClientCredentials { .. }

@@ -39,11 +39,18 @@ pub enum LoginError {
     Store(#[from] StoreError),
     #[error("the login configuration is invalid: {0}")]
     Config(String),
+    /// Who the login may act for could not be decided (see
+    /// [`crate::authn::delegation_error`]).
+    #[error("{}", .0.message)]
+    Proxy(ApiError),
 }
 
 impl From<LoginError> for ApiError {
     fn from(e: LoginError) -> Self {
         use LoginError as L;
+        if let L::Proxy(answer) = e {
+            return answer;
+        }
         let message = e.to_string();
         let (status, code) = match &e {
             L::NotConfigured => (StatusCode::NOT_FOUND, "login_not_configured"),
@@ -59,7 +66,7 @@ impl From<LoginError> for ApiError {
             L::SessionExpired => (StatusCode::UNAUTHORIZED, "session_expired"),
             L::Csrf(_) => (StatusCode::FORBIDDEN, "csrf_failed"),
             L::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "session_store_unavailable"),
-            L::Config(_) => return ApiError::internal(),
+            L::Config(_) | L::Proxy(_) => return ApiError::internal(),
         };
         ApiError::new(status, code, message)
     }

@@ -108,6 +108,10 @@ impl LoginState {
             self.end_session(&key).await?;
             return Err(LoginError::SessionExpired);
         }
+        let principal = state
+            .resolve_principal(principal, &session.access_token)
+            .await
+            .map_err(LoginError::Proxy)?;
         Ok((key, session, principal))
     }
 

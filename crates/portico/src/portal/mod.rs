@@ -14,6 +14,7 @@
 //! Modules, one per area: [`home`] (`/me`, `/dashboard`), [`records`],
 //! [`appointments`], [`medications`] (refills), [`referrals`], [`messages`], [`bills`].
 
+pub mod access;
 pub mod appointments;
 pub mod bills;
 mod doc;
@@ -63,6 +64,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(referrals::routes())
         .merge(messages::routes())
         .merge(bills::routes())
+        .merge(access::routes())
 }
 
 /// The OpenAPI document of the portal API.
@@ -190,6 +192,10 @@ impl FromRequestParts<AppState> for Idempotent {
 }
 
 impl Idempotent {
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
     pub async fn run<T, E>(
         &self,
         action: &'static str,
@@ -249,6 +255,11 @@ where
 {
     let principal = &caller.caller.principal;
     let patient = &caller.caller.patient;
+    // A proxy's level is checked before anything: no key is claimed, nothing runs.
+    caller
+        .caller
+        .may_act(action)
+        .map_err(|e| ProblemError((&e).into()))?;
     let fingerprint = idempotency::fingerprint(action, body);
     // The upstream identity covers who acts and the whole request (target ids are
     // part of the body fingerprint): the same key reused for another account,

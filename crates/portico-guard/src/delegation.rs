@@ -1,0 +1,333 @@
+//! Where a login's proxy access comes from: the EHR's `RelatedPerson` records, read by
+//! the gateway and decided by [`DelegationRules`].
+//!
+//! [`Delegations::resolve`] turns a principal verified from a token into the one every
+//! decision is made for:
+//!
+//! - a login that acts only for its own patient (its `fhirUser`), or a token with one
+//!   launch patient and no `fhirUser` (a SMART app's context), is returned as it is,
+//!   without a lookup;
+//! - every other patient the token names must be backed by a `RelatedPerson` of that
+//!   patient that belongs to the login and is in force ([`DelegationRules::decide`]):
+//!   for a `fhirUser` that is `RelatedPerson/r`, r itself and the patient's
+//!   `RelatedPerson`s sharing an identifier with r (one person, several patients); for
+//!   a `fhirUser` that is `Patient/p`, the `RelatedPerson`s `Patient/p.link` names. The
+//!   token and the EHR must agree: a patient either does not back is dropped (the
+//!   narrower wins), and each one kept carries its [`ProxyGrant`];
+//! - a token naming several patients without a `fhirUser` to check them against is
+//!   refused ([`DelegationError::Unprovable`]).
+//!
+//! The lookups (`RelatedPerson?patient=…`, `Patient/…`) go through the gateway's
+//! upstream, cached like any read in a partition of that patient alone: a write of a
+//! patient's `RelatedPerson` (a revocation, on any replica when the cache generations
+//! are shared) invalidates them, so a revocation takes effect on the proxy's next
+//! request. The lookups are not audited as the proxy's reads: they are the gateway's
+//! own, and the proxy sees none of what they return.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use portico_access::Principal;
+use portico_access::delegation::{DelegationRules, ProxyGrant, Relationship, parse_date};
+use portico_fhir::reference::Reference;
+use portico_upstream::{CachePartition, FhirRequest, FhirUpstream, SecretString, UpstreamError};
+use serde_json::Value;
+
+/// The cache partition marker of the gateway's own relationship lookups.
+const LOOKUP_SCOPE: &str = "portico-delegation";
+
+/// Why a principal's proxy access could not be decided.
+#[derive(Debug, thiserror::Error)]
+pub enum DelegationError {
+    /// The token names several patients but no `fhirUser` to check them against.
+    #[error("the token names several patients but no fhirUser to check them against")]
+    Unprovable,
+    /// The EHR did not answer the lookups.
+    #[error("relationships could not be read from the EHR: {0}")]
+    Upstream(#[from] UpstreamError),
+}
+
+/// Reads relationships and decides proxy grants. Cheap to clone.
+#[derive(Clone)]
+pub struct Delegations {
+    upstream: Arc<dyn FhirUpstream>,
+    rules: Arc<DelegationRules>,
+    clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+}
+
+impl std::fmt::Debug for Delegations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delegations").finish_non_exhaustive()
+    }
+}
+
+/// One relationship of a patient, with the decision about it today.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    pub relationship: Relationship,
+    /// The `RelatedPerson` as the EHR has it.
+    pub resource: Value,
+    pub grant: Result<ProxyGrant, portico_access::delegation::Ended>,
+}
+
+impl Delegations {
+    pub fn new(upstream: Arc<dyn FhirUpstream>, rules: DelegationRules) -> Delegations {
+        Delegations {
+            upstream,
+            rules: Arc::new(rules),
+            clock: Arc::new(Utc::now),
+        }
+    }
+
+    /// The clock the rules compare periods and ages with (tests).
+    pub fn with_clock(mut self, clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    pub fn rules(&self) -> &DelegationRules {
+        &self.rules
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    /// The principal with the patients its relationships back and their grants; see the
+    /// module documentation. `bearer` is the caller's token (passthrough mode).
+    pub async fn resolve(
+        &self,
+        mut principal: Principal,
+        bearer: Option<&SecretString>,
+    ) -> Result<Principal, DelegationError> {
+        let own = principal
+            .fhir_user
+            .as_ref()
+            .filter(|r| r.resource_type == "Patient")
+            .map(|r| r.id.clone());
+        let others: Vec<String> = principal
+            .patients
+            .iter()
+            .filter(|p| Some(*p) != own.as_ref())
+            .cloned()
+            .collect();
+        if others.is_empty() {
+            return Ok(principal);
+        }
+        let login = match principal.fhir_user.as_ref() {
+            Some(r) if r.resource_type == "RelatedPerson" => Login::RelatedPerson(r.id.clone()),
+            Some(r) if r.resource_type == "Patient" => {
+                let patient = self.read_patient(&r.id, bearer).await?;
+                Login::Patient(linked_related_persons(patient.as_ref()))
+            }
+            _ if principal.patients.len() == 1 => return Ok(principal),
+            _ => return Err(DelegationError::Unprovable),
+        };
+        let mut lists = Vec::with_capacity(others.len());
+        for patient in &others {
+            lists.push(self.related_persons(patient, bearer).await?);
+        }
+        // One person, several patients: the fhirUser RelatedPerson's identifiers find
+        // its siblings on the other patients' lists.
+        let identifiers = match &login {
+            Login::RelatedPerson(me) => lists
+                .iter()
+                .flatten()
+                .find(|r| r.get("id").and_then(Value::as_str) == Some(me.as_str()))
+                .map(identifier_keys)
+                .unwrap_or_default(),
+            Login::Patient(_) => BTreeSet::new(),
+        };
+        let now = self.now();
+        let mut kept: Vec<String> = own
+            .iter()
+            .filter(|p| principal.patients.contains(p))
+            .cloned()
+            .collect();
+        let mut grants = Vec::new();
+        for (patient, related) in others.iter().zip(&lists) {
+            let mine: Vec<Relationship> = related
+                .iter()
+                .filter(|r| login.owns(r, &identifiers))
+                .filter_map(|r| Relationship::from_resource(r, &self.rules.level_extension))
+                .filter(|r| &r.patient == patient)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let birth = self.birth_date(patient, bearer).await?;
+            if let Some(grant) = mine
+                .iter()
+                .find_map(|r| self.rules.decide(r, birth, now).ok())
+            {
+                kept.push(patient.clone());
+                grants.push(grant);
+            }
+        }
+        // Keep the token's order.
+        principal.patients.retain(|p| kept.contains(p));
+        grants.sort_by_key(|g| principal.patients.iter().position(|p| *p == g.patient));
+        principal.proxies = grants;
+        Ok(principal)
+    }
+
+    /// Every `RelatedPerson` of `patient`, each with what it grants today (for the
+    /// patient's own list of who may act for them).
+    pub async fn of_patient(
+        &self,
+        patient: &str,
+        bearer: Option<&SecretString>,
+    ) -> Result<Vec<Decided>, DelegationError> {
+        let birth = self.birth_date(patient, bearer).await?;
+        let now = self.now();
+        Ok(self
+            .related_persons(patient, bearer)
+            .await?
+            .into_iter()
+            .filter_map(|resource| {
+                let relationship =
+                    Relationship::from_resource(&resource, &self.rules.level_extension)?;
+                if relationship.patient != patient {
+                    return None;
+                }
+                let grant = self.rules.decide(&relationship, birth, now);
+                Some(Decided {
+                    relationship,
+                    resource,
+                    grant,
+                })
+            })
+            .collect())
+    }
+
+    fn request(
+        &self,
+        request: FhirRequest,
+        patient: &str,
+        bearer: Option<&SecretString>,
+    ) -> FhirRequest {
+        let request = request.with_partition(CachePartition::new([patient], LOOKUP_SCOPE));
+        match bearer {
+            Some(token) => request.with_bearer(token.clone()),
+            None => request,
+        }
+    }
+
+    async fn birth_date(
+        &self,
+        patient: &str,
+        bearer: Option<&SecretString>,
+    ) -> Result<Option<chrono::NaiveDate>, DelegationError> {
+        Ok(self
+            .read_patient(patient, bearer)
+            .await?
+            .as_ref()
+            .and_then(|p| p.get("birthDate"))
+            .and_then(Value::as_str)
+            .and_then(parse_date))
+    }
+
+    /// The patient, or `None` when the EHR has no such patient.
+    async fn read_patient(
+        &self,
+        patient: &str,
+        bearer: Option<&SecretString>,
+    ) -> Result<Option<Value>, DelegationError> {
+        let request = self.request(FhirRequest::read("Patient", patient), patient, bearer);
+        match self.upstream.execute(request).await {
+            Ok(response) => {
+                let value = response.json()?;
+                Ok(
+                    (value.get("resourceType").and_then(Value::as_str) == Some("Patient")
+                        && value.get("id").and_then(Value::as_str) == Some(patient))
+                    .then_some(value),
+                )
+            }
+            Err(UpstreamError::NotFound { .. } | UpstreamError::Gone { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `RelatedPerson?patient=<patient>`, first page of up to 100.
+    async fn related_persons(
+        &self,
+        patient: &str,
+        bearer: Option<&SecretString>,
+    ) -> Result<Vec<Value>, DelegationError> {
+        let search = FhirRequest::search(
+            "RelatedPerson",
+            [
+                ("patient", format!("Patient/{patient}")),
+                ("_count", "100".to_owned()),
+            ],
+        );
+        let response = self
+            .upstream
+            .execute(self.request(search, patient, bearer))
+            .await?;
+        let bundle = response.json()?;
+        Ok(bundle
+            .get("entry")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.get("resource"))
+            .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("RelatedPerson"))
+            .cloned()
+            .collect())
+    }
+}
+
+/// How the login is known in the EHR.
+enum Login {
+    /// `fhirUser` is this `RelatedPerson`.
+    RelatedPerson(String),
+    /// `fhirUser` is a patient whose `link`s name these `RelatedPerson`s.
+    Patient(BTreeSet<String>),
+}
+
+impl Login {
+    /// Whether the `RelatedPerson` `r` is this login's.
+    fn owns(&self, r: &Value, identifiers: &BTreeSet<String>) -> bool {
+        let Some(id) = r.get("id").and_then(Value::as_str) else {
+            return false;
+        };
+        match self {
+            Login::RelatedPerson(me) => {
+                id == me
+                    || (!identifiers.is_empty() && !identifier_keys(r).is_disjoint(identifiers))
+            }
+            Login::Patient(linked) => linked.contains(id),
+        }
+    }
+}
+
+/// `system|value` of each identifier with both.
+fn identifier_keys(resource: &Value) -> BTreeSet<String> {
+    resource
+        .get("identifier")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|i| {
+            let system = i.get("system")?.as_str()?;
+            let value = i.get("value")?.as_str()?;
+            (!system.is_empty() && !value.is_empty()).then(|| format!("{system}|{value}"))
+        })
+        .collect()
+}
+
+/// The `RelatedPerson` ids a patient's `link`s name (relative references only).
+fn linked_related_persons(patient: Option<&Value>) -> BTreeSet<String> {
+    patient
+        .and_then(|p| p.get("link"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.get("other")?.get("reference")?.as_str())
+        .filter_map(|r| Reference::parse(r).ok())
+        .filter(|r| r.resource_type == "RelatedPerson" && r.base.is_none())
+        .map(|r| r.id)
+        .collect()
+}

@@ -1,0 +1,193 @@
+//! Who may act for me: the patient's list of proxies (`GET /access`) and ending one's
+//! access (`POST /access/{id}/revoke`).
+//!
+//! Both read the patient's `RelatedPerson` records through the guarded session (so they
+//! are audited and checked like any read) and decide each with the gateway's
+//! [`DelegationRules`], exactly as a proxy's own requests are decided. Only the patient
+//! may see or change the list: a proxy acting for them is refused
+//! (`proxy_not_permitted`).
+//!
+//! A revocation writes the `RelatedPerson` back with `period.end` set to this instant
+//! (a domain write, [`Ctx::update_with_rule`]: nothing else may change). The write goes
+//! through the gateway's cache, which drops what it kept about that patient's
+//! relationships (on every replica when generations are shared), so the proxy's next
+//! request — in an open session too — is decided without the relationship.
+
+use chrono::SecondsFormat;
+use portico_access::delegation::{DelegationRules, Ended, Relationship, parse_date};
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use crate::context::{Ctx, Versioned};
+use crate::error::{PortalError, PortalResult};
+use crate::me::display_name;
+use crate::view::str_at;
+
+/// One person who may (or could once) act for the patient.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Proxy {
+    /// The `RelatedPerson` id (what `revoke` takes).
+    pub id: String,
+    pub name: Option<String>,
+    /// `RelatedPerson.relationship` codes (HL7 v3 RoleCode: `MTH`, `DAU`, `SPS`, ...).
+    pub relationship: Vec<String>,
+    /// `full`, `read-only` or `billing-only`.
+    pub level: String,
+    /// `period.start` and `period.end` as the EHR has them.
+    pub start: Option<String>,
+    pub end: Option<String>,
+    /// `active`, or `ended`.
+    pub status: String,
+    /// Why an ended access ended: `inactive`, `not-started`, `period-ended`,
+    /// `came-of-age`.
+    pub ended_because: Option<String>,
+}
+
+/// The patient's proxies, in the EHR's order.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AccessList {
+    pub proxies: Vec<Proxy>,
+    pub stale: bool,
+}
+
+async fn birth_date(ctx: Ctx<'_>) -> PortalResult<Option<chrono::NaiveDate>> {
+    let patient = ctx.read("Patient", ctx.patient()).await?;
+    Ok(str_at(&patient.resource, "birthDate").and_then(parse_date))
+}
+
+fn view(
+    rules: &DelegationRules,
+    resource: &Value,
+    birth: Option<chrono::NaiveDate>,
+    ctx: Ctx<'_>,
+) -> Option<Proxy> {
+    let relationship = Relationship::from_resource(resource, &rules.level_extension)?;
+    if relationship.patient != ctx.patient() {
+        return None;
+    }
+    let decided = rules.in_force(&relationship, birth, ctx.now());
+    let period = |key: &str| {
+        resource
+            .get("period")
+            .and_then(|p| p.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    Some(Proxy {
+        id: relationship.id.clone(),
+        name: display_name(resource),
+        level: rules.level_of(&relationship).as_str().to_owned(),
+        relationship: relationship.codes.clone(),
+        start: period("start"),
+        end: period("end"),
+        status: if decided.is_ok() { "active" } else { "ended" }.to_owned(),
+        ended_because: decided.err().map(|e| ended_code(e).to_owned()),
+    })
+}
+
+fn ended_code(e: Ended) -> &'static str {
+    match e {
+        Ended::Inactive => "inactive",
+        Ended::NotStarted => "not-started",
+        Ended::PeriodEnded => "period-ended",
+        Ended::CameOfAge => "came-of-age",
+    }
+}
+
+/// `GET /access`.
+pub async fn list(ctx: Ctx<'_>, rules: &DelegationRules) -> PortalResult<AccessList> {
+    ctx.caller.require_self()?;
+    let birth = birth_date(ctx).await?;
+    let page = ctx
+        .search("RelatedPerson", &[("_count", "100".to_owned())])
+        .await?;
+    Ok(AccessList {
+        proxies: page
+            .matches
+            .iter()
+            .filter_map(|r| view(rules, r, birth, ctx))
+            .collect(),
+        stale: page.stale,
+    })
+}
+
+/// `POST /access/{id}/revoke`: ends the proxy's access now; a relationship already
+/// ended is answered as it is (a retry changes nothing).
+pub async fn revoke(ctx: Ctx<'_>, rules: &DelegationRules, id: &str) -> PortalResult<Proxy> {
+    ctx.caller.require_self()?;
+    let birth = birth_date(ctx).await?;
+    let current: Versioned = ctx.read("RelatedPerson", id).await?;
+    let shown = view(rules, &current.resource, birth, ctx).ok_or(PortalError::NotFound)?;
+    if shown.status == "ended" {
+        return Ok(shown);
+    }
+    let now = ctx.now().to_rfc3339_opts(SecondsFormat::Secs, true);
+    let mut new = current.resource.clone();
+    match new.get_mut("period").and_then(Value::as_object_mut) {
+        Some(period) => {
+            period.insert("end".to_owned(), json!(now));
+        }
+        None => new["period"] = json!({"end": now}),
+    }
+    if let Some(map) = new.as_object_mut() {
+        // The EHR stamps its own; a stale copy must not be sent back.
+        map.remove("meta");
+    }
+    let written = ctx
+        .update_with_rule("RelatedPerson", &current, new, only_period_end)
+        .await?;
+    view(rules, &written.resource, birth, ctx).ok_or(PortalError::NotFound)
+}
+
+/// The domain rule of a revocation: the `RelatedPerson` is unchanged but for
+/// `period.end` (and the `meta` the EHR manages).
+fn only_period_end(current: &Value, new: &Value) -> PortalResult<()> {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(map) = v.as_object_mut() {
+            map.remove("meta");
+            if let Some(period) = map.get_mut("period").and_then(Value::as_object_mut) {
+                period.remove("end");
+                if period.is_empty() {
+                    map.remove("period");
+                }
+            }
+        }
+        v
+    };
+    let has_end = new
+        .get("period")
+        .and_then(|p| p.get("end"))
+        .and_then(Value::as_str)
+        .is_some();
+    if has_end && strip(current) == strip(new) {
+        Ok(())
+    } else {
+        Err(PortalError::invalid(
+            "a revocation may only end the access period",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revocation_changes_only_the_end() {
+        let current = json!({"resourceType":"RelatedPerson","id":"rp","meta":{"versionId":"2"},
+            "patient":{"reference":"Patient/p"},"period":{"start":"2020-01-01"}});
+        let mut ended = current.clone();
+        ended["period"]["end"] = json!("2026-12-06T10:00:00Z");
+        ended.as_object_mut().unwrap().remove("meta");
+        assert!(only_period_end(&current, &ended).is_ok());
+        let mut moved = ended.clone();
+        moved["patient"] = json!({"reference":"Patient/q"});
+        assert!(only_period_end(&current, &moved).is_err());
+        let mut restarted = ended.clone();
+        restarted["period"]["start"] = json!("2021-01-01");
+        assert!(only_period_end(&current, &restarted).is_err());
+        assert!(only_period_end(&current, &current).is_err());
+    }
+}
