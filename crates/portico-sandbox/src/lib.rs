@@ -26,6 +26,7 @@ pub mod state;
 pub mod store;
 
 pub use faults::{FailureKind, FaultConfig, FaultPhase, Faults};
+pub use generator::{Families, FamilyLogins, ProxyLogin, RelationshipInfo};
 pub use server::{Sandbox, SandboxConfig};
 
 /// One generated patient, as listed by `GET /auth/patients` and printed by `portico demo`.

@@ -1816,7 +1816,8 @@ mod tests {
             if store.insert_loaded(r).is_err() {
                 rejected += 1;
             }
-        });
+        })
+        .patients;
         let loaded = started.elapsed();
         let rss = std::fs::read_to_string("/proc/self/status")
             .unwrap_or_default()
