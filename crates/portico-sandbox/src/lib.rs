@@ -25,6 +25,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 
+pub use auth::PatientClaim;
 pub use faults::{FailureKind, FaultConfig, FaultPhase, Faults};
 pub use generator::{Families, FamilyLogins, ProxyLogin, RelationshipInfo};
 pub use server::{Sandbox, SandboxConfig};

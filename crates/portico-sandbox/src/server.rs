@@ -192,13 +192,16 @@ impl Sandbox {
             "sandbox data loaded"
         );
 
-        let auth = Arc::new(AuthServer::new(
-            AuthConfig {
-                base_url: base_url.clone(),
-                token_lifetime: Duration::from_secs(3600),
-            },
-            patients.clone(),
-        ));
+        let auth = Arc::new(
+            AuthServer::new(
+                AuthConfig {
+                    base_url: base_url.clone(),
+                    token_lifetime: Duration::from_secs(3600),
+                },
+                patients.clone(),
+            )
+            .with_families(families.clone()),
+        );
         let state = SandboxState {
             store,
             auth,
