@@ -14,11 +14,13 @@
 //!   in memory at start and published at `/auth/jwks`.
 //!
 //! Granted scopes are always a subset of the requested ones ([`scopes`]). Every login is
-//! a patient login (the sandbox has no practitioner users), so authorization-code tokens
-//! always carry `patient` and `fhirUser`. Tokens, codes and secrets are never logged.
+//! a patient's or a proxy's ([`logins`]; the sandbox has no practitioner users), so
+//! authorization-code tokens always carry `patient` (an array for a proxy) and
+//! `fhirUser`. Tokens, codes and secrets are never logged.
 
 mod handlers;
 mod keys;
+mod logins;
 mod scopes;
 #[cfg(test)]
 mod tests;
@@ -37,9 +39,12 @@ use sha2::{Digest, Sha256};
 
 pub use handlers::router;
 pub use keys::KeyError;
+pub use logins::PatientClaim;
 
+use crate::generator::{Families, ProxyLogin};
 use crate::{ClientInfo, PatientSummary};
 use keys::{ClientKey, SigningKey};
+use logins::Login;
 
 /// The public SMART app client: no secret, any loopback redirect URI.
 pub const DEMO_APP: &str = "demo-app";
@@ -173,11 +178,19 @@ pub struct AccessClaims {
     pub sub: String,
     pub client_id: String,
     pub scope: String,
+    /// One id for a patient's token, an array for a proxy's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patient: Option<String>,
+    pub patient: Option<PatientClaim>,
     #[serde(rename = "fhirUser", default, skip_serializing_if = "Option::is_none")]
     pub fhir_user: Option<String>,
     pub exp: i64,
+}
+
+impl AccessClaims {
+    /// The patients the token is for (none for a system token).
+    pub fn patients(&self) -> &[String] {
+        self.patient.as_ref().map_or(&[], PatientClaim::ids)
+    }
 }
 
 /// Why an access token was refused.
@@ -337,7 +350,7 @@ struct CodeGrant {
     redirect_uri: String,
     code_challenge: String,
     scopes: Vec<String>,
-    patient: String,
+    login: Login,
     nonce: Option<String>,
     expires: Instant,
 }
@@ -345,7 +358,7 @@ struct CodeGrant {
 struct RefreshGrant {
     client_id: String,
     scopes: Vec<String>,
-    patient: Option<String>,
+    login: Option<Login>,
     family: u64,
     expires: Instant,
 }
@@ -389,7 +402,7 @@ struct TokenClaims<'a> {
     jti: String,
     scope: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    patient: Option<&'a str>,
+    patient: Option<PatientClaim>,
     #[serde(rename = "fhirUser", skip_serializing_if = "Option::is_none")]
     fhir_user: Option<String>,
 }
@@ -420,7 +433,10 @@ pub struct AuthServer {
     token_url: String,
     key: SigningKey,
     patients: Vec<PatientSummary>,
+    /// Everyone who may sign in as a patient: `patients` and the family patients.
     patient_ids: HashSet<String>,
+    /// The families whose patients and proxies may sign in too.
+    families: Option<Families>,
     clients: RwLock<Vec<Arc<Client>>>,
     state: Mutex<GrantState>,
     /// Other FHIR bases apps may name as `aud` at `/authorize` (a gateway in front of
@@ -494,6 +510,7 @@ impl AuthServer {
             key: SigningKey::generate(),
             patient_ids: patients.iter().map(|p| p.id.clone()).collect(),
             patients,
+            families: None,
             clients: RwLock::new(Vec::new()),
             state: Mutex::new(GrantState {
                 codes: HashMap::new(),
@@ -575,9 +592,32 @@ impl AuthServer {
         &self.token_url
     }
 
-    /// The patients one can log in as.
+    /// Lets the families' patients and proxies sign in too: the picker lists them after
+    /// the patients, and `login_hint` accepts a family patient's id or a proxy's login id.
+    pub fn with_families(mut self, families: Families) -> AuthServer {
+        self.patient_ids
+            .extend(families.patients.iter().map(|p| p.id.clone()));
+        self.families = Some(families);
+        self
+    }
+
+    /// The patients one can log in as (besides the families).
     pub fn patients(&self) -> &[PatientSummary] {
         &self.patients
+    }
+
+    /// The families, when the server has them ([`AuthServer::with_families`]).
+    pub fn families(&self) -> Option<&Families> {
+        self.families.as_ref()
+    }
+
+    /// Who `login_hint` names: a patient id, or a proxy's login id.
+    fn login(&self, hint: &str) -> Option<Login> {
+        if self.patient_ids.contains(hint) {
+            return Some(Login::Patient(hint.to_owned()));
+        }
+        let login = self.families.as_ref()?.logins.find(hint)?;
+        Some(Login::Proxy(login.clone()))
     }
 
     /// The registered clients, in registration order.
@@ -642,7 +682,20 @@ impl AuthServer {
         scope: &str,
         patient: Option<&str>,
     ) -> String {
-        self.mint_access(client_id, scope, patient)
+        let login = patient.map(|p| Login::Patient(p.to_owned()));
+        self.mint_access(client_id, scope, login.as_ref())
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "signing an access token failed");
+                String::new()
+            })
+    }
+
+    /// Mints a proxy's access token directly (tests and tools): `sub` is the login id,
+    /// `fhirUser` the login's, and `patient` the array of every patient the login has a
+    /// RelatedPerson for. Returns an empty string only if signing fails.
+    pub fn issue_proxy_token(&self, client_id: &str, scope: &str, login: &ProxyLogin) -> String {
+        let login = Login::Proxy(login.clone());
+        self.mint_access(client_id, scope, Some(&login))
             .unwrap_or_else(|error| {
                 tracing::error!(%error, "signing an access token failed");
                 String::new()
@@ -698,20 +751,20 @@ impl AuthServer {
         &self,
         client_id: &str,
         scope: &str,
-        patient: Option<&str>,
+        login: Option<&Login>,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let iat = unix_now();
         let claims = TokenClaims {
             iss: &self.issuer,
             aud: &self.fhir_base,
-            sub: patient.unwrap_or(client_id),
+            sub: login.map_or(client_id, Login::subject),
             client_id,
             exp: iat + self.token_lifetime_secs() as i64,
             iat,
             jti: uuid::Uuid::new_v4().to_string(),
             scope,
-            patient,
-            fhir_user: patient.map(|p| format!("Patient/{p}")),
+            patient: login.map(Login::patient_claim),
+            fhir_user: login.map(Login::fhir_user),
         };
         self.key.sign(&claims)
     }
@@ -719,17 +772,17 @@ impl AuthServer {
     fn mint_id_token(
         &self,
         client_id: &str,
-        patient: &str,
+        login: &Login,
         nonce: Option<&str>,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let iat = unix_now();
         let claims = IdTokenClaims {
             iss: &self.issuer,
             aud: client_id,
-            sub: patient,
+            sub: login.subject(),
             exp: iat + self.token_lifetime_secs() as i64,
             iat,
-            fhir_user: format!("Patient/{patient}"),
+            fhir_user: login.fhir_user(),
             nonce,
         };
         self.key.sign(&claims)
@@ -837,10 +890,7 @@ impl AuthServer {
                 "none of the requested scopes can be granted to this client",
             );
         }
-        let Some(patient) = params
-            .get("login_hint")
-            .filter(|p| self.patient_ids.contains(*p))
-        else {
+        let Some(login) = params.get("login_hint").and_then(|hint| self.login(hint)) else {
             return AuthorizeOutcome::PickPatient {
                 client_id: client_id.to_owned(),
                 scope: granted.join(" "),
@@ -858,7 +908,7 @@ impl AuthServer {
                     redirect_uri: redirect_uri.to_owned(),
                     code_challenge: challenge.to_owned(),
                     scopes: granted,
-                    patient: patient.to_owned(),
+                    login,
                     nonce: params.get("nonce").map(str::to_owned),
                     expires: now + CODE_LIFETIME,
                 },
@@ -1095,7 +1145,7 @@ impl AuthServer {
         self.issue_tokens(
             client,
             &grant.scopes,
-            Some(&grant.patient),
+            Some(&grant.login),
             grant.nonce.as_deref(),
             None,
         )
@@ -1148,7 +1198,7 @@ impl AuthServer {
         self.issue_tokens(
             client,
             &scopes,
-            grant.patient.as_deref(),
+            grant.login.as_ref(),
             None,
             Some(grant.family),
         )
@@ -1174,7 +1224,7 @@ impl AuthServer {
         &self,
         client: &Client,
         granted: &[String],
-        patient: Option<&str>,
+        login: Option<&Login>,
         nonce: Option<&str>,
         family: Option<u64>,
     ) -> Result<Value, OAuthError> {
@@ -1184,7 +1234,7 @@ impl AuthServer {
         };
         let scope = granted.join(" ");
         let access = self
-            .mint_access(client.id(), &scope, patient)
+            .mint_access(client.id(), &scope, login)
             .map_err(signing_failed)?;
         let mut body = json!({
             "access_token": access,
@@ -1192,12 +1242,14 @@ impl AuthServer {
             "expires_in": self.token_lifetime_secs(),
             "scope": scope,
         });
-        if let Some(patient) = patient {
-            body["patient"] = json!(patient);
+        if let Some(login) = login {
+            if let Some(patient) = login.launch_patient() {
+                body["patient"] = json!(patient);
+            }
             body["need_patient_banner"] = json!(false);
             if scopes::contains(granted, "openid") {
                 body["id_token"] = json!(
-                    self.mint_id_token(client.id(), patient, nonce)
+                    self.mint_id_token(client.id(), login, nonce)
                         .map_err(signing_failed)?
                 );
             }
@@ -1222,7 +1274,7 @@ impl AuthServer {
                 RefreshGrant {
                     client_id: client.id().to_owned(),
                     scopes: granted.to_vec(),
-                    patient: patient.map(str::to_owned),
+                    login: login.cloned(),
                     family,
                     expires: Instant::now() + lifetime,
                 },

@@ -2,7 +2,10 @@
 //! and `search.html`: read, vread, instance `_history`, search (GET and POST
 //! `_search`), create (with `If-None-Exist`), update (with `If-Match`, creating on a
 //! missing id), JSON Patch, delete, batch and transaction Bundles ([`batch`]), and the
-//! CapabilityStatement that lists exactly these.
+//! CapabilityStatement that lists exactly these. `Patient/{id}/$everything`
+//! ([`everything`]) is served too, for tests that read the unguarded EHR directly, but
+//! not advertised: the gateway composes its own `$everything` from compartment searches
+//! and must not start relying on the EHR's.
 //!
 //! Invariants:
 //! - every error is an OperationOutcome with the status R4 prescribes (see [`FhirError`]);
@@ -29,6 +32,7 @@ use crate::state::SandboxState;
 use crate::store::{self, Created, Method, SearchResult, StoreError, StoredResource};
 
 mod batch;
+mod everything;
 
 /// An error answered as an OperationOutcome.
 #[derive(Debug, Clone)]
@@ -137,6 +141,7 @@ pub fn router(state: SandboxState) -> Router {
             get(read).put(update).patch(patch).delete(delete),
         )
         .route("/{ty}/{id}/_history", get(history))
+        .route("/{ty}/{id}/$everything", get(everything::everything))
         .route("/{ty}/{id}/_history/{vid}", get(vread))
         .with_state(state)
 }

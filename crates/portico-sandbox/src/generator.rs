@@ -1,39 +1,49 @@
 //! Deterministic synthetic patient data for the sandbox EHR.
 //!
-//! [`generate`] streams FHIR R4 resources (as JSON, with `id` set and no `meta`) into a
-//! sink: first the shared ones (Organization, Locations, Practitioners and their
-//! PractitionerRoles, Medications, Schedules, Slots), then each patient's record in
-//! turn. Nothing but the returned patient summaries is kept, so 100k patients (a few
-//! million resources) need no more memory than the sink uses.
+//! [`generate`] streams FHIR R4 resources (as JSON, with `id` set and no `meta` beyond
+//! security labels) into a sink: first the shared ones (Organization, Locations,
+//! Practitioners and their PractitionerRoles, Medications, Schedules, Slots), then each
+//! patient's record in turn, then the families ([`Families`]: patients with proxies and
+//! security-labelled records). Nothing but the returned summaries is kept, so 100k
+//! patients (a few million resources) need no more memory than the sink uses.
 //!
 //! Invariants:
 //! - The same seed, patient count and `today` give byte-identical output. Each patient
 //!   draws from its own RNG stream derived from `(seed, index)`, so a patient's record
 //!   does not depend on the patients after it (as long as the practitioner roster, which
-//!   only grows past a few hundred patients, stays the same).
+//!   only grows past a few hundred patients, stays the same). The families come last
+//!   and change nothing before them but the status of the few Slots they book.
 //! - Nothing in a patient's history predates their birth.
 //! - Dates are relative to `today`: history lies in the past, Slots and booked
-//!   Appointments in the next 30 days, so "upcoming" stays upcoming.
+//!   Appointments in the next 30 days, so "upcoming" stays upcoming. Family members'
+//!   ages are exact relative to `today`.
 //! - Ids are readable and unique: `pat-1` … `pat-N` (deliberately prefix-colliding:
-//!   `pat-1` vs `pat-12`), `obs-<n>-<k>`, `slot-<schedule>-<yyyymmdd>-<hhmm>`, ...
+//!   `pat-1` vs `pat-12`), `obs-<n>-<k>`, `slot-<schedule>-<yyyymmdd>-<hhmm>`, ...;
+//!   family members are `fam-<role>` and their resources `obs-fam-<role>-<k>`, ...
 //! - Every emitted `Type/id` reference points at an emitted resource.
 //! - Every booked Appointment points at a Slot that is `busy`; no Slot is booked twice.
 //!   The number of Practitioners (and so Schedules) grows with the patient count only
 //!   as far as needed to keep booked Slots under a third of all Slots.
 //! - Every patient has a MedicationRequest with refills left, one with none left and
 //!   one whose validity period has ended, with matching completed MedicationDispenses.
+//! - Only the families' sensitive records carry `meta`, and then only `meta.security`.
 
 mod codes;
+mod families;
 mod patient;
 mod shared;
 #[cfg(test)]
 mod tests;
 
-use chrono::{Datelike, Days, NaiveDate, Weekday};
+use chrono::{Datelike, Days, Months, NaiveDate, Weekday};
 use serde_json::{Value, json};
 
 use crate::PatientSummary;
 use codes::{Code, Specialty};
+pub use families::{
+    ACCESS_LEVEL_URL, CONFIDENTIALITY_SYSTEM, Families, FamilyLogins, PERSON_SYSTEM, ProxyLogin,
+    RelationshipInfo, SENSITIVITY_SYSTEM,
+};
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,22 +54,33 @@ pub struct GeneratorConfig {
     pub today: NaiveDate,
 }
 
-/// Emits every resource into `sink` and returns the generated patients, in id order.
+/// What [`generate`] made, besides the resources it emitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    /// The ordinary patients `pat-1` … `pat-N`, in id order.
+    pub patients: Vec<PatientSummary>,
+    /// The families, their sensitive records and proxy logins.
+    pub families: Families,
+}
+
+/// Emits every resource into `sink`: the shared ones, the ordinary patients, then the
+/// families ([`families`]).
 ///
 /// Generation is single-threaded on purpose: handing millions of small JSON values
 /// from worker threads to the sink's thread measured slower (allocator contention
 /// when they are freed) than building them where they are consumed.
-pub fn generate(config: &GeneratorConfig, sink: &mut dyn FnMut(Value)) -> Vec<PatientSummary> {
+pub fn generate(config: &GeneratorConfig, sink: &mut dyn FnMut(Value)) -> Generated {
     let world = World::plan(config);
     shared::emit(&world, sink);
-    let mut summaries = Vec::with_capacity(config.patients);
+    let mut patients = Vec::with_capacity(config.patients);
     let mut booked_ordinal = 0;
     for index in 1..=config.patients {
         let upcoming = upcoming_count(config.seed, index);
-        summaries.push(patient::emit(&world, index, booked_ordinal, upcoming, sink));
+        patients.push(patient::emit(&world, index, booked_ordinal, upcoming, sink));
         booked_ordinal += upcoming;
     }
-    summaries
+    let families = families::emit(&world, booked_ordinal, sink);
+    Generated { patients, families }
 }
 
 /// Slots per weekday per schedule, 30 minutes each from 09:00Z.
@@ -87,6 +108,7 @@ fn stream_seed(seed: u64, stream: u64, index: u64) -> u64 {
 const STREAM_SHARED: u64 = 1;
 const STREAM_PATIENT: u64 = 2;
 const STREAM_UPCOMING: u64 = 3;
+const STREAM_FAMILY: u64 = 4;
 
 /// How many upcoming booked appointments patient `index` has (1 or 2), decided
 /// without running the patient's generator so that Slots can be planned first.
@@ -149,11 +171,14 @@ impl World {
             .filter(|d| !matches!(d.weekday(), Weekday::Sat | Weekday::Sun))
             .collect();
         let per_schedule = (slot_days.len() * SLOTS_PER_DAY).max(1);
-        let total_booked: usize = (1..=config.patients)
+        let ordinary_booked: usize = (1..=config.patients)
             .map(|i| upcoming_count(config.seed, i))
             .sum();
-        // Keep bookings under a third of all slots so that most slots stay free.
-        let needed = (3 * total_booked).div_ceil(per_schedule);
+        // Keep bookings under a third of all slots so that most slots stay free. The
+        // families' few bookings are left out of this sum so that adding them never
+        // changes the roster, and with it the ordinary patients' records.
+        let needed = (3 * ordinary_booked).div_ceil(per_schedule);
+        let total_booked = ordinary_booked + families::BOOKED;
         let practitioner_count = BASE_PRACTITIONERS.max(needed);
         let practitioners = shared::practitioners(config.seed, practitioner_count);
         let family_medicine = (0..practitioners.len())
@@ -239,6 +264,17 @@ pub(crate) fn instant(day: NaiveDate, hour: u32, minute: u32) -> String {
 
 pub(crate) fn days_before(day: NaiveDate, days: u64) -> NaiveDate {
     day.checked_sub_days(Days::new(days)).unwrap_or(day)
+}
+
+/// The same day `years` years earlier (the 28th for a 29 February without a match).
+pub(crate) fn years_before(day: NaiveDate, years: u32) -> NaiveDate {
+    day.checked_sub_months(Months::new(years * 12))
+        .unwrap_or(day)
+}
+
+/// Completed years from `birth` to `today` (an age).
+pub(crate) fn full_years(birth: NaiveDate, today: NaiveDate) -> u32 {
+    today.years_since(birth).unwrap_or(0)
 }
 
 pub(crate) fn days_after(day: NaiveDate, days: u64) -> NaiveDate {

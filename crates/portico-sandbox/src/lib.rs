@@ -9,7 +9,9 @@
 //! runtime, and a counter of the requests it served.
 //!
 //! The sandbox deliberately does *not* enforce patient compartments on the tokens it
-//! issues: a patient token can read any patient here. That keeps Portico honest: the
+//! issues: a patient token can read any patient here. Nor does it apply proxy rules
+//! (ages, relationship periods, access levels) or withhold security-labelled records
+//! (the generated families, [`Families`], carry both). That keeps Portico honest: the
 //! gateway's own checks are the only thing between patient A and patient B's data
 //! in every test.
 //!
@@ -25,7 +27,9 @@ pub mod server;
 pub mod state;
 pub mod store;
 
+pub use auth::PatientClaim;
 pub use faults::{FailureKind, FaultConfig, FaultPhase, Faults};
+pub use generator::{Families, FamilyLogins, ProxyLogin, RelationshipInfo};
 pub use server::{Sandbox, SandboxConfig};
 
 /// One generated patient, as listed by `GET /auth/patients` and printed by `portico demo`.

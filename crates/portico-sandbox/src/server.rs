@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use crate::auth::{AuthConfig, AuthServer};
 use crate::faults::{self, Faults};
 use crate::fhir::{self, FhirError};
-use crate::generator::{self, GeneratorConfig};
+use crate::generator::{self, Families, GeneratorConfig};
 pub use crate::state::SandboxState;
 use crate::store::Store;
 use crate::{ClientInfo, PatientSummary};
@@ -134,6 +134,7 @@ pub struct Sandbox {
     base_url: String,
     state: SandboxState,
     patients: Vec<PatientSummary>,
+    families: Families,
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -169,20 +170,21 @@ impl Sandbox {
             today: chrono::Utc::now().date_naive(),
         };
         let started = Instant::now();
-        let (patients, rejected) = tokio::task::spawn_blocking(move || {
+        let (generated, rejected) = tokio::task::spawn_blocking(move || {
             let mut rejected = 0usize;
-            let patients = generator::generate(&generator_config, &mut |resource| {
+            let generated = generator::generate(&generator_config, &mut |resource| {
                 if loading.insert_loaded(resource).is_err() {
                     rejected += 1;
                 }
             });
-            (patients, rejected)
+            (generated, rejected)
         })
         .await
         .map_err(std::io::Error::other)?;
         if rejected > 0 {
             tracing::warn!(rejected, "sandbox store refused some generated resources");
         }
+        let generator::Generated { patients, families } = generated;
         tracing::info!(
             patients = patients.len(),
             resources = store.len(),
@@ -190,13 +192,16 @@ impl Sandbox {
             "sandbox data loaded"
         );
 
-        let auth = Arc::new(AuthServer::new(
-            AuthConfig {
-                base_url: base_url.clone(),
-                token_lifetime: Duration::from_secs(3600),
-            },
-            patients.clone(),
-        ));
+        let auth = Arc::new(
+            AuthServer::new(
+                AuthConfig {
+                    base_url: base_url.clone(),
+                    token_lifetime: Duration::from_secs(3600),
+                },
+                patients.clone(),
+            )
+            .with_families(families.clone()),
+        );
         let state = SandboxState {
             store,
             auth,
@@ -219,6 +224,7 @@ impl Sandbox {
             base_url,
             state,
             patients,
+            families,
             shutdown,
             task,
         })
@@ -254,9 +260,15 @@ impl Sandbox {
         &self.state.faults
     }
 
-    /// The generated patients.
+    /// The generated ordinary patients, `pat-1` … `pat-N`.
     pub fn patients(&self) -> &[PatientSummary] {
         &self.patients
+    }
+
+    /// The generated families: their patients, sensitive records and proxy logins
+    /// (tokens for a proxy: [`AuthServer::issue_proxy_token`]).
+    pub fn families(&self) -> &Families {
+        &self.families
     }
 
     /// The clients registered with the authorization server.

@@ -18,7 +18,11 @@
 //!   (`If-Match`, `If-None-Exist`), so concurrent writers cannot both win;
 //! - the EHR's business rules ([`crate::rules`]: a booked Appointment makes its Slot
 //!   busy, ...) run inside that same lock for every write except the bulk load, and the
-//!   writes they add are stored together with the write or not at all.
+//!   writes they add are stored together with the write or not at all;
+//! - `meta` is kept as written except `versionId` and `lastUpdated`, which the store
+//!   sets; an update without security labels keeps the replaced version's ([`labels`]).
+
+mod labels;
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
@@ -676,6 +680,7 @@ impl Store {
         let next = current.map_or(1, |(n, _)| n + 1);
         let now = now_ms();
         let old = rules::View::current(&*inner, ty.name, id);
+        labels::carry_forward(old.as_ref(), &mut resource);
         let extra = inner.rule_writes(
             &*inner,
             ty,
@@ -864,6 +869,7 @@ impl Store {
                     let mut resource = resource.clone();
                     rewrite_references(&mut resource, &urls);
                     let old = rules::View::current(&overlay, ty.name, id);
+                    labels::carry_forward(old.as_ref(), &mut resource);
                     let next = inner.bumped_version(ty, id, &mut bumps);
                     let extra = inner
                         .rule_writes(&overlay, ty, old.as_ref(), Some(&resource), now, &mut bumps)
@@ -1810,7 +1816,8 @@ mod tests {
             if store.insert_loaded(r).is_err() {
                 rejected += 1;
             }
-        });
+        })
+        .patients;
         let loaded = started.elapsed();
         let rss = std::fs::read_to_string("/proc/self/status")
             .unwrap_or_default()

@@ -274,6 +274,23 @@ fn sandbox_banner(sandbox: &Sandbox) -> String {
     for p in patients.iter().take(LISTED_PATIENTS) {
         let _ = writeln!(out, "  {:<10} {:<28} born {}", p.id, p.name, p.birth_date);
     }
+    let families = sandbox.families();
+    let _ = writeln!(
+        out,
+        "\nFamilies (sign in as a family patient, or as a proxy by login id):"
+    );
+    for p in &families.patients {
+        let _ = writeln!(out, "  {:<24} {:<28} born {}", p.id, p.name, p.birth_date);
+    }
+    for login in families.logins.all() {
+        let _ = writeln!(
+            out,
+            "  {:<24} {:<28} proxy for {}",
+            login.id,
+            login.name,
+            login.patients.join(", ")
+        );
+    }
     let _ = writeln!(out, "\nOAuth clients registered with the sandbox:");
     for c in sandbox.clients() {
         let secret = match &c.client_secret {

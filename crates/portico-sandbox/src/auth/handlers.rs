@@ -2,8 +2,9 @@
 //!
 //! The handlers only translate HTTP to [`AuthServer`] calls and back: query and form
 //! parsing (repeated parameters are refused), `Authorization: Basic` decoding, RFC 6749
-//! JSON errors with `Cache-Control: no-store`, and the HTML patient picker, in which
-//! every interpolated value is escaped.
+//! JSON errors with `Cache-Control: no-store`, and the HTML patient picker (patients,
+//! then the families' patients and proxies), in which every interpolated value is
+//! escaped.
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ pub fn router(server: Arc<AuthServer>) -> Router {
         .route("/token", post(token))
         .route("/jwks", get(jwks))
         .route("/patients", get(patients))
+        .route("/families", get(families))
         .route(
             "/.well-known/openid-configuration",
             get(openid_configuration),
@@ -208,8 +210,31 @@ fn picker(server: &AuthServer, params: &Params, client_id: &str, scope: &str) ->
             server.patients().len()
         ));
     }
+    if let Some(families) = server.families() {
+        body.push_str(&format!(
+            "<h2>Families</h2><form method=\"get\" action=\"authorize\">{hidden}<ul>"
+        ));
+        for patient in &families.patients {
+            body.push_str(&format!(
+                "<li><button type=\"submit\" name=\"login_hint\" value=\"{id}\">{name} (born {birth}, <code>{id}</code>)</button></li>",
+                id = escape(&patient.id),
+                name = escape(&patient.name),
+                birth = escape(&patient.birth_date),
+            ));
+        }
+        body.push_str("</ul><h2>Proxies</h2><ul>");
+        for login in families.logins.all() {
+            body.push_str(&format!(
+                "<li><button type=\"submit\" name=\"login_hint\" value=\"{id}\">{name}, for {patients} (<code>{id}</code>)</button></li>",
+                id = escape(&login.id),
+                name = escape(&login.name),
+                patients = escape(&login.patients.join(", ")),
+            ));
+        }
+        body.push_str("</ul></form>");
+    }
     body.push_str(&format!(
-        "<form method=\"get\" action=\"authorize\">{hidden}<label>Patient id \
+        "<form method=\"get\" action=\"authorize\">{hidden}<label>Patient or login id \
          <input name=\"login_hint\" required></label> <button type=\"submit\">Sign in</button></form>"
     ));
     html_page(StatusCode::OK, "Sandbox EHR sign-in", &body)
@@ -271,6 +296,21 @@ async fn jwks(State(server): State<Arc<AuthServer>>) -> Response {
 async fn patients(State(server): State<Arc<AuthServer>>) -> Response {
     match serde_json::to_value(server.patients()) {
         Ok(list) => json_response(StatusCode::OK, &list),
+        Err(_) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({ "error": "server_error" }),
+        ),
+    }
+}
+
+/// The families (patient ids, sensitive records, proxy logins, RelatedPersons), for
+/// tools that sign in as a proxy; 404 when the server has none.
+async fn families(State(server): State<Arc<AuthServer>>) -> Response {
+    let Some(families) = server.families() else {
+        return json_response(StatusCode::NOT_FOUND, &json!({ "error": "not_found" }));
+    };
+    match serde_json::to_value(families) {
+        Ok(body) => json_response(StatusCode::OK, &body),
         Err(_) => json_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             &json!({ "error": "server_error" }),

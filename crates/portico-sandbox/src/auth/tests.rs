@@ -231,7 +231,7 @@ async fn pkce_login_issues_tokens_verifiable_with_the_published_key() {
 
     let access = body["access_token"].as_str().unwrap();
     let claims = server.verify_access_token(access).unwrap();
-    assert_eq!(claims.patient.as_deref(), Some("pat-12"));
+    assert_eq!(claims.patient, Some(PatientClaim::One("pat-12".into())));
     assert_eq!(claims.fhir_user.as_deref(), Some("Patient/pat-12"));
     assert_eq!(claims.client_id, DEMO_APP);
     assert!(!claims.scope.contains("user/"));
@@ -912,9 +912,8 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
         server
             .verify_access_token(body["access_token"].as_str().unwrap())
             .unwrap()
-            .patient
-            .as_deref(),
-        Some("pat-12")
+            .patients(),
+        ["pat-12"]
     );
 
     // Narrowing is allowed, widening is not.
@@ -996,8 +995,8 @@ async fn verify_rejects_expired_foreign_tampered_and_unsigned_tokens() {
     let token = server.issue_access_token("demo-app", "patient/*.rs", Some("pat-1"));
     let claims = server.verify_access_token(&token).unwrap();
     assert_eq!(
-        (claims.sub.as_str(), claims.patient.as_deref()),
-        ("pat-1", Some("pat-1"))
+        (claims.sub.as_str(), claims.patients()),
+        ("pat-1", &["pat-1".to_owned()][..])
     );
 
     let other = server_with(Duration::from_secs(60), patients());
@@ -1121,3 +1120,5 @@ async fn discovery_documents_keys_and_patients_are_served() {
     );
     assert_ne!(clients[1].client_secret, clients[2].client_secret);
 }
+
+mod families;

@@ -473,6 +473,18 @@ pub(crate) const ACUTE_MEDICATION: MedicationDef = med(
     "Take 1 capsule by mouth three times daily for 10 days",
 );
 
+/// An oral contraceptive, prescribed only to the families' teenager (a record the
+/// gateway must withhold from her parents).
+pub(crate) const ORAL_CONTRACEPTIVE: MedicationDef = med(
+    c("748879", "Levora 0.15/30 28 Day Pack"),
+    TABLET,
+    "pack",
+    "{pack}",
+    1,
+    28,
+    "Take 1 tablet by mouth daily",
+);
+
 const fn med(
     rxnorm: Code,
     form: Code,

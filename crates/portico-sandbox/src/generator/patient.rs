@@ -18,7 +18,7 @@ use super::shared::{
 };
 use super::{
     HOSPITAL_LOCATION, STREAM_PATIENT, World, coding, concept, date, days_after, days_before,
-    instant, money, quantity, reference, reference_display, round, stream_seed,
+    full_years, instant, money, quantity, reference, reference_display, round, stream_seed,
 };
 use crate::PatientSummary;
 
@@ -32,21 +32,73 @@ pub(crate) fn emit(
     sink: &mut dyn FnMut(Value),
 ) -> PatientSummary {
     let mut rng = StdRng::seed_from_u64(stream_seed(world.seed, STREAM_PATIENT, index as u64));
-    let plan = Plan::new(world, index, &mut rng);
+    let plan = Plan::new(world, index, None, &mut rng);
+    write(world, &plan, &mut rng, booked_ordinal, upcoming, sink);
+    plan.summary()
+}
+
+/// Who a patient is when the caller decides it instead of the RNG (the family members
+/// of [`super::families`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    /// The Patient id. The patient's other resources carry it as their id infix
+    /// (`cond-fam-teen-1`), so they never collide with an ordinary patient's.
+    pub(crate) id: &'static str,
+    /// Numbers the MRN, phone, subscriber id and address, as the index does for an
+    /// ordinary patient; chosen outside the ordinary patients' range.
+    pub(crate) number: usize,
+    pub(crate) given: &'static str,
+    pub(crate) family: &'static str,
+    pub(crate) female: bool,
+    pub(crate) birth_date: NaiveDate,
+    /// `Patient.link` targets of type `seealso` (`RelatedPerson/<id>`).
+    pub(crate) links: Vec<String>,
+}
+
+/// What the caller of [`emit_identified`] needs to add to the record.
+#[derive(Debug, Clone)]
+pub(crate) struct Emitted {
+    pub(crate) summary: PatientSummary,
+    /// The patient's primary care physician (an index into `World::practitioners`).
+    pub(crate) pcp: usize,
+}
+
+/// Emits the ordinary record of a patient with a forced identity, drawing everything
+/// else from `rng`. Its upcoming appointments take the booking ordinals
+/// `booked_ordinal .. booked_ordinal + upcoming`.
+pub(crate) fn emit_identified(
+    world: &World,
+    identity: &Identity,
+    rng: &mut StdRng,
+    booked_ordinal: usize,
+    upcoming: usize,
+    sink: &mut dyn FnMut(Value),
+) -> Emitted {
+    let plan = Plan::new(world, identity.number, Some(identity), rng);
+    write(world, &plan, rng, booked_ordinal, upcoming, sink);
+    Emitted {
+        summary: plan.summary(),
+        pcp: plan.pcp,
+    }
+}
+
+fn write(
+    world: &World,
+    plan: &Plan,
+    rng: &mut StdRng,
+    booked_ordinal: usize,
+    upcoming: usize,
+    sink: &mut dyn FnMut(Value),
+) {
     let mut out = Writer {
         world,
-        plan: &plan,
-        rng: &mut rng,
+        plan,
+        rng,
         sink,
         obs_counter: 0,
         appt_counter: 0,
     };
     out.write_all(booked_ordinal, upcoming);
-    PatientSummary {
-        id: plan.id.clone(),
-        name: format!("{} {}", plan.given, plan.family),
-        birth_date: date(plan.birth_date),
-    }
 }
 
 /// A past visit, emitted as an Encounter (and, when ambulatory, a fulfilled Appointment).
@@ -87,8 +139,12 @@ struct Prescription {
 }
 
 struct Plan {
-    index: usize,
+    /// The id infix of the patient's resources: the index, or the forced Patient id.
+    key: String,
+    /// See [`Identity::number`].
+    number: usize,
     id: String,
+    links: Vec<String>,
     given: &'static str,
     family: &'static str,
     gender: &'static str,
@@ -128,21 +184,36 @@ const ACUTE: Code = Code {
 };
 
 impl Plan {
-    fn new(world: &World, index: usize, rng: &mut StdRng) -> Plan {
+    /// Plans patient `number`; `identity`, when given, decides who they are (and the
+    /// RNG draws nothing for it).
+    fn new(world: &World, number: usize, identity: Option<&Identity>, rng: &mut StdRng) -> Plan {
         let today = world.today;
-        let female = rng.gen_bool(0.5);
-        let given = if female {
-            pick(rng, &codes::FEMALE_GIVEN)
-        } else {
-            pick(rng, &codes::MALE_GIVEN)
+        let (female, given, family, age, birth_date) = match identity {
+            None => {
+                let female = rng.gen_bool(0.5);
+                let given = if female {
+                    pick(rng, &codes::FEMALE_GIVEN)
+                } else {
+                    pick(rng, &codes::MALE_GIVEN)
+                };
+                let family = pick(rng, &codes::FAMILY);
+                let age: u32 = if rng.gen_bool(0.1) {
+                    rng.gen_range(2..=17)
+                } else {
+                    rng.gen_range(18..=90)
+                };
+                let birth_date = days_before(today, u64::from(age) * 365 + rng.gen_range(0..365));
+                (female, given, family, age, birth_date)
+            }
+            Some(who) => (
+                who.female,
+                who.given,
+                who.family,
+                full_years(who.birth_date, today),
+                who.birth_date,
+            ),
         };
-        let family = pick(rng, &codes::FAMILY);
-        let age: u32 = if rng.gen_bool(0.1) {
-            rng.gen_range(2..=17)
-        } else {
-            rng.gen_range(18..=90)
-        };
-        let birth_date = days_before(today, u64::from(age) * 365 + rng.gen_range(0..365));
+        let key = identity.map_or_else(|| number.to_string(), |who| who.id.to_owned());
         // History never starts before birth (the youngest patients are two years old).
         let lived_days = u64::from(age) * 365;
         let height_cm = if age < 18 {
@@ -185,7 +256,7 @@ impl Plan {
                     days_before(today, rng.gen_range(30..1000u64.min(lived_days)))
                 };
                 ConditionPlan {
-                    id: format!("cond-{index}-{}", k + 1),
+                    id: format!("cond-{key}-{}", k + 1),
                     def: **def,
                     onset,
                 }
@@ -217,7 +288,7 @@ impl Plan {
                 let minute = if rng.gen_bool(0.5) { 0 } else { 30 };
                 appointments += 1;
                 Visit {
-                    id: format!("enc-{index}-{}", k + 1),
+                    id: format!("enc-{key}-{}", k + 1),
                     class: codes::AMBULATORY,
                     kind: *codes::AMBULATORY_TYPES
                         .choose(rng)
@@ -227,12 +298,12 @@ impl Plan {
                     end: instant(day, hour, minute + 29),
                     practitioner,
                     location: world.practitioners[practitioner].location,
-                    appointment: Some(format!("appt-{index}-{appointments}")),
+                    appointment: Some(format!("appt-{key}-{appointments}")),
                 }
             } else if roll < 0.9 {
                 let hour = rng.gen_range(0..20);
                 Visit {
-                    id: format!("enc-{index}-{}", k + 1),
+                    id: format!("enc-{key}-{}", k + 1),
                     class: codes::EMERGENCY,
                     kind: codes::EMERGENCY_TYPE,
                     day,
@@ -245,7 +316,7 @@ impl Plan {
             } else {
                 let stay = rng.gen_range(2..5);
                 Visit {
-                    id: format!("enc-{index}-{}", k + 1),
+                    id: format!("enc-{key}-{}", k + 1),
                     class: codes::INPATIENT,
                     kind: codes::INPATIENT_TYPE,
                     day,
@@ -279,8 +350,10 @@ impl Plan {
         let prescriptions = plan_prescriptions(rng, today);
 
         Plan {
-            index,
-            id: format!("pat-{index}"),
+            id: identity.map_or_else(|| format!("pat-{number}"), |who| who.id.to_owned()),
+            links: identity.map(|who| who.links.clone()).unwrap_or_default(),
+            key,
+            number,
             given,
             family,
             gender: if female { "female" } else { "male" },
@@ -295,6 +368,14 @@ impl Plan {
             panels,
             vitals_per_visit,
             prescriptions,
+        }
+    }
+
+    fn summary(&self) -> PatientSummary {
+        PatientSummary {
+            id: self.id.clone(),
+            name: format!("{} {}", self.given, self.family),
+            birth_date: date(self.birth_date),
         }
     }
 
@@ -439,7 +520,7 @@ impl Writer<'_> {
 
     fn write_patient(&mut self) {
         let plan = self.plan;
-        let n = plan.index;
+        let n = plan.number;
         let (city, state, zip) = codes::CITIES[n % codes::CITIES.len()];
         let street = pick(self.rng, &codes::STREETS);
         let house = self.rng.gen_range(1..2000);
@@ -450,7 +531,7 @@ impl Writer<'_> {
             plan.family.to_lowercase(),
             n
         );
-        let resource = json!({
+        let mut resource = json!({
             "resourceType": "Patient",
             "id": plan.id,
             "identifier": [{
@@ -482,6 +563,14 @@ impl Writer<'_> {
             "generalPractitioner": [self.practitioner_ref(plan.pcp)],
             "managingOrganization": self.organization_ref()
         });
+        if !plan.links.is_empty() {
+            let links: Vec<Value> = plan
+                .links
+                .iter()
+                .map(|other| json!({ "other": { "reference": other }, "type": "seealso" }))
+                .collect();
+            resource["link"] = Value::Array(links);
+        }
         self.emit(resource);
     }
 
@@ -494,11 +583,11 @@ impl Writer<'_> {
         );
         let resource = json!({
             "resourceType": "Coverage",
-            "id": format!("cov-{}", plan.index),
+            "id": format!("cov-{}", plan.key),
             "status": "active",
             "type": concept(codes::V3_ACT_CODE, Code { code: "HIP", display: "health insurance plan policy" }),
             "subscriber": self.patient_ref(),
-            "subscriberId": format!("SBX{:09}", 100_000_000 + plan.index),
+            "subscriberId": format!("SBX{:09}", 100_000_000 + plan.number),
             "beneficiary": self.patient_ref(),
             "relationship": concept(codes::SUBSCRIBER_RELATIONSHIP, Code { code: "self", display: "Self" }),
             "period": { "start": date(start) },
@@ -553,7 +642,7 @@ impl Writer<'_> {
             );
             let resource = json!({
                 "resourceType": "AllergyIntolerance",
-                "id": format!("alg-{}-{}", plan.index, k + 1),
+                "id": format!("alg-{}-{}", plan.key, k + 1),
                 "clinicalStatus": { "coding": [coding(codes::ALLERGY_CLINICAL, ACTIVE_CLINICAL)] },
                 "verificationStatus": { "coding": [coding(codes::ALLERGY_VERIFICATION, CONFIRMED)] },
                 "type": "allergy",
@@ -631,7 +720,7 @@ impl Writer<'_> {
 
     fn next_observation_id(&mut self) -> String {
         self.obs_counter += 1;
-        format!("obs-{}-{}", self.plan.index, self.obs_counter)
+        format!("obs-{}-{}", self.plan.key, self.obs_counter)
     }
 
     fn vital(&mut self, visit: &Visit, code: Code, value: Option<(f64, &str)>) -> Value {
@@ -778,7 +867,7 @@ impl Writer<'_> {
             }
             let report = json!({
                 "resourceType": "DiagnosticReport",
-                "id": format!("dr-{}-{}", plan.index, k + 1),
+                "id": format!("dr-{}-{}", plan.key, k + 1),
                 "status": "final",
                 "category": [concept(codes::V2_0074, Code { code: "LAB", display: "Laboratory" })],
                 "code": concept(codes::LOINC, panel.panel.code),
@@ -807,7 +896,7 @@ impl Writer<'_> {
             let location = plan.visits.first().map(|v| v.location).unwrap_or(0);
             let resource = json!({
                 "resourceType": "Immunization",
-                "id": format!("imm-{}-{}", plan.index, k + 1),
+                "id": format!("imm-{}-{}", plan.key, k + 1),
                 "status": "completed",
                 "vaccineCode": concept(codes::CVX, *vaccine),
                 "patient": self.patient_ref(),
@@ -835,7 +924,7 @@ impl Writer<'_> {
             let visit = &plan.visits[self.rng.gen_range(0..plan.visits.len())];
             let resource = json!({
                 "resourceType": "Procedure",
-                "id": format!("proc-{}-{}", plan.index, k + 1),
+                "id": format!("proc-{}-{}", plan.key, k + 1),
                 "status": "completed",
                 "code": concept(codes::SNOMED, *procedure),
                 "subject": self.patient_ref(),
@@ -853,7 +942,7 @@ impl Writer<'_> {
         let today = self.world.today;
         let mut dispense_counter = 0;
         for (k, rx) in plan.prescriptions.iter().enumerate() {
-            let mr_id = format!("mr-{}-{}", plan.index, k + 1);
+            let mr_id = format!("mr-{}-{}", plan.key, k + 1);
             let med_id = medication_id(&rx.med);
             let validity_end = days_after(rx.authored, rx.validity_days);
             let supply = quantity(f64::from(rx.med.supply_days), "d");
@@ -894,7 +983,7 @@ impl Writer<'_> {
                 };
                 let resource = json!({
                     "resourceType": "MedicationDispense",
-                    "id": format!("md-{}-{dispense_counter}", plan.index),
+                    "id": format!("md-{}-{dispense_counter}", plan.key),
                     "status": "completed",
                     "medicationReference": reference_display("Medication", &med_id, rx.med.rxnorm.display),
                     "subject": self.patient_ref(),
@@ -945,7 +1034,7 @@ impl Writer<'_> {
             );
             let resource = json!({
                 "resourceType": "DocumentReference",
-                "id": format!("doc-{}-{}", plan.index, k + 1),
+                "id": format!("doc-{}-{}", plan.key, k + 1),
                 "status": "current",
                 "docStatus": "final",
                 "type": concept(codes::LOINC, doc_type),
@@ -993,7 +1082,7 @@ impl Writer<'_> {
             .unwrap_or(self.world.today);
         let resource = json!({
             "resourceType": "CareTeam",
-            "id": format!("ct-{}", plan.index),
+            "id": format!("ct-{}", plan.key),
             "status": "active",
             "category": [concept(codes::LOINC, codes::LONGITUDINAL_CARE_TEAM)],
             "name": "Care team",
@@ -1013,7 +1102,7 @@ impl Writer<'_> {
             .filter(|v| v.appointment.is_some())
             .count();
         self.appt_counter = self.appt_counter.max(past) + 1;
-        format!("appt-{}-{}", self.plan.index, self.appt_counter)
+        format!("appt-{}-{}", self.plan.key, self.appt_counter)
     }
 
     fn write_cancelled_appointment(&mut self) {
@@ -1087,7 +1176,7 @@ impl Writer<'_> {
                 plan.specialists.first().copied().unwrap_or(plan.pcp)
             };
             let (topic, messages) = &topics[(first_topic + t) % topics.len()];
-            let header_id = format!("comm-{}-{}", plan.index, t + 1);
+            let header_id = format!("comm-{}-{}", plan.key, t + 1);
             let start = days_before(self.world.today, self.rng.gen_range(5..60));
             let mut minutes = self.rng.gen_range(8..17u32) * 60;
             let header = json!({
@@ -1145,8 +1234,8 @@ impl Writer<'_> {
         let p = &self.world.practitioners[specialist];
         let mut resource = json!({
             "resourceType": "ServiceRequest",
-            "id": format!("sr-{}-1", plan.index),
-            "identifier": [{ "system": "urn:ietf:rfc:3986", "value": format!("urn:uuid:{}", uuid_like(self.world.seed, plan.index)) }],
+            "id": format!("sr-{}-1", plan.key),
+            "identifier": [{ "system": "urn:ietf:rfc:3986", "value": format!("urn:uuid:{}", uuid_like(self.world.seed, plan.number)) }],
             "status": "active",
             "intent": "order",
             "category": [concept(codes::SNOMED, codes::REFERRAL_CATEGORY)],
@@ -1170,7 +1259,7 @@ impl Writer<'_> {
     fn write_billing(&mut self) {
         let plan = self.plan;
         let count = self.rng.gen_range(1..=2).min(plan.visits.len());
-        let account_id = format!("acct-{}", plan.index);
+        let account_id = format!("acct-{}", plan.key);
         let mut balance = 0;
         for k in 0..count {
             let visit_index = plan.visits.len() - 1 - k;
@@ -1202,7 +1291,7 @@ impl Writer<'_> {
                 .collect();
             let resource = json!({
                 "resourceType": "Invoice",
-                "id": format!("inv-{}-{}", plan.index, k + 1),
+                "id": format!("inv-{}-{}", plan.key, k + 1),
                 "status": "issued",
                 "subject": self.patient_ref(),
                 "recipient": self.patient_ref(),
@@ -1230,7 +1319,7 @@ impl Writer<'_> {
             "name": "Patient account",
             "subject": [self.patient_ref()],
             "servicePeriod": { "start": date(since) },
-            "coverage": [{ "coverage": reference("Coverage", &format!("cov-{}", plan.index)), "priority": 1 }],
+            "coverage": [{ "coverage": reference("Coverage", &format!("cov-{}", plan.key)), "priority": 1 }],
             "owner": self.organization_ref(),
             "guarantor": [{ "party": self.patient_ref() }]
         });

@@ -85,7 +85,7 @@ pub(crate) fn emit(world: &World, sink: &mut dyn FnMut(Value)) {
     }
     for med in codes::CHRONIC_MEDICATIONS
         .iter()
-        .chain(std::iter::once(&codes::ACUTE_MEDICATION))
+        .chain([&codes::ACUTE_MEDICATION, &codes::ORAL_CONTRACEPTIVE])
     {
         sink(medication(med));
     }

@@ -22,8 +22,8 @@ fn config(seed: u64, patients: usize) -> GeneratorConfig {
 
 fn collect(config: &GeneratorConfig) -> (Vec<Value>, Vec<PatientSummary>) {
     let mut out = Vec::new();
-    let summaries = generate(config, &mut |r| out.push(r));
-    (out, summaries)
+    let generated = generate(config, &mut |r| out.push(r));
+    (out, generated.patients)
 }
 
 fn rtype(r: &Value) -> &str {
@@ -48,7 +48,13 @@ const SHARED_TYPES: [&str; 7] = [
     "Slot",
 ];
 
-/// The patient number of a per-patient resource (`obs-12-3` → 12); `None` for shared ones.
+/// Whether a resource belongs to the families (`fam-teen`, `obs-fam-teen-3`, `rp-…`).
+fn family(r: &Value) -> bool {
+    rid(r).starts_with("fam-") || rid(r).contains("-fam-") || rtype(r) == "RelatedPerson"
+}
+
+/// The patient number of a per-patient resource (`obs-12-3` → 12); `None` for shared
+/// and family ones.
 fn owner(r: &Value) -> Option<usize> {
     if SHARED_TYPES.contains(&rtype(r)) {
         return None;
@@ -133,13 +139,22 @@ fn ids_are_unique_valid_and_without_meta() {
             "duplicate {}/{id}",
             rtype(r)
         );
-        assert!(r.get("meta").is_none(), "{}/{id} has meta", rtype(r));
+        match r.get("meta") {
+            None => {}
+            // Only the families' sensitive records carry meta, and only their labels.
+            Some(meta) => assert!(
+                family(r) && meta.as_object().unwrap().keys().eq(["security"]),
+                "{}/{id} has meta",
+                rtype(r)
+            ),
+        }
     }
     let ids: Vec<&str> = summaries.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(ids.len(), 30);
     assert_eq!(ids[0], "pat-1");
     assert_eq!(ids[11], "pat-12");
-    assert_eq!(of_type(&all, "Patient").count(), 30);
+    // The five family patients come after the ordinary ones.
+    assert_eq!(of_type(&all, "Patient").count(), 35);
     // Shared resources come before the first patient.
     let first_patient = all.iter().position(|r| rtype(r) == "Patient").unwrap();
     assert!(
@@ -278,9 +293,11 @@ fn booked_appointments_hold_busy_slots_in_the_next_thirty_days() {
         assert_eq!(slot["end"], appointment["end"]);
         assert!(used.insert(slot_ref), "slot {slot_ref} booked twice");
         assert!(parse_day(appointment["start"].as_str().unwrap()) > today());
-        *booked_per_patient
-            .entry(owner(appointment).unwrap())
-            .or_default() += 1;
+        if let Some(n) = owner(appointment) {
+            *booked_per_patient.entry(n).or_default() += 1;
+        } else {
+            assert!(family(appointment), "{} has no owner", rid(appointment));
+        }
     }
     assert_eq!(booked_per_patient.len(), summaries.len());
     assert!(booked_per_patient.values().all(|n| (1..=2).contains(n)));
@@ -352,7 +369,8 @@ fn per_patient_counts_stay_in_their_ranges() {
 fn clinical_codes_and_categories_are_plausible() {
     let (all, _) = collect(&config(4, 20));
     let mut categories = HashSet::new();
-    for obs in of_type(&all, "Observation") {
+    // The families' sensitive records are checked in `families::tests`.
+    for obs in of_type(&all, "Observation").filter(|r| !family(r)) {
         let category = obs["category"][0]["coding"][0]["code"].as_str().unwrap();
         categories.insert(category);
         assert_eq!(
@@ -384,7 +402,7 @@ fn clinical_codes_and_categories_are_plausible() {
         }
     }
     assert_eq!(categories, HashSet::from(["laboratory", "vital-signs"]));
-    for condition in of_type(&all, "Condition") {
+    for condition in of_type(&all, "Condition").filter(|r| !family(r)) {
         let systems: Vec<&str> = condition["code"]["coding"]
             .as_array()
             .unwrap()
@@ -512,7 +530,8 @@ fn streams_many_patients_without_keeping_them() {
     let summaries = generate(&config(12, 1_000), &mut |r| {
         count += 1;
         bytes += r.to_string().len();
-    });
+    })
+    .patients;
     assert_eq!(summaries.len(), 1_000);
     assert!(count > 1_000 * 50, "{count} resources");
     assert!(bytes > 0);

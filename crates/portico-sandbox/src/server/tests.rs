@@ -904,3 +904,5 @@ async fn batch_and_transaction_bundles() {
     assert_eq!(sb.store().count("Communication"), before + 2);
     sb.shutdown().await;
 }
+
+mod families;
