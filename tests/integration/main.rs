@@ -9,6 +9,7 @@ mod gateway;
 mod isolation;
 mod login;
 mod portal;
+mod proxies;
 mod replicas;
 mod smart;
 mod smart_facade;

@@ -60,7 +60,11 @@ fn section<T>(
 ) -> Option<T> {
     match result {
         Ok(v) => Some(v),
-        Err(PortalError::NotSupported { .. } | PortalError::Forbidden { .. }) => None,
+        Err(
+            PortalError::NotSupported { .. }
+            | PortalError::Forbidden { .. }
+            | PortalError::ProxyNotPermitted { .. },
+        ) => None,
         Err(e) => {
             tracing::warn!(
                 section = name,

@@ -22,8 +22,20 @@ pub struct Me {
     /// The patients this login may act for (more than one for a proxy); choose with the
     /// `Portico-Patient` header.
     pub patients: Vec<String>,
+    /// Set when the login acts for this patient as a proxy: under which relationship
+    /// and at which level.
+    pub proxy: Option<ProxyAccess>,
     /// Served from the gateway's cache because the EHR is failing.
     pub stale: bool,
+}
+
+/// How a proxy acts for the patient.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProxyAccess {
+    /// The `RelatedPerson` id the access comes from.
+    pub relationship: String,
+    /// `full`, `read-only` or `billing-only`.
+    pub level: String,
 }
 
 /// The display form of a HumanName: its `text`, else given names and family.
@@ -61,6 +73,10 @@ pub async fn me(ctx: Ctx<'_>) -> PortalResult<Me> {
             .filter_map(|t| str_at(t, "value").map(str::to_owned))
             .collect(),
         patients: ctx.caller.principal.patients.clone(),
+        proxy: ctx.caller.proxy().map(|g| ProxyAccess {
+            relationship: g.relationship.clone(),
+            level: g.level.as_str().to_owned(),
+        }),
         stale: patient.stale.is_some(),
     })
 }

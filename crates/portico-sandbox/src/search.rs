@@ -1177,14 +1177,21 @@ fn parse_one(
             no_modifier(name)?;
             match value {
                 "count" => q.summary_count = true,
-                "false" => {}
+                // Whole resources: a server may return more than the summary asks
+                // (and the sandbox does not mark subsets).
+                "false" | "true" | "text" | "data" => {}
                 other => {
                     return Err(SearchError::invalid(
                         name,
-                        format!("only 'count' and 'false' are supported, not '{other}'"),
+                        format!("expected count, true, text, data or false, not '{other}'"),
                     ));
                 }
             }
+            return Ok(true);
+        }
+        // Whole resources, as for `_summary`.
+        "_elements" => {
+            no_modifier(name)?;
             return Ok(true);
         }
         "_total" => {

@@ -121,7 +121,9 @@ fn the_document_is_structurally_valid_and_complete() {
         assert_eq!(in_template, declared, "{what}: path parameters");
         if method == "post" {
             assert!(
-                op["requestBody"].is_object() || path.ends_with("/cancel"),
+                op["requestBody"].is_object()
+                    || path.ends_with("/cancel")
+                    || path.ends_with("/revoke"),
                 "{what}: a request body"
             );
         }

@@ -132,6 +132,15 @@ pub fn page(chrome: &Chrome, title: &str, content: Markup) -> Markup {
                 }
                 @if let Some(s) = signed_in {
                     div.wrap { (timeout_warning(chrome, s)) }
+                    @if let Some(name) = &s.acting_for {
+                        div.wrap {
+                            p.acting-for {
+                                (l.fill(M::ActingForBanner, &[("name", name)]))
+                                " "
+                                a href=(chrome.href("/profile")) { (l.t(M::SwitchPatientLink)) }
+                            }
+                        }
+                    }
                 }
                 main #main .wrap tabindex="-1" {
                     @if let Some(done) = done {

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::html;
+use portico_access::AccessLevel;
 use portico_portal::me;
 
 use super::forms::{FormPost, hidden};
@@ -24,6 +25,21 @@ pub async fn show(v: Viewer) -> Response {
     let l = v.lang();
     let c = &v.chrome;
     let acting = &v.caller.caller.patient;
+    // Each patient the login may act for, by name, with what it may do for them.
+    let mut choices = Vec::with_capacity(me.patients.len());
+    for p in &me.patients {
+        let name = match patient_name(&v, p).await {
+            Ok(name) => name.unwrap_or_else(|| p.clone()),
+            Err(e) => return v.error(e).into_response(),
+        };
+        let level = match v.caller.auth.principal.proxy_for(p).map(|g| g.level) {
+            None => l.t(M::YourOwnRecord),
+            Some(AccessLevel::Full) => l.t(M::AccessLevelFull),
+            Some(AccessLevel::ReadOnly) => l.t(M::AccessLevelReadOnly),
+            Some(AccessLevel::BillingOnly) => l.t(M::AccessLevelBillingOnly),
+        };
+        choices.push((p, name, level));
+    }
     let content = html! {
         (stale(l, me.stale))
         h2 { (l.t(M::AboutYou)) }
@@ -34,17 +50,17 @@ pub async fn show(v: Viewer) -> Response {
             @for contact in &me.contact { (row(l.t(M::Contact), Some(contact))) }
         }
         h2 { (l.t(M::ActingFor)) }
-        @if me.patients.len() > 1 {
+        @if choices.len() > 1 {
             form method="post" action=(c.href("/profile/patient")) {
                 (hidden(&v, None))
                 fieldset.fieldset {
                     legend.legend { (l.t(M::ChoosePatient)) }
                     div.radios {
-                        @for (i, p) in me.patients.iter().enumerate() {
+                        @for (i, (p, name, level)) in choices.iter().enumerate() {
                             @let id = format!("patient-{i}");
                             div.radio {
-                                input.radio-input type="radio" name="patient" id=(id) value=(p) checked[p == acting];
-                                label.radio-label for=(id) { (p) }
+                                input.radio-input type="radio" name="patient" id=(id) value=(p) checked[*p == acting];
+                                label.radio-label for=(id) { (name) " (" (level) ")" }
                             }
                         }
                     }
@@ -58,6 +74,28 @@ pub async fn show(v: Viewer) -> Response {
         p { a href=(c.href("/session")) { (l.t(M::SessionManage)) } }
     };
     layout::ok(c, l.t(M::ProfileTitle), content)
+}
+
+/// The display name of one of the login's patients, read as the login acting for
+/// them (so a proxy's read is checked and audited like any other).
+async fn patient_name(
+    v: &Viewer,
+    patient: &str,
+) -> Result<Option<String>, portico_portal::PortalError> {
+    let caller = portico_portal::Caller::new(v.caller.auth.principal.clone(), Some(patient))?
+        .with_request_id(v.caller.auth.request_id.clone());
+    let caller = if v.state.passthrough() {
+        caller.with_bearer(v.caller.auth.token.clone())
+    } else {
+        caller
+    };
+    let read = v
+        .state
+        .portal()
+        .ctx(&caller)
+        .read("Patient", patient)
+        .await?;
+    Ok(me::display_name(&read.resource))
 }
 
 pub async fn switch_patient(form: FormPost) -> Response {

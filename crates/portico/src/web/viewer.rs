@@ -37,6 +37,9 @@ pub struct SessionChrome {
     pub csrf: String,
     pub expires_at: u64,
     pub warn_seconds: u64,
+    /// The name of the patient whose pages these are, when the login may act for
+    /// someone else (shown on every page, with a way to switch).
+    pub acting_for: Option<String>,
 }
 
 impl std::fmt::Debug for SessionChrome {
@@ -155,12 +158,17 @@ impl FromRequestParts<AppState> for Viewer {
             csrf: session.csrf_token.clone(),
             expires_at: session.expires_at.max(unix_now()),
             warn_seconds: state.config().web.timeout_warning_seconds,
+            acting_for: None,
         });
-        // A remembered choice of patient, if it is still one of the login's.
+        // A remembered choice of patient, if it is still one of the login's; else the
+        // one the session was opened for; else (a proxy whose access to that one ended)
+        // the first the login may act for.
+        let patients = &auth.principal.patients;
         let chosen = crate::login::browser::cookie(&parts.headers, PATIENT_COOKIE)
-            .filter(|p| auth.principal.patients.iter().any(|q| q == p))
+            .filter(|p| patients.iter().any(|q| q == p))
             .or(Some(session.patient.as_str()))
-            .filter(|p| auth.principal.patients.iter().any(|q| q == p))
+            .filter(|p| patients.iter().any(|q| q == p))
+            .or(patients.first().map(String::as_str))
             .map(str::to_owned);
         let mut caller = Caller::new(auth.principal.clone(), chosen.as_deref())
             .map_err(|e| WebError::api(&chrome, (&e).into()))?
@@ -168,10 +176,26 @@ impl FromRequestParts<AppState> for Viewer {
         if state.passthrough() {
             caller = caller.with_bearer(auth.token.clone());
         }
-        Ok(Viewer {
+        let mut viewer = Viewer {
             state: state.clone(),
             caller: PatientCaller { caller, auth },
             chrome,
-        })
+        };
+        let acts_for_others = viewer.caller.auth.principal.patients.len() > 1
+            || viewer.caller.caller.proxy().is_some();
+        if acts_for_others {
+            let name = match viewer
+                .ctx()
+                .read("Patient", &viewer.caller.caller.patient)
+                .await
+            {
+                Ok(patient) => portico_portal::me::display_name(&patient.resource),
+                Err(e) => return Err(viewer.error(e)),
+            };
+            if let Some(s) = viewer.chrome.session.as_mut() {
+                s.acting_for = name.or_else(|| Some(viewer.caller.caller.patient.clone()));
+            }
+        }
+        Ok(viewer)
     }
 }

@@ -355,6 +355,12 @@ catalog! {
     ChoosePatient => "Choose the patient to act for", "Elija el paciente en cuyo nombre actúa";
     SwitchPatient => "Switch", "Cambiar";
     OnlyYourself => "You can see only your own information.", "Solo puede ver su propia información.";
+    ActingForBanner => "You are seeing the information of {name}.", "Está viendo la información de {name}.";
+    SwitchPatientLink => "Change whose information you see", "Cambiar de quién ve la información";
+    AccessLevelFull => "full access", "acceso completo";
+    AccessLevelReadOnly => "can view only", "solo puede ver";
+    AccessLevelBillingOnly => "bills and payments only", "solo facturas y pagos";
+    YourOwnRecord => "your own record", "su propio expediente";
     SessionTitle => "Your session", "Su sesión";
     SessionManage => "See how long you stay signed in", "Ver cuánto tiempo sigue conectado";
     SessionExplain => "Using any page keeps you signed in. You can also stay signed in without leaving this page.", "Usar cualquier página mantiene la sesión iniciada. También puede seguir conectado sin salir de esta página.";
