@@ -218,3 +218,22 @@ fn a_billing_only_proxy_sees_and_pays_bills_only() {
             .is_err()
     );
 }
+
+#[test]
+fn a_record_shared_with_a_patient_the_proxy_may_not_read_is_withheld() {
+    // Rule: access level (billing-only), on a record that is also the login's own: an
+    // appointment of the parent and the child together. Through the parent's own
+    // compartment alone it would be shown; the child's part of it is clinical.
+    let policy = Policy::new(BASE);
+    let billing = proxy(AccessLevel::BillingOnly);
+    let together = json!({"resourceType":"Appointment","id":"a","status":"booked",
+        "participant":[
+            {"actor":{"reference":"Patient/own"},"status":"accepted"},
+            {"actor":{"reference":"Patient/kid"},"status":"accepted"}]});
+    assert!(policy.check_read(&billing, &together).is_err());
+    let own_only = json!({"resourceType":"Appointment","id":"b","status":"booked",
+        "participant":[{"actor":{"reference":"Patient/own"},"status":"accepted"}]});
+    assert!(policy.check_read(&billing, &own_only).is_ok());
+    // A full proxy sees their joint appointment.
+    assert!(policy.check_read(&proxy(AccessLevel::Full), &together).is_ok());
+}
