@@ -235,5 +235,9 @@ fn a_record_shared_with_a_patient_the_proxy_may_not_read_is_withheld() {
         "participant":[{"actor":{"reference":"Patient/own"},"status":"accepted"}]});
     assert!(policy.check_read(&billing, &own_only).is_ok());
     // A full proxy sees their joint appointment.
-    assert!(policy.check_read(&proxy(AccessLevel::Full), &together).is_ok());
+    assert!(
+        policy
+            .check_read(&proxy(AccessLevel::Full), &together)
+            .is_ok()
+    );
 }
