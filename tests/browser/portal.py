@@ -511,6 +511,49 @@ def run_flows(p, sandbox, patient):
     check(f"{mode}: no session afterwards", p.h1() == "Sign in to your patient portal", p.h1())
 
 
+def display_name(patient):
+    name = patient["name"][0]
+    return " ".join(name.get("given", []) + [name["family"]])
+
+
+def run_proxy_flow(p, sandbox):
+    """A parent signs in for two children: every page names the child shown, the
+    profile lists the children (not the one who came of age) by name and access, and
+    switching changes whose pages these are."""
+    mode = p.mode
+    child = display_name(sandbox.read("Patient", "fam-child"))
+    teen = display_name(sandbox.read("Patient", "fam-teen"))
+    adult = display_name(sandbox.read("Patient", "fam-adult-child"))
+    p.get("/")
+    p.press("a.button-start")
+    p.press("button[value='proxy-rivera-parent']")
+    check(f"{mode}: proxy signed in", p.h1() == "Your health at a glance", p.h1())
+    acting = " ".join(p.texts(".acting-for"))
+    check(f"{mode}: the page names the child shown", child in acting, acting)
+    p.audit("home, acting for a child", "proxy-home")
+    p.get("/profile")
+    labels = " ".join(p.texts(".radio-label"))
+    check(f"{mode}: profile lists the children", child in labels and teen in labels, labels)
+    check(f"{mode}: not the child who came of age", adult not in labels, labels)
+    check(f"{mode}: access levels named", "full access" in labels, labels)
+    p.audit("profile, acting for others", "proxy-profile")
+    p.choose_radio("input[name=patient][value='fam-teen']")
+    p.submit("form[action$='/profile/patient']")
+    acting = " ".join(p.texts(".acting-for"))
+    check(f"{mode}: switched to the teen", teen in acting, acting)
+    p.get("/records/conditions")
+    acting = " ".join(p.texts(".acting-for"))
+    check(f"{mode}: the record page names the teen", teen in acting, acting)
+    confidential = sandbox.read("Condition", "cond-fam-teen-rh1")
+    texts = [c.get("display") for c in confidential["code"].get("coding", [])]
+    texts = [t for t in texts + [confidential["code"].get("text")] if t]
+    check(f"{mode}: the teen's confidential condition is not shown",
+          not any(t in p.d.page_source for t in texts), str(texts))
+    p.get("/")
+    p.submit("form.sign-out")
+    check(f"{mode}: proxy signed out", p.h1() == "You have signed out", p.h1())
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gateway", required=True)
@@ -531,6 +574,7 @@ def main():
         p = Portal(args.gateway, mode, axe_source, args.screenshots if mode == "js" else None)
         try:
             run_flows(p, sandbox, patients[mode])
+            run_proxy_flow(p, sandbox)
         except (WebDriverException, AssertionError, KeyError, IndexError, ValueError) as e:
             failures.append(f"{mode}: {type(e).__name__}: {e}")
             traceback.print_exc()

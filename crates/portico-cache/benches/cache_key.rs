@@ -50,8 +50,10 @@ fn lab_bundle() -> Bytes {
     };
     let mut entries = Vec::new();
     generate(&config, &mut |r: serde_json::Value| {
+        // pat-1's only (the sandbox also generates its families).
         let lab = r["resourceType"] == "Observation"
-            && r["category"][0]["coding"][0]["code"] == "laboratory";
+            && r["category"][0]["coding"][0]["code"] == "laboratory"
+            && r["subject"]["reference"] == "Patient/pat-1";
         if lab {
             let url = format!(
                 "http://127.0.0.1:8090/fhir/Observation/{}",
