@@ -259,6 +259,67 @@ pub enum Ended {
     PeriodEnded,
     /// A parental relationship of a patient who came of age.
     CameOfAge,
+    /// An active `Consent` of the patient denies this relationship access.
+    Revoked,
+}
+
+/// The `RelatedPerson` ids the patient's `Consent`s deny access at `now`: an active
+/// Consent whose `provision` (or a nested one) has `type: deny`, a period in force (or
+/// none) and the `RelatedPerson` among its `actor`s. What a revocation with the
+/// `consent` strategy writes; any other Consent is not Portico's to interpret.
+pub fn denied_by_consents(
+    consents: &[Value],
+    now: DateTime<Utc>,
+) -> std::collections::BTreeSet<String> {
+    fn walk(provision: &Value, now: DateTime<Utc>, out: &mut std::collections::BTreeSet<String>) {
+        let period = |key: &str, end: bool| {
+            provision
+                .get("period")
+                .and_then(|p| p.get(key))
+                .and_then(Value::as_str)
+                .and_then(|s| parse_instant(s, end))
+        };
+        let in_force = period("start", false).is_none_or(|s| s <= now)
+            && period("end", true).is_none_or(|e| now < e);
+        if provision.get("type").and_then(Value::as_str) == Some("deny") && in_force {
+            for actor in provision
+                .get("actor")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let reference = actor
+                    .get("reference")
+                    .and_then(|r| r.get("reference"))
+                    .and_then(Value::as_str)
+                    .and_then(|r| portico_fhir::reference::Reference::parse(r).ok());
+                if let Some(r) = reference
+                    && r.resource_type == "RelatedPerson"
+                    && r.base.is_none()
+                {
+                    out.insert(r.id);
+                }
+            }
+        }
+        for nested in provision
+            .get("provision")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            walk(nested, now, out);
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    for consent in consents {
+        if consent.get("status").and_then(Value::as_str) != Some("active") {
+            continue;
+        }
+        if let Some(provision) = consent.get("provision") {
+            walk(provision, now, &mut out);
+        }
+    }
+    out
 }
 
 /// The rules, from the `[access]` configuration. See the module documentation.
@@ -576,6 +637,33 @@ mod tests {
         // Unknown birth date: nothing released.
         let unknown = rules.decide(&rp("MTH", None, None), None, today).unwrap();
         assert!(unknown.withheld.contains(&psy));
+    }
+
+    #[test]
+    fn consents_deny_relationships_in_force() {
+        let now = noon();
+        let deny = |rp: &str, start: &str| {
+            json!({"resourceType":"Consent","status":"active","provision":{
+                "type":"deny","period":{"start":start},
+                "actor":[{"role":{"text":"proxy"},"reference":{"reference":format!("RelatedPerson/{rp}")}}]}})
+        };
+        let consents = vec![
+            deny("rp-now", "2026-12-06T11:00:00Z"),
+            deny("rp-later", "2026-12-07T00:00:00Z"),
+            json!({"resourceType":"Consent","status":"inactive","provision":{"type":"deny",
+                "actor":[{"reference":{"reference":"RelatedPerson/rp-inactive"}}]}}),
+            json!({"resourceType":"Consent","status":"active","provision":{"type":"permit",
+                "provision":[{"type":"deny","actor":[{"reference":{"reference":"RelatedPerson/rp-nested"}}]}],
+                "actor":[{"reference":{"reference":"RelatedPerson/rp-permitted"}}]}}),
+            json!({"resourceType":"Consent","status":"active","provision":{"type":"deny",
+                "actor":[{"reference":{"reference":"https://elsewhere/fhir/RelatedPerson/x"}}]}}),
+        ];
+        let denied = denied_by_consents(&consents, now);
+        let expected: std::collections::BTreeSet<String> = ["rp-now", "rp-nested"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        assert_eq!(denied, expected);
     }
 
     #[test]

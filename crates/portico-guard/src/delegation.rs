@@ -29,7 +29,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use portico_access::Principal;
-use portico_access::delegation::{DelegationRules, ProxyGrant, Relationship, parse_date};
+use portico_access::delegation::{
+    DelegationRules, Ended, ProxyGrant, Relationship, denied_by_consents, parse_date,
+};
 use portico_fhir::reference::Reference;
 use portico_upstream::{CachePartition, FhirRequest, FhirUpstream, SecretString, UpstreamError};
 use serde_json::Value;
@@ -54,6 +56,8 @@ pub struct Delegations {
     upstream: Arc<dyn FhirUpstream>,
     rules: Arc<DelegationRules>,
     clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+    /// Whether revocations are `Consent`s (the EHR profile's `consent` strategy).
+    consents: bool,
 }
 
 impl std::fmt::Debug for Delegations {
@@ -77,7 +81,15 @@ impl Delegations {
             upstream,
             rules: Arc::new(rules),
             clock: Arc::new(Utc::now),
+            consents: false,
         }
+    }
+
+    /// Also read each patient's active `Consent`s: one denying a relationship ends it
+    /// ([`denied_by_consents`]).
+    pub fn with_consents(mut self, consents: bool) -> Self {
+        self.consents = consents;
+        self
     }
 
     /// The clock the rules compare periods and ages with (tests).
@@ -156,6 +168,11 @@ impl Delegations {
             if mine.is_empty() {
                 continue;
             }
+            let revoked = self.revoked(patient, bearer, now).await?;
+            let mine: Vec<Relationship> = mine
+                .into_iter()
+                .filter(|r| !revoked.contains(&r.id))
+                .collect();
             let birth = self.birth_date(patient, bearer).await?;
             if let Some(grant) = mine
                 .iter()
@@ -181,6 +198,7 @@ impl Delegations {
     ) -> Result<Vec<Decided>, DelegationError> {
         let birth = self.birth_date(patient, bearer).await?;
         let now = self.now();
+        let revoked = self.revoked(patient, bearer, now).await?;
         Ok(self
             .related_persons(patient, bearer)
             .await?
@@ -191,7 +209,11 @@ impl Delegations {
                 if relationship.patient != patient {
                     return None;
                 }
-                let grant = self.rules.decide(&relationship, birth, now);
+                let grant = if revoked.contains(&relationship.id) {
+                    Err(Ended::Revoked)
+                } else {
+                    self.rules.decide(&relationship, birth, now)
+                };
                 Some(Decided {
                     relationship,
                     resource,
@@ -249,19 +271,51 @@ impl Delegations {
         }
     }
 
+    /// The relationships `patient`'s active Consents deny now (none unless revocations
+    /// are Consents).
+    async fn revoked(
+        &self,
+        patient: &str,
+        bearer: Option<&SecretString>,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeSet<String>, DelegationError> {
+        if !self.consents {
+            return Ok(BTreeSet::new());
+        }
+        let consents = self
+            .search(
+                "Consent",
+                patient,
+                &[("status", "active".to_owned())],
+                bearer,
+            )
+            .await?;
+        Ok(denied_by_consents(&consents, now))
+    }
+
     /// `RelatedPerson?patient=<patient>`, first page of up to 100.
     async fn related_persons(
         &self,
         patient: &str,
         bearer: Option<&SecretString>,
     ) -> Result<Vec<Value>, DelegationError> {
-        let search = FhirRequest::search(
-            "RelatedPerson",
-            [
-                ("patient", format!("Patient/{patient}")),
-                ("_count", "100".to_owned()),
-            ],
-        );
+        self.search("RelatedPerson", patient, &[], bearer).await
+    }
+
+    /// `<rt>?patient=<patient>&...`, the first page of up to 100 resources of `rt`.
+    async fn search(
+        &self,
+        rt: &str,
+        patient: &str,
+        extra: &[(&str, String)],
+        bearer: Option<&SecretString>,
+    ) -> Result<Vec<Value>, DelegationError> {
+        let mut params = vec![
+            ("patient".to_owned(), format!("Patient/{patient}")),
+            ("_count".to_owned(), "100".to_owned()),
+        ];
+        params.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        let search = FhirRequest::search(rt, params);
         let response = self
             .upstream
             .execute(self.request(search, patient, bearer))
@@ -273,7 +327,7 @@ impl Delegations {
             .into_iter()
             .flatten()
             .filter_map(|e| e.get("resource"))
-            .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("RelatedPerson"))
+            .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some(rt))
             .cloned()
             .collect())
     }

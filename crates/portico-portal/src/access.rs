@@ -7,21 +7,32 @@
 //! may see or change the list: a proxy acting for them is refused
 //! (`proxy_not_permitted`).
 //!
-//! A revocation writes the `RelatedPerson` back with `period.end` set to this instant
-//! (a domain write, [`Ctx::update_with_rule`]: nothing else may change). The write goes
-//! through the gateway's cache, which drops what it kept about that patient's
-//! relationships (on every replica when generations are shared), so the proxy's next
-//! request — in an open session too — is decided without the relationship.
+//! A revocation is written the way the EHR profile says (`[proxies] revoke`):
+//! - `period`: the `RelatedPerson` written back with `period.end` set to this instant (a
+//!   domain write, [`Ctx::update_with_rule`]: nothing else may change);
+//! - `consent`: a `Consent` denying that `RelatedPerson` access from this instant (a
+//!   record the gateway authors, [`Ctx::create_record`], once per idempotency key);
+//! - `unsupported`: 501, the EHR manages proxies elsewhere.
+//!
+//! Either write goes through the gateway's cache, which drops what it kept about that
+//! patient's relationships and Consents (on every replica when generations are shared),
+//! so the proxy's next request — in an open session too — is decided without it.
 
 use chrono::SecondsFormat;
-use portico_access::delegation::{DelegationRules, Ended, Relationship, parse_date};
+use std::collections::BTreeSet;
+
+use portico_access::delegation::{
+    DelegationRules, Ended, Relationship, denied_by_consents, parse_date,
+};
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::context::{Ctx, Versioned};
 use crate::error::{PortalError, PortalResult};
+use crate::idempotency::Idem;
 use crate::me::display_name;
+use crate::profile::RevokeStrategy;
 use crate::view::str_at;
 
 /// One person who may (or could once) act for the patient.
@@ -40,7 +51,7 @@ pub struct Proxy {
     /// `active`, or `ended`.
     pub status: String,
     /// Why an ended access ended: `inactive`, `not-started`, `period-ended`,
-    /// `came-of-age`.
+    /// `came-of-age`, `revoked` (by a Consent).
     pub ended_because: Option<String>,
 }
 
@@ -56,17 +67,40 @@ async fn birth_date(ctx: Ctx<'_>) -> PortalResult<Option<chrono::NaiveDate>> {
     Ok(str_at(&patient.resource, "birthDate").and_then(parse_date))
 }
 
+/// The relationships the patient's active Consents deny now (none unless the profile
+/// records revocations as Consents).
+async fn revoked(ctx: Ctx<'_>) -> PortalResult<BTreeSet<String>> {
+    if ctx.profile().proxies.revoke != RevokeStrategy::Consent {
+        return Ok(BTreeSet::new());
+    }
+    let page = ctx
+        .search(
+            "Consent",
+            &[
+                ("status", "active".to_owned()),
+                ("_count", "100".to_owned()),
+            ],
+        )
+        .await?;
+    Ok(denied_by_consents(&page.matches, ctx.now()))
+}
+
 fn view(
     rules: &DelegationRules,
     resource: &Value,
     birth: Option<chrono::NaiveDate>,
+    revoked: &BTreeSet<String>,
     ctx: Ctx<'_>,
 ) -> Option<Proxy> {
     let relationship = Relationship::from_resource(resource, &rules.level_extension)?;
     if relationship.patient != ctx.patient() {
         return None;
     }
-    let decided = rules.in_force(&relationship, birth, ctx.now());
+    let decided = if revoked.contains(&relationship.id) {
+        Err(Ended::Revoked)
+    } else {
+        rules.in_force(&relationship, birth, ctx.now())
+    };
     let period = |key: &str| {
         resource
             .get("period")
@@ -92,6 +126,7 @@ fn ended_code(e: Ended) -> &'static str {
         Ended::NotStarted => "not-started",
         Ended::PeriodEnded => "period-ended",
         Ended::CameOfAge => "came-of-age",
+        Ended::Revoked => "revoked",
     }
 }
 
@@ -99,6 +134,7 @@ fn ended_code(e: Ended) -> &'static str {
 pub async fn list(ctx: Ctx<'_>, rules: &DelegationRules) -> PortalResult<AccessList> {
     ctx.caller.require_self()?;
     let birth = birth_date(ctx).await?;
+    let revoked = revoked(ctx).await?;
     let page = ctx
         .search("RelatedPerson", &[("_count", "100".to_owned())])
         .await?;
@@ -106,7 +142,7 @@ pub async fn list(ctx: Ctx<'_>, rules: &DelegationRules) -> PortalResult<AccessL
         proxies: page
             .matches
             .iter()
-            .filter_map(|r| view(rules, r, birth, ctx))
+            .filter_map(|r| view(rules, r, birth, &revoked, ctx))
             .collect(),
         stale: page.stale,
     })
@@ -114,15 +150,34 @@ pub async fn list(ctx: Ctx<'_>, rules: &DelegationRules) -> PortalResult<AccessL
 
 /// `POST /access/{id}/revoke`: ends the proxy's access now; a relationship already
 /// ended is answered as it is (a retry changes nothing).
-pub async fn revoke(ctx: Ctx<'_>, rules: &DelegationRules, id: &str) -> PortalResult<Proxy> {
+pub async fn revoke(
+    ctx: Ctx<'_>,
+    rules: &DelegationRules,
+    id: &str,
+    idem: &Idem,
+) -> PortalResult<Proxy> {
     ctx.caller.require_self()?;
+    let strategy = ctx.profile().proxies.revoke;
+    if strategy == RevokeStrategy::Unsupported {
+        return Err(PortalError::not_supported(
+            "this EHR keeps proxy access in its own administration; end it there",
+        ));
+    }
     let birth = birth_date(ctx).await?;
+    let revoked = revoked(ctx).await?;
     let current: Versioned = ctx.read("RelatedPerson", id).await?;
-    let shown = view(rules, &current.resource, birth, ctx).ok_or(PortalError::NotFound)?;
+    let shown =
+        view(rules, &current.resource, birth, &revoked, ctx).ok_or(PortalError::NotFound)?;
     if shown.status == "ended" {
         return Ok(shown);
     }
     let now = ctx.now().to_rfc3339_opts(SecondsFormat::Secs, true);
+    if strategy == RevokeStrategy::Consent {
+        ctx.create_record("Consent", denial(ctx, id, &now), idem)
+            .await?;
+        let revoked: BTreeSet<String> = [id.to_owned()].into();
+        return view(rules, &current.resource, birth, &revoked, ctx).ok_or(PortalError::NotFound);
+    }
     let mut new = current.resource.clone();
     match new.get_mut("period").and_then(Value::as_object_mut) {
         Some(period) => {
@@ -137,7 +192,36 @@ pub async fn revoke(ctx: Ctx<'_>, rules: &DelegationRules, id: &str) -> PortalRe
     let written = ctx
         .update_with_rule("RelatedPerson", &current, new, only_period_end)
         .await?;
-    view(rules, &written.resource, birth, ctx).ok_or(PortalError::NotFound)
+    view(rules, &written.resource, birth, &revoked, ctx).ok_or(PortalError::NotFound)
+}
+
+/// The `Consent` that ends `RelatedPerson/<id>`'s access from `now`: a patient-privacy
+/// opt-out whose one provision denies that actor.
+fn denial(ctx: Ctx<'_>, id: &str, now: &str) -> Value {
+    json!({
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+            "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0",
+            "display": "Patient Consent"}]}],
+        "patient": {"reference": ctx.caller.patient_reference()},
+        "dateTime": now,
+        "policyRule": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+            "code": "OPTOUT"}]},
+        "provision": {
+            "type": "deny",
+            "period": {"start": now},
+            "actor": [{
+                "role": {"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                    "code": "IRCP"}]},
+                "reference": {"reference": format!("RelatedPerson/{id}")}
+            }]
+        }
+    })
 }
 
 /// The domain rule of a revocation: the `RelatedPerson` is unchanged but for

@@ -36,6 +36,31 @@ pub struct EhrProfile {
     pub referrals: ReferralsProfile,
     pub messages: MessagesProfile,
     pub bills: BillsProfile,
+    /// How a patient ends a proxy's access (absent: `period`).
+    #[serde(default)]
+    pub proxies: ProxiesProfile,
+}
+
+/// `[proxies]`: how the EHR records that a patient ended a proxy's access.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProxiesProfile {
+    #[serde(default)]
+    pub revoke: RevokeStrategy,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevokeStrategy {
+    /// The `RelatedPerson` is written back with `period.end` = now (update, `If-Match`).
+    #[default]
+    Period,
+    /// A `Consent` is created that denies the `RelatedPerson` access from now
+    /// (`provision.type = deny`, the `RelatedPerson` as `provision.actor`); Portico reads
+    /// the patient's active Consents with their relationships.
+    Consent,
+    /// The EHR manages proxy access outside FHIR: revoking answers 501.
+    Unsupported,
 }
 
 /// Which credential a write goes upstream with. Informational for operators: the
@@ -354,6 +379,17 @@ impl EhrProfile {
                 need("Basic", "create");
             }
             PaymentStrategy::Unsupported => {}
+        }
+        match self.proxies.revoke {
+            RevokeStrategy::Period => {
+                need("RelatedPerson", "read");
+                need("RelatedPerson", "update");
+            }
+            RevokeStrategy::Consent => {
+                need("Consent", "create");
+                need("Consent", "search-type");
+            }
+            RevokeStrategy::Unsupported => {}
         }
         out
     }

@@ -268,6 +268,18 @@ pub static TABLE: &[(&str, &[ParamDef])] = &[
         ],
     ),
     (
+        "Consent",
+        &[
+            IDENT,
+            r("patient", &["patient"], PAT),
+            t("status", &["status"]),
+            t("scope", &["scope"]),
+            t("category", &["category"]),
+            d("date", &["dateTime"]),
+            r("actor", &["provision.actor.reference"], ANY),
+        ],
+    ),
+    (
         "Coverage",
         &[
             IDENT,

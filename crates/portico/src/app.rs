@@ -122,7 +122,9 @@ impl AppState {
             .proxies
             .rules()
             .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
-        let delegations = portico_guard::Delegations::new(cache.clone(), rules);
+        let delegations = portico_guard::Delegations::new(cache.clone(), rules).with_consents(
+            profile.proxies.revoke == portico_portal::profile::RevokeStrategy::Consent,
+        );
         let portal = portico_portal::Portal::with_guard(guard.clone(), profile, payments)
             .with_locks(shared.locks)
             .with_offers(shared.offers);

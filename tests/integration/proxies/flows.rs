@@ -6,6 +6,7 @@
 use serde_json::{Value, json};
 
 use super::{Fixture, Who};
+use crate::support::TestApp;
 use crate::web::Browser;
 
 fn ids(body: &Value) -> Vec<String> {
@@ -480,4 +481,111 @@ async fn audit_records_name_the_proxy_and_the_patient() {
             .is_none_or(|a| a.iter().all(|g| g["patient"] != f.daughter.as_str())),
         "{own}"
     );
+}
+
+#[tokio::test]
+async fn with_the_consent_strategy_a_revocation_is_a_consent() {
+    let app = TestApp::spawn_with_profile_edit("revoke = \"period\"", "revoke = \"consent\"").await;
+    let fx = Fixture::on(app);
+    let f = &fx.families;
+    let elder = Who::Patient(f.elder.clone());
+    let (status, _) = fhir_get(
+        &fx,
+        &fx.daughter(),
+        &format!("/Condition?patient={}", f.elder),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, revoked) = api(
+        &fx,
+        &elder,
+        "POST",
+        "/access/rp-daughter-elder/revoke",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{revoked}");
+    assert_eq!(revoked["status"], "ended");
+    assert_eq!(revoked["ended_because"], "revoked");
+    // The EHR holds a Consent denying her; the RelatedPerson itself is unchanged.
+    let consents: Vec<Value> = fx
+        .app
+        .all_stored("Consent")
+        .into_iter()
+        .filter(|c| c["patient"]["reference"] == format!("Patient/{}", f.elder))
+        .collect();
+    assert_eq!(consents.len(), 1, "{consents:?}");
+    assert_eq!(consents[0]["provision"]["type"], "deny");
+    assert_eq!(
+        consents[0]["provision"]["actor"][0]["reference"]["reference"],
+        "RelatedPerson/rp-daughter-elder"
+    );
+    assert!(fx.app.stored("RelatedPerson", "rp-daughter-elder")["period"]["end"].is_null());
+    // At once, for the same token and cache.
+    let (status, _) = fhir_get(
+        &fx,
+        &fx.daughter(),
+        &format!("/Condition?patient={}", f.elder),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = api(&fx, &fx.daughter(), "GET", "/me", Some(&f.elder)).await;
+    assert_eq!(status, 404);
+    // The list says so; revoking again writes nothing more.
+    let (_, list) = api(&fx, &elder, "GET", "/access", None).await;
+    let daughter = list["proxies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "rp-daughter-elder")
+        .cloned()
+        .unwrap();
+    assert_eq!(daughter["ended_because"], "revoked", "{list}");
+    let (status, _) = api(
+        &fx,
+        &elder,
+        "POST",
+        "/access/rp-daughter-elder/revoke",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let count = fx
+        .app
+        .all_stored("Consent")
+        .into_iter()
+        .filter(|c| c["patient"]["reference"] == format!("Patient/{}", f.elder))
+        .count();
+    assert_eq!(count, 1);
+    // The spouse is untouched.
+    let (status, _) = api(&fx, &fx.spouse(), "GET", "/bills", Some(&f.elder)).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn an_ehr_that_manages_proxies_elsewhere_answers_501() {
+    let app =
+        TestApp::spawn_with_profile_edit("revoke = \"period\"", "revoke = \"unsupported\"").await;
+    let fx = Fixture::on(app);
+    let elder = Who::Patient(fx.families.elder.clone());
+    let (status, body) = api(
+        &fx,
+        &elder,
+        "POST",
+        "/access/rp-daughter-elder/revoke",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (501, Some("not_supported_by_ehr")),
+        "{body}"
+    );
+    let (status, _) = fhir_get(
+        &fx,
+        &fx.daughter(),
+        &format!("/Condition?patient={}", fx.families.elder),
+    )
+    .await;
+    assert_eq!(status, 200, "nothing changed");
 }

@@ -187,6 +187,16 @@ impl Fixture {
         }
     }
 
+    /// In front of a gateway built some other way (an edited EHR profile).
+    pub fn on(app: TestApp) -> Fixture {
+        let families = app.sandbox.families().clone();
+        Fixture {
+            app,
+            families,
+            unguarded: false,
+        }
+    }
+
     pub async fn unguarded() -> Fixture {
         Fixture {
             unguarded: true,

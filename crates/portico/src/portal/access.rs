@@ -42,9 +42,11 @@ async fn list(
     Ok(Json(access::list(ctx(&state, &caller), rules).await?))
 }
 
-/// Ends a proxy's access now: the EHR's `RelatedPerson` gets `period.end` set to this
-/// instant, and the proxy's next request (in an open session too) no longer reaches
-/// the patient. Revoking an access that has already ended answers it unchanged.
+/// Ends a proxy's access now, written as the EHR profile says: the `RelatedPerson`'s
+/// `period.end` set to this instant, or a `Consent` denying it access. The proxy's next
+/// request (in an open session too) no longer reaches the patient. Revoking an access
+/// that has already ended answers it unchanged; an EHR that manages proxies outside
+/// FHIR answers 501 `not_supported_by_ehr`.
 #[utoipa::path(
     post,
     operation_id = "revoke_access",
@@ -60,6 +62,7 @@ async fn list(
         (status = 403, description = "A proxy asked (`proxy_not_permitted`), or the login may not update RelatedPerson (`scope_missing`)", body = super::Problem),
         (status = 404, description = "No such proxy of the patient's", body = super::Problem),
         (status = 409, description = "`version_conflict` (it changed meanwhile), or `idempotency_in_progress`", body = super::Problem),
+        (status = 501, description = "The EHR manages proxy access outside FHIR (`not_supported_by_ehr`)", body = super::Problem),
         (status = 502, description = "The EHR failed; nothing changed", body = super::Problem),
         (status = 503, description = "The EHR is unavailable; `idempotency_unavailable` or `state_unavailable`: nothing was attempted", body = super::Problem),
     )
@@ -71,7 +74,7 @@ async fn revoke(write: Idempotent, Path(id): Path<String>) -> ProblemResult<Resp
             "revoke",
             &json!({"relationship": id}),
             StatusCode::OK,
-            async |ctx, _idem| access::revoke(ctx, &rules, &id).await,
+            async |ctx, idem| access::revoke(ctx, &rules, &id, idem).await,
         )
         .await
 }
