@@ -503,3 +503,70 @@ async fn a_bad_search_is_explained_next_to_the_dates() {
     assert!(!hints.is_empty());
     assert!(hints.iter().all(|h| h.starts_with(&clinician)), "{hints:?}");
 }
+
+#[tokio::test]
+async fn a_long_record_kind_pages_back_with_cursors_bound_to_the_patient() {
+    let (app, mut browser) = signed_in().await;
+    // More heart rates than a page shows (100), straight into the EHR's store.
+    for i in 0..130 {
+        let day = chrono::NaiveDate::from_ymd_opt(2020, 1, 1).unwrap() + chrono::Days::new(i);
+        app.sandbox
+            .store()
+            .insert_loaded(serde_json::json!({
+                "resourceType": "Observation", "id": format!("obs-paging-{i}"),
+                "status": "final",
+                "category": [{"coding": [{"system":
+                    "http://terminology.hl7.org/CodeSystem/observation-category",
+                    "code": "vital-signs"}]}],
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4",
+                    "display": "Heart rate"}]},
+                "subject": {"reference": "Patient/pat-1"},
+                "effectiveDateTime": format!("{day}T09:00:00Z"),
+                "valueQuantity": {"value": 60 + (i % 30), "unit": "/min",
+                    "system": "http://unitsofmeasure.org", "code": "/min"}
+            }))
+            .expect("stored");
+    }
+    let vitals = app
+        .all_stored("Observation")
+        .into_iter()
+        .filter(|o| {
+            o["subject"]["reference"] == "Patient/pat-1"
+                && o["category"][0]["coding"][0]["code"] == "vital-signs"
+        })
+        .count();
+    assert!(
+        vitals > 100,
+        "pat-1 has {vitals} vital signs: the test needs more than a page"
+    );
+    let first = browser.get("/record/vital-signs").await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert!(first.attrs("nav.pager a[href*='page=']", "href").len() == 1);
+    assert!(
+        first
+            .texts("nav.pager a")
+            .iter()
+            .all(|t| t != "Newest entries")
+    );
+    let older = first.attrs("nav.pager a[rel=next]", "href").remove(0);
+    let second = browser.get(&older).await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(second.h1(), first.h1());
+    assert!(
+        second
+            .texts("nav.pager a")
+            .iter()
+            .any(|t| t == "Newest entries")
+    );
+    assert_ne!(
+        second.texts("main table"),
+        first.texts("main table"),
+        "another page"
+    );
+    // A cursor tampered with, or used by another patient, is a page that does not exist.
+    let tampered = older.replace("page=", "page=x");
+    assert_eq!(browser.get(&tampered).await.status, 404);
+    let mut other = Browser::new(&app);
+    other.sign_in("pat-2").await;
+    assert_eq!(other.get(&older).await.status, 404);
+}

@@ -202,7 +202,7 @@ impl AuditTrail {
             stop_delivery: Some(stop_tx),
         };
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        runtime.spawn(writer::run(rx, writer));
+        writer::start(&runtime, rx, tx.clone(), writer)?;
         let delivery = delivery.map(|d| runtime.spawn(d.run(stop_rx)));
         let instance = config.resolve_instance();
         tracing::info!(

@@ -1,16 +1,20 @@
-//! The one writer: a tokio task that owns every local target (the file, standard
+//! The one writer: a thread of its own that owns every local target (the file, standard
 //! output, the FHIR spool) and writes what `record` queues, in batches.
 //!
 //! The loop:
-//! 1. wait for a command, or for the sync tick (every [`SYNC_INTERVAL`]);
+//! 1. wait for a command (a record, a reopen, a close, or the tick a small tokio task
+//!    sends every [`SYNC_INTERVAL`]);
 //! 2. take that command and everything else already queued: that is the batch;
-//! 3. on a blocking thread (never on a tokio worker), write the batch's records to each
-//!    target with one `write` (the file splits it only where a size rotation falls);
-//!    in `synced` mode `fdatasync` each written target once; then publish the spooled
-//!    events to the delivery task and answer every record's acknowledgement: `Ok` once
-//!    its bytes are as safe as the mode promises, or the error;
+//! 3. write the batch's records to each target with one `write` (the file splits it
+//!    only where a size rotation falls); in `synced` mode `fdatasync` each written target
+//!    once; then publish the spooled events to the delivery task and answer every
+//!    record's acknowledgement: `Ok` once its bytes are as safe as the mode promises, or
+//!    the error;
 //! 4. a reopen (SIGHUP) takes effect after the records queued before it; a close drains
 //!    the queue, syncs every target, stops the delivery task and ends the loop.
+//!
+//! The thread is the writer's alone, so a batch costs one wake-up and no hand-off to
+//! tokio's blocking pool, and the blocking I/O never runs on a tokio worker.
 //!
 //! The tick `fdatasync`s targets written since their last sync (`written` and `async`
 //! modes), and rotates the file when its period is over, so an idle gateway still
@@ -54,6 +58,8 @@ pub(crate) enum Command {
     Reopen(oneshot::Sender<Result<(), AuditError>>),
     /// Drain, sync and stop.
     Close(oneshot::Sender<()>),
+    /// The periodic sync and time rotation.
+    Tick,
 }
 
 /// Everything the writer owns.
@@ -70,73 +76,65 @@ pub(crate) struct Writer {
     pub stop_delivery: Option<watch::Sender<bool>>,
 }
 
-/// Runs `f` on the writer on a blocking thread and hands the writer back; `None` if it
-/// panicked (the writer is then gone, and so is the trail: records fail).
-async fn blocking<T: Send + 'static>(
-    mut writer: Writer,
-    f: impl FnOnce(&mut Writer) -> T + Send + 'static,
-) -> Option<(Writer, T)> {
-    match tokio::task::spawn_blocking(move || {
-        let out = f(&mut writer);
-        (writer, out)
-    })
-    .await
-    {
-        Ok(pair) => Some(pair),
-        Err(e) => {
-            tracing::error!(error = %e, "the audit writer failed; audit records can no longer be written");
-            None
+/// Starts the writer's thread, and the task that sends it a [`Command::Tick`] every
+/// [`SYNC_INTERVAL`] (it ends when the writer or every sender of the trail does).
+pub(crate) fn start(
+    runtime: &tokio::runtime::Handle,
+    rx: mpsc::Receiver<Command>,
+    tx: mpsc::Sender<Command>,
+    writer: Writer,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("portico-audit".to_owned())
+        .spawn(move || run(rx, writer))?;
+    // Weak: the ticks do not keep the writer alive once the trail's senders are gone.
+    let tx = tx.downgrade();
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(SYNC_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(tx) = tx.upgrade() else { break };
+            if tx.send(Command::Tick).await.is_err() {
+                break;
+            }
         }
-    }
+    });
+    Ok(())
 }
 
-/// The writer's loop, until closed or until every sender is gone.
-pub(crate) async fn run(mut rx: mpsc::Receiver<Command>, writer: Writer) {
-    let mut writer = writer;
-    let mut tick = tokio::time::interval(SYNC_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// The writer's loop, until closed or until every sender is gone. A panic ends the
+/// thread and drops the queue: every record after it fails, and so does `/readyz`.
+fn run(mut rx: mpsc::Receiver<Command>, mut writer: Writer) {
     let mut closers = Vec::new();
-    loop {
-        let first = tokio::select! {
-            command = rx.recv() => command,
-            _ = tick.tick() => {
-                if writer.tick_due(SystemTime::now()) {
-                    match blocking(writer, |w| w.tick(SystemTime::now())).await {
-                        Some((w, ())) => writer = w,
-                        None => return,
-                    }
-                }
-                continue;
-            }
-        };
-        let Some(first) = first else { break };
+    while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
+        while let Ok(command) = rx.try_recv() {
+            batch.push(command);
+        }
+        // Woken by one record, the thread would otherwise write batches of one or two
+        // under load: one yield lets the requests already running queue theirs too.
+        std::thread::yield_now();
         while let Ok(command) = rx.try_recv() {
             batch.push(command);
         }
         if batch.iter().any(|c| matches!(c, Command::Close(_))) {
             // Nothing new is accepted; what is already queued is written.
             rx.close();
-            while let Some(command) = rx.recv().await {
+            while let Some(command) = rx.blocking_recv() {
                 batch.push(command);
             }
         }
-        match blocking(writer, move |w| w.process(batch)).await {
-            Some((w, mut closing)) => {
-                writer = w;
-                if !closing.is_empty() {
-                    closers.append(&mut closing);
-                    break;
-                }
-            }
-            None => return,
+        let mut closing = writer.process(batch);
+        if !closing.is_empty() {
+            closers.append(&mut closing);
+            break;
         }
     }
-    if let Some((w, ())) = blocking(writer, Writer::finish).await {
-        writer = w;
-        if let Some(stop) = writer.stop_delivery.take() {
-            let _ = stop.send(true);
-        }
+    writer.finish();
+    if let Some(stop) = writer.stop_delivery.take() {
+        let _ = stop.send(true);
     }
     for done in closers {
         let _ = done.send(());
@@ -174,6 +172,7 @@ impl Writer {
     fn process(&mut self, batch: Vec<Command>) -> Vec<oneshot::Sender<()>> {
         let mut records = Vec::new();
         let mut closers = Vec::new();
+        let mut tick = false;
         for command in batch {
             match command {
                 Command::Record(pending) => records.push(pending),
@@ -182,9 +181,14 @@ impl Writer {
                     let _ = done.send(self.reopen());
                 }
                 Command::Close(done) => closers.push(done),
+                Command::Tick => tick = true,
             }
         }
         self.commit(records);
+        let now = SystemTime::now();
+        if tick && self.tick_due(now) {
+            self.tick(now);
+        }
         closers
     }
 

@@ -37,7 +37,9 @@ pub struct RecordQuery {
     cursor: Option<String>,
 }
 
-fn binding(caller: &PatientCaller, kind: Kind) -> String {
+/// What a records cursor is bound to: the login, the patient shown and the kind (the
+/// API's and the pages' cursors alike).
+pub(crate) fn binding(caller: &PatientCaller, kind: Kind) -> String {
     format!(
         "{}\n{}\n{}",
         caller.caller.principal.fingerprint(),

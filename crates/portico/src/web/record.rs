@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::Path;
+use axum::extract::{Path, Query};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use portico_portal::records::{self, Kind, RecordItem};
@@ -16,8 +16,15 @@ use super::layout::{self, none, stale};
 use super::viewer::Viewer;
 use crate::error::ApiError;
 
-/// How many entries a kind's page shows (the newest).
+/// How many entries a kind's page shows (newest first; older ones on the next pages).
 const PAGE_ITEMS: u32 = 100;
+
+/// `?page=`: a sealed cursor to an older page, as the API's `cursor` (bound to the
+/// login, the patient shown and the kind; expiring).
+#[derive(Debug, serde::Deserialize)]
+pub struct PageQuery {
+    page: Option<String>,
+}
 /// How many trend charts a page draws at most.
 const MAX_CHARTS: usize = 12;
 
@@ -51,14 +58,31 @@ pub async fn index(v: Viewer) -> Response {
     layout::ok(c, l.t(M::RecordTitle), content)
 }
 
-pub async fn kind(v: Viewer, Path(kind): Path<String>) -> Response {
+pub async fn kind(v: Viewer, Path(kind): Path<String>, Query(query): Query<PageQuery>) -> Response {
     let Some(kind) = Kind::parse(&kind) else {
         return v.error(ApiError::not_found()).into_response();
     };
-    let (list, next) = match records::list(v.ctx(), kind, PAGE_ITEMS, None).await {
+    let binding = crate::portal::records::binding(&v.caller, kind);
+    let cursors = v.state.cursor_key();
+    let page_url = match &query.page {
+        None => None,
+        Some(cursor) => match cursors.open(cursor, &binding, crate::clock::unix_now()) {
+            Ok(url) => Some(url),
+            // Expired, or not this page's: the same as a page that does not exist.
+            Err(_) => return v.error(ApiError::not_found()).into_response(),
+        },
+    };
+    let (list, next) = match records::list(v.ctx(), kind, PAGE_ITEMS, page_url.as_deref()).await {
         Ok(r) => r,
         Err(e) => return v.error(e).into_response(),
     };
+    let older = next.map(|url| {
+        let sealed = cursors.seal(&url, &binding, v.state.cursor_expiry());
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("page", &sealed)
+            .finish();
+        format!("/record/{}?{query}", kind.as_str())
+    });
     let l = v.lang();
     let c = &v.chrome;
     let charted = matches!(kind, Kind::LabResults | Kind::VitalSigns);
@@ -72,8 +96,17 @@ pub async fn kind(v: Viewer, Path(kind): Path<String>) -> Response {
         } @else {
             (table(l, kind, &list.items))
         }
-        @if next.is_some() {
-            p.hint { (l.fill(M::ShowingLatest, &[("count", &PAGE_ITEMS.to_string())])) " " a href=(c.href("/download")) { (l.t(M::DownloadLink)) } }
+        @if older.is_some() || page_url.is_some() {
+            nav.pager aria-label=(l.t(M::RecordPages)) {
+                ul {
+                    @if page_url.is_some() {
+                        li { a href=(c.href(&format!("/record/{}", kind.as_str()))) { (l.t(M::NewestEntries)) } }
+                    }
+                    @if let Some(older) = &older {
+                        li { a href=(c.href(older)) rel="next" { (l.t(M::OlderEntries)) } }
+                    }
+                }
+            }
         }
     };
     layout::ok(c, l.t(kind_name(kind)), content)

@@ -173,7 +173,9 @@ catalog! {
     KindProcedures => "Procedures", "Procedimientos";
     KindCareTeam => "Care team", "Equipo de atención";
     NoEntries => "Nothing is recorded here.", "No hay nada registrado aquí.";
-    ShowingLatest => "Showing the latest {count} entries.", "Se muestran las {count} entradas más recientes.";
+    RecordPages => "Pages of entries", "Páginas de entradas";
+    OlderEntries => "Older entries", "Entradas anteriores";
+    NewestEntries => "Newest entries", "Entradas más recientes";
     DownloadLink => "Download your whole record", "Descargar toda su historia";
     ColName => "Name", "Nombre";
     ColDate => "Date", "Fecha";
