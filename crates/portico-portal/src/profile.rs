@@ -380,17 +380,9 @@ impl EhrProfile {
             }
             PaymentStrategy::Unsupported => {}
         }
-        match self.proxies.revoke {
-            RevokeStrategy::Period => {
-                need("RelatedPerson", "read");
-                need("RelatedPerson", "update");
-            }
-            RevokeStrategy::Consent => {
-                need("Consent", "create");
-                need("Consent", "search-type");
-            }
-            RevokeStrategy::Unsupported => {}
-        }
+        // Not `proxies.revoke`: proxy access is optional, and an EHR whose statement does
+        // not list RelatedPerson (Medplum's) still serves every patient. A revocation it
+        // cannot take fails as the EHR answers it.
         out
     }
 

@@ -8,10 +8,10 @@
 //!
 //! How it works: [`AuditTrail::record`] stamps the instance, serializes the record (and,
 //! with the `fhir` sink, its AuditEvent) on the caller's task, and sends it over a bounded
-//! channel to **one writer task** (`writer.rs`) together with a oneshot for the
+//! channel to **one writer** (`writer.rs`, a thread of its own) together with a oneshot for the
 //! acknowledgement. The writer takes everything queued as one batch, writes it to every
 //! local target with one `write` each, `fdatasync`s once per target and batch in
-//! `synced` mode (group commit), and then answers. Its file I/O runs on blocking threads,
+//! `synced` mode (group commit), and then answers. Its file I/O runs on that thread,
 //! never on a tokio worker, and no lock is held across an await. A full queue makes
 //! `record` wait (backpressure), it never drops.
 //!
