@@ -13,9 +13,10 @@
 //!   one (scope, topic) (names from `portico_cache::invalidation`, patients by hash),
 //!   expiring after the longest an entry is of use.
 //!
-//! A cacheable read runs [`SNAPSHOT`] (one round trip: the clock and the newest of the
-//! floor and its stamps); a write runs [`STAMP`] (one round trip) before its response
-//! returns.
+//! A cacheable read takes one round trip: an `MGET` of the clock, the floor and its
+//! stamps (the newest of floor and stamps computed here), or — when the clock or the
+//! floor is missing — [`SNAPSHOT`], which creates them; a write runs [`STAMP`] (one round
+//! trip) before its response returns.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,8 +98,28 @@ impl RedisGenerations {
 #[async_trait::async_trait]
 impl SharedGenerations for RedisGenerations {
     async fn snapshot(&self, keys: &[String]) -> Result<Snapshot, SharedError> {
+        let keys = self.keys(keys);
+        // Once the clock exists (every time but the first, or after Redis lost its
+        // data), the snapshot is one `MGET`: as atomic as the script, cheaper to run.
+        let mut mget = redis::cmd("MGET");
+        for key in &keys {
+            mget.arg(key);
+        }
+        let values: Vec<Option<u64>> = self
+            .redis
+            .query(&mget)
+            .await
+            .map_err(|e| SharedError(e.to_string()))?;
+        if let [Some(clock), Some(floor), stamps @ ..] = values.as_slice() {
+            let newest = stamps.iter().flatten().fold(*floor, |a, b| a.max(*b));
+            return Ok(Snapshot {
+                clock: *clock,
+                newest,
+            });
+        }
+        // No clock (or no floor): the script creates them, then answers the same.
         let mut invocation = self.snapshot.prepare_invoke();
-        for key in self.keys(keys) {
+        for key in keys {
             invocation.key(key);
         }
         let (clock, newest): (u64, u64) = self
