@@ -536,6 +536,9 @@ def run_proxy_flow(p, sandbox):
     check(f"{mode}: profile lists the children", child in labels and teen in labels, labels)
     check(f"{mode}: not the child who came of age", adult not in labels, labels)
     check(f"{mode}: access levels named", "full access" in labels, labels)
+    headings = p.texts("main h2")
+    check(f"{mode}: the details are the patient's, not 'About you'",
+          "About the patient you act for" in headings and "About you" not in headings, str(headings))
     p.audit("profile, acting for others", "proxy-profile")
     if mode == "keyboard":
         # In a radio group Tab reaches the checked radio; the arrow keys move the choice.

@@ -42,7 +42,8 @@ pub async fn show(v: Viewer) -> Response {
     }
     let content = html! {
         (stale(l, me.stale))
-        h2 { (l.t(M::AboutYou)) }
+        // A proxy sees the details of the patient they act for, not their own.
+        h2 { (l.t(if v.caller.caller.proxy().is_some() { M::AboutThePatient } else { M::AboutYou })) }
         dl.summary {
             (row(l.t(M::Name), me.name.as_deref()))
             (row(l.t(M::BirthDate), me.birth_date.as_deref().map(|d| l.date(d)).as_deref()))

@@ -349,6 +349,7 @@ catalog! {
     // Profile and session
     ProfileTitle => "Your profile", "Su perfil";
     AboutYou => "About you", "Sus datos";
+    AboutThePatient => "About the patient you act for", "Datos del paciente en cuyo nombre actúa";
     Name => "Name", "Nombre";
     BirthDate => "Date of birth", "Fecha de nacimiento";
     Gender => "Gender", "Sexo";
