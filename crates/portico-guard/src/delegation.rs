@@ -13,7 +13,7 @@
 //!   `RelatedPerson`s sharing an identifier with r (one person, several patients); for
 //!   a `fhirUser` that is `Patient/p`, the `RelatedPerson`s `Patient/p.link` names. The
 //!   token and the EHR must agree: a patient either does not back is dropped (the
-//!   narrower wins), and each one kept carries its [`ProxyGrant`];
+//!   narrower wins), and each one kept carries its [`portico_access::ProxyGrant`];
 //! - a token naming several patients without a `fhirUser` to check them against is
 //!   refused ([`DelegationError::Unprovable`]).
 //!
@@ -29,9 +29,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use portico_access::Principal;
-use portico_access::delegation::{
-    DelegationRules, Ended, ProxyGrant, Relationship, denied_by_consents, parse_date,
-};
+use portico_access::delegation::{DelegationRules, Relationship, denied_by_consents, parse_date};
 use portico_fhir::reference::Reference;
 use portico_upstream::{CachePartition, FhirRequest, FhirUpstream, SecretString, UpstreamError};
 use serde_json::Value;
@@ -55,7 +53,6 @@ pub enum DelegationError {
 pub struct Delegations {
     upstream: Arc<dyn FhirUpstream>,
     rules: Arc<DelegationRules>,
-    clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
     /// Whether revocations are `Consent`s (the EHR profile's `consent` strategy).
     consents: bool,
 }
@@ -66,21 +63,11 @@ impl std::fmt::Debug for Delegations {
     }
 }
 
-/// One relationship of a patient, with the decision about it today.
-#[derive(Debug, Clone)]
-pub struct Decided {
-    pub relationship: Relationship,
-    /// The `RelatedPerson` as the EHR has it.
-    pub resource: Value,
-    pub grant: Result<ProxyGrant, portico_access::delegation::Ended>,
-}
-
 impl Delegations {
     pub fn new(upstream: Arc<dyn FhirUpstream>, rules: DelegationRules) -> Delegations {
         Delegations {
             upstream,
             rules: Arc::new(rules),
-            clock: Arc::new(Utc::now),
             consents: false,
         }
     }
@@ -92,18 +79,8 @@ impl Delegations {
         self
     }
 
-    /// The clock the rules compare periods and ages with (tests).
-    pub fn with_clock(mut self, clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
-        self.clock = Arc::new(clock);
-        self
-    }
-
     pub fn rules(&self) -> &DelegationRules {
         &self.rules
-    }
-
-    pub fn now(&self) -> DateTime<Utc> {
-        (self.clock)()
     }
 
     /// The principal with the patients its relationships back and their grants; see the
@@ -151,7 +128,7 @@ impl Delegations {
                 .unwrap_or_default(),
             Login::Patient(_) => BTreeSet::new(),
         };
-        let now = self.now();
+        let now = Utc::now();
         let mut kept: Vec<String> = own
             .iter()
             .filter(|p| principal.patients.contains(p))
@@ -187,40 +164,6 @@ impl Delegations {
         grants.sort_by_key(|g| principal.patients.iter().position(|p| *p == g.patient));
         principal.proxies = grants;
         Ok(principal)
-    }
-
-    /// Every `RelatedPerson` of `patient`, each with what it grants today (for the
-    /// patient's own list of who may act for them).
-    pub async fn of_patient(
-        &self,
-        patient: &str,
-        bearer: Option<&SecretString>,
-    ) -> Result<Vec<Decided>, DelegationError> {
-        let birth = self.birth_date(patient, bearer).await?;
-        let now = self.now();
-        let revoked = self.revoked(patient, bearer, now).await?;
-        Ok(self
-            .related_persons(patient, bearer)
-            .await?
-            .into_iter()
-            .filter_map(|resource| {
-                let relationship =
-                    Relationship::from_resource(&resource, &self.rules.level_extension)?;
-                if relationship.patient != patient {
-                    return None;
-                }
-                let grant = if revoked.contains(&relationship.id) {
-                    Err(Ended::Revoked)
-                } else {
-                    self.rules.decide(&relationship, birth, now)
-                };
-                Some(Decided {
-                    relationship,
-                    resource,
-                    grant,
-                })
-            })
-            .collect())
     }
 
     fn request(

@@ -172,23 +172,30 @@ fn portal_reads(tag: &str, who: &Who, p: &str, leaks: &Leaks) -> Vec<Row> {
     rows
 }
 
+/// Every facade path to each of `patient`'s withheld records, the paths that gather the
+/// whole record, and the portal's reads: all for `who`, none may show `leaks`.
+fn withheld_everywhere(
+    tag: &str,
+    who: &Who,
+    patient: &str,
+    withheld: &[(String, String)],
+    leaks: &Leaks,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (ty, id) in withheld {
+        rows.extend(withheld_record(tag, who, patient, (ty, id), leaks));
+    }
+    rows.extend(gathering(tag, who, patient, leaks));
+    rows.extend(portal_reads(tag, who, patient, leaks));
+    rows
+}
+
 /// A parent and their 15-year-old's confidential records.
 pub fn teenager(fx: &Fixture) -> Vec<Row> {
     let f = &fx.families;
     let who = fx.parent();
     let leaks = fx.withheld(&f.teen);
-    let mut rows = Vec::new();
-    for (ty, id) in &f.teen_sensitive {
-        rows.extend(withheld_record(
-            "parent/teen",
-            &who,
-            &f.teen,
-            (ty, id),
-            &leaks,
-        ));
-    }
-    rows.extend(gathering("parent/teen", &who, &f.teen, &leaks));
-    rows.extend(portal_reads("parent/teen", &who, &f.teen, &leaks));
+    let mut rows = withheld_everywhere("parent/teen", &who, &f.teen, &f.teen_sensitive, &leaks);
     // Refilling the confidential prescription: it does not exist for the parent.
     if let Some((_, mr)) = f
         .teen_sensitive
@@ -215,19 +222,7 @@ pub fn part2(fx: &Fixture) -> Vec<Row> {
     let f = &fx.families;
     let who = fx.daughter();
     let leaks = fx.withheld(&f.elder);
-    let mut rows = Vec::new();
-    for (ty, id) in &f.elder_sensitive {
-        rows.extend(withheld_record(
-            "daughter/elder",
-            &who,
-            &f.elder,
-            (ty, id),
-            &leaks,
-        ));
-    }
-    rows.extend(gathering("daughter/elder", &who, &f.elder, &leaks));
-    rows.extend(portal_reads("daughter/elder", &who, &f.elder, &leaks));
-    rows
+    withheld_everywhere("daughter/elder", &who, &f.elder, &f.elder_sensitive, &leaks)
 }
 
 /// A grandparent (not a parent: nothing released for a young child) and the child's
@@ -236,19 +231,13 @@ pub fn grandparent(fx: &Fixture) -> Vec<Row> {
     let f = &fx.families;
     let who = fx.grandparent();
     let leaks = fx.withheld(&f.child);
-    let mut rows = Vec::new();
-    for (ty, id) in &f.child_sensitive {
-        rows.extend(withheld_record(
-            "grandparent/child",
-            &who,
-            &f.child,
-            (ty, id),
-            &leaks,
-        ));
-    }
-    rows.extend(gathering("grandparent/child", &who, &f.child, &leaks));
-    rows.extend(portal_reads("grandparent/child", &who, &f.child, &leaks));
-    rows
+    withheld_everywhere(
+        "grandparent/child",
+        &who,
+        &f.child,
+        &f.child_sensitive,
+        &leaks,
+    )
 }
 
 /// The first stored resource of `patient` of each type, as (type, id).

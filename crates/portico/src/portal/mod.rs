@@ -141,13 +141,25 @@ impl FromRequestParts<AppState> for PatientCaller {
             Some(Ok(p)) => Some(p.to_owned()),
             Some(Err(_)) => return Err(ProblemError(ApiError::not_found())),
         };
-        let mut caller = Caller::new(auth.principal.clone(), chosen.as_deref())?
-            .with_request_id(auth.request_id.clone());
-        if state.passthrough() {
-            caller = caller.with_bearer(auth.token.clone());
-        }
+        let caller = caller_for(state, &auth, chosen.as_deref())?;
         Ok(PatientCaller { caller, auth })
     }
+}
+
+/// The authenticated login acting for `patient` (one of its patients; `None`: its only
+/// one), with the request's id and, in passthrough mode, its token.
+pub(crate) fn caller_for(
+    state: &AppState,
+    auth: &PortalAuth,
+    patient: Option<&str>,
+) -> portico_portal::PortalResult<Caller> {
+    let caller =
+        Caller::new(auth.principal.clone(), patient)?.with_request_id(auth.request_id.clone());
+    Ok(if state.passthrough() {
+        caller.with_bearer(auth.token.clone())
+    } else {
+        caller
+    })
 }
 
 /// The result type of portal handlers.

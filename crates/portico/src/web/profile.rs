@@ -83,13 +83,7 @@ async fn patient_name(
     v: &Viewer,
     patient: &str,
 ) -> Result<Option<String>, portico_portal::PortalError> {
-    let caller = portico_portal::Caller::new(v.caller.auth.principal.clone(), Some(patient))?
-        .with_request_id(v.caller.auth.request_id.clone());
-    let caller = if v.state.passthrough() {
-        caller.with_bearer(v.caller.auth.token.clone())
-    } else {
-        caller
-    };
+    let caller = crate::portal::caller_for(&v.state, &v.caller.auth, Some(patient))?;
     let read = v
         .state
         .portal()

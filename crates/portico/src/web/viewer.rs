@@ -5,7 +5,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, header};
-use portico_portal::{Caller, Ctx};
+use portico_portal::Ctx;
 
 use super::errors::WebError;
 use super::i18n::Lang;
@@ -170,12 +170,8 @@ impl FromRequestParts<AppState> for Viewer {
             .filter(|p| patients.iter().any(|q| q == p))
             .or(patients.first().map(String::as_str))
             .map(str::to_owned);
-        let mut caller = Caller::new(auth.principal.clone(), chosen.as_deref())
-            .map_err(|e| WebError::api(&chrome, (&e).into()))?
-            .with_request_id(auth.request_id.clone());
-        if state.passthrough() {
-            caller = caller.with_bearer(auth.token.clone());
-        }
+        let caller = crate::portal::caller_for(state, &auth, chosen.as_deref())
+            .map_err(|e| WebError::api(&chrome, (&e).into()))?;
         let mut viewer = Viewer {
             state: state.clone(),
             caller: PatientCaller { caller, auth },
