@@ -133,7 +133,11 @@ fn run(mut rx: mpsc::Receiver<Command>, mut writer: Writer) {
         }
     }
     writer.finish();
-    if let Some(stop) = writer.stop_delivery.take() {
+    let stop = writer.stop_delivery.take();
+    // The files and the spool's lock are released before anyone hears "closed": a
+    // trail started right after `close` on the same spool must find it free.
+    drop(writer);
+    if let Some(stop) = stop {
         let _ = stop.send(true);
     }
     for done in closers {
