@@ -1,13 +1,16 @@
-//! Hot paths of the access core: SMART scope parsing and matching (every request), and
-//! the compartment verification of a 100-entry searchset Bundle (every search answer
-//! leaving the gateway, cached or not).
+//! Hot paths of the access core: SMART scope parsing and matching (every request), the
+//! compartment verification of a 100-entry searchset Bundle (every search answer
+//! leaving the gateway, cached or not), and the facade's whole step from the EHR's bytes
+//! to the answer's bytes, by the tree verifier and by the entry-by-entry one, on
+//! Bundles of about 10 kB, 100 kB and 1 MB.
 //!
 //! `cargo bench -p portico-access --bench access -- --warm-up-time 1 --measurement-time 2`
 
 use std::hint::black_box;
 
 use chrono::NaiveDate;
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use bytes::Bytes;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use portico_access::scopes::Context;
 use portico_access::{ClaimNames, Interaction, Policy, Principal, ScopeSet};
 use portico_sandbox::generator::{GeneratorConfig, generate};
@@ -49,9 +52,8 @@ fn scopes(c: &mut Criterion) {
     group.finish();
 }
 
-/// The first patient's own resources from the sandbox generator, Observations first, as
-/// a 100-entry searchset Bundle like the EHR returns it.
-fn bundle_of_100() -> Value {
+/// The first patient's own resources from the sandbox generator, Observations first.
+fn own_resources() -> Vec<Value> {
     let config = GeneratorConfig {
         seed: 42,
         patients: 1,
@@ -71,25 +73,86 @@ fn bundle_of_100() -> Value {
             others.push(r);
         }
     });
-    let resources: Vec<Value> = observations
-        .into_iter()
-        .chain(others)
-        .cycle()
-        .take(100)
-        .collect();
+    observations.into_iter().chain(others).collect()
+}
+
+/// pat-1's resources as a 100-entry searchset Bundle like the EHR returns it.
+fn bundle_of_100() -> Value {
+    let resources: Vec<Value> = own_resources().into_iter().cycle().take(100).collect();
     assert_eq!(resources.len(), 100, "the generator made no patient data");
     let entries: Vec<Value> = resources
         .into_iter()
-        .map(|r| {
-            let full_url = format!(
-                "{UPSTREAM}/{}/{}",
-                r["resourceType"].as_str().unwrap_or_default(),
-                r["id"].as_str().unwrap_or_default()
-            );
-            json!({"fullUrl": full_url, "resource": r, "search": {"mode": "match"}})
-        })
+        .map(entry_of)
         .collect();
     json!({"resourceType": "Bundle", "type": "searchset", "total": 100, "entry": entries})
+}
+
+fn entry_of(r: Value) -> Value {
+    let full_url = format!(
+        "{UPSTREAM}/{}/{}",
+        r["resourceType"].as_str().unwrap_or_default(),
+        r["id"].as_str().unwrap_or_default()
+    );
+    json!({"fullUrl": full_url, "resource": r, "search": {"mode": "match"}})
+}
+
+/// A searchset of pat-1's resources whose JSON is at least `bytes` long, one in ten of
+/// its entries another patient's (removed by both verifiers), with a `next` link.
+fn bundle_text_of(bytes: usize) -> String {
+    let mut entries = Vec::new();
+    let mut size = 0;
+    for (i, r) in own_resources().into_iter().cycle().enumerate() {
+        if size >= bytes {
+            break;
+        }
+        let mut e = entry_of(r);
+        if i % 10 == 9 {
+            e = json!({"resource": {"resourceType": "Observation", "id": format!("x{i}"),
+                "subject": {"reference": "Patient/pat-12"}}, "search": {"mode": "match"}});
+        }
+        size += e.to_string().len() + 1;
+        entries.push(e);
+    }
+    json!({"resourceType": "Bundle", "type": "searchset", "total": entries.len(),
+        "link": [{"relation": "next", "url": format!("{UPSTREAM}/Observation?page=2")}],
+        "entry": entries})
+    .to_string()
+}
+
+/// From the EHR's bytes to the answer's bytes: parse, verify and write a tree, or
+/// verify entry by entry and copy the kept entries.
+fn bytes_to_bytes(c: &mut Criterion) {
+    let policy = Policy::new(UPSTREAM);
+    let who = principal(V2);
+    let mut group = c.benchmark_group("verify_bytes_to_bytes");
+    for (name, size) in [("10kB", 10_000), ("100kB", 100_000), ("1MB", 1_000_000)] {
+        let text = Bytes::from(bundle_text_of(size));
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        // Sanity: both keep the same entries.
+        let mut tree: Value = serde_json::from_slice(&text).expect("JSON");
+        let tree_report = policy.verify_bundle(&who, &mut tree);
+        let bytes = policy
+            .verify_bundle_bytes(&who, text.clone())
+            .expect("JSON");
+        assert_eq!(bytes.report, tree_report);
+        assert!(tree_report.removed > 0 && tree_report.kept > 0);
+        group.bench_function(format!("tree_{name}"), |b| {
+            b.iter(|| {
+                let mut bundle: Value = serde_json::from_slice(black_box(&text)).expect("JSON");
+                policy.verify_bundle(&who, &mut bundle);
+                black_box(serde_json::to_vec(&bundle).expect("a tree serializes"))
+            })
+        });
+        group.bench_function(format!("entrywise_{name}"), |b| {
+            b.iter(|| {
+                let verified = policy
+                    .verify_bundle_bytes(&who, black_box(text.clone()))
+                    .expect("JSON");
+                black_box(verified.to_json())
+            })
+        });
+    }
+    group.finish();
 }
 
 fn principal(scopes: &str) -> Principal {
@@ -130,5 +193,5 @@ fn verify_bundle(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, scopes, verify_bundle);
+criterion_group!(benches, scopes, verify_bundle, bytes_to_bytes);
 criterion_main!(benches);

@@ -12,7 +12,8 @@
 //! - A [`Policy`] (the local FHIR base URL(s) plus explicit extra compartment links)
 //!   decides every access of that principal, before the request goes upstream and again
 //!   on everything that comes back:
-//!   [`Policy::check_read`], [`Policy::narrow_search`], [`Policy::verify_bundle`],
+//!   [`Policy::check_read`], [`Policy::narrow_search`], [`Policy::verify_bundle`] (and
+//!   [`Policy::verify_bundle_bytes`], the same check entry by entry on a Bundle's bytes),
 //!   [`Policy::check_write`] / [`Policy::authorize_write`].
 //! - Each decision can be written as an [`audit::AuditRecord`] to an [`audit::AuditSink`].
 //!
@@ -41,6 +42,7 @@
 //!   token cache is keyed by a SHA-256 of the token.
 
 pub mod audit;
+mod bundle_bytes;
 pub mod delegation;
 pub mod filter;
 mod policy;
@@ -50,6 +52,7 @@ mod search;
 pub mod token;
 mod write;
 
+pub use bundle_bytes::VerifiedBytes;
 pub use delegation::{AccessLevel, DelegationRules, Label, ProxyGrant};
 pub use policy::{
     Denial, DenialReason, ExtraLink, Policy, REFERENCE_DATA_TYPES, SECURITY_TYPES, VerifyReport,

@@ -378,6 +378,35 @@ impl Policy {
         }
     }
 
+    /// The top-level members of a `resource_type` resource that the read check looks at:
+    /// the type, the id, `meta` (security labels), and every element a compartment link
+    /// or a scope filter walks. [`Policy::verify_bundle_bytes`] parses only these of an
+    /// entry, so this must name everything `check_read_class` reads: a member missing
+    /// here is one the check would not see.
+    pub(crate) fn members_read_by_check(&self, resource_type: &str) -> Vec<String> {
+        let mut members: Vec<String> = vec!["resourceType".into(), "id".into(), "meta".into()];
+        let links = match self.classify(resource_type) {
+            Class::Compartment { links, .. } | Class::ReferenceData { links } => links,
+            Class::Patient | Class::Other => Vec::new(),
+        };
+        let standard = patient_links(resource_type).unwrap_or_default();
+        let filters = crate::filter::FILTER_PATHS
+            .iter()
+            .filter(|(t, _, _)| *t == resource_type);
+        let paths = links
+            .iter()
+            .flat_map(|l| l.paths.iter().copied())
+            .chain(standard.iter().flat_map(|l| l.paths.iter().copied()))
+            .chain(filters.flat_map(|(_, _, paths)| paths.iter().copied()));
+        for path in paths {
+            let first = path.split(['.', '[']).next().unwrap_or(path);
+            if !members.iter().any(|m| m == first) {
+                members.push(first.to_owned());
+            }
+        }
+        members
+    }
+
     pub(crate) fn grants<'p>(&self, principal: &'p Principal) -> Result<Grants<'p>, Denial> {
         let user_patient = principal
             .fhir_user
@@ -551,7 +580,8 @@ impl Policy {
     /// and every entry without a resource (a history delete would reveal an id).
     /// OperationOutcome entries are kept. When entries were removed, `total` is corrected
     /// on a single-page Bundle and removed otherwise. A value that is not a Bundle is
-    /// replaced by an empty searchset. The gateway calls this on every Bundle leaving it.
+    /// replaced by an empty searchset. The gateway calls this (or its entry-by-entry twin
+    /// on the bytes, [`Policy::verify_bundle_bytes`]) on every Bundle leaving it.
     pub fn verify_bundle(&self, principal: &Principal, bundle: &mut Value) -> VerifyReport {
         let mut report = VerifyReport::default();
         if json::resource_type(bundle) != Some("Bundle") {
@@ -561,30 +591,10 @@ impl Policy {
             return report;
         }
         let grants = self.grants(principal);
-        let searchset = bundle.get("type").and_then(Value::as_str) == Some("searchset");
+        let searchset = is_searchset(bundle);
         if let Some(entries) = bundle.get_mut("entry").and_then(Value::as_array_mut) {
             entries.retain(|entry| {
-                let is_match = searchset
-                    && entry
-                        .get("search")
-                        .and_then(|s| s.get("mode"))
-                        .and_then(Value::as_str)
-                        != Some("include");
-                let interaction = if is_match {
-                    Interaction::Search
-                } else {
-                    Interaction::Read
-                };
-                let keep = match entry.get("resource") {
-                    None => false,
-                    Some(resource) => match json::resource_type(resource) {
-                        Some("OperationOutcome") => true,
-                        Some(t) => grants.as_ref().is_ok_and(|g| {
-                            self.check_read_class(g, t, resource, interaction).is_ok()
-                        }),
-                        None => false,
-                    },
-                };
+                let keep = self.keeps_entry(&grants, searchset, entry);
                 if keep {
                     report.kept += 1;
                 } else {
@@ -599,39 +609,88 @@ impl Policy {
             }
             report.removed += 1;
         }
-        // A proxy's withheld records may sit on another page of a paged search: its
-        // `total` would count them, so a paged Bundle never carries one for it.
-        let withholds = grants.as_ref().is_ok_and(Grants::withholds);
-        if (report.removed > 0 || withholds) && bundle.get("total").is_some() {
-            let paged = ["next", "previous", "prev"]
-                .iter()
-                .any(|rel| portico_fhir::bundle::link(bundle, rel).is_some());
-            if paged {
-                if let Some(map) = bundle.as_object_mut() {
-                    map.remove("total");
-                }
-            } else {
-                let matches = bundle
-                    .get("entry")
-                    .and_then(Value::as_array)
-                    .map_or(0, |entries| {
-                        entries
-                            .iter()
-                            .filter(|e| {
-                                !matches!(
-                                    e.get("search")
-                                        .and_then(|s| s.get("mode"))
-                                        .and_then(Value::as_str),
-                                    Some("include" | "outcome")
-                                ) && e.get("resource").and_then(json::resource_type)
-                                    != Some("OperationOutcome")
-                            })
-                            .count()
-                    });
-                bundle["total"] = Value::from(matches);
-            }
-        }
+        correct_total(bundle, &grants, report, |bundle| {
+            bundle
+                .get("entry")
+                .and_then(Value::as_array)
+                .map_or(0, |entries| entries.iter().filter(|e| counts_as_match(e)).count())
+        });
         report
+    }
+
+    /// Whether one entry of a Bundle may leave: it has a resource, and that resource is
+    /// an OperationOutcome or one the principal may read (a search match as a search,
+    /// anything else as a read).
+    pub(crate) fn keeps_entry(
+        &self,
+        grants: &Result<Grants<'_>, Denial>,
+        searchset: bool,
+        entry: &Value,
+    ) -> bool {
+        let is_match = searchset
+            && entry
+                .get("search")
+                .and_then(|s| s.get("mode"))
+                .and_then(Value::as_str)
+                != Some("include");
+        let interaction = if is_match {
+            Interaction::Search
+        } else {
+            Interaction::Read
+        };
+        match entry.get("resource") {
+            None => false,
+            Some(resource) => match json::resource_type(resource) {
+                Some("OperationOutcome") => true,
+                Some(t) => grants
+                    .as_ref()
+                    .is_ok_and(|g| self.check_read_class(g, t, resource, interaction).is_ok()),
+                None => false,
+            },
+        }
+    }
+}
+
+/// Whether a Bundle is a searchset (its entries are matches unless marked otherwise).
+pub(crate) fn is_searchset(bundle: &Value) -> bool {
+    bundle.get("type").and_then(Value::as_str) == Some("searchset")
+}
+
+/// Whether a kept entry counts in a corrected `total`: not an include, not an outcome.
+pub(crate) fn counts_as_match(entry: &Value) -> bool {
+    !matches!(
+        entry
+            .get("search")
+            .and_then(|s| s.get("mode"))
+            .and_then(Value::as_str),
+        Some("include" | "outcome")
+    ) && entry.get("resource").and_then(json::resource_type) != Some("OperationOutcome")
+}
+
+/// After verification: a Bundle whose entries were removed (or whose principal has
+/// records withheld) keeps no `total` when paged, and the count of its kept matches
+/// (`matches`, asked only then) when it is a single page.
+pub(crate) fn correct_total(
+    bundle: &mut Value,
+    grants: &Result<Grants<'_>, Denial>,
+    report: VerifyReport,
+    matches: impl FnOnce(&Value) -> usize,
+) {
+    // A proxy's withheld records may sit on another page of a paged search: its
+    // `total` would count them, so a paged Bundle never carries one for it.
+    let withholds = grants.as_ref().is_ok_and(Grants::withholds);
+    if (report.removed > 0 || withholds) && bundle.get("total").is_some() {
+        let paged = ["next", "previous", "prev"]
+            .iter()
+            .any(|rel| portico_fhir::bundle::link(bundle, rel).is_some());
+        if paged {
+            if let Some(map) = bundle.as_object_mut() {
+                map.remove("total");
+            }
+        } else {
+            let matches = matches(bundle);
+            bundle["total"] = Value::from(matches);
+        }
     }
 }
 

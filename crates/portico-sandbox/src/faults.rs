@@ -3,7 +3,7 @@
 //! Real EHRs are slow, fail, drop connections and send garbage, but never on demand;
 //! these knobs make the sandbox do it on demand. They are settable at runtime from Rust
 //! ([`Faults`]) and over HTTP (`GET`/`PUT /_sandbox/faults`, `GET /_sandbox/stats`,
-//! `POST /_sandbox/stats/reset`), and apply to `/fhir` requests only, never to `/auth`
+//! `GET /_sandbox/requests`, `POST /_sandbox/stats/reset`), and apply to `/fhir` requests only, never to `/auth`
 //! or `/_sandbox`.
 //!
 //! Semantics:
@@ -24,7 +24,8 @@
 //!   a 503 OperationOutcome trickled out; after it, `status500`/`status503` replace the
 //!   answer and `reset` drops the connection;
 //! - every `/fhir` request is counted, by method and resource type (the first path
-//!   segment after `/fhir`, e.g. `Slot` or `metadata`), faulty or not.
+//!   segment after `/fhir`, e.g. `Slot` or `metadata`), faulty or not; the latest
+//!   [`REQUEST_LOG_CAPACITY`] are also kept in order, method and target, until the reset.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -142,11 +143,24 @@ pub struct RequestStats {
     pub by_method_and_type: Vec<RequestCount>,
 }
 
+/// One `/fhir` request as the log keeps it: its method and its target (path and query).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoggedRequest {
+    pub method: String,
+    pub target: String,
+}
+
+/// How many requests `GET /_sandbox/requests` keeps (the oldest are dropped first).
+pub const REQUEST_LOG_CAPACITY: usize = 20_000;
+
 /// The fault knobs and the request counter of one sandbox.
 #[derive(Debug, Default)]
 pub struct Faults {
     config: RwLock<FaultConfig>,
     counts: Mutex<BTreeMap<(String, String), u64>>,
+    /// The latest `/fhir` requests, in arrival order, since the last reset (bounded): what
+    /// the benchmarks read to count the distinct requests a portal session needs.
+    log: Mutex<std::collections::VecDeque<LoggedRequest>>,
     /// `/fhir` requests being served right now, and the most at once since the last
     /// reset (shows whether a client's calls ran concurrently, without timing them).
     in_flight: std::sync::atomic::AtomicU64,
@@ -287,21 +301,36 @@ impl Faults {
         self.max_in_flight.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Zeroes the counter (and the in-flight high-water mark).
+    /// The latest requests since the last reset, oldest first (at most
+    /// [`REQUEST_LOG_CAPACITY`]).
+    pub fn recent_requests(&self) -> Vec<LoggedRequest> {
+        self.log.lock().iter().cloned().collect()
+    }
+
+    /// Zeroes the counter (and the in-flight high-water mark) and empties the log.
     pub fn reset_stats(&self) {
         self.counts.lock().clear();
+        self.log.lock().clear();
         self.max_in_flight.store(
             self.in_flight.load(std::sync::atomic::Ordering::SeqCst),
             std::sync::atomic::Ordering::SeqCst,
         );
     }
 
-    fn record(&self, method: &str, resource_type: &str) {
+    fn record(&self, method: &str, resource_type: &str, target: &str) {
         *self
             .counts
             .lock()
             .entry((method.to_owned(), resource_type.to_owned()))
             .or_default() += 1;
+        let mut log = self.log.lock();
+        if log.len() == REQUEST_LOG_CAPACITY {
+            log.pop_front();
+        }
+        log.push_back(LoggedRequest {
+            method: method.to_owned(),
+            target: target.to_owned(),
+        });
     }
 
     fn decide(&self, method: &str, path: &str) -> Decision {
@@ -369,11 +398,13 @@ pub async fn middleware(
     request: Request,
     next: Next,
 ) -> Response {
-    let path = request
+    let uri = request
         .extensions()
         .get::<OriginalUri>()
-        .map_or_else(|| request.uri().path().to_owned(), |u| u.path().to_owned());
-    faults.record(request.method().as_str(), resource_type_of(&path));
+        .map_or_else(|| request.uri().clone(), |u| u.0.clone());
+    let path = uri.path().to_owned();
+    let target = uri.path_and_query().map_or(path.as_str(), |pq| pq.as_str());
+    faults.record(request.method().as_str(), resource_type_of(&path), target);
     let _in_flight = InFlight::enter(&faults);
     let decision = faults.decide(request.method().as_str(), &path);
     let after = decision.phase == FaultPhase::After;
@@ -485,12 +516,14 @@ fn trickle(
     })
 }
 
-/// `/_sandbox/faults` and `/_sandbox/stats` (paths relative to `/_sandbox`).
+/// `/_sandbox/faults`, `/_sandbox/stats` and `/_sandbox/requests` (paths relative to
+/// `/_sandbox`).
 pub fn router(faults: Arc<Faults>) -> Router {
     Router::new()
         .route("/faults", get(get_faults).put(put_faults))
         .route("/stats", get(get_stats))
         .route("/stats/reset", post(reset_stats))
+        .route("/requests", get(get_requests))
         .with_state(faults)
 }
 
@@ -521,6 +554,10 @@ async fn put_faults(State(faults): State<Arc<Faults>>, body: Bytes) -> Response 
 
 async fn get_stats(State(faults): State<Arc<Faults>>) -> Json<RequestStats> {
     Json(faults.stats())
+}
+
+async fn get_requests(State(faults): State<Arc<Faults>>) -> Json<Vec<LoggedRequest>> {
+    Json(faults.recent_requests())
 }
 
 async fn reset_stats(State(faults): State<Arc<Faults>>) -> StatusCode {
@@ -654,15 +691,39 @@ mod tests {
     #[test]
     fn counter() {
         let faults = Faults::default();
-        faults.record("GET", resource_type_of("/fhir/Slot"));
-        faults.record("GET", resource_type_of("/fhir/Slot/1/_history"));
-        faults.record("POST", resource_type_of("/Appointment"));
-        faults.record("GET", resource_type_of("/fhir/metadata"));
+        for (method, target) in [
+            ("GET", "/fhir/Slot?status=free"),
+            ("GET", "/fhir/Slot/1/_history"),
+            ("POST", "/Appointment"),
+            ("GET", "/fhir/metadata"),
+        ] {
+            let path = target.split('?').next().unwrap();
+            faults.record(method, resource_type_of(path), target);
+        }
         assert_eq!(faults.requests(), 4);
         assert_eq!(faults.requests_for("GET", "Slot"), 2);
         assert_eq!(faults.requests_for("POST", "Appointment"), 1);
         assert_eq!(faults.stats().by_method_and_type.len(), 3);
+        let log = faults.recent_requests();
+        assert_eq!(log.len(), 4);
+        assert_eq!(
+            (log[0].method.as_str(), log[0].target.as_str()),
+            ("GET", "/fhir/Slot?status=free")
+        );
+        assert_eq!(log[2].method, "POST");
         faults.reset_stats();
         assert_eq!(faults.requests(), 0);
+        assert!(faults.recent_requests().is_empty());
+    }
+
+    #[test]
+    fn the_request_log_is_bounded() {
+        let faults = Faults::default();
+        for i in 0..REQUEST_LOG_CAPACITY + 5 {
+            faults.record("GET", "Slot", &format!("/fhir/Slot?n={i}"));
+        }
+        let log = faults.recent_requests();
+        assert_eq!(log.len(), REQUEST_LOG_CAPACITY);
+        assert_eq!(log[0].target, "/fhir/Slot?n=5");
     }
 }

@@ -1,0 +1,319 @@
+//! The entry-by-entry verifier against the tree verifier, its reference: on generated
+//! Bundles (entries of the principal, of another patient, labelled, includes, outcomes,
+//! entries without a resource, paged or not) and on adversarial texts (repeated keys,
+//! escaped keys, odd `entry` members, not a Bundle, not an object), both must keep the
+//! same entries, write the same `total` and report the same counts.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::{members_in_text, members_in_tree};
+use crate::delegation::{ACT_CODE, AccessLevel, Label, ProxyGrant};
+use crate::principal::ClaimNames;
+use crate::{Policy, Principal};
+
+const BASE: &str = "https://ehr/fhir";
+
+fn patient(scope: &str) -> Principal {
+    Principal::from_claims(
+        json!({"sub": "u1", "patient": "pat-1", "scope": scope})
+            .as_object()
+            .unwrap(),
+        &ClaimNames::default(),
+    )
+    .unwrap()
+}
+
+/// A parent acting for `kid` (read-only, PSY withheld) whose own record is `pat-1`.
+fn parent() -> Principal {
+    let mut p = Principal::from_claims(
+        json!({"sub": "parent", "patient": ["pat-1", "kid"], "fhirUser": "Patient/pat-1",
+            "scope": "patient/*.rs"})
+        .as_object()
+        .unwrap(),
+        &ClaimNames::default(),
+    )
+    .unwrap();
+    p.proxies = vec![ProxyGrant {
+        patient: "kid".into(),
+        relationship: "rp-1".into(),
+        level: AccessLevel::ReadOnly,
+        withheld: Arc::new(vec![Label::new(ACT_CODE, "PSY")]),
+    }];
+    p
+}
+
+fn principals() -> Vec<Principal> {
+    vec![
+        patient("patient/*.rs"),
+        patient("patient/Observation.rs patient/Patient.rs"),
+        patient("patient/Observation.rs?category=laboratory"),
+        parent(),
+    ]
+}
+
+/// Both verifiers on the same text: the tree's Bundle and report, and the bytes'.
+fn both(policy: &Policy, who: &Principal, text: &str) -> (Value, Value) {
+    let tree = serde_json::from_str::<Value>(text).map(|mut bundle| {
+        let report = policy.verify_bundle(who, &mut bundle);
+        (bundle, report)
+    });
+    let bytes = policy.verify_bundle_bytes(who, Bytes::from(text.to_owned()));
+    match (tree, bytes) {
+        (Ok((tree, tree_report)), Ok(verified)) => {
+            assert_eq!(verified.report, tree_report, "reports differ on {text}");
+            let written: Value = serde_json::from_slice(&verified.to_json())
+                .unwrap_or_else(|e| panic!("unparsable output ({e}) for {text}"));
+            (tree, written)
+        }
+        (Err(_), Err(_)) => (Value::Null, Value::Null),
+        (tree, bytes) => panic!(
+            "one verifier refused {text}: tree {:?}, bytes {:?}",
+            tree.map(|t| t.1),
+            bytes.map(|b| b.report)
+        ),
+    }
+}
+
+fn assert_same(policy: &Policy, text: &str) {
+    for (i, who) in principals().iter().enumerate() {
+        let (tree, written) = both(policy, who, text);
+        assert_eq!(written, tree, "outputs differ for principal {i} on {text}");
+    }
+}
+
+fn subject() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(json!({"reference": "Patient/pat-1"})),
+        Just(json!({"reference": "Patient/pat-12"})),
+        Just(json!({"reference": "Patient/kid"})),
+        Just(json!({"reference": "https://ehr/fhir/Patient/pat-1"})),
+        Just(json!({"reference": "https://evil.example/fhir/Patient/pat-1"})),
+        Just(json!({"display": "no reference"})),
+        "[ -~]{0,20}".prop_map(|r| json!({"reference": r})),
+    ]
+}
+
+fn resource() -> impl Strategy<Value = Value> {
+    let labelled = prop_oneof![
+        Just(None),
+        Just(Some(json!({"security": [{"system": ACT_CODE, "code": "PSY"}]}))),
+        Just(Some(json!({"security": [{"system": ACT_CODE, "code": "ETH"}]}))),
+    ];
+    let category = prop_oneof![Just("laboratory"), Just("vital-signs")];
+    (
+        prop_oneof![
+            Just("Observation"),
+            Just("Condition"),
+            Just("Patient"),
+            Just("Practitioner"),
+            Just("OperationOutcome"),
+            Just("Device"),
+            Just("Appointment"),
+            Just("Schedule"),
+        ],
+        "[a-z0-9-]{1,8}",
+        subject(),
+        labelled,
+        category,
+        prop_oneof![Just("pat-1"), Just("pat-12"), Just("kid")],
+    )
+        .prop_map(|(rt, id, subject, meta, category, patient_id)| {
+            let mut r = match rt {
+                "Patient" => json!({"resourceType": rt, "id": patient_id}),
+                "Practitioner" | "Device" => json!({"resourceType": rt, "id": id}),
+                "OperationOutcome" => {
+                    json!({"resourceType": rt, "issue": [{"severity": "warning", "code": "informational"}]})
+                }
+                "Appointment" => json!({"resourceType": rt, "id": id, "status": "booked",
+                    "participant": [{"actor": subject}, {"actor": {"reference": "Practitioner/dr-1"}},
+                        {"actor": {"reference": format!("Patient/{patient_id}")}}]}),
+                "Schedule" => json!({"resourceType": rt, "id": id, "actor": [subject]}),
+                _ => json!({"resourceType": rt, "id": id, "subject": subject,
+                    "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": category}]}],
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}], "text": "Glucose {mg/dL}: [x]"},
+                    "note": [{"text": "mentions Patient/pat-12 in passing"}],
+                    "valueString": "a \"quoted\" value: with a colon, and \\ a backslash"}),
+            };
+            if let Some(meta) = meta {
+                r["meta"] = meta;
+            }
+            r
+        })
+}
+
+fn entry() -> impl Strategy<Value = Value> {
+    (
+        resource(),
+        prop_oneof![
+            Just(Some("match")),
+            Just(Some("include")),
+            Just(Some("outcome")),
+            Just(None)
+        ],
+        0..10u8,
+    )
+        .prop_map(|(resource, mode, shape)| match shape {
+            // An entry with no resource (a history delete).
+            0 => json!({"fullUrl": "https://ehr/fhir/Observation/gone",
+                "request": {"method": "DELETE", "url": "Observation/gone"}}),
+            _ => {
+                let mut e = json!({"fullUrl": "https://ehr/fhir/X/1", "resource": resource});
+                if let Some(mode) = mode {
+                    e["search"] = json!({"mode": mode});
+                }
+                e
+            }
+        })
+}
+
+fn bundle() -> impl Strategy<Value = Value> {
+    (
+        proptest::collection::vec(entry(), 0..12),
+        prop_oneof![Just("searchset"), Just("history"), Just("collection")],
+        proptest::option::of(0..50u32),
+        any::<bool>(),
+    )
+        .prop_map(|(entries, kind, total, paged)| {
+            let mut b = json!({"resourceType": "Bundle", "type": kind, "entry": entries});
+            if let Some(t) = total {
+                b["total"] = json!(t);
+            }
+            if paged {
+                b["link"] = json!([{"relation": "next", "url": "https://ehr/fhir?page=2"}]);
+            }
+            b
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_same_entries_as_the_tree_verifier(b in bundle(), pretty in any::<bool>()) {
+        let policy = Policy::new(BASE);
+        let text = if pretty {
+            serde_json::to_string_pretty(&b).unwrap()
+        } else {
+            serde_json::to_string(&b).unwrap()
+        };
+        for who in principals() {
+            let (tree, written) = both(&policy, &who, &text);
+            prop_assert_eq!(written, tree);
+        }
+    }
+}
+
+#[test]
+fn a_repeated_key_is_written_as_it_was_checked() {
+    let policy = Policy::new(BASE);
+    let who = patient("patient/*.rs");
+    // A first-wins reader of the raw text would see pat-12's Observation.
+    let text = r#"{"resourceType":"Bundle","type":"searchset","entry":[
+        {"resource":{"resourceType":"Observation","id":"o","subject":{"reference":"Patient/pat-12"}},
+         "resource":{"resourceType":"Observation","id":"o","subject":{"reference":"Patient/pat-1"}}},
+        {"resource":{"resourceType":"Observation","id":"p","subject":{"reference":"Patient/pat-12"},
+            "subject":{"reference":"Patient/pat-1"}}}
+    ]}"#;
+    let verified = policy
+        .verify_bundle_bytes(&who, Bytes::from_static(text.as_bytes()))
+        .unwrap();
+    assert_eq!(verified.report.kept, 2);
+    let out = String::from_utf8(verified.to_json()).unwrap();
+    assert!(!out.contains("pat-12"), "{out}");
+    assert_same(&policy, text);
+}
+
+#[test]
+fn repeated_keys_inside_a_resource_agree_with_the_tree() {
+    let policy = Policy::new(BASE);
+    for resource in [
+        // In a member the check reads: the entry is parsed whole.
+        r#"{"resourceType":"Condition","id":"c","subject":{"reference":"Patient/pat-12","reference":"Patient/pat-1"}}"#,
+        r#"{"resourceType":"Condition","id":"c","subject":{"reference":"Patient/kid"},
+            "meta":{"security":[{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"PSY"}]},
+            "meta":{}}"#,
+        r#"{"resourceType":"Condition","resourceType":"Observation","id":"c","subject":{"reference":"Patient/pat-1"}}"#,
+        // In a member it does not read: nothing it decides changes.
+        r#"{"resourceType":"Condition","id":"c","subject":{"reference":"Patient/pat-1"},"code":{"text":"a","text":"b"}}"#,
+    ] {
+        let text = format!(
+            r#"{{"resourceType":"Bundle","type":"searchset","entry":[{{"resource":{resource},"search":{{"mode":"match"}}}}]}}"#
+        );
+        assert_same(&policy, &text);
+    }
+}
+
+#[test]
+fn odd_texts_agree_with_the_tree() {
+    let policy = Policy::new(BASE);
+    let own = r#"{"resource":{"resourceType":"Observation","id":"o","subject":{"reference":"Patient/pat-1"}}}"#;
+    let other = r#"{"resource":{"resourceType":"Observation","id":"x","subject":{"reference":"Patient/pat-12"}}}"#;
+    for text in [
+        format!(r#"{{"resourceType":"Bundle","type":"searchset","entry":[{own},{other}]}}"#),
+        // `entry` given twice: the last wins, as in a tree.
+        format!(
+            r#"{{"resourceType":"Bundle","entry":[{other}],"type":"searchset","entry":[{own}]}}"#
+        ),
+        format!(r#"{{"resourceType":"Bundle","entry":[{own}],"entry":[{other}]}}"#),
+        // Keys and values written with escapes.
+        format!(r#"{{"resource\u0054ype":"Bundle","\u0065ntry":[{own},{other}],"total":2}}"#),
+        r#"{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Observation","id":"e","subject":{"reference":"Patient\/pat-12"}}}]}"#.to_owned(),
+        r#"{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Observation","id":"e","subject":{"reference":"\u0050atient/pat-12"}}}]}"#.to_owned(),
+        // `entry` that is not an array, or null, or empty.
+        format!(r#"{{"resourceType":"Bundle","type":"searchset","total":3,"entry":{own}}}"#),
+        r#"{"resourceType":"Bundle","entry":null,"total":0}"#.to_owned(),
+        r#"{"resourceType":"Bundle","entry":[],"total":0}"#.to_owned(),
+        r#"{"resourceType":"Bundle","entry":"[]"}"#.to_owned(),
+        r#"{"resourceType":"Bundle"}"#.to_owned(),
+        // Not a Bundle, not an object, not JSON.
+        format!(r#"{{"resourceType":"Observation","entry":[{other}]}}"#),
+        format!(r#"[{other}]"#),
+        r#""Bundle""#.to_owned(),
+        "  \n {\"resourceType\" : \"Bundle\" , \"entry\" : [ ] } ".to_owned(),
+        r#"{"resourceType":"Bundle","entry":[{"resource":{}}, 3, null, "x", []]}"#.to_owned(),
+        r#"{"resourceType":"Bundle","entry":[{"resource":5},{"resource":1.5e3},{"resource":[1,{"a":2}]},{"resource":"x"},{"resource":null},{"resource":true}]}"#.to_owned(),
+        r#"{"resourceType":"Bundle","entry":[{"resource":{"resourceType":7,"id":"o"}},{"search":3,"resource":{"resourceType":"Observation","id":"o","subject":{"reference":"Patient/pat-1"}}}]}"#.to_owned(),
+        r#"{"resourceType":"Bundle","entry":5}"#.to_owned(),
+        r#"{"resourceType":"Bundle","entry":{"a":1}}"#.to_owned(),
+        r#"{"resourceType":"Bundle","entry":true}"#.to_owned(),
+        r#"{"resourceType":"Bundle","entry":[{"resource":"#.to_owned(),
+        "{}".to_owned(),
+        String::new(),
+        // A string holding braces, colons and escaped quotes inside an entry.
+        r#"{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Observation","id":"q","subject":{"reference":"Patient/pat-1"},"note":[{"text":"a: \"}{\" \\"}]}}]}"#.to_owned(),
+    ] {
+        assert_same(&policy, &text);
+    }
+}
+
+#[test]
+fn members_are_counted_outside_strings_only() {
+    let text = r#"{"a":{"b":"x:y","c":["\":\"",{"d":1}]},"e":"\\"}"#;
+    assert_eq!(members_in_text(text), 5);
+    let tree: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(members_in_tree(&tree), 5);
+    let repeated = r#"{"a":1,"a":2}"#;
+    assert_eq!(members_in_text(repeated), 2);
+    assert_eq!(
+        members_in_tree(&serde_json::from_str::<Value>(repeated).unwrap()),
+        1
+    );
+}
+
+#[test]
+fn kept_entries_are_the_bytes_that_came() {
+    let policy = Policy::new(BASE);
+    let who = patient("patient/*.rs");
+    // Spacing and key order of a kept entry are the EHR's own.
+    let own = r#"{ "search" : {"mode":"match"} , "resource" : {"subject":{"reference":"Patient/pat-1"},"resourceType":"Observation","id":"o"} }"#;
+    let text = format!(r#"{{"resourceType":"Bundle","type":"searchset","entry":[{own}]}}"#);
+    let verified = policy
+        .verify_bundle_bytes(&who, Bytes::from(text.clone()))
+        .unwrap();
+    let out = String::from_utf8(verified.to_json()).unwrap();
+    assert!(out.contains(own), "{out}");
+}
