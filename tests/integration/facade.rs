@@ -252,3 +252,69 @@ async fn passthrough_credentials_do_not_replace_the_gateways_checks() {
         .unwrap();
     assert_eq!(res.status(), 403);
 }
+
+/// An EHR that ignores the narrowing and answers another patient's entries beside the
+/// patient's own: the facade (which checks a Bundle entry by entry on its bytes) drops
+/// them, corrects `total`, and never passes on an entry whose text says something else
+/// than what was checked (a key given twice). (That no answer carries the EHR's base is
+/// the isolation suite's leak check, on every answer against the sandbox.)
+#[tokio::test]
+async fn an_ehr_answering_foreign_entries_is_checked_entry_by_entry() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let mock = MockServer::start().await;
+    let base = format!("{}/fhir", mock.uri());
+    let own = |id: &str| {
+        format!(
+            r#"{{"fullUrl":"{base}/Observation/{id}","resource":{{"resourceType":"Observation","id":"{id}","status":"final","code":{{"text":"ok"}},"subject":{{"reference":"Patient/pat-1"}}}},"search":{{"mode":"match"}}}}"#
+        )
+    };
+    let foreign = format!(
+        r#"{{"fullUrl":"{base}/Observation/b1","resource":{{"resourceType":"Observation","id":"b1","status":"final","code":{{"text":"secret-of-b"}},"subject":{{"reference":"Patient/pat-2"}}}},"search":{{"mode":"match"}}}}"#
+    );
+    // Read first-wins, this entry is pat-2's; read last-wins (as checked), pat-1's.
+    let repeated = r#"{"resource":{"resourceType":"Observation","id":"twice","status":"final","code":{"text":"repeated-key"},"subject":{"reference":"Patient/pat-2"},"subject":{"reference":"Patient/pat-1"}},"search":{"mode":"match"}}"#;
+    let body = format!(
+        r#"{{"resourceType":"Bundle","type":"searchset","total":4,"entry":[{},{foreign},{repeated},{}]}}"#,
+        own("a1"),
+        own("a2")
+    );
+    Mock::given(method("GET"))
+        .and(path("/fhir/Observation"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_raw(body.into_bytes(), "application/fhir+json"),
+        )
+        .mount(&mock)
+        .await;
+    let app = TestApp::spawn_on_mock(&mock, portico::config::EhrProfile::GenericR4).await;
+    let token = app.patient_token("pat-1", SCOPES);
+    let res = app
+        .http
+        .get(app.url("/fhir/Observation?code=x"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(!text.contains("secret-of-b"), "{text}");
+    assert!(!text.contains("Patient/pat-2"), "{text}");
+    let bundle: Value = serde_json::from_str(&text).unwrap();
+    let ids: Vec<&str> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a1", "twice", "a2"]);
+    assert_eq!(bundle["total"], 3);
+    let audit = app.audit_records();
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["resource_type"] == "Observation" && r["removed_entries"] == 1),
+        "{audit:?}"
+    );
+}

@@ -57,8 +57,8 @@ enum KeptEntry {
 }
 
 impl VerifiedBytes {
-    /// A Bundle the tree verifier handled as a whole.
-    fn from_tree(bundle: Value, report: VerifyReport) -> VerifiedBytes {
+    /// A Bundle the tree verifier handled as a whole (or one a caller verified with it).
+    pub fn from_tree(bundle: Value, report: VerifyReport) -> VerifiedBytes {
         VerifiedBytes {
             head: bundle,
             entries: None,

@@ -3,8 +3,8 @@
 //! for the principal before anything of it is handed out.
 
 use bytes::Bytes;
-use portico_access::{Interaction, VerifyReport};
-use portico_upstream::{FhirRequest, FhirResponse};
+use portico_access::{Interaction, VerifiedBytes, VerifyReport};
+use portico_upstream::{FhirRequest, FhirResponse, UpstreamError};
 use serde_json::Value;
 
 use crate::audit::Outcome;
@@ -167,6 +167,49 @@ impl Session<'_> {
         })
     }
 
+    /// [`Session::verify`] for a caller that only writes the Bundle out: checked entry
+    /// by entry on the EHR's bytes ([`portico_access::Policy::verify_bundle_bytes`]), the
+    /// kept entries copied as they came, never a tree of the whole. Recorded like
+    /// [`Session::verify`]; an operation's answer (made a Bundle first) goes through the
+    /// tree.
+    pub async fn verify_bytes(
+        &self,
+        unchecked: Unchecked,
+    ) -> Result<(VerifiedBytes, Meta), GuardError> {
+        if unchecked.operation {
+            let verified = self.verify(unchecked).await?;
+            let bytes = VerifiedBytes::from_tree(verified.bundle, verified.report);
+            return Ok((bytes, verified.meta));
+        }
+        let meta = Meta::of(&unchecked.response);
+        let checked = self
+            .policy()
+            .verify_bundle_bytes(self.actor.principal(), unchecked.response.body.clone());
+        let verified = match checked {
+            Ok(verified) => verified,
+            Err(e) => {
+                self.note(
+                    unchecked.interaction,
+                    &unchecked.rt,
+                    unchecked.id.as_deref(),
+                    Outcome::Failed(Some(unchecked.response.status)),
+                )
+                .await;
+                return Err(GuardError::Upstream(UpstreamError::MalformedBody {
+                    detail: format!("invalid json at line {} column {}", e.line(), e.column()),
+                }));
+            }
+        };
+        self.audit(
+            unchecked.interaction,
+            &unchecked.rt,
+            unchecked.id.as_deref(),
+            Outcome::allowed(meta.status, verified.report.removed),
+        )
+        .await?;
+        Ok((verified, meta))
+    }
+
     /// [`Session::verify`] for a caller that keeps what it derives from the verified
     /// Bundle (see [`Reply`]): on a hit with a value kept under `what` for this
     /// principal, that value, recorded again; otherwise the Bundle, verified now.
@@ -175,6 +218,38 @@ impl Session<'_> {
         unchecked: Unchecked,
         what: &str,
     ) -> Result<Reply<T, Verified>, GuardError> {
+        self.kept_or(unchecked, what, |unchecked| async move {
+            let verified = self.verify(unchecked).await?;
+            Ok((verified.meta.clone(), verified))
+        })
+        .await
+    }
+
+    /// [`Session::verify_kept`] with [`Session::verify_bytes`] on a miss.
+    pub async fn verify_kept_bytes<T: KeptAnswer>(
+        &self,
+        unchecked: Unchecked,
+        what: &str,
+    ) -> Result<Reply<T, VerifiedBytes>, GuardError> {
+        self.kept_or(unchecked, what, |unchecked| async move {
+            let (verified, meta) = self.verify_bytes(unchecked).await?;
+            Ok((meta, verified))
+        })
+        .await
+    }
+
+    /// The value kept under `what` for this principal, recorded again; otherwise what
+    /// `fresh` verifies now.
+    async fn kept_or<T, F, Fut>(
+        &self,
+        unchecked: Unchecked,
+        what: &str,
+        fresh: impl FnOnce(Unchecked) -> Fut,
+    ) -> Result<Reply<T, F>, GuardError>
+    where
+        T: KeptAnswer,
+        Fut: std::future::Future<Output = Result<(Meta, F), GuardError>>,
+    {
         let slot = self.bound(&unchecked.response);
         if let Some(kept) = slot.as_ref().and_then(|s| s.get::<T>(what)) {
             self.audit(
@@ -186,13 +261,8 @@ impl Session<'_> {
             .await?;
             return Ok(Reply::new(unchecked.meta(), Reuse::Kept(kept), slot, what));
         }
-        let verified = self.verify(unchecked).await?;
-        Ok(Reply::new(
-            verified.meta.clone(),
-            Reuse::Fresh(verified),
-            slot,
-            what,
-        ))
+        let (meta, verified) = fresh(unchecked).await?;
+        Ok(Reply::new(meta, Reuse::Fresh(verified), slot, what))
     }
 
     async fn parse_bundle(&self, unchecked: &Unchecked) -> Result<Value, GuardError> {

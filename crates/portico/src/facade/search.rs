@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use portico_access::{Denial, DenialReason, Interaction};
 use portico_guard::{Reply, Reuse, Session, Unchecked, encode_query};
 
-use super::render::{fhir_bytes_response, kept_body, render, rewrite_links};
+use super::render::{fhir_bytes_response, kept_body, rewrite_links};
 use super::{FhirResult, MAX_COUNT, actor, bad_request, checked_type, cursor};
 use crate::authn::Authenticated;
 use crate::error::{ApiError, FhirError};
@@ -146,7 +146,7 @@ pub(super) async fn bundle_answer(
         answer,
         keeper,
     } = session
-        .verify_kept::<kept::Answer>(unchecked, &what)
+        .verify_kept_bytes::<kept::Answer>(unchecked, &what)
         .await?;
     let body = match answer {
         Reuse::Kept(answer) => kept_body(&answer)?,
@@ -154,11 +154,11 @@ pub(super) async fn bundle_answer(
             rewrite_links(
                 state,
                 session.actor().fingerprint(),
-                &mut verified.bundle,
+                &mut verified.head,
                 self_link,
                 expires,
             );
-            let body = render(state, &verified.bundle);
+            let body = Bytes::from(state.rewrite_bases_bytes(verified.to_json()));
             let answer = kept::Answer::pack(&body, verified.report.removed);
             let weight = answer.weight();
             keeper.keep(answer, weight);
