@@ -5,7 +5,8 @@
 # bench-results/results.json and bench-results/results.md.
 #
 #   scripts/bench.sh              # the full run (about 10 minutes on 2 cores)
-#   scripts/bench.sh --smoke      # tiny dataset, ~1 s per point: keeps the script working
+#   scripts/bench.sh --smoke      # debug build, tiny dataset, 1 s per point: keeps the
+#                                 # script working (the test suite runs it; figures mean nothing)
 #   scripts/bench.sh --micro      # only the criterion micro-benchmarks
 #
 # Extra arguments go to scripts/bench/run.py (--duration S, --runs N, --patients N,
@@ -35,9 +36,20 @@ if [[ $micro == 1 ]]; then
     exit 0
 fi
 
-echo "== building release binaries"
-cargo build --release -p portico
-cargo build --release -p portico-sandbox --example static_server
+target_dir=${CARGO_TARGET_DIR:-target}
+if [[ $smoke == 1 ]]; then
+    # The smoke run only keeps this script working (CI runs it after the tests): the debug
+    # binaries the other test scripts build are enough, and its figures mean nothing.
+    echo "== building debug binaries (smoke run)"
+    cargo build -p portico
+    cargo build -p portico-sandbox --example static_server
+    profile=debug
+else
+    echo "== building release binaries"
+    cargo build --release -p portico
+    cargo build --release -p portico-sandbox --example static_server
+    profile=release
+fi
 
 tools=target/bench-tools
 if [[ ! -x $tools/bin/oha ]]; then
@@ -67,7 +79,7 @@ fi
 
 ulimit -n 65536 2>/dev/null || true
 exec python3 scripts/bench/run.py \
-    --portico target/release/portico \
-    --static target/release/examples/static_server \
+    --portico "$target_dir/$profile/portico" \
+    --static "$target_dir/$profile/examples/static_server" \
     --oha "$tools/bin/oha" \
     "${nginx_args[@]}" "${args[@]}"

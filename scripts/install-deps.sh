@@ -5,6 +5,9 @@
 #   nginx-light      the reference server in scripts/bench.sh (any nginx flavour will do)
 #   chromium         a real browser for the portal pages' tests (run headless)
 #   chromium-driver  Debian's chromedriver for that browser (/usr/bin/chromedriver)
+#   libssl-dev, pkg-config
+#                    what the benchmarks' load generator (oha, built from crates.io by
+#                    scripts/bench.sh; the test suite runs its smoke run) links against
 #
 # Idempotent: what is already installed is skipped, and `apt-get update` runs only when
 # something is missing. Everything comes from Debian's archive through apt-get; nothing is
@@ -52,7 +55,7 @@ present() {
     esac
 }
 
-wanted=(redis-server nginx-light chromium chromium-driver)
+wanted=(redis-server nginx-light chromium chromium-driver libssl-dev pkg-config)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
     for pkg in "${wanted[@]}"; do

@@ -4,7 +4,8 @@
 # SMART authorization-code + PKCE login, and the fleet tests (three gateways sharing a real
 # Redis behind nginx round-robin, scripts/fleet-test.sh). The portal API's OpenAPI document
 # is also validated against the OpenAPI 3.1 schema, deploy/ is checked
-# (scripts/check-deploy.sh), and the interop scenarios run last.
+# (scripts/check-deploy.sh), the interop scenarios run, and last a smoke run of the
+# benchmark script (scripts/bench.sh --smoke).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,3 +25,7 @@ SCREENSHOTS=0 scripts/browser-tests.sh
 # The gateway against third-party servers, authorization server and client libraries
 # (docs/INTEROP.md); installs its pinned peers into .interop/ on first use.
 scripts/interop.sh
+# The benchmark script on the debug build with a tiny dataset (1 s per load point), so that
+# it never rots; its figures mean nothing. Builds the load generator (oha) once into
+# target/bench-tools.
+scripts/bench.sh --smoke --out "${CARGO_TARGET_DIR:-target}/bench-smoke"

@@ -1043,6 +1043,12 @@ encryption_key_file = "{key_file}"
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(markdown(results))
     print(markdown(results))
+    # Every scenario asked for must have produced its figures (a smoke run in CI fails
+    # here when the script has rotted, whatever the figures are).
+    produced = {k.split("_", 1)[0] for k in S}
+    missing = sorted(wanted - produced)
+    if missing:
+        sys.exit(f"run.py: no results for scenario(s) {', '.join(missing)}")
 
 
 def markdown(r):

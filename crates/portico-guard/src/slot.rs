@@ -145,6 +145,12 @@ impl Keeper {
         }
     }
 
+    /// Whether [`Keeper::keep`] would keep anything: a caller skips deriving (packing)
+    /// what would only be dropped, as on a miss or with the cache off.
+    pub fn wants(&self) -> bool {
+        self.slot.is_some()
+    }
+
     /// The slot, for a caller that keeps more under keys of its own.
     pub fn into_slot(self) -> Option<BoundSlot> {
         self.slot

@@ -159,9 +159,11 @@ pub(super) async fn bundle_answer(
                 expires,
             );
             let body = Bytes::from(state.rewrite_bases_bytes(verified.to_json()));
-            let answer = kept::Answer::pack(&body, verified.report.removed);
-            let weight = answer.weight();
-            keeper.keep(answer, weight);
+            if keeper.wants() {
+                let answer = kept::Answer::pack(&body, verified.report.removed);
+                let weight = answer.weight();
+                keeper.keep(answer, weight);
+            }
             body
         }
     };
