@@ -939,6 +939,10 @@ encryption_key_file = "{key_file}"
                                                      first + 2 * sessions + sample)]
             if first + 2 * sessions + sample > patients:
                 raise RuntimeError("not enough sandbox patients for scenario 5's floor")
+            status, _, _ = Http(SANDBOX_PORT).request("PUT", "/_sandbox/requests",
+                                                      {"record": True})
+            if status != 200:
+                raise RuntimeError(f"PUT /_sandbox/requests answered {status}")
             floors, naive = [], []
             for i, p in enumerate(floor_pats):
                 sandbox_reset()
@@ -946,6 +950,7 @@ encryption_key_file = "{key_file}"
                 reqs = sandbox_requests()
                 floors.append(session_floor(reqs))
                 naive.append(sum(1 for r in reqs if not r["target"].startswith("/fhir/metadata")))
+            Http(SANDBOX_PORT).request("PUT", "/_sandbox/requests", {"record": False})
             floor = statistics.mean(floors)
             s5["floor"] = {"sessions": sample, "per_session": floor,
                            "naive_per_session": statistics.mean(naive),

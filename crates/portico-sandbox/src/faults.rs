@@ -24,7 +24,8 @@
 //!   a 503 OperationOutcome trickled out; after it, `status500`/`status503` replace the
 //!   answer and `reset` drops the connection;
 //! - every `/fhir` request is counted, by method and resource type (the first path
-//!   segment after `/fhir`, e.g. `Slot` or `metadata`), faulty or not; the latest
+//!   segment after `/fhir`, e.g. `Slot` or `metadata`), faulty or not; while the request
+//!   log is on (`PUT /_sandbox/requests {"record": true}`; off at start) the latest
 //!   [`REQUEST_LOG_CAPACITY`] are also kept in order, method and target, until the reset.
 
 use std::collections::BTreeMap;
@@ -158,9 +159,12 @@ pub const REQUEST_LOG_CAPACITY: usize = 20_000;
 pub struct Faults {
     config: RwLock<FaultConfig>,
     counts: Mutex<BTreeMap<(String, String), u64>>,
-    /// The latest `/fhir` requests, in arrival order, since the last reset (bounded): what
-    /// the benchmarks read to count the distinct requests a portal session needs.
+    /// The latest `/fhir` requests, in arrival order, since the last reset (bounded), kept
+    /// only while `logging` is on (a lock and two copies per request, which a benchmark
+    /// of the sandbox's own speed should not pay): what the benchmarks read to count the
+    /// distinct requests a portal session needs.
     log: Mutex<std::collections::VecDeque<LoggedRequest>>,
+    logging: std::sync::atomic::AtomicBool,
     /// `/fhir` requests being served right now, and the most at once since the last
     /// reset (shows whether a client's calls ran concurrently, without timing them).
     in_flight: std::sync::atomic::AtomicU64,
@@ -301,10 +305,22 @@ impl Faults {
         self.max_in_flight.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// The latest requests since the last reset, oldest first (at most
-    /// [`REQUEST_LOG_CAPACITY`]).
+    /// The latest requests since the last reset while logging was on, oldest first (at
+    /// most [`REQUEST_LOG_CAPACITY`]).
     pub fn recent_requests(&self) -> Vec<LoggedRequest> {
         self.log.lock().iter().cloned().collect()
+    }
+
+    /// Turns the request log on or off (it starts off); either way it is emptied.
+    pub fn log_requests(&self, on: bool) {
+        let mut log = self.log.lock();
+        self.logging.store(on, std::sync::atomic::Ordering::SeqCst);
+        log.clear();
+    }
+
+    /// Whether the request log is on.
+    pub fn logs_requests(&self) -> bool {
+        self.logging.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Zeroes the counter (and the in-flight high-water mark) and empties the log.
@@ -323,6 +339,9 @@ impl Faults {
             .lock()
             .entry((method.to_owned(), resource_type.to_owned()))
             .or_default() += 1;
+        if !self.logs_requests() {
+            return;
+        }
         let mut log = self.log.lock();
         if log.len() == REQUEST_LOG_CAPACITY {
             log.pop_front();
@@ -523,7 +542,7 @@ pub fn router(faults: Arc<Faults>) -> Router {
         .route("/faults", get(get_faults).put(put_faults))
         .route("/stats", get(get_stats))
         .route("/stats/reset", post(reset_stats))
-        .route("/requests", get(get_requests))
+        .route("/requests", get(get_requests).put(put_requests))
         .with_state(faults)
 }
 
@@ -558,6 +577,26 @@ async fn get_stats(State(faults): State<Arc<Faults>>) -> Json<RequestStats> {
 
 async fn get_requests(State(faults): State<Arc<Faults>>) -> Json<Vec<LoggedRequest>> {
     Json(faults.recent_requests())
+}
+
+/// `PUT /_sandbox/requests` with `{"record": true}` or `{"record": false}`.
+async fn put_requests(State(faults): State<Arc<Faults>>, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Logging {
+        record: bool,
+    }
+    match serde_json::from_slice::<Logging>(&body) {
+        Ok(Logging { record }) => {
+            faults.log_requests(record);
+            Json(serde_json::json!({"record": record})).into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": format!("expected {{\"record\": true|false}}: {e}")})),
+        )
+            .into_response(),
+    }
 }
 
 async fn reset_stats(State(faults): State<Arc<Faults>>) -> StatusCode {
@@ -691,6 +730,7 @@ mod tests {
     #[test]
     fn counter() {
         let faults = Faults::default();
+        faults.log_requests(true);
         for (method, target) in [
             ("GET", "/fhir/Slot?status=free"),
             ("GET", "/fhir/Slot/1/_history"),
@@ -719,6 +759,9 @@ mod tests {
     #[test]
     fn the_request_log_is_bounded() {
         let faults = Faults::default();
+        faults.record("GET", "Slot", "/fhir/Slot?before=on");
+        assert!(faults.recent_requests().is_empty(), "the log starts off");
+        faults.log_requests(true);
         for i in 0..REQUEST_LOG_CAPACITY + 5 {
             faults.record("GET", "Slot", &format!("/fhir/Slot?n={i}"));
         }
