@@ -8,8 +8,8 @@
 
 use std::hint::black_box;
 
-use chrono::NaiveDate;
 use bytes::Bytes;
+use chrono::NaiveDate;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use portico_access::scopes::Context;
 use portico_access::{ClaimNames, Interaction, Policy, Principal, ScopeSet};
@@ -80,10 +80,7 @@ fn own_resources() -> Vec<Value> {
 fn bundle_of_100() -> Value {
     let resources: Vec<Value> = own_resources().into_iter().cycle().take(100).collect();
     assert_eq!(resources.len(), 100, "the generator made no patient data");
-    let entries: Vec<Value> = resources
-        .into_iter()
-        .map(entry_of)
-        .collect();
+    let entries: Vec<Value> = resources.into_iter().map(entry_of).collect();
     json!({"resourceType": "Bundle", "type": "searchset", "total": 100, "entry": entries})
 }
 

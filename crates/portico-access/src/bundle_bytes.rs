@@ -332,7 +332,6 @@ struct EntryParts<'a> {
     repeats: bool,
 }
 
-
 impl<'de> Deserialize<'de> for EntryParts<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct EntryVisitor;

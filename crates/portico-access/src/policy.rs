@@ -613,7 +613,9 @@ impl Policy {
             bundle
                 .get("entry")
                 .and_then(Value::as_array)
-                .map_or(0, |entries| entries.iter().filter(|e| counts_as_match(e)).count())
+                .map_or(0, |entries| {
+                    entries.iter().filter(|e| counts_as_match(e)).count()
+                })
         });
         report
     }

@@ -100,8 +100,12 @@ fn subject() -> impl Strategy<Value = Value> {
 fn resource() -> impl Strategy<Value = Value> {
     let labelled = prop_oneof![
         Just(None),
-        Just(Some(json!({"security": [{"system": ACT_CODE, "code": "PSY"}]}))),
-        Just(Some(json!({"security": [{"system": ACT_CODE, "code": "ETH"}]}))),
+        Just(Some(
+            json!({"security": [{"system": ACT_CODE, "code": "PSY"}]})
+        )),
+        Just(Some(
+            json!({"security": [{"system": ACT_CODE, "code": "ETH"}]})
+        )),
     ];
     let category = prop_oneof![Just("laboratory"), Just("vital-signs")];
     (
