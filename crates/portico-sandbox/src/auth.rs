@@ -22,6 +22,7 @@ mod handlers;
 mod keys;
 mod logins;
 mod scopes;
+mod verified;
 #[cfg(test)]
 mod tests;
 
@@ -445,6 +446,8 @@ pub struct AuthServer {
     /// Access and id token lifetime in seconds; starts at [`AuthConfig::token_lifetime`]
     /// and can be changed at run time with [`AuthServer::set_token_lifetime`].
     token_lifetime_secs: std::sync::atomic::AtomicU64,
+    /// Access tokens whose signature was checked once already.
+    verified: verified::VerifiedTokens,
 }
 
 impl std::fmt::Debug for AuthServer {
@@ -521,6 +524,7 @@ impl AuthServer {
                 last_purge: Instant::now(),
             }),
             extra_audiences: RwLock::new(Vec::new()),
+            verified: verified::VerifiedTokens::default(),
         };
         for reg in Self::standard_clients() {
             server.register_client(reg);
@@ -702,8 +706,18 @@ impl AuthServer {
             })
     }
 
-    /// Verifies signature, `alg` (RS256 only), `kid`, `iss`, `aud` and `exp`.
+    /// Verifies signature, `alg` (RS256 only), `kid`, `iss`, `aud` and `exp`; a token
+    /// verified before is found by its digest and only `exp` is checked again.
     pub fn verify_access_token(&self, token: &str) -> Result<AccessClaims, AuthError> {
+        if let Some(claims) = self.verified.get(token, unix_now()) {
+            return Ok(claims);
+        }
+        let claims = self.verify_access_token_in_full(token)?;
+        self.verified.insert(token, &claims);
+        Ok(claims)
+    }
+
+    fn verify_access_token_in_full(&self, token: &str) -> Result<AccessClaims, AuthError> {
         let header = token.split('.').next().ok_or(AuthError::Malformed)?;
         let header: Value = URL_SAFE_NO_PAD
             .decode(header)
