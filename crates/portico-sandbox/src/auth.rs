@@ -22,9 +22,9 @@ mod handlers;
 mod keys;
 mod logins;
 mod scopes;
-mod verified;
 #[cfg(test)]
 mod tests;
+mod verified;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -71,7 +71,11 @@ mod tests {
         assert_eq!(tokens.get("a.b.c", 100), Some(claims(100)));
         assert_eq!(tokens.get("a.b.d", 100), None);
         assert_eq!(tokens.get("a.b.c", 101), None, "expired");
-        assert_eq!(tokens.get("a.b.c", 50), None, "an expired token is forgotten");
+        assert_eq!(
+            tokens.get("a.b.c", 50),
+            None,
+            "an expired token is forgotten"
+        );
     }
 
     #[test]
