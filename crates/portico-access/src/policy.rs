@@ -380,7 +380,8 @@ impl Policy {
 
     /// The top-level members of a `resource_type` resource that the read check looks at:
     /// the type, the id, `meta` (security labels), and every element a compartment link
-    /// or a scope filter walks. [`Policy::verify_bundle_bytes`] parses only these of an
+    /// (R4's and the configured extra ones, as `classify` gives them) or a scope filter
+    /// walks. [`Policy::verify_bundle_bytes`] parses only these of an
     /// entry, so this must name everything `check_read_class` reads: a member missing
     /// here is one the check would not see.
     pub(crate) fn members_read_by_check(&self, resource_type: &str) -> Vec<String> {
@@ -389,14 +390,12 @@ impl Policy {
             Class::Compartment { links, .. } | Class::ReferenceData { links } => links,
             Class::Patient | Class::Other => Vec::new(),
         };
-        let standard = patient_links(resource_type).unwrap_or_default();
         let filters = crate::filter::FILTER_PATHS
             .iter()
             .filter(|(t, _, _)| *t == resource_type);
         let paths = links
             .iter()
             .flat_map(|l| l.paths.iter().copied())
-            .chain(standard.iter().flat_map(|l| l.paths.iter().copied()))
             .chain(filters.flat_map(|(_, _, paths)| paths.iter().copied()));
         for path in paths {
             let first = path.split(['.', '[']).next().unwrap_or(path);

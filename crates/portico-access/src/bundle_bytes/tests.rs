@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::{members_in_text, members_in_tree};
 use crate::delegation::{ACT_CODE, AccessLevel, Label, ProxyGrant};
 use crate::principal::ClaimNames;
-use crate::{Policy, Principal};
+use crate::{ExtraLink, Policy, Principal};
 
 const BASE: &str = "https://ehr/fhir";
 
@@ -45,6 +45,29 @@ fn parent() -> Principal {
     }];
     p
 }
+
+/// The gateway's policies: R4's compartment alone, and with extra links of the kinds it
+/// configures (a type outside R4's compartment, an extension, and one more element of a
+/// type R4 already links).
+fn policies() -> Vec<Policy> {
+    vec![
+        Policy::new(BASE),
+        Policy::new(BASE)
+            .with_link(ExtraLink::task_for())
+            .with_link(ExtraLink {
+                resource_type: "PaymentReconciliation".into(),
+                param: "patient".into(),
+                paths: vec![format!("extension[url={PAYER_EXTENSION}].valueReference")],
+            })
+            .with_link(ExtraLink {
+                resource_type: "Observation".into(),
+                param: "focus".into(),
+                paths: vec!["focus".into()],
+            }),
+    ]
+}
+
+const PAYER_EXTENSION: &str = "https://portico.example/fhir/StructureDefinition/patient";
 
 fn principals() -> Vec<Principal> {
     vec![
@@ -118,14 +141,17 @@ fn resource() -> impl Strategy<Value = Value> {
             Just("Device"),
             Just("Appointment"),
             Just("Schedule"),
+            Just("Task"),
+            Just("PaymentReconciliation"),
         ],
         "[a-z0-9-]{1,8}",
         subject(),
         labelled,
         category,
         prop_oneof![Just("pat-1"), Just("pat-12"), Just("kid")],
+        proptest::option::of(subject()),
     )
-        .prop_map(|(rt, id, subject, meta, category, patient_id)| {
+        .prop_map(|(rt, id, subject, meta, category, patient_id, focus)| {
             let mut r = match rt {
                 "Patient" => json!({"resourceType": rt, "id": patient_id}),
                 "Practitioner" | "Device" => json!({"resourceType": rt, "id": id}),
@@ -136,6 +162,11 @@ fn resource() -> impl Strategy<Value = Value> {
                     "participant": [{"actor": subject}, {"actor": {"reference": "Practitioner/dr-1"}},
                         {"actor": {"reference": format!("Patient/{patient_id}")}}]}),
                 "Schedule" => json!({"resourceType": rt, "id": id, "actor": [subject]}),
+                "Task" => json!({"resourceType": rt, "id": id, "status": "requested",
+                    "intent": "order", "for": subject}),
+                "PaymentReconciliation" => json!({"resourceType": rt, "id": id, "status": "active",
+                    "extension": [{"url": PAYER_EXTENSION, "valueReference": subject},
+                        {"url": "https://payer.example/remittance", "valueReference": {"reference": "Patient/pat-12"}}]}),
                 _ => json!({"resourceType": rt, "id": id, "subject": subject,
                     "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": category}]}],
                     "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}], "text": "Glucose {mg/dL}: [x]"},
@@ -144,6 +175,9 @@ fn resource() -> impl Strategy<Value = Value> {
             };
             if let Some(meta) = meta {
                 r["meta"] = meta;
+            }
+            if let (Some(focus), "Observation") = (focus, rt) {
+                r["focus"] = json!([focus]);
             }
             r
         })
@@ -198,15 +232,16 @@ proptest! {
 
     #[test]
     fn the_same_entries_as_the_tree_verifier(b in bundle(), pretty in any::<bool>()) {
-        let policy = Policy::new(BASE);
         let text = if pretty {
             serde_json::to_string_pretty(&b).unwrap()
         } else {
             serde_json::to_string(&b).unwrap()
         };
-        for who in principals() {
-            let (tree, written) = both(&policy, &who, &text);
-            prop_assert_eq!(written, tree);
+        for policy in policies() {
+            for who in principals() {
+                let (tree, written) = both(&policy, &who, &text);
+                prop_assert_eq!(written, tree);
+            }
         }
     }
 }
