@@ -306,3 +306,66 @@ async fn a_write_is_recorded_before_it_is_sent_and_its_outcome_after() {
     assert_eq!(audit.records()[1].upstream_status, Some(200));
     assert_eq!(upstream.requests(), 1);
 }
+
+/// A parent whose own record is `own`, acting read-only for `kid`.
+fn read_only_parent() -> Arc<Principal> {
+    let mut p = (*patient("own")).clone();
+    p.subject = "RelatedPerson/rp-1".to_owned();
+    p.patients = vec!["kid".to_owned()];
+    p.fhir_user = Some(Reference::new("RelatedPerson", "rp-1"));
+    p.scopes = ScopeSet::parse("patient/*.cruds");
+    p.proxies = vec![portico_access::ProxyGrant {
+        patient: "kid".to_owned(),
+        relationship: "rp-1".to_owned(),
+        level: portico_access::AccessLevel::ReadOnly,
+        withheld: Arc::new(Vec::new()),
+    }];
+    Arc::new(p)
+}
+
+/// The domain writes (a payment record, a rescheduling patch, a rule-checked update) skip
+/// the patient write rules but not the proxy's level: a read-only proxy's is refused
+/// before anything is sent, and recorded.
+#[tokio::test]
+async fn a_read_only_proxy_makes_no_domain_write() {
+    let appointment = json!({"resourceType": "Appointment", "id": "a1", "status": "booked",
+        "participant": [{"actor": {"reference": "Patient/kid"}, "status": "accepted"}]});
+    let upstream = OneEntry::new(appointment.clone());
+    let (guard, audit) = guard(upstream.clone());
+    let parent = Actor::new(read_only_parent());
+    let session = guard.session(&parent);
+    let proxy_refusal = |e: &GuardError| {
+        e.denial()
+            .is_some_and(|d| d.reason() == portico_access::DenialReason::ProxyNotPermitted)
+    };
+
+    let payment = json!({"resourceType": "PaymentReconciliation", "status": "active"});
+    let created = session
+        .create_record("PaymentReconciliation", &payment, None, None)
+        .await;
+    assert!(created.as_ref().is_err_and(proxy_refusal), "{created:?}");
+
+    let base = Base {
+        rt: "Appointment",
+        id: "a1",
+        resource: &appointment,
+        version: Some("1"),
+    };
+    let patch = json!([{"op": "replace", "path": "/status", "value": "cancelled"}]);
+    let patched = session
+        .patch_with_rule::<GuardError>(base, &patch, |_, _| Ok(()))
+        .await;
+    assert!(patched.as_ref().is_err_and(proxy_refusal), "{patched:?}");
+
+    let mut cancelled = appointment.clone();
+    cancelled["status"] = json!("cancelled");
+    let updated = session
+        .update_with_rule::<GuardError>(base, &cancelled, |_, _| Ok(()))
+        .await;
+    assert!(updated.as_ref().is_err_and(proxy_refusal), "{updated:?}");
+
+    assert_eq!(upstream.requests(), 0, "nothing was sent");
+    let records = audit.records();
+    assert_eq!(records.len(), 3);
+    assert!(records.iter().all(|r| r.decision == Decision::Denied));
+}
