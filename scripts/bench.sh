@@ -37,19 +37,17 @@ if [[ $micro == 1 ]]; then
 fi
 
 target_dir=${CARGO_TARGET_DIR:-target}
+# The smoke run only keeps this script working (CI runs it after the tests): the debug
+# binaries the other test scripts build are enough, and its figures mean nothing.
+profile=release
+build=(--release)
 if [[ $smoke == 1 ]]; then
-    # The smoke run only keeps this script working (CI runs it after the tests): the debug
-    # binaries the other test scripts build are enough, and its figures mean nothing.
-    echo "== building debug binaries (smoke run)"
-    cargo build -p portico
-    cargo build -p portico-sandbox --example static_server
     profile=debug
-else
-    echo "== building release binaries"
-    cargo build --release -p portico
-    cargo build --release -p portico-sandbox --example static_server
-    profile=release
+    build=()
 fi
+echo "== building $profile binaries"
+cargo build "${build[@]}" -p portico
+cargo build "${build[@]}" -p portico-sandbox --example static_server
 
 tools=target/bench-tools
 if [[ ! -x $tools/bin/oha ]]; then

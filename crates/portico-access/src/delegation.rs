@@ -263,6 +263,19 @@ pub enum Ended {
     Revoked,
 }
 
+impl Ended {
+    /// The reason's name, as it is serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ended::Inactive => "inactive",
+            Ended::NotStarted => "not-started",
+            Ended::PeriodEnded => "period-ended",
+            Ended::CameOfAge => "came-of-age",
+            Ended::Revoked => "revoked",
+        }
+    }
+}
+
 /// The `RelatedPerson` ids the patient's `Consent`s deny access at `now`: an active
 /// Consent whose `provision` (or a nested one) has `type: deny`, a period in force (or
 /// none) and the `RelatedPerson` among its `actor`s. What a revocation with the
@@ -703,5 +716,18 @@ mod tests {
         assert_eq!(Label::parse("nobar"), None);
         assert_eq!(age_on(day("2008-02-29"), day("2026-02-28")), 17);
         assert_eq!(age_on(day("2008-02-29"), day("2026-03-01")), 18);
+    }
+
+    #[test]
+    fn ended_names_are_the_serialized_ones() {
+        for e in [
+            Ended::Inactive,
+            Ended::NotStarted,
+            Ended::PeriodEnded,
+            Ended::CameOfAge,
+            Ended::Revoked,
+        ] {
+            assert_eq!(serde_json::to_value(e).unwrap(), e.as_str());
+        }
     }
 }

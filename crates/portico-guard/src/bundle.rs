@@ -181,23 +181,16 @@ impl Session<'_> {
             let bytes = VerifiedBytes::from_tree(verified.bundle, verified.report);
             return Ok((bytes, verified.meta));
         }
-        let meta = Meta::of(&unchecked.response);
+        let meta = unchecked.meta();
         let checked = self
             .policy()
             .verify_bundle_bytes(self.actor.principal(), unchecked.response.body.clone());
         let verified = match checked {
             Ok(verified) => verified,
             Err(e) => {
-                self.note(
-                    unchecked.interaction,
-                    &unchecked.rt,
-                    unchecked.id.as_deref(),
-                    Outcome::Failed(Some(unchecked.response.status)),
-                )
-                .await;
-                return Err(GuardError::Upstream(UpstreamError::MalformedBody {
-                    detail: format!("invalid json at line {} column {}", e.line(), e.column()),
-                }));
+                return Err(self
+                    .malformed(&unchecked, UpstreamError::invalid_json(&e))
+                    .await);
             }
         };
         self.audit(
@@ -281,17 +274,20 @@ impl Session<'_> {
     async fn parsed(&self, unchecked: &Unchecked) -> Result<Value, GuardError> {
         match unchecked.response.json() {
             Ok(v) => Ok(v),
-            Err(e) => {
-                self.note(
-                    unchecked.interaction,
-                    &unchecked.rt,
-                    unchecked.id.as_deref(),
-                    Outcome::Failed(Some(unchecked.response.status)),
-                )
-                .await;
-                Err(GuardError::Upstream(e))
-            }
+            Err(e) => Err(self.malformed(unchecked, e).await),
         }
+    }
+
+    /// An answer that cannot be read: recorded as failed, and the error to return.
+    async fn malformed(&self, unchecked: &Unchecked, e: UpstreamError) -> GuardError {
+        self.note(
+            unchecked.interaction,
+            &unchecked.rt,
+            unchecked.id.as_deref(),
+            Outcome::Failed(Some(unchecked.response.status)),
+        )
+        .await;
+        GuardError::Upstream(e)
     }
 
     /// `Patient/{id}/$everything`, composed from compartment searches of `types` (each

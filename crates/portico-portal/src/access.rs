@@ -33,7 +33,7 @@ use crate::error::{PortalError, PortalResult};
 use crate::idempotency::Idem;
 use crate::me::display_name;
 use crate::profile::RevokeStrategy;
-use crate::view::str_at;
+use crate::view::{str_at, string_at};
 
 /// One person who may (or could once) act for the patient.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -101,33 +101,16 @@ fn view(
     } else {
         rules.in_force(&relationship, birth, ctx.now())
     };
-    let period = |key: &str| {
-        resource
-            .get("period")
-            .and_then(|p| p.get(key))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
     Some(Proxy {
         id: relationship.id.clone(),
         name: display_name(resource),
         level: rules.level_of(&relationship).as_str().to_owned(),
         relationship: relationship.codes.clone(),
-        start: period("start"),
-        end: period("end"),
+        start: string_at(resource, "/period/start"),
+        end: string_at(resource, "/period/end"),
         status: if decided.is_ok() { "active" } else { "ended" }.to_owned(),
-        ended_because: decided.err().map(|e| ended_code(e).to_owned()),
+        ended_because: decided.err().map(|e| e.as_str().to_owned()),
     })
-}
-
-fn ended_code(e: Ended) -> &'static str {
-    match e {
-        Ended::Inactive => "inactive",
-        Ended::NotStarted => "not-started",
-        Ended::PeriodEnded => "period-ended",
-        Ended::CameOfAge => "came-of-age",
-        Ended::Revoked => "revoked",
-    }
 }
 
 /// `GET /access`.
@@ -163,9 +146,10 @@ pub async fn revoke(
             "this EHR keeps proxy access in its own administration; end it there",
         ));
     }
+    // The relationship first: an unknown or foreign id is a 404 after one read.
+    let current: Versioned = ctx.read("RelatedPerson", id).await?;
     let birth = birth_date(ctx).await?;
     let revoked = revoked(ctx).await?;
-    let current: Versioned = ctx.read("RelatedPerson", id).await?;
     let shown =
         view(rules, &current.resource, birth, &revoked, ctx).ok_or(PortalError::NotFound)?;
     if shown.status == "ended" {

@@ -420,7 +420,7 @@ pub async fn middleware(
     let uri = request
         .extensions()
         .get::<OriginalUri>()
-        .map_or_else(|| request.uri().clone(), |u| u.0.clone());
+        .map_or_else(|| request.uri(), |u| &u.0);
     let path = uri.path().to_owned();
     let target = uri.path_and_query().map_or(path.as_str(), |pq| pq.as_str());
     faults.record(request.method().as_str(), resource_type_of(&path), target);

@@ -71,6 +71,13 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// An answer whose body is not valid JSON, saying where the parse stopped.
+    pub fn invalid_json(e: &serde_json::Error) -> UpstreamError {
+        UpstreamError::MalformedBody {
+            detail: format!("invalid json at line {} column {}", e.line(), e.column()),
+        }
+    }
+
     /// Whether repeating the same request later may succeed: timeouts, connection
     /// failures, 502/503/504, 429, an open circuit and the local concurrency limit.
     /// Whether it is *safe* to repeat (a create is not idempotent without

@@ -118,9 +118,7 @@ impl FhirResponse {
                 detail: "empty body where json was expected".to_owned(),
             });
         }
-        serde_json::from_slice(&self.body).map_err(|e| UpstreamError::MalformedBody {
-            detail: format!("invalid json at line {} column {}", e.line(), e.column()),
-        })
+        serde_json::from_slice(&self.body).map_err(|e| UpstreamError::invalid_json(&e))
     }
 
     /// The resource named by `Location`: type, id and version if present.

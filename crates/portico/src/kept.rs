@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use portico_cache::Packed;
-use portico_guard::{BoundSlot, KeptAnswer};
+use portico_guard::{BoundSlot, Keeper, KeptAnswer};
 
 /// One kept answer and how many entries verification removed from it (for the audit
 /// record of every answer served from it).
@@ -51,6 +51,16 @@ impl Answer {
 pub(crate) fn get(slot: &BoundSlot, what: &str) -> Option<(Bytes, usize)> {
     let kept = slot.get::<Answer>(what)?;
     Some((kept.unpack()?, kept.removed))
+}
+
+/// Keeps a freshly rendered answer for the next hit, if the keeper has a slot for it
+/// (nothing is packed on a miss or with the cache off).
+pub(crate) fn keep_fresh(keeper: &Keeper, body: &Bytes, removed: usize) {
+    if keeper.wants() {
+        let answer = Answer::pack(body, removed);
+        let weight = answer.weight();
+        keeper.keep(answer, weight);
+    }
 }
 
 /// Keeps `body` under `what`, weighed at its packed size.

@@ -104,7 +104,6 @@ impl AppState {
         &self.inner.resilient
     }
 
-    /// The portal actions' way to the EHR.
     /// Where a login's proxy access comes from ([`portico_guard::delegation`]).
     pub fn delegations(&self) -> &portico_guard::Delegations {
         &self.inner.delegations
@@ -130,6 +129,7 @@ impl AppState {
         &self.inner.guard
     }
 
+    /// The portal actions' way to the EHR.
     pub fn portal(&self) -> &portico_portal::Portal {
         &self.inner.portal
     }

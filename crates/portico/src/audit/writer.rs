@@ -189,9 +189,11 @@ impl Writer {
             }
         }
         self.commit(records);
-        let now = SystemTime::now();
-        if tick && self.tick_due(now) {
-            self.tick(now);
+        if tick {
+            let now = SystemTime::now();
+            if self.tick_due(now) {
+                self.tick(now);
+            }
         }
         closers
     }

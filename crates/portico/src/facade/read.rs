@@ -56,11 +56,7 @@ async fn read_rendered(state: &AppState, auth: &Authenticated, target: Target<'_
         Reuse::Kept(answer) => kept_body(answer)?,
         Reuse::Fresh(checked) => {
             let body = render(state, &checked.resource);
-            if reply.keeper.wants() {
-                let answer = kept::Answer::pack(&body, 0);
-                let weight = answer.weight();
-                reply.keeper.keep(answer, weight);
-            }
+            kept::keep_fresh(&reply.keeper, &body, 0);
             body
         }
     };

@@ -24,9 +24,13 @@ pub(crate) fn fhir_response(
 
 /// The body of an answer: JSON with upstream URLs rewritten to the gateway's.
 pub(super) fn render(state: &AppState, body: &Value) -> Bytes {
-    // Bytes, not a `String`: `Bytes` takes the buffer as it is. A `Value` always
-    // serializes (its keys are strings).
-    let json = serde_json::to_vec(body).unwrap_or_default();
+    // A `Value` always serializes (its keys are strings).
+    render_json(state, serde_json::to_vec(body).unwrap_or_default())
+}
+
+/// The body of an answer from JSON already written: upstream URLs rewritten. `Bytes`,
+/// not a `String`: `Bytes` takes the buffer as it is.
+pub(super) fn render_json(state: &AppState, json: Vec<u8>) -> Bytes {
     Bytes::from(state.rewrite_bases_bytes(json))
 }
 

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use portico_access::{Denial, DenialReason, Interaction};
 use portico_guard::{Reply, Reuse, Session, Unchecked, encode_query};
 
-use super::render::{fhir_bytes_response, kept_body, rewrite_links};
+use super::render::{fhir_bytes_response, kept_body, render_json, rewrite_links};
 use super::{FhirResult, MAX_COUNT, actor, bad_request, checked_type, cursor};
 use crate::authn::Authenticated;
 use crate::error::{ApiError, FhirError};
@@ -158,12 +158,8 @@ pub(super) async fn bundle_answer(
                 self_link,
                 expires,
             );
-            let body = Bytes::from(state.rewrite_bases_bytes(verified.to_json()));
-            if keeper.wants() {
-                let answer = kept::Answer::pack(&body, verified.report.removed);
-                let weight = answer.weight();
-                keeper.keep(answer, weight);
-            }
+            let body = render_json(state, verified.to_json());
+            kept::keep_fresh(&keeper, &body, verified.report.removed);
             body
         }
     };
