@@ -529,21 +529,23 @@ impl Policy {
                 if self.names_other_patient(grants, resource, &links) {
                     return Err(not_in());
                 }
+                // The principal's patients whose compartment holds the resource.
+                let holders: Vec<&str> = grants
+                    .own()
+                    .into_iter()
+                    .filter(|p| self.in_compartment(resource, &links, standard, p))
+                    .collect();
                 // Withheld from a proxy (a sensitive record, or a type its level does
                 // not read): exactly like a resource of someone else.
                 if !grants.principal.proxies.is_empty()
-                    && grants.own().into_iter().any(|p| {
-                        grants.withheld(p, resource_type, resource)
-                            && self.in_compartment(resource, &links, standard, p)
-                    })
+                    && holders
+                        .iter()
+                        .any(|p| grants.withheld(p, resource_type, resource))
                 {
                     return Err(not_in());
                 }
                 let mut denial = not_in();
-                for patient in grants.own() {
-                    if !self.in_compartment(resource, &links, standard, patient) {
-                        continue;
-                    }
+                for patient in holders {
                     match require(
                         grants.permission(patient, resource_type, interaction),
                         resource_type,

@@ -249,27 +249,9 @@ impl Session<'_> {
         json_patch::patch(&mut patched, &operations).map_err(|_| {
             GuardError::Invalid("the change cannot be applied to the resource".to_owned())
         })?;
-        self.domain_result_allowed(Interaction::Patch, base, &patched)
-            .await?;
-        if let Err(e) = rule(base.resource, &patched) {
-            self.note(
-                Interaction::Patch,
-                base.rt,
-                Some(base.id),
-                Outcome::Failed(None),
-            )
-            .await;
-            return Err(e);
-        }
         let request = FhirRequest::patch(base.rt, base.id, Bytes::from(patch.to_string()));
-        Ok(self
-            .send_change(
-                Interaction::Patch,
-                base,
-                request,
-                Some(ReturnPreference::Representation),
-            )
-            .await?)
+        self.send_domain_change(Interaction::Patch, base, &patched, rule, request)
+            .await
     }
 
     /// Replaces the resource `base` names with `new`, which the patient write rules do
@@ -284,22 +266,32 @@ impl Session<'_> {
     ) -> Result<Written, E> {
         self.domain_change_allowed(Interaction::Update, base)
             .await?;
-        self.domain_result_allowed(Interaction::Update, base, new)
+        let request = FhirRequest::update(base.rt, base.id, Bytes::from(new.to_string()));
+        self.send_domain_change(Interaction::Update, base, new, rule, request)
+            .await
+    }
+
+    /// The end of a domain change: the result must still be the principal's and pass
+    /// `rule`, else nothing is sent (a rule's refusal is recorded as failed); then
+    /// `request` goes with `If-Match`.
+    async fn send_domain_change<E: From<GuardError>>(
+        &self,
+        interaction: Interaction,
+        base: Base<'_>,
+        result: &Value,
+        rule: impl FnOnce(&Value, &Value) -> Result<(), E>,
+        request: FhirRequest,
+    ) -> Result<Written, E> {
+        self.domain_result_allowed(interaction, base, result)
             .await?;
-        if let Err(e) = rule(base.resource, new) {
-            self.note(
-                Interaction::Update,
-                base.rt,
-                Some(base.id),
-                Outcome::Failed(None),
-            )
-            .await;
+        if let Err(e) = rule(base.resource, result) {
+            self.note(interaction, base.rt, Some(base.id), Outcome::Failed(None))
+                .await;
             return Err(e);
         }
-        let request = FhirRequest::update(base.rt, base.id, Bytes::from(new.to_string()));
         Ok(self
             .send_change(
-                Interaction::Update,
+                interaction,
                 base,
                 request,
                 Some(ReturnPreference::Representation),

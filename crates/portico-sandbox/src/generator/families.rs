@@ -44,7 +44,7 @@ pub const PERSON_SYSTEM: &str = "urn:portico:sandbox:person";
 pub const ACCESS_LEVEL_URL: &str =
     "https://portico.dev/fhir/StructureDefinition/proxy-access-level";
 /// The code system of the sensitivity labels (`SEX`, `STD`, `PSY`, `ETH`, `HIV`).
-pub const SENSITIVITY_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
+pub const SENSITIVITY_SYSTEM: &str = super::codes::V3_ACT_CODE;
 /// The code system of the confidentiality label (`R`).
 pub const CONFIDENTIALITY_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality";
 

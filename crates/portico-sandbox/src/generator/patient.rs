@@ -15,7 +15,10 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use super::codes::{self, Code, ConditionDef, LabDef, MedicationDef, PanelDef};
+use super::codes::{
+    self, ACTIVE_CLINICAL, ACUTE, CONFIRMED, CONTINUOUS, Code, ConditionDef, LabDef, MedicationDef,
+    PanelDef, RESOLVED_CLINICAL,
+};
 use super::shared::{
     LOCATION_INFO, ORGANIZATION_ID, ORGANIZATION_NAME, location_id, medication_id,
 };
@@ -164,27 +167,6 @@ struct Plan {
     vitals_per_visit: Vec<usize>,
     prescriptions: Vec<Prescription>,
 }
-
-const ACTIVE_CLINICAL: Code = Code {
-    code: "active",
-    display: "Active",
-};
-const RESOLVED_CLINICAL: Code = Code {
-    code: "resolved",
-    display: "Resolved",
-};
-const CONFIRMED: Code = Code {
-    code: "confirmed",
-    display: "Confirmed",
-};
-const CONTINUOUS: Code = Code {
-    code: "continuous",
-    display: "Continuous long term therapy",
-};
-const ACUTE: Code = Code {
-    code: "acute",
-    display: "Short course (acute) therapy",
-};
 
 fn pick<T: Copy>(rng: &mut StdRng, items: &[T]) -> T {
     items[rng.gen_range(0..items.len())]

@@ -163,8 +163,8 @@ impl Records<'_> {
         json!({
             "resourceType": "Condition",
             "id": id,
-            "clinicalStatus": { "coding": [coding(codes::CONDITION_CLINICAL, Code { code: "active", display: "Active" })] },
-            "verificationStatus": { "coding": [coding(codes::CONDITION_VERIFICATION, Code { code: "confirmed", display: "Confirmed" })] },
+            "clinicalStatus": { "coding": [coding(codes::CONDITION_CLINICAL, codes::ACTIVE_CLINICAL)] },
+            "verificationStatus": { "coding": [coding(codes::CONDITION_VERIFICATION, codes::CONFIRMED)] },
             "category": [concept(codes::CONDITION_CATEGORY, Code { code: "problem-list-item", display: "Problem List Item" })],
             "code": { "coding": [coding(codes::SNOMED, snomed), coding(codes::ICD10, icd10)], "text": text },
             "subject": self.patient_ref(),
@@ -271,7 +271,7 @@ impl Records<'_> {
             "encounter": reference("Encounter", &encounter_id),
             "authoredOn": date(day),
             "requester": self.pcp_ref(),
-            "courseOfTherapyType": concept(codes::COURSE_OF_THERAPY, Code { code: "continuous", display: "Continuous long term therapy" }),
+            "courseOfTherapyType": concept(codes::COURSE_OF_THERAPY, codes::CONTINUOUS),
             "dosageInstruction": [{ "text": med.sig }],
             "dispenseRequest": {
                 "validityPeriod": { "start": date(day), "end": date(days_after(day, 365)) },
