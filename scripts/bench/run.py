@@ -1184,8 +1184,9 @@ def markdown(r):
         s = S["9_redis"]
         out += ["## 9. State shared through Redis vs one process", "",
                 "The facade's cached lab search on a gateway sharing state through a local "
-                "`redis-server` (every cacheable read checks the shared generations: one "
-                "round trip, an `MGET`) and on the single-process gateway, interleaved:", "",
+                "`redis-server` (every cacheable read checks the shared generations: an "
+                "`MGET` shared by the reads waiting together) and on the single-process "
+                "gateway, interleaved:", "",
                 "| gateway | req/s | p50 ms | p99 ms | failed |", "|---|---:|---:|---:|---:|"]
         out += [row(k, v) for k, v in s["cached_reads"].items()]
         out += ["", f"Cached reads with Redis: **{s['cached_read_ratio']:.2f}×** the single "

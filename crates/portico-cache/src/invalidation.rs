@@ -112,12 +112,21 @@ pub struct SharedError(pub String);
 /// store's form: `all`, and for the shared scope and each patient of the partition the
 /// read's topics and `*` ("everything").
 pub(crate) fn read_keys(partition: Option<&CachePartition>, deps: &Deps) -> Vec<String> {
-    let mut keys = vec![ALL.to_owned()];
-    keys.extend(
-        read_stamps(partition, deps)
-            .into_iter()
-            .map(|(scope, topic)| key_name(&scope, &topic)),
-    );
+    let stamps = read_stamps(partition, deps);
+    let mut keys = Vec::with_capacity(stamps.len() + 1);
+    keys.push(ALL.to_owned());
+    // Stamps come grouped by scope: a patient's digest is computed once per read.
+    let mut scope_names: Vec<(&Scope, String)> = Vec::new();
+    for (scope, topic) in &stamps {
+        let name = match scope_names.iter().find(|(s, _)| *s == scope) {
+            Some((_, name)) => name,
+            None => {
+                scope_names.push((scope, scope_name(scope)));
+                &scope_names[scope_names.len() - 1].1
+            }
+        };
+        keys.push(topic_name(name, topic));
+    }
     keys
 }
 
@@ -137,15 +146,28 @@ fn names(stamps: Vec<(Scope, Topic)>) -> Vec<String> {
 /// `s|…` for the shared scope, `p<hash>|…` for a patient (ids never appear in the
 /// store), then `t:<type>`, `any` or `*`.
 fn key_name(scope: &Scope, topic: &Topic) -> String {
+    topic_name(&scope_name(scope), topic)
+}
+
+/// `s`, or `p` and the first 12 bytes of the patient id's SHA-256 in hex.
+fn scope_name(scope: &Scope) -> String {
     use sha2::Digest as _;
-    let scope = match scope {
+    use std::fmt::Write as _;
+    match scope {
         Scope::Shared => "s".to_owned(),
         Scope::Patient(id) => {
             let digest = sha2::Sha256::digest(id.as_bytes());
-            let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-            format!("p{hex}")
+            let mut name = String::with_capacity(25);
+            name.push('p');
+            for b in &digest[..12] {
+                let _ = write!(name, "{b:02x}");
+            }
+            name
         }
-    };
+    }
+}
+
+fn topic_name(scope: &str, topic: &Topic) -> String {
     match topic {
         Topic::Type(t) => format!("{scope}|t:{t}"),
         Topic::Anything => format!("{scope}|any"),

@@ -13,16 +13,24 @@
 //!   one (scope, topic) (names from `portico_cache::invalidation`, patients by hash),
 //!   expiring after the longest an entry is of use.
 //!
-//! A cacheable read takes one round trip: an `MGET` of the clock, the floor and its
-//! stamps (the newest of floor and stamps computed here), or — when the clock or the
-//! floor is missing — [`SNAPSHOT`], which creates them; a write runs [`STAMP`] (one round
-//! trip) before its response returns.
+//! Cacheable reads share their round trips: a read hands its stamps to one task per
+//! gateway, which takes every read waiting and answers them all with one `MGET` of the
+//! clock, the floor and the union of their stamps (each read's newest computed here
+//! from its own), with up to [`MAX_IN_FLIGHT`] such `MGET`s on the wire at once. A read
+//! therefore only ever joins an `MGET` sent *after* it arrived: it sees every write
+//! whose stamp was taken before the read began, as one `MGET` per read would. When the
+//! clock or the floor is missing, each read of that batch runs [`SNAPSHOT`] instead,
+//! which creates them. A read waits at most twice the command timeout (for an `MGET`
+//! in flight to end, then its own). A write runs [`STAMP`] (one round trip) before its
+//! response returns.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use portico_cache::{SharedError, SharedGenerations, Snapshot};
 use redis::Script;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::Redis;
 
@@ -64,23 +72,44 @@ end
 return g
 ";
 
+/// The most reads one `MGET` answers.
+const MAX_BATCH: usize = 256;
+
+/// The most `MGET`s sent and not yet answered.
+const MAX_IN_FLIGHT: usize = 4;
+
 /// Generation stamps in Redis.
 #[derive(Debug, Clone)]
 pub struct RedisGenerations {
-    redis: Redis,
+    keys: Keys,
     /// How long a stamp is kept: the longest a cache entry is of use.
     retention: Duration,
-    snapshot: Arc<Script>,
     stamp: Arc<Script>,
+    /// To the task that answers snapshots in batches ([`answer_snapshots`]).
+    asks: mpsc::UnboundedSender<Ask>,
 }
 
-impl RedisGenerations {
-    pub fn new(redis: Redis, retention: Duration) -> RedisGenerations {
-        RedisGenerations {
+/// One read's question: the full keys of its stamps, and where to answer.
+#[derive(Debug)]
+struct Ask {
+    stamps: Vec<String>,
+    answer: oneshot::Sender<Result<Snapshot, SharedError>>,
+}
+
+/// Names the keys of one deployment's generations.
+#[derive(Debug, Clone)]
+struct Keys {
+    redis: Redis,
+    /// What every stamp's key starts with.
+    stamp_prefix: Arc<str>,
+}
+
+impl Keys {
+    fn new(redis: Redis) -> Keys {
+        let stamp_prefix = redis.key("gen", "{g}:s:").into();
+        Keys {
             redis,
-            retention: retention.saturating_add(Duration::from_secs(1)),
-            snapshot: Arc::new(Script::new(&SNAPSHOT.replace("__ENSURE__", ENSURE))),
-            stamp: Arc::new(Script::new(&STAMP.replace("__ENSURE__", ENSURE))),
+            stamp_prefix,
         }
     }
 
@@ -88,55 +117,151 @@ impl RedisGenerations {
         self.redis.key("gen", &format!("{{g}}:{name}"))
     }
 
-    fn keys(&self, stamps: &[String]) -> Vec<String> {
+    fn stamps(&self, stamps: &[String]) -> Vec<String> {
+        stamps
+            .iter()
+            .map(|s| [&*self.stamp_prefix, s.as_str()].concat())
+            .collect()
+    }
+
+    /// The clock, the floor, then `stamps` (already full keys).
+    fn with_clock(&self, stamps: impl IntoIterator<Item = String>) -> Vec<String> {
         let mut keys = vec![self.key("clock"), self.key("floor")];
-        keys.extend(stamps.iter().map(|s| self.key(&format!("s:{s}"))));
+        keys.extend(stamps);
         keys
+    }
+}
+
+impl RedisGenerations {
+    /// Starts the task that answers snapshots: must be called inside a Tokio runtime.
+    /// The task ends when the last clone of this value is dropped.
+    pub fn new(redis: Redis, retention: Duration) -> RedisGenerations {
+        let keys = Keys::new(redis);
+        let (asks, queue) = mpsc::unbounded_channel();
+        let snapshot = Arc::new(Script::new(&SNAPSHOT.replace("__ENSURE__", ENSURE)));
+        tokio::spawn(answer_snapshots(keys.clone(), snapshot, queue));
+        RedisGenerations {
+            keys,
+            retention: retention.saturating_add(Duration::from_secs(1)),
+            stamp: Arc::new(Script::new(&STAMP.replace("__ENSURE__", ENSURE))),
+            asks,
+        }
+    }
+}
+
+/// Waits for a read, takes every read waiting with it (up to [`MAX_BATCH`]) and answers
+/// them with one round trip; again until the gateway drops its generations.
+async fn answer_snapshots(
+    keys: Keys,
+    snapshot: Arc<Script>,
+    mut queue: mpsc::UnboundedReceiver<Ask>,
+) {
+    use futures::StreamExt as _;
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        tokio::select! {
+            received = queue.recv_many(&mut batch, MAX_BATCH), if in_flight.len() < MAX_IN_FLIGHT => {
+                if received == 0 {
+                    break;
+                }
+                in_flight.push(answer_batch(&keys, &snapshot, std::mem::take(&mut batch)));
+            }
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+        }
+    }
+    // The gateway dropped its generations: answer what was asked before.
+    while in_flight.next().await.is_some() {}
+}
+
+async fn answer_batch(keys: &Keys, snapshot: &Script, batch: Vec<Ask>) {
+    // The union of the batch's stamps, each read keeping where its own are.
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut union: Vec<String> = Vec::new();
+    let positions: Vec<Vec<usize>> = batch
+        .iter()
+        .map(|ask| {
+            ask.stamps
+                .iter()
+                .map(|stamp| {
+                    *index.entry(stamp.as_str()).or_insert_with(|| {
+                        union.push(stamp.clone());
+                        union.len() + 1
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let mut mget = redis::cmd("MGET");
+    for key in keys.with_clock(union) {
+        mget.arg(key);
+    }
+    let values: Result<Vec<Option<u64>>, SharedError> = keys
+        .redis
+        .query(&mget)
+        .await
+        .map_err(|e| SharedError(e.to_string()));
+    match values.as_deref() {
+        Ok(values @ [Some(clock), Some(floor), ..]) => {
+            for (ask, positions) in batch.into_iter().zip(positions) {
+                let newest = positions
+                    .iter()
+                    .filter_map(|&i| values.get(i).copied().flatten())
+                    .fold(*floor, u64::max);
+                // A read that stopped waiting (its client left) needs no answer.
+                let _ = ask.answer.send(Ok(Snapshot {
+                    clock: *clock,
+                    newest,
+                }));
+            }
+        }
+        Ok(_) => {
+            // No clock (or no floor): the first read ever, or Redis lost its data. The
+            // script creates them and answers each read the same way.
+            for ask in batch {
+                let mut invocation = snapshot.prepare_invoke();
+                for key in keys.with_clock(ask.stamps) {
+                    invocation.key(key);
+                }
+                let answer = keys
+                    .redis
+                    .invoke::<(u64, u64)>(&invocation)
+                    .await
+                    .map(|(clock, newest)| Snapshot { clock, newest })
+                    .map_err(|e| SharedError(e.to_string()));
+                let _ = ask.answer.send(answer);
+            }
+        }
+        Err(e) => {
+            for ask in batch {
+                let _ = ask.answer.send(Err(e.clone()));
+            }
+        }
     }
 }
 
 #[async_trait::async_trait]
 impl SharedGenerations for RedisGenerations {
     async fn snapshot(&self, keys: &[String]) -> Result<Snapshot, SharedError> {
-        let keys = self.keys(keys);
-        // Once the clock exists (every time but the first, or after Redis lost its
-        // data), the snapshot is one `MGET`: as atomic as the script, cheaper to run.
-        let mut mget = redis::cmd("MGET");
-        for key in &keys {
-            mget.arg(key);
-        }
-        let values: Vec<Option<u64>> = self
-            .redis
-            .query(&mget)
-            .await
-            .map_err(|e| SharedError(e.to_string()))?;
-        if let [Some(clock), Some(floor), stamps @ ..] = values.as_slice() {
-            let newest = stamps.iter().flatten().fold(*floor, |a, b| a.max(*b));
-            return Ok(Snapshot {
-                clock: *clock,
-                newest,
-            });
-        }
-        // No clock (or no floor): the script creates them, then answers the same.
-        let mut invocation = self.snapshot.prepare_invoke();
-        for key in keys {
-            invocation.key(key);
-        }
-        let (clock, newest): (u64, u64) = self
-            .redis
-            .invoke(&invocation)
-            .await
-            .map_err(|e| SharedError(e.to_string()))?;
-        Ok(Snapshot { clock, newest })
+        let (answer, answered) = oneshot::channel();
+        let stopped = || SharedError("the generation snapshot task stopped".to_owned());
+        self.asks
+            .send(Ask {
+                stamps: self.keys.stamps(keys),
+                answer,
+            })
+            .map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
     }
 
     async fn stamp(&self, keys: &[String]) -> Result<(), SharedError> {
         let mut invocation = self.stamp.prepare_invoke();
-        for key in self.keys(keys) {
+        for key in self.keys.with_clock(self.keys.stamps(keys)) {
             invocation.key(key);
         }
         invocation.arg(self.retention.as_secs().max(1));
         let _: u64 = self
+            .keys
             .redis
             .invoke(&invocation)
             .await

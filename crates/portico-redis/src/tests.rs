@@ -300,3 +300,59 @@ async fn cache_generations_stamp_what_writes_touch_and_survive_nothing_a_restart
     };
     assert!(fresh.newest > after.clock, "{fresh:?} vs {after:?}");
 }
+
+/// How many `MGET`s the server has run.
+async fn mget_calls(redis: &Redis) -> u64 {
+    let info: String = redis
+        .query(redis::cmd("INFO").arg("commandstats"))
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_mget:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().unwrap())
+}
+
+#[tokio::test]
+async fn concurrent_snapshots_share_a_round_trip_and_each_sees_only_its_own_stamps() {
+    use portico_cache::SharedGenerations as _;
+    let server = RedisServer::start();
+    let redis = client(&server);
+    let generations = crate::RedisGenerations::new(redis.clone(), Duration::from_secs(60));
+    let first = generations.snapshot(&["p0|*".to_owned()]).await.unwrap();
+    // Patient i's stamp is written i-th: later patients have newer stamps, p0 none.
+    for i in 1..40 {
+        generations.stamp(&[format!("p{i}|*")]).await.unwrap();
+    }
+    let before = mget_calls(&redis).await;
+    let reads = (0..40).map(|i| {
+        let generations = generations.clone();
+        async move {
+            let keys = [format!("p{i}|t:Observation"), format!("p{i}|*")];
+            generations.snapshot(&keys).await.unwrap()
+        }
+    });
+    let snapshots = futures::future::join_all(reads).await;
+    let round_trips = mget_calls(&redis).await - before;
+    assert!(
+        (1..=2).contains(&round_trips),
+        "40 reads waiting together took {round_trips} MGETs"
+    );
+    assert_eq!(snapshots[0].newest, first.newest, "p0 has no stamp");
+    for pair in snapshots[1..].windows(2) {
+        assert!(
+            pair[1].newest > pair[0].newest,
+            "each read sees its own patient's stamp, not the newest of the batch: {pair:?}"
+        );
+    }
+    let clock = snapshots[0].clock;
+    assert!(
+        snapshots
+            .iter()
+            .all(|s| s.clock == clock && s.newest <= clock)
+    );
+    // A stamp written after the batch is seen by the next read.
+    generations.stamp(&["p0|*".to_owned()]).await.unwrap();
+    let after = generations.snapshot(&["p0|*".to_owned()]).await.unwrap();
+    assert!(after.newest > clock);
+}
