@@ -3,7 +3,7 @@
 //!
 //! The loop:
 //! 1. wait for a command (a record, a reopen, a close, or the tick a small tokio task
-//!    sends every [`SYNC_INTERVAL`]);
+//!    sends every [`SYNC_INTERVAL`]): for [`SPIN`] looking for one, then asleep;
 //! 2. take that command and everything else already queued: that is the batch;
 //! 3. write the batch's records to each target with one `write` (the file splits it
 //!    only where a size rotation falls); in `synced` mode `fdatasync` each written target
@@ -108,7 +108,7 @@ pub(crate) fn start(
 /// thread and drops the queue: every record after it fails, and so does `/readyz`.
 fn run(mut rx: mpsc::Receiver<Command>, mut writer: Writer) {
     let mut closers = Vec::new();
-    while let Some(first) = rx.blocking_recv() {
+    while let Some(first) = next_command(&mut rx) {
         let mut batch = vec![first];
         while let Ok(command) = rx.try_recv() {
             batch.push(command);
@@ -142,6 +142,28 @@ fn run(mut rx: mpsc::Receiver<Command>, mut writer: Writer) {
     }
     for done in closers {
         let _ = done.send(());
+    }
+}
+
+/// How long the thread looks for the next command before it sleeps: under load the next
+/// record comes sooner, and a thread that does not sleep is not waiting for a core to be
+/// woken on when it does (the `written` and `synced` modes' requests wait for it).
+const SPIN: Duration = Duration::from_micros(50);
+
+/// The next command: looked for during [`SPIN`], then waited for asleep; `None` once
+/// every sender is gone.
+fn next_command(rx: &mut mpsc::Receiver<Command>) -> Option<Command> {
+    use tokio::sync::mpsc::error::TryRecvError;
+    let deadline = std::time::Instant::now() + SPIN;
+    loop {
+        match rx.try_recv() {
+            Ok(command) => return Some(command),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) if std::time::Instant::now() < deadline => {
+                std::hint::spin_loop();
+            }
+            Err(TryRecvError::Empty) => return rx.blocking_recv(),
+        }
     }
 }
 
