@@ -69,11 +69,11 @@ impl VerifiedBytes {
 
     /// The verified Bundle's JSON: `head`, with the kept entries as its last member.
     pub fn to_json(&self) -> Vec<u8> {
-        // A `Value` always serializes (its keys are strings).
-        let mut out = serde_json::to_vec(&self.head).unwrap_or_default();
         let Some(entries) = &self.entries else {
-            return out;
+            // A `Value` always serializes (its keys are strings).
+            return serde_json::to_vec(&self.head).unwrap_or_default();
         };
+        let mut out = self.head_and_entry_start();
         let spans: usize = entries
             .iter()
             .map(|e| match e {
@@ -81,13 +81,7 @@ impl VerifiedBytes {
                 KeptEntry::Written(s) => s.len() + 1,
             })
             .sum();
-        out.reserve(spans + 12);
-        // `head` is an object: its text ends with `}`.
-        out.pop();
-        if out.len() > 1 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"\"entry\":[");
+        out.reserve(spans + 2);
         for (i, entry) in entries.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
@@ -98,6 +92,19 @@ impl VerifiedBytes {
             }
         }
         out.extend_from_slice(b"]}");
+        out
+    }
+
+    /// `head`'s text without its closing brace, then `"entry":[`.
+    fn head_and_entry_start(&self) -> Vec<u8> {
+        // A `Value` always serializes (its keys are strings).
+        let mut out = serde_json::to_vec(&self.head).unwrap_or_default();
+        // `head` is an object: its text ends with `}`.
+        out.pop();
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"entry\":[");
         out
     }
 }
@@ -509,5 +516,6 @@ impl<'de> Visitor<'de> for SplitVisitor {
     }
 }
 
+pub mod splice;
 #[cfg(test)]
 mod tests;

@@ -53,6 +53,7 @@ pub mod token;
 mod write;
 
 pub use bundle_bytes::VerifiedBytes;
+pub use bundle_bytes::splice::Spliced;
 pub use delegation::{AccessLevel, DelegationRules, Label, ProxyGrant};
 pub use policy::{
     Denial, DenialReason, ExtraLink, Policy, REFERENCE_DATA_TYPES, SECURITY_TYPES, VerifyReport,

@@ -252,10 +252,24 @@ impl Session<'_> {
                 Outcome::allowed(unchecked.response.status, kept.removed()),
             )
             .await?;
-            return Ok(Reply::new(unchecked.meta(), Reuse::Kept(kept), slot, what));
+            let upstream = unchecked.response.body.clone();
+            return Ok(Reply::new(
+                unchecked.meta(),
+                Reuse::Kept(kept),
+                slot,
+                what,
+                upstream,
+            ));
         }
+        let upstream = unchecked.response.body.clone();
         let (meta, verified) = fresh(unchecked).await?;
-        Ok(Reply::new(meta, Reuse::Fresh(verified), slot, what))
+        Ok(Reply::new(
+            meta,
+            Reuse::Fresh(verified),
+            slot,
+            what,
+            upstream,
+        ))
     }
 
     async fn parse_bundle(&self, unchecked: &Unchecked) -> Result<Value, GuardError> {

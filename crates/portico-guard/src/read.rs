@@ -121,8 +121,10 @@ impl Session<'_> {
                 Reuse::Kept(kept),
                 slot,
                 what,
+                response.body,
             ));
         }
+        let upstream = response.body.clone();
         let checked = self.check(target, response).await?;
         self.audit(
             target.interaction(),
@@ -136,6 +138,7 @@ impl Session<'_> {
             Reuse::Fresh(checked),
             slot,
             what,
+            upstream,
         ))
     }
 

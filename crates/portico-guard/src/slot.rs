@@ -14,6 +14,7 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use portico_upstream::{Derived, FhirResponse};
 
 /// The headers and status of an upstream answer, without its body.
@@ -100,6 +101,9 @@ pub struct Reply<T, F> {
     pub answer: Reuse<T, F>,
     /// Where to keep what the caller derives from a fresh answer.
     pub keeper: Keeper,
+    /// The upstream body the answer came from (a kept value may be made of pieces of
+    /// it: the cache entry that keeps the value holds this same body).
+    pub upstream: Bytes,
 }
 
 /// Kept or fresh.
@@ -115,6 +119,7 @@ impl<T, F> Reply<T, F> {
         answer: Reuse<T, F>,
         slot: Option<BoundSlot>,
         what: &str,
+        upstream: Bytes,
     ) -> Self {
         Reply {
             meta,
@@ -123,6 +128,7 @@ impl<T, F> Reply<T, F> {
                 slot,
                 what: what.to_owned(),
             },
+            upstream,
         }
     }
 }

@@ -4,22 +4,33 @@
 //! [`BoundSlot`]: every key names the principal's full fingerprint (the guarded
 //! session binds it), and the caller's `what` names everything else the answer depends
 //! on (the request, a cursor binding, the cursors' expiry step); keys are compared
-//! exactly. Packed like the cache's own bodies (see [`portico_cache::Packed`]): a kept
-//! answer is about the size of the body it came from, and packing keeps a hot entry a
-//! fraction of its JSON size. A hit with a kept answer still has the cache unpack the
-//! upstream body, which it does not use (~1 µs per 10 kB).
+//! exactly.
+//!
+//! Two forms. A facade search's answer is nearly all the upstream body's own text, so it
+//! is kept as [`Spliced`] pieces of that body, which the hit gets from the cache anyway:
+//! a copy per hit and a small fraction of the answer's size kept. Other answers (a
+//! resource read, a portal list) are packed like the cache's own bodies (see
+//! [`portico_cache::Packed`]): about the size of the body they came from, packed to a
+//! fraction of it.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use portico_access::Spliced;
 use portico_cache::Packed;
 use portico_guard::{BoundSlot, Keeper, KeptAnswer};
 
 /// One kept answer and how many entries verification removed from it (for the audit
 /// record of every answer served from it).
 pub(crate) struct Answer {
-    body: Packed,
+    body: Body,
     removed: usize,
+}
+
+enum Body {
+    Packed(Packed),
+    /// Pieces of the upstream body the answer came from.
+    Spliced(Spliced),
 }
 
 impl KeptAnswer for Answer {
@@ -31,26 +42,50 @@ impl KeptAnswer for Answer {
 impl Answer {
     pub(crate) fn pack(body: &Bytes, removed: usize) -> Arc<Answer> {
         Arc::new(Answer {
-            body: Packed::pack(body),
+            body: Body::Packed(Packed::pack(body)),
             removed,
         })
     }
 
-    /// What it weighs in the slot: its packed size.
+    /// What it weighs in the slot: its packed size, or the pieces' own.
     pub(crate) fn weight(&self) -> usize {
-        self.body.stored_len()
+        match &self.body {
+            Body::Packed(packed) => packed.stored_len(),
+            Body::Spliced(spliced) => spliced.weight(),
+        }
     }
 
-    /// The answer's bytes; `None` only if the packed block is damaged.
-    pub(crate) fn unpack(&self) -> Option<Bytes> {
-        self.body.unpack()
+    /// The answer's bytes, `upstream` being the body of the cache entry that kept it;
+    /// `None` only if the packed block is damaged or the pieces do not fit `upstream`.
+    pub(crate) fn render(&self, upstream: &Bytes) -> Option<Bytes> {
+        match &self.body {
+            Body::Packed(packed) => packed.unpack(),
+            Body::Spliced(spliced) => spliced.assemble(upstream).map(Bytes::from),
+        }
     }
 }
 
-/// The answer kept under `what`, if any: its bytes and how many entries were removed.
+/// The packed answer kept under `what` with [`keep`], if any: its bytes and how many
+/// entries were removed.
 pub(crate) fn get(slot: &BoundSlot, what: &str) -> Option<(Bytes, usize)> {
     let kept = slot.get::<Answer>(what)?;
-    Some((kept.unpack()?, kept.removed))
+    match &kept.body {
+        Body::Packed(packed) => Some((packed.unpack()?, kept.removed)),
+        Body::Spliced(_) => None,
+    }
+}
+
+/// Keeps `spliced` (the answer just rendered, as pieces of the entry's body) for the
+/// next hit, if the keeper has a slot for it.
+pub(crate) fn keep_spliced(keeper: &Keeper, spliced: Spliced, removed: usize) {
+    if keeper.wants() {
+        let answer = Arc::new(Answer {
+            body: Body::Spliced(spliced),
+            removed,
+        });
+        let weight = answer.weight();
+        keeper.keep(answer, weight);
+    }
 }
 
 /// Keeps a freshly rendered answer for the next hit, if the keeper has a slot for it

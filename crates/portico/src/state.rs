@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use portico_access::audit::{AuditRecord, AuditSink};
-use portico_access::{Policy, TokenVerifier};
+use portico_access::{Policy, Spliced, TokenVerifier, VerifiedBytes};
 use portico_cache::CachedUpstream;
 use portico_upstream::{Capabilities, FhirClient, FhirUpstream, Resilient};
 use tokio::sync::OnceCell;
@@ -205,6 +205,13 @@ impl AppState {
     /// the upstream base does not occur.
     pub fn rewrite_bases_bytes(&self, bytes: Vec<u8>) -> Vec<u8> {
         replace_all(bytes, &self.inner.upstream_base, &self.inner.fhir_base)
+    }
+
+    /// `verified`'s answer as [`AppState::rewrite_bases_bytes`] of its JSON would give
+    /// it, held as pieces of the upstream body (see [`Spliced`]); `None` when it cannot
+    /// be.
+    pub fn splice(&self, verified: &VerifiedBytes) -> Option<Spliced> {
+        verified.splice(&self.inner.upstream_base, &self.inner.fhir_base)
     }
 
     /// Writes an audit record; a failing sink is logged, never silently dropped.

@@ -356,3 +356,90 @@ fn kept_entries_are_the_bytes_that_came() {
     let out = String::from_utf8(verified.to_json()).unwrap();
     assert!(out.contains(own), "{out}");
 }
+
+/// The spliced answer is, byte for byte, the written one with `from` replaced by `to`.
+fn assert_splices(text: &str, from: &str, to: &str) {
+    let body = Bytes::from(text.to_owned());
+    for who in principals() {
+        let Ok(verified) = policies()[0].verify_bundle_bytes(&who, body.clone()) else {
+            continue;
+        };
+        let expected = String::from_utf8(verified.to_json())
+            .unwrap()
+            .replace(from, to);
+        match verified.splice(from, to) {
+            Some(spliced) => {
+                let assembled = String::from_utf8(spliced.assemble(&body).unwrap()).unwrap();
+                assert_eq!(assembled, expected, "{from} → {to} in {text}");
+                assert_eq!(spliced.len(), expected.len());
+            }
+            None => assert!(
+                from.is_empty() || from.contains([',', '{', '}', '[', ']']),
+                "declined {from} for {text}"
+            ),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_spliced_answer_is_the_written_one_with_the_base_replaced(
+        b in bundle(),
+        pretty in any::<bool>(),
+        from in prop_oneof![
+            Just("https://ehr/fhir"),
+            Just("https://ehr"),
+            Just("pat-1"),
+            Just("e"),
+            Just("\""),
+            Just("\":\""),
+            Just("},{"),
+            Just(""),
+        ],
+    ) {
+        let text = if pretty {
+            serde_json::to_string_pretty(&b).unwrap()
+        } else {
+            serde_json::to_string(&b).unwrap()
+        };
+        assert_splices(&text, from, "http://gateway.example:8080/fhir");
+    }
+}
+
+#[test]
+fn a_spliced_answer_keeps_little_besides_the_body() {
+    let entries: Vec<Value> = (0..20)
+        .map(|i| {
+            json!({"fullUrl": format!("https://ehr/fhir/Observation/o{i}"),
+                "resource": {"resourceType": "Observation", "id": format!("o{i}"),
+                    "subject": {"reference": "Patient/pat-1"}, "status": "final",
+                    "code": {"text": "a long enough description of a laboratory result"}},
+                "search": {"mode": "match"}})
+        })
+        .collect();
+    let text = json!({"resourceType": "Bundle", "type": "searchset", "total": 20,
+        "link": [{"relation": "self", "url": "https://ehr/fhir/Observation?patient=pat-1"}],
+        "entry": entries})
+    .to_string();
+    let body = Bytes::from(text);
+    let verified = policies()[0]
+        .verify_bundle_bytes(&patient("patient/*.rs"), body.clone())
+        .unwrap();
+    let spliced = verified
+        .splice("https://ehr/fhir", "https://gw/fhir")
+        .unwrap();
+    assert_eq!(spliced.len(), spliced.assemble(&body).unwrap().len());
+    // The head, one copy of the new base, and two pieces per entry (up to its base,
+    // then from after it through the next entry's): a small part of the answer.
+    assert!(
+        spliced.weight() * 5 < body.len(),
+        "{} bytes kept for a {}-byte answer",
+        spliced.weight(),
+        body.len()
+    );
+    // A repeated key: that entry is written from its tree, a literal piece.
+    let repeated = r#"{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"https://ehr/fhir/X/1","resource":{"resourceType":"Observation","id":"a","id":"b","subject":{"reference":"Patient/pat-1"}}}]}"#;
+    assert_splices(repeated, "https://ehr/fhir", "https://gw/fhir");
+}

@@ -53,7 +53,7 @@ async fn read_rendered(state: &AppState, auth: &Authenticated, target: Target<'_
         .read_kept::<kept::Answer>(target, &what)
         .await?;
     let body = match &reply.answer {
-        Reuse::Kept(answer) => kept_body(answer)?,
+        Reuse::Kept(answer) => kept_body(answer, &reply.upstream)?,
         Reuse::Fresh(checked) => {
             let body = render(state, &checked.resource);
             kept::keep_fresh(&reply.keeper, &body, 0);

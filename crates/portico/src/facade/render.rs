@@ -34,9 +34,10 @@ pub(super) fn render_json(state: &AppState, json: Vec<u8>) -> Bytes {
     Bytes::from(state.rewrite_bases_bytes(json))
 }
 
-/// The bytes of an answer kept from an earlier hit.
-pub(super) fn kept_body(answer: &kept::Answer) -> Result<Bytes, FhirError> {
-    answer.unpack().ok_or_else(|| {
+/// The bytes of an answer kept from an earlier hit, `upstream` being the body it
+/// was served with.
+pub(super) fn kept_body(answer: &kept::Answer, upstream: &Bytes) -> Result<Bytes, FhirError> {
+    answer.render(upstream).ok_or_else(|| {
         tracing::error!("a kept answer could not be unpacked");
         FhirError(ApiError::internal())
     })

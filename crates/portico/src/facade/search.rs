@@ -145,11 +145,12 @@ pub(super) async fn bundle_answer(
         meta,
         answer,
         keeper,
+        upstream,
     } = session
         .verify_kept_bytes::<kept::Answer>(unchecked, &what)
         .await?;
     let body = match answer {
-        Reuse::Kept(answer) => kept_body(&answer)?,
+        Reuse::Kept(answer) => kept_body(&answer, &upstream)?,
         Reuse::Fresh(mut verified) => {
             rewrite_links(
                 state,
@@ -158,9 +159,25 @@ pub(super) async fn bundle_answer(
                 self_link,
                 expires,
             );
-            let body = render_json(state, verified.to_json());
-            kept::keep_fresh(&keeper, &body, verified.report.removed);
-            body
+            let removed = verified.report.removed;
+            // Kept as pieces of the entry's body when it can be (then this answer is
+            // put together from them, as every later hit's will be), packed otherwise.
+            match keeper.wants().then(|| state.splice(&verified)).flatten() {
+                Some(spliced) => match spliced.assemble(&upstream) {
+                    Some(body) => {
+                        debug_assert_eq!(body, render_json(state, verified.to_json()));
+                        kept::keep_spliced(&keeper, spliced, removed);
+                        Bytes::from(body)
+                    }
+                    // Not from this body after all: rendered, and nothing kept.
+                    None => render_json(state, verified.to_json()),
+                },
+                None => {
+                    let body = render_json(state, verified.to_json());
+                    kept::keep_fresh(&keeper, &body, removed);
+                    body
+                }
+            }
         }
     };
     Ok(fhir_bytes_response(
