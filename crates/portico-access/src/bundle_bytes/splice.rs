@@ -22,21 +22,35 @@ use super::{KeptEntry, VerifiedBytes};
 /// An answer as pieces of the body it was verified from; see the module docs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spliced {
-    /// The bytes the literal pieces point into.
+    /// The replacement base (first, `to_len` bytes), then the other literal bytes.
     literals: Box<[u8]>,
     pieces: Box<[Piece]>,
+    to_len: u32,
     /// The answer's length.
     len: usize,
     /// The length of the body it was spliced from.
     body_len: usize,
 }
 
+/// A range of the body or of the literals, and whether the replacement base follows
+/// it: 8 bytes, offsets below 2 GiB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Piece {
-    /// `literals[start..end]`.
-    Literal(u32, u32),
-    /// `body[start..end]`.
-    Body(u32, u32),
+struct Piece {
+    /// The start; the top bit set for a range of the literals.
+    start: u32,
+    /// The end; the top bit set when the replacement base follows.
+    end: u32,
+}
+
+const LITERAL: u32 = 1 << 31;
+const THEN_TO: u32 = 1 << 31;
+/// Offsets must stay below the flag bits.
+const MAX_OFFSET: usize = (1 << 31) - 1;
+
+impl Piece {
+    fn range(self) -> std::ops::Range<usize> {
+        (self.start & !LITERAL) as usize..(self.end & !THEN_TO) as usize
+    }
 }
 
 impl Spliced {
@@ -47,13 +61,18 @@ impl Spliced {
         if body.len() != self.body_len {
             return None;
         }
+        let to = &self.literals[..self.to_len as usize];
         let mut out = Vec::with_capacity(self.len);
         for piece in self.pieces.iter() {
-            let text = match *piece {
-                Piece::Literal(start, end) => self.literals.get(start as usize..end as usize)?,
-                Piece::Body(start, end) => body.get(start as usize..end as usize)?,
+            let source = if piece.start & LITERAL == 0 {
+                body
+            } else {
+                &self.literals[..]
             };
-            out.extend_from_slice(text);
+            out.extend_from_slice(source.get(piece.range())?);
+            if piece.end & THEN_TO != 0 {
+                out.extend_from_slice(to);
+            }
         }
         Some(out)
     }
@@ -79,27 +98,53 @@ impl Spliced {
 impl VerifiedBytes {
     /// The answer [`VerifiedBytes::to_json`] writes, with every `from` replaced by
     /// `to`, as pieces of the upstream body (see the module docs). `None` when it cannot
-    /// be: a Bundle handled as a tree, a body past 4 GiB, or a `from` that is empty or
-    /// holds one of `{}[],`.
+    /// be: a Bundle handled as a tree, a body or answer past 2 GiB, or a `from` that is
+    /// empty or holds one of `{}[],`.
     pub fn splice(&self, from: &str, to: &str) -> Option<Spliced> {
         let entries = self.entries.as_ref()?;
         if from.is_empty()
             || from
                 .bytes()
                 .any(|b| matches!(b, b'{' | b'}' | b'[' | b']' | b','))
-            || u32::try_from(self.body.len()).is_err()
+            || self.body.len() > MAX_OFFSET
+            || to.len() > MAX_OFFSET
         {
             return None;
         }
         let finder = Finder::new(from.as_bytes());
-        let mut out = Builder::new(&self.body, to.as_bytes())?;
-        out.replaced(&finder, &self.head_and_entry_start());
+        let mut out = Builder::new(&self.body, to.as_bytes());
+        // The head's members mostly came as they are (`id`, `meta`, `type`): those are
+        // found in the body before its first entry.
+        let before_entries = match entries.first() {
+            Some(KeptEntry::Span(range)) => range.start,
+            _ => self.body.len(),
+        };
+        match &self.head {
+            serde_json::Value::Object(members) => {
+                out.literal(b"{");
+                for (i, (key, value)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.literal(b",");
+                    }
+                    // Serializing a string or a `Value` cannot fail.
+                    let mut text = serde_json::to_vec(key).unwrap_or_default();
+                    text.push(b':');
+                    text.extend(serde_json::to_vec(value).unwrap_or_default());
+                    out.member(&finder, &text, before_entries);
+                }
+                if !members.is_empty() {
+                    out.literal(b",");
+                }
+                out.replaced(&finder, b"\"entry\":[");
+            }
+            _ => out.replaced(&finder, &self.head_and_entry_start()),
+        }
         for (i, entry) in entries.iter().enumerate() {
             if i > 0 {
                 out.literal(b",");
             }
             match entry {
-                KeptEntry::Span(range) => out.body(&finder, range.start, range.end, from.len()),
+                KeptEntry::Span(range) => out.body(&finder, range.start, range.end),
                 KeptEntry::Written(text) => out.replaced(&finder, text.as_bytes()),
             }
         }
@@ -113,42 +158,55 @@ struct Builder<'a> {
     body: &'a [u8],
     literals: Vec<u8>,
     pieces: Vec<Piece>,
-    /// Where `to` is in `literals` (written once, pointed at by every replacement).
-    to: Piece,
+    to_len: usize,
     len: usize,
-    /// False once a literal would not fit in 4 GiB.
-    fits: bool,
 }
 
 impl<'a> Builder<'a> {
-    fn new(body: &'a [u8], to: &[u8]) -> Option<Builder<'a>> {
-        let end = u32::try_from(to.len()).ok()?;
-        Some(Builder {
+    fn new(body: &'a [u8], to: &[u8]) -> Builder<'a> {
+        Builder {
             body,
             literals: to.to_vec(),
             pieces: Vec::new(),
-            to: Piece::Literal(0, end),
+            to_len: to.len(),
             len: 0,
-            fits: true,
-        })
+        }
+    }
+
+    /// The last piece, if the replacement base does not follow it yet.
+    fn open_last(&mut self) -> Option<&mut Piece> {
+        self.pieces.last_mut().filter(|p| p.end & THEN_TO == 0)
     }
 
     /// `text` as it is. A literal the body holds right where the last body piece ends
     /// (the comma between two entries kept side by side) extends that piece instead.
     fn literal(&mut self, text: &[u8]) {
-        if let Some(Piece::Body(_, end)) = self.pieces.last_mut() {
-            let at = *end as usize;
-            if self.body.get(at..at + text.len()) == Some(text) {
-                *end += text.len() as u32;
-                self.len += text.len();
-                return;
-            }
+        if text.is_empty() {
+            return;
+        }
+        let body = self.body;
+        if let Some(last) = self.open_last()
+            && last.start & LITERAL == 0
+            && body.get(last.end as usize..last.end as usize + text.len()) == Some(text)
+        {
+            last.end += text.len() as u32;
+            self.len += text.len();
+            return;
         }
         let start = self.literals.len();
         self.literals.extend_from_slice(text);
-        match (u32::try_from(start), u32::try_from(self.literals.len())) {
-            (Ok(start), Ok(end)) => self.push(Piece::Literal(start, end), text.len()),
-            _ => self.fits = false,
+        self.push(start as u32 | LITERAL, self.literals.len() as u32);
+    }
+
+    /// A member of the head: a range of the body when the body has its text before
+    /// `before` (and it holds no `from`), else `text` with `from` replaced.
+    fn member(&mut self, finder: &Finder<'_>, text: &[u8], before: usize) {
+        if finder.find(text).is_none()
+            && let Some(at) = memchr::memmem::find(&self.body[..before], text)
+        {
+            self.body_range(at, at + text.len());
+        } else {
+            self.replaced(finder, text);
         }
     }
 
@@ -164,12 +222,12 @@ impl<'a> Builder<'a> {
     }
 
     /// `body[start..end]` with every `from` replaced by `to`.
-    fn body(&mut self, finder: &Finder<'_>, start: usize, end: usize, from_len: usize) {
+    fn body(&mut self, finder: &Finder<'_>, start: usize, end: usize) {
         let mut at = start;
         for found in finder.find_iter(&self.body[start..end]) {
             self.body_range(at, start + found);
             self.replacement();
-            at = start + found + from_len;
+            at = start + found + finder.needle().len();
         }
         self.body_range(at, end);
     }
@@ -178,36 +236,41 @@ impl<'a> Builder<'a> {
         if start == end {
             return;
         }
-        // The body's length fits in u32 (checked by `splice`).
+        // The body's length is at most MAX_OFFSET (checked by `splice`).
         let (s, e) = (start as u32, end as u32);
-        if let Some(Piece::Body(_, last_end)) = self.pieces.last_mut()
-            && *last_end == s
+        if let Some(last) = self.open_last()
+            && last.start & LITERAL == 0
+            && last.end == s
         {
-            *last_end = e;
+            last.end = e;
             self.len += end - start;
             return;
         }
-        self.push(Piece::Body(s, e), end - start);
+        self.push(s, e);
     }
 
+    /// The replacement base: a flag on the last piece, or a piece of its own.
     fn replacement(&mut self) {
-        let Piece::Literal(start, end) = self.to else {
-            return;
-        };
-        self.push(self.to, (end - start) as usize);
-    }
-
-    fn push(&mut self, piece: Piece, len: usize) {
-        if len > 0 {
-            self.pieces.push(piece);
-            self.len += len;
+        self.len += self.to_len;
+        match self.open_last() {
+            Some(last) => last.end |= THEN_TO,
+            None => self.pieces.push(Piece {
+                start: LITERAL,
+                end: THEN_TO,
+            }),
         }
     }
 
+    fn push(&mut self, start: u32, end: u32) {
+        self.pieces.push(Piece { start, end });
+        self.len += (end - (start & !LITERAL)) as usize;
+    }
+
     fn finish(self) -> Option<Spliced> {
-        self.fits.then(|| Spliced {
+        (self.literals.len() <= MAX_OFFSET).then(|| Spliced {
             literals: self.literals.into_boxed_slice(),
             pieces: self.pieces.into_boxed_slice(),
+            to_len: self.to_len as u32,
             len: self.len,
             body_len: self.body.len(),
         })

@@ -393,6 +393,8 @@ proptest! {
             Just("https://ehr"),
             Just("pat-1"),
             Just("e"),
+            // Twice in a row in "collection": a replacement right after another.
+            Just("l"),
             Just("\""),
             Just("\":\""),
             Just("},{"),

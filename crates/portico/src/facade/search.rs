@@ -137,10 +137,16 @@ pub(super) async fn bundle_answer(
     self_link: Option<String>,
 ) -> FhirResult {
     let expires = state.cursor_expiry();
-    let what = format!(
-        "facade\nbundle\n{expires}\n{}",
-        self_link.as_deref().unwrap_or("")
-    );
+    // The gateway's base starts every self link: the key names the rest (marked, so
+    // that no two links, nor a link and none, share a key).
+    let link_key = match self_link.as_deref() {
+        None => String::new(),
+        Some(link) => match link.strip_prefix(state.fhir_base()) {
+            Some(rest) => format!("~{rest}"),
+            None => format!("={link}"),
+        },
+    };
+    let what = format!("facade\nbundle\n{expires}\n{link_key}");
     let Reply {
         meta,
         answer,
