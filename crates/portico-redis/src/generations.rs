@@ -19,10 +19,11 @@
 //! from its own), with up to [`MAX_IN_FLIGHT`] such `MGET`s on the wire at once. A read
 //! therefore only ever joins an `MGET` sent *after* it arrived: it sees every write
 //! whose stamp was taken before the read began, as one `MGET` per read would. When the
-//! clock or the floor is missing, each read of that batch runs [`SNAPSHOT`] instead,
-//! which creates them. A read waits at most twice the command timeout (for an `MGET`
-//! in flight to end, then its own). A write runs [`STAMP`] (one round trip) before its
-//! response returns.
+//! clock or the floor is missing, one [`SNAPSHOT`] for the batch creates them and gives
+//! the floor the batch's stamps are compared with. A read waits at most four times the
+//! command timeout (for a batch in flight to end, then its own: each an `MGET` and, at
+//! most, the script). A write runs [`STAMP`] (one round trip) before its response
+//! returns.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -196,43 +197,41 @@ async fn answer_batch(keys: &Keys, snapshot: &Script, batch: Vec<Ask>) {
     for key in keys.with_clock(union) {
         mget.arg(key);
     }
-    let values: Result<Vec<Option<u64>>, SharedError> = keys
-        .redis
-        .query(&mget)
-        .await
-        .map_err(|e| SharedError(e.to_string()));
-    match values.as_deref() {
-        Ok(values @ [Some(clock), Some(floor), ..]) => {
+    let answered = match keys.redis.query::<Vec<Option<u64>>>(&mget).await {
+        Ok(values) => match (
+            values.first().copied().flatten(),
+            values.get(1).copied().flatten(),
+        ) {
+            (Some(clock), Some(floor)) => Ok((clock, floor, values)),
+            // No clock (or no floor): the first read ever, or Redis lost its data. The
+            // script creates them (one call for the batch) and answers the clock and the
+            // floor; the stamps read above are the ones to compare with the new floor.
+            _ => {
+                let mut invocation = snapshot.prepare_invoke();
+                for key in keys.with_clock(std::iter::empty()) {
+                    invocation.key(key);
+                }
+                keys.redis
+                    .invoke::<(u64, u64)>(&invocation)
+                    .await
+                    .map(|(clock, floor)| (clock, floor, values))
+            }
+        },
+        Err(e) => Err(e),
+    };
+    match answered {
+        Ok((clock, floor, values)) => {
             for (ask, positions) in batch.into_iter().zip(positions) {
                 let newest = positions
                     .iter()
                     .filter_map(|&i| values.get(i).copied().flatten())
-                    .fold(*floor, u64::max);
+                    .fold(floor, u64::max);
                 // A read that stopped waiting (its client left) needs no answer.
-                let _ = ask.answer.send(Ok(Snapshot {
-                    clock: *clock,
-                    newest,
-                }));
-            }
-        }
-        Ok(_) => {
-            // No clock (or no floor): the first read ever, or Redis lost its data. The
-            // script creates them and answers each read the same way.
-            for ask in batch {
-                let mut invocation = snapshot.prepare_invoke();
-                for key in keys.with_clock(ask.stamps) {
-                    invocation.key(key);
-                }
-                let answer = keys
-                    .redis
-                    .invoke::<(u64, u64)>(&invocation)
-                    .await
-                    .map(|(clock, newest)| Snapshot { clock, newest })
-                    .map_err(|e| SharedError(e.to_string()));
-                let _ = ask.answer.send(answer);
+                let _ = ask.answer.send(Ok(Snapshot { clock, newest }));
             }
         }
         Err(e) => {
+            let e = SharedError(e.to_string());
             for ask in batch {
                 let _ = ask.answer.send(Err(e.clone()));
             }

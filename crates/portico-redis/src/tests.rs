@@ -299,6 +299,25 @@ async fn cache_generations_stamp_what_writes_touch_and_survive_nothing_a_restart
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(fresh.newest > after.clock, "{fresh:?} vs {after:?}");
+    // Again, with reads waiting together: one script creates the clock for the batch,
+    // and every read compares its stamps with the new floor.
+    server.restart();
+    let reads = (0..8).map(|i| {
+        let generations = generations.clone();
+        async move {
+            let keys = [format!("p{i}|*")];
+            loop {
+                if let Ok(s) = generations.snapshot(&keys).await {
+                    break s;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    for snapshot in futures::future::join_all(reads).await {
+        assert!(snapshot.newest > fresh.clock, "{snapshot:?} vs {fresh:?}");
+        assert!(snapshot.clock >= snapshot.newest);
+    }
 }
 
 /// How many `MGET`s the server has run.

@@ -196,9 +196,11 @@ impl Derived {
             kept.used -= old;
         }
         kept.used += weight;
-        // Most entries keep one value: grow by one, not to a capacity of four, and keep
-        // the key no larger than its text.
-        kept.values.reserve_exact(1);
+        // Most entries keep one value: room for one, not four, at first (then the
+        // usual doubling), and the key no larger than its text.
+        if kept.values.capacity() == 0 {
+            kept.values.reserve_exact(1);
+        }
         let mut key = key;
         key.shrink_to_fit();
         kept.values.push((key, weight, value));

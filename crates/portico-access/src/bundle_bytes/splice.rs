@@ -160,6 +160,8 @@ struct Builder<'a> {
     pieces: Vec<Piece>,
     to_len: usize,
     len: usize,
+    /// Set when a literal would not fit below [`MAX_OFFSET`].
+    overflowed: bool,
 }
 
 impl<'a> Builder<'a> {
@@ -170,6 +172,7 @@ impl<'a> Builder<'a> {
             pieces: Vec::new(),
             to_len: to.len(),
             len: 0,
+            overflowed: false,
         }
     }
 
@@ -194,6 +197,11 @@ impl<'a> Builder<'a> {
             return;
         }
         let start = self.literals.len();
+        if start + text.len() > MAX_OFFSET {
+            // Past the offsets a piece can hold: `finish` declines.
+            self.overflowed = true;
+            return;
+        }
         self.literals.extend_from_slice(text);
         self.push(start as u32 | LITERAL, self.literals.len() as u32);
     }
@@ -267,7 +275,7 @@ impl<'a> Builder<'a> {
     }
 
     fn finish(self) -> Option<Spliced> {
-        (self.literals.len() <= MAX_OFFSET).then(|| Spliced {
+        (!self.overflowed).then(|| Spliced {
             literals: self.literals.into_boxed_slice(),
             pieces: self.pieces.into_boxed_slice(),
             to_len: self.to_len as u32,
