@@ -244,6 +244,7 @@ impl Session<'_> {
         Fut: std::future::Future<Output = Result<(Meta, F), GuardError>>,
     {
         let slot = self.bound(&unchecked.response);
+        let upstream = unchecked.response.body.clone();
         if let Some(kept) = slot.as_ref().and_then(|s| s.get::<T>(what)) {
             self.audit(
                 unchecked.interaction,
@@ -252,7 +253,6 @@ impl Session<'_> {
                 Outcome::allowed(unchecked.response.status, kept.removed()),
             )
             .await?;
-            let upstream = unchecked.response.body.clone();
             return Ok(Reply::new(
                 unchecked.meta(),
                 Reuse::Kept(kept),
@@ -261,7 +261,6 @@ impl Session<'_> {
                 upstream,
             ));
         }
-        let upstream = unchecked.response.body.clone();
         let (meta, verified) = fresh(unchecked).await?;
         Ok(Reply::new(
             meta,

@@ -182,7 +182,7 @@ impl Derived {
     /// Keeps `value`, said to weigh `weight` bytes, under `key` (replacing what was
     /// there), dropping the oldest values until it fits. Returns whether it was kept:
     /// not when it alone is heavier than the budget.
-    pub fn set<T: Any + Send + Sync>(&self, key: String, value: Arc<T>, weight: usize) -> bool {
+    pub fn set<T: Any + Send + Sync>(&self, mut key: String, value: Arc<T>, weight: usize) -> bool {
         let mut kept = self.kept();
         if let Some(at) = kept.values.iter().position(|(k, _, _)| *k == key) {
             let (_, old, _) = kept.values.remove(at);
@@ -201,7 +201,6 @@ impl Derived {
         if kept.values.capacity() == 0 {
             kept.values.reserve_exact(1);
         }
-        let mut key = key;
         key.shrink_to_fit();
         kept.values.push((key, weight, value));
         true

@@ -78,14 +78,12 @@ pub(crate) fn get(slot: &BoundSlot, what: &str) -> Option<(Bytes, usize)> {
 /// Keeps `spliced` (the answer just rendered, as pieces of the entry's body) for the
 /// next hit, if the keeper has a slot for it.
 pub(crate) fn keep_spliced(keeper: &Keeper, spliced: Spliced, removed: usize) {
-    if keeper.wants() {
-        let answer = Arc::new(Answer {
-            body: Body::Spliced(spliced),
-            removed,
-        });
-        let weight = answer.weight();
-        keeper.keep(answer, weight);
-    }
+    let answer = Arc::new(Answer {
+        body: Body::Spliced(spliced),
+        removed,
+    });
+    let weight = answer.weight();
+    keeper.keep(answer, weight);
 }
 
 /// Keeps a freshly rendered answer for the next hit, if the keeper has a slot for it

@@ -170,6 +170,22 @@ impl AuthServer {
         response
     }
 
+    /// The client `id`, authenticated by its secret (HTTP Basic or the form).
+    fn client_with_secret(
+        &self,
+        id: &str,
+        secret: &str,
+    ) -> Result<(Arc<Client>, bool), OAuthError> {
+        let failed = || oauth(ErrorCode::InvalidClient, "client authentication failed");
+        let client = self.client(id).ok_or_else(failed)?;
+        match &client.reg.secret {
+            Some(expected) if constant_time_eq(expected.as_bytes(), secret.as_bytes()) => {
+                Ok((client, true))
+            }
+            _ => Err(failed()),
+        }
+    }
+
     /// Identifies and authenticates the client. The flag says whether it proved a
     /// credential (false for a public client naming itself).
     fn authenticate(
@@ -194,28 +210,12 @@ impl AuthServer {
             if form_id.is_some_and(|f| f != id) {
                 return Err(invalid("client_id does not match the basic credentials"));
             }
-            let client = self
-                .client(&id)
-                .ok_or_else(|| invalid("client authentication failed"))?;
-            return match &client.reg.secret {
-                Some(expected) if constant_time_eq(expected.as_bytes(), secret.as_bytes()) => {
-                    Ok((client, true))
-                }
-                _ => Err(invalid("client authentication failed")),
-            };
+            return self.client_with_secret(&id, &secret);
         }
         if let Some(secret) = params.get("client_secret") {
             let id =
                 form_id.ok_or_else(|| oauth(ErrorCode::InvalidRequest, "client_id is required"))?;
-            let client = self
-                .client(id)
-                .ok_or_else(|| invalid("client authentication failed"))?;
-            return match &client.reg.secret {
-                Some(expected) if constant_time_eq(expected.as_bytes(), secret.as_bytes()) => {
-                    Ok((client, true))
-                }
-                _ => Err(invalid("client authentication failed")),
-            };
+            return self.client_with_secret(id, secret);
         }
         if let Some(assertion) = params.get("client_assertion") {
             if params.get("client_assertion_type") != Some(CLIENT_ASSERTION_TYPE) {

@@ -59,26 +59,11 @@ pub(crate) struct Code {
 
 /// Status codes the generated records share (a condition's clinical and verification
 /// status, a prescription's course of therapy).
-pub(crate) const ACTIVE_CLINICAL: Code = Code {
-    code: "active",
-    display: "Active",
-};
-pub(crate) const RESOLVED_CLINICAL: Code = Code {
-    code: "resolved",
-    display: "Resolved",
-};
-pub(crate) const CONFIRMED: Code = Code {
-    code: "confirmed",
-    display: "Confirmed",
-};
-pub(crate) const CONTINUOUS: Code = Code {
-    code: "continuous",
-    display: "Continuous long term therapy",
-};
-pub(crate) const ACUTE: Code = Code {
-    code: "acute",
-    display: "Short course (acute) therapy",
-};
+pub(crate) const ACTIVE_CLINICAL: Code = c("active", "Active");
+pub(crate) const RESOLVED_CLINICAL: Code = c("resolved", "Resolved");
+pub(crate) const CONFIRMED: Code = c("confirmed", "Confirmed");
+pub(crate) const CONTINUOUS: Code = c("continuous", "Continuous long term therapy");
+pub(crate) const ACUTE: Code = c("acute", "Short course (acute) therapy");
 
 const fn c(code: &'static str, display: &'static str) -> Code {
     Code { code, display }

@@ -168,16 +168,17 @@ pub(super) async fn bundle_answer(
             let removed = verified.report.removed;
             // Kept as pieces of the entry's body when it can be (then this answer is
             // put together from them, as every later hit's will be), packed otherwise.
-            match keeper.wants().then(|| state.splice(&verified)).flatten() {
-                Some(spliced) => match spliced.assemble(&upstream) {
-                    Some(body) => {
-                        debug_assert_eq!(body, render_json(state, verified.to_json()));
-                        kept::keep_spliced(&keeper, spliced, removed);
-                        Bytes::from(body)
-                    }
-                    // Not from this body after all: rendered, and nothing kept.
-                    None => render_json(state, verified.to_json()),
-                },
+            let spliced = keeper
+                .wants()
+                .then(|| state.splice(&verified))
+                .flatten()
+                .and_then(|spliced| Some((spliced.assemble(&upstream)?, spliced)));
+            match spliced {
+                Some((body, spliced)) => {
+                    debug_assert_eq!(body, render_json(state, verified.to_json()));
+                    kept::keep_spliced(&keeper, spliced, removed);
+                    Bytes::from(body)
+                }
                 None => {
                     let body = render_json(state, verified.to_json());
                     kept::keep_fresh(&keeper, &body, removed);
