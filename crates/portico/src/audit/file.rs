@@ -167,6 +167,15 @@ impl RotatingFile {
         }
     }
 
+    /// Whether `len` more bytes go into the open file with no rotation (by size or
+    /// time) and no opening first: an append that only `write`s.
+    pub fn can_append_now(&self, len: u64, now: SystemTime) -> bool {
+        let max = self.limits.max_file_bytes;
+        self.file.is_some()
+            && !self.rotation_due(now)
+            && (max == 0 || self.size == 0 || self.size + len <= max)
+    }
+
     /// `fdatasync`s the file if anything was written since the last sync. Returns
     /// whether it synced.
     pub fn sync(&mut self) -> io::Result<bool> {

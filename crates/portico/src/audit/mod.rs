@@ -11,9 +11,11 @@
 //! channel to **one writer** (`writer.rs`, a thread of its own) together with a oneshot for the
 //! acknowledgement. The writer takes everything queued as one batch, writes it to every
 //! local target with one `write` each, `fdatasync`s once per target and batch in
-//! `synced` mode (group commit), and then answers. Its file I/O runs on that thread,
-//! never on a tokio worker, and no lock is held across an await. A full queue makes
-//! `record` wait (backpressure), it never drops.
+//! `synced` mode (group commit), and then answers. In `written` mode a record that finds
+//! the writer idle is written by the caller's task instead, with one `write` that cannot
+//! block for long (`writer::write_now`): no hand-off, no wake-up. Every other file
+//! operation runs on the writer's thread, and no lock is held across an await. A full
+//! queue makes `record` wait (backpressure), it never drops.
 //!
 //! What is safe when `record` returns `Ok` (so when a response leaves, or a write goes
 //! to the EHR), per [`Durability`]:
@@ -112,6 +114,7 @@ pub struct AuditTrail {
 
 struct Inner {
     tx: mpsc::Sender<Command>,
+    writer: writer::Shared,
     instance: String,
     durability: Durability,
     on_failure: OnFailure,
@@ -202,7 +205,7 @@ impl AuditTrail {
             stop_delivery: Some(stop_tx),
         };
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        writer::start(&runtime, rx, tx.clone(), writer)?;
+        let writer = writer::start(&runtime, rx, tx.clone(), writer)?;
         let delivery = delivery.map(|d| runtime.spawn(d.run(stop_rx)));
         let instance = config.resolve_instance();
         tracing::info!(
@@ -214,6 +217,7 @@ impl AuditTrail {
         Ok(AuditTrail {
             inner: Arc::new(Inner {
                 tx,
+                writer,
                 instance,
                 durability: config.durability,
                 on_failure: config.on_failure,
@@ -347,6 +351,15 @@ impl AuditSink for AuditTrail {
                 self.on_failure(AuditError(
                     "the audit trail could not be written (last batch failed)".to_owned(),
                 ))
+            };
+        }
+        if inner.durability == Durability::Written
+            && let Some(result) = writer::write_now(&inner.writer, &line, event.as_deref())
+        {
+            return match result {
+                Ok(()) => Ok(()),
+                // Counted and logged as by the writer's thread.
+                Err(e) => self.on_failure(e),
             };
         }
         let (ack, safe) = oneshot::channel();

@@ -251,6 +251,12 @@ impl SpoolWriter {
         &self.shared
     }
 
+    /// Whether an append only `write`s: the active segment is open and not full (a new
+    /// segment syncs the one it closes).
+    pub fn can_append_now(&self) -> bool {
+        self.file.is_some() && self.len < self.segment_bytes
+    }
+
     /// Appends the events that fit (one `write`); returns, per entry, whether it was
     /// spooled (`None` entries, records without an event, count as spooled).
     pub fn append(&mut self, events: &[Option<&[u8]>]) -> io::Result<Vec<bool>> {

@@ -152,6 +152,56 @@ async fn written_mode_syncs_within_the_interval() {
 }
 
 #[tokio::test]
+async fn written_mode_writes_on_the_callers_thread_when_the_writer_is_idle() {
+    use futures::FutureExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let trail = AuditTrail::start(&config, None).unwrap();
+    trail.record(&record(0)).await.unwrap();
+    // The file is open now and the writer idle: the next record needs no hand-off, so
+    // it is written before its future is first polled to the end.
+    let answer = trail.record(&record(1)).now_or_never();
+    assert!(matches!(answer, Some(Ok(()))), "{answer:?}");
+    assert_eq!(request_ids(&read_lines(&config.path)), ["req-0", "req-1"]);
+    trail.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_waits_for_a_busy_writer_and_is_written_by_its_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let trail = AuditTrail::start(&config, None).unwrap();
+    trail.record(&record(0)).await.unwrap();
+    let writer = trail.inner.writer.clone();
+    let held = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let held = held.clone();
+        std::thread::spawn(move || {
+            let _guard = writer.lock().unwrap();
+            held.wait();
+            let _ = released.recv();
+        })
+    };
+    held.wait();
+    let task = tokio::spawn({
+        let trail = trail.clone();
+        async move { trail.record(&record(1)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !task.is_finished(),
+        "acknowledged while the writer was held"
+    );
+    assert_eq!(request_ids(&read_lines(&config.path)), ["req-0"]);
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(request_ids(&read_lines(&config.path)), ["req-0", "req-1"]);
+    trail.close().await;
+}
+
+#[tokio::test]
 async fn size_rotation_keeps_every_file_under_the_bound_and_every_line() {
     let dir = tempfile::tempdir().unwrap();
     let config = AuditConfig {

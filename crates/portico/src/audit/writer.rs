@@ -1,5 +1,11 @@
-//! The one writer: a thread of its own that owns every local target (the file, standard
-//! output, the FHIR spool) and writes what `record` queues, in batches.
+//! The one writer: it owns every local target (the file, standard output, the FHIR spool)
+//! behind one mutex, and a thread of its own writes what `record` queues, in batches.
+//!
+//! In `written` mode a record whose request finds the writer idle (the mutex free; only
+//! tried, never waited for) is written by that request's task with one `write`
+//! ([`write_now`]), when that write cannot block for long: no standard output, no
+//! rotation, no new spool segment (each of those syncs or may wait on a pipe). Under load
+//! the hand-off to the thread and its wake-up back cost more than that `write`.
 //!
 //! The loop:
 //! 1. wait for a command (a record, a reopen, a close, or the tick a small tokio task
@@ -14,7 +20,8 @@
 //!    the queue, syncs every target, stops the delivery task and ends the loop.
 //!
 //! The thread is the writer's alone, so a batch costs one wake-up and no hand-off to
-//! tokio's blocking pool, and the blocking I/O never runs on a tokio worker.
+//! tokio's blocking pool; the only I/O on a tokio worker is [`write_now`]'s one `write`
+//! into the page cache.
 //!
 //! The tick `fdatasync`s targets written since their last sync (`written` and `async`
 //! modes), and rotates the file when its period is over, so an idle gateway still
@@ -25,8 +32,8 @@
 //! not fit in the spool fails its own record. The next batch tries again (the file is
 //! reopened), so the trail heals when the disk does.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use portico_access::audit::AuditError;
@@ -76,6 +83,10 @@ pub(crate) struct Writer {
     pub stop_delivery: Option<watch::Sender<bool>>,
 }
 
+/// The writer, shared by its thread and (in `written` mode) the requests that find it
+/// idle; `None` once it has closed.
+pub(crate) type Shared = Arc<Mutex<Option<Writer>>>;
+
 /// Starts the writer's thread, and the task that sends it a [`Command::Tick`] every
 /// [`SYNC_INTERVAL`] (it ends when the writer or every sender of the trail does).
 pub(crate) fn start(
@@ -83,10 +94,12 @@ pub(crate) fn start(
     rx: mpsc::Receiver<Command>,
     tx: mpsc::Sender<Command>,
     writer: Writer,
-) -> std::io::Result<()> {
+) -> std::io::Result<Shared> {
+    let shared: Shared = Arc::new(Mutex::new(Some(writer)));
+    let thread_shared = shared.clone();
     std::thread::Builder::new()
         .name("portico-audit".to_owned())
-        .spawn(move || run(rx, writer))?;
+        .spawn(move || run(rx, &thread_shared))?;
     // Weak: the ticks do not keep the writer alive once the trail's senders are gone.
     let tx = tx.downgrade();
     runtime.spawn(async move {
@@ -101,12 +114,30 @@ pub(crate) fn start(
             }
         }
     });
-    Ok(())
+    Ok(shared)
+}
+
+/// Writes one record on the caller's thread if the writer is idle (nobody holds it) and
+/// the write cannot block for long ([`Writer::can_write_now`]): `Some` with its answer.
+/// `None`: busy, closed, or not a write to make here; queue the record instead (a closed
+/// writer's queue refuses it). The lock is only tried, never waited for, so a tokio
+/// worker never blocks on it.
+pub(crate) fn write_now(
+    shared: &Shared,
+    line: &[u8],
+    event: Option<&[u8]>,
+) -> Option<Result<(), AuditError>> {
+    let mut guard = shared.try_lock().ok()?;
+    let writer = guard.as_mut()?;
+    if !writer.can_write_now(line.len(), SystemTime::now()) {
+        return None;
+    }
+    Some(writer.write(&[line], &[event]).result(0))
 }
 
 /// The writer's loop, until closed or until every sender is gone. A panic ends the
 /// thread and drops the queue: every record after it fails, and so does `/readyz`.
-fn run(mut rx: mpsc::Receiver<Command>, mut writer: Writer) {
+fn run(mut rx: mpsc::Receiver<Command>, shared: &Shared) {
     let mut closers = Vec::new();
     while let Some(first) = next_command(&mut rx) {
         let mut batch = vec![first];
@@ -126,19 +157,29 @@ fn run(mut rx: mpsc::Receiver<Command>, mut writer: Writer) {
                 batch.push(command);
             }
         }
+        let Ok(mut guard) = shared.lock() else { break };
+        let Some(writer) = guard.as_mut() else { break };
         let mut closing = writer.process(batch);
         if !closing.is_empty() {
             closers.append(&mut closing);
             break;
         }
     }
-    writer.finish();
-    let stop = writer.stop_delivery.take();
-    // The files and the spool's lock are released before anyone hears "closed": a
-    // trail started right after `close` on the same spool must find it free.
-    drop(writer);
-    if let Some(stop) = stop {
-        let _ = stop.send(true);
+    // Taken out under the lock: a request that looks for the writer after this finds
+    // it closed.
+    let writer = shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(mut writer) = writer {
+        writer.finish();
+        let stop = writer.stop_delivery.take();
+        // The files and the spool's lock are released before anyone hears "closed": a
+        // trail started right after `close` on the same spool must find it free.
+        drop(writer);
+        if let Some(stop) = stop {
+            let _ = stop.send(true);
+        }
     }
     for done in closers {
         let _ = done.send(());
@@ -242,11 +283,37 @@ impl Writer {
         if records.is_empty() {
             return;
         }
+        let lines: Vec<&[u8]> = records.iter().map(|r| r.line.as_slice()).collect();
+        let events: Vec<Option<&[u8]>> = records.iter().map(|r| r.event.as_deref()).collect();
+        let outcome = self.write(&lines, &events);
+        for (i, record) in records.into_iter().enumerate() {
+            if let Some(ack) = record.ack {
+                let _ = ack.send(outcome.result(i));
+            }
+        }
+    }
+
+    /// Whether one record of `len` bytes can be written now with nothing that blocks
+    /// for long: `written` mode (no `fdatasync` per record), no standard output (a pipe
+    /// can be full), no size or time rotation and no new spool segment due (each syncs
+    /// the file it closes).
+    fn can_write_now(&self, len: usize, now: SystemTime) -> bool {
+        self.durability == Durability::Written
+            && self.stdout.is_none()
+            && self
+                .file
+                .as_ref()
+                .is_none_or(|f| f.can_append_now(len as u64, now))
+            && self.spool.as_ref().is_none_or(SpoolWriter::can_append_now)
+    }
+
+    /// Writes `lines` (and their `events`) to every target, syncs per the durability,
+    /// counts, and says what happened to each.
+    fn write(&mut self, lines: &[&[u8]], events: &[Option<&[u8]>]) -> Outcome {
         let now = SystemTime::now();
         let mut errors: Vec<String> = Vec::new();
-        let lines: Vec<&[u8]> = records.iter().map(|r| r.line.as_slice()).collect();
         if let Some(file) = &mut self.file
-            && let Err(e) = file.append(&lines, now)
+            && let Err(e) = file.append(lines, now)
         {
             errors.push(format!("audit log {}: {e}", file.path().display()));
         }
@@ -255,10 +322,9 @@ impl Writer {
         {
             errors.push(format!("standard output: {e}"));
         }
-        let mut spooled = vec![true; records.len()];
+        let mut spooled = vec![true; lines.len()];
         if let Some(spool) = &mut self.spool {
-            let events: Vec<Option<&[u8]>> = records.iter().map(|r| r.event.as_deref()).collect();
-            match spool.append(&events) {
+            match spool.append(events) {
                 Ok(accepted) => spooled = accepted,
                 Err(e) => errors.push(format!("audit spool: {e}")),
             }
@@ -283,7 +349,7 @@ impl Writer {
             spool.publish();
         }
 
-        let n = records.len() as u64;
+        let n = lines.len() as u64;
         let overflowed = spooled.iter().filter(|ok| !**ok).count() as u64;
         let batch_failed = !errors.is_empty();
         let failed = if batch_failed { n } else { overflowed };
@@ -306,20 +372,9 @@ impl Writer {
                 "the audit spool is full (audit.fhir.max_spool_bytes): AuditEvents not spooled"
             );
         }
-        let reason = errors.join("; ");
-        for (record, spooled) in records.into_iter().zip(spooled) {
-            let result = if batch_failed {
-                Err(AuditError(format!(
-                    "the audit trail cannot be written: {reason}"
-                )))
-            } else if !spooled {
-                Err(AuditError("the audit spool is full".to_owned()))
-            } else {
-                Ok(())
-            };
-            if let Some(ack) = record.ack {
-                let _ = ack.send(result);
-            }
+        Outcome {
+            failure: batch_failed.then(|| errors.join("; ")),
+            spooled,
         }
     }
 
@@ -335,6 +390,27 @@ impl Writer {
                 tracing::error!(error = %e, "cannot sync the audit spool at shutdown");
             }
             spool.publish();
+        }
+    }
+}
+
+/// What became of a batch: the reason every record failed, or which were spooled.
+struct Outcome {
+    failure: Option<String>,
+    spooled: Vec<bool>,
+}
+
+impl Outcome {
+    /// The answer for the batch's `i`-th record.
+    fn result(&self, i: usize) -> Result<(), AuditError> {
+        if let Some(reason) = &self.failure {
+            Err(AuditError(format!(
+                "the audit trail cannot be written: {reason}"
+            )))
+        } else if !self.spooled[i] {
+            Err(AuditError("the audit spool is full".to_owned()))
+        } else {
+            Ok(())
         }
     }
 }
