@@ -22,8 +22,10 @@
 //! clock or the floor is missing, one [`SNAPSHOT`] for the batch creates them and gives
 //! the floor the batch's stamps are compared with. A read waits at most four times the
 //! command timeout (for a batch in flight to end, then its own: each an `MGET` and, at
-//! most, the script). A write runs [`STAMP`] (one round trip) before its response
-//! returns.
+//! most, the script); at most [`MAX_WAITING`] reads wait for a batch, and one more fails
+//! at once. A stamp that is not a number (written by something else) makes only the
+//! reads that use it go to the EHR, as if stamped just now. A write runs [`STAMP`] (one
+//! round trip) before its response returns.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,6 +81,11 @@ const MAX_BATCH: usize = 256;
 /// The most `MGET`s sent and not yet answered.
 const MAX_IN_FLIGHT: usize = 4;
 
+/// The most reads waiting for a batch. Each waiting read is a request in flight, so the
+/// queue only fills when Redis stops answering; a read that finds it full fails at once
+/// (as it would after its timeout) instead of adding to a backlog.
+pub(crate) const MAX_WAITING: usize = 4 * MAX_IN_FLIGHT * MAX_BATCH;
+
 /// Generation stamps in Redis.
 #[derive(Debug, Clone)]
 pub struct RedisGenerations {
@@ -87,7 +94,7 @@ pub struct RedisGenerations {
     retention: Duration,
     stamp: Arc<Script>,
     /// To the task that answers snapshots in batches ([`answer_snapshots`]).
-    asks: mpsc::UnboundedSender<Ask>,
+    asks: mpsc::Sender<Ask>,
 }
 
 /// One read's question: the full keys of its stamps, and where to answer.
@@ -138,7 +145,7 @@ impl RedisGenerations {
     /// The task ends when the last clone of this value is dropped.
     pub fn new(redis: Redis, retention: Duration) -> RedisGenerations {
         let keys = Keys::new(redis);
-        let (asks, queue) = mpsc::unbounded_channel();
+        let (asks, queue) = mpsc::channel(MAX_WAITING);
         let snapshot = Arc::new(Script::new(&SNAPSHOT.replace("__ENSURE__", ENSURE)));
         tokio::spawn(answer_snapshots(keys.clone(), snapshot, queue));
         RedisGenerations {
@@ -152,11 +159,7 @@ impl RedisGenerations {
 
 /// Waits for a read, takes every read waiting with it (up to [`MAX_BATCH`]) and answers
 /// them with one round trip; again until the gateway drops its generations.
-async fn answer_snapshots(
-    keys: Keys,
-    snapshot: Arc<Script>,
-    mut queue: mpsc::UnboundedReceiver<Ask>,
-) {
+async fn answer_snapshots(keys: Keys, snapshot: Arc<Script>, mut queue: mpsc::Receiver<Ask>) {
     use futures::StreamExt as _;
     let mut in_flight = futures::stream::FuturesUnordered::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -166,7 +169,12 @@ async fn answer_snapshots(
                 if received == 0 {
                     break;
                 }
-                in_flight.push(answer_batch(&keys, &snapshot, std::mem::take(&mut batch)));
+                // A read whose request has gone (its client left, or it timed out while
+                // Redis was slow) needs no answer and adds no keys.
+                batch.retain(|ask| !ask.answer.is_closed());
+                if !batch.is_empty() {
+                    in_flight.push(answer_batch(&keys, &snapshot, std::mem::take(&mut batch)));
+                }
             }
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
         }
@@ -197,44 +205,88 @@ async fn answer_batch(keys: &Keys, snapshot: &Script, batch: Vec<Ask>) {
     for key in keys.with_clock(union) {
         mget.arg(key);
     }
-    let answered = match keys.redis.query::<Vec<Option<u64>>>(&mget).await {
-        Ok(values) => match (
-            values.first().copied().flatten(),
-            values.get(1).copied().flatten(),
-        ) {
-            (Some(clock), Some(floor)) => Ok((clock, floor, values)),
-            // No clock (or no floor): the first read ever, or Redis lost its data. The
-            // script creates them (one call for the batch) and answers the clock and the
-            // floor; the stamps read above are the ones to compare with the new floor.
-            _ => {
-                let mut invocation = snapshot.prepare_invoke();
-                for key in keys.with_clock(std::iter::empty()) {
-                    invocation.key(key);
+    let answered = match keys.redis.query::<Vec<redis::Value>>(&mget).await {
+        Ok(raw) => {
+            let values: Vec<Stamp> = raw.iter().map(Stamp::of).collect();
+            match (values.first(), values.get(1)) {
+                (Some(Stamp::Value(clock)), Some(Stamp::Value(floor))) => {
+                    Ok((*clock, *floor, values))
                 }
-                keys.redis
-                    .invoke::<(u64, u64)>(&invocation)
-                    .await
-                    .map(|(clock, floor)| (clock, floor, values))
+                (Some(Stamp::Unreadable), _) | (_, Some(Stamp::Unreadable)) => Err(SharedError(
+                    "the generation clock in Redis is not a number".to_owned(),
+                )),
+                // No clock (or no floor): the first read ever, or Redis lost its data. The
+                // script creates them (one call for the batch) and answers the clock and the
+                // floor; the stamps read above are the ones to compare with the new floor.
+                _ => {
+                    let mut invocation = snapshot.prepare_invoke();
+                    for key in keys.with_clock(std::iter::empty()) {
+                        invocation.key(key);
+                    }
+                    keys.redis
+                        .invoke::<(u64, u64)>(&invocation)
+                        .await
+                        .map(|(clock, floor)| (clock, floor, values))
+                        .map_err(|e| SharedError(e.to_string()))
+                }
             }
-        },
-        Err(e) => Err(e),
+        }
+        Err(e) => Err(SharedError(e.to_string())),
     };
     match answered {
         Ok((clock, floor, values)) => {
+            let mut unreadable = false;
             for (ask, positions) in batch.into_iter().zip(positions) {
                 let newest = positions
                     .iter()
-                    .filter_map(|&i| values.get(i).copied().flatten())
+                    .map(|&i| match values.get(i) {
+                        Some(Stamp::Value(v)) => *v,
+                        // Not a number (written by something else, or damaged): when it
+                        // was stamped is unknown, so as if just now — every entry this
+                        // read could use is older, and it goes to the EHR.
+                        Some(Stamp::Unreadable) => {
+                            unreadable = true;
+                            clock
+                        }
+                        Some(Stamp::Missing) | None => floor,
+                    })
                     .fold(floor, u64::max);
                 // A read that stopped waiting (its client left) needs no answer.
                 let _ = ask.answer.send(Ok(Snapshot { clock, newest }));
             }
+            if unreadable {
+                tracing::warn!(
+                    "a generation stamp in Redis is not a number; the reads it covers go to the EHR until it expires"
+                );
+            }
         }
         Err(e) => {
-            let e = SharedError(e.to_string());
             for ask in batch {
                 let _ = ask.answer.send(Err(e.clone()));
             }
+        }
+    }
+}
+
+/// One value of the `MGET`: a clock value, no key, or something that is not a clock
+/// value (which fails only the reads it concerns, not the batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stamp {
+    Value(u64),
+    Missing,
+    Unreadable,
+}
+
+impl Stamp {
+    fn of(value: &redis::Value) -> Stamp {
+        match value {
+            redis::Value::Nil => Stamp::Missing,
+            redis::Value::Int(n) => u64::try_from(*n).map_or(Stamp::Unreadable, Stamp::Value),
+            redis::Value::BulkString(bytes) => std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .map_or(Stamp::Unreadable, Stamp::Value),
+            _ => Stamp::Unreadable,
         }
     }
 }
@@ -245,11 +297,16 @@ impl SharedGenerations for RedisGenerations {
         let (answer, answered) = oneshot::channel();
         let stopped = || SharedError("the generation snapshot task stopped".to_owned());
         self.asks
-            .send(Ask {
+            .try_send(Ask {
                 stamps: self.keys.stamps(keys),
                 answer,
             })
-            .map_err(|_| stopped())?;
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    SharedError(format!("{MAX_WAITING} reads are already waiting for Redis"))
+                }
+                mpsc::error::TrySendError::Closed(_) => stopped(),
+            })?;
         answered.await.map_err(|_| stopped())?
     }
 

@@ -333,6 +333,73 @@ async fn mget_calls(redis: &Redis) -> u64 {
 }
 
 #[tokio::test]
+async fn an_unreadable_stamp_sends_only_its_own_reads_to_the_ehr() {
+    use portico_cache::SharedGenerations as _;
+    let server = RedisServer::start();
+    let redis = client(&server);
+    let generations = crate::RedisGenerations::new(redis.clone(), Duration::from_secs(60));
+    generations.stamp(&["p1|*".to_owned()]).await.unwrap();
+    let p1_stamp = generations
+        .snapshot(&["p1|*".to_owned()])
+        .await
+        .unwrap()
+        .newest;
+    generations.stamp(&["p3|*".to_owned()]).await.unwrap();
+    // Something other than a clock value where p2's stamp belongs.
+    let key = [redis.key("gen", "{g}:s:"), "p2|*".to_owned()].concat();
+    let _: () = redis
+        .query(redis::cmd("SET").arg(&key).arg("not a number"))
+        .await
+        .unwrap();
+    let (p1_keys, p2_keys) = (
+        ["p1|*".to_owned()],
+        ["p2|t:Observation".to_owned(), "p2|*".to_owned()],
+    );
+    let (p1, p2) = tokio::join!(
+        generations.snapshot(&p1_keys),
+        generations.snapshot(&p2_keys)
+    );
+    let (p1, p2) = (p1.unwrap(), p2.unwrap());
+    assert_eq!(
+        p1.newest, p1_stamp,
+        "the other read in the batch is unaffected"
+    );
+    assert!(p1.newest < p1.clock);
+    assert_eq!(
+        p2.newest, p2.clock,
+        "an unreadable stamp counts as written just now: no cached entry is used"
+    );
+}
+
+#[tokio::test]
+async fn reads_beyond_the_waiting_bound_fail_at_once() {
+    use portico_cache::SharedGenerations as _;
+    let server = RedisServer::start();
+    let redis = client(&server);
+    let generations = crate::RedisGenerations::new(redis.clone(), Duration::from_secs(60));
+    // On this single-threaded runtime the batching task cannot run while the reads are
+    // first polled: every read past the queue's bound finds it full.
+    let reads = (0..crate::generations::MAX_WAITING + 500).map(|i| {
+        let generations = generations.clone();
+        async move { generations.snapshot(&[format!("p{i}|*")]).await }
+    });
+    let answers = futures::future::join_all(reads).await;
+    let refused: Vec<_> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+    assert!(!refused.is_empty(), "no read was refused");
+    assert!(
+        refused
+            .iter()
+            .all(|e| e.to_string().contains("already waiting for Redis")),
+        "{:?}",
+        refused.first()
+    );
+    let answered = answers.iter().filter(|a| a.is_ok()).count();
+    assert!(answered >= crate::generations::MAX_WAITING, "{answered}");
+    // Once the queue has drained, reads are answered again.
+    generations.snapshot(&["p0|*".to_owned()]).await.unwrap();
+}
+
+#[tokio::test]
 async fn concurrent_snapshots_share_a_round_trip_and_each_sees_only_its_own_stamps() {
     use portico_cache::SharedGenerations as _;
     let server = RedisServer::start();
