@@ -180,7 +180,7 @@ impl Principal {
                 .as_ref()
                 .map(ToString::to_string)
                 .unwrap_or_default(),
-            &self.scopes.to_string(),
+            self.scopes.canonical(),
         ] {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part.as_bytes());

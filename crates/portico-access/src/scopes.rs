@@ -15,6 +15,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -305,13 +306,38 @@ impl Flags {
 }
 
 /// The parsed scopes of a principal.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScopeSet {
     resources: Vec<ResourceScope>,
     flags: Flags,
+    /// The canonical form and its fingerprint, computed once when the set is made: every
+    /// request of a principal needs them (cache partitions, kept answers, cursors), and
+    /// a clone shares them.
+    canonical: Arc<str>,
+    fingerprint: Arc<str>,
+}
+
+impl Default for ScopeSet {
+    fn default() -> ScopeSet {
+        ScopeSet::with(Vec::new(), Flags::default())
+    }
 }
 
 impl ScopeSet {
+    fn with(resources: Vec<ResourceScope>, flags: Flags) -> ScopeSet {
+        let mut parts: Vec<String> = flags.names().map(str::to_owned).collect();
+        parts.extend(resources.iter().map(ToString::to_string));
+        parts.sort();
+        let canonical: Arc<str> = parts.join(" ").into();
+        let fingerprint = hex(&Sha256::digest(canonical.as_bytes())).into();
+        ScopeSet {
+            resources,
+            flags,
+            canonical,
+            fingerprint,
+        }
+    }
+
     /// Parses a space-separated scope string (the `scope` claim or token response field).
     pub fn parse(scopes: &str) -> ScopeSet {
         ScopeSet::from_scopes(scopes.split_whitespace())
@@ -323,28 +349,26 @@ impl ScopeSet {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut set = ScopeSet::default();
+        let mut flags = Flags::default();
         let mut resources = BTreeSet::new();
         for scope in scopes {
             let scope = scope.as_ref();
-            if set.flags.set(scope) {
+            if flags.set(scope) {
                 continue;
             }
             if let Some(parsed) = ResourceScope::parse(scope) {
                 resources.insert(parsed);
             }
         }
-        set.resources = resources.into_iter().collect();
-        set
+        ScopeSet::with(resources.into_iter().collect(), flags)
     }
 
     /// The union of two scope sets.
-    pub fn merge(mut self, other: ScopeSet) -> ScopeSet {
+    pub fn merge(self, other: ScopeSet) -> ScopeSet {
         let mut resources: BTreeSet<ResourceScope> = self.resources.into_iter().collect();
         resources.extend(other.resources);
-        self.resources = resources.into_iter().collect();
         let (a, b) = (self.flags, other.flags);
-        self.flags = Flags {
+        let flags = Flags {
             openid: a.openid || b.openid,
             fhir_user: a.fhir_user || b.fhir_user,
             launch: a.launch || b.launch,
@@ -352,7 +376,7 @@ impl ScopeSet {
             offline_access: a.offline_access || b.offline_access,
             online_access: a.online_access || b.online_access,
         };
-        self
+        ScopeSet::with(resources.into_iter().collect(), flags)
     }
 
     pub fn flags(&self) -> Flags {
@@ -411,17 +435,19 @@ impl ScopeSet {
     /// grant the same, whatever the order or the v1/v2 spelling. For cache keys and
     /// cursor binding.
     pub fn fingerprint(&self) -> String {
-        hex(&Sha256::digest(self.to_string().as_bytes()))
+        self.fingerprint.to_string()
+    }
+
+    /// The canonical form (what `Display` writes), without a copy.
+    pub fn canonical(&self) -> &str {
+        &self.canonical
     }
 }
 
 /// The canonical form: flags, then normalized resource scopes, sorted, space-separated.
 impl fmt::Display for ScopeSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts: Vec<String> = self.flags.names().map(str::to_owned).collect();
-        parts.extend(self.resources.iter().map(ToString::to_string));
-        parts.sort();
-        f.write_str(&parts.join(" "))
+        f.write_str(&self.canonical)
     }
 }
 
