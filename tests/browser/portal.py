@@ -30,12 +30,11 @@ import urllib.parse
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.common.action_chains import ActionChains
-from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
@@ -53,6 +52,23 @@ def check(name, condition, detail=""):
         failures.append(f"{name}: {detail}")
         print(f"FAIL {name}: {detail}", flush=True)
 
+
+def left_behind(element):
+    """`EC.staleness_of`, also when chromedriver answers that the node belongs to no
+    document any more (asked while the next page replaces it) instead of "stale"."""
+
+    def predicate(_driver):
+        try:
+            element.is_enabled()
+            return False
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as e:
+            if "does not belong to the document" in str(e):
+                return True
+            raise
+
+    return predicate
 
 class Sandbox:
     """The sandbox EHR's FHIR API, read with the gateway's system client."""
@@ -185,7 +201,7 @@ class Portal:
             el.send_keys(Keys.ENTER)
         else:
             self.one(css).click()
-        WebDriverWait(self.d, 20).until(EC.staleness_of(old))
+        WebDriverWait(self.d, 20).until(left_behind(old))
         WebDriverWait(self.d, 20).until(
             lambda d: d.execute_script("return document.readyState") == "complete"
         )
