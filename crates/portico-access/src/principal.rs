@@ -195,24 +195,22 @@ impl Principal {
     }
 }
 
+/// The union of the `scope` (a string) and `scp` (a list) claims, made into one set.
 fn read_scopes(claims: &Map<String, Value>, names: &ClaimNames) -> Result<ScopeSet, ClaimsError> {
-    let mut scopes = ScopeSet::default();
+    let mut scopes: Vec<&str> = Vec::new();
     for name in [&names.scope, &names.scp] {
-        let parsed = match claims.get(name) {
-            None | Some(Value::Null) => continue,
-            Some(Value::String(s)) => ScopeSet::parse(s),
+        match claims.get(name) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => scopes.extend(s.split_whitespace()),
             Some(Value::Array(items)) => {
-                let mut list = Vec::with_capacity(items.len());
                 for item in items {
-                    list.push(item.as_str().ok_or(ClaimsError::Invalid("scope"))?);
+                    scopes.push(item.as_str().ok_or(ClaimsError::Invalid("scope"))?);
                 }
-                ScopeSet::from_scopes(list)
             }
             Some(_) => return Err(ClaimsError::Invalid("scope")),
-        };
-        scopes = scopes.merge(parsed);
+        }
     }
-    Ok(scopes)
+    Ok(ScopeSet::from_scopes(scopes))
 }
 
 /// The patient claim: one id or an array of ids. `Patient/x` is accepted as `x`; anything

@@ -363,22 +363,6 @@ impl ScopeSet {
         ScopeSet::with(resources.into_iter().collect(), flags)
     }
 
-    /// The union of two scope sets.
-    pub fn merge(self, other: ScopeSet) -> ScopeSet {
-        let mut resources: BTreeSet<ResourceScope> = self.resources.into_iter().collect();
-        resources.extend(other.resources);
-        let (a, b) = (self.flags, other.flags);
-        let flags = Flags {
-            openid: a.openid || b.openid,
-            fhir_user: a.fhir_user || b.fhir_user,
-            launch: a.launch || b.launch,
-            launch_patient: a.launch_patient || b.launch_patient,
-            offline_access: a.offline_access || b.offline_access,
-            online_access: a.online_access || b.online_access,
-        };
-        ScopeSet::with(resources.into_iter().collect(), flags)
-    }
-
     pub fn flags(&self) -> Flags {
         self.flags
     }

@@ -129,10 +129,11 @@ pub(crate) fn write_now(
 ) -> Option<Result<(), AuditError>> {
     let mut guard = shared.try_lock().ok()?;
     let writer = guard.as_mut()?;
-    if !writer.can_write_now(line.len(), SystemTime::now()) {
+    let now = SystemTime::now();
+    if !writer.can_write_now(line.len(), now) {
         return None;
     }
-    Some(writer.write(&[line], &[event]).result(0))
+    Some(writer.write(&[line], &[event], now).result(0))
 }
 
 /// The writer's loop, until closed or until every sender is gone. A panic ends the
@@ -285,7 +286,7 @@ impl Writer {
         }
         let lines: Vec<&[u8]> = records.iter().map(|r| r.line.as_slice()).collect();
         let events: Vec<Option<&[u8]>> = records.iter().map(|r| r.event.as_deref()).collect();
-        let outcome = self.write(&lines, &events);
+        let outcome = self.write(&lines, &events, SystemTime::now());
         for (i, record) in records.into_iter().enumerate() {
             if let Some(ack) = record.ack {
                 let _ = ack.send(outcome.result(i));
@@ -307,10 +308,9 @@ impl Writer {
             && self.spool.as_ref().is_none_or(SpoolWriter::can_append_now)
     }
 
-    /// Writes `lines` (and their `events`) to every target, syncs per the durability,
-    /// counts, and says what happened to each.
-    fn write(&mut self, lines: &[&[u8]], events: &[Option<&[u8]>]) -> Outcome {
-        let now = SystemTime::now();
+    /// Writes `lines` (and their `events`) to every target at `now`, syncs per the
+    /// durability, counts, and says what happened to each.
+    fn write(&mut self, lines: &[&[u8]], events: &[Option<&[u8]>], now: SystemTime) -> Outcome {
         let mut errors: Vec<String> = Vec::new();
         if let Some(file) = &mut self.file
             && let Err(e) = file.append(lines, now)
