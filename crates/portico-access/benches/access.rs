@@ -152,6 +152,26 @@ fn bytes_to_bytes(c: &mut Criterion) {
     group.finish();
 }
 
+/// Checking that an answer is complete JSON, as the upstream client does before anything
+/// uses it: `serde_json` reading past every value, and the scanner.
+fn check_json(c: &mut Criterion) {
+    let mut group = c.benchmark_group("check_json");
+    for (name, size) in [("10kB", 10_000), ("100kB", 100_000), ("1MB", 1_000_000)] {
+        let text = bundle_text_of(size);
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        group.bench_function(format!("serde_ignored_{name}"), |b| {
+            b.iter(|| {
+                serde_json::from_slice::<serde::de::IgnoredAny>(black_box(text.as_bytes()))
+                    .expect("JSON")
+            })
+        });
+        group.bench_function(format!("scanner_{name}"), |b| {
+            b.iter(|| portico_fhir::scan::validate(black_box(text.as_bytes())).expect("JSON"))
+        });
+    }
+    group.finish();
+}
+
 fn principal(scopes: &str) -> Principal {
     let claims = json!({
         "sub": "pat-1-user",
@@ -190,5 +210,5 @@ fn verify_bundle(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, scopes, verify_bundle, bytes_to_bytes);
+criterion_group!(benches, scopes, verify_bundle, bytes_to_bytes, check_json);
 criterion_main!(benches);

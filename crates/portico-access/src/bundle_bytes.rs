@@ -2,11 +2,12 @@
 //! its bytes, without a tree of the whole Bundle and without writing the kept entries
 //! out again.
 //!
-//! The Bundle's members other than `entry` are parsed (they are small: `type`, `total`,
-//! `link`); `entry` is split into the raw text of each entry. Of each entry only what the
-//! check reads becomes a tree: `search`, and of `resource` the members
-//! `Policy::members_read_by_check` names for its type (type, id, `meta`, the elements
-//! compartment links and scope filters walk); the rest is skipped unparsed. That
+//! One pass of [`Scanner`] over the text checks that it is JSON and splits it: the
+//! Bundle's members other than `entry` (they are small: `type`, `total`, `link`) are
+//! then parsed; each entry is cut into its `search` and its resource's members, as text.
+//! Of each entry only what the check reads becomes a tree: `search`, and of `resource`
+//! the members `Policy::members_read_by_check` names for its type (type, id, `meta`, the
+//! elements compartment links and scope filters walk); the rest is only scanned. That
 //! projection is checked with the same decision as [`Policy::verify_bundle`] (the tree
 //! verifier, which stays the reference) and the entry is dropped or kept *as it came*:
 //! a kept entry costs a copy of its bytes, not a serialization.
@@ -16,20 +17,23 @@
 //! the last. When a key repeats in the entry, in its resource, or inside a member the
 //! check parsed, the entry is parsed whole and checked and written from that tree,
 //! exactly as the tree verifier would (a repeat inside a member the check does not read
-//! changes nothing the check decides). Anything that is not an object whose
-//! `resourceType` is `Bundle` goes through the tree verifier as a whole.
+//! changes nothing the check decides; a repeat inside a member it parsed is seen while
+//! parsing it, [`ExactValue`]). Anything that is not an object whose `resourceType` is
+//! `Bundle`, and any text the scanner refuses, goes through the tree verifier as a whole
+//! (whose parse gives the error).
 //!
 //! One difference remains, on texts no EHR should send: a skipped member is only checked
-//! for JSON syntax, so an escape of a lone UTF-16 surrogate (`"\ud800"`) there is passed
-//! on where the tree verifier refuses the whole answer as malformed.
+//! for JSON syntax, so an escape of a lone UTF-16 surrogate (`"\ud800"`) or a number too
+//! large for an `f64` (`1e400`) there is passed on where the tree verifier refuses the
+//! whole answer as malformed.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
 use bytes::Bytes;
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
+use portico_fhir::scan::{ScanError, Scanner};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::Principal;
@@ -118,20 +122,21 @@ impl Policy {
         principal: &Principal,
         body: Bytes,
     ) -> Result<VerifiedBytes, serde_json::Error> {
-        let starts_object = body
-            .iter()
-            .find(|b| !b.is_ascii_whitespace())
-            .is_some_and(|b| *b == b'{');
-        if !starts_object {
+        // Anything the scan cannot take (not an object, or not JSON: the tree's parse
+        // gives the error) goes to the tree verifier.
+        let Ok(Some(scanned)) = scan_bundle(&body) else {
             return self.whole_tree(principal, &body);
+        };
+        let mut head = Map::new();
+        for (key, text) in scanned.head {
+            head.insert(key.into_owned(), serde_json::from_str(text)?);
         }
-        let split: Split<'_> = serde_json::from_slice(&body)?;
-        let mut head = Value::Object(split.head);
+        let mut head = Value::Object(head);
         if portico_fhir::json::resource_type(&head) != Some("Bundle") {
             return self.whole_tree(principal, &body);
         }
         let mut report = VerifyReport::default();
-        let raw_entries = match split.entry {
+        let raw_entries = match scanned.entry {
             None => None,
             Some(EntryField::Null) => {
                 // The tree verifier leaves an `entry` of null where it was.
@@ -154,12 +159,15 @@ impl Policy {
                 let mut kept = Vec::with_capacity(raw_entries.len());
                 let mut read_by_check = HashMap::new();
                 for raw in raw_entries {
-                    let text = raw.get();
-                    let (entry, exact) = match self.project_entry(text, &mut read_by_check)? {
+                    let projected = match &raw.parts {
+                        Some(parts) => self.project_entry(parts, &mut read_by_check)?,
+                        None => None,
+                    };
+                    let (entry, exact) = match projected {
                         Some(projected) => (projected, true),
                         None => {
-                            let entry: Value = serde_json::from_str(text)?;
-                            let exact = members_in_text(text) == members_in_tree(&entry);
+                            let entry: Value = serde_json::from_str(raw.text)?;
+                            let exact = members_in_text(raw.text) == members_in_tree(&entry);
                             (entry, exact)
                         }
                     };
@@ -172,7 +180,7 @@ impl Policy {
                         matches += 1;
                     }
                     kept.push(if exact {
-                        KeptEntry::Span(span_of(&body, text))
+                        KeptEntry::Span(span_of(&body, raw.text))
                     } else {
                         KeptEntry::Written(serde_json::to_string(&entry)?)
                     });
@@ -189,23 +197,14 @@ impl Policy {
         })
     }
 
-    /// What the check reads of one entry's text: `search`, and the members of
-    /// `resource` it looks at (see the module docs). `None` when the entry must be parsed
-    /// whole instead: it is not an object, its resource is not one, or a key repeats
-    /// where it matters.
+    /// What the check reads of one entry: `search`, and the members of `resource` it
+    /// looks at (see the module docs). `None` when the entry must be parsed whole
+    /// instead: a key repeats where it matters.
     fn project_entry(
         &self,
-        text: &str,
+        parts: &EntryParts<'_>,
         read_by_check: &mut HashMap<String, Vec<String>>,
     ) -> Result<Option<Value>, serde_json::Error> {
-        if !text.starts_with('{') {
-            return Ok(None);
-        }
-        // An error here is a resource that is not an object, or a text that is not JSON:
-        // the whole parse says which.
-        let Ok(parts) = serde_json::from_str::<EntryParts<'_>>(text) else {
-            return Ok(None);
-        };
         if parts.repeats {
             return Ok(None);
         }
@@ -216,35 +215,32 @@ impl Policy {
             };
             entry.insert("search".to_owned(), search);
         }
-        match parts.resource {
-            None => {}
-            Some(fields) => {
-                if fields.repeats() {
+        if let Some(fields) = &parts.resource {
+            if fields.repeats() {
+                return Ok(None);
+            }
+            let mut projected = Map::new();
+            if let Some(raw) = fields.get("resourceType") {
+                let Some(resource_type) = parse_exact(raw)? else {
                     return Ok(None);
-                }
-                let mut projected = Map::new();
-                if let Some(raw) = fields.get("resourceType") {
-                    let Some(resource_type) = parse_exact(raw)? else {
-                        return Ok(None);
-                    };
-                    if let Some(t) = resource_type.as_str() {
-                        if !read_by_check.contains_key(t) {
-                            read_by_check.insert(t.to_owned(), self.members_read_by_check(t));
-                        }
-                        let wanted = &read_by_check[t];
-                        for (key, raw) in &fields.0 {
-                            if key != "resourceType" && wanted.iter().any(|w| w == key) {
-                                let Some(value) = parse_exact(raw)? else {
-                                    return Ok(None);
-                                };
-                                projected.insert(key.to_string(), value);
-                            }
+                };
+                if let Some(t) = resource_type.as_str() {
+                    if !read_by_check.contains_key(t) {
+                        read_by_check.insert(t.to_owned(), self.members_read_by_check(t));
+                    }
+                    let wanted = &read_by_check[t];
+                    for (key, raw) in &fields.0 {
+                        if key != "resourceType" && wanted.iter().any(|w| w == key) {
+                            let Some(value) = parse_exact(raw)? else {
+                                return Ok(None);
+                            };
+                            projected.insert(key.to_string(), value);
                         }
                     }
-                    projected.insert("resourceType".to_owned(), resource_type);
                 }
-                entry.insert("resource".to_owned(), Value::Object(projected));
+                projected.insert("resourceType".to_owned(), resource_type);
             }
+            entry.insert("resource".to_owned(), Value::Object(projected));
         }
         Ok(Some(Value::Object(entry)))
     }
@@ -300,16 +296,115 @@ fn members_in_tree(value: &Value) -> usize {
 }
 
 /// A member's tree, or `None` when a key repeats somewhere in its text.
-fn parse_exact(raw: &RawValue) -> Result<Option<Value>, serde_json::Error> {
-    let value: Value = serde_json::from_str(raw.get())?;
-    Ok((members_in_text(raw.get()) == members_in_tree(&value)).then_some(value))
+fn parse_exact(text: &str) -> Result<Option<Value>, serde_json::Error> {
+    let mut repeated = false;
+    let value =
+        ExactValue(&mut repeated).deserialize(&mut serde_json::Deserializer::from_str(text))?;
+    Ok((!repeated).then_some(value))
+}
+
+/// Deserializes a `Value` as `serde_json` does, and sets the flag when an object in it
+/// gives a key twice (the tree keeps the last).
+struct ExactValue<'r>(&'r mut bool);
+
+impl<'de> DeserializeSeed<'de> for ExactValue<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ExactValue<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element_seed(ExactValue(&mut *self.0))? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(ExactValue(&mut *self.0))?;
+            if members.insert(key, value).is_some() {
+                *self.0 = true;
+            }
+        }
+        Ok(Value::Object(members))
+    }
+}
+
+/// A Bundle's text in one pass of the [`Scanner`]: its members other than `entry` as
+/// text, and each entry split into what the check reads.
+struct Scanned<'a> {
+    /// In order; a key given twice is there twice (the later one wins, as in a tree).
+    head: Vec<(Cow<'a, str>, &'a str)>,
+    entry: Option<EntryField<'a>>,
+}
+
+/// A Bundle's `entry` member: its entries, or what else it is.
+enum EntryField<'a> {
+    Entries(Vec<ScannedEntry<'a>>),
+    Null,
+    Other,
+}
+
+/// One entry's text, and its parts when it is an object whose `resource` (if any) is
+/// one too.
+struct ScannedEntry<'a> {
+    text: &'a str,
+    parts: Option<EntryParts<'a>>,
+}
+
+/// One entry's `search` as text, its `resource` as members, and whether a key of the
+/// entry repeated.
+struct EntryParts<'a> {
+    search: Option<&'a str>,
+    resource: Option<Members<'a>>,
+    repeats: bool,
 }
 
 /// The members of one JSON object, in order, each value as its text.
-struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+struct Members<'a>(Vec<(Cow<'a, str>, &'a str)>);
 
 impl<'a> Members<'a> {
-    fn get(&self, key: &str) -> Option<&'a RawValue> {
+    fn get(&self, key: &str) -> Option<&'a str> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
     }
 
@@ -322,198 +417,98 @@ impl<'a> Members<'a> {
     }
 }
 
-/// Reads an object's members, each value as its text.
-fn members_of<'de, A: MapAccess<'de>>(mut map: A) -> Result<Members<'de>, A::Error> {
+/// Splits a Bundle's text (see [`Scanned`]); `None` when it is not an object.
+fn scan_bundle(body: &[u8]) -> Result<Option<Scanned<'_>>, ScanError> {
+    let mut s = Scanner::new(body)?;
+    if s.peek() != Some(b'{') {
+        return Ok(None);
+    }
+    let text = s.text();
+    s.enter_object()?;
+    let mut head = Vec::new();
+    let mut entry = None;
+    while let Some(key) = s.next_key()? {
+        if key == "entry" {
+            entry = Some(match s.peek() {
+                Some(b'[') => EntryField::Entries(scan_entries(&mut s)?),
+                Some(b'n') => {
+                    s.skip_value()?;
+                    EntryField::Null
+                }
+                _ => {
+                    s.skip_value()?;
+                    EntryField::Other
+                }
+            });
+        } else {
+            let span = s.skip_value()?;
+            head.push((key, &text[span]));
+        }
+    }
+    s.end()?;
+    Ok(Some(Scanned { head, entry }))
+}
+
+/// The entries of the array at the scanner.
+fn scan_entries<'a>(s: &mut Scanner<'a>) -> Result<Vec<ScannedEntry<'a>>, ScanError> {
+    let text = s.text();
+    let mut entries = Vec::new();
+    s.enter_array()?;
+    while s.next_element()? {
+        if s.peek() != Some(b'{') {
+            let span = s.skip_value()?;
+            entries.push(ScannedEntry {
+                text: &text[span],
+                parts: None,
+            });
+            continue;
+        }
+        let start = s.offset();
+        let mut parts = Some(EntryParts {
+            search: None,
+            resource: None,
+            repeats: false,
+        });
+        let mut keys: Vec<Cow<'a, str>> = Vec::new();
+        s.enter_object()?;
+        while let Some(key) = s.next_key()? {
+            match (&*key, &mut parts) {
+                ("search", Some(parts)) => parts.search = Some(&text[s.skip_value()?]),
+                ("resource", Some(p)) if s.peek() == Some(b'{') => {
+                    p.resource = Some(scan_members(s)?);
+                }
+                ("resource", _) => {
+                    // Not an object: the entry is parsed whole.
+                    s.skip_value()?;
+                    parts = None;
+                }
+                _ => {
+                    s.skip_value()?;
+                }
+            }
+            if let Some(parts) = &mut parts {
+                parts.repeats |= keys.contains(&key);
+            }
+            keys.push(key);
+        }
+        entries.push(ScannedEntry {
+            text: &text[start..s.offset()],
+            parts,
+        });
+    }
+    Ok(entries)
+}
+
+/// The members of the object at the scanner, each value as its text.
+fn scan_members<'a>(s: &mut Scanner<'a>) -> Result<Members<'a>, ScanError> {
+    let text = s.text();
     let mut members = Vec::new();
-    while let Some(Key(key)) = map.next_key()? {
-        members.push((key, map.next_value::<&'de RawValue>()?));
+    s.enter_object()?;
+    while let Some(key) = s.next_key()? {
+        let span = s.skip_value()?;
+        members.push((key, &text[span]));
     }
     Ok(Members(members))
-}
-
-/// One entry, split in one pass: its `search` as text, its `resource` as members (an
-/// error when it is not an object), the rest skipped; and whether a key repeated.
-struct EntryParts<'a> {
-    search: Option<&'a RawValue>,
-    resource: Option<Members<'a>>,
-    repeats: bool,
-}
-
-impl<'de> Deserialize<'de> for EntryParts<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct EntryVisitor;
-        impl<'de> Visitor<'de> for EntryVisitor {
-            type Value = EntryParts<'de>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a Bundle entry")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EntryParts<'de>, A::Error> {
-                let mut parts = EntryParts {
-                    search: None,
-                    resource: None,
-                    repeats: false,
-                };
-                let mut keys: Vec<Cow<'de, str>> = Vec::new();
-                while let Some(Key(key)) = map.next_key()? {
-                    match &*key {
-                        "search" => parts.search = Some(map.next_value()?),
-                        "resource" => parts.resource = Some(map.next_value()?),
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                    parts.repeats |= keys.contains(&key);
-                    keys.push(key);
-                }
-                Ok(parts)
-            }
-        }
-        deserializer.deserialize_map(EntryVisitor)
-    }
-}
-
-impl<'de> Deserialize<'de> for Members<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct MembersVisitor;
-        impl<'de> Visitor<'de> for MembersVisitor {
-            type Value = Members<'de>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Members<'de>, A::Error> {
-                members_of(map)
-            }
-        }
-        deserializer.deserialize_map(MembersVisitor)
-    }
-}
-
-/// An object key, borrowed from the text when it has no escapes.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-
-            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
-    }
-}
-
-/// A Bundle object split into its `entry` (as text) and everything else (as a tree).
-/// A member given twice keeps the last, as a tree would.
-struct Split<'a> {
-    head: Map<String, Value>,
-    entry: Option<EntryField<'a>>,
-}
-
-/// A Bundle's `entry` member: its entries as text, or what else it is.
-enum EntryField<'a> {
-    Entries(Vec<&'a RawValue>),
-    Null,
-    Other,
-}
-
-impl<'de> Deserialize<'de> for EntryField<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct FieldVisitor;
-        impl<'de> Visitor<'de> for FieldVisitor {
-            type Value = EntryField<'de>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a Bundle's entries")
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<EntryField<'de>, A::Error> {
-                let mut entries = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-                while let Some(entry) = seq.next_element()? {
-                    entries.push(entry);
-                }
-                Ok(EntryField::Entries(entries))
-            }
-
-            fn visit_unit<E>(self) -> Result<EntryField<'de>, E> {
-                Ok(EntryField::Null)
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EntryField<'de>, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(EntryField::Other)
-            }
-
-            fn visit_bool<E>(self, _: bool) -> Result<EntryField<'de>, E> {
-                Ok(EntryField::Other)
-            }
-
-            fn visit_i64<E>(self, _: i64) -> Result<EntryField<'de>, E> {
-                Ok(EntryField::Other)
-            }
-
-            fn visit_u64<E>(self, _: u64) -> Result<EntryField<'de>, E> {
-                Ok(EntryField::Other)
-            }
-
-            fn visit_f64<E>(self, _: f64) -> Result<EntryField<'de>, E> {
-                Ok(EntryField::Other)
-            }
-
-            fn visit_str<E>(self, _: &str) -> Result<EntryField<'de>, E> {
-                Ok(EntryField::Other)
-            }
-        }
-        deserializer.deserialize_any(FieldVisitor)
-    }
-}
-
-impl<'de> Deserialize<'de> for Split<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(SplitVisitor)
-    }
-}
-
-struct SplitVisitor;
-
-impl<'de> Visitor<'de> for SplitVisitor {
-    type Value = Split<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Split<'de>, A::Error> {
-        let mut head = Map::new();
-        let mut entry = None;
-        while let Some(key) = map.next_key::<String>()? {
-            if key == "entry" {
-                entry = Some(map.next_value::<EntryField<'de>>()?);
-            } else {
-                let value: Value = map.next_value()?;
-                head.insert(key, value);
-            }
-        }
-        Ok(Split { head, entry })
-    }
 }
 
 pub mod splice;

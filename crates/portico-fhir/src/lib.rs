@@ -9,6 +9,7 @@
 //! - [`compartment`]: the R4 Patient `CompartmentDefinition`;
 //! - [`search`]: search-parameter syntax (prefixes, OR lists, tokens, date ranges);
 //! - [`outcome`] and [`bundle`]: OperationOutcome and Bundle builders;
+//! - [`scan`]: a pull scanner that checks JSON text and hands out the ranges of values;
 //! - [`json`]: small accessors over `serde_json::Value` for code that only needs a few
 //!   fields and must not pay for a full model.
 
@@ -19,6 +20,7 @@ pub mod outcome;
 pub mod parse;
 pub mod reference;
 pub mod resource_types;
+pub mod scan;
 pub mod search;
 
 /// The FHIR JSON media type.

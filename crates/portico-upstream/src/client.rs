@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, header};
 use portico_fhir::reference::is_valid_id;
+use portico_fhir::scan::Scanner;
 use portico_fhir::{FHIR_JSON, JSON_PATCH, resource_types};
 use url::Url;
 
@@ -617,21 +618,11 @@ fn check_answer(
             });
         }
     }
-    /// Just the resource type; everything else is read past (which checks it is JSON).
-    #[derive(serde::Deserialize)]
-    struct Shape<'a> {
-        #[serde(rename = "resourceType", borrow, default)]
-        resource_type: Option<std::borrow::Cow<'a, str>>,
-    }
-    let shape: Shape<'_> =
-        serde_json::from_slice(&response.body).map_err(|e| UpstreamError::MalformedBody {
-            detail: format!(
-                "the answer is not complete JSON (line {} column {})",
-                e.line(),
-                e.column()
-            ),
+    let resource_type =
+        resource_type_of(&response.body).map_err(|e| UpstreamError::MalformedBody {
+            detail: format!("the answer is not complete JSON ({e})"),
         })?;
-    match (expected, shape.resource_type.as_deref()) {
+    match (expected, resource_type.as_deref()) {
         (None, _) => Ok(response),
         (Some(want), Some(got)) if want == got => Ok(response),
         (Some(want), got) => Err(UpstreamError::MalformedBody {
@@ -641,6 +632,28 @@ fn check_answer(
             ),
         }),
     }
+}
+
+/// The `resourceType` of a JSON object's text, read with one pass of the scanner, which
+/// checks the whole text is JSON; `None` when it has none. Text that is not an object,
+/// and a `resourceType` given twice (a reader could take either) or not as a string,
+/// are errors.
+fn resource_type_of(body: &[u8]) -> Result<Option<String>, String> {
+    let mut scanner = Scanner::new(body).map_err(|e| e.to_string())?;
+    let mut resource_type = None;
+    scanner.enter_object().map_err(|e| e.to_string())?;
+    while let Some(key) = scanner.next_key().map_err(|e| e.to_string())? {
+        let span = scanner.skip_value().map_err(|e| e.to_string())?;
+        if key == "resourceType" {
+            let value: String = serde_json::from_str(&scanner.text()[span])
+                .map_err(|_| "a resourceType that is not a string".to_owned())?;
+            if resource_type.replace(value).is_some() {
+                return Err("resourceType given twice".to_owned());
+            }
+        }
+    }
+    scanner.end().map_err(|e| e.to_string())?;
+    Ok(resource_type)
 }
 
 fn check_type(resource_type: &str) -> Result<(), UpstreamError> {
@@ -741,6 +754,22 @@ mod answer_tests {
             (search(), answer(patient, fhir)),
             (search(), answer(&bundle[..bundle.len() - 1], fhir)),
             (search(), answer(&format!("{bundle} trailing"), fhir)),
+            // Which `resourceType` a reader takes is not for the gateway to guess.
+            (
+                search(),
+                answer(
+                    r#"{"resourceType":"Patient","resourceType":"Bundle"}"#,
+                    fhir,
+                ),
+            ),
+            (search(), answer(r#"{"resourceType":["Bundle"]}"#, fhir)),
+            (search(), answer(r#"["Bundle"]"#, fhir)),
+            (read(), answer("\"Patient\"", fhir)),
+            // A control character inside a string.
+            (
+                read(),
+                answer("{\"resourceType\":\"Patient\",\"id\":\"\u{1}\"}", fhir),
+            ),
         ];
         for (interaction, response) in refused {
             assert!(
@@ -760,6 +789,8 @@ mod answer_tests {
         };
         assert!(check_answer(&operation, answer("", None)).is_ok());
         assert!(check_answer(&operation, answer("{", fhir)).is_err());
+        assert!(check_answer(&operation, answer("[]", fhir)).is_err());
+        assert!(check_answer(&operation, answer(r#"{"resourceType":"Parameters"}"#, fhir)).is_ok());
         let create = Interaction::Create {
             resource_type: "Patient".to_owned(),
             body: Bytes::new(),
