@@ -130,6 +130,17 @@ const STATUS_TYPES: &[&str] = &[
     "VisionPrescription",
 ];
 
+/// Every element path a filter on `resource_type` can read, whatever its parameter:
+/// what [`filter_paths`] can answer for that type.
+pub fn paths_read_by_filters(resource_type: &str) -> impl Iterator<Item = &'static str> + '_ {
+    let status = STATUS_TYPES.contains(&resource_type).then_some("status");
+    FILTER_PATHS
+        .iter()
+        .filter(move |(t, _, _)| *t == resource_type)
+        .flat_map(|(_, _, paths)| paths.iter().copied())
+        .chain(status)
+}
+
 /// The element paths searched by token parameter `param` on `resource_type`, when Portico
 /// can evaluate it.
 pub fn filter_paths(resource_type: &str, param: &str) -> Option<&'static [&'static str]> {

@@ -390,19 +390,17 @@ impl Policy {
             Class::Compartment { links, .. } | Class::ReferenceData { links } => links,
             Class::Patient | Class::Other => Vec::new(),
         };
-        let filters = crate::filter::FILTER_PATHS
-            .iter()
-            .filter(|(t, _, _)| *t == resource_type);
-        let paths = links
-            .iter()
-            .flat_map(|l| l.paths.iter().copied())
-            .chain(filters.flat_map(|(_, _, paths)| paths.iter().copied()));
-        for path in paths {
+        let mut add = |path: &str| {
             let first = path.split(['.', '[']).next().unwrap_or(path);
             if !members.iter().any(|m| m == first) {
                 members.push(first.to_owned());
             }
-        }
+        };
+        links
+            .iter()
+            .flat_map(|l| l.paths.iter())
+            .for_each(|p| add(p));
+        crate::filter::paths_read_by_filters(resource_type).for_each(add);
         members
     }
 

@@ -74,6 +74,8 @@ fn principals() -> Vec<Principal> {
         patient("patient/*.rs"),
         patient("patient/Observation.rs patient/Patient.rs"),
         patient("patient/Observation.rs?category=laboratory"),
+        // `status` filters read the `status` element of the types that have one.
+        patient("patient/Observation.rs?status=final patient/Task.rs?status=requested"),
         parent(),
     ]
 }
@@ -168,6 +170,7 @@ fn resource() -> impl Strategy<Value = Value> {
                     "extension": [{"url": PAYER_EXTENSION, "valueReference": subject},
                         {"url": "https://payer.example/remittance", "valueReference": {"reference": "Patient/pat-12"}}]}),
                 _ => json!({"resourceType": rt, "id": id, "subject": subject,
+                    "status": if category == "laboratory" { "final" } else { "preliminary" },
                     "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": category}]}],
                     "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}], "text": "Glucose {mg/dL}: [x]"},
                     "note": [{"text": "mentions Patient/pat-12 in passing"}],
