@@ -7,7 +7,8 @@
 //! then parsed; each entry is cut into its `search` and its resource's members, as text.
 //! Of each entry only what the check reads becomes a tree: `search`, and of `resource`
 //! the members `Policy::members_read_by_check` names for its type (type, id, `meta`, the
-//! elements compartment links and scope filters walk); the rest is only scanned. That
+//! elements compartment links walk, and those scope filters walk when the principal has a
+//! filtered scope); the rest is only scanned. That
 //! projection is checked with the same decision as [`Policy::verify_bundle`] (the tree
 //! verifier, which stays the reference) and the entry is dropped or kept *as it came*:
 //! a kept entry costs a copy of its bytes, not a serialization.
@@ -151,6 +152,11 @@ impl Policy {
             }
         };
         let grants = self.grants(principal);
+        let filtered = principal
+            .scopes
+            .resource_scopes()
+            .iter()
+            .any(|scope| scope.filter.is_some());
         let searchset = is_searchset(&head);
         let mut matches = 0;
         let entries = match raw_entries {
@@ -160,7 +166,7 @@ impl Policy {
                 let mut read_by_check = HashMap::new();
                 for raw in raw_entries {
                     let projected = match &raw.parts {
-                        Some(parts) => self.project_entry(parts, &mut read_by_check)?,
+                        Some(parts) => self.project_entry(parts, filtered, &mut read_by_check)?,
                         None => None,
                     };
                     let (entry, exact) = match projected {
@@ -203,6 +209,7 @@ impl Policy {
     fn project_entry(
         &self,
         parts: &EntryParts<'_>,
+        filtered: bool,
         read_by_check: &mut HashMap<String, Vec<String>>,
     ) -> Result<Option<Value>, serde_json::Error> {
         if parts.repeats {
@@ -226,7 +233,7 @@ impl Policy {
                 };
                 if let Some(t) = resource_type.as_str() {
                     if !read_by_check.contains_key(t) {
-                        read_by_check.insert(t.to_owned(), self.members_read_by_check(t));
+                        read_by_check.insert(t.to_owned(), self.members_read_by_check(t, filtered));
                     }
                     let wanted = &read_by_check[t];
                     for (key, raw) in &fields.0 {

@@ -379,12 +379,14 @@ impl Policy {
     }
 
     /// The top-level members of a `resource_type` resource that the read check looks at:
-    /// the type, the id, `meta` (security labels), and every element a compartment link
-    /// (R4's and the configured extra ones, as `classify` gives them) or a scope filter
-    /// walks. [`Policy::verify_bundle_bytes`] parses only these of an
-    /// entry, so this must name everything `check_read_class` reads: a member missing
-    /// here is one the check would not see.
-    pub(crate) fn members_read_by_check(&self, resource_type: &str) -> Vec<String> {
+    /// the type, the id, `meta` (security labels), every element a compartment link
+    /// (R4's and the configured extra ones, as `classify` gives them) walks, and — when
+    /// `filtered`, i.e. the principal holds a scope with a filter — every element a scope
+    /// filter on that type can walk (without a filtered scope no filter is evaluated).
+    /// [`Policy::verify_bundle_bytes`] parses only these of an entry, so this must name
+    /// everything `check_read_class` reads: a member missing here is one the check would
+    /// not see.
+    pub(crate) fn members_read_by_check(&self, resource_type: &str, filtered: bool) -> Vec<String> {
         let mut members: Vec<String> = vec!["resourceType".into(), "id".into(), "meta".into()];
         let links = match self.classify(resource_type) {
             Class::Compartment { links, .. } | Class::ReferenceData { links } => links,
@@ -400,7 +402,9 @@ impl Policy {
             .iter()
             .flat_map(|l| l.paths.iter())
             .for_each(|p| add(p));
-        crate::filter::paths_read_by_filters(resource_type).for_each(add);
+        if filtered {
+            crate::filter::paths_read_by_filters(resource_type).for_each(add);
+        }
         members
     }
 
