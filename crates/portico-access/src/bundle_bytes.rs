@@ -172,9 +172,8 @@ impl Policy {
                     let (entry, exact) = match projected {
                         Some(projected) => (projected, true),
                         None => {
-                            let entry: Value = serde_json::from_str(raw.text)?;
-                            let exact = members_in_text(raw.text) == members_in_tree(&entry);
-                            (entry, exact)
+                            let (entry, repeated) = parse_noting_repeats(raw.text)?;
+                            (entry, !repeated)
                         }
                     };
                     if !self.keeps_entry(&grants, searchset, &entry) {
@@ -270,44 +269,19 @@ fn span_of(body: &[u8], part: &str) -> std::ops::Range<usize> {
     start..start + part.len()
 }
 
-/// Object members written in a JSON text: its colons outside strings.
-fn members_in_text(json: &str) -> usize {
-    let mut members = 0;
-    let mut in_string = false;
-    let mut escaped = false;
-    for b in json.bytes() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if b == b'"' {
-            in_string = true;
-        } else if b == b':' {
-            members += 1;
-        }
-    }
-    members
-}
-
-/// Object members in a parsed tree (fewer than in its text when a key repeated).
-fn members_in_tree(value: &Value) -> usize {
-    match value {
-        Value::Object(map) => map.len() + map.values().map(members_in_tree).sum::<usize>(),
-        Value::Array(items) => items.iter().map(members_in_tree).sum(),
-        _ => 0,
-    }
-}
-
 /// A member's tree, or `None` when a key repeats somewhere in its text.
 fn parse_exact(text: &str) -> Result<Option<Value>, serde_json::Error> {
+    let (value, repeated) = parse_noting_repeats(text)?;
+    Ok((!repeated).then_some(value))
+}
+
+/// A text's tree, as `serde_json` builds it, and whether a key repeated anywhere in it
+/// (the tree keeps the last).
+fn parse_noting_repeats(text: &str) -> Result<(Value, bool), serde_json::Error> {
     let mut repeated = false;
     let value =
         ExactValue(&mut repeated).deserialize(&mut serde_json::Deserializer::from_str(text))?;
-    Ok((!repeated).then_some(value))
+    Ok((value, repeated))
 }
 
 /// Deserializes a `Value` as `serde_json` does, and sets the flag when an object in it

@@ -357,10 +357,6 @@ impl<'a> Scanner<'a> {
             }
             self.digits();
         }
-        // A digit right after the number (`01`) is not JSON.
-        if bytes.get(self.pos).is_some_and(u8::is_ascii_digit) {
-            return Err(Failed("invalid number"));
-        }
         Ok(())
     }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, header};
 use portico_fhir::reference::is_valid_id;
-use portico_fhir::scan::Scanner;
+use portico_fhir::scan::{ScanError, Scanner};
 use portico_fhir::{FHIR_JSON, JSON_PATCH, resource_types};
 use url::Url;
 
@@ -638,21 +638,28 @@ fn check_answer(
 /// checks the whole text is JSON; `None` when it has none. Text that is not an object,
 /// and a `resourceType` given twice (a reader could take either) or not as a string,
 /// are errors.
-fn resource_type_of(body: &[u8]) -> Result<Option<String>, String> {
-    let mut scanner = Scanner::new(body).map_err(|e| e.to_string())?;
+fn resource_type_of(body: &[u8]) -> Result<Option<String>, ScanError> {
+    let mut scanner = Scanner::new(body)?;
     let mut resource_type = None;
-    scanner.enter_object().map_err(|e| e.to_string())?;
-    while let Some(key) = scanner.next_key().map_err(|e| e.to_string())? {
-        let span = scanner.skip_value().map_err(|e| e.to_string())?;
+    scanner.enter_object()?;
+    while let Some(key) = scanner.next_key()? {
+        let span = scanner.skip_value()?;
         if key == "resourceType" {
-            let value: String = serde_json::from_str(&scanner.text()[span])
-                .map_err(|_| "a resourceType that is not a string".to_owned())?;
+            let at = span.start;
+            let value: String =
+                serde_json::from_str(&scanner.text()[span]).map_err(|_| ScanError {
+                    what: "a resourceType that is not a string",
+                    at,
+                })?;
             if resource_type.replace(value).is_some() {
-                return Err("resourceType given twice".to_owned());
+                return Err(ScanError {
+                    what: "resourceType given twice",
+                    at,
+                });
             }
         }
     }
-    scanner.end().map_err(|e| e.to_string())?;
+    scanner.end()?;
     Ok(resource_type)
 }
 

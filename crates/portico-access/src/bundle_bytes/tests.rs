@@ -10,7 +10,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use super::{members_in_text, members_in_tree};
+use super::parse_noting_repeats;
 use crate::delegation::{ACT_CODE, AccessLevel, Label, ProxyGrant};
 use crate::principal::ClaimNames;
 use crate::{ExtraLink, Policy, Principal};
@@ -333,17 +333,16 @@ fn odd_texts_agree_with_the_tree() {
 }
 
 #[test]
-fn members_are_counted_outside_strings_only() {
+fn repeats_are_keys_given_twice_not_colons_in_strings() {
     let text = r#"{"a":{"b":"x:y","c":["\":\"",{"d":1}]},"e":"\\"}"#;
-    assert_eq!(members_in_text(text), 5);
-    let tree: Value = serde_json::from_str(text).unwrap();
-    assert_eq!(members_in_tree(&tree), 5);
-    let repeated = r#"{"a":1,"a":2}"#;
-    assert_eq!(members_in_text(repeated), 2);
-    assert_eq!(
-        members_in_tree(&serde_json::from_str::<Value>(repeated).unwrap()),
-        1
-    );
+    let (tree, repeated) = parse_noting_repeats(text).unwrap();
+    assert!(!repeated);
+    assert_eq!(tree, serde_json::from_str::<Value>(text).unwrap());
+    let (tree, repeated) = parse_noting_repeats(r#"{"a":1,"a":2}"#).unwrap();
+    assert!(repeated);
+    assert_eq!(tree, json!({"a": 2}));
+    let (_, repeated) = parse_noting_repeats(r#"[{"a":1},{"b":{"c":1,"c":1}}]"#).unwrap();
+    assert!(repeated);
 }
 
 #[test]
