@@ -708,9 +708,9 @@ def main():
                 procs.stop(p)
             log(f"8: {S['8_audit_durability']['ratios']}")
 
-        # -- 9: what sharing state through Redis costs: cached reads (every one checks
-        # the shared generations in one round trip), logins and keyed writes, each next
-        # to the single-process gateway, side by side.
+        # -- 9: what sharing state through Redis costs: cached reads (checked against
+        # the replica's mirror of the shared generations, which writes are pushed to),
+        # logins and keyed writes, each next to the single-process gateway, side by side.
         if want("9"):
             redis_bin = shutil.which("redis-server") or "/usr/bin/redis-server"
             rdir = os.path.join(workdir, "redis")
@@ -1184,9 +1184,9 @@ def markdown(r):
         s = S["9_redis"]
         out += ["## 9. State shared through Redis vs one process", "",
                 "The facade's cached lab search on a gateway sharing state through a local "
-                "`redis-server` (every cacheable read checks the shared generations: an "
-                "`MGET` shared by the reads waiting together) and on the single-process "
-                "gateway, interleaved:", "",
+                "`redis-server` (every cacheable read checks the replica's mirror of the "
+                "shared generations, which each write is pushed to and waits for) and on "
+                "the single-process gateway, interleaved:", "",
                 "| gateway | req/s | p50 ms | p99 ms | failed |", "|---|---:|---:|---:|---:|"]
         out += [row(k, v) for k, v in s["cached_reads"].items()]
         out += ["", f"Cached reads with Redis: **{s['cached_read_ratio']:.2f}×** the single "

@@ -295,6 +295,14 @@ impl<U: FhirUpstream> CachedUpstream<U> {
         self.entries.invalidate_all();
     }
 
+    /// At shutdown: leaves the fleet's shared generations (see
+    /// [`SharedGenerations::leave`]); nothing without them.
+    pub async fn leave_shared_generations(&self) {
+        if let Some(shared) = &self.shared {
+            shared.leave().await;
+        }
+    }
+
     /// Stamps `keys` in the shared store; when it cannot, this replica drops every
     /// entry it holds, so that it at least never serves what the write changed.
     async fn stamp_shared(&self, keys: &[String]) {

@@ -19,11 +19,12 @@
 //! the stale bound, measured from fetch start), so the table stays small.
 //!
 //! **Across replicas** ([`SharedGenerations`], Redis in the gateway): the clock and the
-//! stamps live in the shared store instead of this process. A cacheable read asks it, in
-//! one round trip, for the clock and the newest stamp among the read's (scope, topic)
-//! keys ([`read_keys`]); a write stamps its keys ([`write_keys`]) before its response
-//! returns. So a write on one replica is seen by the next read on any other: read your
-//! writes across the fleet. The store keeps a *floor* below which no entry is valid (the
+//! stamps live in the shared store instead of this process. A cacheable read asks it for
+//! the clock and the newest stamp among the read's (scope, topic) keys ([`read_keys`]);
+//! a write stamps its keys ([`write_keys`]) before its response returns. So a write on
+//! one replica is seen by the next read on any other: read your writes across the fleet.
+//! (The Redis implementation answers most reads from a mirror the writes are pushed to,
+//! and a write waits for every mirror; see `portico_redis`.) The store keeps a *floor* below which no entry is valid (the
 //! clock's first value, taken from the store's time when the clock is created), so a
 //! store that lost its data (restarted without persistence) invalidates every entry
 //! instead of forgetting the stamps. Keys name patients only by a hash.
@@ -88,12 +89,15 @@ pub fn invalidated_types(resource_type: &str) -> Vec<&str> {
 /// Generation stamps shared by every replica; see the module docs.
 #[async_trait::async_trait]
 pub trait SharedGenerations: Send + Sync + std::fmt::Debug {
-    /// In one round trip: the clock now, and the newest of the floor and the stamps on
-    /// `keys` (names from [`read_keys`]).
+    /// The clock now, and the newest of the floor and the stamps on `keys` (names from
+    /// [`read_keys`]): as of this call, every stamp a `stamp` that returned has written.
     async fn snapshot(&self, keys: &[String]) -> Result<Snapshot, SharedError>;
     /// Takes a new clock value and stamps it on each of `keys` (names from
     /// [`write_keys`] and the other invalidations), before it returns.
     async fn stamp(&self, keys: &[String]) -> Result<(), SharedError>;
+    /// This replica is shutting down: it stops answering reads from anything the store
+    /// pushed to it, and writes on other replicas stop waiting for it.
+    async fn leave(&self) {}
 }
 
 /// The shared clock and the newest stamp a read must not be older than.

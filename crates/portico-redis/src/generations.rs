@@ -11,9 +11,19 @@
 //!   replica's entries become invalid instead of the lost stamps being forgotten;
 //! - `{prefix}gen:{g}:s:{name}` — a stamp: the clock value of the last invalidation of
 //!   one (scope, topic) (names from `portico_cache::invalidation`, patients by hash),
-//!   expiring after the longest an entry is of use.
+//!   expiring after the longest an entry is of use;
+//! - `{prefix}gen:{g}:members` (sorted set: replica id → end of its lease, server µs),
+//!   `{prefix}gen:{g}:acked` (hash: replica id → the newest generation it applied) and
+//!   the channel `{prefix}gen:{g}:events`: the mirrors ([`mirror`]).
 //!
-//! Cacheable reads share their round trips: a read hands its stamps to one task per
+//! **Reads are answered in this process** while the replica holds its lease: each
+//! replica keeps a mirror of the stamps, pushed to it over the events channel, and a
+//! write ([`STAMP`]: stamps, publishes, returns the members) returns only once every
+//! member has acknowledged it or its lease has ended. See [`mirror`] for why that gives
+//! read-your-writes across the fleet.
+//!
+//! **Outside its lease** (starting, resubscribing, Redis unreachable) a read asks Redis.
+//! Those reads share their round trips: a read hands its stamps to one task per
 //! gateway, which takes every read waiting and answers them all with one `MGET` of the
 //! clock, the floor and the union of their stamps (each read's newest computed here
 //! from its own), with up to [`MAX_IN_FLIGHT`] such `MGET`s on the wire at once. A read
@@ -24,8 +34,7 @@
 //! command timeout (for a batch in flight to end, then its own: each an `MGET` and, at
 //! most, the script); at most [`MAX_WAITING`] reads wait for a batch, and one more fails
 //! at once. A stamp that is not a number (written by something else) makes only the
-//! reads that use it go to the EHR, as if stamped just now. A write runs [`STAMP`] (one
-//! round trip) before its response returns.
+//! reads that use it go to the EHR, as if stamped just now.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,6 +45,12 @@ use redis::Script;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Redis;
+
+mod mirror;
+#[cfg(test)]
+mod tests;
+
+use mirror::Mirror;
 
 /// Creates the clock and the floor if missing (at the server's time, µs).
 const ENSURE: &str = r"
@@ -65,14 +80,20 @@ end
 return {tonumber(clock), newest}
 ";
 
-/// KEYS: clock, floor, stamps…; ARGV[1]: stamp lifetime (s) → the new clock value.
+/// Takes a new clock value, stamps it on the keys and publishes the invalidation to the
+/// replicas' mirrors. KEYS: clock, floor, members, stamps…; ARGV: stamp lifetime (s),
+/// the events channel, the stamps' names… → {the new clock value, the server's time (µs),
+/// {member, lease end, …} of the members whose lease runs}.
 pub const STAMP: &str = r"
 __ENSURE__
 local g = redis.call('INCR', KEYS[1])
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   redis.call('SET', KEYS[i], g, 'EX', ARGV[1])
 end
-return g
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('PUBLISH', ARGV[2], 'i ' .. string.format('%.0f', g) .. ' ' .. table.concat(ARGV, ' ', 3))
+return {g, now, redis.call('ZRANGEBYSCORE', KEYS[3], now, '+inf', 'WITHSCORES')}
 ";
 
 /// The most reads one `MGET` answers.
@@ -95,6 +116,8 @@ pub struct RedisGenerations {
     stamp: Arc<Script>,
     /// To the task that answers snapshots in batches ([`answer_snapshots`]).
     asks: mpsc::Sender<Ask>,
+    /// The stamps pushed to this replica, which answer reads inside its lease.
+    mirror: Arc<Mirror>,
 }
 
 /// One read's question: the full keys of its stamps, and where to answer.
@@ -141,19 +164,45 @@ impl Keys {
 }
 
 impl RedisGenerations {
-    /// Starts the task that answers snapshots: must be called inside a Tokio runtime.
-    /// The task ends when the last clone of this value is dropped.
+    /// Starts the tasks that answer snapshots and keep this replica's mirror: must be
+    /// called inside a Tokio runtime. They end when the last clone of this value is
+    /// dropped.
     pub fn new(redis: Redis, retention: Duration) -> RedisGenerations {
+        let generations = RedisGenerations::asking_redis(redis, retention);
+        generations.mirror.start(&generations.keys);
+        generations
+    }
+
+    /// Without a mirror: every read asks Redis (the batched `MGET`).
+    fn asking_redis(redis: Redis, retention: Duration) -> RedisGenerations {
         let keys = Keys::new(redis);
         let (asks, queue) = mpsc::channel(MAX_WAITING);
         let snapshot = Arc::new(Script::new(&SNAPSHOT.replace("__ENSURE__", ENSURE)));
         tokio::spawn(answer_snapshots(keys.clone(), snapshot, queue));
+        let retention = retention.saturating_add(Duration::from_secs(1));
         RedisGenerations {
             keys,
-            retention: retention.saturating_add(Duration::from_secs(1)),
+            retention,
             stamp: Arc::new(Script::new(&STAMP.replace("__ENSURE__", ENSURE))),
             asks,
+            mirror: Arc::new(Mirror::new(retention)),
         }
+    }
+
+    /// A replica whose reads always ask Redis, for the tests of that path.
+    #[cfg(test)]
+    pub(crate) fn without_mirror(redis: Redis, retention: Duration) -> RedisGenerations {
+        RedisGenerations::asking_redis(redis, retention)
+    }
+
+    /// Whether this replica answers reads from its mirror now (inside its lease).
+    pub fn mirrored(&self) -> bool {
+        self.mirror.usable()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn member_id(&self) -> &str {
+        self.mirror.id()
     }
 }
 
@@ -294,6 +343,9 @@ impl Stamp {
 #[async_trait::async_trait]
 impl SharedGenerations for RedisGenerations {
     async fn snapshot(&self, keys: &[String]) -> Result<Snapshot, SharedError> {
+        if let Some(snapshot) = self.mirror.snapshot(keys) {
+            return Ok(snapshot);
+        }
         let (answer, answered) = oneshot::channel();
         let stopped = || SharedError("the generation snapshot task stopped".to_owned());
         self.asks
@@ -307,21 +359,50 @@ impl SharedGenerations for RedisGenerations {
                 }
                 mpsc::error::TrySendError::Closed(_) => stopped(),
             })?;
-        answered.await.map_err(|_| stopped())?
+        let snapshot = answered.await.map_err(|_| stopped())??;
+        // What this replica's last resubscription made invalid stays invalid.
+        Ok(Snapshot {
+            newest: snapshot.newest.max(self.mirror.floor()),
+            ..snapshot
+        })
     }
 
     async fn stamp(&self, keys: &[String]) -> Result<(), SharedError> {
         let mut invocation = self.stamp.prepare_invoke();
-        for key in self.keys.with_clock(self.keys.stamps(keys)) {
+        invocation
+            .key(self.keys.key("clock"))
+            .key(self.keys.key("floor"))
+            .key(self.keys.key("members"));
+        for key in self.keys.stamps(keys) {
             invocation.key(key);
         }
-        invocation.arg(self.retention.as_secs().max(1));
-        let _: u64 = self
+        invocation
+            .arg(self.retention.as_secs().max(1))
+            .arg(self.keys.key("events"));
+        for name in keys {
+            invocation.arg(name);
+        }
+        let (generation, now, members): (u64, u64, Vec<String>) = self
             .keys
             .redis
             .invoke(&invocation)
             .await
             .map_err(|e| SharedError(e.to_string()))?;
+        // Stamped in Redis: now every replica answering reads from its mirror must have
+        // it too (or have stopped answering from it) before the write's response returns.
+        self.mirror
+            .await_acks(
+                &self.keys,
+                generation,
+                now,
+                &members,
+                tokio::time::Instant::now(),
+            )
+            .await;
         Ok(())
+    }
+
+    async fn leave(&self) {
+        self.mirror.leave(&self.keys).await;
     }
 }

@@ -95,8 +95,11 @@ impl fmt::Debug for Settings {
 /// The shared Redis client. Cheap to clone: clones share one connection.
 #[derive(Clone)]
 pub struct Redis {
+    /// For connections of their own (the generations' subscription).
+    client: redis::Client,
     connection: ConnectionManager,
     prefix: Arc<str>,
+    connect_timeout: Duration,
     command_timeout: Duration,
     sealer: Arc<Sealer>,
 }
@@ -139,11 +142,13 @@ impl Redis {
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| RedisError::Config(e.to_string()))?;
         Ok(Redis {
+            client,
             connection,
             prefix: settings.key_prefix.as_str().into(),
+            connect_timeout: settings.connect_timeout,
             command_timeout: settings.command_timeout,
             sealer: Arc::new(Sealer::new(&settings.encryption_key)),
         })
@@ -201,6 +206,24 @@ impl Redis {
     ) -> Result<T, RedisError> {
         let mut connection = self.connection.clone();
         self.bounded(invocation.invoke_async(&mut connection)).await
+    }
+
+    /// A connection of its own subscribed to `channel` (RESP2 pub/sub): its sink, and
+    /// the stream of messages, which ends when the connection is lost. Connecting and
+    /// subscribing are bounded by the connect and command timeouts.
+    pub(crate) async fn subscribe(
+        &self,
+        channel: &str,
+    ) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), RedisError> {
+        let connecting = tokio::time::timeout(self.connect_timeout, self.client.get_async_pubsub());
+        let pubsub = match connecting.await {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(e)) => return Err(RedisError::from(e)),
+            Err(_) => return Err(RedisError::Timeout(self.connect_timeout)),
+        };
+        let (mut sink, stream) = pubsub.split();
+        self.bounded(sink.subscribe(channel)).await?;
+        Ok((sink, stream))
     }
 
     async fn bounded<T>(

@@ -193,6 +193,8 @@ pub struct App {
     router: Router,
     shutdown_grace: Duration,
     audit: AuditTrail,
+    /// To leave the fleet's shared cache generations at shutdown.
+    state: AppState,
 }
 
 impl App {
@@ -225,12 +227,13 @@ impl App {
             verify_ehr_profile(&state).await?;
         }
         let audit = state.audit_trail().clone();
-        let router = router(state);
+        let router = router(state.clone());
         Ok(App {
             listener,
             router,
             shutdown_grace,
             audit,
+            state,
         })
     }
 
@@ -251,8 +254,12 @@ impl App {
     ) -> std::io::Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let grace = self.shutdown_grace;
+        let state = self.state;
         let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
             shutdown.await;
+            // Other replicas' writes stop waiting for this one's cache (requests still in
+            // flight here ask Redis instead).
+            state.cache().leave_shared_generations().await;
             let _ = tx.send(());
         });
         let mut serve = std::pin::pin!(serve.into_future());
