@@ -24,10 +24,11 @@
 //! a write stamps its keys ([`write_keys`]) before its response returns. So a write on
 //! one replica is seen by the next read on any other: read your writes across the fleet.
 //! (The Redis implementation answers most reads from a mirror the writes are pushed to,
-//! and a write waits for every mirror; see `portico_redis`.) The store keeps a *floor* below which no entry is valid (the
-//! clock's first value, taken from the store's time when the clock is created), so a
-//! store that lost its data (restarted without persistence) invalidates every entry
-//! instead of forgetting the stamps. Keys name patients only by a hash.
+//! and a write waits for every mirror; see `portico_redis`.) The store keeps a *floor*
+//! below which no entry is valid (the clock's first value, taken from the store's time
+//! when the clock is created), so a store that lost its data (restarted without
+//! persistence) invalidates every entry instead of forgetting the stamps. Keys name
+//! patients only by a hash.
 //!
 //! Which types a write invalidates ([`invalidated_types`]):
 //!

@@ -13,7 +13,8 @@
 //!   one (scope, topic) (names from `portico_cache::invalidation`, patients by hash),
 //!   expiring after the longest an entry is of use;
 //! - `{prefix}gen:{g}:members` (sorted set: replica id → end of its lease, server µs),
-//!   `{prefix}gen:{g}:acked` (hash: replica id → the newest generation it applied) and
+//!   `{prefix}gen:{g}:acked` (hash: replica id → the newest generation it applied, or
+//!   `i64::MAX` once it left) and
 //!   the channel `{prefix}gen:{g}:events`: the mirrors ([`mirror`]).
 //!
 //! **Reads are answered in this process** while the replica holds its lease: each
@@ -82,18 +83,28 @@ return {tonumber(clock), newest}
 
 /// Takes a new clock value, stamps it on the keys and publishes the invalidation to the
 /// replicas' mirrors. KEYS: clock, floor, members, stamps…; ARGV: stamp lifetime (s),
-/// the events channel, the stamps' names… → {the new clock value, the server's time (µs),
-/// {member, lease end, …} of the members whose lease runs}.
+/// the events channel, the writer's newest known clock value, the stamps' names… → {the
+/// new clock value, the server's time (µs), the floor, {member, lease end, …} of the
+/// members whose lease runs}. The clock first moves up to the writer's newest known value:
+/// a Redis that lost its last writes (a restart from an append-only file a second behind,
+/// a failover) must not hand out a generation older than entries a replica holds.
 pub const STAMP: &str = r"
 __ENSURE__
+if tonumber(clock) < tonumber(ARGV[3]) then
+  redis.call('SET', KEYS[1], ARGV[3])
+end
 local g = redis.call('INCR', KEYS[1])
 for i = 4, #KEYS do
   redis.call('SET', KEYS[i], g, 'EX', ARGV[1])
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-redis.call('PUBLISH', ARGV[2], 'i ' .. string.format('%.0f', g) .. ' ' .. table.concat(ARGV, ' ', 3))
-return {g, now, redis.call('ZRANGEBYSCORE', KEYS[3], now, '+inf', 'WITHSCORES')}
+local names = {}
+for i = 4, #ARGV do
+  names[#names + 1] = ARGV[i]
+end
+redis.call('PUBLISH', ARGV[2], 'i ' .. string.format('%.0f', g) .. ' ' .. cjson.encode(names))
+return {g, now, tonumber(floor), redis.call('ZRANGEBYSCORE', KEYS[3], now, '+inf', 'WITHSCORES')}
 ";
 
 /// The most reads one `MGET` answers.
@@ -378,23 +389,30 @@ impl SharedGenerations for RedisGenerations {
         }
         invocation
             .arg(self.retention.as_secs().max(1))
-            .arg(self.keys.key("events"));
+            .arg(self.keys.key("events"))
+            .arg(self.mirror.clock());
         for name in keys {
             invocation.arg(name);
         }
-        let (generation, now, members): (u64, u64, Vec<String>) = self
-            .keys
-            .redis
-            .invoke(&invocation)
-            .await
-            .map_err(|e| SharedError(e.to_string()))?;
+        let answer: Result<(u64, u64, u64, Vec<String>), _> =
+            self.keys.redis.invoke(&invocation).await;
+        let (generation, now, floor, members) = match answer {
+            Ok(answer) => answer,
+            Err(e) => {
+                // The script may have run (the answer was lost) and been published to
+                // mirrors that have not applied it yet: wait until any mirror still
+                // answering reads has renewed its lease since, which proves it has.
+                tokio::time::sleep(mirror::LEASE).await;
+                return Err(SharedError(e.to_string()));
+            }
+        };
         // Stamped in Redis: now every replica answering reads from its mirror must have
         // it too (or have stopped answering from it) before the write's response returns.
         self.mirror
             .await_acks(
                 &self.keys,
                 generation,
-                now,
+                (now, floor),
                 &members,
                 tokio::time::Instant::now(),
             )

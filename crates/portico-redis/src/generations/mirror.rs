@@ -20,17 +20,27 @@
 //!   channel, one connection: Redis delivers in order). A lease in Redis ends no earlier
 //!   than that, so whenever a writer stops waiting for a silent member, the member has
 //!   already stopped answering from its table.
-//! - **A subscription that breaks trusts nothing it held.** On every (re)subscription the
-//!   member takes a new clock value (`INCR`, after subscribing) and makes it its table's
-//!   floor: an entry fetched before is never valid again, whatever invalidations the gap
-//!   lost, including a write whose stamp never reached Redis at all. An invalidation
-//!   published before the subscription has a smaller generation than that floor; one
-//!   published after it is received.
+//! - **A subscription that breaks trusts nothing it held.** When it is lost, the member's
+//!   floor moves past every clock value it knew; on every (re)subscription it takes a new
+//!   clock value (`INCR`, after subscribing, the clock first moved up to the newest value
+//!   the member knew) and makes it its table's floor: an entry it fetched before is never
+//!   valid again, whatever invalidations the gap lost. An invalidation published before
+//!   the subscription has a smaller generation than that floor; one published after it is
+//!   received.
+//! - **A write that cannot tell what happened waits a lease.** A stamp whose answer is
+//!   lost may still have been published, and a clock created less than a lease ago
+//!   comes with a members set that lost its members too (Redis restarted empty, or
+//!   failed over): the writer then waits [`LEASE`], after which every member that missed
+//!   the invalidation has stopped answering from its table.
+//!
+//! Assumptions: the Redis server's clock does not step forward by more than [`MARGIN`]
+//! (it measures the leases in the set), and this process's monotonic clock runs while
+//! it does (a paused virtual machine whose clock stops would outlive its lease).
 //!
 //! Outside its lease (starting, reconnecting, Redis unreachable), the replica asks Redis
 //! for each read as before (the batched `MGET`), which fails when Redis does, and the read
 //! goes to the EHR uncached. A member that stops answering holds writes up to its lease
-//! ([`LEASE`], 2 s), never longer.
+//! ([`LEASE`], 2 s), never longer; a member shutting down leaves and holds nothing.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -64,11 +74,20 @@ const ECHO_OVERDUE: Duration = Duration::from_secs(1);
 /// them from the hash (its own subscription may be the one that is broken).
 const POLL: Duration = Duration::from_millis(20);
 
+/// The acknowledgement of a member that left: more than any generation.
+const LEFT: i64 = i64::MAX;
+
 /// Renews the lease (pruning expired members) and publishes a heartbeat; on a
-/// (re)subscription also takes a new clock value. KEYS: clock, floor, members, acked;
-/// ARGV: member id, lease (µs), channel, heartbeat, resync (`1`) → {clock, floor}.
+/// (re)subscription also takes a new clock value, after moving the clock up to the
+/// member's newest known value (a Redis that lost its last writes must not hand out
+/// generations older than what the member saw). A member that left is not renewed.
+/// KEYS: clock, floor, members, acked; ARGV: member id, lease (µs), channel, heartbeat,
+/// resync (`1`), the member's newest known clock value → {clock, floor}.
 const HEARTBEAT_SCRIPT: &str = r"
 __ENSURE__
+if redis.call('HGET', KEYS[4], ARGV[1]) == '9223372036854775807' then
+  return {tonumber(clock), tonumber(floor)}
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
@@ -78,15 +97,23 @@ if #expired > 0 then
 end
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[1])
 local g = tonumber(clock)
-if ARGV[5] == '1' then g = redis.call('INCR', KEYS[1]) end
+if ARGV[5] == '1' then
+  if g < tonumber(ARGV[6]) then
+    redis.call('SET', KEYS[1], ARGV[6])
+  end
+  g = redis.call('INCR', KEYS[1])
+end
 redis.call('PUBLISH', ARGV[3], 'h ' .. ARGV[1] .. ' ' .. ARGV[4])
 return {g, tonumber(floor)}
 ";
 
-/// Records and announces what a member applied. KEYS: acked; ARGV: id, generation,
-/// channel.
+/// Records (never lowering it: not below [`LEFT`]) and announces what a member applied.
+/// KEYS: acked; ARGV: id, generation, channel.
 const ACK_SCRIPT: &str = r"
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local known = redis.call('HGET', KEYS[1], ARGV[1])
+if not known or tonumber(known) < tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
 redis.call('PUBLISH', ARGV[3], 'a ' .. ARGV[1] .. ' ' .. ARGV[2])
 ";
 
@@ -164,23 +191,25 @@ impl Mirror {
             && self.nanos(Instant::now()) < self.usable_until.load(Ordering::Acquire)
     }
 
-    /// Stops answering reads from the table for good, then takes this member out of the
-    /// set and records it as having applied everything, so that a write waiting for it
-    /// stops (at its next poll). Best effort: if Redis does not answer, writers wait for
-    /// the lease to end.
+    /// Stops answering reads from the table for good, then ends this member's lease in
+    /// the set (the next heartbeat of any member prunes it) and records it as having
+    /// applied everything ([`LEFT`]), so that a write waiting for it stops at its next
+    /// poll and no heartbeat of its own, already on the way, renews it. Best effort: if
+    /// Redis does not answer, writers wait for the lease to end.
     pub(super) async fn leave(&self, keys: &Keys) {
         self.left.store(true, Ordering::Release);
         let mut leaving = redis::pipe();
         leaving
             .atomic()
-            .cmd("ZREM")
+            .cmd("ZADD")
             .arg(keys.key("members"))
+            .arg(0)
             .arg(&self.id)
             .ignore()
             .cmd("HSET")
             .arg(keys.key("acked"))
             .arg(&self.id)
-            .arg(i64::MAX)
+            .arg(LEFT)
             .ignore();
         if let Err(e) = keys.redis.query_pipeline::<()>(&leaving).await {
             tracing::warn!(error = %e, "could not leave the cache generations' members; writes wait for this replica's lease to end");
@@ -211,7 +240,21 @@ impl Mirror {
         self.table.read().floor
     }
 
-    fn apply(&self, generation: u64, names: &[&str]) {
+    /// The newest clock value this member knows of.
+    pub(super) fn clock(&self) -> u64 {
+        self.table.read().clock
+    }
+
+    /// The subscription is lost: whatever it would have delivered meanwhile is unknown,
+    /// so nothing fetched until now is valid any more.
+    fn distrust(&self) {
+        self.usable_until.store(0, Ordering::Release);
+        let mut table = self.table.write();
+        table.floor = table.floor.max(table.clock.saturating_add(1));
+        table.clock = table.floor;
+    }
+
+    fn apply(&self, generation: u64, names: &[String]) {
         let now = Instant::now();
         {
             let mut table = self.table.write();
@@ -219,7 +262,7 @@ impl Mirror {
             for name in names {
                 let stamp = table
                     .stamps
-                    .entry((*name).to_owned())
+                    .entry(name.clone())
                     .or_insert((generation, now));
                 if stamp.0 < generation {
                     *stamp = (generation, now);
@@ -232,6 +275,16 @@ impl Mirror {
                     .retain(|_, (_, at)| now.saturating_duration_since(*at) <= retention);
                 table.pruned = now;
             }
+        }
+        self.covers(generation);
+    }
+
+    /// An invalidation whose names do not read: nothing older than `generation` is valid.
+    fn apply_everything(&self, generation: u64) {
+        {
+            let mut table = self.table.write();
+            table.clock = table.clock.max(generation);
+            table.floor = table.floor.max(generation);
         }
         self.covers(generation);
     }
@@ -271,15 +324,23 @@ impl Mirror {
 
     /// Waits until every member of `members` (as the write's script returned them:
     /// id, lease end, …) has acknowledged `generation`, or its lease has ended. `now` is
-    /// the server's time when the script ran, `replied` when its answer arrived here.
+    /// the server's time when the script ran and `floor` the clock's creation (server
+    /// µs), `replied` when the answer arrived here. A clock created less than a lease ago
+    /// (Redis lost its data) comes with a members set that may have lost members too:
+    /// then the write also waits a whole lease, after which no member that missed it
+    /// still answers reads.
     pub(super) async fn await_acks(
         &self,
         keys: &Keys,
         generation: u64,
-        now: u64,
+        (now, floor): (u64, u64),
         members: &[String],
         replied: Instant,
     ) {
+        let lease_us = u64::try_from((LEASE + MARGIN).as_micros()).unwrap_or(u64::MAX);
+        if now.saturating_sub(floor) < lease_us {
+            tokio::time::sleep_until(replied + LEASE).await;
+        }
         let deadlines: Vec<(&str, Instant)> = members
             .chunks_exact(2)
             .map(|pair| {
@@ -364,7 +425,7 @@ async fn follow(mirror: Weak<Mirror>, keys: Keys) {
         let Some(alive) = mirror.upgrade() else {
             return;
         };
-        alive.usable_until.store(0, Ordering::Release);
+        alive.distrust();
         drop(alive);
         match ended {
             Ended::Dropped => return,
@@ -424,13 +485,16 @@ async fn subscription(mirror: &Weak<Mirror>, keys: &Keys, heartbeat: &Arc<Script
                 let Ok(text) = std::str::from_utf8(message.get_payload_bytes()) else {
                     continue;
                 };
-                let mut words = text.split(' ');
+                let mut words = text.splitn(3, ' ');
                 match (words.next(), words.next(), words.next()) {
-                    (Some("i"), Some(generation), _) => {
+                    (Some("i"), Some(generation), names) => {
                         if let Ok(generation) = generation.parse() {
-                            let names: Vec<&str> =
-                                text.split(' ').skip(2).filter(|n| !n.is_empty()).collect();
-                            me.apply(generation, &names);
+                            // The names as JSON (`cjson`: an empty list is `{}`); names
+                            // that do not read invalidate everything up to `generation`.
+                            match names.map(serde_json::from_str::<Vec<String>>) {
+                                Some(Ok(names)) => me.apply(generation, &names),
+                                _ => me.apply_everything(generation),
+                            }
                         }
                     }
                     (Some("a"), Some(member), Some(generation)) => {
@@ -493,7 +557,8 @@ async fn beat(
         .arg(u64::try_from(LEASE.as_micros()).unwrap_or(u64::MAX))
         .arg(keys.key("events"))
         .arg(me.nanos(sent))
-        .arg(if resync { "1" } else { "0" });
+        .arg(if resync { "1" } else { "0" })
+        .arg(me.clock());
     keys.redis.invoke(&invocation).await
 }
 

@@ -205,6 +205,24 @@ async fn server_micros(redis: &Redis) -> u64 {
     secs * 1_000_000 + micros
 }
 
+/// Creates the fleet's clock as if ten seconds ago: a clock created less than a lease ago
+/// makes every write wait a whole lease (Redis may have lost the members), which the
+/// tests that time a write do not want.
+async fn aged_clock(server: &RedisServer, prefix: &str) {
+    let redis = Redis::new(&server.settings(prefix)).expect("client");
+    let then = server_micros(&redis).await - 10_000_000;
+    for name in ["clock", "floor"] {
+        let _: () = redis
+            .query(
+                redis::cmd("SET")
+                    .arg(redis.key("gen", &format!("{{g}}:{name}")))
+                    .arg(then),
+            )
+            .await
+            .unwrap();
+    }
+}
+
 fn keys(names: &[&str]) -> Vec<String> {
     names.iter().map(|n| (*n).to_owned()).collect()
 }
@@ -216,6 +234,7 @@ fn keys(names: &[&str]) -> Vec<String> {
 async fn a_write_reaches_every_mirror_before_it_returns_and_reads_ask_redis_nothing() {
     let server = RedisServer::start();
     let prefix = format!("test-{}:", crate::random_hex(4));
+    aged_clock(&server, &prefix).await;
     let (redis, a) = replica(&server, &prefix);
     let (_, b) = replica(&server, &prefix);
     mirrored(&a).await;
@@ -253,6 +272,7 @@ async fn a_write_reaches_every_mirror_before_it_returns_and_reads_ask_redis_noth
 async fn a_write_waits_for_each_member_until_it_acknowledges_or_its_lease_ends() {
     let server = RedisServer::start();
     let prefix = format!("test-{}:", crate::random_hex(4));
+    aged_clock(&server, &prefix).await;
     let (redis, a) = replica(&server, &prefix);
     mirrored(&a).await;
     let members = redis.key("gen", "{g}:members");
@@ -322,6 +342,7 @@ async fn a_write_waits_for_each_member_until_it_acknowledges_or_its_lease_ends()
 async fn a_replica_that_loses_its_subscription_trusts_nothing_it_held_before() {
     let server = RedisServer::start();
     let prefix = format!("test-{}:", crate::random_hex(4));
+    aged_clock(&server, &prefix).await;
     let (redis, a) = replica(&server, &prefix);
     let writer = RedisGenerations::without_mirror(redis.clone(), Duration::from_secs(60));
     mirrored(&a).await;
@@ -353,6 +374,7 @@ async fn a_replica_that_loses_its_subscription_trusts_nothing_it_held_before() {
 async fn a_replica_stops_answering_from_its_mirror_when_redis_goes_and_resumes_after() {
     let mut server = RedisServer::start();
     let prefix = format!("test-{}:", crate::random_hex(4));
+    aged_clock(&server, &prefix).await;
     let (_, a) = replica(&server, &prefix);
     mirrored(&a).await;
     let before = a.snapshot(&keys(&["p1|*"])).await.unwrap();
@@ -367,6 +389,14 @@ async fn a_replica_stops_answering_from_its_mirror_when_redis_goes_and_resumes_a
     mirrored(&a).await;
     let after = a.snapshot(&keys(&["p1|*"])).await.unwrap();
     assert!(after.newest > before.clock, "{after:?} vs {before:?}");
+    // Redis came back empty: its members set may have lost replicas still answering from
+    // their mirrors, so a write waits a whole lease.
+    let started = Instant::now();
+    a.stamp(&keys(&["p1|*"])).await.unwrap();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1900), "{took:?}");
+    let seen = a.snapshot(&keys(&["p1|*"])).await.unwrap();
+    assert!(seen.newest > after.clock, "{seen:?} vs {after:?}");
 }
 
 /// A replica shutting down leaves: it stops answering from its mirror at once, and the
@@ -375,6 +405,7 @@ async fn a_replica_stops_answering_from_its_mirror_when_redis_goes_and_resumes_a
 async fn a_replica_that_leaves_is_not_waited_for() {
     let server = RedisServer::start();
     let prefix = format!("test-{}:", crate::random_hex(4));
+    aged_clock(&server, &prefix).await;
     let (redis, a) = replica(&server, &prefix);
     let (_, b) = replica(&server, &prefix);
     mirrored(&a).await;
@@ -402,4 +433,53 @@ async fn a_replica_that_leaves_is_not_waited_for() {
     assert!(!members.contains(&b.member_id().to_owned()), "{members:?}");
     assert!(members.contains(&a.member_id().to_owned()), "{members:?}");
     assert!(!b.mirrored());
+}
+
+/// Redis comes back having lost its last writes (an append-only file a second behind, a
+/// failover): the clock is older than what the replica saw. Neither what the replica
+/// held before nor what it fetches after may outlive the next write.
+#[tokio::test]
+async fn a_clock_that_went_back_never_hands_out_a_generation_older_than_the_replica_saw() {
+    let server = RedisServer::start();
+    let prefix = format!("test-{}:", crate::random_hex(4));
+    aged_clock(&server, &prefix).await;
+    let (redis, a) = replica(&server, &prefix);
+    let writer = RedisGenerations::without_mirror(redis.clone(), Duration::from_secs(60));
+    mirrored(&a).await;
+    for _ in 0..5 {
+        a.stamp(&keys(&["p1|*"])).await.unwrap();
+    }
+    let before = a.snapshot(&keys(&["p1|*"])).await.unwrap();
+    // The last five writes are lost, and the subscription with them.
+    let clock_key = redis.key("gen", "{g}:clock");
+    let _: () = redis
+        .query(redis::cmd("SET").arg(&clock_key).arg(before.clock - 5))
+        .await
+        .unwrap();
+    let _: () = redis
+        .query(redis::cmd("DEL").arg([redis.key("gen", "{g}:s:"), "p1|*".to_owned()].concat()))
+        .await
+        .unwrap();
+    let _: () = redis
+        .query(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while a.mirrored() {
+        assert!(
+            Instant::now() < deadline,
+            "the lost subscription goes unnoticed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    mirrored(&a).await;
+    // What an entry fetched now is stamped with.
+    let after = a.snapshot(&keys(&["p1|*"])).await.unwrap();
+    assert!(after.newest > before.clock, "{after:?} vs {before:?}");
+    writer.stamp(&keys(&["p1|*"])).await.unwrap();
+    let seen = a.snapshot(&keys(&["p1|*"])).await.unwrap();
+    assert!(
+        seen.newest > after.clock,
+        "an entry fetched after the loss outlives the next write: {seen:?} vs {after:?}"
+    );
 }
