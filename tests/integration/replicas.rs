@@ -412,6 +412,13 @@ async fn a_write_on_one_replica_is_seen_by_the_next_read_on_another() {
                 bundle["entry"].as_array().map_or(0, Vec::len)
             }
         };
+        if with_redis {
+            // Both answer from their mirror of the shared generations: B's read after
+            // A's write leaves B without asking Redis.
+            for app in [&a, &b] {
+                mirrored(app).await;
+            }
+        }
         let before = referrals(&b).await;
         assert_eq!(referrals(&b).await, before, "served from B's cache");
         let made = a
@@ -432,5 +439,31 @@ async fn a_write_on_one_replica_is_seen_by_the_next_read_on_another() {
                 "control: without Redis, B serves its stale entry"
             );
         }
+    }
+}
+
+/// Waits until `app`'s `/metrics` says it checks cached reads against its mirror.
+async fn mirrored(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = http_client()
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics
+            .lines()
+            .any(|line| line == "portico_cache_generations_mirrored 1")
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not mirrored within 10 s:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

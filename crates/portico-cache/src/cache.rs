@@ -136,6 +136,9 @@ pub struct CacheStats {
     /// Calls to the shared generation store (Redis) that failed: reads that went
     /// upstream uncached, or writes whose invalidation dropped this replica's entries.
     pub shared_failures: u64,
+    /// With shared generations: whether this replica answers reads' checks from its
+    /// mirror of them now, instead of asking the store for each read.
+    pub shared_mirrored: Option<bool>,
     /// Current weight of the entries, in bytes (approximate until pending maintenance
     /// has run).
     pub bytes: u64,
@@ -372,6 +375,7 @@ impl<U: FhirUpstream> CachedUpstream<U> {
             write_invalidations: load(&c.write_invalidations),
             evictions: load(&c.evictions),
             shared_failures: load(&c.shared_failures),
+            shared_mirrored: self.shared.as_ref().map(|shared| shared.mirrored()),
             bytes: self.entries.weighted_size(),
             entries: self.entries.entry_count(),
         }

@@ -99,6 +99,11 @@ pub trait SharedGenerations: Send + Sync + std::fmt::Debug {
     /// This replica is shutting down: it stops answering reads from anything the store
     /// pushed to it, and writes on other replicas stop waiting for it.
     async fn leave(&self) {}
+    /// Whether this replica answers reads' checks from its own copy of the stamps now
+    /// (no round trip to the store).
+    fn mirrored(&self) -> bool {
+        false
+    }
 }
 
 /// The shared clock and the newest stamp a read must not be older than.

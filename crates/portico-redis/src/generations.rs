@@ -206,11 +206,6 @@ impl RedisGenerations {
         RedisGenerations::asking_redis(redis, retention)
     }
 
-    /// Whether this replica answers reads from its mirror now (inside its lease).
-    pub fn mirrored(&self) -> bool {
-        self.mirror.usable()
-    }
-
     #[cfg(test)]
     pub(crate) fn member_id(&self) -> &str {
         self.mirror.id()
@@ -422,5 +417,9 @@ impl SharedGenerations for RedisGenerations {
 
     async fn leave(&self) {
         self.mirror.leave(&self.keys).await;
+    }
+
+    fn mirrored(&self) -> bool {
+        self.mirror.usable()
     }
 }

@@ -324,6 +324,14 @@ pub fn render(
         "gauge",
         cache.entries as f64,
     );
+    if let Some(mirrored) = cache.shared_mirrored {
+        out.single(
+            "portico_cache_generations_mirrored",
+            "1 while this replica checks cached reads against its mirror of the shared cache generations; 0 while it asks Redis for each read.",
+            "gauge",
+            f64::from(u8::from(mirrored)),
+        );
+    }
     encode_audit(&mut out, audit);
     out.finish()
 }
@@ -505,6 +513,7 @@ mod tests {
             evictions: 6,
             bytes: 2048,
             entries: 12,
+            shared_mirrored: Some(true),
             ..CacheStats::default()
         };
         let audit = AuditStats {
@@ -534,6 +543,8 @@ mod tests {
             "portico_cache_bytes 2048",
             "# TYPE portico_cache_bytes gauge",
             "portico_cache_entries 12",
+            "portico_cache_generations_mirrored 1",
+            "# TYPE portico_cache_generations_mirrored gauge",
             "portico_audit_records_total 40",
             "portico_audit_batches_total 9",
             "portico_audit_fsyncs_total 3",
