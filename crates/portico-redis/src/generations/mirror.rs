@@ -33,6 +33,14 @@
 //!   failed over): the writer then waits [`LEASE`], after which every member that missed
 //!   the invalidation has stopped answering from its table.
 //!
+//! - **A clock moved by a writer that publishes nothing is noticed.** Each heartbeat
+//!   carries the clock as it found it, and every invalidation (and every other member's
+//!   resubscription) published before it has arrived by the echo: a clock past what they
+//!   brought was moved by a writer that does not publish (a replica of an earlier
+//!   version). The member then drops everything it held (its floor moves to that clock)
+//!   and logs an error. This narrows a rolling upgrade's hazard to one heartbeat; it does
+//!   not remove it (see `docs/DEPLOY.md`).
+//!
 //! Assumptions: the Redis server's clock does not step forward by more than [`MARGIN`]
 //! (it measures the leases in the set), and this process's monotonic clock runs while
 //! it does (a paused virtual machine whose clock stops would outlive its lease).
@@ -77,7 +85,8 @@ const POLL: Duration = Duration::from_millis(20);
 /// The acknowledgement of a member that left: more than any generation.
 const LEFT: i64 = i64::MAX;
 
-/// Renews the lease (pruning expired members) and publishes a heartbeat; on a
+/// Renews the lease (pruning expired members) and publishes a heartbeat with the clock's
+/// value (`h <member> <sent> <clock>`); on a
 /// (re)subscription also takes a new clock value, after moving the clock up to the
 /// member's newest known value (a Redis that lost its last writes must not hand out
 /// generations older than what the member saw). A member that left is not renewed.
@@ -103,7 +112,7 @@ if ARGV[5] == '1' then
   end
   g = redis.call('INCR', KEYS[1])
 end
-redis.call('PUBLISH', ARGV[3], 'h ' .. ARGV[1] .. ' ' .. ARGV[4])
+redis.call('PUBLISH', ARGV[3], 'h ' .. ARGV[1] .. ' ' .. ARGV[4] .. ' ' .. string.format('%.0f', g))
 return {g, tonumber(floor)}
 ";
 
@@ -277,6 +286,12 @@ impl Mirror {
             }
         }
         self.covers(generation);
+    }
+
+    /// The clock reached `clock` without an invalidation (a resubscription's new value).
+    fn advance(&self, clock: u64) {
+        let mut table = self.table.write();
+        table.clock = table.clock.max(clock);
     }
 
     /// An invalidation whose names do not read: nothing older than `generation` is valid.
@@ -502,12 +517,35 @@ async fn subscription(mirror: &Weak<Mirror>, keys: &Keys, heartbeat: &Arc<Script
                             me.heard_ack(member, generation);
                         }
                     }
-                    (Some("h"), Some(member), Some(sent_at)) if member == id => {
-                        let echoed = sent_at.parse::<u64>().ok();
+                    (Some("h"), Some(member), Some(rest)) => {
+                        // `h <member> <sent> <clock>`: the clock as the heartbeat saw it.
+                        let mut rest = rest.split(' ');
+                        let echoed = rest.next().and_then(|n| n.parse::<u64>().ok());
+                        let clock = rest.next().and_then(|c| c.parse::<u64>().ok());
+                        if member != id {
+                            // Another member's resubscription moved the clock: no
+                            // invalidation, but the clock's newest value.
+                            if let Some(clock) = clock {
+                                me.advance(clock);
+                            }
+                            continue;
+                        }
                         if let (Some(echoed), Some(sent)) = (echoed, outstanding)
                             && echoed == me.nanos(sent)
                         {
                             outstanding = None;
+                            // Every invalidation and resubscription before this heartbeat
+                            // has arrived: a clock past what they brought was moved by a
+                            // writer that publishes nothing (a replica of an earlier
+                            // version), whose stamps this mirror cannot know.
+                            if let Some(clock) = clock
+                                && clock > me.clock()
+                            {
+                                tracing::error!(
+                                    "the cache generations' clock moved without an invalidation being published (a replica of an earlier version writing?); this replica's cached entries are dropped"
+                                );
+                                me.apply_everything(clock);
+                            }
                             let until = me.nanos(sent + LEASE - MARGIN);
                             me.usable_until.fetch_max(until, Ordering::AcqRel);
                         }

@@ -241,7 +241,11 @@ async fn a_write_reaches_every_mirror_before_it_returns_and_reads_ask_redis_noth
     mirrored(&b).await;
     let before = mget_calls(&redis).await;
     let theirs = keys(&["p2|t:Appointment", "p2|*"]);
-    let untouched = b.snapshot(&theirs).await.unwrap();
+    // Each replica's floor is its own (the clock value it took when it subscribed).
+    let untouched = [
+        a.snapshot(&theirs).await.unwrap().newest,
+        b.snapshot(&theirs).await.unwrap().newest,
+    ];
     let mut last = b.snapshot(&keys(&["p1|*"])).await.unwrap();
     for i in 0..40 {
         let (writer, reader) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
@@ -256,11 +260,16 @@ async fn a_write_reaches_every_mirror_before_it_returns_and_reads_ask_redis_noth
         );
         last = seen;
     }
-    assert_eq!(
-        b.snapshot(&theirs).await.unwrap().newest,
-        untouched.newest,
-        "another patient's keys are untouched"
-    );
+    // A few heartbeats later (each checks that the clock moved only by what was
+    // published): another patient's keys are still untouched, nothing was dropped.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for (replica, untouched) in [&a, &b].into_iter().zip(untouched) {
+        assert_eq!(
+            replica.snapshot(&theirs).await.unwrap().newest,
+            untouched,
+            "another patient's keys are untouched"
+        );
+    }
     assert_eq!(
         mget_calls(&redis).await,
         before,
@@ -482,4 +491,45 @@ async fn a_clock_that_went_back_never_hands_out_a_generation_older_than_the_repl
         seen.newest > after.clock,
         "an entry fetched after the loss outlives the next write: {seen:?} vs {after:?}"
     );
+}
+
+/// A writer that stamps without publishing (a replica of the version before the mirrors,
+/// during a rolling upgrade that should not have been one): the next heartbeat shows the
+/// clock past everything the mirror was told, and the replica drops what it held.
+#[tokio::test]
+async fn a_clock_moved_without_an_invalidation_invalidates_the_mirror() {
+    let server = RedisServer::start();
+    let prefix = format!("test-{}:", crate::random_hex(4));
+    aged_clock(&server, &prefix).await;
+    let (redis, a) = replica(&server, &prefix);
+    mirrored(&a).await;
+    let before = a.snapshot(&keys(&["p1|*"])).await.unwrap();
+    // What the earlier version's script did: INCR, SET the stamp, publish nothing.
+    let generation: u64 = redis
+        .query(redis::cmd("INCR").arg(redis.key("gen", "{g}:clock")))
+        .await
+        .unwrap();
+    let _: () = redis
+        .query(
+            redis::cmd("SET")
+                .arg([redis.key("gen", "{g}:s:"), "p1|*".to_owned()].concat())
+                .arg(generation),
+        )
+        .await
+        .unwrap();
+    assert!(generation > before.clock);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        // p9 was never stamped: only a floor raised by the mirror covers it.
+        if let Ok(seen) = a.snapshot(&keys(&["p9|*"])).await
+            && seen.newest >= generation
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the unannounced write was never noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
