@@ -192,8 +192,8 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     shutdown_grace: Duration,
-    audit: AuditTrail,
-    /// To leave the fleet's shared cache generations at shutdown.
+    /// For its audit trail and, at shutdown, leaving the fleet's shared cache
+    /// generations.
     state: AppState,
 }
 
@@ -226,13 +226,11 @@ impl App {
         if state.config().ehr.check_capabilities {
             verify_ehr_profile(&state).await?;
         }
-        let audit = state.audit_trail().clone();
         let router = router(state.clone());
         Ok(App {
             listener,
             router,
             shutdown_grace,
-            audit,
             state,
         })
     }
@@ -243,7 +241,7 @@ impl App {
 
     /// The audit trail (to reopen its file on SIGHUP).
     pub fn audit_trail(&self) -> &AuditTrail {
-        &self.audit
+        self.state.audit_trail()
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish for up to
@@ -255,6 +253,7 @@ impl App {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let grace = self.shutdown_grace;
         let state = self.state;
+        let audit = state.audit_trail().clone();
         let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
             shutdown.await;
             // Other replicas' writes stop waiting for this one's cache (requests still in
@@ -273,7 +272,7 @@ impl App {
                 Ok(())
             }
         };
-        self.audit.close().await;
+        audit.close().await;
         result
     }
 }

@@ -370,21 +370,16 @@ impl Mirror {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let at = Instant::now();
-            let pending: Vec<(&str, Instant)> = {
+            // Members yet to acknowledge: inside their lease, or past it.
+            let (waiting, lapsed): (Vec<(&str, Instant)>, Vec<_>) = {
                 let acks = self.acks.lock();
                 deadlines
                     .iter()
                     .filter(|(id, _)| acks.get(*id).copied().unwrap_or(0) < generation)
-                    .copied()
-                    .collect()
+                    .partition(|(_, until)| at < *until)
             };
-            let waiting: Vec<(&str, Instant)> = pending
-                .iter()
-                .filter(|(_, until)| at < *until)
-                .copied()
-                .collect();
             if waiting.is_empty() {
-                break pending.len();
+                break lapsed.len();
             }
             let next_poll = polled + POLL;
             let until = waiting

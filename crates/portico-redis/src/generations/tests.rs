@@ -199,6 +199,33 @@ async fn mirrored(generations: &RedisGenerations) {
     }
 }
 
+/// Waits until `generations` has stopped answering from its mirror (within 2 s: its
+/// local lease is 1.5 s).
+async fn unmirrored(generations: &RedisGenerations) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while generations.mirrored() {
+        assert!(Instant::now() < deadline, "still answering from the mirror");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The ids in the members set.
+async fn members(redis: &Redis) -> Vec<String> {
+    let key = redis.key("gen", "{g}:members");
+    redis
+        .query(redis::cmd("ZRANGE").arg(key).arg(0).arg(-1))
+        .await
+        .unwrap()
+}
+
+/// Cuts every pub/sub connection (Redis keeps its data and other connections).
+async fn kill_subscriptions(redis: &Redis) {
+    let _: () = redis
+        .query(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub"))
+        .await
+        .unwrap();
+}
+
 /// The Redis server's time, in µs.
 async fn server_micros(redis: &Redis) -> u64 {
     let (secs, micros): (u64, u64) = redis.query(&redis::cmd("TIME")).await.unwrap();
@@ -284,10 +311,10 @@ async fn a_write_waits_for_each_member_until_it_acknowledges_or_its_lease_ends()
     aged_clock(&server, &prefix).await;
     let (redis, a) = replica(&server, &prefix);
     mirrored(&a).await;
-    let members = redis.key("gen", "{g}:members");
+    let members_key = redis.key("gen", "{g}:members");
     let zadd = |member: &str, end: u64| {
         let mut cmd = redis::cmd("ZADD");
-        cmd.arg(&members).arg(end).arg(member);
+        cmd.arg(&members_key).arg(end).arg(member);
         cmd
     };
 
@@ -332,15 +359,7 @@ async fn a_write_waits_for_each_member_until_it_acknowledges_or_its_lease_ends()
         took >= Duration::from_millis(150) && took < Duration::from_millis(1900),
         "{took:?}: not the acknowledgement (150 ms) but the lease cap (2 s)"
     );
-    let members: Vec<String> = redis
-        .query(
-            redis::cmd("ZRANGE")
-                .arg(redis.key("gen", "{g}:members"))
-                .arg(0)
-                .arg(-1),
-        )
-        .await
-        .unwrap();
+    let members = members(&redis).await;
     assert!(members.contains(&a.member_id().to_owned()), "{members:?}");
 }
 
@@ -356,10 +375,7 @@ async fn a_replica_that_loses_its_subscription_trusts_nothing_it_held_before() {
     let writer = RedisGenerations::without_mirror(redis.clone(), Duration::from_secs(60));
     mirrored(&a).await;
     let before = a.snapshot(&keys(&["p1|*", "p9|*"])).await.unwrap();
-    let _: () = redis
-        .query(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub"))
-        .await
-        .unwrap();
+    kill_subscriptions(&redis).await;
     let started = Instant::now();
     writer.stamp(&keys(&["p1|*"])).await.unwrap();
     let took = started.elapsed();
@@ -388,11 +404,7 @@ async fn a_replica_stops_answering_from_its_mirror_when_redis_goes_and_resumes_a
     mirrored(&a).await;
     let before = a.snapshot(&keys(&["p1|*"])).await.unwrap();
     server.stop();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while a.mirrored() {
-        assert!(Instant::now() < deadline, "still answering from the mirror");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    unmirrored(&a).await;
     assert!(a.snapshot(&keys(&["p1|*"])).await.is_err());
     server.restart();
     mirrored(&a).await;
@@ -430,15 +442,7 @@ async fn a_replica_that_leaves_is_not_waited_for() {
     );
     // It stays out: no heartbeat puts it back.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let members: Vec<String> = redis
-        .query(
-            redis::cmd("ZRANGE")
-                .arg(redis.key("gen", "{g}:members"))
-                .arg(0)
-                .arg(-1),
-        )
-        .await
-        .unwrap();
+    let members = members(&redis).await;
     assert!(!members.contains(&b.member_id().to_owned()), "{members:?}");
     assert!(members.contains(&a.member_id().to_owned()), "{members:?}");
     assert!(!b.mirrored());
@@ -469,18 +473,8 @@ async fn a_clock_that_went_back_never_hands_out_a_generation_older_than_the_repl
         .query(redis::cmd("DEL").arg([redis.key("gen", "{g}:s:"), "p1|*".to_owned()].concat()))
         .await
         .unwrap();
-    let _: () = redis
-        .query(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub"))
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while a.mirrored() {
-        assert!(
-            Instant::now() < deadline,
-            "the lost subscription goes unnoticed"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    kill_subscriptions(&redis).await;
+    unmirrored(&a).await;
     mirrored(&a).await;
     // What an entry fetched now is stamped with.
     let after = a.snapshot(&keys(&["p1|*"])).await.unwrap();
