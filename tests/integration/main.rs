@@ -13,6 +13,7 @@ mod proxies;
 mod replicas;
 mod smart;
 mod smart_facade;
+mod streaming;
 mod support;
 mod upstream;
 mod web;

@@ -125,6 +125,14 @@ impl TestApp {
         Self::spawn_in_front_of(self.sandbox.clone(), |config, _| tweak(config)).await
     }
 
+    /// [`TestApp::spawn_replica`] whose upstream may be changed too.
+    pub async fn spawn_beside(
+        &self,
+        tweak: impl FnOnce(&mut Config, &mut portico_upstream::ResolvedUpstreamConfig),
+    ) -> TestApp {
+        Self::spawn_in_front_of(self.sandbox.clone(), tweak).await
+    }
+
     async fn spawn_in_front_of(
         sandbox: Arc<Sandbox>,
         tweak: impl FnOnce(&mut Config, &mut portico_upstream::ResolvedUpstreamConfig),

@@ -1,8 +1,9 @@
 //! Hot paths of the access core: SMART scope parsing and matching (every request), the
 //! compartment verification of a 100-entry searchset Bundle (every search answer
 //! leaving the gateway, cached or not), and the facade's whole step from the EHR's bytes
-//! to the answer's bytes, by the tree verifier and by the entry-by-entry one, on
-//! Bundles of about 10 kB, 100 kB and 1 MB.
+//! to the answer's bytes, by the tree verifier, by the entry-by-entry one and by the
+//! streamed one (the text arriving in pieces), on Bundles of about 10 kB, 100 kB and
+//! 1 MB.
 //!
 //! `cargo bench -p portico-access --bench access -- --warm-up-time 1 --measurement-time 2`
 
@@ -11,6 +12,7 @@ use std::hint::black_box;
 use bytes::Bytes;
 use chrono::NaiveDate;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use portico_access::bundle_stream::{BundleStream, Finished, Piece, Writer};
 use portico_access::scopes::Context;
 use portico_access::{ClaimNames, Interaction, Policy, Principal, ScopeSet};
 use portico_sandbox::generator::{GeneratorConfig, generate};
@@ -133,12 +135,20 @@ fn bytes_to_bytes(c: &mut Criterion) {
             .expect("JSON");
         assert_eq!(bytes.report, tree_report);
         assert!(tree_report.removed > 0 && tree_report.kept > 0);
+        let streamed_text = streamed(&policy, &who, &text);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&streamed_text).expect("JSON"),
+            serde_json::from_slice::<Value>(&bytes.to_json()).expect("JSON")
+        );
         group.bench_function(format!("tree_{name}"), |b| {
             b.iter(|| {
                 let mut bundle: Value = serde_json::from_slice(black_box(&text)).expect("JSON");
                 policy.verify_bundle(&who, &mut bundle);
                 black_box(serde_json::to_vec(&bundle).expect("a tree serializes"))
             })
+        });
+        group.bench_function(format!("streamed_{name}"), |b| {
+            b.iter(|| black_box(streamed(&policy, &who, black_box(&text))))
         });
         group.bench_function(format!("entrywise_{name}"), |b| {
             b.iter(|| {
@@ -150,6 +160,32 @@ fn bytes_to_bytes(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// The streamed check on `text` arriving in pieces of 16 KiB (what the EHR's socket
+/// hands over at a time), written out piece by piece as an answer would be.
+fn streamed(policy: &Policy, who: &Principal, text: &[u8]) -> Vec<u8> {
+    let mut stream = BundleStream::new();
+    let mut pieces = Vec::new();
+    let mut writer = Writer::default();
+    let mut out = Vec::with_capacity(text.len());
+    for chunk in text.chunks(16 * 1024) {
+        stream.push(policy, who, chunk, &mut pieces).expect("JSON");
+        for piece in pieces.drain(..) {
+            match piece {
+                Piece::Head(head) => out.extend(Writer::head(&head)),
+                Piece::Entry(entry) => {
+                    out.extend_from_slice(writer.before_entry());
+                    out.extend_from_slice(&entry);
+                }
+            }
+        }
+    }
+    match stream.finish(policy, who).expect("JSON") {
+        Finished::Tail { members, .. } => out.extend(Writer::tail(&members)),
+        Finished::Whole(verified) => out = verified.to_json(),
+    }
+    out
 }
 
 /// Checking that an answer is complete JSON, as the upstream client does before anything

@@ -37,8 +37,8 @@ use portico_fhir::scan::{ScanError, Scanner};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::Principal;
-use crate::policy::{Policy, VerifyReport, correct_total, counts_as_match, is_searchset};
+use crate::policy::{Grants, Policy, VerifyReport, correct_total, counts_as_match, is_searchset};
+use crate::{Denial, Principal};
 
 /// A Bundle verified by [`Policy::verify_bundle_bytes`]: the members other than `entry`
 /// as a tree (for the caller to rewrite links in), and the kept entries as text.
@@ -58,6 +58,27 @@ enum KeptEntry {
     /// Kept as it came: a span of the body.
     Span(std::ops::Range<usize>),
     /// Written from the checked tree (its text repeated a key).
+    Written(String),
+}
+
+/// What checking a Bundle's entries needs besides each entry and the principal's
+/// grants, and what it counted.
+#[derive(Debug)]
+struct EntryCheck {
+    /// Whether a scope of the principal filters (its filters read more members).
+    filtered: bool,
+    searchset: bool,
+    /// The members the check reads, by resource type.
+    read_by_check: HashMap<String, Vec<String>>,
+    report: VerifyReport,
+    /// Kept entries that count in a corrected `total`.
+    matches: usize,
+}
+
+/// A kept entry: its text as it came, or written from the tree that was checked (its
+/// text repeated a key).
+enum Kept<'t> {
+    AsItCame(&'t str),
     Written(String),
 }
 
@@ -136,7 +157,8 @@ impl Policy {
         if portico_fhir::json::resource_type(&head) != Some("Bundle") {
             return self.whole_tree(principal, &body);
         }
-        let mut report = VerifyReport::default();
+        let grants = self.grants(principal);
+        let mut check = self.entry_check(principal, is_searchset(&head));
         let raw_entries = match scanned.entry {
             None => None,
             Some(EntryField::Null) => {
@@ -147,59 +169,82 @@ impl Policy {
             Some(EntryField::Entries(entries)) => Some(entries),
             Some(EntryField::Other) => {
                 // Not an array: it cannot be verified entry by entry, and goes.
-                report.removed += 1;
+                check.report.removed += 1;
                 None
             }
         };
-        let grants = self.grants(principal);
-        let filtered = principal
-            .scopes
-            .resource_scopes()
-            .iter()
-            .any(|scope| scope.filter.is_some());
-        let searchset = is_searchset(&head);
-        let mut matches = 0;
         let entries = match raw_entries {
             None => None,
             Some(raw_entries) => {
                 let mut kept = Vec::with_capacity(raw_entries.len());
-                let mut read_by_check = HashMap::new();
-                for raw in raw_entries {
-                    let projected = match &raw.parts {
-                        Some(parts) => self.project_entry(parts, filtered, &mut read_by_check)?,
-                        None => None,
-                    };
-                    let (entry, exact) = match projected {
-                        Some(projected) => (projected, true),
-                        None => {
-                            let (entry, repeated) = parse_noting_repeats(raw.text)?;
-                            (entry, !repeated)
+                for raw in &raw_entries {
+                    match self.check_entry(&grants, &mut check, raw)? {
+                        None => {}
+                        Some(Kept::AsItCame(text)) => {
+                            kept.push(KeptEntry::Span(span_of(&body, text)))
                         }
-                    };
-                    if !self.keeps_entry(&grants, searchset, &entry) {
-                        report.removed += 1;
-                        continue;
+                        Some(Kept::Written(text)) => kept.push(KeptEntry::Written(text)),
                     }
-                    report.kept += 1;
-                    if counts_as_match(&entry) {
-                        matches += 1;
-                    }
-                    kept.push(if exact {
-                        KeptEntry::Span(span_of(&body, raw.text))
-                    } else {
-                        KeptEntry::Written(serde_json::to_string(&entry)?)
-                    });
                 }
                 Some(kept)
             }
         };
-        correct_total(&mut head, &grants, report, |_| matches);
+        correct_total(&mut head, &grants, check.report, |_| check.matches);
         Ok(VerifiedBytes {
             head,
             entries,
             body,
-            report,
+            report: check.report,
         })
+    }
+
+    /// What checking the entries of one Bundle needs, set up once.
+    fn entry_check(&self, principal: &Principal, searchset: bool) -> EntryCheck {
+        EntryCheck {
+            filtered: principal
+                .scopes
+                .resource_scopes()
+                .iter()
+                .any(|scope| scope.filter.is_some()),
+            searchset,
+            read_by_check: HashMap::new(),
+            report: VerifyReport::default(),
+            matches: 0,
+        }
+    }
+
+    /// Checks one entry with the tree verifier's decision, counted in `check`: `None`
+    /// when it goes, otherwise how it is written out.
+    fn check_entry<'t>(
+        &self,
+        grants: &Result<Grants<'_>, Denial>,
+        check: &mut EntryCheck,
+        raw: &ScannedEntry<'t>,
+    ) -> Result<Option<Kept<'t>>, serde_json::Error> {
+        let projected = match &raw.parts {
+            Some(parts) => self.project_entry(parts, check.filtered, &mut check.read_by_check)?,
+            None => None,
+        };
+        let (entry, exact) = match projected {
+            Some(projected) => (projected, true),
+            None => {
+                let (entry, repeated) = parse_noting_repeats(raw.text)?;
+                (entry, !repeated)
+            }
+        };
+        if !self.keeps_entry(grants, check.searchset, &entry) {
+            check.report.removed += 1;
+            return Ok(None);
+        }
+        check.report.kept += 1;
+        if counts_as_match(&entry) {
+            check.matches += 1;
+        }
+        Ok(Some(if exact {
+            Kept::AsItCame(raw.text)
+        } else {
+            Kept::Written(serde_json::to_string(&entry)?)
+        }))
     }
 
     /// What the check reads of one entry: `search`, and the members of `resource` it
@@ -432,52 +477,56 @@ fn scan_bundle(body: &[u8]) -> Result<Option<Scanned<'_>>, ScanError> {
 
 /// The entries of the array at the scanner.
 fn scan_entries<'a>(s: &mut Scanner<'a>) -> Result<Vec<ScannedEntry<'a>>, ScanError> {
-    let text = s.text();
     let mut entries = Vec::new();
     s.enter_array()?;
     while s.next_element()? {
-        if s.peek() != Some(b'{') {
-            let span = s.skip_value()?;
-            entries.push(ScannedEntry {
-                text: &text[span],
-                parts: None,
-            });
-            continue;
-        }
-        let start = s.offset();
-        let mut parts = Some(EntryParts {
-            search: None,
-            resource: None,
-            repeats: false,
-        });
-        let mut keys: Vec<Cow<'a, str>> = Vec::new();
-        s.enter_object()?;
-        while let Some(key) = s.next_key()? {
-            match (&*key, &mut parts) {
-                ("search", Some(parts)) => parts.search = Some(&text[s.skip_value()?]),
-                ("resource", Some(p)) if s.peek() == Some(b'{') => {
-                    p.resource = Some(scan_members(s)?);
-                }
-                ("resource", _) => {
-                    // Not an object: the entry is parsed whole.
-                    s.skip_value()?;
-                    parts = None;
-                }
-                _ => {
-                    s.skip_value()?;
-                }
-            }
-            if let Some(parts) = &mut parts {
-                parts.repeats |= keys.contains(&key);
-            }
-            keys.push(key);
-        }
-        entries.push(ScannedEntry {
-            text: &text[start..s.offset()],
-            parts,
-        });
+        entries.push(scan_entry(s)?);
     }
     Ok(entries)
+}
+
+/// The entry at the scanner: its text, and its parts when it is an object.
+fn scan_entry<'a>(s: &mut Scanner<'a>) -> Result<ScannedEntry<'a>, ScanError> {
+    let text = s.text();
+    if s.peek() != Some(b'{') {
+        let span = s.skip_value()?;
+        return Ok(ScannedEntry {
+            text: &text[span],
+            parts: None,
+        });
+    }
+    let start = s.offset();
+    let mut parts = Some(EntryParts {
+        search: None,
+        resource: None,
+        repeats: false,
+    });
+    let mut keys: Vec<Cow<'a, str>> = Vec::new();
+    s.enter_object()?;
+    while let Some(key) = s.next_key()? {
+        match (&*key, &mut parts) {
+            ("search", Some(parts)) => parts.search = Some(&text[s.skip_value()?]),
+            ("resource", Some(p)) if s.peek() == Some(b'{') => {
+                p.resource = Some(scan_members(s)?);
+            }
+            ("resource", _) => {
+                // Not an object: the entry is parsed whole.
+                s.skip_value()?;
+                parts = None;
+            }
+            _ => {
+                s.skip_value()?;
+            }
+        }
+        if let Some(parts) = &mut parts {
+            parts.repeats |= keys.contains(&key);
+        }
+        keys.push(key);
+    }
+    Ok(ScannedEntry {
+        text: &text[start..s.offset()],
+        parts,
+    })
 }
 
 /// The members of the object at the scanner, each value as its text.
@@ -493,5 +542,6 @@ fn scan_members<'a>(s: &mut Scanner<'a>) -> Result<Members<'a>, ScanError> {
 }
 
 pub mod splice;
+pub mod stream;
 #[cfg(test)]
 mod tests;

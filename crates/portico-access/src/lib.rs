@@ -13,7 +13,8 @@
 //!   decides every access of that principal, before the request goes upstream and again
 //!   on everything that comes back:
 //!   [`Policy::check_read`], [`Policy::narrow_search`], [`Policy::verify_bundle`] (and
-//!   [`Policy::verify_bundle_bytes`], the same check entry by entry on a Bundle's bytes),
+//!   [`Policy::verify_bundle_bytes`], the same check entry by entry on a Bundle's bytes,
+//!   and [`bundle_stream::BundleStream`], that check made as the bytes arrive),
 //!   [`Policy::check_write`] / [`Policy::authorize_write`].
 //! - Each decision can be written as an [`audit::AuditRecord`] to an [`audit::AuditSink`].
 //!
@@ -54,6 +55,7 @@ mod write;
 
 pub use bundle_bytes::VerifiedBytes;
 pub use bundle_bytes::splice::Spliced;
+pub use bundle_bytes::stream as bundle_stream;
 pub use delegation::{AccessLevel, DelegationRules, Label, ProxyGrant};
 pub use policy::{
     Denial, DenialReason, ExtraLink, Policy, REFERENCE_DATA_TYPES, SECURITY_TYPES, VerifyReport,

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use moka::future::Cache;
 use moka::notification::RemovalCause;
-use portico_upstream::{Derived, FhirRequest, FhirResponse, FhirUpstream, UpstreamError};
+use portico_upstream::{Answer, Derived, FhirRequest, FhirResponse, FhirUpstream, UpstreamError};
 use tokio::time::Instant;
 
 use crate::body::Packed;
@@ -548,5 +548,18 @@ impl<U: FhirUpstream> FhirUpstream for CachedUpstream<U> {
                 self.inner.execute(request).await
             }
         }
+    }
+
+    /// Partial only where nothing is kept: with the cache off, and for reads it does
+    /// not keep. What it keeps, it reads whole.
+    async fn execute_partial(&self, request: FhirRequest) -> Result<Answer, UpstreamError> {
+        if !self.config.enabled {
+            return self.inner.execute_partial(request).await;
+        }
+        if request.is_read() && plan(&request, &self.config).is_none() {
+            bump(&self.counters.bypasses);
+            return self.inner.execute_partial(request).await;
+        }
+        self.execute(request).await.map(Answer::Whole)
     }
 }

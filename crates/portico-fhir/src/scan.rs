@@ -64,6 +64,14 @@ impl<'a> Scanner<'a> {
         })
     }
 
+    /// A scanner at the start of `bytes`, a value that a larger text holds inside
+    /// `outer` containers: the depth limit counts them, as it would in the whole text.
+    pub fn nested(bytes: &'a [u8], outer: usize) -> Result<Scanner<'a>, ScanError> {
+        let mut scanner = Scanner::new(bytes)?;
+        scanner.depth = outer;
+        Ok(scanner)
+    }
+
     /// The whole text.
     pub fn text(&self) -> &'a str {
         self.text

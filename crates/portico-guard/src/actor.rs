@@ -89,6 +89,11 @@ impl Actor {
         &self.principal
     }
 
+    /// The principal, for what outlives the request's borrow of the actor.
+    pub fn principal_shared(&self) -> Arc<Principal> {
+        Arc::clone(&self.principal)
+    }
+
     pub(crate) fn partition(&self) -> &CachePartition {
         &self.partition
     }

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use portico_access::{Interaction, VerifiedBytes, VerifyReport};
-use portico_upstream::{FhirRequest, FhirResponse, UpstreamError};
+use portico_upstream::{Answer, BodyRest, FhirRequest, FhirResponse, UpstreamError};
 use serde_json::Value;
 
 use crate::audit::Outcome;
@@ -15,11 +15,13 @@ use crate::{GuardError, Session};
 /// [`Session::verify`] and [`Session::verify_kept`] turn it into content.
 #[derive(Debug)]
 pub struct Unchecked {
-    response: FhirResponse,
-    interaction: Interaction,
-    rt: String,
+    pub(crate) response: FhirResponse,
+    /// The rest of the body of an answer read in part ([`Session::stream_bundle`]).
+    pub(crate) rest: Option<BodyRest>,
+    pub(crate) interaction: Interaction,
+    pub(crate) rt: String,
     /// The resource whose history this is, for the audit record.
-    id: Option<String>,
+    pub(crate) id: Option<String>,
     /// The search as it was sent, after narrowing (empty for pages and operations).
     narrowed: Vec<(String, String)>,
     /// An operation's answer: may be empty, a `Parameters` or a bare resource, and is
@@ -35,6 +37,12 @@ impl Unchecked {
 
     pub fn meta(&self) -> Meta {
         Meta::of(&self.response)
+    }
+
+    /// Whether the EHR's answer is still arriving: only [`Session::stream_bundle`]
+    /// reads such an answer whole.
+    pub fn is_partial(&self) -> bool {
+        self.rest.is_some()
     }
 }
 
@@ -56,6 +64,16 @@ impl Session<'_> {
         rt: &str,
         params: &[(String, String)],
     ) -> Result<Unchecked, GuardError> {
+        self.search_reading(rt, params, false).await
+    }
+
+    /// [`Session::search`]; with `partial`, the answer may be read as it arrives.
+    pub(crate) async fn search_reading(
+        &self,
+        rt: &str,
+        params: &[(String, String)],
+        partial: bool,
+    ) -> Result<Unchecked, GuardError> {
         let narrowed = match self
             .policy()
             .narrow_search(self.actor.principal(), rt, params)
@@ -67,7 +85,7 @@ impl Session<'_> {
         };
         let request = FhirRequest::search(rt, narrowed.clone());
         let mut unchecked = self
-            .send_for_bundle(Interaction::Search, rt, None, request)
+            .send_for_bundle(Interaction::Search, rt, None, request, partial)
             .await?;
         unchecked.narrowed = narrowed;
         Ok(unchecked)
@@ -77,8 +95,14 @@ impl Session<'_> {
     /// client follows only links under the EHR's base). `rt` names the search for the
     /// audit record.
     pub async fn next_page(&self, rt: &str, url: &str) -> Result<Unchecked, GuardError> {
-        self.send_for_bundle(Interaction::Search, rt, None, FhirRequest::search_page(url))
-            .await
+        self.send_for_bundle(
+            Interaction::Search,
+            rt,
+            None,
+            FhirRequest::search_page(url),
+            false,
+        )
+        .await
     }
 
     /// The history of `rt/id`. The current version decides first: a foreign resource's
@@ -95,6 +119,7 @@ impl Session<'_> {
             rt,
             Some(id),
             FhirRequest::history(rt, id, params),
+            false,
         )
         .await
     }
@@ -113,21 +138,34 @@ impl Session<'_> {
     ) -> Result<Unchecked, GuardError> {
         let request =
             FhirRequest::operation(Some(rt), None, name, Bytes::from(parameters.to_string()));
-        let mut unchecked = self.send_for_bundle(interaction, rt, None, request).await?;
+        let mut unchecked = self
+            .send_for_bundle(interaction, rt, None, request, false)
+            .await?;
         unchecked.operation = true;
         Ok(unchecked)
     }
 
-    async fn send_for_bundle(
+    pub(crate) async fn send_for_bundle(
         &self,
         interaction: Interaction,
         rt: &str,
         id: Option<&str>,
         request: FhirRequest,
+        partial: bool,
     ) -> Result<Unchecked, GuardError> {
-        match self.execute(request).await {
-            Ok(response) => Ok(Unchecked {
+        let answer = if partial {
+            self.execute_partial(request).await
+        } else {
+            self.execute(request).await.map(Answer::Whole)
+        };
+        let answer = answer.map(|answer| match answer {
+            Answer::Whole(response) => (response, None),
+            Answer::Partial(response, rest) => (response, Some(rest)),
+        });
+        match answer {
+            Ok((response, rest)) => Ok(Unchecked {
                 response,
+                rest,
                 interaction,
                 rt: rt.to_owned(),
                 id: id.map(str::to_owned),
@@ -292,7 +330,7 @@ impl Session<'_> {
     }
 
     /// An answer that cannot be read: recorded as failed, and the error to return.
-    async fn malformed(&self, unchecked: &Unchecked, e: UpstreamError) -> GuardError {
+    pub(crate) async fn malformed(&self, unchecked: &Unchecked, e: UpstreamError) -> GuardError {
         self.note(
             unchecked.interaction,
             &unchecked.rt,

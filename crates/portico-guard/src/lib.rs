@@ -34,6 +34,7 @@ mod audit;
 mod bundle;
 pub mod delegation;
 pub mod error;
+pub mod flow;
 mod read;
 pub mod slot;
 mod write;
@@ -42,7 +43,7 @@ use std::sync::Arc;
 
 use portico_access::Policy;
 use portico_access::audit::AuditSink;
-use portico_upstream::{FhirRequest, FhirResponse, FhirUpstream, UpstreamError};
+use portico_upstream::{Answer, FhirRequest, FhirResponse, FhirUpstream, UpstreamError};
 
 pub use actor::Actor;
 pub use bundle::{EVERYTHING_TYPES, Unchecked, Verified, operation_result_bundle};
@@ -156,6 +157,14 @@ impl<'a> Session<'a> {
             .inner
             .upstream
             .execute(self.prepare(request))
+            .await
+    }
+
+    async fn execute_partial(&self, request: FhirRequest) -> Result<Answer, UpstreamError> {
+        self.guard
+            .inner
+            .upstream
+            .execute_partial(self.prepare(request))
             .await
     }
 }

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, header};
 use portico_fhir::reference::is_valid_id;
 use portico_fhir::scan::{ScanError, Scanner};
@@ -28,6 +28,7 @@ use crate::auth::TokenProvider;
 use crate::capabilities::{Capabilities, CapabilitySummary};
 use crate::config::{ConfigError, ResolvedAuth, ResolvedUpstreamConfig, UpstreamConfig};
 use crate::error::UpstreamError;
+use crate::partial::{Answer, BodyRest, WHOLE_UP_TO};
 use crate::request::{FhirRequest, Interaction};
 use crate::response::{FhirResponse, parse_etag_version, parse_location};
 use crate::secret::SecretString;
@@ -457,6 +458,27 @@ impl FhirClient {
     }
 
     async fn send(&self, request: FhirRequest) -> Result<FhirResponse, UpstreamError> {
+        match self.send_reading(request, false).await? {
+            Answer::Whole(response) => Ok(response),
+            // Not asked for: read the rest too.
+            Answer::Partial(mut response, mut rest) => {
+                let mut body = BytesMut::from(&response.body[..]);
+                while let Some(piece) = rest.next().await {
+                    body.extend_from_slice(&piece?);
+                }
+                response.body = body.freeze();
+                Ok(response)
+            }
+        }
+    }
+
+    /// Sends the request and reads its answer: whole, or with `partial` and a body
+    /// longer than [`WHOLE_UP_TO`], in part ([`crate::partial`]).
+    async fn send_reading(
+        &self,
+        request: FhirRequest,
+        partial: bool,
+    ) -> Result<Answer, UpstreamError> {
         let (method, url, body) = self.plan(&request.interaction)?;
         let mut headers = self.headers(&request)?;
         if let Some((_, content_type)) = &body {
@@ -481,17 +503,33 @@ impl FhirClient {
                 request.interaction,
                 Interaction::Read { .. } | Interaction::VRead { .. }
             );
-        let result = self
-            .exchange(builder, conditional)
-            .await
-            .and_then(|response| check_answer(&request.interaction, response));
+        let result = match self.exchange(builder, conditional).await {
+            Err(e) => Err(e),
+            Ok((response, None)) => check_answer(&request.interaction, response).map(Answer::Whole),
+            Ok((mut response, Some(mut rest))) => {
+                let read = if partial { WHOLE_UP_TO } else { usize::MAX };
+                match read_up_to(&mut rest, read).await {
+                    Err(e) => Err(e),
+                    Ok((first, ended)) => {
+                        response.body = first;
+                        if ended {
+                            check_answer(&request.interaction, response).map(Answer::Whole)
+                        } else {
+                            check_content_type(&response)
+                                .map(|()| Answer::Partial(response, body_rest(rest)))
+                        }
+                    }
+                }
+            }
+        };
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let resource_type = request.resource_type().unwrap_or("");
         match &result {
-            Ok(response) => tracing::debug!(
+            Ok(Answer::Whole(response) | Answer::Partial(response, _)) => tracing::debug!(
                 interaction = request.kind(),
                 resource_type,
                 status = response.status,
+                partial = matches!(result, Ok(Answer::Partial(..))),
                 elapsed_ms,
                 "upstream request"
             ),
@@ -513,13 +551,15 @@ impl FhirClient {
         result
     }
 
-    /// Sends the request; with `conditional` (an `If-None-Match` read) a `304` is a
-    /// response with an empty body rather than a protocol error.
+    /// Sends the request and reads the answer's status and headers. An error status is
+    /// the error (its body read for an OperationOutcome); a `304` to a conditional read
+    /// (`conditional`: an `If-None-Match` read) is an answer with no body rather than a
+    /// protocol error; otherwise the answer without its body, and the body to read.
     async fn exchange(
         &self,
         builder: reqwest::RequestBuilder,
         conditional: bool,
-    ) -> Result<FhirResponse, UpstreamError> {
+    ) -> Result<(FhirResponse, Option<reqwest::Response>), UpstreamError> {
         let response = builder.send().await.map_err(UpstreamError::from_reqwest)?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
@@ -534,7 +574,7 @@ impl FhirClient {
             if let Some(etag) = text(header::ETAG) {
                 not_modified = not_modified.with_etag(etag);
             }
-            return Ok(not_modified);
+            return Ok((not_modified, None));
         }
         if !(200..300).contains(&status) {
             // The body only serves to recover an OperationOutcome: if it cannot be read,
@@ -547,10 +587,6 @@ impl FhirClient {
                 text(header::RETRY_AFTER).as_deref(),
             ));
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(UpstreamError::from_reqwest)?;
         let etag = text(header::ETAG);
         let location = text(header::LOCATION).or_else(|| text(header::CONTENT_LOCATION));
         let version_id = etag.as_deref().and_then(parse_etag_version).or_else(|| {
@@ -559,9 +595,9 @@ impl FhirClient {
                 .and_then(parse_location)
                 .and_then(|r| r.version)
         });
-        Ok(FhirResponse {
+        let answer = FhirResponse {
             status,
-            body,
+            body: Bytes::new(),
             etag,
             version_id,
             location,
@@ -569,14 +605,80 @@ impl FhirClient {
             content_type: text(header::CONTENT_TYPE),
             stale_age: None,
             derived: None,
-        })
+        };
+        Ok((answer, Some(response)))
     }
+}
+
+/// Reads a body until it ends or `limit` bytes have come: what came, and whether the
+/// body ended.
+async fn read_up_to(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<(Bytes, bool), UpstreamError> {
+    let first = response
+        .chunk()
+        .await
+        .map_err(UpstreamError::from_reqwest)?;
+    let Some(first) = first else {
+        return Ok((Bytes::new(), true));
+    };
+    // Most bodies come in one piece: keep it without a copy.
+    let mut more = match response
+        .chunk()
+        .await
+        .map_err(UpstreamError::from_reqwest)?
+    {
+        None => return Ok((first, true)),
+        Some(second) => {
+            let mut body = BytesMut::with_capacity(first.len() + second.len());
+            body.extend_from_slice(&first);
+            body.extend_from_slice(&second);
+            body
+        }
+    };
+    while more.len() < limit {
+        match response
+            .chunk()
+            .await
+            .map_err(UpstreamError::from_reqwest)?
+        {
+            None => return Ok((more.freeze(), true)),
+            Some(piece) => more.extend_from_slice(&piece),
+        }
+    }
+    Ok((more.freeze(), false))
+}
+
+/// The rest of a body as it arrives; it ends at its first error.
+fn body_rest(response: reqwest::Response) -> BodyRest {
+    BodyRest::new(futures::stream::unfold(
+        Some(response),
+        |response| async move {
+            let mut response = response?;
+            match response.chunk().await {
+                Ok(Some(piece)) => Some((Ok(piece), Some(response))),
+                Ok(None) => None,
+                Err(e) => Some((Err(UpstreamError::from_reqwest(e)), None)),
+            }
+        },
+    ))
 }
 
 #[async_trait::async_trait]
 impl FhirUpstream for FhirClient {
     async fn execute(&self, request: FhirRequest) -> Result<FhirResponse, UpstreamError> {
         self.send(request).await
+    }
+
+    /// Reads partially only searches and their pages: the answers the streamed Bundle
+    /// check reads.
+    async fn execute_partial(&self, request: FhirRequest) -> Result<Answer, UpstreamError> {
+        let partial = matches!(
+            request.interaction,
+            Interaction::Search { .. } | Interaction::SearchPage { .. }
+        );
+        self.send_reading(request, partial).await
     }
 }
 
@@ -607,17 +709,7 @@ fn check_answer(
     if response.is_not_modified() {
         return Ok(response);
     }
-    if let Some(content_type) = response.content_type.as_deref() {
-        let media = content_type.split(';').next().unwrap_or_default().trim();
-        let json = media.eq_ignore_ascii_case("application/fhir+json")
-            || media.eq_ignore_ascii_case("application/json")
-            || media.eq_ignore_ascii_case("application/json+fhir");
-        if !json {
-            return Err(UpstreamError::MalformedBody {
-                detail: "the answer is not FHIR JSON".to_owned(),
-            });
-        }
-    }
+    check_content_type(&response)?;
     let resource_type =
         resource_type_of(&response.body).map_err(|e| UpstreamError::MalformedBody {
             detail: format!("the answer is not complete JSON ({e})"),
@@ -632,6 +724,22 @@ fn check_answer(
             ),
         }),
     }
+}
+
+/// A JSON content type when the answer names one.
+fn check_content_type(response: &FhirResponse) -> Result<(), UpstreamError> {
+    if let Some(content_type) = response.content_type.as_deref() {
+        let media = content_type.split(';').next().unwrap_or_default().trim();
+        let json = media.eq_ignore_ascii_case("application/fhir+json")
+            || media.eq_ignore_ascii_case("application/json")
+            || media.eq_ignore_ascii_case("application/json+fhir");
+        if !json {
+            return Err(UpstreamError::MalformedBody {
+                detail: "the answer is not FHIR JSON".to_owned(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The `resourceType` of a JSON object's text, read with one pass of the scanner, which

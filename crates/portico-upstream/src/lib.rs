@@ -18,7 +18,7 @@
 //!
 //! Modules: [`config`] (TOML shape, secret resolution), [`auth`] (token cache and
 //! refresh), [`request`]/[`response`] (the port's data), [`client`] (reqwest),
-//! [`error`], [`capabilities`] (CapabilityStatement summary), [`resilience`] and
+//! [`partial`] (answers read as they arrive), [`error`], [`capabilities`] (CapabilityStatement summary), [`resilience`] and
 //! [`breaker`] (the resilience decorator), [`duration`] (durations in configuration).
 
 pub mod auth;
@@ -28,6 +28,7 @@ pub mod client;
 pub mod config;
 pub mod duration;
 pub mod error;
+pub mod partial;
 pub mod request;
 pub mod resilience;
 pub mod response;
@@ -47,6 +48,7 @@ pub use config::{
     UpstreamAuthConfig, UpstreamConfig,
 };
 pub use error::UpstreamError;
+pub use partial::{Answer, BodyRest};
 pub use request::{CachePartition, FhirRequest, Interaction, ReturnPreference};
 pub use resilience::{ResilienceConfig, ResilienceStats, Resilient};
 pub use response::{Derived, FhirResponse};
@@ -60,11 +62,23 @@ pub use secret::SecretString;
 pub trait FhirUpstream: Send + Sync + std::fmt::Debug {
     /// Performs one interaction. A 2xx is `Ok`; anything else is a classified error.
     async fn execute(&self, request: FhirRequest) -> Result<FhirResponse, UpstreamError>;
+
+    /// [`FhirUpstream::execute`] for a reader that takes a long answer's body as it
+    /// arrives ([`partial`]). Only the client reads partially; a decorator that needs
+    /// whole answers (the cache, for what it keeps) answers whole, and so does this
+    /// default.
+    async fn execute_partial(&self, request: FhirRequest) -> Result<Answer, UpstreamError> {
+        self.execute(request).await.map(Answer::Whole)
+    }
 }
 
 #[async_trait::async_trait]
 impl<T: FhirUpstream + ?Sized> FhirUpstream for Arc<T> {
     async fn execute(&self, request: FhirRequest) -> Result<FhirResponse, UpstreamError> {
         (**self).execute(request).await
+    }
+
+    async fn execute_partial(&self, request: FhirRequest) -> Result<Answer, UpstreamError> {
+        (**self).execute_partial(request).await
     }
 }

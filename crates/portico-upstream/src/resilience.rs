@@ -25,6 +25,7 @@
 //!   `retry_budget_max`: a failing EHR sees at most about 20 % extra load, not 3×;
 //! - all waiting is on tokio's clock, so tests pause and advance time.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ use tokio::time::Instant;
 use crate::FhirUpstream;
 use crate::breaker::{BreakerState, CircuitBreaker};
 use crate::error::UpstreamError;
+use crate::partial::Answer;
 use crate::request::FhirRequest;
 use crate::response::FhirResponse;
 
@@ -281,7 +283,11 @@ impl<U: FhirUpstream> Resilient<U> {
         Ok(())
     }
 
-    async fn attempt(&self, request: &FhirRequest) -> Result<FhirResponse, UpstreamError> {
+    async fn attempt<T, F, Fut>(&self, request: &FhirRequest, call: &F) -> Result<T, UpstreamError>
+    where
+        F: Fn(FhirRequest) -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
         self.wait_for_rate_limit().await?;
         let permit = self.breaker.try_acquire().map_err(|retry_after| {
             bump(&self.counters.breaker_rejections);
@@ -300,7 +306,7 @@ impl<U: FhirUpstream> Resilient<U> {
                 }
             }
         };
-        let result = self.inner.execute(request.clone()).await;
+        let result = call(request.clone()).await;
         if let Err(UpstreamError::MalformedBody { .. }) = &result {
             bump(&self.counters.malformed_answers);
         }
@@ -318,12 +324,34 @@ impl<U: FhirUpstream> Resilient<U> {
 #[async_trait::async_trait]
 impl<U: FhirUpstream> FhirUpstream for Resilient<U> {
     async fn execute(&self, request: FhirRequest) -> Result<FhirResponse, UpstreamError> {
+        self.with_retries(request, |r| self.inner.execute(r)).await
+    }
+
+    /// Retried like [`FhirUpstream::execute`] until an answer has begun: a partial
+    /// answer's rest is never retried.
+    async fn execute_partial(&self, request: FhirRequest) -> Result<Answer, UpstreamError> {
+        self.with_retries(request, |r| self.inner.execute_partial(r))
+            .await
+    }
+}
+
+impl<U: FhirUpstream> Resilient<U> {
+    /// Runs `call` for `request` under the breaker and the limits, retrying reads.
+    async fn with_retries<T, F, Fut>(
+        &self,
+        request: FhirRequest,
+        call: F,
+    ) -> Result<T, UpstreamError>
+    where
+        F: Fn(FhirRequest) -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
         bump(&self.counters.requests);
         self.budget.lock().deposit(Instant::now());
         let may_retry = request.is_read();
         let mut attempts = 0u32;
         loop {
-            let error = match self.attempt(&request).await {
+            let error = match self.attempt(&request, &call).await {
                 Ok(response) => return Ok(response),
                 Err(error) => error,
             };

@@ -15,9 +15,9 @@ use crate::delegation::{ACT_CODE, AccessLevel, Label, ProxyGrant};
 use crate::principal::ClaimNames;
 use crate::{ExtraLink, Policy, Principal};
 
-const BASE: &str = "https://ehr/fhir";
+pub(super) const BASE: &str = "https://ehr/fhir";
 
-fn patient(scope: &str) -> Principal {
+pub(super) fn patient(scope: &str) -> Principal {
     Principal::from_claims(
         json!({"sub": "u1", "patient": "pat-1", "scope": scope})
             .as_object()
@@ -49,7 +49,7 @@ fn parent() -> Principal {
 /// The gateway's policies: R4's compartment alone, and with extra links of the kinds it
 /// configures (a type outside R4's compartment, an extension, and one more element of a
 /// type R4 already links).
-fn policies() -> Vec<Policy> {
+pub(super) fn policies() -> Vec<Policy> {
     vec![
         Policy::new(BASE),
         Policy::new(BASE)
@@ -69,7 +69,7 @@ fn policies() -> Vec<Policy> {
 
 const PAYER_EXTENSION: &str = "https://portico.example/fhir/StructureDefinition/patient";
 
-fn principals() -> Vec<Principal> {
+pub(super) fn principals() -> Vec<Principal> {
     vec![
         patient("patient/*.rs"),
         patient("patient/Observation.rs patient/Patient.rs"),
@@ -211,7 +211,7 @@ fn entry() -> impl Strategy<Value = Value> {
         })
 }
 
-fn bundle() -> impl Strategy<Value = Value> {
+pub(super) fn bundle() -> impl Strategy<Value = Value> {
     (
         proptest::collection::vec(entry(), 0..12),
         prop_oneof![Just("searchset"), Just("history"), Just("collection")],
@@ -292,9 +292,16 @@ fn repeated_keys_inside_a_resource_agree_with_the_tree() {
 #[test]
 fn odd_texts_agree_with_the_tree() {
     let policy = Policy::new(BASE);
+    for text in odd_texts() {
+        assert_same(&policy, &text);
+    }
+}
+
+/// Texts no EHR should send, each a trap for a verifier that reads less than a parser.
+pub(super) fn odd_texts() -> Vec<String> {
     let own = r#"{"resource":{"resourceType":"Observation","id":"o","subject":{"reference":"Patient/pat-1"}}}"#;
     let other = r#"{"resource":{"resourceType":"Observation","id":"x","subject":{"reference":"Patient/pat-12"}}}"#;
-    for text in [
+    vec![
         format!(r#"{{"resourceType":"Bundle","type":"searchset","entry":[{own},{other}]}}"#),
         // `entry` given twice: the last wins, as in a tree.
         format!(
@@ -327,9 +334,7 @@ fn odd_texts_agree_with_the_tree() {
         String::new(),
         // A string holding braces, colons and escaped quotes inside an entry.
         r#"{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Observation","id":"q","subject":{"reference":"Patient/pat-1"},"note":[{"text":"a: \"}{\" \\"}]}}]}"#.to_owned(),
-    ] {
-        assert_same(&policy, &text);
-    }
+    ]
 }
 
 #[test]

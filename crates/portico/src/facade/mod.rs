@@ -20,6 +20,7 @@ pub mod cursor;
 mod read;
 mod render;
 mod search;
+mod stream;
 mod write;
 
 use axum::Router;

@@ -1,7 +1,7 @@
 //! The facade's answers: FHIR JSON with the EHR's base URL rewritten to the gateway's,
 //! the headers FHIR gives meaning to, paging links as signed cursors.
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use portico_guard::{Meta, Written, WrittenBody};
@@ -50,7 +50,17 @@ pub(super) fn fhir_bytes_response(
     text: Bytes,
     meta: Option<&Meta>,
 ) -> Response {
-    let mut response = (status, text).into_response();
+    fhir_body_response(state, status, Body::from(text), meta)
+}
+
+/// A FHIR JSON response from a rendered body, whole or still being written.
+pub(super) fn fhir_body_response(
+    state: &AppState,
+    status: StatusCode,
+    body: Body,
+    meta: Option<&Meta>,
+) -> Response {
+    let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

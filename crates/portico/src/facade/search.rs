@@ -1,5 +1,6 @@
 //! Searches (`GET [type]?…`, `POST [type]/_search`), the gateway's paging cursors
-//! (`/_page`), and the Bundle answer every search, page and history shares.
+//! (`/_page`), and the Bundle answer every search, page and history shares (written
+//! as it arrives when the EHR's answer is long: [`super::stream`]).
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -8,6 +9,7 @@ use portico_access::{Denial, DenialReason, Interaction};
 use portico_guard::{Reply, Reuse, Session, Unchecked, encode_query};
 
 use super::render::{fhir_bytes_response, kept_body, render_json, rewrite_links};
+use super::stream::streamed_answer;
 use super::{FhirResult, MAX_COUNT, actor, bad_request, checked_type, cursor};
 use crate::authn::Authenticated;
 use crate::error::{ApiError, FhirError};
@@ -83,7 +85,7 @@ async fn run_search(
     check_count(&params)?;
     let actor = actor(&state, &auth);
     let session = state.guard().session(&actor);
-    let unchecked = session.search(&rt, &params).await?;
+    let unchecked = session.search_streamed(&rt, &params).await?;
     let self_link = format!(
         "{}/{rt}?{}",
         state.fhir_base(),
@@ -122,7 +124,7 @@ pub(super) async fn page(
             });
         }
     };
-    let unchecked = session.next_page("Bundle", &url).await?;
+    let unchecked = session.next_page_streamed("Bundle", &url).await?;
     bundle_answer(&state, session, unchecked, None).await
 }
 
@@ -136,6 +138,9 @@ pub(super) async fn bundle_answer(
     unchecked: Unchecked,
     self_link: Option<String>,
 ) -> FhirResult {
+    if unchecked.is_partial() {
+        return streamed_answer(state, session, unchecked, self_link).await;
+    }
     let expires = state.cursor_expiry();
     // The gateway's base starts every self link: the key names the rest (marked, so
     // that no two links, nor a link and none, share a key).

@@ -1,0 +1,224 @@
+//! Bundles verified as they arrive: a search answer longer than the upstream client
+//! reads whole ([`portico_upstream::partial`]) is checked entry by entry while its body
+//! comes ([`portico_access::bundle_stream`]), and handed on a piece at a time.
+//!
+//! What leaves is what the buffered path would hand out: the entries the principal
+//! may see, each whole and checked before any byte of it leaves. What differs is when
+//! a failure is known. An answer that breaks before its entries begin is an upstream
+//! error like any other. One that breaks after (the EHR cuts the connection, sends text
+//! that is not JSON, or gives a member again after the entries) cannot be answered with
+//! an error any more: the caller must cut its own answer off, so that its client sees a
+//! broken answer, never a wrong whole one.
+//!
+//! The audit record is written before the first piece leaves (nothing is handed out
+//! that was not recorded). It cannot carry the number of entries removed, known only
+//! at the end: that number is logged then, without anything about the patient.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use portico_access::bundle_stream::{BundleStream, Finished, Piece, StreamError};
+use portico_access::{Interaction, Policy, Principal, VerifiedBytes, VerifyReport};
+use portico_upstream::{BodyRest, FhirRequest, UpstreamError};
+use serde_json::{Map, Value};
+
+use crate::audit::Outcome;
+use crate::bundle::Unchecked;
+use crate::slot::Meta;
+use crate::{GuardError, Session};
+
+/// A Bundle answer checked as it arrives, or whole.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one a request, moved once: a box would cost an allocation for nothing"
+)]
+pub enum Streamed {
+    /// Verified whole: the answer ended before its entries could be streamed, or it is
+    /// not one whose entries can be (see [`portico_access::bundle_stream`]).
+    Whole(VerifiedBytes, Meta),
+    /// Recorded, and flowing.
+    Flowing(Flow),
+}
+
+/// What a [`Flow`] gives next.
+#[derive(Debug)]
+pub enum Flowed {
+    /// The head (first) or a kept entry.
+    Piece(Piece),
+    /// The members after the entries, `total` as corrected: the Bundle's end.
+    End(Map<String, Value>),
+}
+
+/// Why a flowing answer stopped: its caller must cut its own answer off.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    #[error("the EHR's answer broke off: {0}")]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Bundle(#[from] StreamError),
+}
+
+/// A Bundle flowing from the EHR through the check: see the module docs.
+#[derive(Debug)]
+pub struct Flow {
+    pub meta: Meta,
+    ready: VecDeque<Piece>,
+    /// `None` once the Bundle has ended.
+    stream: Option<BundleStream>,
+    rest: BodyRest,
+    policy: Policy,
+    principal: Arc<Principal>,
+    /// What the record names, for the count logged at the end.
+    interaction: Interaction,
+}
+
+impl Flow {
+    /// The next piece, then the Bundle's end, then `None`. After an error, nothing
+    /// more comes.
+    pub async fn next(&mut self) -> Result<Option<Flowed>, FlowError> {
+        loop {
+            if let Some(piece) = self.ready.pop_front() {
+                return Ok(Some(Flowed::Piece(piece)));
+            }
+            let Some(stream) = self.stream.as_mut() else {
+                return Ok(None);
+            };
+            let result = match self.rest.next().await {
+                Some(Ok(bytes)) => {
+                    let mut out = Vec::new();
+                    let pushed = stream.push(&self.policy, &self.principal, &bytes, &mut out);
+                    self.ready.extend(out);
+                    pushed
+                }
+                Some(Err(e)) => {
+                    self.stream = None;
+                    return Err(e.into());
+                }
+                None => {
+                    let Some(stream) = self.stream.take() else {
+                        return Ok(None);
+                    };
+                    return match stream.finish(&self.policy, &self.principal)? {
+                        Finished::Tail { members, report } => {
+                            self.ended(report);
+                            Ok(Some(Flowed::End(members)))
+                        }
+                        // Only a stream that never started ends whole, and a flow
+                        // starts before it is handed out.
+                        Finished::Whole(_) => Err(StreamError::Incomplete.into()),
+                    };
+                }
+            };
+            if let Err(e) = result {
+                self.stream = None;
+                return Err(e.into());
+            }
+        }
+    }
+
+    fn ended(&self, report: VerifyReport) {
+        tracing::debug!(
+            interaction = ?self.interaction,
+            kept = report.kept,
+            removed = report.removed,
+            "streamed Bundle verified"
+        );
+    }
+}
+
+impl Session<'_> {
+    /// A search whose answer may be read as it arrives ([`Session::stream_bundle`]).
+    pub async fn search_streamed(
+        &self,
+        rt: &str,
+        params: &[(String, String)],
+    ) -> Result<Unchecked, GuardError> {
+        self.search_reading(rt, params, true).await
+    }
+
+    /// [`Session::next_page`] whose answer may be read as it arrives.
+    pub async fn next_page_streamed(&self, rt: &str, url: &str) -> Result<Unchecked, GuardError> {
+        self.send_for_bundle(
+            Interaction::Search,
+            rt,
+            None,
+            FhirRequest::search_page(url),
+            true,
+        )
+        .await
+    }
+
+    /// Verifies a Bundle answer: as it arrives when the EHR's answer was read in part
+    /// (recorded before anything of it is handed out), otherwise whole, like
+    /// [`Session::verify_bytes`].
+    pub async fn stream_bundle(&self, mut unchecked: Unchecked) -> Result<Streamed, GuardError> {
+        let Some(mut rest) = unchecked.rest.take() else {
+            let (verified, meta) = self.verify_bytes(unchecked).await?;
+            return Ok(Streamed::Whole(verified, meta));
+        };
+        let meta = Meta::of(&unchecked.response);
+        let policy = self.policy();
+        let principal = self.actor.principal();
+        let mut stream = BundleStream::new();
+        let mut ready = Vec::new();
+        let mut pushed = stream.push(policy, principal, &unchecked.response.body, &mut ready);
+        while pushed.is_ok() && !stream.started() {
+            pushed = match rest.next().await {
+                Some(Ok(bytes)) => stream.push(policy, principal, &bytes, &mut ready),
+                Some(Err(e)) => return Err(self.malformed(&unchecked, e).await),
+                None => break,
+            };
+        }
+        if !stream.started() {
+            // The whole body came without the entries beginning (or it could not be
+            // read): verified whole.
+            let verified = match pushed.and_then(|()| stream.finish(policy, principal)) {
+                Ok(Finished::Whole(verified)) => verified,
+                // Only a stream whose entries began ends with a tail.
+                Ok(Finished::Tail { .. }) => {
+                    return Err(self
+                        .malformed(&unchecked, broken(StreamError::Incomplete))
+                        .await);
+                }
+                Err(e) => return Err(self.malformed(&unchecked, broken(e)).await),
+            };
+            self.audit(
+                unchecked.interaction,
+                &unchecked.rt,
+                unchecked.id.as_deref(),
+                Outcome::allowed(meta.status, verified.report.removed),
+            )
+            .await?;
+            return Ok(Streamed::Whole(verified, meta));
+        }
+        if let Err(e) = pushed {
+            return Err(self.malformed(&unchecked, broken(e)).await);
+        }
+        // Recorded before the first piece leaves; the count of removed entries is
+        // not known yet.
+        self.audit(
+            unchecked.interaction,
+            &unchecked.rt,
+            unchecked.id.as_deref(),
+            Outcome::allowed(meta.status, 0),
+        )
+        .await?;
+        Ok(Streamed::Flowing(Flow {
+            meta,
+            ready: ready.into(),
+            stream: Some(stream),
+            rest,
+            policy: policy.clone(),
+            principal: self.actor.principal_shared(),
+            interaction: unchecked.interaction,
+        }))
+    }
+}
+
+/// A Bundle that cannot be read, as an upstream fault.
+fn broken(e: StreamError) -> UpstreamError {
+    UpstreamError::MalformedBody {
+        detail: e.to_string(),
+    }
+}
