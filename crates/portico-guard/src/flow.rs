@@ -14,7 +14,6 @@
 //! that was not recorded). It cannot carry the number of entries removed, known only
 //! at the end: that number is logged then, without anything about the patient.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use portico_access::bundle_stream::{BundleStream, Finished, Piece, StreamError};
@@ -41,7 +40,7 @@ pub enum Streamed {
     Flowing(Flow),
 }
 
-/// What a [`Flow`] gives next.
+/// What a [`Flow`] gives, in order.
 #[derive(Debug)]
 pub enum Flowed {
     /// The head (first) or a kept entry.
@@ -63,7 +62,7 @@ pub enum FlowError {
 #[derive(Debug)]
 pub struct Flow {
     pub meta: Meta,
-    ready: VecDeque<Piece>,
+    ready: Vec<Piece>,
     /// `None` once the Bundle has ended.
     stream: Option<BundleStream>,
     rest: BodyRest,
@@ -74,22 +73,25 @@ pub struct Flow {
 }
 
 impl Flow {
-    /// The next piece, then the Bundle's end, then `None`. After an error, nothing
-    /// more comes.
-    pub async fn next(&mut self) -> Result<Option<Flowed>, FlowError> {
+    /// What can be handed on next: the pieces checked from the next part of the body
+    /// that completed any (the head first), then the Bundle's end, then `None`. After an
+    /// error, nothing more comes.
+    pub async fn next(&mut self) -> Result<Option<Vec<Flowed>>, FlowError> {
         loop {
-            if let Some(piece) = self.ready.pop_front() {
-                return Ok(Some(Flowed::Piece(piece)));
+            if !self.ready.is_empty() {
+                return Ok(Some(self.ready.drain(..).map(Flowed::Piece).collect()));
             }
             let Some(stream) = self.stream.as_mut() else {
                 return Ok(None);
             };
-            let result = match self.rest.next().await {
+            match self.rest.next().await {
                 Some(Ok(bytes)) => {
-                    let mut out = Vec::new();
-                    let pushed = stream.push(&self.policy, &self.principal, &bytes, &mut out);
-                    self.ready.extend(out);
-                    pushed
+                    if let Err(e) =
+                        stream.push(&self.policy, &self.principal, &bytes, &mut self.ready)
+                    {
+                        self.stream = None;
+                        return Err(e.into());
+                    }
                 }
                 Some(Err(e)) => {
                     self.stream = None;
@@ -102,17 +104,13 @@ impl Flow {
                     return match stream.finish(&self.policy, &self.principal)? {
                         Finished::Tail { members, report } => {
                             self.ended(report);
-                            Ok(Some(Flowed::End(members)))
+                            Ok(Some(vec![Flowed::End(members)]))
                         }
                         // Only a stream that never started ends whole, and a flow
                         // starts before it is handed out.
                         Finished::Whole(_) => Err(StreamError::Incomplete.into()),
                     };
                 }
-            };
-            if let Err(e) = result {
-                self.stream = None;
-                return Err(e.into());
             }
         }
     }
@@ -206,7 +204,7 @@ impl Session<'_> {
         .await?;
         Ok(Streamed::Flowing(Flow {
             meta,
-            ready: ready.into(),
+            ready,
             stream: Some(stream),
             rest,
             policy: policy.clone(),

@@ -9,10 +9,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderName, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::http::HeaderName;
+use axum::middleware;
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use portico_access::{ExtraLink, Policy, TokenVerifier, VerifierConfig};
 use portico_cache::CachedUpstream;
 use portico_upstream::{FhirClient, Resilient, ResolvedAuth, ResolvedUpstreamConfig};
@@ -22,13 +22,11 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::audit::AuditTrail;
 use crate::authn::HttpKeySource;
 use crate::config::Config;
-use crate::error::ApiError;
 use crate::facade::cursor::CursorKey;
 pub use crate::state::AppState;
 use crate::state::Inner;
@@ -254,7 +252,14 @@ impl App {
         let grace = self.shutdown_grace;
         let state = self.state;
         let audit = state.audit_trail().clone();
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+        // No Nagle delay: a streamed answer's pieces are separate writes, and its last
+        // one would otherwise wait for the client's delayed acknowledgement.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY could not be set");
+            }
+        });
+        let serve = axum::serve(listener, self.router).with_graceful_shutdown(async move {
             shutdown.await;
             // Other replicas' writes stop waiting for this one's cache (requests still in
             // flight here ask Redis instead).
@@ -300,15 +305,15 @@ pub fn router(state: AppState) -> Router {
                 }),
         )
         .layer(PropagateRequestIdLayer::new(request_id))
-        // Every error in the API's format, whoever produced it (see `edge`).
-        .layer(middleware::from_fn(crate::edge::uniform_errors))
-        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, server.request_timeout()))
-        // Bodies read whole and bounded; an oversized one is drained, then refused (413).
+        // Bodies read whole and bounded (an oversized one is drained, then refused: 413),
+        // the time limit (504), and every error in the API's format, whoever produced it.
         .layer(middleware::from_fn_with_state(
-            crate::edge::BodyLimit(server.body_limit_bytes),
-            crate::edge::bounded_body,
-        ))
-        .layer(middleware::from_fn(log_errors));
+            crate::edge::Edge {
+                body_limit: server.body_limit_bytes,
+                timeout: server.request_timeout(),
+            },
+            crate::edge::edge,
+        ));
 
     let routes = Router::new()
         .route("/healthz", get(crate::probes::healthz))
@@ -319,7 +324,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", crate::portal::router(&state));
     // The patient portal's pages (and the fallback: their 404 page, or a plain one).
     crate::web::mount(routes, &state)
-        // Bodies are bounded once, by `edge::bounded_body` (the configured limit).
+        // Bodies are bounded once, by `edge` (the configured limit).
         .layer(axum::extract::DefaultBodyLimit::disable())
         // Inside the router, so the matched route template is known (see `metrics`).
         .layer(middleware::from_fn_with_state(
@@ -366,20 +371,6 @@ pub fn redact_path(path: &str) -> String {
         }
     }
     if out.is_empty() { "/".to_owned() } else { out }
-}
-
-/// Logs every error response once, from the [`ApiError`] the renderer left in the
-/// response extensions (status and code only: never bodies).
-async fn log_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    if let Some(e) = response.extensions().get::<ApiError>() {
-        if e.status.is_server_error() {
-            tracing::warn!(status = e.status.as_u16(), code = e.code, "request failed");
-        } else {
-            tracing::debug!(status = e.status.as_u16(), code = e.code, "request refused");
-        }
-    }
-    response
 }
 
 #[cfg(test)]

@@ -1,15 +1,19 @@
-//! The gateway's outer edge: request bodies read whole and bounded before any handler
-//! runs, and every error in the API's format.
+//! The gateway's outer edge, one middleware ([`edge`]): request bodies read whole and
+//! bounded before any handler runs, the request's time limit, server errors logged, and
+//! every error in the API's format. One layer, not one per concern: each `from_fn`
+//! layer costs every request a clone of the routes behind it and a boxed future.
 //!
-//! - **Bounded bodies** ([`bounded_body`]): a body over `server.body_limit_bytes` —
+//! - **Bounded bodies** (`bounded`): a body over `server.body_limit_bytes` —
 //!   declared by `Content-Length` or found while reading a chunked one — is answered
 //!   413 in the API's format *after the rest of it has been read and discarded* (up to
 //!   [`DRAIN_MAX_BYTES`] within [`DRAIN_MAX_TIME`]), so that a client still sending
 //!   gets a status it can read instead of a reset connection. Handlers receive a body
 //!   already in memory.
-//! - **Uniform errors** ([`uniform_errors`]): an error response that did not come
+//! - **A time limit**: a request that takes longer than `server.request_timeout` is
+//!   dropped and answered 504.
+//! - **Uniform errors** (`uniform`): an error response that did not come
 //!   through the gateway's renderers (axum's own 404/405/413/415 and extractor
-//!   rejections, the timeout layer's 504) is rendered again in the format of its
+//!   rejections, the time limit's 504) is rendered again in the format of its
 //!   surface: an OperationOutcome under `/fhir`, problem+json with a stable `code` under
 //!   `/api/v1` and `/auth`.
 
@@ -58,16 +62,38 @@ fn render(surface: Surface, error: ApiError) -> Response {
     }
 }
 
-/// The body limit, as middleware state.
+/// The edge's settings, as middleware state.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
+pub struct Edge {
+    /// The largest request body read, in bytes.
+    pub body_limit: usize,
+    /// The longest a request may take.
+    pub timeout: Duration,
+}
 
-/// Reads the request body whole, up to the limit; see the module docs.
-pub async fn bounded_body(
-    State(BodyLimit(limit)): State<BodyLimit>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// The gateway's edge; see the module docs.
+pub async fn edge(State(edge): State<Edge>, request: Request, next: Next) -> Response {
+    let surface = surface(request.uri().path());
+    let response = tokio::time::timeout(edge.timeout, bounded(edge.body_limit, request, next))
+        .await
+        .unwrap_or_else(|_| StatusCode::GATEWAY_TIMEOUT.into_response());
+    log_errors(&response);
+    uniform(surface, response)
+}
+
+/// Logs an answered error: failures as warnings, refusals at debug level.
+fn log_errors(response: &Response) {
+    if let Some(e) = response.extensions().get::<ApiError>() {
+        if e.status.is_server_error() {
+            tracing::warn!(status = e.status.as_u16(), code = e.code, "request failed");
+        } else {
+            tracing::debug!(status = e.status.as_u16(), code = e.code, "request refused");
+        }
+    }
+}
+
+/// Reads the request body whole, up to `limit`, then runs the rest; see the module docs.
+async fn bounded(limit: usize, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
     if body.size_hint().exact() == Some(0) {
         return next.run(Request::from_parts(parts, body)).await;
@@ -126,9 +152,7 @@ async fn drain(mut stream: axum::body::BodyDataStream, already: usize) {
 
 /// Renders error responses that bypassed the gateway's renderers in the format of their
 /// surface; see the module docs.
-pub async fn uniform_errors(request: Request, next: Next) -> Response {
-    let surface = surface(request.uri().path());
-    let response = next.run(request).await;
+fn uniform(surface: Surface, response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error())
         || surface == Surface::Other

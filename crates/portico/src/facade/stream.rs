@@ -71,36 +71,50 @@ struct Writing {
 
 type Next = Option<(Result<Bytes, std::io::Error>, Option<Writing>)>;
 
-/// The next bytes of the answer; an error cuts it off.
+/// About how much of the answer one piece of the response body holds: each piece is a
+/// write to the client's socket.
+const PIECE: usize = 32 * 1024;
+
+/// The next bytes of the answer: what the next parts of the EHR's body completed, about
+/// [`PIECE`] of it. An error cuts the answer off (what was pending with it).
 async fn next_bytes(writing: Option<Writing>) -> Next {
     let mut w = writing?;
-    let bytes = match w.flow.next().await {
-        Ok(Some(Flowed::Piece(Piece::Head(head)))) => {
-            w.head_links = head.contains_key("link");
-            let head = if w.head_links { w.links(head) } else { head };
-            render_json(&w.state, Writer::head(&head))
+    let mut text = Vec::with_capacity(PIECE + PIECE / 2);
+    while text.len() < PIECE {
+        let flowed = match w.flow.next().await {
+            Ok(Some(flowed)) => flowed,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "a streamed answer broke off; cutting it");
+                return Some((Err(std::io::Error::other(e)), None));
+            }
+        };
+        for flowed in flowed {
+            match flowed {
+                Flowed::Piece(Piece::Head(head)) => {
+                    w.head_links = head.contains_key("link");
+                    let head = if w.head_links { w.links(head) } else { head };
+                    text.extend(Writer::head(&head));
+                }
+                Flowed::Piece(Piece::Entry(entry)) => {
+                    text.extend_from_slice(w.writer.before_entry());
+                    text.extend_from_slice(&entry);
+                }
+                Flowed::End(members) => {
+                    let members = if w.head_links {
+                        members
+                    } else {
+                        w.links(members)
+                    };
+                    text.extend(Writer::tail(&members));
+                }
+            }
         }
-        Ok(Some(Flowed::Piece(Piece::Entry(entry)))) => {
-            let mut text = Vec::with_capacity(entry.len() + 1);
-            text.extend_from_slice(w.writer.before_entry());
-            text.extend_from_slice(&entry);
-            render_json(&w.state, text)
-        }
-        Ok(Some(Flowed::End(members))) => {
-            let members = if w.head_links {
-                members
-            } else {
-                w.links(members)
-            };
-            render_json(&w.state, Writer::tail(&members))
-        }
-        Ok(None) => return None,
-        Err(e) => {
-            tracing::warn!(error = %e, "a streamed answer broke off; cutting it");
-            return Some((Err(std::io::Error::other(e)), None));
-        }
-    };
-    Some((Ok(bytes), Some(w)))
+    }
+    if text.is_empty() {
+        return None;
+    }
+    Some((Ok(render_json(&w.state, text)), Some(w)))
 }
 
 impl Writing {
