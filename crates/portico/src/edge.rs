@@ -198,7 +198,70 @@ fn uniform(surface: Surface, response: Response) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use axum::Router;
+    use axum::routing::{get, post};
+    use tower::ServiceExt as _;
+
     use super::*;
+
+    /// Routes behind the edge: one that answers after `slow`, one that echoes its body's
+    /// length.
+    fn app() -> Router {
+        let slow = || async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            "late"
+        };
+        let echo = |body: Bytes| async move { body.len().to_string() };
+        Router::new()
+            .route("/fhir/slow", get(slow))
+            .route("/api/v1/slow", get(slow))
+            .route("/fhir/echo", post(echo))
+            .layer(axum::middleware::from_fn_with_state(
+                Edge {
+                    body_limit: 16,
+                    timeout: Duration::from_millis(50),
+                },
+                edge,
+            ))
+    }
+
+    async fn call(method: &str, path: &str, body: &'static str) -> (StatusCode, String) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::from(body))
+            .unwrap();
+        let response = app().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn the_edge_bounds_bodies_times_out_and_speaks_each_surfaces_format() {
+        // Within the limit, the handler gets the body whole.
+        assert_eq!(
+            call("POST", "/fhir/echo", "0123456789").await,
+            (StatusCode::OK, "10".into())
+        );
+        // Over it: 413, as an OperationOutcome under /fhir.
+        let (status, body) = call("POST", "/fhir/echo", "0123456789abcdefXYZ").await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(body.contains("OperationOutcome"), "{body}");
+        // Past the time limit: 504 in the surface's format.
+        let (status, body) = call("GET", "/fhir/slow", "").await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(body.contains("OperationOutcome"), "{body}");
+        let (status, body) = call("GET", "/api/v1/slow", "").await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(body.contains("\"code\":\"gateway_timeout\""), "{body}");
+        // axum's own refusals too.
+        let (status, body) = call("DELETE", "/fhir/echo", "").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(body.contains("OperationOutcome"), "{body}");
+    }
 
     #[test]
     fn surfaces_are_told_by_whole_path_segments() {
