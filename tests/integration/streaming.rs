@@ -243,3 +243,33 @@ async fn an_answer_that_breaks_off_before_its_entries_is_an_upstream_error() {
     let outcome: Value = res.json().await.unwrap();
     assert_eq!(outcome["resourceType"], "OperationOutcome");
 }
+
+#[tokio::test]
+async fn a_long_answer_that_is_not_a_bundle_is_an_upstream_error() {
+    let mock = MockServer::start().await;
+    let outcome = format!(
+        r#"{{"resourceType":"OperationOutcome","issue":[{}]}}"#,
+        vec![r#"{"severity":"warning","code":"informational","diagnostics":"busy"}"#; 2000]
+            .join(",")
+    );
+    assert!(outcome.len() > portico_upstream::partial::WHOLE_UP_TO);
+    Mock::given(method("GET"))
+        .and(path("/fhir/Observation"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_raw(outcome.into_bytes(), "application/fhir+json"),
+        )
+        .mount(&mock)
+        .await;
+    let app = gateway(&format!("{}/fhir", mock.uri()), false).await;
+    let token = app.patient_token("pat-1", SCOPES);
+    let res = app
+        .http
+        .get(app.url("/fhir/Observation?code=x"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    // As the buffered client refuses a search answered with something else than a
+    // Bundle: not an empty result.
+    assert_eq!(res.status(), 502);
+}

@@ -172,6 +172,13 @@ impl Session<'_> {
             // The whole body came without the entries beginning (or it could not be
             // read): verified whole.
             let verified = match pushed.and_then(|()| stream.finish(policy, principal)) {
+                // Not a Bundle: what the client refuses in an answer it reads whole.
+                Ok(Finished::Whole(verified)) if verified.report.replaced => {
+                    let e = UpstreamError::MalformedBody {
+                        detail: "expected a Bundle".to_owned(),
+                    };
+                    return Err(self.malformed(&unchecked, e).await);
+                }
                 Ok(Finished::Whole(verified)) => verified,
                 // Only a stream whose entries began ends with a tail.
                 Ok(Finished::Tail { .. }) => {

@@ -17,6 +17,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use sync_wrapper::SyncWrapper;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::{FhirResponse, UpstreamError};
 
@@ -36,18 +37,35 @@ pub enum Answer {
 /// The rest of an answer's body, in pieces as they arrive; an error ends it (the EHR
 /// stopped, timed out or cut the connection). `Sync` (it is only ever read through
 /// `&mut`), so that what holds it can be shared across an `await`.
-pub struct BodyRest(SyncWrapper<Pieces>);
+pub struct BodyRest {
+    pieces: SyncWrapper<Pieces>,
+    /// The upstream concurrency slot the answer holds until its body has ended.
+    slot: Option<OwnedSemaphorePermit>,
+}
 
 type Pieces = Pin<Box<dyn Stream<Item = Result<Bytes, UpstreamError>> + Send>>;
 
 impl BodyRest {
     pub fn new(pieces: impl Stream<Item = Result<Bytes, UpstreamError>> + Send + 'static) -> Self {
-        BodyRest(SyncWrapper::new(Box::pin(pieces)))
+        BodyRest {
+            pieces: SyncWrapper::new(Box::pin(pieces)),
+            slot: None,
+        }
+    }
+
+    /// The same rest, holding `slot` until the body has ended (or is dropped).
+    pub fn holding(mut self, slot: OwnedSemaphorePermit) -> Self {
+        self.slot = Some(slot);
+        self
     }
 
     /// The next piece; `None` when the body has ended.
     pub async fn next(&mut self) -> Option<Result<Bytes, UpstreamError>> {
-        self.0.get_mut().next().await
+        let next = self.pieces.get_mut().next().await;
+        if !matches!(next, Some(Ok(_))) {
+            self.slot = None;
+        }
+        next
     }
 }
 

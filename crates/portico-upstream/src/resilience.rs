@@ -26,13 +26,14 @@
 //! - all waiting is on tokio's clock, so tests pause and advance time.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use rand::Rng;
 use serde::Deserialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::FhirUpstream;
@@ -191,7 +192,7 @@ pub struct Resilient<U> {
     config: ResilienceConfig,
     breaker: CircuitBreaker,
     budget: Mutex<RetryBudget>,
-    limiter: Option<Semaphore>,
+    limiter: Option<Arc<Semaphore>>,
     /// Until when a `429`'s `Retry-After` holds requests back.
     hold_until: Mutex<Option<Instant>>,
     counters: Counters,
@@ -200,8 +201,11 @@ pub struct Resilient<U> {
 impl<U: FhirUpstream> Resilient<U> {
     /// Wraps `inner`.
     pub fn new(inner: U, config: ResilienceConfig) -> Resilient<U> {
-        let limiter = (config.max_concurrent > 0)
-            .then(|| Semaphore::new(config.max_concurrent.min(Semaphore::MAX_PERMITS)));
+        let limiter = (config.max_concurrent > 0).then(|| {
+            Arc::new(Semaphore::new(
+                config.max_concurrent.min(Semaphore::MAX_PERMITS),
+            ))
+        });
         Resilient {
             breaker: CircuitBreaker::new(
                 config.breaker_failure_threshold,
@@ -283,7 +287,13 @@ impl<U: FhirUpstream> Resilient<U> {
         Ok(())
     }
 
-    async fn attempt<T, F, Fut>(&self, request: &FhirRequest, call: &F) -> Result<T, UpstreamError>
+    /// One attempt under the breaker and the limits: what `call` answered, with the
+    /// concurrency slot it held (for a partial answer to keep while its body comes).
+    async fn attempt<T, F, Fut>(
+        &self,
+        request: &FhirRequest,
+        call: &F,
+    ) -> Result<(T, Option<OwnedSemaphorePermit>), UpstreamError>
     where
         F: Fn(FhirRequest) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
@@ -293,10 +303,11 @@ impl<U: FhirUpstream> Resilient<U> {
             bump(&self.counters.breaker_rejections);
             UpstreamError::CircuitOpen { retry_after }
         })?;
-        let _slot = match &self.limiter {
+        let slot = match &self.limiter {
             None => None,
             Some(semaphore) => {
-                match tokio::time::timeout(self.config.max_queue_wait, semaphore.acquire()).await {
+                let acquire = Arc::clone(semaphore).acquire_owned();
+                match tokio::time::timeout(self.config.max_queue_wait, acquire).await {
                     Ok(Ok(slot)) => Some(slot),
                     // Timed out waiting (or the semaphore was closed, which never happens).
                     Ok(Err(_)) | Err(_) => {
@@ -317,21 +328,33 @@ impl<U: FhirUpstream> Resilient<U> {
             self.hold(*delay);
         }
         permit.record(matches!(&result, Err(e) if e.is_outage()));
-        result
+        result.map(|answer| (answer, slot))
     }
 }
 
 #[async_trait::async_trait]
 impl<U: FhirUpstream> FhirUpstream for Resilient<U> {
     async fn execute(&self, request: FhirRequest) -> Result<FhirResponse, UpstreamError> {
-        self.with_retries(request, |r| self.inner.execute(r)).await
+        let (response, _slot) = self
+            .with_retries(request, |r| self.inner.execute(r))
+            .await?;
+        Ok(response)
     }
 
     /// Retried like [`FhirUpstream::execute`] until an answer has begun: a partial
-    /// answer's rest is never retried.
+    /// answer's rest is never retried, and it keeps its concurrency slot until its body
+    /// has ended. (The breaker counts the answer from its first part: a body that breaks
+    /// later is the caller's error to report, not an outage the breaker sees.)
     async fn execute_partial(&self, request: FhirRequest) -> Result<Answer, UpstreamError> {
-        self.with_retries(request, |r| self.inner.execute_partial(r))
-            .await
+        let (answer, slot) = self
+            .with_retries(request, |r| self.inner.execute_partial(r))
+            .await?;
+        Ok(match (answer, slot) {
+            (Answer::Partial(response, rest), Some(slot)) => {
+                Answer::Partial(response, rest.holding(slot))
+            }
+            (answer, _) => answer,
+        })
     }
 }
 
@@ -341,7 +364,7 @@ impl<U: FhirUpstream> Resilient<U> {
         &self,
         request: FhirRequest,
         call: F,
-    ) -> Result<T, UpstreamError>
+    ) -> Result<(T, Option<OwnedSemaphorePermit>), UpstreamError>
     where
         F: Fn(FhirRequest) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
@@ -620,6 +643,53 @@ mod tests {
         let results = futures_join3(&r).await;
         assert!(results.iter().all(Result::is_ok));
         assert_eq!(fake.max_in_flight.load(Ordering::SeqCst), 2);
+    }
+
+    /// An upstream whose every answer is partial: a first part, then a rest that ends
+    /// when the test says so.
+    #[derive(Debug)]
+    struct Partial {
+        rests: Mutex<
+            Vec<futures::channel::mpsc::UnboundedSender<Result<bytes::Bytes, UpstreamError>>>,
+        >,
+    }
+
+    #[async_trait::async_trait]
+    impl FhirUpstream for Partial {
+        async fn execute(&self, _: FhirRequest) -> Outcome {
+            ok()
+        }
+
+        async fn execute_partial(&self, _: FhirRequest) -> Result<Answer, UpstreamError> {
+            let (tx, rx) = futures::channel::mpsc::unbounded();
+            self.rests.lock().push(tx);
+            let first = FhirResponse::new(200, bytes::Bytes::from_static(b"{"));
+            Ok(Answer::Partial(first, crate::BodyRest::new(rx)))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_answer_holds_its_slot_until_its_body_ends() {
+        let upstream = Partial {
+            rests: Mutex::new(Vec::new()),
+        };
+        let cfg = ResilienceConfig {
+            max_concurrent: 1,
+            max_queue_wait: Duration::from_millis(100),
+            ..config()
+        };
+        let r = Resilient::new(upstream, cfg);
+        let search = || FhirRequest::search("Observation", Vec::<(String, String)>::new());
+        let Ok(Answer::Partial(_, mut rest)) = r.execute_partial(search()).await else {
+            panic!("not partial");
+        };
+        // Its body is still coming: the one slot is taken.
+        let e = r.execute_partial(search()).await.unwrap_err();
+        assert!(matches!(e, UpstreamError::Overloaded), "{e:?}");
+        // Once the body has ended, the slot is free again.
+        r.inner.rests.lock().clear();
+        assert!(rest.next().await.is_none());
+        assert!(r.execute_partial(search()).await.is_ok());
     }
 
     async fn futures_join3<U: FhirUpstream>(r: &Resilient<U>) -> Vec<Outcome> {

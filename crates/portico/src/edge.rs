@@ -9,8 +9,10 @@
 //!   [`DRAIN_MAX_BYTES`] within [`DRAIN_MAX_TIME`]), so that a client still sending
 //!   gets a status it can read instead of a reset connection. Handlers receive a body
 //!   already in memory.
-//! - **A time limit**: a request that takes longer than `server.request_timeout` is
-//!   dropped and answered 504.
+//! - **A time limit**: a request whose answer has not begun within
+//!   `server.request_timeout` is dropped and answered 504. (A long search answer written
+//!   as it arrives has begun: its body is bounded by the upstream client's timeout,
+//!   which runs until the EHR's body has been read.)
 //! - **Uniform errors** (`uniform`): an error response that did not come
 //!   through the gateway's renderers (axum's own 404/405/413/415 and extractor
 //!   rejections, the time limit's 504) is rendered again in the format of its

@@ -13,7 +13,8 @@
 //!
 //! A text that cannot be streamed this way is kept whole and verified at the end by
 //! [`Policy::verify_bundle_bytes`], exactly as before: not an object, `entry` before
-//! `resourceType` (or not an array), not a Bundle. So the stream agrees with the tree
+//! `resourceType` or `type` (which decides how each entry is checked), `entry` not an
+//! array, not a Bundle. So the stream agrees with the tree
 //! verifier wherever the buffered verifier does, with one exception on texts no EHR
 //! sends: a member given before the entries and again after them (a tree keeps the
 //! last, but the first was already written), and `resourceType`, `type` or `entry`
@@ -209,9 +210,17 @@ impl BundleStream {
         // does not hold.
         let grants = policy.grants(principal);
         // A step that needs more text than there is stays the step, for the next piece.
+        // Once the entries stream, nothing before `pos` is read again (a frame being read
+        // keeps its start): it goes, so that whitespace cannot pile up either.
         macro_rules! wait {
             ($step:expr) => {{
-                self.step = $step;
+                let step = $step;
+                if self.started()
+                    && !matches!(step, Step::KeyText(_) | Step::Member(..) | Step::Entry(_))
+                {
+                    self.drop_before(self.pos);
+                }
+                self.step = step;
                 return Ok(());
             }};
         }
@@ -258,8 +267,11 @@ impl BundleStream {
                         if self.started() {
                             return Err(StreamError::AfterEntries(key));
                         }
-                        let bundle =
-                            self.head.get("resourceType").and_then(Value::as_str) == Some("Bundle");
+                        // What decides each entry (`type`: a search's matches are
+                        // checked as searches, the rest as reads) must have come first.
+                        let bundle = self.head.get("resourceType").and_then(Value::as_str)
+                            == Some("Bundle")
+                            && self.head.contains_key("type");
                         if first == b'[' && bundle {
                             self.start(policy, principal, out);
                             Step::EntriesOpen

@@ -76,6 +76,9 @@ pub(super) fn principals() -> Vec<Principal> {
         patient("patient/Observation.rs?category=laboratory"),
         // `status` filters read the `status` element of the types that have one.
         patient("patient/Observation.rs?status=final patient/Task.rs?status=requested"),
+        // May read Observations but not search them: a search's matches and the rest
+        // of a Bundle are checked differently.
+        patient("patient/Patient.rs patient/Observation.r patient/Condition.s"),
         parent(),
     ]
 }

@@ -201,10 +201,18 @@ fn a_member_after_the_entries_that_would_change_them_cuts_the_answer_off() {
     let policy = Policy::new(BASE);
     let who = patient("patient/*.rs");
     for text in [
-        format!(r#"{{"resourceType":"Bundle","entry":[{OWN},{OTHER}],"entry":[]}}"#),
-        format!(r#"{{"resourceType":"Bundle","entry":[{OWN}],"resourceType":"Patient"}}"#),
-        format!(r#"{{"resourceType":"Bundle","entry":[{OWN}],"type":"searchset"}}"#),
-        format!(r#"{{"resourceType":"Bundle","link":[],"entry":[{OWN}],"link":[]}}"#),
+        format!(
+            r#"{{"resourceType":"Bundle","type":"collection","entry":[{OWN},{OTHER}],"entry":[]}}"#
+        ),
+        format!(
+            r#"{{"resourceType":"Bundle","type":"collection","entry":[{OWN}],"resourceType":"Patient"}}"#
+        ),
+        format!(
+            r#"{{"resourceType":"Bundle","type":"collection","entry":[{OWN}],"type":"searchset"}}"#
+        ),
+        format!(
+            r#"{{"resourceType":"Bundle","type":"collection","link":[],"entry":[{OWN}],"link":[]}}"#
+        ),
     ] {
         let Err((e, out)) = stream(&policy, &who, text.as_bytes(), &[]) else {
             panic!("streamed {text}");
@@ -215,8 +223,35 @@ fn a_member_after_the_entries_that_would_change_them_cuts_the_answer_off() {
         assert_all_allowed(&policy, &who, &out);
     }
     // `total` may come again: the last one is kept, as in a tree.
-    let text = format!(r#"{{"resourceType":"Bundle","total":5,"entry":[{OWN}],"total":1}}"#);
+    let text = format!(
+        r#"{{"resourceType":"Bundle","type":"searchset","total":5,"entry":[{OWN}],"total":1}}"#
+    );
     assert_agrees(&policy, &who, text.as_bytes(), &[]);
+}
+
+/// A principal who may read Observations but not search them: whether an entry is a
+/// search's match (checked as a search) or not (as a read) depends on the Bundle's
+/// `type`, so entries wait for it.
+#[test]
+fn entries_are_not_streamed_before_the_bundles_type_is_known() {
+    let policy = Policy::new(BASE);
+    let who = patient("patient/Patient.rs patient/Observation.r");
+    let own = r#"{"resource":{"resourceType":"Observation","id":"o","subject":{"reference":"Patient/pat-1"}},"search":{"mode":"match"}}"#;
+    let late = format!(r#"{{"resourceType":"Bundle","entry":[{own}],"type":"searchset"}}"#);
+    let mut s = BundleStream::new();
+    let mut out = Vec::new();
+    s.push(&policy, &who, late.as_bytes(), &mut out).unwrap();
+    assert!(out.is_empty(), "streamed before the type: {out:?}");
+    let Finished::Whole(verified) = s.finish(&policy, &who).unwrap() else {
+        panic!("streamed");
+    };
+    // As the tree decides: a search's match this principal may not search for.
+    assert_eq!((verified.report.kept, verified.report.removed), (0, 1));
+    for sizes in [&[][..], &[1], &[7]] {
+        assert_agrees(&policy, &who, late.as_bytes(), sizes);
+        let early = format!(r#"{{"resourceType":"Bundle","type":"searchset","entry":[{own}]}}"#);
+        assert_agrees(&policy, &who, early.as_bytes(), sizes);
+    }
 }
 
 #[test]
@@ -290,7 +325,7 @@ fn the_stream_holds_one_entry_not_the_bundle() {
     s.push(
         &policy,
         &who,
-        br#"{"resourceType":"Bundle","entry":["#,
+        br#"{"resourceType":"Bundle","type":"searchset","entry":["#,
         &mut out,
     )
     .unwrap();
@@ -300,6 +335,11 @@ fn the_stream_holds_one_entry_not_the_bundle() {
             .unwrap();
         assert!(s.buf.len() <= OWN.len() + 1, "holds {} bytes", s.buf.len());
         out.clear();
+    }
+    // Nor does whitespace between entries pile up.
+    for _ in 0..1000 {
+        s.push(&policy, &who, &[b' '; 1000], &mut out).unwrap();
+        assert!(s.buf.len() <= 1000, "holds {} bytes", s.buf.len());
     }
     s.push(&policy, &who, b"]}", &mut out).unwrap();
     assert_eq!(s.finish(&policy, &who).unwrap().report().kept, 1000);
