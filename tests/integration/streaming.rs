@@ -54,6 +54,17 @@ async fn gateway(base: &str, cache: bool) -> TestApp {
     TestApp::spawn_with(sandbox().await, in_front_of(base, cache)).await
 }
 
+/// pat-1's Observation search through `app`.
+async fn search(app: &TestApp) -> reqwest::Response {
+    let token = app.patient_token("pat-1", SCOPES);
+    app.http
+        .get(app.url("/fhir/Observation?code=x"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("the gateway answers")
+}
+
 fn ids(bundle: &Value) -> Vec<String> {
     bundle["entry"]
         .as_array()
@@ -84,14 +95,7 @@ async fn a_long_answer_streams_with_the_entries_of_a_whole_one() {
         .mount(&mock)
         .await;
 
-    let get = |app: &TestApp| {
-        let token = app.patient_token("pat-1", SCOPES);
-        app.http
-            .get(app.url("/fhir/Observation?code=x"))
-            .bearer_auth(token)
-            .send()
-    };
-    let res = get(&streaming).await.unwrap();
+    let res = search(&streaming).await;
     assert_eq!(res.status(), 200);
     // Written as it came: no length known up front.
     assert!(
@@ -100,7 +104,7 @@ async fn a_long_answer_streams_with_the_entries_of_a_whole_one() {
         res.headers()
     );
     let text = res.text().await.unwrap();
-    let res = get(&whole).await.unwrap();
+    let res = search(&whole).await;
     assert_eq!(res.status(), 200);
     assert!(res.headers().get("content-length").is_some());
     let reference = res.text().await.unwrap();
@@ -188,14 +192,7 @@ async fn an_answer_that_breaks_off_after_its_entries_began_is_cut_off() {
     let sent = body.len() / 2;
     let base = breaking_ehr(body, sent).await;
     let app = gateway(&base, false).await;
-    let token = app.patient_token("pat-1", SCOPES);
-    let mut res = app
-        .http
-        .get(app.url("/fhir/Observation?code=x"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let mut res = search(&app).await;
     // The head had left before the EHR broke off.
     assert_eq!(res.status(), 200);
     let mut received = Vec::new();
@@ -231,14 +228,7 @@ async fn an_answer_that_breaks_off_before_its_entries_is_an_upstream_error() {
     // Cut inside the first part the client reads whole.
     let base = breaking_ehr(body, 100).await;
     let app = gateway(&base, false).await;
-    let token = app.patient_token("pat-1", SCOPES);
-    let res = app
-        .http
-        .get(app.url("/fhir/Observation?code=x"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let res = search(&app).await;
     assert_eq!(res.status(), 502);
     let outcome: Value = res.json().await.unwrap();
     assert_eq!(outcome["resourceType"], "OperationOutcome");
@@ -261,14 +251,7 @@ async fn a_long_answer_that_is_not_a_bundle_is_an_upstream_error() {
         .mount(&mock)
         .await;
     let app = gateway(&format!("{}/fhir", mock.uri()), false).await;
-    let token = app.patient_token("pat-1", SCOPES);
-    let res = app
-        .http
-        .get(app.url("/fhir/Observation?code=x"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let res = search(&app).await;
     // As the buffered client refuses a search answered with something else than a
     // Bundle: not an empty result.
     assert_eq!(res.status(), 502);

@@ -95,14 +95,19 @@ impl Session<'_> {
     /// client follows only links under the EHR's base). `rt` names the search for the
     /// audit record.
     pub async fn next_page(&self, rt: &str, url: &str) -> Result<Unchecked, GuardError> {
-        self.send_for_bundle(
-            Interaction::Search,
-            rt,
-            None,
-            FhirRequest::search_page(url),
-            false,
-        )
-        .await
+        self.next_page_reading(rt, url, false).await
+    }
+
+    /// [`Session::next_page`]; with `partial`, the answer may be read as it arrives.
+    pub(crate) async fn next_page_reading(
+        &self,
+        rt: &str,
+        url: &str,
+        partial: bool,
+    ) -> Result<Unchecked, GuardError> {
+        let request = FhirRequest::search_page(url);
+        self.send_for_bundle(Interaction::Search, rt, None, request, partial)
+            .await
     }
 
     /// The history of `rt/id`. The current version decides first: a foreign resource's

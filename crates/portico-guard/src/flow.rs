@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use portico_access::bundle_stream::{BundleStream, Finished, Piece, StreamError};
 use portico_access::{Interaction, Policy, Principal, VerifiedBytes, VerifyReport};
-use portico_upstream::{BodyRest, FhirRequest, UpstreamError};
+use portico_upstream::{BodyRest, UpstreamError};
 use serde_json::{Map, Value};
 
 use crate::audit::Outcome;
@@ -137,14 +137,7 @@ impl Session<'_> {
 
     /// [`Session::next_page`] whose answer may be read as it arrives.
     pub async fn next_page_streamed(&self, rt: &str, url: &str) -> Result<Unchecked, GuardError> {
-        self.send_for_bundle(
-            Interaction::Search,
-            rt,
-            None,
-            FhirRequest::search_page(url),
-            true,
-        )
-        .await
+        self.next_page_reading(rt, url, true).await
     }
 
     /// Verifies a Bundle answer: as it arrives when the EHR's answer was read in part

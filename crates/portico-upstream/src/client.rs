@@ -460,7 +460,7 @@ impl FhirClient {
     async fn send(&self, request: FhirRequest) -> Result<FhirResponse, UpstreamError> {
         match self.send_reading(request, false).await? {
             Answer::Whole(response) => Ok(response),
-            // Not asked for: read the rest too.
+            // Not produced when not asked for; were it, the rest is read here.
             Answer::Partial(mut response, mut rest) => {
                 let mut body = BytesMut::from(&response.body[..]);
                 while let Some(piece) = rest.next().await {
@@ -506,21 +506,25 @@ impl FhirClient {
         let result = match self.exchange(builder, conditional).await {
             Err(e) => Err(e),
             Ok((response, None)) => check_answer(&request.interaction, response).map(Answer::Whole),
-            Ok((mut response, Some(mut rest))) => {
-                let read = if partial { WHOLE_UP_TO } else { usize::MAX };
-                match read_up_to(&mut rest, read).await {
-                    Err(e) => Err(e),
-                    Ok((first, ended)) => {
-                        response.body = first;
-                        if ended {
-                            check_answer(&request.interaction, response).map(Answer::Whole)
-                        } else {
-                            check_content_type(&response)
-                                .map(|()| Answer::Partial(response, body_rest(rest)))
-                        }
+            Ok((mut response, Some(rest))) if !partial => match rest.bytes().await {
+                Ok(body) => {
+                    response.body = body;
+                    check_answer(&request.interaction, response).map(Answer::Whole)
+                }
+                Err(e) => Err(UpstreamError::from_reqwest(e)),
+            },
+            Ok((mut response, Some(mut rest))) => match read_up_to(&mut rest, WHOLE_UP_TO).await {
+                Err(e) => Err(e),
+                Ok((first, ended)) => {
+                    response.body = first;
+                    if ended {
+                        check_answer(&request.interaction, response).map(Answer::Whole)
+                    } else {
+                        check_content_type(&response)
+                            .map(|()| Answer::Partial(response, body_rest(rest)))
                     }
                 }
-            }
+            },
         };
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let resource_type = request.resource_type().unwrap_or("");
