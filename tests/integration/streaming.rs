@@ -139,14 +139,31 @@ async fn a_long_answer_streams_with_the_entries_of_a_whole_one() {
         .find(|l| l["relation"] == "next")
         .unwrap();
     assert!(next["url"].as_str().unwrap().contains("/_page?_cursor="));
-    // Recorded before it was written.
-    let audit = streaming.audit_records();
-    assert!(
-        audit.iter().any(|r| r["resource_type"] == "Observation"
-            && r["interaction"] == "search"
-            && r["decision"] == "allowed"),
-        "{audit:?}"
+    // Recorded before it was written, and again with what it came to: the three
+    // entries of another patient's withheld.
+    assert_eq!(
+        search_records(&streaming),
+        [
+            ("attempt".to_owned(), "allowed".to_owned(), None),
+            ("outcome".to_owned(), "allowed".to_owned(), Some(3)),
+        ]
     );
+}
+
+/// The phase, decision and removed entries of each Observation search record `app`
+/// wrote, in order.
+fn search_records(app: &TestApp) -> Vec<(String, String, Option<u64>)> {
+    app.audit_records()
+        .iter()
+        .filter(|r| r["resource_type"] == "Observation" && r["interaction"] == "search")
+        .map(|r| {
+            (
+                r["phase"].as_str().unwrap_or("none").to_owned(),
+                r["decision"].as_str().expect("a decision").to_owned(),
+                r["removed_entries"].as_u64(),
+            )
+        })
+        .collect()
 }
 
 /// An EHR that answers every request with `head` (status line and headers), the
@@ -187,7 +204,8 @@ async fn an_answer_that_breaks_off_after_its_entries_began_is_cut_off() {
         "https://ehr.example/fhir",
         "https://ehr.example/fhir",
         1500,
-        &[200],
+        // Past the first part the client reads whole, before the break.
+        &[600],
     );
     let sent = body.len() / 2;
     let base = breaking_ehr(body, sent).await;
@@ -215,6 +233,15 @@ async fn an_answer_that_breaks_off_after_its_entries_began_is_cut_off() {
     );
     assert!(serde_json::from_slice::<Value>(&received).is_err());
     assert!(!text.contains("secret-of-b"));
+    // The outcome record says it was cut off, after withholding the one foreign entry
+    // that came before the break.
+    assert_eq!(
+        search_records(&app),
+        [
+            ("attempt".to_owned(), "allowed".to_owned(), None),
+            ("outcome".to_owned(), "denied".to_owned(), Some(1)),
+        ]
+    );
 }
 
 #[tokio::test]

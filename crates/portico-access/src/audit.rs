@@ -27,7 +27,9 @@ pub enum Decision {
 
 /// Which half of a write a record describes: the attempt is recorded before the request
 /// goes to the EHR, the outcome after it answered (or failed). Reads and searches have
-/// one record and no phase.
+/// one record and no phase, except a search answer streamed as it arrives: its attempt
+/// is recorded before the first byte leaves, its outcome (the entries removed, or
+/// `denied` when it broke off) when it ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
@@ -149,6 +151,12 @@ impl AuditRecord {
 
     pub fn with_upstream_status(mut self, status: u16) -> AuditRecord {
         self.upstream_status = Some(status);
+        self
+    }
+
+    /// The same record, dated now (the second record of a pair).
+    pub fn restamped(mut self) -> AuditRecord {
+        self.timestamp_ms = now_ms();
         self
     }
 

@@ -43,7 +43,13 @@ impl Session<'_> {
         outcome: Outcome<'_>,
     ) -> Result<(), GuardError> {
         let r = self.record_of(interaction, resource_type, id, outcome);
-        self.guard.inner.audit.record(&r).await.map_err(|e| {
+        self.write_record(&r).await
+    }
+
+    /// Writes `record` as [`Session::audit`] does: a record that cannot be written fails
+    /// the call.
+    pub(crate) async fn write_record(&self, record: &AuditRecord) -> Result<(), GuardError> {
+        self.guard.inner.audit.record(record).await.map_err(|e| {
             tracing::error!(error = %e, "audit record could not be written; refusing the request");
             GuardError::AuditUnavailable
         })
@@ -65,7 +71,7 @@ impl Session<'_> {
         }
     }
 
-    fn record_of(
+    pub(crate) fn record_of(
         &self,
         interaction: Interaction,
         resource_type: &str,

@@ -10,21 +10,25 @@
 //! an error any more: the caller must cut its own answer off, so that its client sees a
 //! broken answer, never a wrong whole one.
 //!
-//! The audit record is written before the first piece leaves (nothing is handed out
-//! that was not recorded). It cannot carry the number of entries removed, known only
-//! at the end: that number is logged then, without anything about the patient.
+//! Such an answer has two audit records, as a write does. The first, phase `attempt`,
+//! is written before the first piece leaves (nothing is handed out that was not
+//! recorded); it cannot say how many entries will be removed. The second, phase
+//! `outcome`, is written when the answer ends, before its last bytes leave: the entries
+//! removed, and `denied` when the answer was cut off (with the entries removed until
+//! then). A client that goes away before the end leaves the attempt without its outcome.
 
 use std::sync::Arc;
 
+use portico_access::audit::{AuditRecord, Decision, Phase};
 use portico_access::bundle_stream::{BundleStream, Finished, Piece, StreamError};
-use portico_access::{Interaction, Policy, Principal, VerifiedBytes, VerifyReport};
+use portico_access::{Policy, Principal, VerifiedBytes, VerifyReport};
 use portico_upstream::{BodyRest, UpstreamError};
 use serde_json::{Map, Value};
 
 use crate::audit::Outcome;
 use crate::bundle::Unchecked;
 use crate::slot::Meta;
-use crate::{GuardError, Session};
+use crate::{Guard, GuardError, Session};
 
 /// A Bundle answer checked as it arrives, or whole.
 #[derive(Debug)]
@@ -68,15 +72,34 @@ pub struct Flow {
     rest: BodyRest,
     policy: Policy,
     principal: Arc<Principal>,
-    /// What the record names, for the count logged at the end.
-    interaction: Interaction,
+    /// The outcome record, written when the answer ends or breaks; `None` once written.
+    outcome: Option<AuditRecord>,
+    /// The entries decided so far.
+    decided: VerifyReport,
+    /// Where the outcome record goes.
+    guard: Guard,
 }
 
 impl Flow {
     /// What can be handed on next: the pieces checked from the next part of the body
     /// that completed any (the head first), then the Bundle's end, then `None`. After an
-    /// error, nothing more comes.
+    /// error, nothing more comes. The outcome record is written before the end or the
+    /// error is returned.
     pub async fn next(&mut self) -> Result<Option<Vec<Flowed>>, FlowError> {
+        let step = self.advance().await;
+        match &step {
+            Ok(Some(flowed)) => {
+                if let Some(Flowed::End(_)) = flowed.last() {
+                    self.record_outcome(false).await;
+                }
+            }
+            Ok(None) => {}
+            Err(_) => self.record_outcome(true).await,
+        }
+        step
+    }
+
+    async fn advance(&mut self) -> Result<Option<Vec<Flowed>>, FlowError> {
         loop {
             if !self.ready.is_empty() {
                 return Ok(Some(self.ready.drain(..).map(Flowed::Piece).collect()));
@@ -86,9 +109,10 @@ impl Flow {
             };
             match self.rest.next().await {
                 Some(Ok(bytes)) => {
-                    if let Err(e) =
-                        stream.push(&self.policy, &self.principal, &bytes, &mut self.ready)
-                    {
+                    let pushed =
+                        stream.push(&self.policy, &self.principal, &bytes, &mut self.ready);
+                    self.decided = stream.report().unwrap_or_default();
+                    if let Err(e) = pushed {
                         self.stream = None;
                         return Err(e.into());
                     }
@@ -103,7 +127,7 @@ impl Flow {
                     };
                     return match stream.finish(&self.policy, &self.principal)? {
                         Finished::Tail { members, report } => {
-                            self.ended(report);
+                            self.decided = report;
                             Ok(Some(vec![Flowed::End(members)]))
                         }
                         // Only a stream that never started ends whole, and a flow
@@ -115,13 +139,23 @@ impl Flow {
         }
     }
 
-    fn ended(&self, report: VerifyReport) {
-        tracing::debug!(
-            interaction = ?self.interaction,
-            kept = report.kept,
-            removed = report.removed,
-            "streamed Bundle verified"
-        );
+    /// Writes the outcome record once: the entries removed, and `denied` when the
+    /// answer broke off. Part of the answer has already left, so a record that cannot
+    /// be written is logged (and counted by the sink), not turned into an error.
+    async fn record_outcome(&mut self, broken: bool) {
+        let Some(record) = self.outcome.take() else {
+            return;
+        };
+        let mut record = record.restamped().with_phase(Phase::Outcome);
+        if self.decided.removed > 0 {
+            record = record.with_removed_entries(self.decided.removed);
+        }
+        if broken {
+            record.decision = Decision::Denied;
+        }
+        if let Err(e) = self.guard.audit_sink().record(&record).await {
+            tracing::error!(error = %e, "the outcome record of a streamed answer could not be written");
+        }
     }
 }
 
@@ -193,23 +227,27 @@ impl Session<'_> {
         if let Err(e) = pushed {
             return Err(self.malformed(&unchecked, broken(e)).await);
         }
-        // Recorded before the first piece leaves; the count of removed entries is
-        // not known yet.
-        self.audit(
-            unchecked.interaction,
-            &unchecked.rt,
-            unchecked.id.as_deref(),
-            Outcome::allowed(meta.status, 0),
-        )
-        .await?;
+        // Recorded before the first piece leaves (the count of removed entries is not
+        // known yet: the outcome record gives it).
+        let attempt = self
+            .record_of(
+                unchecked.interaction,
+                &unchecked.rt,
+                unchecked.id.as_deref(),
+                Outcome::allowed(meta.status, 0),
+            )
+            .with_phase(Phase::Attempt);
+        self.write_record(&attempt).await?;
         Ok(Streamed::Flowing(Flow {
             meta,
             ready,
+            decided: stream.report().unwrap_or_default(),
             stream: Some(stream),
             rest,
             policy: policy.clone(),
             principal: self.actor.principal_shared(),
-            interaction: unchecked.interaction,
+            outcome: Some(attempt),
+            guard: self.guard.clone(),
         }))
     }
 }

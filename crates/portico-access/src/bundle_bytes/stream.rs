@@ -149,6 +149,11 @@ impl BundleStream {
         self.check.is_some()
     }
 
+    /// The entries decided so far, once the entries started streaming.
+    pub fn report(&self) -> Option<VerifyReport> {
+        self.check.as_ref().map(|check| check.report)
+    }
+
     /// Takes the next piece of the text; what can be handed out now is added to `out`.
     pub fn push(
         &mut self,
