@@ -1,7 +1,8 @@
 //! Long search answers written while the EHR's is still arriving (the cache off, so
 //! nothing keeps them): the same entries as the whole answer, another patient's never,
-//! links rewritten, the access recorded; and an EHR that breaks off after the entries
-//! began makes the gateway cut its own answer off rather than close it as if whole.
+//! links rewritten, the access recorded (an attempt, then its outcome); an EHR that
+//! breaks off after the entries began makes the gateway cut its own answer off rather
+//! than close it as if whole, and a client that goes away leaves an outcome too.
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -166,9 +167,14 @@ fn search_records(app: &TestApp) -> Vec<(String, String, Option<u64>)> {
         .collect()
 }
 
-/// An EHR that answers every request with `head` (status line and headers), the
-/// first `sent` bytes of `body`, and then closes the connection.
+/// An EHR that answers every request with the first `sent` bytes of `body` and then
+/// closes the connection, or, when `trickle`, sends the rest 2 KiB at a time, one piece
+/// every 50 ms.
 async fn breaking_ehr(body: String, sent: usize) -> String {
+    stopping_ehr(body, sent, false).await
+}
+
+async fn stopping_ehr(body: String, sent: usize, trickle: bool) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -189,6 +195,14 @@ async fn breaking_ehr(body: String, sent: usize) -> String {
                 );
                 let _ = socket.write_all(head.as_bytes()).await;
                 let _ = socket.write_all(&body.as_bytes()[..sent]).await;
+                if trickle {
+                    for piece in body.as_bytes()[sent..].chunks(2048) {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        if socket.write_all(piece).await.is_err() {
+                            return;
+                        }
+                    }
+                }
                 let _ = socket.shutdown().await;
             });
         }
@@ -242,6 +256,49 @@ async fn an_answer_that_breaks_off_after_its_entries_began_is_cut_off() {
             ("outcome".to_owned(), "denied".to_owned(), Some(1)),
         ]
     );
+}
+
+#[tokio::test]
+async fn an_answer_whose_client_goes_away_is_recorded_as_cut_off() {
+    let body = long_bundle(
+        "https://ehr.example/fhir",
+        "https://ehr.example/fhir",
+        1500,
+        &[600],
+    );
+    let sent = body.len() / 2;
+    // The rest would take about 8 s to come.
+    let base = stopping_ehr(body, sent, true).await;
+    let app = gateway(&base, false).await;
+    let mut res = search(&app).await;
+    assert_eq!(res.status(), 200);
+    let first = res
+        .chunk()
+        .await
+        .expect("a first piece")
+        .expect("not the end");
+    assert!(!first.is_empty());
+    drop(res);
+    // The gateway finds its client gone at its next write and drops the answer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);
+    loop {
+        let records = search_records(&app);
+        if records.len() >= 2 {
+            assert_eq!(
+                records,
+                [
+                    ("attempt".to_owned(), "allowed".to_owned(), None),
+                    ("outcome".to_owned(), "denied".to_owned(), Some(1)),
+                ]
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no outcome record: {records:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@
 //! recorded); it cannot say how many entries will be removed. The second, phase
 //! `outcome`, is written when the answer ends, before its last bytes leave: the entries
 //! removed, and `denied` when the answer was cut off (with the entries removed until
-//! then). A client that goes away before the end leaves the attempt without its outcome.
+//! then, also when the client went away and the answer was dropped before its end).
 
 use std::sync::Arc;
 
@@ -140,22 +140,51 @@ impl Flow {
     }
 
     /// Writes the outcome record once: the entries removed, and `denied` when the
-    /// answer broke off. Part of the answer has already left, so a record that cannot
-    /// be written is logged (and counted by the sink), not turned into an error.
+    /// answer broke off.
     async fn record_outcome(&mut self, broken: bool) {
-        let Some(record) = self.outcome.take() else {
-            return;
-        };
-        let mut record = record.restamped().with_phase(Phase::Outcome);
+        if let Some(record) = self.outcome_record(broken) {
+            write_outcome(&self.guard, &record).await;
+        }
+    }
+
+    /// The outcome record, the first time it is asked for.
+    fn outcome_record(&mut self, broken: bool) -> Option<AuditRecord> {
+        let mut record = self.outcome.take()?.restamped().with_phase(Phase::Outcome);
         if self.decided.removed > 0 {
             record = record.with_removed_entries(self.decided.removed);
         }
         if broken {
             record.decision = Decision::Denied;
         }
-        if let Err(e) = self.guard.audit_sink().record(&record).await {
-            tracing::error!(error = %e, "the outcome record of a streamed answer could not be written");
+        Some(record)
+    }
+}
+
+/// A flow dropped before its end (its client went away, or the server stopped the
+/// answer) was cut off: its outcome says so, written by a task of its own.
+impl Drop for Flow {
+    fn drop(&mut self) {
+        let Some(record) = self.outcome_record(true) else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let guard = self.guard.clone();
+                runtime.spawn(async move { write_outcome(&guard, &record).await });
+            }
+            Err(_) => tracing::error!(
+                "the outcome record of a streamed answer could not be written: no runtime"
+            ),
         }
+    }
+}
+
+/// Writes a streamed answer's outcome record. Part of the answer has already left, so a
+/// record that cannot be written is logged (and counted by the sink), not turned into
+/// an error.
+async fn write_outcome(guard: &Guard, record: &AuditRecord) {
+    if let Err(e) = guard.audit_sink().record(record).await {
+        tracing::error!(error = %e, "the outcome record of a streamed answer could not be written");
     }
 }
 
