@@ -170,10 +170,6 @@ fn search_records(app: &TestApp) -> Vec<(String, String, Option<u64>)> {
 /// An EHR that answers every request with the first `sent` bytes of `body` and then
 /// closes the connection, or, when `trickle`, sends the rest 2 KiB at a time, one piece
 /// every 50 ms.
-async fn breaking_ehr(body: String, sent: usize) -> String {
-    stopping_ehr(body, sent, false).await
-}
-
 async fn stopping_ehr(body: String, sent: usize, trickle: bool) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -210,23 +206,35 @@ async fn stopping_ehr(body: String, sent: usize, trickle: bool) -> String {
     format!("http://{addr}/fhir")
 }
 
+/// The EHR's base in answers built before its server runs (it is never followed).
+const PLACEHOLDER: &str = "https://ehr.example/fhir";
+
+/// pat-1's search through a gateway whose EHR sends half of a long answer and then
+/// breaks off, or with `trickle` sends the rest slowly (see [`stopping_ehr`]). One
+/// foreign entry comes past the first part the client reads whole, before the half.
+async fn half_sent(trickle: bool) -> (TestApp, reqwest::Response) {
+    let body = long_bundle(PLACEHOLDER, PLACEHOLDER, 1500, &[600]);
+    let sent = body.len() / 2;
+    let base = stopping_ehr(body, sent, trickle).await;
+    let app = gateway(&base, false).await;
+    let res = search(&app).await;
+    // The head leaves before the EHR stops.
+    assert_eq!(res.status(), 200);
+    (app, res)
+}
+
+/// The records of a [`half_sent`] answer cut off: allowed when it began, denied at its
+/// end, the one foreign entry withheld.
+fn cut_off_records() -> Vec<(String, String, Option<u64>)> {
+    vec![
+        ("attempt".to_owned(), "allowed".to_owned(), None),
+        ("outcome".to_owned(), "denied".to_owned(), Some(1)),
+    ]
+}
+
 #[tokio::test]
 async fn an_answer_that_breaks_off_after_its_entries_began_is_cut_off() {
-    // The base is only known once the server runs: build the body with a placeholder
-    // base (it is never followed).
-    let body = long_bundle(
-        "https://ehr.example/fhir",
-        "https://ehr.example/fhir",
-        1500,
-        // Past the first part the client reads whole, before the break.
-        &[600],
-    );
-    let sent = body.len() / 2;
-    let base = breaking_ehr(body, sent).await;
-    let app = gateway(&base, false).await;
-    let mut res = search(&app).await;
-    // The head had left before the EHR broke off.
-    assert_eq!(res.status(), 200);
+    let (app, mut res) = half_sent(false).await;
     let mut received = Vec::new();
     let mut failed = false;
     loop {
@@ -249,29 +257,13 @@ async fn an_answer_that_breaks_off_after_its_entries_began_is_cut_off() {
     assert!(!text.contains("secret-of-b"));
     // The outcome record says it was cut off, after withholding the one foreign entry
     // that came before the break.
-    assert_eq!(
-        search_records(&app),
-        [
-            ("attempt".to_owned(), "allowed".to_owned(), None),
-            ("outcome".to_owned(), "denied".to_owned(), Some(1)),
-        ]
-    );
+    assert_eq!(search_records(&app), cut_off_records());
 }
 
 #[tokio::test]
 async fn an_answer_whose_client_goes_away_is_recorded_as_cut_off() {
-    let body = long_bundle(
-        "https://ehr.example/fhir",
-        "https://ehr.example/fhir",
-        1500,
-        &[600],
-    );
-    let sent = body.len() / 2;
     // The rest would take about 8 s to come.
-    let base = stopping_ehr(body, sent, true).await;
-    let app = gateway(&base, false).await;
-    let mut res = search(&app).await;
-    assert_eq!(res.status(), 200);
+    let (app, mut res) = half_sent(true).await;
     let first = res
         .chunk()
         .await
@@ -284,13 +276,7 @@ async fn an_answer_whose_client_goes_away_is_recorded_as_cut_off() {
     loop {
         let records = search_records(&app);
         if records.len() >= 2 {
-            assert_eq!(
-                records,
-                [
-                    ("attempt".to_owned(), "allowed".to_owned(), None),
-                    ("outcome".to_owned(), "denied".to_owned(), Some(1)),
-                ]
-            );
+            assert_eq!(records, cut_off_records());
             break;
         }
         assert!(
@@ -303,14 +289,9 @@ async fn an_answer_whose_client_goes_away_is_recorded_as_cut_off() {
 
 #[tokio::test]
 async fn an_answer_that_breaks_off_before_its_entries_is_an_upstream_error() {
-    let body = long_bundle(
-        "https://ehr.example/fhir",
-        "https://ehr.example/fhir",
-        1500,
-        &[],
-    );
+    let body = long_bundle(PLACEHOLDER, PLACEHOLDER, 1500, &[]);
     // Cut inside the first part the client reads whole.
-    let base = breaking_ehr(body, 100).await;
+    let base = stopping_ehr(body, 100, false).await;
     let app = gateway(&base, false).await;
     let res = search(&app).await;
     assert_eq!(res.status(), 502);
